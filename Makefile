@@ -1,0 +1,51 @@
+# Everything a user runs. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ASSETS := $(PY) -m hypervisor_shim.vm.assets
+PYTEST := $(PY) tests/run_pytest.py
+
+.PHONY: setup rootfs test lint typecheck unit vm-test demo bench bench-boot clean distclean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "need Python >= 3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# The guest root fs (and the QEMU it carries), cached outside the tree, keyed by recipe hash.
+rootfs: setup
+	$(ASSETS) build
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PYTEST) -m 'not vm'
+
+vm-test: rootfs
+	$(PYTEST) -m vm
+
+test: lint typecheck unit vm-test
+
+demo: rootfs
+	$(PY) -m hypervisor_shim demo
+
+bench-boot: rootfs
+	$(PY) -m bench.boot
+
+bench: rootfs
+	$(PY) -m bench
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+distclean: clean
+	rm -rf $(VENV)

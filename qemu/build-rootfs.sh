@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds the guest root fs into the (empty or absent) directory $1.
+# Called by `python -m hypervisor_shim.vm.assets build`, which owns caching, locking and
+# the atomic rename: never point this at a directory that is in use.
+set -euo pipefail
+out=${1:?usage: build-rootfs.sh OUTDIR}
+here=$(cd "$(dirname "$0")" && pwd)
+mirror=${EEH_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+if ! command -v mmdebstrap >/dev/null; then
+  echo "build-rootfs: installing mmdebstrap" >&2
+  apt-get update -qq && apt-get install -y -qq mmdebstrap >/dev/null
+fi
+
+pkgs=$(grep -v '^\s*#' "$here/rootfs-packages.txt" | grep -v '^\s*$' | sed 's,/.*,,' | paste -sd, -)
+# Packages named "pkg/trixie-backports" are pinned to backports, with their own deps
+# (qemu-system-* and qemu-* must come as one set).
+pins=$(grep -o '^[a-z0-9.+-]*/trixie-backports' "$here/rootfs-packages.txt" | sed 's,/.*,,' | paste -sd' ' -)
+
+mmdebstrap --variant=minbase --mode=root \
+  --aptopt='APT::Install-Recommends "false"' \
+  --include="$pkgs" \
+  --setup-hook='mkdir -p "$1/etc/apt/preferences.d"' \
+  --setup-hook="printf 'Package: %s qemu-* seabios ipxe-qemu libslirp0 libfdt1\\nPin: release n=trixie-backports\\nPin-Priority: 990\\n' '$pins' > \"\$1/etc/apt/preferences.d/backports\"" \
+  --customize-hook='mkdir -p "$1/mnt/repo" "$1/mnt/results" "$1/newroot"' \
+  --customize-hook='rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*' \
+  trixie "$out" \
+  "deb $mirror trixie main" \
+  "deb $mirror trixie-backports main"
