@@ -1,0 +1,77 @@
+"""Command line: `python -m hypervisor_shim ...`. Environment and flags are read here only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from hypervisor_shim.vm.assets import REPO, AssetConfig, ensure_assets
+from hypervisor_shim.vm.config import MachineConfig
+from hypervisor_shim.vm.errors import AssetError, GuestError
+from hypervisor_shim.vm.machine import Machine
+from hypervisor_shim.vm.run import new_run_dir, resolve_accel, run_command, with_accel
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m hypervisor_shim")
+    p.add_argument("--runs", type=Path, default=REPO / "runs",
+                   help="where run artifacts go (default: ./runs)")
+    p.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    vm = sub.add_parser("vm", help="boot a guest and run one command in it")
+    vm.add_argument("--show-command", action="store_true",
+                    help="print the QEMU command line and exit")
+    vm.add_argument("--timeout", type=float, default=300.0)
+    vm.add_argument("--memory", type=int, default=512, help="MiB")
+    vm.add_argument("command", nargs=argparse.REMAINDER,
+                    help="guest shell command (after --)")
+    sub.add_parser("demo", help="the main job: boot a guest and show the platform works")
+    return p
+
+
+async def _vm(args: argparse.Namespace) -> int:
+    assets = ensure_assets(AssetConfig.from_env())
+    command = " ".join(a for a in args.command if a != "--") or "true"
+    cfg = MachineConfig(name="vm", memory_mib=args.memory)
+    if args.show_command:
+        m = Machine(cfg, assets, run_dir=Path("RUN_DIR"), repo=REPO, command=command)
+        print(m.show_command())
+        return 0
+    accel, why = await resolve_accel(args.accel, assets, AssetConfig.from_env(), args.runs)
+    print(f"vm: {assets.qemu.describe()}; accelerator {accel} ({why})", file=sys.stderr)
+    run_dir = new_run_dir(args.runs, "vm")
+    result = await run_command(with_accel(cfg, accel), assets, command, run_dir, args.timeout)
+    sys.stdout.write(result.output)
+    print(f"vm: exit status {result.status}; ready after {result.ready_s:.2f} s; "
+          f"artifacts in {run_dir}", file=sys.stderr)
+    return result.status
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    args.command = ["python3 -c 'import pyudev, scapy, guest_drivers; "
+                    "print(\"guest: python3, pyudev, scapy and guest_drivers import\")'; "
+                    "lspci"]
+    args.show_command = False
+    args.timeout = 300.0
+    args.memory = 512
+    return await _vm(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "vm":
+            return asyncio.run(_vm(args))
+        return asyncio.run(_demo(args))
+    except (AssetError, GuestError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Guest assets: the root fs (with the QEMU it carries), the kernel, the initramfs.
+
+The root fs is built by `qemu/build-rootfs.sh` into a cache outside the tracked tree,
+keyed by a hash of the recipe, so it is rebuilt only when the recipe changes. A build
+goes into a temporary directory under a lock and is renamed into place only when it is
+complete: an interrupted build is never used (and is swept away by the next build).
+
+    python -m hypervisor_shim.vm.assets build     # ensure root fs + initramfs, print paths
+    python -m hypervisor_shim.vm.assets show      # print what would be used
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypervisor_shim.vm.cpio import CpioWriter
+from hypervisor_shim.vm.errors import AssetError, QemuNotFound
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE_FILES = ("qemu/build-rootfs.sh", "qemu/rootfs-packages.txt")
+INIT_FILE = "qemu/initramfs-init.sh"
+INITRAMFS_MODULES = ("9pnet_virtio", "9p",)  # plus everything modules.dep says they need
+MIN_QEMU = (10, 1, 1)
+COMPLETE = ".complete"
+
+
+def _digest(paths: list[Path], extra: bytes = b"") -> str:
+    h = hashlib.sha256(extra)
+    for p in paths:
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class AssetConfig:
+    """Where assets live. Built from the environment by `from_env` at the edge only."""
+
+    cache_dir: Path
+    repo: Path = REPO
+
+    @classmethod
+    def from_env(cls) -> AssetConfig:
+        base = os.environ.get("EEH_CACHE_DIR") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "eeh-sriov"
+        )
+        return cls(cache_dir=Path(base))
+
+    @property
+    def rootfs_key(self) -> str:
+        return _digest([self.repo / f for f in RECIPE_FILES])
+
+    @property
+    def rootfs_dir(self) -> Path:
+        return self.cache_dir / f"rootfs-{self.rootfs_key}"
+
+
+@dataclass(frozen=True)
+class QemuBinary:
+    """How to run qemu-system-x86_64: argv prefix and environment additions."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    version: str
+    source: str  # "host" or "rootfs"
+
+    def describe(self) -> str:
+        binary = self.argv[0] if self.source == "host" else self.argv[3]
+        return f"QEMU {self.version} from the {self.source} ({binary})"
+
+
+@dataclass(frozen=True)
+class GuestAssets:
+    rootfs: Path
+    kernel: Path
+    initramfs: Path
+    qemu: QemuBinary
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_rootfs(cfg: AssetConfig, log: io.TextIOBase | None = None) -> Path:
+    """Return the root fs for the current recipe, building it if needed."""
+    out = log or sys.stderr
+    final = cfg.rootfs_dir
+    if (final / COMPLETE).exists():
+        return final
+    with _locked(cfg.cache_dir / f"rootfs-{cfg.rootfs_key}.lock"):
+        if (final / COMPLETE).exists():
+            return final
+        for stale in cfg.cache_dir.glob(f"rootfs-{cfg.rootfs_key}.tmp-*"):
+            print(f"assets: removing interrupted build {stale}", file=out)
+            shutil.rmtree(stale, ignore_errors=True)
+        if final.exists():  # present but never completed: not trustworthy
+            shutil.rmtree(final, ignore_errors=True)
+        tmp = cfg.cache_dir / f"rootfs-{cfg.rootfs_key}.tmp-{os.getpid()}"
+        print(f"assets: building root fs {final.name} (mmdebstrap, about a minute)", file=out)
+        start = time.monotonic()
+        logfile = cfg.cache_dir / f"rootfs-{cfg.rootfs_key}.build.log"
+        with open(logfile, "w") as lf:
+            rc = subprocess.call(
+                ["bash", str(cfg.repo / "qemu/build-rootfs.sh"), str(tmp)],
+                stdout=lf, stderr=subprocess.STDOUT,
+            )
+        if rc != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tail = logfile.read_text(errors="replace").splitlines()[-15:]
+            raise AssetError(
+                f"root fs build failed (exit {rc}); log {logfile}:\n" + "\n".join(tail)
+            )
+        seconds = time.monotonic() - start
+        info = {"key": cfg.rootfs_key, "build_seconds": round(seconds, 1),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        (tmp / COMPLETE).write_text(json.dumps(info) + "\n")
+        os.rename(tmp, final)
+        print(f"assets: root fs built in {seconds:.1f} s: {final}", file=out)
+        return final
+
+
+def find_kernel(rootfs: Path) -> Path:
+    kernels = sorted(rootfs.glob("boot/vmlinuz-*"))
+    if not kernels:
+        raise AssetError(f"no kernel in {rootfs}/boot")
+    return kernels[-1]
+
+
+def _module_closure(rootfs: Path, kver: str, wanted: tuple[str, ...]) -> list[str]:
+    """Module paths (relative to lib/modules/KVER) in load order, dependencies first."""
+    deps: dict[str, list[str]] = {}
+    for line in (rootfs / f"lib/modules/{kver}/modules.dep").read_text().splitlines():
+        mod, _, rest = line.partition(":")
+        deps[mod] = rest.split()
+    by_name = {Path(m).name.split(".ko")[0]: m for m in deps}
+    order: list[str] = []
+
+    def visit(mod: str) -> None:
+        for d in reversed(deps[mod]):  # modules.dep lists the deepest dependency last
+            visit(d)
+        if mod not in order:
+            order.append(mod)
+
+    for name in wanted:
+        if name not in by_name:
+            raise AssetError(f"module {name} not found for kernel {kver}")
+        visit(by_name[name])
+    return order
+
+
+def ensure_initramfs(cfg: AssetConfig, rootfs: Path) -> Path:
+    """Build (once per root fs and init script) the busybox initramfs."""
+    init = cfg.repo / INIT_FILE
+    key = _digest([init, Path(__file__)], extra=cfg.rootfs_key.encode())
+    path = cfg.cache_dir / f"initramfs-{key}.cpio"
+    if path.exists():
+        return path
+    kver = find_kernel(rootfs).name.removeprefix("vmlinuz-")
+    buf = io.BytesIO()
+    w = CpioWriter(buf)
+    for d in ("bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"):
+        w.directory(d)
+    w.file("bin/busybox", (rootfs / "usr/bin/busybox").read_bytes()
+           if (rootfs / "usr/bin/busybox").exists() else (rootfs / "bin/busybox").read_bytes(),
+           0o755)
+    w.file("init", init.read_bytes(), 0o755)
+    names = []
+    for rel in _module_closure(rootfs, kver, INITRAMFS_MODULES):
+        raw = (rootfs / f"lib/modules/{kver}" / rel).read_bytes()
+        if rel.endswith(".xz"):
+            raw = lzma.decompress(raw)
+        name = Path(rel).name.split(".ko")[0] + ".ko"
+        w.file(f"lib/modules/{name}", raw)
+        names.append(name)
+    w.file("lib/modules/load-order", ("\n".join(names) + "\n").encode())
+    w.close()
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def _qemu_version(argv: list[str], env: dict[str, str]) -> tuple[int, ...] | None:
+    try:
+        out = subprocess.run([*argv, "--version"], capture_output=True, text=True,
+                             env=env, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"version (\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def _has_vfio_user(argv: list[str], env: dict[str, str]) -> bool:
+    try:
+        out = subprocess.run([*argv, "-device", "help"], capture_output=True, text=True,
+                             env=env, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return '"vfio-user-pci"' in out
+
+
+def find_qemu(rootfs: Path, prefer_host: bool = True) -> QemuBinary:
+    """A host QEMU >= MIN_QEMU with vfio-user-pci if there is one, else the root fs's own."""
+    host = shutil.which("qemu-system-x86_64")
+    if prefer_host and host:
+        env = dict(os.environ)
+        ver = _qemu_version([host], env)
+        if ver and ver >= MIN_QEMU and _has_vfio_user([host], env):
+            return QemuBinary((host,), (), ".".join(map(str, ver)), "host")
+    loader = rootfs / "lib64/ld-linux-x86-64.so.2"
+    libs = f"{rootfs}/lib/x86_64-linux-gnu:{rootfs}/usr/lib/x86_64-linux-gnu"
+    argv = [str(loader), "--library-path", libs, str(rootfs / "usr/bin/qemu-system-x86_64"),
+            "-L", str(rootfs / "usr/share/qemu"), "-L", str(rootfs / "usr/share/seabios")]
+    extra = (("QEMU_MODULE_DIR", str(rootfs / "usr/lib/x86_64-linux-gnu/qemu")),)
+    env = dict(os.environ) | dict(extra)
+    ver = _qemu_version(argv, env)
+    if ver is None or ver < MIN_QEMU or not _has_vfio_user(argv, env):
+        raise QemuNotFound(f"no QEMU >= {'.'.join(map(str, MIN_QEMU))} with vfio-user-pci "
+                           f"(root fs QEMU version {ver})")
+    return QemuBinary(tuple(argv), extra, ".".join(map(str, ver)), "rootfs")
+
+
+def ensure_assets(cfg: AssetConfig, log: io.TextIOBase | None = None) -> GuestAssets:
+    rootfs = ensure_rootfs(cfg, log)
+    return GuestAssets(rootfs=rootfs, kernel=find_kernel(rootfs),
+                       initramfs=ensure_initramfs(cfg, rootfs), qemu=find_qemu(rootfs))
+
+
+def main(argv: list[str]) -> int:
+    cmd = argv[0] if argv else "show"
+    cfg = AssetConfig.from_env()
+    if cmd == "build":
+        try:
+            assets = ensure_assets(cfg)
+        except AssetError as e:
+            print(f"assets: {e}", file=sys.stderr)
+            return 1
+        print(f"assets: root fs   {assets.rootfs}")
+        print(f"assets: kernel    {assets.kernel}")
+        print(f"assets: initramfs {assets.initramfs}")
+        print(f"assets: using {assets.qemu.describe()}")
+        return 0
+    if cmd == "show":
+        print(f"cache     {cfg.cache_dir}")
+        built = "built" if (cfg.rootfs_dir / COMPLETE).exists() else "not built"
+        print(f"root fs   {cfg.rootfs_dir} ({built})")
+        return 0
+    print("usage: python -m hypervisor_shim.vm.assets [build|show]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

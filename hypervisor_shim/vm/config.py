@@ -1,0 +1,111 @@
+"""Frozen configuration of one QEMU guest, and the pure function that turns it into argv."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypervisor_shim.vm.assets import GuestAssets
+
+READY_MARKER = "EEH-GUEST-READY"
+EXIT_MARKER = "EEH-GUEST-EXIT"
+INIT_FAILED_MARKER = "EEH-GUEST-INIT-FAILED"
+
+
+@dataclass(frozen=True)
+class VfioUserDevice:
+    """A function served by the device model over vfio-user, cold-plugged at start."""
+
+    id: str
+    socket: Path
+    root_port: str  # id of the pcie-root-port it sits on
+
+    def qdev(self) -> dict[str, object]:
+        """The device as QMP `device_add` arguments (also used, as JSON, on the command line)."""
+        return {"driver": "vfio-user-pci", "id": self.id, "bus": self.root_port,
+                "socket": {"type": "unix", "path": str(self.socket)}}
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """Everything that decides a guest's QEMU command line."""
+
+    name: str = "guest"
+    memory_mib: int = 512
+    cpus: int = 1
+    accel: str = "tcg"  # "tcg" or "kvm"; "auto" is resolved by the launcher's probe
+    kernel_args: tuple[str, ...] = ()
+    root_ports: int = 0  # spare pcie-root-ports (for vfio-user functions and hot-plug)
+    vfio_user: tuple[VfioUserDevice, ...] = ()
+    extra_args: tuple[str, ...] = ()
+    boot_timeout: float = 120.0  # seconds until the readiness marker, or BootTimeout
+
+    def root_port_ids(self) -> list[str]:
+        return [f"rp{i}" for i in range(self.root_ports)]
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run's files go: artifacts (kept) and sockets (short path, removed)."""
+
+    run_dir: Path
+    sock_dir: Path
+    repo: Path
+
+    @property
+    def console_log(self) -> Path:
+        return self.run_dir / "console.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.run_dir / "qemu.log"
+
+    @property
+    def qmp_log(self) -> Path:
+        return self.run_dir / "qmp.jsonl"
+
+    @property
+    def results(self) -> Path:
+        return self.run_dir / "results"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.sock_dir / "qmp.sock"
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = field(default=())
+
+
+def build_command(cfg: MachineConfig, assets: GuestAssets, paths: RunPaths) -> CommandLine:
+    """The QEMU argv for `cfg`: a list, never a shell string."""
+    mem = f"{cfg.memory_mib}M"
+    append = " ".join(("console=ttyS0", "quiet", "panic=-1", "mitigations=off",
+                       *cfg.kernel_args))
+    a: list[str] = [*assets.qemu.argv]
+    a += ["-name", cfg.name, "-machine", "q35,memory-backend=mem", "-accel", cfg.accel,
+          *(() if cfg.accel == "tcg" else ("-cpu", "host")),
+          "-smp", str(cfg.cpus), "-m", mem,
+          "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
+          "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+          "-kernel", str(assets.kernel), "-initrd", str(assets.initramfs),
+          "-append", append,
+          "-chardev", f"file,id=console0,path={paths.console_log}",
+          "-serial", "chardev:console0",
+          "-chardev", f"socket,id=qmp0,path={paths.qmp_socket}",
+          "-mon", "chardev=qmp0,mode=control"]
+    shares = (("root", assets.rootfs, True), ("repo", paths.repo, True),
+              ("results", paths.results, False))
+    for i, (tag, path, ro) in enumerate(shares):
+        a += ["-fsdev", f"local,id=fs{i},path={path},security_model=none"
+              + (",readonly=on" if ro else ""),
+              "-device", f"virtio-9p-pci,fsdev=fs{i},mount_tag={tag}"]
+    for i, rp in enumerate(cfg.root_port_ids()):
+        a += ["-device", f"pcie-root-port,id={rp},chassis={i + 1},slot={i + 1}"]
+    for dev in cfg.vfio_user:
+        a += ["-device", json.dumps(dev.qdev())]
+    a += list(cfg.extra_args)
+    return CommandLine(tuple(a), assets.qemu.env)

@@ -1,0 +1,48 @@
+"""Exceptions of the VM layer: one root, data-carrying subclasses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VmError(Exception):
+    """Root of every exception raised by hypervisor_shim.vm."""
+
+
+class AssetError(VmError):
+    """A root fs, kernel, initramfs or QEMU binary could not be built or found."""
+
+
+class QemuNotFound(AssetError):
+    """No QEMU >= the minimum version with the vfio-user-pci device is available."""
+
+
+class GuestError(VmError):
+    """A guest failed to boot or run; carries the evidence a user needs to see why."""
+
+    def __init__(self, message: str, run_dir: Path, console_tail: list[str]) -> None:
+        tail = "\n".join(f"  | {line}" for line in console_tail) or "  | (console empty)"
+        super().__init__(
+            f"{message}\n  artifacts: {run_dir}\n  last console lines:\n{tail}"
+        )
+        self.run_dir = run_dir
+        self.console_tail = console_tail
+
+
+class BootTimeout(GuestError):
+    """The guest did not print its readiness marker in time."""
+
+
+class GuestTimeout(GuestError):
+    """The guest command did not finish in time (a hung guest)."""
+
+
+class QemuExited(GuestError):
+    """QEMU exited before the guest finished (crash, bad argument, kernel panic)."""
+
+    def __init__(
+        self, message: str, run_dir: Path, console_tail: list[str],
+        returncode: int | None = None,
+    ) -> None:
+        super().__init__(message, run_dir, console_tail)
+        self.returncode = returncode

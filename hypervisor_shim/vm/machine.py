@@ -1,0 +1,275 @@
+"""Launch a QEMU guest, talk QMP to it, and always clean up.
+
+    async with Machine(cfg, assets, run_dir=..., command="python3 -c 'import scapy'") as vm:
+        result = await vm.wait_exit(timeout=60)
+
+Entering starts QEMU (own session; killed if this process dies), accepts its QMP
+connection, and waits for the guest's readiness marker. Leaving stops QEMU (gracefully
+if all went well, SIGKILL otherwise: also on Ctrl-C and on test failure) and removes the
+socket directory. A guest that does not get ready or does not finish in time raises a
+GuestError carrying the last console lines and the artifacts directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import shlex
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from qemu.qmp import QMPClient
+
+from hypervisor_shim.vm.assets import GuestAssets
+from hypervisor_shim.vm.config import (
+    EXIT_MARKER,
+    INIT_FAILED_MARKER,
+    READY_MARKER,
+    MachineConfig,
+    RunPaths,
+    build_command,
+)
+from hypervisor_shim.vm.errors import BootTimeout, GuestError, GuestTimeout, QemuExited
+
+POLL_S = 0.02
+TAIL_LINES = 25
+PR_SET_PDEATHSIG = 1
+STOPPED_FOR_GOOD = frozenset({"internal-error", "guest-panicked", "io-error", "shutdown"})
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class GuestResult:
+    status: int
+    output: str
+    ready_s: float  # QEMU start to readiness marker
+    total_s: float  # QEMU start to exit marker
+
+
+class ConsoleWatcher:
+    """Follows console.log as QEMU writes it and remembers where markers appeared."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._pos = 0
+        self._partial = b""
+        self.lines: list[str] = []
+        self.marks: dict[str, tuple[float, str]] = {}
+
+    def poll(self) -> None:
+        try:
+            with open(self._path, "rb") as f:
+                f.seek(self._pos)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        if not data:
+            return
+        self._pos += len(data)
+        chunks = (self._partial + data).split(b"\n")
+        self._partial = chunks.pop()
+        now = time.monotonic()
+        for raw in chunks:
+            line = raw.decode(errors="replace").rstrip("\r")
+            self.lines.append(line)
+            for marker in (READY_MARKER, EXIT_MARKER, INIT_FAILED_MARKER):
+                if line.startswith(marker) and marker not in self.marks:
+                    self.marks[marker] = (now, line[len(marker):].strip())
+
+    def tail(self, n: int = TAIL_LINES) -> list[str]:
+        self.poll()
+        extra = [self._partial.decode(errors="replace")] if self._partial else []
+        return (self.lines + extra)[-n:]
+
+
+class Machine:
+    """One QEMU guest. Use as an async context manager."""
+
+    def __init__(self, cfg: MachineConfig, assets: GuestAssets, run_dir: Path,
+                 repo: Path, command: str | None = None) -> None:
+        self.cfg = cfg
+        self.assets = assets
+        self.command = command
+        self.paths = RunPaths(run_dir=run_dir,
+                              sock_dir=Path(tempfile.mkdtemp(prefix="eeh-vm-")), repo=repo)
+        self.cmdline = build_command(cfg, assets, self.paths)
+        self.console = ConsoleWatcher(self.paths.console_log)
+        self.qmp_client = QMPClient(cfg.name)
+        self.proc: asyncio.subprocess.Process | None = None
+        self._t0 = 0.0
+        self._qmp_log: TextIO | None = None
+        self._events_task: asyncio.Task[None] | None = None
+        self._vm_stopped = asyncio.Event()
+        self.summary: dict[str, Any] = {"name": cfg.name, "accel": cfg.accel,
+                                        "qemu": assets.qemu.describe()}
+
+    # ---- artifacts -------------------------------------------------------------------
+    def _log_qmp(self, direction: str, msg: object) -> None:
+        if self._qmp_log is not None:
+            rec = {"t": round(time.monotonic() - self._t0, 6), "dir": direction, "msg": msg}
+            self._qmp_log.write(json.dumps(rec, default=str) + "\n")
+            self._qmp_log.flush()
+
+    def show_command(self) -> str:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.cmdline.env)
+        return (env + " " if env else "") + shlex.join(self.cmdline.argv)
+
+    def _error(self, cls: type[GuestError], message: str) -> GuestError:
+        return cls(message, self.paths.run_dir, self.console.tail())
+
+    # ---- lifecycle -------------------------------------------------------------------
+    async def __aenter__(self) -> Machine:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop(graceful=False)
+            raise
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._stop(graceful=et is None)
+
+    async def _start(self) -> None:
+        p = self.paths
+        p.results.mkdir(parents=True, exist_ok=True)
+        (p.run_dir / "qemu-cmdline.txt").write_text(self.show_command() + "\n")
+        if self.command is not None:
+            (p.results / "guest-command").write_text(self.command + "\n")
+        self._qmp_log = open(p.qmp_log, "w")
+        await self.qmp_client.start_server(str(p.qmp_socket))
+        env = dict(os.environ) | dict(self.cmdline.env)
+        self._t0 = time.monotonic()
+        with open(p.qemu_log, "wb") as qlog:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.cmdline.argv, stdin=asyncio.subprocess.DEVNULL, stdout=qlog,
+                stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True,
+                preexec_fn=_die_with_parent)
+        self.summary["pid"] = self.proc.pid
+        accept = asyncio.ensure_future(self.qmp_client.accept())
+        exited = asyncio.ensure_future(self.proc.wait())
+        done, _ = await asyncio.wait({accept, exited}, timeout=30,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if accept not in done:
+            accept.cancel()
+            exited.cancel()
+            raise self._error(QemuExited if exited in done else BootTimeout,
+                              "QEMU did not open its QMP connection: see qemu.log")
+        exited.cancel()
+        accept.result()
+        self._log_qmp("in", {"greeting": getattr(self.qmp_client.greeting, "_raw", None)})
+        self._events_task = asyncio.ensure_future(self._log_events())
+        await self._wait_marker(READY_MARKER, self.cfg.boot_timeout, BootTimeout,
+                                "guest did not become ready")
+        self.summary["ready_s"] = round(self.console.marks[READY_MARKER][0] - self._t0, 3)
+
+    async def _log_events(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            async for event in self.qmp_client.events:
+                self._log_qmp("event", dict(event))
+                if event["event"] in ("STOP", "GUEST_PANICKED"):
+                    self._vm_stopped.set()
+
+    async def _check_stopped(self, what: str) -> None:
+        """A guest that QEMU stopped (KVM internal error, panic) will never get further."""
+        if not self._vm_stopped.is_set():
+            return
+        self._vm_stopped.clear()
+        try:
+            status = await asyncio.wait_for(self.execute("query-status"), 5)
+        except Exception:
+            return
+        state = status.get("status") if isinstance(status, dict) else None
+        if state in STOPPED_FOR_GOOD:
+            raise self._error(QemuExited, f"{what}: QEMU stopped the guest ({state})")
+
+    async def _wait_marker(self, marker: str, timeout: float, cls: type[GuestError],
+                           what: str) -> str:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            self.console.poll()
+            if marker in self.console.marks:
+                return self.console.marks[marker][1]
+            if INIT_FAILED_MARKER in self.console.marks:
+                raise self._error(QemuExited, f"{what}: guest init failed: "
+                                  f"{self.console.marks[INIT_FAILED_MARKER][1]}")
+            if self.proc.returncode is not None:
+                self.console.poll()
+                if marker in self.console.marks:
+                    return self.console.marks[marker][1]
+                raise QemuExited(f"{what}: QEMU exited with status {self.proc.returncode}",
+                                 self.paths.run_dir, self.console.tail(), self.proc.returncode)
+            await self._check_stopped(what)
+            if time.monotonic() > deadline:
+                raise self._error(cls, f"{what} within {timeout:.0f} s")
+            await asyncio.sleep(POLL_S)
+
+    async def execute(self, cmd: str, args: dict[str, object] | None = None) -> object:
+        """A QMP command, logged to qmp.jsonl with its reply (or error)."""
+        self._log_qmp("out", {"execute": cmd, "arguments": args or {}})
+        try:
+            reply = await self.qmp_client.execute(cmd, args)
+        except Exception as e:
+            self._log_qmp("in", {"error": str(e)})
+            raise
+        self._log_qmp("in", {"return": reply})
+        return reply
+
+    async def wait_exit(self, timeout: float) -> GuestResult:
+        """Wait for the guest command to finish; GuestTimeout if it hangs."""
+        status_text = await self._wait_marker(EXIT_MARKER, timeout, GuestTimeout,
+                                              "guest command did not finish")
+        try:
+            status = int(status_text)
+        except ValueError:
+            raise self._error(GuestError, f"bad exit marker {status_text!r}") from None
+        out_file = self.paths.results / "guest-output.log"
+        output = out_file.read_text(errors="replace") if out_file.exists() else ""
+        assert self.proc is not None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), 15)
+        t_exit = self.console.marks[EXIT_MARKER][0]
+        result = GuestResult(status, output, self.summary["ready_s"], t_exit - self._t0)
+        self.summary.update(status=status, total_s=round(result.total_s, 3))
+        return result
+
+    async def _stop(self, graceful: bool) -> None:
+        if self._events_task is not None:
+            self._events_task.cancel()
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            if graceful:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.execute("quit"), 3)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 5)
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        with contextlib.suppress(Exception):
+            await self.qmp_client.disconnect()
+        if proc is not None:
+            self.summary["returncode"] = proc.returncode
+        self.console.poll()
+        if self._qmp_log is not None:
+            self._qmp_log.close()
+            self._qmp_log = None
+        shutil.rmtree(self.paths.sock_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.paths.run_dir / "machine.json").write_text(
+                json.dumps(self.summary, indent=2) + "\n")

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Stage 2 (PID 1 on the 9p root fs): start udevd, announce readiness, run the command the
+# host wrote to the results share, hand its output and exit status back, power off.
+# Markers on the console (the host's launcher reads them):
+#   EEH-GUEST-STAGE2 uptime=<s>     the 9p root fs is mounted (kernel boot done)
+#   EEH-GUEST-READY uptime=<s>      userspace is up, udevd runs
+#   EEH-GUEST-EXIT <status>         the command finished with <status>
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/mnt/repo
+R=/mnt/results
+
+read -r up _ </proc/uptime; echo "EEH-GUEST-STAGE2 uptime=$up"
+/usr/lib/systemd/systemd-udevd --daemon 2>/dev/null
+udevadm trigger --action=add --subsystem-match=pci --subsystem-match=net >/dev/null 2>&1
+udevadm settle --timeout=30 >/dev/null 2>&1
+
+read -r up _ </proc/uptime
+echo "EEH-GUEST-READY uptime=$up"
+
+status=0
+if [ -f "$R/guest-command" ]; then
+    cd /mnt/repo
+    { sh "$R/guest-command"; echo $? >"$R/guest-exit-status"; } 2>&1 | tee "$R/guest-output.log"
+    read -r status <"$R/guest-exit-status"
+fi
+echo "EEH-GUEST-EXIT $status"
+sync
+exec busybox poweroff -f

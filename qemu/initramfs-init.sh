@@ -1,0 +1,27 @@
+#!/bin/busybox sh
+# Stage 1 (PID 1 in the initramfs): mount the read-only 9p root fs, this repository and
+# the per-run results share, then hand over to qemu/guest-stage2.sh from the repository.
+/bin/busybox --install -s /bin
+export PATH=/bin
+
+die() {
+    echo "EEH-GUEST-INIT-FAILED: $*"
+    poweroff -f
+}
+
+mkdir -p /proc /sys /dev /newroot
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /lib/modules/load-order); do
+    insmod "/lib/modules/$m" || die "insmod $m"
+done
+
+p9="trans=virtio,version=9p2000.L,msize=262144"
+mount -t 9p -o "ro,cache=loose,$p9" root /newroot || die "mount root fs"
+mount -t 9p -o "ro,$p9" repo /newroot/mnt/repo || die "mount repository"
+mount -t 9p -o "rw,$p9" results /newroot/mnt/results || die "mount results"
+mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
+mount -t tmpfs -o mode=755 tmpfs /newroot/run
+for d in proc sys dev; do mount --move "/$d" "/newroot/$d"; done
+exec switch_root /newroot /bin/sh /mnt/repo/qemu/guest-stage2.sh
