@@ -1,0 +1,90 @@
+"""Boot benchmark: QEMU start to guest ready under TCG, and the root fs build time.
+
+    python -m bench.boot [--runs N] [--rebuild-rootfs]
+
+Each run boots a guest that runs `true`. Reported per run: QEMU start to the readiness
+marker (host clock), and the guest's own uptime when its kernel handed over to stage 2
+and when it was ready, so the split between firmware+kernel and userspace is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.stats import describe
+from hypervisor_shim.vm.assets import COMPLETE, REPO, AssetConfig, ensure_assets, ensure_rootfs
+from hypervisor_shim.vm.config import MachineConfig
+from hypervisor_shim.vm.run import new_run_dir, resolve_accel, run_command
+
+GOAL_READY_S = 6.0
+
+
+def _uptime(console: str, marker: str) -> float | None:
+    m = re.search(rf"^{marker} uptime=([\d.]+)", console, re.M)
+    return float(m.group(1)) if m else None
+
+
+async def boot_runs(n: int) -> dict[str, object]:
+    cfg_assets = AssetConfig.from_env()
+    assets = ensure_assets(cfg_assets)
+    runs = REPO / "runs" / "bench"
+    accel, why = await resolve_accel("auto", assets, cfg_assets, runs)
+    cfg = MachineConfig(name="bench-boot", accel=accel)
+    ready, stage2, guest_ready, total = [], [], [], []
+    for _ in range(n):
+        d = new_run_dir(runs, "boot")
+        r = await run_command(cfg, assets, "true", d, timeout=120)
+        console = (d / "console.log").read_text()
+        ready.append(r.ready_s)
+        total.append(r.total_s)
+        s2, gr = _uptime(console, "EEH-GUEST-STAGE2"), _uptime(console, "EEH-GUEST-READY")
+        if s2 is not None and gr is not None:
+            stage2.append(s2)
+            guest_ready.append(gr)
+    info = json.loads((cfg_assets.rootfs_dir / COMPLETE).read_text())
+    return {"accel": accel, "accel_reason": why, "qemu": assets.qemu.describe(),
+            "ready_s": ready, "kernel_to_stage2_s": stage2, "guest_uptime_ready_s": guest_ready,
+            "boot_run_poweroff_s": total, "rootfs_build_s_recorded": info.get("build_seconds")}
+
+
+def rebuild_rootfs() -> float:
+    with tempfile.TemporaryDirectory(prefix="eeh-bench-rootfs-") as tmp:
+        t0 = time.monotonic()
+        ensure_rootfs(AssetConfig(cache_dir=Path(tmp)))
+        return time.monotonic() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--rebuild-rootfs", action="store_true",
+                    help="also build a fresh root fs into a temporary cache and time it")
+    args = ap.parse_args()
+    res = asyncio.run(boot_runs(args.runs))
+    print(f"boot: {res['qemu']}, accelerator {res['accel']} ({res['accel_reason']})")
+    ready = res["ready_s"]
+    assert isinstance(ready, list)
+    print(f"boot: QEMU start -> guest ready      {describe(ready)}  (goal p50 <= {GOAL_READY_S} s)")
+    for key, label in (("kernel_to_stage2_s", "guest uptime at stage 2  "),
+                       ("guest_uptime_ready_s", "guest uptime at ready    "),
+                       ("boot_run_poweroff_s", "boot + run + poweroff    ")):
+        vals = res[key]
+        assert isinstance(vals, list)
+        if vals:
+            print(f"boot: {label}          {describe(vals)}")
+    print(f"boot: root fs build time (recorded when the cache was built): "
+          f"{res['rootfs_build_s_recorded']} s")
+    if args.rebuild_rootfs:
+        print(f"boot: root fs build time (fresh, now): {rebuild_rootfs():.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
