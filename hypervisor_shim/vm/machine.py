@@ -36,6 +36,7 @@ from hypervisor_shim.vm.config import (
     READY_MARKER,
     MachineConfig,
     RunPaths,
+    VfioUserDevice,
     build_command,
 )
 from hypervisor_shim.vm.errors import BootTimeout, GuestError, GuestTimeout, QemuExited
@@ -113,6 +114,7 @@ class Machine:
         self._qmp_log: TextIO | None = None
         self._events_task: asyncio.Task[None] | None = None
         self._vm_stopped = asyncio.Event()
+        self._deleted: set[str] = set()
         self.summary: dict[str, Any] = {"name": cfg.name, "accel": cfg.accel,
                                         "qemu": assets.qemu.describe()}
 
@@ -180,6 +182,8 @@ class Machine:
         with contextlib.suppress(asyncio.CancelledError):
             async for event in self.qmp_client.events:
                 self._log_qmp("event", dict(event))
+                if event["event"] == "DEVICE_DELETED" and "device" in event.get("data", {}):
+                    self._deleted.add(event["data"]["device"])
                 if event["event"] in ("STOP", "GUEST_PANICKED"):
                     self._vm_stopped.set()
 
@@ -228,6 +232,20 @@ class Machine:
             raise
         self._log_qmp("in", {"return": reply})
         return reply
+
+    async def hotplug(self, dev: VfioUserDevice) -> None:
+        """Attach a vfio-user function to a spare root port (QMP device_add)."""
+        await self.execute("device_add", dev.qdev())
+
+    async def unplug(self, dev_id: str, timeout: float = 30.0) -> None:
+        """Detach a function (QMP device_del) and wait until QEMU has removed it."""
+        self._deleted.discard(dev_id)
+        await self.execute("device_del", {"id": dev_id})
+        deadline = time.monotonic() + timeout
+        while dev_id not in self._deleted:
+            if time.monotonic() > deadline:
+                raise self._error(GuestError, f"device {dev_id} not removed in {timeout} s")
+            await asyncio.sleep(POLL_S)
 
     async def wait_exit(self, timeout: float) -> GuestResult:
         """Wait for the guest command to finish; GuestTimeout if it hangs."""
