@@ -182,8 +182,9 @@ class Machine:
         with contextlib.suppress(asyncio.CancelledError):
             async for event in self.qmp_client.events:
                 self._log_qmp("event", dict(event))
-                if event["event"] == "DEVICE_DELETED" and "device" in event.get("data", {}):
-                    self._deleted.add(event["data"]["device"])
+                data = event.get("data")
+                if event["event"] == "DEVICE_DELETED" and isinstance(data, dict):
+                    self._deleted.add(str(data.get("device")))
                 if event["event"] in ("STOP", "GUEST_PANICKED"):
                     self._vm_stopped.set()
 
