@@ -1,0 +1,334 @@
+"""The protocol core: one client's conversation with one function, no I/O.
+
+`Session.process(frame)` takes one framed message (with the descriptors that came with
+it) and returns the reply bytes, or None when no reply is due (posted messages, stray
+replies). Every field is validated before use; a refused request gets an error reply with
+the errno from `errors.errno_for`; a message with the NO_REPLY flag is never answered,
+not even with an error (it is logged and counted). Every descriptor a frame brings is
+either kept (eventfds) or closed before `process` returns. The server (`server.py`) and
+tests drive this one message at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from device_model.errors import DmaError, MapError
+from device_model.memory import GuestMemory
+from device_model.transport import (
+    NUM_IRQS,
+    NUM_REGIONS,
+    PciFunction,
+    RegionFlag,
+    RegionInfo,
+)
+from device_model.vfio_user import codec as c
+from device_model.vfio_user.dma import DmaSpace
+from device_model.vfio_user.errors import Fault, Refused, VfioUserError, errno_for
+from device_model.vfio_user.framing import Frame, close_fds
+from device_model.vfio_user.irqs import IrqTable
+from device_model.vfio_user.irqset import apply_set_irqs
+
+log = logging.getLogger("device_model.vfio_user")
+
+_LOGGED_POSTED_ERRORS = 20  # per session; later ones are only counted
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What the server offers at VERSION; checked against QEMU's limits."""
+
+    max_msg_fds: int = c.LIMIT_MAX_MSG_FDS
+    max_data_xfer_size: int = c.DEFAULT_MAX_DATA_XFER
+    max_dma_maps: int = c.LIMIT_MAX_DMA_MAPS
+    pgsizes: int = c.PAGE_SIZE
+    write_multiple: bool = True
+
+    def __post_init__(self) -> None:
+        bad = self.capabilities().limit_violations()
+        if self.max_msg_fds < 1:
+            bad.append("max_msg_fds must be at least 1")
+        if self.max_data_xfer_size < c.PAGE_SIZE:
+            bad.append("max_data_xfer_size must be at least 4096")
+        if bad:
+            raise ValueError("; ".join(bad))
+
+    def capabilities(self) -> c.Capabilities:
+        return c.Capabilities(self.max_msg_fds, self.max_data_xfer_size, self.pgsizes,
+                              self.max_dma_maps, self.write_multiple)
+
+    @property
+    def max_request_size(self) -> int:
+        """Largest request frame accepted; a larger size cannot be framed."""
+        return c.HEADER_SIZE + max(c.RegionAccess.SIZE + self.max_data_xfer_size,
+                                   c.WriteMultiHead.SIZE + c.WRITE_MULTI_MAX * c.WriteOne.SIZE)
+
+
+class SessionState(Enum):
+    AWAITING_VERSION = "awaiting-version"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+@dataclass
+class SessionStats:
+    messages: int = 0
+    replies: int = 0
+    error_replies: int = 0
+    posted: int = 0  # NO_REPLY messages processed
+    posted_errors: int = 0  # NO_REPLY messages that failed (never answered)
+    stray_replies: int = 0  # reply-type messages from the client (ignored)
+
+
+# Reply capabilities in order of importance: what is dropped last when the client's
+# VERSION request is too short to carry them all (the reply may not be longer).
+_REPLY_CAPS = ("max_msg_fds", "max_data_xfer_size", "max_dma_maps", "pgsizes",
+               "write_multiple")
+
+_Handler = Callable[["Session", c.Wire | None, bytes, list[int]], bytes]
+
+
+class Session:
+    """Attaches the function to fresh guest memory and interrupts; detaches at close."""
+
+    def __init__(self, function: PciFunction, config: ServerConfig) -> None:
+        self.function = function
+        self.config = config
+        self.state = SessionState.AWAITING_VERSION
+        self.stats = SessionStats()
+        self.client_caps: c.Capabilities | None = None
+        self.write_multiple = False
+        self.memory = GuestMemory()
+        self.dma = DmaSpace(self.memory, config.max_dma_maps)
+        self.irqs = IrqTable()
+        self._regions: Sequence[RegionInfo] = _checked_regions(function)
+        function.attach(self.memory, self.irqs)
+
+    def close(self) -> None:
+        """The client went away: stop the function's DMA and interrupts, keep its state."""
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSED
+        try:
+            self.function.detach()
+        except Exception:
+            log.exception("%s: detach failed", self.function.name)
+        self.irqs.close()
+        self.dma.unmap_all()
+
+    # ------------------------------------------------------------------ the step
+
+    def process(self, frame: Frame) -> bytes | None:
+        header, fds = frame.header, frame.fds
+        self.stats.messages += 1
+        try:
+            if header.type == c.TYPE_REPLY:
+                self.stats.stray_replies += 1
+                log.warning("%s: ignoring a reply from the client (id %d, %s)",
+                            self.function.name, header.id, c.command_name(header.command))
+                return None
+            payload = self._dispatch(frame)
+        except Exception as e:
+            return self._failed(header, e)
+        finally:
+            close_fds(fds)  # whatever a handler did not take
+        if header.no_reply:
+            self.stats.posted += 1
+            return None
+        self.stats.replies += 1
+        return c.pack_reply(header, payload)
+
+    def _failed(self, header: c.Header, e: Exception) -> bytes | None:
+        if not isinstance(e, VfioUserError | MapError | DmaError | OSError):
+            log.exception("%s: %s failed unexpectedly", self.function.name,
+                          c.command_name(header.command))
+        errno = errno_for(e)
+        if header.no_reply:
+            self.stats.posted_errors += 1
+            if self.stats.posted_errors <= _LOGGED_POSTED_ERRORS:
+                log.warning("%s: posted %s failed (errno %d, not answered): %s",
+                            self.function.name, c.command_name(header.command), errno, e)
+            return None
+        self.stats.error_replies += 1
+        log.info("%s: %s refused (errno %d): %s", self.function.name,
+                 c.command_name(header.command), errno, e)
+        return c.pack_error(header, errno)
+
+    def _dispatch(self, frame: Frame) -> bytes:
+        header = frame.header
+        if self.state is SessionState.CLOSED:
+            raise Refused(Fault.IO, "session closed")
+        try:
+            command = c.Command(header.command)
+        except ValueError:
+            raise Refused(Fault.NO_SUCH_COMMAND, f"unknown command {header.command}") from None
+        handler = _HANDLERS.get(command)
+        if handler is None:
+            fault = (Fault.UNSUPPORTED if command is c.Command.DEVICE_GET_REGION_IO_FDS
+                     else Fault.NO_SUCH_COMMAND)
+            raise Refused(fault, f"{command.name} is not served")
+        if (command is c.Command.VERSION) != (self.state is SessionState.AWAITING_VERSION):
+            raise Refused(Fault.INVALID, "VERSION must come first, and only once"
+                          if command is not c.Command.VERSION else "VERSION already done")
+        if frame.fds_truncated or len(frame.fds) > self.config.max_msg_fds:
+            raise Refused(Fault.INVALID, f"more than {self.config.max_msg_fds} fds")
+        if frame.fds and command not in (c.Command.DMA_MAP, c.Command.DEVICE_SET_IRQS):
+            raise Refused(Fault.INVALID, f"{command.name} carries no fds")
+        fixed, tail = c.split_payload(command, frame.payload)
+        return handler(self, fixed, tail, frame.fds)
+
+    # ------------------------------------------------------------------ handlers
+
+    def _version(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
+        assert isinstance(fixed, c.Version)
+        caps = c.Capabilities.from_json(tail)
+        if fixed.major != c.MAJOR:
+            raise Refused(Fault.UNSUPPORTED, f"major version {fixed.major} (served: {c.MAJOR})")
+        ours = self.config.capabilities()
+        offered = [k for k in _REPLY_CAPS if k in caps.present]
+        write_multiple = ours.write_multiple and caps.write_multiple
+        reply_caps = c.Capabilities(ours.max_msg_fds, ours.max_data_xfer_size, ours.pgsizes,
+                                    ours.max_dma_maps, write_multiple)
+        room = c.Version.SIZE + len(tail)  # the reply may not be longer than the request
+        while offered and c.Version.SIZE + len(reply_caps.to_json(tuple(offered))) > room:
+            offered.pop()
+        data = reply_caps.to_json(tuple(offered)) if offered else b""
+        self.client_caps = caps
+        self.write_multiple = write_multiple and "write_multiple" in offered
+        self.state = SessionState.READY
+        return c.encode_version(c.MAJOR, min(fixed.minor, c.MINOR), data)
+
+    def _dma_map(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
+        assert isinstance(fixed, c.DmaMap)
+        _argsz(fixed.argsz, c.DmaMap.SIZE)
+        if len(fds) > 1:
+            raise Refused(Fault.INVALID, f"DMA_MAP with {len(fds)} fds")
+        self.dma.map(fixed, fds[0] if fds else None)  # the mmap holds its own fd
+        return b""
+
+    def _dma_unmap(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
+        assert isinstance(fixed, c.DmaUnmap)
+        _argsz(fixed.argsz, c.DmaUnmap.SIZE)
+        if fixed.flags & ~c.DmaUnmapFlag.ALL:
+            raise Refused(Fault.INVALID, f"unsupported DMA_UNMAP flags {fixed.flags:#x}")
+        if fixed.flags & c.DmaUnmapFlag.ALL:
+            if fixed.addr or fixed.size:
+                raise Refused(Fault.INVALID, "DMA_UNMAP of all with an address or size")
+            self.dma.unmap_all()
+        else:
+            self.dma.unmap(fixed.addr, fixed.size)
+        return c.DmaUnmap(c.DmaUnmap.SIZE, fixed.flags, fixed.addr, fixed.size).pack()
+
+    def _get_info(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
+        assert isinstance(fixed, c.DeviceInfo)
+        _argsz(fixed.argsz, c.DeviceInfo.SIZE)
+        return c.DeviceInfo(c.DeviceInfo.SIZE, c.DeviceFlag.RESET | c.DeviceFlag.PCI,
+                            NUM_REGIONS, NUM_IRQS).pack()
+
+    def _get_region_info(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
+        assert isinstance(fixed, c.RegionInfo)
+        # The reply never carries capabilities, so the full reply is the fixed struct: a
+        # smaller argsz cannot hold it (VFIO refuses that too); a larger one gets argsz=32.
+        _argsz(fixed.argsz, c.RegionInfo.SIZE)
+        if fixed.index >= NUM_REGIONS:
+            raise Refused(Fault.INVALID, f"no region {fixed.index}")
+        info = self._regions[fixed.index]
+        flags = int(info.flags) & (RegionFlag.READ | RegionFlag.WRITE)  # never MMAP
+        return c.RegionInfo(c.RegionInfo.SIZE, flags, fixed.index, 0, info.size, 0).pack()
+
+    def _get_irq_info(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
+        assert isinstance(fixed, c.IrqInfo)
+        _argsz(fixed.argsz, c.IrqInfo.SIZE)
+        if fixed.index >= NUM_IRQS:
+            raise Refused(Fault.INVALID, f"no irq index {fixed.index}")
+        info = self.function.irqs()[fixed.index]
+        return c.IrqInfo(c.IrqInfo.SIZE, int(info.flags), fixed.index, info.count).pack()
+
+    def _set_irqs(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
+        assert isinstance(fixed, c.IrqSet)
+        apply_set_irqs(self.irqs, self.function.irqs(), fixed, tail, fds)
+        return b""
+
+    def _region_read(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
+        assert isinstance(fixed, c.RegionAccess)
+        self._check_access(fixed.region, fixed.offset, fixed.count, RegionFlag.READ)
+        data = self.function.region_read(fixed.region, fixed.offset, fixed.count)
+        if len(data) != fixed.count:
+            raise Refused(Fault.IO, f"device returned {len(data)} of {fixed.count} bytes")
+        return fixed.pack() + data
+
+    def _region_write(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
+        assert isinstance(fixed, c.RegionAccess)
+        if len(tail) != fixed.count:
+            raise Refused(Fault.INVALID, f"count {fixed.count} but {len(tail)} data bytes")
+        self._check_access(fixed.region, fixed.offset, fixed.count, RegionFlag.WRITE)
+        self.function.region_write(fixed.region, fixed.offset, tail)
+        return fixed.pack()
+
+    def _write_multi(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
+        assert isinstance(fixed, c.WriteMultiHead)
+        if not self.write_multiple:
+            raise Refused(Fault.UNSUPPORTED, "write_multiple was not negotiated")
+        if not 1 <= fixed.wr_cnt <= c.WRITE_MULTI_MAX:
+            raise Refused(Fault.INVALID, f"wr_cnt {fixed.wr_cnt} not in 1..200")
+        if len(tail) != fixed.wr_cnt * c.WriteOne.SIZE:
+            raise Refused(Fault.INVALID, f"{fixed.wr_cnt} writes need "
+                          f"{fixed.wr_cnt * c.WriteOne.SIZE} bytes, got {len(tail)}")
+        writes = [c.WriteOne.unpack(tail, i * c.WriteOne.SIZE) for i in range(fixed.wr_cnt)]
+        for w in writes:  # all or nothing: validate every write before doing any
+            if w.count > c.WRITE_MULTI_DATA:
+                raise Refused(Fault.INVALID, f"multi-write count {w.count} > 8")
+            self._check_access(w.region, w.offset, w.count, RegionFlag.WRITE)
+        for w in writes:
+            self.function.region_write(w.region, w.offset, w.data[:w.count])
+        return fixed.pack()
+
+    def _reset(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
+        self.function.device_reset()
+        self.irqs.clear_pending()  # eventfds and masks stay (FLR and reset keep them)
+        return b""
+
+    def _check_access(self, region: int, offset: int, count: int, need: RegionFlag) -> None:
+        if region >= NUM_REGIONS or self._regions[region].size == 0:
+            raise Refused(Fault.INVALID, f"no region {region}")
+        info = self._regions[region]
+        if not info.flags & need:
+            raise Refused(Fault.INVALID, f"region {region} does not allow {need.name}")
+        if count == 0:
+            raise Refused(Fault.INVALID, "access of 0 bytes")
+        if count > self.config.max_data_xfer_size:
+            raise Refused(Fault.TOO_BIG, f"count {count} > max_data_xfer_size")
+        if offset + count > info.size:
+            raise Refused(Fault.BAD_ADDRESS, f"region {region} access {offset:#x}+{count} "
+                          f"outside its {info.size:#x} bytes")
+
+
+def _argsz(argsz: int, minimum: int) -> None:
+    if argsz < minimum:
+        raise Refused(Fault.INVALID, f"argsz {argsz} < {minimum}")
+
+
+def _checked_regions(function: PciFunction) -> Sequence[RegionInfo]:
+    regions = tuple(function.regions())
+    if len(regions) != NUM_REGIONS or any(r.index != i for i, r in enumerate(regions)):
+        raise ValueError(f"{function.name}: regions() must list {NUM_REGIONS} regions "
+                         "in index order")
+    return regions
+
+
+_HANDLERS: dict[c.Command, _Handler] = {
+    c.Command.VERSION: Session._version,
+    c.Command.DMA_MAP: Session._dma_map,
+    c.Command.DMA_UNMAP: Session._dma_unmap,
+    c.Command.DEVICE_GET_INFO: Session._get_info,
+    c.Command.DEVICE_GET_REGION_INFO: Session._get_region_info,
+    c.Command.DEVICE_GET_IRQ_INFO: Session._get_irq_info,
+    c.Command.DEVICE_SET_IRQS: Session._set_irqs,
+    c.Command.REGION_READ: Session._region_read,
+    c.Command.REGION_WRITE: Session._region_write,
+    c.Command.REGION_WRITE_MULTI: Session._write_multi,
+    c.Command.DEVICE_RESET: Session._reset,
+}
