@@ -67,7 +67,7 @@ class DmaSpace:
 
     def map(self, req: DmaMap, fd: int | None) -> MapRecord:
         """Add a map. The caller keeps ownership of `fd` (the mmap holds its own)."""
-        if req.flags & ~(DmaMapFlag.READ | DmaMapFlag.WRITE):
+        if req.flags & ~int(DmaMapFlag.READ | DmaMapFlag.WRITE):
             raise Refused(Fault.INVALID, f"unknown DMA_MAP flags {req.flags:#x}")
         if req.size == 0:
             raise Refused(Fault.INVALID, "DMA_MAP of size 0")

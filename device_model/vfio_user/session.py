@@ -212,7 +212,7 @@ class Session:
     def _dma_unmap(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
         assert isinstance(fixed, c.DmaUnmap)
         _argsz(fixed.argsz, c.DmaUnmap.SIZE)
-        if fixed.flags & ~c.DmaUnmapFlag.ALL:
+        if fixed.flags & ~int(c.DmaUnmapFlag.ALL):
             raise Refused(Fault.INVALID, f"unsupported DMA_UNMAP flags {fixed.flags:#x}")
         if fixed.flags & c.DmaUnmapFlag.ALL:
             if fixed.addr or fixed.size:
