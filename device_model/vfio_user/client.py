@@ -18,6 +18,7 @@ import array
 import os
 import select
 import socket
+import struct
 import threading
 from collections.abc import Sequence
 from enum import Enum
@@ -39,6 +40,7 @@ from device_model.vfio_user.errors import (
 )
 from device_model.vfio_user.framing import ancillary_fds, ancillary_space, close_fds
 
+_RECV_SIZE = 1 << 16
 _ALL_CAPS = ("max_msg_fds", "max_data_xfer_size", "pgsizes", "max_dma_maps",
              "write_multiple")
 
@@ -57,6 +59,7 @@ class Client:
         self.server_caps = c.Capabilities()
         self.server_version = (0, 0)
         self._sock: socket.socket | None = None
+        self._rbuf = b""  # received, not yet taken
         self._lock = threading.RLock()
         self._next_id = 0
         self._irq_fds: dict[tuple[int, int], int] = {}
@@ -80,13 +83,18 @@ class Client:
         if self.state is not ClientState.CLOSED:
             raise VfioUserError(f"client is {self.state.value}")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
         try:
+            # Kernel timeouts on a blocking socket rather than Python's settimeout, whose
+            # poll() before every receive makes each reply's wake-up several times dearer.
+            tv = struct.pack("ll", int(self.timeout), int(self.timeout % 1 * 1e6))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
             sock.connect(str(self.path))
         except BaseException:
             sock.close()
             raise
         self._sock = sock
+        self._rbuf = b""
         self.state = ClientState.CONNECTED
 
     def negotiate(self, caps: c.Capabilities | None = None) -> c.Capabilities:
@@ -140,36 +148,42 @@ class Client:
             sent = sock.sendmsg([data], anc)
             if sent < len(data):
                 sock.sendall(data[sent:])
+        except BlockingIOError as e:  # SO_SNDTIMEO: the server stopped reading
+            self._broken()
+            raise ConnectionClosed(f"send timed out after {self.timeout}s") from e
         except OSError as e:
             self._broken()
             raise ConnectionClosed(f"send failed: {e}") from e
 
     def recv_message(self, capacity: int = 1 << 27) -> tuple[c.Header, bytes]:
-        """Read one whole message (any fds that come with it are closed)."""
-        header = c.Header.unpack(self._recv_exact(c.HEADER_SIZE))
+        """Read one whole message (any fds that come with it are closed). Raises
+        TimeoutError when nothing arrives within the timeout."""
+        while len(self._rbuf) < c.HEADER_SIZE:
+            self._fill()
+        header = c.Header.unpack(self._rbuf)
         if not c.HEADER_SIZE <= header.size <= capacity:
             self._broken()
             raise ProtocolViolation(f"message size {header.size} (capacity {capacity})")
-        return header, self._recv_exact(header.size - c.HEADER_SIZE)
+        while len(self._rbuf) < header.size:
+            self._fill()
+        body, self._rbuf = self._rbuf[c.HEADER_SIZE:header.size], self._rbuf[header.size:]
+        return header, body
 
-    def _recv_exact(self, n: int) -> bytes:
+    def _fill(self) -> None:
         sock = self._require_socket()
-        parts: list[bytes] = []
-        while n > 0:
-            try:
-                data, anc, _, _ = sock.recvmsg(n, self._anc)
-            except TimeoutError:
-                raise
-            except OSError as e:
-                self._broken()
-                raise ConnectionClosed(f"receive failed: {e}") from e
+        try:
+            data, anc, _, _ = sock.recvmsg(_RECV_SIZE, self._anc)
+        except BlockingIOError:  # SO_RCVTIMEO expired
+            raise TimeoutError(f"nothing received within {self.timeout}s") from None
+        except OSError as e:
+            self._broken()
+            raise ConnectionClosed(f"receive failed: {e}") from e
+        if anc:
             close_fds(ancillary_fds(anc))
-            if not data:
-                self._broken()
-                raise ConnectionClosed("server closed the socket")
-            parts.append(data)
-            n -= len(data)
-        return b"".join(parts)
+        if not data:
+            self._broken()
+            raise ConnectionClosed("server closed the socket")
+        self._rbuf = self._rbuf + data if self._rbuf else data
 
     def request(self, command: int, payload: bytes = b"", fds: Sequence[int] = (), *,
                 posted: bool = False, capacity: int | None = None) -> bytes:
@@ -177,7 +191,7 @@ class Client:
         with self._lock:
             msg_id = self._next_id
             self._next_id = (self._next_id + 1) & 0xFFFF
-            flags = c.MsgFlag.NO_REPLY if posted else 0
+            flags = c.NO_REPLY if posted else 0
             self.send_raw(c.pack_message(msg_id, command, flags, payload), fds)
             if posted:
                 return b""
@@ -189,13 +203,13 @@ class Client:
             except TimeoutError:
                 self._broken()
                 raise ReplyTimeout(command, self.timeout) from None
-            if header.type != c.TYPE_REPLY or header.id != msg_id or \
+            if header.flags & c.TYPE_MASK != c.TYPE_REPLY or header.id != msg_id or \
                     header.command != command:
                 self._broken()
                 raise ProtocolViolation(
                     f"expected reply {msg_id} to {c.command_name(command)}, got id "
                     f"{header.id} {c.command_name(header.command)} flags {header.flags:#x}")
-            if header.flags & c.MsgFlag.ERROR:
+            if header.flags & c.ERROR:
                 raise CommandFailed(command, header.error)
             return body
 

@@ -16,13 +16,17 @@ import socket
 from collections import deque
 from dataclasses import dataclass, field
 
-from device_model.vfio_user.codec import HEADER_SIZE, TYPE_COMMAND, TYPE_REPLY, Header
+from device_model.vfio_user.codec import (
+    HEADER_SIZE,
+    TYPE_COMMAND,
+    TYPE_MASK,
+    TYPE_REPLY,
+    Header,
+)
 from device_model.vfio_user.errors import FramingError
 
-_COMPACT_AT = 1 << 16
 
-
-@dataclass
+@dataclass(slots=True)
 class Frame:
     """One whole message. Whoever takes a frame owns its `fds` and must close them."""
 
@@ -37,13 +41,18 @@ class FrameReader:
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
-        self._buf = bytearray()
-        self._pos = 0  # read offset into _buf
+        self._buf = b""  # received, not yet framed from _pos on (bytes: no copy when a
+        self._pos = 0  # receive holds whole messages, the usual case)
         self._base = 0  # stream position of _buf[0]
         self._marks: deque[tuple[int, list[int], bool]] = deque()  # (last byte, fds, trunc)
 
     def feed(self, data: bytes, fds: list[int] | None = None, truncated: bool = False) -> None:
-        self._buf += data
+        if self._pos == len(self._buf):
+            self._base += self._pos
+            self._buf, self._pos = data, 0
+        elif data:
+            self._base += self._pos
+            self._buf, self._pos = self._buf[self._pos:] + data, 0
         if fds or truncated:
             last = self._base + max(len(self._buf) - 1, self._pos)
             self._marks.append((last, list(fds or ()), truncated))
@@ -54,31 +63,28 @@ class FrameReader:
 
     def next_frame(self) -> Frame | None:
         """The next whole frame, None if more bytes are needed; raises FramingError."""
-        if len(self._buf) - self._pos < HEADER_SIZE:
+        buf, start = self._buf, self._pos
+        if len(buf) - start < HEADER_SIZE:
             return None
-        header = Header.unpack(self._buf, self._pos)
-        if header.size < HEADER_SIZE:
-            raise FramingError(f"size {header.size} is smaller than the header")
-        if header.size > self.max_size:
-            raise FramingError(f"size {header.size} exceeds the limit {self.max_size}")
-        if header.type not in (TYPE_COMMAND, TYPE_REPLY):
-            raise FramingError(f"unknown message type {header.type}")
-        if len(self._buf) - self._pos < header.size:
+        header = Header.unpack(buf, start)
+        size = header.size
+        if size < HEADER_SIZE:
+            raise FramingError(f"size {size} is smaller than the header")
+        if size > self.max_size:
+            raise FramingError(f"size {size} exceeds the limit {self.max_size}")
+        if header.flags & TYPE_MASK not in (TYPE_COMMAND, TYPE_REPLY):
+            raise FramingError(f"unknown message type {header.flags & TYPE_MASK}")
+        end = start + size
+        if len(buf) < end:
             return None
-        start = self._pos
-        end = start + header.size
-        payload = bytes(self._buf[start + HEADER_SIZE:end])
-        frame = Frame(header, payload)
-        end_abs = self._base + end
-        while self._marks and self._marks[0][0] < end_abs:
-            _, fds, truncated = self._marks.popleft()
-            frame.fds.extend(fds)
-            frame.fds_truncated |= truncated
         self._pos = end
-        if self._pos == len(self._buf) or self._pos >= _COMPACT_AT:
-            del self._buf[:self._pos]
-            self._base += self._pos
-            self._pos = 0
+        frame = Frame(header, buf[start + HEADER_SIZE:end], [])
+        if self._marks:
+            end_abs = self._base + end
+            while self._marks and self._marks[0][0] < end_abs:
+                _, fds, truncated = self._marks.popleft()
+                frame.fds.extend(fds)
+                frame.fds_truncated |= truncated
         return frame
 
     def close(self) -> None:

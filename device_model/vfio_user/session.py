@@ -88,6 +88,8 @@ class SessionStats:
 _REPLY_CAPS = ("max_msg_fds", "max_data_xfer_size", "max_dma_maps", "pgsizes",
                "write_multiple")
 
+_READ = int(RegionFlag.READ)
+_WRITE = int(RegionFlag.WRITE)
 _Handler = Callable[["Session", c.Wire | None, bytes, list[int]], bytes]
 
 
@@ -105,6 +107,7 @@ class Session:
         self.dma = DmaSpace(self.memory, config.max_dma_maps)
         self.irqs = IrqTable()
         self._regions: Sequence[RegionInfo] = _checked_regions(function)
+        self._access = [(r.size, int(r.flags)) for r in self._regions]  # hot path: ints
         function.attach(self.memory, self.irqs)
 
     def close(self) -> None:
@@ -125,7 +128,7 @@ class Session:
         header, fds = frame.header, frame.fds
         self.stats.messages += 1
         try:
-            if header.type == c.TYPE_REPLY:
+            if header.flags & c.TYPE_MASK == c.TYPE_REPLY:
                 self.stats.stray_replies += 1
                 log.warning("%s: ignoring a reply from the client (id %d, %s)",
                             self.function.name, header.id, c.command_name(header.command))
@@ -134,8 +137,9 @@ class Session:
         except Exception as e:
             return self._failed(header, e)
         finally:
-            close_fds(fds)  # whatever a handler did not take
-        if header.no_reply:
+            if fds:
+                close_fds(fds)  # whatever a handler did not take
+        if header.flags & c.NO_REPLY:
             self.stats.posted += 1
             return None
         self.stats.replies += 1
@@ -146,7 +150,7 @@ class Session:
             log.exception("%s: %s failed unexpectedly", self.function.name,
                           c.command_name(header.command))
         errno = errno_for(e)
-        if header.no_reply:
+        if header.flags & c.NO_REPLY:
             self.stats.posted_errors += 1
             if self.stats.posted_errors <= _LOGGED_POSTED_ERRORS:
                 log.warning("%s: posted %s failed (errno %d, not answered): %s",
@@ -159,26 +163,30 @@ class Session:
 
     def _dispatch(self, frame: Frame) -> bytes:
         header = frame.header
-        if self.state is SessionState.CLOSED:
-            raise Refused(Fault.IO, "session closed")
-        try:
-            command = c.Command(header.command)
-        except ValueError:
-            raise Refused(Fault.NO_SUCH_COMMAND, f"unknown command {header.command}") from None
-        handler = _HANDLERS.get(command)
-        if handler is None:
-            fault = (Fault.UNSUPPORTED if command is c.Command.DEVICE_GET_REGION_IO_FDS
+        entry = _TABLE.get(header.command)
+        if entry is None:
+            fault = (Fault.UNSUPPORTED if header.command == c.Command.DEVICE_GET_REGION_IO_FDS
                      else Fault.NO_SUCH_COMMAND)
-            raise Refused(fault, f"{command.name} is not served")
-        if (command is c.Command.VERSION) != (self.state is SessionState.AWAITING_VERSION):
-            raise Refused(Fault.INVALID, "VERSION must come first, and only once"
-                          if command is not c.Command.VERSION else "VERSION already done")
-        if frame.fds_truncated or len(frame.fds) > self.config.max_msg_fds:
-            raise Refused(Fault.INVALID, f"more than {self.config.max_msg_fds} fds")
-        if frame.fds and command not in (c.Command.DMA_MAP, c.Command.DEVICE_SET_IRQS):
-            raise Refused(Fault.INVALID, f"{command.name} carries no fds")
-        fixed, tail = c.split_payload(command, frame.payload)
-        return handler(self, fixed, tail, frame.fds)
+            raise Refused(fault, f"{c.command_name(header.command)} is not served")
+        command, handler, layout, size, tail_ok = entry
+        if self.state is not SessionState.READY:
+            if self.state is SessionState.CLOSED:
+                raise Refused(Fault.IO, "session closed")
+            if command is not c.Command.VERSION:
+                raise Refused(Fault.INVALID, "VERSION must come first")
+        elif command is c.Command.VERSION:
+            raise Refused(Fault.INVALID, "VERSION already done")
+        if frame.fds or frame.fds_truncated:
+            if frame.fds_truncated or len(frame.fds) > self.config.max_msg_fds:
+                raise Refused(Fault.INVALID, f"more than {self.config.max_msg_fds} fds")
+            if command not in (c.Command.DMA_MAP, c.Command.DEVICE_SET_IRQS):
+                raise Refused(Fault.INVALID, f"{command.name} carries no fds")
+        payload = frame.payload
+        if len(payload) != size and (len(payload) < size or not tail_ok):
+            raise Refused(Fault.INVALID, f"{command.name} payload is {len(payload)} bytes, "
+                          f"its layout {size}{' or more' if tail_ok else ''}")
+        fixed = layout.unpack(payload) if layout is not None else None
+        return handler(self, fixed, payload[size:] if tail_ok else b"", frame.fds)
 
     # ------------------------------------------------------------------ handlers
 
@@ -254,7 +262,7 @@ class Session:
 
     def _region_read(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
         assert isinstance(fixed, c.RegionAccess)
-        self._check_access(fixed.region, fixed.offset, fixed.count, RegionFlag.READ)
+        self._check_access(fixed.region, fixed.offset, fixed.count, _READ)
         data = self.function.region_read(fixed.region, fixed.offset, fixed.count)
         if len(data) != fixed.count:
             raise Refused(Fault.IO, f"device returned {len(data)} of {fixed.count} bytes")
@@ -264,7 +272,7 @@ class Session:
         assert isinstance(fixed, c.RegionAccess)
         if len(tail) != fixed.count:
             raise Refused(Fault.INVALID, f"count {fixed.count} but {len(tail)} data bytes")
-        self._check_access(fixed.region, fixed.offset, fixed.count, RegionFlag.WRITE)
+        self._check_access(fixed.region, fixed.offset, fixed.count, _WRITE)
         self.function.region_write(fixed.region, fixed.offset, tail)
         return fixed.pack()
 
@@ -281,29 +289,32 @@ class Session:
         for w in writes:  # all or nothing: validate every write before doing any
             if w.count > c.WRITE_MULTI_DATA:
                 raise Refused(Fault.INVALID, f"multi-write count {w.count} > 8")
-            self._check_access(w.region, w.offset, w.count, RegionFlag.WRITE)
+            self._check_access(w.region, w.offset, w.count, _WRITE)
         for w in writes:
             self.function.region_write(w.region, w.offset, w.data[:w.count])
         return fixed.pack()
 
     def _reset(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
         self.function.device_reset()
+        self._regions = _checked_regions(self.function)
+        self._access = [(r.size, int(r.flags)) for r in self._regions]
         self.irqs.clear_pending()  # eventfds and masks stay (FLR and reset keep them)
         return b""
 
-    def _check_access(self, region: int, offset: int, count: int, need: RegionFlag) -> None:
-        if region >= NUM_REGIONS or self._regions[region].size == 0:
+    def _check_access(self, region: int, offset: int, count: int, need: int) -> None:
+        if region >= NUM_REGIONS or self._access[region][0] == 0:
             raise Refused(Fault.INVALID, f"no region {region}")
-        info = self._regions[region]
-        if not info.flags & need:
-            raise Refused(Fault.INVALID, f"region {region} does not allow {need.name}")
+        size, flags = self._access[region]
+        if not flags & need:
+            raise Refused(Fault.INVALID, f"region {region} does not allow "
+                          f"{'writes' if need == _WRITE else 'reads'}")
         if count == 0:
             raise Refused(Fault.INVALID, "access of 0 bytes")
         if count > self.config.max_data_xfer_size:
             raise Refused(Fault.TOO_BIG, f"count {count} > max_data_xfer_size")
-        if offset + count > info.size:
+        if offset + count > size:
             raise Refused(Fault.BAD_ADDRESS, f"region {region} access {offset:#x}+{count} "
-                          f"outside its {info.size:#x} bytes")
+                          f"outside its {size:#x} bytes")
 
 
 def _argsz(argsz: int, minimum: int) -> None:
@@ -332,3 +343,15 @@ _HANDLERS: dict[c.Command, _Handler] = {
     c.Command.REGION_WRITE_MULTI: Session._write_multi,
     c.Command.DEVICE_RESET: Session._reset,
 }
+
+# command number -> (command, handler, request layout, its size, variable tail allowed):
+# `codec.SPECS` flattened for the hot path. Unknown and unserved commands are absent.
+_Entry = tuple[c.Command, _Handler, type[c.Wire] | None, int, bool]
+
+
+def _entry(cmd: c.Command, handler: _Handler) -> _Entry:
+    layout = c.SPECS[cmd].request
+    return cmd, handler, layout, layout.SIZE if layout else 0, c.SPECS[cmd].request_tail
+
+
+_TABLE: dict[int, _Entry] = {int(cmd): _entry(cmd, h) for cmd, h in _HANDLERS.items()}

@@ -1,0 +1,318 @@
+"""vfio-user MMIO round trips: host client -> server (another process) -> client.
+
+    .venv/bin/python -m bench.vfio_user [--n 3000]
+
+Measured side by side in one run (the machine is shared and noisy), in interleaved
+rounds: a bare AF_UNIX ping-pong between two Python processes (32-byte request, 36-byte
+reply, the size of a 4-byte REGION_READ) as the baseline; 4-byte region reads; 4-byte
+non-posted writes; posted writes (issue cost, and drain rate measured by a read after a
+burst). The server reports its own time per message (receive + frame + process + reply,
+`Endpoint.busy_ns`), and the protocol core alone (`Session.process`, no syscalls) is
+timed in-process. Goal: server cost per message <= 30 us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench.stats import describe, percentile
+from device_model.memory import GuestMemory
+from device_model.transport import IrqFlag, IrqInfo, IrqSink, RegionFlag, RegionInfo
+from device_model.vfio_user import Client, ServerConfig, Session, serve
+from device_model.vfio_user import codec as c
+from device_model.vfio_user.framing import Frame
+
+GOAL_US = 30.0
+PING_REQ, PING_REPLY = 32, 36
+
+
+class RegisterFile:
+    """The smallest PciFunction: BAR0 4 KiB of plain registers, config space."""
+
+    name = "bench"
+
+    def __init__(self) -> None:
+        self.regs = {0: bytearray(4096), 7: bytearray(4096)}
+
+    def regions(self) -> Sequence[RegionInfo]:
+        rw = RegionFlag.READ | RegionFlag.WRITE
+        return [RegionInfo(i, len(self.regs[i]) if i in self.regs else 0,
+                           rw if i in self.regs else RegionFlag(0)) for i in range(9)]
+
+    def irqs(self) -> Sequence[IrqInfo]:
+        return [IrqInfo(i, 0, IrqFlag(0)) for i in range(5)]
+
+    def region_read(self, index: int, offset: int, size: int) -> bytes:
+        return bytes(self.regs[index][offset:offset + size])
+
+    def region_write(self, index: int, offset: int, data: bytes) -> None:
+        self.regs[index][offset:offset + len(data)] = data
+
+    def device_reset(self) -> None:
+        pass
+
+    def attach(self, memory: GuestMemory, irqs: IrqSink) -> None:
+        pass
+
+    def detach(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------ child processes
+
+
+def _serve(sock_dir: str) -> int:
+    async def main() -> None:
+        server = await serve({"bench": RegisterFile()}, sock_dir, ServerConfig())
+        ep = server.endpoints["bench"]
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def stdin() -> None:
+            for line in sys.stdin:
+                if line.strip() == "stats":
+                    loop.call_soon_threadsafe(lambda: print(json.dumps(
+                        {"messages": ep.messages, "busy_ns": ep.busy_ns,
+                         "cpu_ns": time.process_time_ns()}), flush=True))
+                else:
+                    break
+            loop.call_soon_threadsafe(done.set)
+
+        threading.Thread(target=stdin, daemon=True).start()
+        print("ready", flush=True)
+        await done.wait()
+        await server.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+def _echo_asyncio(path: str) -> int:
+    """The same echo on an asyncio loop (add_reader), as the server runs: the floor for
+    any server on this loop."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    print("ready", flush=True)
+    conn, _ = listener.accept()
+    conn.setblocking(False)
+    reply = bytes(PING_REPLY)
+    pending = bytearray()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def readable() -> None:
+            data = conn.recv(65536)
+            if not data:
+                loop.remove_reader(conn.fileno())
+                done.set()
+                return
+            pending.extend(data)
+            while len(pending) >= PING_REQ:
+                del pending[:PING_REQ]
+                conn.send(reply)
+
+        loop.add_reader(conn.fileno(), readable)
+        await done.wait()
+
+    asyncio.run(main())
+    return 0
+
+
+def _echo(path: str) -> int:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    print("ready", flush=True)
+    conn, _ = listener.accept()
+    reply = bytes(PING_REPLY)
+    buf = bytearray(PING_REQ)
+    view = memoryview(buf)
+    messages, cpu0 = 0, time.process_time_ns()
+    while True:
+        got = 0
+        while got < PING_REQ:
+            n = conn.recv_into(view[got:])
+            if n == 0:
+                print(json.dumps({"messages": messages,
+                                  "cpu_ns": time.process_time_ns() - cpu0}), flush=True)
+                return 0
+            got += n
+        conn.sendall(reply)
+        messages += 1
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    p = subprocess.Popen([sys.executable, "-m", "bench.vfio_user", *args],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    if p.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"child {args} did not start")
+    return p
+
+
+# ------------------------------------------------------------------ measurements
+
+
+def _timed(fn: Callable[[], object], n: int, out: list[float]) -> None:
+    clock = time.perf_counter
+    for _ in range(n):
+        t0 = clock()
+        fn()
+        out.append(clock() - t0)
+
+
+def _server_stats(server: subprocess.Popen[str]) -> tuple[int, int, int]:
+    assert server.stdin is not None and server.stdout is not None
+    server.stdin.write("stats\n")
+    server.stdin.flush()
+    s = json.loads(server.stdout.readline())
+    return s["messages"], s["busy_ns"], s["cpu_ns"]
+
+
+def _core_cost(n: int) -> float:
+    """Session.process alone (no sockets): seconds per 4-byte REGION_READ."""
+    session = Session(RegisterFile(), ServerConfig())
+    session.process(Frame(c.Header(0, c.Command.VERSION, 20, 0, 0), c.encode_version(0, 0)))
+    frame = Frame(c.Header(1, c.Command.REGION_READ, 32, 0, 0), c.RegionAccess(16, 0, 4).pack())
+    t0 = time.perf_counter()
+    for _ in range(n):
+        session.process(frame)
+    return (time.perf_counter() - t0) / n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=3000, help="samples per kind")
+    ap.add_argument("--serve", help=argparse.SUPPRESS)
+    ap.add_argument("--echo", help=argparse.SUPPRESS)
+    ap.add_argument("--echo-asyncio", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        return _serve(args.serve)
+    if args.echo:
+        return _echo(args.echo)
+    if args.echo_asyncio:
+        return _echo_asyncio(args.echo_asyncio)
+
+    tmp = Path(tempfile.mkdtemp(prefix="vub", dir="/tmp"))
+    server = _spawn("--serve", str(tmp))
+    echo = _spawn("--echo", str(tmp / "echo.sock"))
+    aecho = _spawn("--echo-asyncio", str(tmp / "aecho.sock"))
+    try:
+        ping = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ping.connect(str(tmp / "echo.sock"))
+        aping = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        aping.connect(str(tmp / "aecho.sock"))
+        request = bytes(PING_REQ)
+
+        def exchange(sock: socket.socket) -> None:
+            sock.sendall(request)
+            got = 0
+            while got < PING_REPLY:
+                got += len(sock.recv(PING_REPLY - got))
+
+        def pingpong() -> None:
+            exchange(ping)
+
+        def apingpong() -> None:
+            exchange(aping)
+
+        dev = Client.open(tmp / "bench.sock")
+        word = b"\x01\x02\x03\x04"
+        samples: dict[str, list[float]] = {
+            k: [] for k in ("ping", "aping", "read", "write", "posted")}
+        drain: list[float] = []
+        busy: dict[str, list[float]] = {"read": [], "posted": []}  # server wall time
+        cpu: dict[str, list[float]] = {"read": [], "posted": []}  # server CPU time
+        rounds, per = 10, max(1, args.n // 10)
+
+        def server_phase(kind: str, phase: Callable[[], None]) -> None:
+            m0, b0, c0 = _server_stats(server)
+            phase()
+            m1, b1, c1 = _server_stats(server)
+            busy[kind].append((b1 - b0) / 1e9 / (m1 - m0))
+            cpu[kind].append((c1 - c0) / 1e9 / (m1 - m0))
+
+        def posted_burst() -> None:
+            t0 = time.perf_counter()
+            _timed(lambda: dev.region_write(0, 0x20, word, posted=True), per,
+                   samples["posted"])
+            dev.region_read(0, 0x20, 4)  # returns once every posted write was processed
+            drain.append((time.perf_counter() - t0) / (per + 1))
+
+        for _ in range(rounds):
+            _timed(pingpong, per, samples["ping"])
+            _timed(apingpong, per, samples["aping"])
+            server_phase("read", lambda: _timed(lambda: dev.region_read(0, 0x10, 4), per,
+                                                samples["read"]))
+            _timed(lambda: dev.region_write(0, 0x10, word), per, samples["write"])
+            server_phase("posted", posted_burst)
+        core = _core_cost(20000)
+        dev.close()
+        ping.close()
+        aping.close()
+        assert echo.stdout is not None
+        echo_stats = json.loads(echo.stdout.readline())
+        echo_cpu = echo_stats["cpu_ns"] / 1e9 / max(1, echo_stats["messages"])
+    finally:
+        for p in (server, echo, aecho):
+            if p.stdin is not None:
+                p.stdin.close()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for f in tmp.iterdir():
+            f.unlink()
+        tmp.rmdir()
+
+    us = 1e6
+    print(f"cpus={os.cpu_count()} n={len(samples['read'])} per kind, interleaved in "
+          f"{rounds} rounds")
+    for name, label in (("ping", "bare AF_UNIX ping-pong"),
+                        ("aping", "ping-pong, asyncio echo"), ("read", "MMIO read 4B"),
+                        ("write", "MMIO write 4B (non-posted)"),
+                        ("posted", "posted write 4B (issue)")):
+        print(f"  {label:28s} {describe(samples[name], 'us', us)}")
+    print(f"  {'posted write drain rate':28s} {percentile(drain, 50) * us:.1f}us per write "
+          "(median of rounds)")
+    ping50 = percentile(samples["ping"], 50)
+    ping99 = percentile(samples["ping"], 99)
+    aping50 = percentile(samples["aping"], 50)
+    for name in ("read", "write"):
+        print(f"  ratio {name} p50 / ping-pong p50 = {percentile(samples[name], 50) / ping50:.2f}"
+              f"  (p99 ratio {percentile(samples[name], 99) / ping99:.2f}; p50 / asyncio "
+              f"ping-pong p50 {percentile(samples[name], 50) / aping50:.2f})")
+    med = {f"{k}-{kind}": percentile(v[kind], 50) * us
+           for k, v in (("busy", busy), ("cpu", cpu)) for kind in ("read", "posted")}
+    print("  server cost per message, median of rounds:")
+    print(f"    wall (recv+frame+process+reply): read {med['busy-read']:.1f}us, "
+          f"posted write {med['busy-posted']:.1f}us")
+    print(f"    CPU (process time, incl. the event loop and the kernel's wake-up of the "
+          f"client): read {med['cpu-read']:.1f}us, posted write {med['cpu-posted']:.1f}us")
+    print(f"    baseline: the echo process's CPU per ping-pong message {echo_cpu * us:.1f}us"
+          f" (ratio read/echo {med['cpu-read'] / (echo_cpu * us):.2f})")
+    print(f"    protocol core alone (Session.process, 4B read): {core * us:.1f}us")
+    cost = med["busy-read"]
+    verdict = "met" if cost <= GOAL_US else "MISSED"
+    print(f"  goal: server cost per message (wall, read) <= {GOAL_US:.0f}us: {verdict} "
+          f"({cost:.1f}us)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
