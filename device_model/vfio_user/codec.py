@@ -399,8 +399,8 @@ class Capabilities:
             raise Malformed("version data is not one NUL-terminated string")
         try:
             obj = json.loads(data[:-1].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise Malformed(f"version data is not JSON: {e}") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise Malformed(f"version data is not JSON: {type(e).__name__}") from None
         if not isinstance(obj, dict):
             raise Malformed("version data is not a JSON object")
         caps = obj.get("capabilities", {})

@@ -44,6 +44,7 @@ _RECV_SIZE = 1 << 16
 _MAX_PENDING_OUTPUT = 16 << 20  # stop reading from a client that does not read replies
 _SUN_PATH_MAX = 107
 _CTRUNC = int(socket.MSG_CTRUNC)  # plain int: IntFlag operations cost a microsecond
+_NOSIGNAL = int(socket.MSG_NOSIGNAL)  # a gone client is EPIPE, never SIGPIPE
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ class Connection:
             return
         if not self._out:
             try:
-                n = self.sock.send(data)
+                n = self.sock.send(data, _NOSIGNAL)
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError as e:
@@ -226,7 +227,7 @@ class Connection:
 
     def _on_writable(self) -> None:
         try:
-            n = self.sock.send(self._out)
+            n = self.sock.send(self._out, _NOSIGNAL)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:

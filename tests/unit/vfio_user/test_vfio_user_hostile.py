@@ -83,6 +83,8 @@ def test_commands_before_version_and_second_version(rig: Rig) -> None:
     b'{"capabilities": {"migration": []}}\0',
     b"{}\0{}\0",
     b"\xff\xfe\0",
+    b"[" * 100000 + b"]" * 100000 + b"\0",  # nesting deeper than the parser's recursion
+    b'{"capabilities": {"max_msg_fds": 1' + b"0" * 5000 + b"}}\0",  # too many digits
 ])
 def test_bad_version_json_is_einval_and_a_retry_works(rig: Rig, data: bytes) -> None:
     with Client(rig.path) as cl:
