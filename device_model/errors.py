@@ -31,3 +31,38 @@ class MapError(DeviceModelError):
         self.addr = addr
         self.size = size
         self.reason = reason
+
+
+class ConfigurationError(DeviceModelError):
+    """An `AdapterConfig` (or a declaration) that cannot describe a real adapter."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"bad configuration {what}: {reason}")
+        self.what = what
+        self.reason = reason
+
+
+class LayoutError(DeviceModelError):
+    """A register or capability declaration that overlaps, overflows or repeats a name."""
+
+    def __init__(self, layout: str, reason: str) -> None:
+        super().__init__(f"layout {layout}: {reason}")
+        self.layout = layout
+        self.reason = reason
+
+
+class UnknownPeError(DeviceModelError):
+    """A PE address (or VF index) that names no PE of this adapter."""
+
+    def __init__(self, address: int) -> None:
+        super().__init__(f"no PE at address 0x{address:x}")
+        self.address = address
+
+
+class InjectionError(DeviceModelError):
+    """An error-injection request with an invalid function code or arguments."""
+
+    def __init__(self, function: int, reason: str) -> None:
+        super().__init__(f"error injection function {function}: {reason}")
+        self.function = function
+        self.reason = reason

@@ -1,0 +1,393 @@
+"""Partitionable Endpoints: the unit that freezes, thaws and resets as one.
+
+A `Pe` holds the hardware side of a PE: its freeze flags (MMIO, DMA), its reset state, its
+error log and PAPR recovery info. The freeze *gates* are `mmio_open()` and `dma_open()`:
+every guest access and every DMA of a function asks its PE first. A gate checks the PE and
+its ancestors, so the instant the adapter PE's own flag is set no VF access or DMA can pass,
+before the freeze has even been recorded on each VF PE: propagation is atomic with respect
+to guest accesses by construction.
+
+Policy (lockout, allow-unfreeze, maximum freezes) is not here: the hypervisor shim calls
+these primitives and decides when.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from device_model.clock import Clock, Timer
+from device_model.errors import UnknownPeError
+from device_model.events import EventBus, EventKind
+from device_model.reset import RECOVERY_KIND, ResetKind, ResetTiming
+
+log = logging.getLogger(__name__)
+
+ERROR_LOG_DEPTH = 256
+
+
+class PeStateCode(enum.IntEnum):
+    """PE states as ibm,read-slot-reset-state2 returns them (there is no 3)."""
+
+    NORMAL = 0
+    RESET = 1
+    FROZEN = 2
+    DMA_STOPPED = 4  # MMIO enabled
+    UNAVAILABLE = 5
+
+
+class OpStatus(enum.IntEnum):
+    """Results of PE operations, numbered like the RTAS statuses."""
+
+    OK = 0
+    HW_ERROR = -1
+    PARAM_ERROR = -3
+    UNEXPECTED_STATE = -7
+    NOT_SUPPORTED = -8  # fundamental reset of a VF PE
+
+
+class PeKind(enum.Enum):
+    ADAPTER = "adapter"
+    VF = "vf"
+
+
+@dataclass(frozen=True)
+class PeStatus:
+    code: PeStateCode
+    unavailable_ms: int = 0  # retry hint, meaningful for UNAVAILABLE only
+
+
+class ErrorSource(enum.Enum):
+    INJECTED = "injected"  # ibm,errinjct functions 0-19
+    DMA_FAULT = "dma-fault"  # the function's own DMA hit an unmapped address
+    ADAPTER_FATAL = "adapter-fatal"  # adapter internal error
+    VF_ERROR = "vf-error"  # an error local to one VF
+
+
+@dataclass(frozen=True)
+class ErrorLogEntry:
+    seq: int
+    time: float
+    pe: int
+    function: str
+    source: ErrorSource
+    detail: str
+    address: int = 0
+    error_function: int | None = None  # ibm,errinjct function code
+    aer_bit: int = 0  # AER uncorrectable status bit recorded
+    fatal: bool = False  # severity of that bit
+    aer: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "time": self.time, "pe": self.pe, "function": self.function,
+                "source": self.source.value, "detail": self.detail, "address": self.address,
+                "error_function": self.error_function, "aer_bit": self.aer_bit,
+                "fatal": self.fatal, "aer": dict(self.aer)}
+
+
+class PeHooks(Protocol):
+    """What the adapter does when a PE's reset or thaw changes its functions."""
+
+    def reset_asserted(self, pe: Pe, kind: ResetKind) -> None: ...
+    def reset_done(self, pe: Pe, kind: ResetKind) -> None: ...
+    def dma_thawed(self, pe: Pe) -> None: ...
+
+
+RECOVERY_RESET = 1 << 31
+RECOVERY_SIDE_EFFECT = 1 << 30
+RECOVERY_KIND_SHIFT = 28
+
+
+class Pe:
+    def __init__(self, *, address: int, kind: PeKind, name: str, parent: Pe | None,
+                 clock: Clock, bus: EventBus, hooks: PeHooks, timing: ResetTiming,
+                 hold: float, settle: float) -> None:
+        self.address = address
+        self.kind = kind
+        self.name = name
+        self.parent = parent
+        self.children: list[Pe] = []
+        if parent is not None:
+            parent.children.append(self)
+        self._clock = clock
+        self._bus = bus
+        self._hooks = hooks
+        self._timing = timing
+        self._hold = hold
+        self._settle = settle
+        self._mmio_frozen = False
+        self._dma_frozen = False
+        self._reset_active = False
+        self._reset_kind = ResetKind.HOT
+        self._release_requested = False
+        self._hold_until = 0.0
+        self._settle_until: float | None = None
+        self._timer: Timer | None = None
+        self._mmio_closed = False  # frozen, in reset or settling: the gate's one-bit view
+        self._dma_closed = False
+        self.side_effect = False
+        self.reset_happened = False
+        self.last_reset_kind: int = 0
+        self.freeze_count = 0
+        self._log: deque[ErrorLogEntry] = deque(maxlen=ERROR_LOG_DEPTH)
+        self.log_overflow = 0
+
+    def __repr__(self) -> str:
+        return f"<Pe {self.name} 0x{self.address:x} state={self.status().code.name}>"
+
+    # ---- gates (hot path)
+    def mmio_open(self) -> bool:
+        if self._mmio_closed:
+            return False
+        p = self.parent
+        while p is not None:
+            if p._mmio_closed:
+                return False
+            p = p.parent
+        return True
+
+    def dma_open(self) -> bool:
+        if self._dma_closed:
+            return False
+        p = self.parent
+        while p is not None:
+            if p._dma_closed:
+                return False
+            p = p.parent
+        return True
+
+    def _update(self) -> None:
+        busy = self._reset_active or self._settle_until is not None
+        self._mmio_closed = self._mmio_frozen or busy
+        self._dma_closed = self._dma_frozen or busy
+
+    def ancestors(self) -> Iterator[Pe]:
+        p = self.parent
+        while p is not None:
+            yield p
+            p = p.parent
+
+    def descendants(self) -> Iterator[Pe]:
+        for c in self.children:
+            yield c
+            yield from c.descendants()
+
+    # ---- state
+    @property
+    def busy(self) -> bool:
+        """Reset asserted or settling."""
+        return self._reset_active or self._settle_until is not None
+
+    def status(self) -> PeStatus:
+        for a in self.ancestors():
+            if a.busy:
+                return PeStatus(PeStateCode.UNAVAILABLE, a._remaining_ms())
+        if self._reset_active:
+            return PeStatus(PeStateCode.RESET)
+        if self._settle_until is not None:
+            return PeStatus(PeStateCode.UNAVAILABLE, self._remaining_ms())
+        mmio = self._mmio_frozen or any(a._mmio_frozen for a in self.ancestors())
+        dma = self._dma_frozen or any(a._dma_frozen for a in self.ancestors())
+        if mmio:
+            return PeStatus(PeStateCode.FROZEN)
+        if dma:
+            return PeStatus(PeStateCode.DMA_STOPPED)
+        return PeStatus(PeStateCode.NORMAL)
+
+    @property
+    def frozen(self) -> bool:
+        """This PE's own freeze (either half) is set."""
+        return self._mmio_frozen or self._dma_frozen
+
+    def _remaining_ms(self) -> int:
+        now = self._clock.now()
+        if self._reset_active:
+            if not self._release_requested:
+                return self._timing.retry_hint_ms
+            left = max(0.0, self._hold_until - now) + self._settle
+        else:
+            left = max(0.0, (self._settle_until or now) - now)
+        return max(1, math.ceil(left * 1000))
+
+    @property
+    def recovery_info(self) -> int:
+        """PAPR recovery info: bit 31 reset happened, 30 side-effect freeze, 28-29 kind."""
+        word = RECOVERY_SIDE_EFFECT if self.side_effect else 0
+        if self.reset_happened:
+            word |= RECOVERY_RESET | (self.last_reset_kind << RECOVERY_KIND_SHIFT)
+        return word
+
+    def clear_recovery_info(self) -> None:
+        self.side_effect = False
+        self.reset_happened = False
+        self.last_reset_kind = 0
+
+    # ---- freeze and thaw
+    def freeze(self, reason: str) -> bool:
+        """Freeze this PE and, atomically for guests, every PE below it.
+
+        Returns True if this PE was not fully frozen before. Descendants are marked frozen
+        "as a side-effect" (recovery-info bit 30) when the freeze is new to them.
+        """
+        changed = self._freeze_one(reason, None)
+        for d in self.descendants():
+            d._freeze_one(reason, self)
+        return changed
+
+    def _freeze_one(self, reason: str, origin: Pe | None) -> bool:
+        if self._mmio_frozen and self._dma_frozen:
+            return False
+        self._mmio_frozen = self._dma_frozen = True
+        self._update()
+        self.freeze_count += 1
+        if origin is not None:
+            self.side_effect = True
+        self._bus.emit(EventKind.PE_FROZEN, pe=self.address, reason=reason,
+                       side_effect=origin is not None,
+                       origin=(origin or self).address)
+        return True
+
+    def _ancestor_blocks(self, dma: bool) -> bool:
+        for a in self.ancestors():
+            if a.busy or a._mmio_frozen or (dma and a._dma_frozen):
+                return True
+        return False
+
+    def thaw_mmio(self) -> OpStatus:
+        """Release MMIO: state 2 -> 4. A no-op (OK) if MMIO is not frozen."""
+        if self.busy or self._ancestor_blocks(dma=False):
+            return OpStatus.UNEXPECTED_STATE
+        if not self._mmio_frozen:
+            return OpStatus.OK
+        self._mmio_frozen = False
+        self._update()
+        self._bus.emit(EventKind.PE_MMIO_THAWED, pe=self.address)
+        return OpStatus.OK
+
+    def thaw_dma(self) -> OpStatus:
+        """Release DMA: state 4 -> 0 (MMIO must be released first)."""
+        if self.busy or self._ancestor_blocks(dma=True) or self._mmio_frozen:
+            return OpStatus.UNEXPECTED_STATE
+        if not self._dma_frozen:
+            return OpStatus.OK
+        self._dma_frozen = False
+        self._update()
+        self._bus.emit(EventKind.PE_DMA_THAWED, pe=self.address)
+        self._hooks.dma_thawed(self)
+        return OpStatus.OK
+
+    # ---- reset
+    def activate_reset(self, kind: ResetKind) -> OpStatus:
+        """Assert a reset (state 1). Functions are reset now; release with deactivate."""
+        if self.kind is PeKind.VF and kind is ResetKind.FUNDAMENTAL:
+            return OpStatus.NOT_SUPPORTED
+        if any(a.busy for a in self.ancestors()):
+            return OpStatus.UNEXPECTED_STATE
+        if self._reset_active:
+            return OpStatus.OK
+        self._cancel_timer()
+        self._settle_until = None
+        self._reset_active = True
+        self._reset_kind = kind
+        self._release_requested = False
+        self._hold_until = self._clock.now() + self._hold
+        self._update()
+        self._bus.emit(EventKind.PE_RESET_ASSERTED, pe=self.address, reset=kind.name.lower())
+        self._hooks.reset_asserted(self, kind)
+        return OpStatus.OK
+
+    def deactivate_reset(self) -> OpStatus:
+        """Release the reset once its hold time has passed; then settle (state 5); then 0."""
+        if not self._reset_active or self._release_requested:
+            return OpStatus.OK
+        self._release_requested = True
+        self._after(self._hold_until - self._clock.now(), self._release)
+        return OpStatus.OK
+
+    def reset(self, kind: ResetKind) -> OpStatus:
+        """Activate and release at once: the whole sequence, timed by the reset timing."""
+        status = self.activate_reset(kind)
+        if status is OpStatus.OK:
+            self.deactivate_reset()
+        return status
+
+    def _release(self) -> None:
+        self._timer = None
+        self._reset_active = False
+        self._settle_until = self._clock.now() + self._settle
+        self._update()
+        self._bus.emit(EventKind.PE_RESET_DEASSERTED, pe=self.address,
+                       reset=self._reset_kind.name.lower())
+        self._after(self._settle, self._settled)
+
+    def _settled(self) -> None:
+        self._timer = None
+        self._settle_until = None
+        self._mmio_frozen = self._dma_frozen = False
+        self.side_effect = False
+        self.reset_happened = True
+        self.last_reset_kind = (RECOVERY_KIND[self._reset_kind] if self.kind is PeKind.ADAPTER
+                                else 3)
+        self._update()
+        self._bus.emit(EventKind.PE_RESET_DONE, pe=self.address,
+                       reset=self._reset_kind.name.lower())
+        self._hooks.reset_done(self, self._reset_kind)
+
+    def _after(self, delay: float, fn: Callable[[], None]) -> None:
+        if delay <= 0:
+            fn()
+        else:
+            self._timer = self._clock.call_later(delay, fn)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # ---- error log
+    def log_error(self, entry: ErrorLogEntry) -> None:
+        if len(self._log) == self._log.maxlen:
+            self.log_overflow += 1
+        self._log.append(entry)
+        self._bus.emit(EventKind.ERROR_LOGGED, pe=self.address, function=entry.function,
+                       source=entry.source.value, seq=entry.seq, detail=entry.detail,
+                       error_function=entry.error_function, fatal=entry.fatal)
+
+    def error_log(self) -> tuple[ErrorLogEntry, ...]:
+        return tuple(self._log)
+
+    def clear_error_log(self) -> None:
+        self._log.clear()
+
+
+class PeTree:
+    """The adapter PE and its VF PEs, addressed by PE configuration address."""
+
+    def __init__(self, adapter: Pe, vfs: list[Pe]) -> None:
+        self.adapter = adapter
+        self.vfs = tuple(vfs)
+        self._by_address = {pe.address: pe for pe in (adapter, *vfs)}
+
+    def __iter__(self) -> Iterator[Pe]:
+        yield self.adapter
+        yield from self.vfs
+
+    def __len__(self) -> int:
+        return 1 + len(self.vfs)
+
+    def get(self, address: int) -> Pe:
+        try:
+            return self._by_address[address]
+        except KeyError:
+            raise UnknownPeError(address) from None
+
+    def vf(self, index: int) -> Pe:
+        if not 0 <= index < len(self.vfs):
+            raise UnknownPeError(index)
+        return self.vfs[index]
