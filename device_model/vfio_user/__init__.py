@@ -3,12 +3,12 @@
 Public API:
 - `serve(functions, socket_dir, config) -> Server` (async), `Server`, `ServerConfig`,
   `ServerThread` (a server on its own loop thread, for harnesses and tests);
-- `Client` (synchronous, for the host harness);
+- `Client` (synchronous, for the host harness) and `GuestRam` (a memfd as guest RAM);
 - `Session` (the protocol core, one message at a time) and `codec` (the wire format);
 - exceptions in `errors` (root `VfioUserError`).
 """
 
-from device_model.vfio_user.client import Client, ClientState
+from device_model.vfio_user.client import Client, ClientState, GuestRam
 from device_model.vfio_user.errors import (
     CommandFailed,
     ConnectionClosed,
@@ -33,6 +33,7 @@ __all__ = [
     "EndpointState",
     "Fault",
     "FramingError",
+    "GuestRam",
     "NegotiationFailed",
     "ProtocolViolation",
     "Refused",

@@ -1,7 +1,7 @@
 """A synchronous vfio-user client (the harness's stand-in for QEMU).
 
-    with Client.open(path) as dev:              # connect + VERSION
-        dev.map_dma(0, memfd, size)             # guest memory the device can DMA into
+    with Client.open(path) as dev, GuestRam(64 << 20) as ram:   # connect + VERSION
+        dev.map_ram(ram)                        # guest memory the device can DMA into
         bar0 = dev.region_read(0, 0x10, 4)
         dev.region_write(0, 0x10, b"\\1\\0\\0\\0", posted=True)
         fds = dev.enable_msix(4)                # one eventfd per vector
@@ -15,6 +15,7 @@ Error replies raise `CommandFailed` (errno, command); broken streams `ProtocolVi
 from __future__ import annotations
 
 import array
+import mmap
 import os
 import select
 import socket
@@ -43,6 +44,42 @@ from device_model.vfio_user.framing import ancillary_fds, ancillary_space, close
 _RECV_SIZE = 1 << 16
 _ALL_CAPS = ("max_msg_fds", "max_data_xfer_size", "pgsizes", "max_dma_maps",
              "write_multiple")
+
+
+class GuestRam:
+    """A memfd standing in for guest RAM in harness mode: the fd to share with the
+    server (DMA_MAP) and this process's own view of the same pages."""
+
+    def __init__(self, size: int, name: str = "guest-ram") -> None:
+        self.size = size
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, size)
+            self.view = mmap.mmap(self.fd, size)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def read(self, addr: int, length: int) -> bytes:
+        if addr < 0 or length < 0 or addr + length > self.size:
+            raise ValueError(f"{addr:#x}+{length:#x} outside {self.size:#x} bytes of RAM")
+        return self.view[addr:addr + length]
+
+    def write(self, addr: int, data: bytes) -> None:
+        if addr < 0 or addr + len(data) > self.size:
+            raise ValueError(f"{addr:#x}+{len(data):#x} outside {self.size:#x} bytes of RAM")
+        self.view[addr:addr + len(data)] = data
+
+    def close(self) -> None:
+        if not self.view.closed:
+            self.view.close()
+            os.close(self.fd)
+
+    def __enter__(self) -> GuestRam:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class ClientState(Enum):
@@ -238,6 +275,10 @@ class Client:
         flags = (c.DmaMapFlag.READ if readable else 0) | (c.DmaMapFlag.WRITE if writable else 0)
         req = c.DmaMap(c.DmaMap.SIZE, flags, offset, addr, size)
         self.request(c.Command.DMA_MAP, req.pack(), () if fd is None else (fd,))
+
+    def map_ram(self, ram: GuestRam, addr: int = 0) -> None:
+        """Map all of `ram` at guest address `addr` (fd offset 0), read and write."""
+        self.map_dma(addr, ram.size, ram.fd)
 
     def unmap_dma(self, addr: int, size: int) -> None:
         self.request(c.Command.DMA_UNMAP, c.DmaUnmap(c.DmaUnmap.SIZE, 0, addr, size).pack())

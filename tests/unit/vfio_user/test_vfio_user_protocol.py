@@ -20,7 +20,7 @@ from vfio_user_fakes import (
 )
 
 from device_model.transport import IrqFlag, IrqIndex, RegionFlag
-from device_model.vfio_user import Client, ServerConfig
+from device_model.vfio_user import Client, GuestRam, ServerConfig
 from device_model.vfio_user import codec as c
 
 MB = 1 << 20
@@ -181,6 +181,19 @@ def test_dma_through_a_mapped_memfd(client: Client, memfd: tuple[int, mmap.mmap]
     view[0x200000:0x200010] = b"from the guest.."
     assert _dma_read(client, 0x200000, 16) == 0
     assert client.region_read(2, 0, 16) == b"from the guest.."
+
+
+def test_guest_ram_helper(client: Client) -> None:
+    with GuestRam(MB) as ram:
+        client.map_ram(ram, addr=0x80000000)
+        ram.write(0x100, b"ring")
+        assert _dma_read(client, 0x80000100, 4) == 0
+        assert client.region_read(2, 0, 4) == b"ring"
+        assert _dma_write(client, 0x80000200, 3, 0x42) == 0
+        assert ram.read(0x200, 4) == b"\x42\x42\x42\0"
+        with pytest.raises(ValueError):
+            ram.read(MB - 2, 4)
+        client.unmap_dma(0x80000000, MB)
 
 
 def test_dma_map_with_unaligned_fd_offset(client: Client, memfd: tuple[int, mmap.mmap]) -> None:
