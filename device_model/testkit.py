@@ -1,0 +1,187 @@
+"""A minimal in-process driver for the model: guest RAM, an interrupt recorder, and a
+driver that programs one function only through `transport.PciFunction` calls.
+
+Tests and benchmarks use it; it is also a worked example of the register interface
+documented in docs/registers.md.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from device_model.memory import DmaMap, GuestMemory
+from device_model.nic import registers as R
+from device_model.nic.descriptor import DD, DESC_SIZE, DESCRIPTOR
+from device_model.pci.layouts import AER_CAP, PCIE_CAP, SRIOV_CAP
+from device_model.transport import PciFunction, RegionIndex
+
+CONFIG = RegionIndex.CONFIG
+BAR0 = RegionIndex.BAR0
+
+
+class RamGuest(GuestMemory):
+    """Guest memory: one bytearray mapped at `base`, with a bump allocator."""
+
+    def __init__(self, size: int = 1 << 20, base: int = 0x1000_0000) -> None:
+        super().__init__()
+        self.ram = bytearray(size)
+        self.base = base
+        self._next = base
+        self.map(DmaMap(base, size, self.ram))
+
+    def alloc(self, size: int, align: int = 64) -> int:
+        addr = (self._next + align - 1) // align * align
+        if addr + size > self.base + len(self.ram):
+            raise MemoryError("guest RAM exhausted")
+        self._next = addr + size
+        return addr
+
+    def peek(self, addr: int, size: int) -> bytes:
+        off = addr - self.base
+        return bytes(self.ram[off : off + size])
+
+    def poke(self, addr: int, data: bytes) -> None:
+        off = addr - self.base
+        self.ram[off : off + len(data)] = data
+
+
+class IrqRecorder:
+    """An IrqSink that records (index, vector) pairs."""
+
+    def __init__(self) -> None:
+        self.fired: list[tuple[int, int]] = []
+
+    def trigger(self, index: int, vector: int) -> None:
+        self.fired.append((index, vector))
+
+
+class MiniDriver:
+    """Drives one function through region reads and writes, like a guest driver."""
+
+    def __init__(self, fn: PciFunction, guest: RamGuest, irqs: IrqRecorder | None = None,
+                 attach: bool = True) -> None:
+        self.fn = fn
+        self.guest = guest
+        self.irqs = irqs if irqs is not None else IrqRecorder()
+        self.tx_ring = self.rx_ring = 0
+        self.tx_count = self.rx_count = 0
+        self.tx_tail = self.rx_tail = 0
+        self.rx_next = 0
+        self.buf_size = 0
+        self._tx_bufs: list[int] = []
+        self._rx_bufs: list[int] = []
+        if attach:
+            fn.attach(guest, self.irqs)
+
+    # ---- raw access
+    def cfg_read(self, offset: int, size: int = 4) -> int:
+        return int.from_bytes(self.fn.region_read(CONFIG, offset, size), "little")
+
+    def cfg_write(self, offset: int, value: int, size: int = 4) -> None:
+        self.fn.region_write(CONFIG, offset, value.to_bytes(size, "little"))
+
+    def read(self, offset: int, size: int = 4) -> int:
+        return int.from_bytes(self.fn.region_read(BAR0, offset, size), "little")
+
+    def write(self, offset: int, value: int, size: int = 4) -> None:
+        self.fn.region_write(BAR0, offset, value.to_bytes(size, "little"))
+
+    # ---- bring-up
+    def enable(self) -> None:
+        """Command: memory decode and bus master on; all interrupt causes enabled."""
+        self.cfg_write(0x04, 0x0006, 2)
+        self.write(R.IMR, 0xFF)
+
+    def flr(self) -> None:
+        devctl = self.cfg_read(PCIE_CAP + 0x08, 2)
+        self.cfg_write(PCIE_CAP + 0x08, devctl | 0x8000, 2)
+
+    def setup_rings(self, tx_count: int = 64, rx_count: int = 64, buf_size: int = 2048) -> None:
+        self.tx_count, self.rx_count, self.buf_size = tx_count, rx_count, buf_size
+        self.tx_ring = self.guest.alloc(tx_count * DESC_SIZE)
+        self.rx_ring = self.guest.alloc(rx_count * DESC_SIZE)
+        self._tx_bufs = [self.guest.alloc(buf_size) for _ in range(tx_count)]
+        self._rx_bufs = [self.guest.alloc(buf_size) for _ in range(rx_count)]
+        for prefix, base, count in (("TX", self.tx_ring, tx_count), ("RX", self.rx_ring, rx_count)):
+            off = R.TX_BASE_LO if prefix == "TX" else R.RX_BASE_LO
+            self.write(off, base & 0xFFFFFFFF)
+            self.write(off + 4, base >> 32)
+            self.write(off + 8, count)
+        self.tx_tail = self.rx_tail = self.rx_next = 0
+        self.fill_rx()
+        self.write(R.CTRL, 0b110)  # txen, rxen
+
+    def fill_rx(self) -> None:
+        """Give hardware every free RX descriptor (all but one, so head != tail)."""
+        count = self.rx_count
+        while (self.rx_tail + 1) % count != self.rx_next:
+            i = self.rx_tail
+            self.guest.poke(self.rx_ring + i * DESC_SIZE,
+                            DESCRIPTOR.pack(self._rx_bufs[i], self.buf_size, 0, 0, 0))
+            self.rx_tail = (i + 1) % count
+        self.write(R.RX_TAIL, self.rx_tail)
+
+    # ---- data path
+    def post_tx(self, frames: list[bytes], *, addr: int | None = None) -> list[int]:
+        """Write descriptors for `frames` and ring the doorbell once; returns their slots."""
+        slots = []
+        for frame in frames:
+            i = self.tx_tail
+            buf = self._tx_bufs[i] if addr is None else addr
+            if addr is None:
+                self.guest.poke(buf, frame)
+            self.guest.poke(self.tx_ring + i * DESC_SIZE,
+                            DESCRIPTOR.pack(buf, len(frame), 0, 0, 0))
+            slots.append(i)
+            self.tx_tail = (i + 1) % self.tx_count
+        self.write(R.TX_TAIL, self.tx_tail)
+        return slots
+
+    def tx_status(self, slot: int) -> int:
+        raw = self.guest.peek(self.tx_ring + slot * DESC_SIZE, DESC_SIZE)
+        return DESCRIPTOR.unpack(raw)[3]
+
+    def received(self) -> list[tuple[bytes, int]]:
+        """Frames hardware completed since the last call (and their VLAN); re-arms buffers."""
+        out = []
+        while True:
+            raw = self.guest.peek(self.rx_ring + self.rx_next * DESC_SIZE, DESC_SIZE)
+            buf, length, _flags, status, vlan = DESCRIPTOR.unpack(raw)
+            if not status & DD:
+                break
+            out.append((self.guest.peek(buf, length) if status == DD else b"", vlan))
+            self.guest.poke(self.rx_ring + self.rx_next * DESC_SIZE + 12, b"\0\0")
+            self.rx_next = (self.rx_next + 1) % self.rx_count
+        if out:
+            self.fill_rx()
+        return out
+
+    def mac(self) -> bytes:
+        return (struct.pack("<I", self.read(R.MAC_LO)) + struct.pack("<I", self.read(R.MAC_HI)))[:6]
+
+    def set_mac(self, mac: bytes) -> None:
+        self.write(R.MAC_LO, int.from_bytes(mac[0:4], "little"))
+        self.write(R.MAC_HI, int.from_bytes(mac[4:6], "little") | 1 << 31)
+
+    def aer_uncor_status(self) -> int:
+        return self.cfg_read(AER_CAP + 0x04)
+
+
+class PfDriver(MiniDriver):
+    """The adapter driver's share: SR-IOV enable, VF ports, mailbox reset handshake."""
+
+    def enable_vfs(self, n: int) -> None:
+        self.cfg_write(SRIOV_CAP + 0x10, n, 2)
+        self.cfg_write(SRIOV_CAP + 0x08, 0b1001, 2)  # VF Enable | VF MSE
+        bits = (1 << n) - 1
+        self.write(R.VF_TXEN, bits, 8)
+        self.write(R.VF_RXEN, bits, 8)
+
+    def reset_done(self) -> None:
+        self.write(R.ADAPTER_CTRL, 1)
+
+
+def frame(dst: bytes, src: bytes, payload: bytes = b"", size: int = 64) -> bytes:
+    """An Ethernet frame of at least `size` bytes (ethertype 0x88b5, local experimental)."""
+    body = dst + src + b"\x88\xb5" + payload
+    return body + bytes(max(0, size - len(body)))
