@@ -283,8 +283,12 @@ class Pe:
         return OpStatus.OK
 
     # ---- reset
-    def activate_reset(self, kind: ResetKind) -> OpStatus:
+    def activate_reset(self, kind: ResetKind | int) -> OpStatus:
         """Assert a reset (state 1). Functions are reset now; release with deactivate."""
+        try:
+            kind = ResetKind(kind)
+        except ValueError:
+            return OpStatus.PARAM_ERROR
         if self.kind is PeKind.VF and kind is ResetKind.FUNDAMENTAL:
             return OpStatus.NOT_SUPPORTED
         if any(a.busy for a in self.ancestors()):
@@ -310,7 +314,7 @@ class Pe:
         self._after(self._hold_until - self._clock.now(), self._release)
         return OpStatus.OK
 
-    def reset(self, kind: ResetKind) -> OpStatus:
+    def reset(self, kind: ResetKind | int) -> OpStatus:
         """Activate and release at once: the whole sequence, timed by the reset timing."""
         status = self.activate_reset(kind)
         if status is OpStatus.OK:

@@ -25,9 +25,11 @@ T = TypeVar("T")
 
 class ServerThread:
     def __init__(self, functions: Mapping[str, PciFunction], socket_dir: str | Path,
-                 config: ServerConfig | None = None) -> None:
+                 config: ServerConfig | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """`loop`: a fresh loop to run on (so a device's clock can be bound to it first)."""
         self.server = Server(functions, socket_dir, config)
-        self._loop = asyncio.new_event_loop()
+        self._loop = loop if loop is not None else asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="vfio-user-server",
                                         daemon=True)
         self._started: Future[None] = Future()

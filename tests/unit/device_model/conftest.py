@@ -45,7 +45,7 @@ def spec_adapter(clock: ManualClock, uplink: QueueUplink,
 
 @pytest.fixture
 def guest() -> RamGuest:
-    return RamGuest()
+    return RamGuest(size=8 << 20)
 
 
 @pytest.fixture

@@ -54,7 +54,9 @@ def check_access_rules(fn: Function, region: int, regs: RegisterFile, r: Registe
     def field(f: Field) -> int:
         return (read() & f.mask) >> f.lsb
 
-    ones = lambda f: (1 << f.width) - 1  # noqa: E731
+    def ones(f: Field) -> int:
+        return (1 << f.width) - 1
+
     assert fn.config_ok() if region == 7 else fn.mmio_ok(), f"{fn.name} does not answer"
     for f in r.fields:
         where = f"{fn.name}: {r.name}.{f.name}"
