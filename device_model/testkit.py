@@ -20,28 +20,38 @@ BAR0 = RegionIndex.BAR0
 
 
 class RamGuest(GuestMemory):
-    """Guest memory: one bytearray mapped at `base`, with a bump allocator."""
+    """Guest memory: one bytearray mapped at `base`, with a bump allocator.
 
-    def __init__(self, size: int = 1 << 20, base: int = 0x1000_0000) -> None:
+    With `guard` > 0 the bytearray has that many canary bytes (0xA5) before and after the
+    mapped part, which no DMA may ever touch (`guards_intact`).
+    """
+
+    def __init__(self, size: int = 1 << 20, base: int = 0x1000_0000, guard: int = 0) -> None:
         super().__init__()
-        self.ram = bytearray(size)
+        self.ram = bytearray(b"\xa5" * guard) + bytearray(size) + bytearray(b"\xa5" * guard)
+        self.size = size
+        self.guard = guard
         self.base = base
         self._next = base
-        self.map(DmaMap(base, size, self.ram))
+        self.map(DmaMap(base, size, self.ram, offset=guard))
+
+    def guards_intact(self) -> bool:
+        g = self.guard
+        return self.ram[:g] == b"\xa5" * g and self.ram[g + self.size :] == b"\xa5" * g
 
     def alloc(self, size: int, align: int = 64) -> int:
         addr = (self._next + align - 1) // align * align
-        if addr + size > self.base + len(self.ram):
+        if addr + size > self.base + self.size:
             raise MemoryError("guest RAM exhausted")
         self._next = addr + size
         return addr
 
     def peek(self, addr: int, size: int) -> bytes:
-        off = addr - self.base
+        off = addr - self.base + self.guard
         return bytes(self.ram[off : off + size])
 
     def poke(self, addr: int, data: bytes) -> None:
-        off = addr - self.base
+        off = addr - self.base + self.guard
         self.ram[off : off + len(data)] = data
 
 
@@ -97,11 +107,14 @@ class MiniDriver:
         self.cfg_write(PCIE_CAP + 0x08, devctl | 0x8000, 2)
 
     def setup_rings(self, tx_count: int = 64, rx_count: int = 64, buf_size: int = 2048) -> None:
+        if (tx_count, rx_count, buf_size) != (self.tx_count, self.rx_count, self.buf_size):
+            self.tx_ring = self.guest.alloc(tx_count * DESC_SIZE)
+            self.rx_ring = self.guest.alloc(rx_count * DESC_SIZE)
+            self._tx_bufs = [self.guest.alloc(buf_size) for _ in range(tx_count)]
+            self._rx_bufs = [self.guest.alloc(buf_size) for _ in range(rx_count)]
         self.tx_count, self.rx_count, self.buf_size = tx_count, rx_count, buf_size
-        self.tx_ring = self.guest.alloc(tx_count * DESC_SIZE)
-        self.rx_ring = self.guest.alloc(rx_count * DESC_SIZE)
-        self._tx_bufs = [self.guest.alloc(buf_size) for _ in range(tx_count)]
-        self._rx_bufs = [self.guest.alloc(buf_size) for _ in range(rx_count)]
+        for i in range(rx_count):  # forget completions from an earlier life of the ring
+            self.guest.poke(self.rx_ring + i * DESC_SIZE + 12, b"\0\0")
         for prefix, base, count in (("TX", self.tx_ring, tx_count), ("RX", self.rx_ring, rx_count)):
             off = R.TX_BASE_LO if prefix == "TX" else R.RX_BASE_LO
             self.write(off, base & 0xFFFFFFFF)
