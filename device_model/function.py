@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_VECTORS = tuple((int(v), int(c)) for v, c in R.VECTOR_CAUSES.items())
+# cause bits (0..255) -> the vectors they raise
+_VECTOR_TABLE = tuple(
+    tuple(int(v) for v, c in R.VECTOR_CAUSES.items() if bits & int(c)) for bits in range(256))
 _RW = RegionFlag.READ | RegionFlag.WRITE
 
 
@@ -201,15 +203,15 @@ class Function:
     # ---- interrupts
     def raise_cause(self, causes: int) -> None:
         """Latch causes in ICR; signal the vectors of those that IMR enables."""
+        causes = int(causes)
         self.bar0.set_bits("ICR", causes)
         enabled = causes & self.bar0.stored("IMR")
         if enabled:
             self.signal(enabled)
 
     def signal(self, causes: int) -> None:
-        for vec, mask in _VECTORS:
-            if causes & mask:
-                self._trigger(vec)
+        for vec in _VECTOR_TABLE[int(causes) & 0xFF]:
+            self._trigger(vec)
 
     def _trigger(self, vec: int) -> None:
         if not (self._present and not self.in_reset and self.pe.dma_open()):

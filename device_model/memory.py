@@ -106,8 +106,21 @@ class GuestMemory:
             left -= n
         return iter(pieces)
 
+    def _single(self, addr: int, length: int) -> DmaMap | None:
+        """The one map holding all of [addr, addr+length), if there is one (fast path)."""
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and length > 0:
+            m = self._maps[i]
+            if addr + length <= m.end:
+                return m
+        return None
+
     def read(self, addr: int, length: int) -> bytes:
         """Read guest memory; raises DmaError unless every byte is mapped readable."""
+        m = self._single(addr, length) if addr >= 0 else None
+        if m is not None and m.readable:
+            off = m.offset + addr - m.addr
+            return bytes(m.buffer[off : off + length])
         parts = [
             m.buffer[m.offset + off : m.offset + off + n]
             for m, off, n in self._spans(addr, length, write=False)
@@ -116,6 +129,11 @@ class GuestMemory:
 
     def write(self, addr: int, data: bytes) -> None:
         """Write guest memory; raises DmaError (and writes nothing) unless all is mapped."""
+        m = self._single(addr, len(data)) if addr >= 0 else None
+        if m is not None and m.writable:
+            off = m.offset + addr - m.addr
+            m.buffer[off : off + len(data)] = data
+            return
         pieces = list(self._spans(addr, len(data), write=True))
         pos = 0
         for m, off, n in pieces:

@@ -33,6 +33,7 @@ from device_model.nic.switch import Switch
 from device_model.regs import RegisterFile
 
 _STATUS_DD = DD.to_bytes(2, "little")
+_RX, _TX, _ERROR = int(R.Cause.RX), int(R.Cause.TX), int(R.Cause.ERROR)
 _RX_WB = struct.Struct("<HHHH")  # length, flags, status, vlan
 
 
@@ -86,6 +87,7 @@ class NicPort:
         self.tx_head = 0
         self.tx_pending = 0
         self.rx_head = 0
+        self._tx_ring = self._rx_ring = (0, 0)  # (base, count), count 0: not usable
         self.default_mac: bytes | None = None  # loaded at every reset, like an EEPROM MAC
         regs.on_write("CTRL", self._ctrl_written)
         for name in ("MAC_LO", "MAC_HI", "VLAN"):
@@ -132,6 +134,7 @@ class NicPort:
             self.regs.set("MAC_LO", int.from_bytes(self.default_mac[0:4], "little"))
             self.regs.set("MAC_HI", int.from_bytes(self.default_mac[4:6], "little") | 1 << 31)
         self._base = self.ledger.copy()
+        self._tx_ring, self._rx_ring = self._ring("TX"), self._ring("RX")
         self.switch.invalidate()
 
     # ---- register behaviour
@@ -185,17 +188,19 @@ class NicPort:
         self.ledger.tx_dropped += self.tx_pending
         self.tx_pending = self.tx_head = 0
         self.regs.set("TX_TAIL", 0)
+        self._tx_ring = self._ring("TX")
 
     def _rx_ring_written(self, old: int, new: int, written: int) -> None:
         self.rx_head = 0
         self.regs.set("RX_TAIL", 0)
+        self._rx_ring = self._ring("RX")
 
     def _reject(self, name: str, old: int) -> None:
         self.regs.set(name, old)
         self.host.raise_cause(R.Cause.ERROR)
 
     def _tx_doorbell(self, old: int, new: int, written: int) -> None:
-        _, count = self._ring("TX")
+        count = self._tx_ring[1]
         if not count or new >= count:
             self._reject("TX_TAIL", old)
             return
@@ -208,7 +213,7 @@ class NicPort:
         self.tx_process()
 
     def _rx_tail_written(self, old: int, new: int, written: int) -> None:
-        _, count = self._ring("RX")
+        count = self._rx_ring[1]
         if not count or new >= count:
             self._reject("RX_TAIL", old)
 
@@ -225,7 +230,7 @@ class NicPort:
         """Process pending TX descriptors as far as the gates allow."""
         if not self.tx_pending or not self.tx_ready():
             return
-        base, count = self._ring("TX")
+        base, count = self._tx_ring
         if not count:
             return
         host, ledger = self.host, self.ledger
@@ -267,7 +272,7 @@ class NicPort:
             done += 1
             host.dma_write(addr + STATUS_OFFSET, _STATUS_DD)
         if done or errors:
-            host.raise_cause(R.Cause.TX | (R.Cause.ERROR if errors else 0))
+            host.raise_cause(_TX | (_ERROR if errors else 0))
 
     def receive(self, frame: bytes, vlan: int) -> None:
         """The switch delivers one frame (untagged; `vlan` is its domain)."""
@@ -278,14 +283,14 @@ class NicPort:
                 and host.dma_ready()):
             ledger.rx_missed += 1
             return
-        base, count = self._ring("RX")
+        base, count = self._rx_ring
         if not count or self.rx_head == self.regs.stored("RX_TAIL"):
             ledger.rx_missed += 1
             return
         n = len(frame)
         if n > self.max_frame():
             ledger.rx_errors += 1
-            host.raise_cause(R.Cause.ERROR)
+            host.raise_cause(_ERROR)
             return
         addr = base + self.rx_head * DESC_SIZE
         raw = host.dma_read(addr, DESC_SIZE)
@@ -298,7 +303,7 @@ class NicPort:
             ledger.rx_errors += 1
             host.dma_write(addr + STATUS_OFFSET,
                            error_status(DescError.BUFFER_TOO_SMALL).to_bytes(2, "little"))
-            host.raise_cause(R.Cause.RX | R.Cause.ERROR)
+            host.raise_cause(_RX | _ERROR)
             return
         if not host.dma_write(buf, frame) or not host.dma_write(
                 addr + LENGTH_OFFSET, _RX_WB.pack(n, 0, DD, vlan)):
@@ -307,7 +312,7 @@ class NicPort:
         self.rx_head = (self.rx_head + 1) % count
         ledger.rx_delivered += 1
         ledger.rx_bytes += n
-        host.raise_cause(R.Cause.RX)
+        host.raise_cause(_RX)
 
     # ---- switch port
     def switch_present(self) -> bool:
