@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from device_model.clock import Clock, ManualClock
+from device_model.clock import Clock, ManualClock, Timer
 from device_model.errors import ConfigurationError, DmaError, InjectionError
 from device_model.events import EventBus, EventKind
 from device_model.function import Function
@@ -91,6 +91,9 @@ class _PeHooks:
     def dma_thawed(self, pe: Pe) -> None:
         self._a.function_of(pe).nic.tx_process()
 
+    def after(self, delay: float, fn: Callable[[], None]) -> Timer | None:
+        return self._a.after(delay, fn)
+
 
 class Adapter:
     def __init__(self, config: AdapterConfig | None = None, clock: Clock | None = None,
@@ -154,11 +157,13 @@ class Adapter:
         self.switch.attach_uplink(uplink)
 
     # ---- scheduling and internal faults
-    def after(self, delay: float, fn: Callable[[], None]) -> None:
-        """Run `fn` after `delay` seconds on the clock (at once, in this call, if 0)."""
+    def after(self, delay: float, fn: Callable[[], None]) -> Timer | None:
+        """Run `fn` after `delay` seconds on the clock (at once, in this call, if 0).
+
+        A timer's exception is recorded as an internal error, never left to the loop."""
         if delay <= 0:
             fn()
-            return
+            return None
 
         def guarded() -> None:
             try:
@@ -166,7 +171,7 @@ class Adapter:
             except Exception:
                 self.internal_error(f"timer {getattr(fn, '__qualname__', fn)}")
 
-        self.clock.call_later(delay, guarded)
+        return self.clock.call_later(delay, guarded)
 
     def internal_error(self, what: str) -> None:
         """A bug in the model met a guest access: log it, keep it, keep running."""

@@ -98,6 +98,10 @@ class PeHooks(Protocol):
     def reset_done(self, pe: Pe, kind: ResetKind) -> None: ...
     def dma_thawed(self, pe: Pe) -> None: ...
 
+    def after(self, delay: float, fn: Callable[[], None]) -> Timer | None:
+        """Run `fn` in `delay` s (at once if 0), keeping its errors out of the loop."""
+        ...
+
 
 RECOVERY_RESET = 1 << 31
 RECOVERY_SIDE_EFFECT = 1 << 30
@@ -344,10 +348,7 @@ class Pe:
         self._hooks.reset_done(self, self._reset_kind)
 
     def _after(self, delay: float, fn: Callable[[], None]) -> None:
-        if delay <= 0:
-            fn()
-        else:
-            self._timer = self._clock.call_later(delay, fn)
+        self._timer = self._hooks.after(delay, fn)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

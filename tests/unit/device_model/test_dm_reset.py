@@ -170,3 +170,43 @@ def test_full_recovery_flow(adapter: Adapter, guest: RamGuest, uplink: QueueUpli
     first_thaw = kinds.index(EventKind.PE_MMIO_THAWED)
     assert kinds.index(EventKind.PE_RESET_DONE) < kinds.index(EventKind.PF_RESET_DONE) < first_thaw
     assert kinds[:3] == [EventKind.INJECTION_FIRED, EventKind.ERROR_LOGGED, EventKind.PE_FROZEN]
+
+
+def test_reset_timing_on_an_asyncio_loop(guest: RamGuest) -> None:
+    import asyncio
+
+    from device_model import AdapterConfig, AsyncioClock, ResetTiming
+
+    async def main() -> tuple[int, int, float]:
+        timing = ResetTiming(hold=0.02, settle=0.03, flr=0.01)
+        a = Adapter(AdapterConfig(total_vfs=1, timing=timing), AsyncioClock())
+        pe = a.pes.adapter
+        t0 = a.clock.now()
+        pe.reset(ResetKind.HOT)
+        during = pe.status().code
+        done = asyncio.Event()
+        a.events.add_listener(lambda e: done.set() if e.kind is EventKind.PE_RESET_DONE else None)
+        await asyncio.wait_for(done.wait(), 5)
+        assert a.internal_errors == []
+        return during, pe.status().code, a.clock.now() - t0
+
+    during, after, took = asyncio.run(main())
+    assert (during, after) == (PeStateCode.RESET, PeStateCode.NORMAL) and took >= 0.05
+
+
+def test_model_bugs_are_contained(spec_adapter: Adapter, guest: RamGuest,
+                                  clock: ManualClock) -> None:
+    a = spec_adapter
+    pf = PfDriver(a.pf, guest)
+    pf.enable()
+
+    def broken(*args: object) -> bytes:
+        raise RuntimeError("model bug")
+
+    a.pf.bar0.read_bytes = broken  # type: ignore[method-assign,assignment]
+    assert pf.read(R.MTU) == 0xFFFFFFFF  # the guest sees all-ones, nothing raises
+    a.pf._flr_done = broken  # type: ignore[method-assign,assignment]
+    pf.flr()
+    clock.advance(1.0)  # the timer's exception is kept, not raised into the loop
+    assert len(a.internal_errors) == 2 and "model bug" in a.internal_errors[1]
+    a.internal_errors.clear()
