@@ -210,6 +210,8 @@ class Adapter:
         if kind is FunctionReset.SOFT:
             for vf in self.vfs:
                 vf.reset_state(FunctionReset.SOFT)
+        elif kind is FunctionReset.DEVICE:
+            pass  # VFs stay as they are (see PfFunction.reset_state); mailboxes say RSTI
         else:
             vf_kind = kind if kind in (FunctionReset.HOT, FunctionReset.FUNDAMENTAL) \
                 else FunctionReset.VF_DISABLE

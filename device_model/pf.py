@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from device_model.function import Function
 from device_model.nic import registers as R
-from device_model.pci.layouts import pf_config_layout
+from device_model.pci.layouts import SRIOV_CAP, pf_config_layout
 from device_model.pe import Pe
 from device_model.reset import FunctionReset
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 VF_ENABLE = 1 << 0
 VF_MSE = 1 << 3
+SRIOV_CTRL, SRIOV_NUM_VFS = 0x08, 0x10  # register offsets in the SR-IOV capability
 
 
 class PfFunction(Function):
@@ -24,6 +25,7 @@ class PfFunction(Function):
                                   vf_device_id=c.vf_device_id, total_vfs=c.total_vfs,
                                   first_vf_offset=c.first_vf_offset, vf_stride=c.vf_stride)
         super().__init__(adapter, "pf", pe, layout, R.pf_layout())
+        self._kept_sriov: tuple[int, int] | None = None
         self.total_vfs = c.total_vfs
         self.config.on_write("sriov.ctrl", self._sriov_ctrl_written)
         self.config.on_write("sriov.num_vfs", self._num_vfs_written)
@@ -48,7 +50,27 @@ class PfFunction(Function):
         if self.sriov_enabled or new > self.total_vfs:
             self.config.set("sriov.num_vfs", old)  # fixed while VFs are enabled; <= TotalVFs
 
+    def enable_vfs(self, n: int) -> None:
+        """Platform-side SR-IOV set-up (what firmware does before handing VFs to guests):
+        NumVFs = n, then VF Enable + VF MSE, through the capability as a driver would."""
+        self.config.write(SRIOV_CAP + SRIOV_CTRL, 2, 0)
+        self.config.write(SRIOV_CAP + SRIOV_NUM_VFS, 2, n)
+        self.config.write(SRIOV_CAP + SRIOV_CTRL, 2, VF_ENABLE | VF_MSE)
+
+    def reset_state(self, kind: FunctionReset) -> None:
+        # VFIO_DEVICE_RESET (QEMU resets the PF's machine) keeps SR-IOV enablement: the
+        # platform owns it, and the VFs may be in use by other guests. Every other reset
+        # of the PF (FLR, adapter hot/fundamental) clears it, as the SR-IOV spec says.
+        self._kept_sriov = ((self.config.stored("sriov.num_vfs"),
+                             self.config.stored("sriov.ctrl"))
+                            if kind is FunctionReset.DEVICE else None)
+        super().reset_state(kind)
+
     def _after_reset(self, kind: FunctionReset) -> None:
+        kept, self._kept_sriov = self._kept_sriov, None
+        if kept is not None:
+            self.config.set("sriov.num_vfs", kept[0])
+            self.config.set("sriov.ctrl", kept[1])
         self._adapter.pf_was_reset(kind)
 
     def _reset_finished(self, kind: FunctionReset) -> None:

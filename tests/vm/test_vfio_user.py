@@ -19,8 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from device_model import Adapter, AdapterConfig, AsyncioClock, QueueUplink
-from device_model.pci.layouts import SRIOV_CAP
-from device_model.transport import RegionIndex
 from device_model.vfio_user import ServerThread
 from hypervisor_shim.vm.assets import REPO, GuestAssets
 from hypervisor_shim.vm.config import MachineConfig, VfioUserDevice
@@ -28,13 +26,6 @@ from hypervisor_shim.vm.machine import Machine
 
 PATTERN = bytes(range(256))[16:116]
 GUEST_MAC = bytes.fromhex("02aabbccddee")
-
-
-def _enable_vfs(adapter: Adapter, n: int) -> None:
-    """What platform firmware does before handing VFs out: NumVFs, VF Enable + VF MSE."""
-    pf = adapter.pf
-    pf.region_write(RegionIndex.CONFIG, SRIOV_CAP + 0x10, n.to_bytes(2, "little"))
-    pf.region_write(RegionIndex.CONFIG, SRIOV_CAP + 0x08, (0b1001).to_bytes(2, "little"))
 
 
 class Echo(threading.Thread):
@@ -70,7 +61,7 @@ def test_pf_and_vfs_served_to_a_guest(
     loop = asyncio.new_event_loop()
     uplink = QueueUplink()
     adapter = Adapter(AdapterConfig(total_vfs=4), clock=AsyncioClock(loop), uplink=uplink)
-    _enable_vfs(adapter, 3)
+    adapter.pf.enable_vfs(3)  # the platform sets SR-IOV up before handing VFs out
     sock_dir = Path(tempfile.mkdtemp(prefix="eeh-vu-"))
     functions = {"pf": adapter.pf, "vf0": adapter.vf(0), "vf1": adapter.vf(1),
                  "vf2": adapter.vf(2)}

@@ -135,9 +135,10 @@ def test_device_reset(adapter: Adapter, guest: RamGuest, history: EventHistory) 
     assert v0.cfg_read(0x04, 2) == 0 and pf.read(R.VFLR, 8) == 1
     v0.enable()
     assert v0.read(R.MTU) == R.MTU_DEFAULT
-    adapter.pf.device_reset()  # the PF's: the whole adapter, VFs gone
-    assert not adapter.vf(0).exists and adapter.enabled_vfs() == 0
-    assert EventKind.VFS_DISABLED in history.kinds()
+    adapter.pf.device_reset()  # the PF's: PF state reset, SR-IOV set-up kept
+    assert adapter.vf(0).exists and adapter.enabled_vfs() == 2
+    assert EventKind.PF_RESET_IN_PROGRESS in history.kinds()
+    assert EventKind.VFS_DISABLED not in history.kinds()
 
 
 def test_full_recovery_flow(adapter: Adapter, guest: RamGuest, uplink: QueueUplink,
