@@ -84,11 +84,18 @@ def test_pf_and_vfs_served_to_a_guest(
             frozen_state["code"] = st.call(lambda: adapter.pes.adapter.status().code)
             (results / "sync-frozen").touch()
             await _wait_file(results / "sync-frozen-checked")
-            st.call(adapter.pes.adapter.thaw_mmio)
-            st.call(adapter.pes.adapter.thaw_dma)
+            for pe in (adapter.pes.adapter, *(adapter.pes.vf(i) for i in range(4))):
+                # VF PEs froze as a side-effect; QEMU cannot even realize a frozen
+                # function (its config space reads all-ones), so thaw them all
+                assert st.call(pe.thaw_mmio) == 0 and st.call(pe.thaw_dma) == 0
             (results / "sync-thawed").touch()
             await _wait_file(results / "sync-plug-request")
-            await vm.hotplug(devs["vf2"])
+            try:
+                await asyncio.wait_for(vm.hotplug(devs["vf2"]), 60)
+            except asyncio.TimeoutError:
+                states = st.call(lambda: {n: (ep.state.name, [e.kind for e in ep.history])
+                                          for n, ep in st.server.endpoints.items()})
+                raise AssertionError(f"device_add did not return; endpoints {states}") from None
             (results / "sync-plugged").touch()
             await _wait_file(results / "sync-plug-seen")
             await vm.unplug("vf2")
@@ -97,12 +104,13 @@ def test_pf_and_vfs_served_to_a_guest(
         async def go() -> int:
             async with Machine(cfg, assets, run_dir=d, repo=REPO, command=command) as vm:
                 host = asyncio.ensure_future(host_side(vm))
-                result = await vm.wait_exit(timeout=400)
-                if not host.done():
-                    host.cancel()
-                elif host.exception() is not None:
-                    raise host.exception()  # type: ignore[misc]
-                return result.status
+                guest = asyncio.ensure_future(vm.wait_exit(timeout=240))
+                await asyncio.wait({host, guest}, return_when=asyncio.FIRST_EXCEPTION)
+                if host.done() and host.exception() is not None:
+                    guest.cancel()
+                    await host  # raises the host side's failure
+                host.cancel()
+                return (await guest).status
 
         try:
             status = asyncio.run(go())
