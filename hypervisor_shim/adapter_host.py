@@ -1,0 +1,103 @@
+"""The adapter as the hypervisor hosts it: the device model on its own loop thread,
+every function served over vfio-user, and the rule for handing functions to guests.
+
+    with AdapterHost(AdapterHostConfig(total_vfs=4, enabled_vfs=2)) as host:
+        cfg = host.machine_config(MachineConfig(name="g1"), ["pf", "vf0", "vf1"])
+        ...
+        await vm.hotplug(host.device("vf2", "rp3"))   # refused unless attachable
+
+A function can be attached only while it answers: it exists (VF Enable and NumVFs cover
+it) and its PE is not frozen, in reset or unavailable. QEMU reads a function's config
+space when it realizes the device; from a frozen or absent function that is all-ones,
+and QEMU 11.1 then never finishes `device_add`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from device_model import Adapter, AdapterConfig, AsyncioClock, PeStateCode, QueueUplink
+from device_model.function import Function
+from device_model.reset import ResetTiming
+from device_model.vfio_user import ServerThread
+from hypervisor_shim.vm.config import MachineConfig, VfioUserDevice
+
+T = TypeVar("T")
+
+
+class AdapterHostError(Exception):
+    """Root of the exceptions of hypervisor_shim.adapter_host."""
+
+
+class NotAttachable(AdapterHostError):
+    """A function that cannot be handed to a guest now (absent, or its PE not normal)."""
+
+    def __init__(self, function: str, reason: str) -> None:
+        super().__init__(f"{function} cannot be attached: {reason}")
+        self.function = function
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AdapterHostConfig:
+    total_vfs: int = 4
+    enabled_vfs: int = 2  # the platform enables this many VFs at start
+    timing: ResetTiming = ResetTiming.FAST
+
+
+class AdapterHost:
+    """Owns the Adapter, its in-process uplink and the vfio-user server thread."""
+
+    def __init__(self, cfg: AdapterHostConfig) -> None:
+        self.cfg = cfg
+        self.loop = asyncio.new_event_loop()
+        self.uplink = QueueUplink()
+        self.adapter = Adapter(AdapterConfig(total_vfs=cfg.total_vfs, timing=cfg.timing),
+                               clock=AsyncioClock(self.loop), uplink=self.uplink)
+        if cfg.enabled_vfs:
+            self.adapter.pf.enable_vfs(cfg.enabled_vfs)
+        self.sock_dir = Path(tempfile.mkdtemp(prefix="eeh-adapter-"))
+        functions = {f.name: f for f in self.adapter.functions()}
+        self.server = ServerThread(functions, self.sock_dir, loop=self.loop)
+
+    def __enter__(self) -> AdapterHost:
+        try:
+            self.server.start()
+        except BaseException:
+            shutil.rmtree(self.sock_dir, ignore_errors=True)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+        shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the device model's loop thread (the only thread that may touch it)."""
+        return self.server.call(fn)
+
+    def _check(self, fn: Function) -> None:
+        if not fn.exists:
+            raise NotAttachable(fn.name, "the function is not enabled (VF Enable / NumVFs)")
+        code = fn.pe.status().code
+        if code is not PeStateCode.NORMAL:
+            raise NotAttachable(fn.name, f"its PE is in state {int(code)} ({code.name})")
+
+    def device(self, name: str, root_port: str) -> VfioUserDevice:
+        """The vfio-user device for function `name`, if it can be attached now."""
+        fn = self.call(lambda: self.adapter.function(name))
+        self.call(lambda: self._check(fn))
+        return VfioUserDevice(id=name, socket=self.server.paths[name], root_port=root_port)
+
+    def machine_config(self, base: MachineConfig, names: Sequence[str],
+                       spare_ports: int = 1) -> MachineConfig:
+        """`base` with `names` cold-plugged on root ports rp0.. and spare ports after."""
+        devs = tuple(self.device(n, f"rp{i}") for i, n in enumerate(names))
+        return dataclasses.replace(base, root_ports=len(names) + spare_ports, vfio_user=devs)

@@ -1,0 +1,84 @@
+"""The transport scenario's host side, shared by `make demo` and the VM tests.
+
+The guest runs `python3 -m guest_drivers.selftest`; the host answers its pattern frame
+from the uplink (an echo), freezes and thaws the adapter PE when the guest asks, and
+hot-plugs and removes a VF. Host and guest meet through files in the results share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from pathlib import Path
+
+from hypervisor_shim.adapter_host import AdapterHost
+from hypervisor_shim.vm.machine import Machine
+
+PATTERN = bytes(range(256))[16:116]
+PEER_MAC = bytes.fromhex("02aabbccddee")
+GUEST_COMMAND = ("{ lspci -vvv -nn -d 1b36:10ee; lspci -vvv -nn -d 1b36:10ef; } "
+                 "> /mnt/results/lspci.txt 2>&1; python3 -m guest_drivers.selftest")
+
+
+class Echo(threading.Thread):
+    """Answers the guest's pattern frame from the uplink with the reversed pattern."""
+
+    def __init__(self, host: AdapterHost) -> None:
+        super().__init__(daemon=True, name="uplink-echo")
+        self.host = host
+        self.seen: list[bytes] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for f in self.host.call(self.host.uplink.take):
+                self.seen.append(f)
+                if PATTERN in f:
+                    reply = f[6:12] + PEER_MAC + b"\x88\xb5" + PATTERN[::-1]
+                    self.host.call(functools.partial(self.host.uplink.inject, reply))
+            time.sleep(0.05)
+
+
+async def wait_file(path: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"guest never wrote {path.name}")
+        await asyncio.sleep(0.05)
+
+
+async def transport_host_side(host: AdapterHost, vm: Machine, results: Path,
+                              record: dict[str, object], hotplug: str = "vf2",
+                              port: str = "rp3") -> None:
+    adapter = host.adapter
+    await wait_file(results / "sync-freeze-request")
+    host.call(lambda: adapter.pes.adapter.freeze("scenario: operator froze the adapter PE"))
+    record["frozen_code"] = int(host.call(lambda: adapter.pes.adapter.status().code))
+    (results / "sync-frozen").touch()
+    await wait_file(results / "sync-frozen-checked")
+    for pe in adapter.pes:  # adapter PE first
+        # VF PEs froze as a side-effect of the adapter PE: thaw them all
+        if host.call(pe.thaw_mmio) != 0 or host.call(pe.thaw_dma) != 0:
+            raise RuntimeError(f"thaw of PE {pe.name} refused")
+    (results / "sync-thawed").touch()
+    await wait_file(results / "sync-plug-request")
+    await asyncio.wait_for(vm.hotplug(host.device(hotplug, port)), 60)
+    (results / "sync-plugged").touch()
+    await wait_file(results / "sync-plug-seen")
+    await vm.unplug(hotplug)
+    (results / "sync-unplugged").touch()
+
+
+async def run_with_guest(host: AdapterHost, vm: Machine, results: Path,
+                         record: dict[str, object], timeout: float = 240) -> int:
+    """Run the host side beside the guest; a host-side failure ends the run at once."""
+    side = asyncio.ensure_future(transport_host_side(host, vm, results, record))
+    guest = asyncio.ensure_future(vm.wait_exit(timeout))
+    await asyncio.wait({side, guest}, return_when=asyncio.FIRST_EXCEPTION)
+    if side.done() and side.exception() is not None:
+        guest.cancel()
+        await side
+    side.cancel()
+    return (await guest).status
