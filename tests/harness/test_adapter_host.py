@@ -1,0 +1,32 @@
+"""AdapterHost without QEMU: the real server and the Python client over real sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from device_model.transport import RegionIndex
+from device_model.vfio_user import Client
+from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig, NotAttachable
+from hypervisor_shim.vm.config import MachineConfig
+
+
+def test_functions_answer_over_vfio_user_and_attach_rule() -> None:
+    with AdapterHost(AdapterHostConfig(total_vfs=4, enabled_vfs=2)) as host:
+        client = Client.open(host.server.paths["vf1"])
+        try:
+            ids = int.from_bytes(client.region_read(RegionIndex.CONFIG, 0, 4), "little")
+        finally:
+            client.close()
+        assert ids == 0x10EF1B36
+
+        cfg = host.machine_config(MachineConfig(), ["pf", "vf0"], spare_ports=2)
+        assert [d.id for d in cfg.vfio_user] == ["pf", "vf0"]
+        assert cfg.root_ports == 4
+
+        with pytest.raises(NotAttachable, match="not enabled"):
+            host.device("vf2", "rp2")  # beyond NumVFs
+        host.call(lambda: host.adapter.pes.vf(0).freeze("test"))
+        with pytest.raises(NotAttachable, match="state 2"):
+            host.device("vf0", "rp2")
+        assert host.device("vf1", "rp2").id == "vf1"
+    assert not host.sock_dir.exists()
