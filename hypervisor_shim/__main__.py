@@ -7,6 +7,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
+from hypervisor_shim.scenario import GUEST_COMMAND, Echo, run_with_guest, summarize
 from hypervisor_shim.vm.assets import REPO, AssetConfig, ensure_assets
 from hypervisor_shim.vm.config import MachineConfig
 from hypervisor_shim.vm.errors import AssetError, GuestError
@@ -27,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     vm.add_argument("--memory", type=int, default=512, help="MiB")
     vm.add_argument("command", nargs=argparse.REMAINDER,
                     help="guest shell command (after --)")
-    sub.add_parser("demo", help="the main job: boot a guest and show the platform works")
+    sub.add_parser("demo", help="the main job: the adapter's PF and VFs in a real guest")
     return p
 
 
@@ -50,13 +52,29 @@ async def _vm(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    args.command = ["python3 -c 'import pyudev, scapy, guest_drivers; "
-                    "print(\"guest: python3, pyudev, scapy and guest_drivers import\")'; "
-                    "lspci"]
-    args.show_command = False
-    args.timeout = 300.0
-    args.memory = 512
-    return await _vm(args)
+    """The main job: the adapter's PF and two VFs in a real guest, exercised end to end."""
+    cfg_assets = AssetConfig.from_env()
+    assets = ensure_assets(cfg_assets)
+    accel, why = await resolve_accel(args.accel, assets, cfg_assets, args.runs)
+    print(f"demo: {assets.qemu.describe()}; accelerator {accel} ({why})")
+    run_dir = new_run_dir(args.runs, "demo")
+    results = run_dir / "results"
+    record: dict[str, object] = {}
+    with AdapterHost(AdapterHostConfig(total_vfs=4, enabled_vfs=3)) as host:
+        cfg = host.machine_config(MachineConfig(name="demo", accel=accel), ["pf", "vf0", "vf1"])
+        print("demo: serving pf, vf0, vf1 over vfio-user; booting the guest")
+        echo = Echo(host)
+        echo.start()
+        try:
+            async with Machine(cfg, assets, run_dir=run_dir, repo=REPO,
+                               command=GUEST_COMMAND) as vm:
+                print(f"demo: guest ready after {vm.summary['ready_s']:.1f} s")
+                status = await run_with_guest(host, vm, results, record)
+        finally:
+            echo.stop.set()
+    print(summarize(results, record, status))
+    print(f"demo: artifacts in {run_dir}")
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

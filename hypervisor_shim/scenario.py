@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import threading
 import time
 from pathlib import Path
@@ -82,3 +83,28 @@ async def run_with_guest(host: AdapterHost, vm: Machine, results: Path,
         await side
     side.cancel()
     return (await guest).status
+
+
+def summarize(results: Path, record: dict[str, object], status: int) -> str:
+    """A human-readable account of a transport scenario run."""
+    lines = [f"guest exit status {status}"]
+    lspci = results / "lspci.txt"
+    if lspci.exists():
+        heads = [b.splitlines()[0] for b in lspci.read_text().split("\n\n") if b.strip()]
+        lines += [f"  lspci: {h}" for h in heads]
+    try:
+        out = json.loads((results / "transport.json").read_text())
+    except (OSError, ValueError):
+        return "\n".join([*lines, "  (no results from the guest)"])
+    regs, fr, hp = out.get("regs", {}), out.get("freeze", {}), out.get("hotplug", {})
+    lines += [
+        f"  registers: MAC {regs.get('mac')} read, MTU written and read back as {regs.get('mtu')}",
+        f"  DMA: TX status {out.get('dma_tx', {}).get('status')}, RX echo of "
+        f"{out.get('dma_rx', {}).get('length')} bytes written into guest memory",
+        f"  MSI-X: {out.get('msix', {}).get('unhandled_vector_messages')} vector(s) reached "
+        f"the guest CPU",
+        f"  freeze: PE state {record.get('frozen_code')}, guest reads "
+        f"{[hex(v) for v in fr.get('reads', [])]}, MTU after thaw {fr.get('mtu_after_thaw')}",
+        f"  hot-plug: added {hp.get('added')}, after removal {hp.get('after_unplug')}",
+    ]
+    return "\n".join(lines)
