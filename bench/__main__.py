@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("bench.boot", "bench.device_model", "bench.vfio_user")
+BENCHES = ("bench.boot", "bench.device_model", "bench.vfio_user", "bench.guest_mmio")
 
 
 def main() -> int:

@@ -24,6 +24,7 @@ if [ -f "$R/guest-command" ]; then
     { sh "$R/guest-command"; echo $? >"$R/guest-exit-status"; } 2>&1 | tee "$R/guest-output.log"
     read -r status <"$R/guest-exit-status"
 fi
+echo  # the command may not have ended its last line
 echo "EEH-GUEST-EXIT $status"
 sync
 exec busybox poweroff -f
