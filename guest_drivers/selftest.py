@@ -147,10 +147,13 @@ def main() -> int:
     added = sorted(set(vfs()) - set(present))
     touch("sync-plug-seen")
     wait_file("sync-unplugged")
+    with open(f"{RESULTS}/sync-unplugged") as f:
+        removal = f.read().strip()  # "removed", or why the host did not remove it
     deadline = time.monotonic() + 30
-    while set(added) & set(vfs()) and time.monotonic() < deadline:
+    while removal == "removed" and set(added) & set(vfs()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    out["hotplug"] = {"before": present, "added": added, "after_unplug": vfs()}
+    out["hotplug"] = {"before": present, "added": added, "removal": removal,
+                      "after_unplug": vfs()}
     save()
     return 0
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from hypervisor_shim.adapter_host import AdapterHost
+from hypervisor_shim.vm.errors import UnplugRefused
 from hypervisor_shim.vm.machine import Machine
 
 PATTERN = bytes(range(256))[16:116]
@@ -65,11 +66,16 @@ async def transport_host_side(host: AdapterHost, vm: Machine, results: Path,
             raise RuntimeError(f"thaw of PE {pe.name} refused")
     (results / "sync-thawed").touch()
     await wait_file(results / "sync-plug-request")
-    await asyncio.wait_for(vm.hotplug(host.device(hotplug, port)), 60)
+    dev = host.device(hotplug, port)
+    await asyncio.wait_for(vm.hotplug(dev), 60)
     (results / "sync-plugged").touch()
     await wait_file(results / "sync-plug-seen")
-    await vm.unplug(hotplug)
-    (results / "sync-unplugged").touch()
+    try:
+        await vm.unplug(dev)
+        record["unplug"] = "removed"
+    except UnplugRefused as e:
+        record["unplug"] = f"refused: {e}"
+    (results / "sync-unplugged").write_text(str(record["unplug"]) + "\n")
 
 
 async def run_with_guest(host: AdapterHost, vm: Machine, results: Path,
@@ -105,6 +111,6 @@ def summarize(results: Path, record: dict[str, object], status: int) -> str:
         f"the guest CPU",
         f"  freeze: PE state {record.get('frozen_code')}, guest reads "
         f"{[hex(v) for v in fr.get('reads', [])]}, MTU after thaw {fr.get('mtu_after_thaw')}",
-        f"  hot-plug: added {hp.get('added')}, after removal {hp.get('after_unplug')}",
+        f"  hot-plug: added {hp.get('added')} over QMP; removal: {record.get('unplug')}",
     ]
     return "\n".join(lines)

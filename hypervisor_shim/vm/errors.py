@@ -46,3 +46,15 @@ class QemuExited(GuestError):
     ) -> None:
         super().__init__(message, run_dir, console_tail)
         self.returncode = returncode
+
+
+class UnplugRefused(VmError):
+    """device_del of this function would make this QEMU abort, killing the guest."""
+
+    def __init__(self, device: str, qemu_version: str) -> None:
+        super().__init__(
+            f"not removing {device}: QEMU {qemu_version}'s vfio-user-pci aborts when a "
+            "device with MSI-X is removed (vfio_user_msix_teardown assertion); the guest "
+            "would die with it")
+        self.device = device
+        self.qemu_version = qemu_version

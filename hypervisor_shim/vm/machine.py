@@ -39,11 +39,23 @@ from hypervisor_shim.vm.config import (
     VfioUserDevice,
     build_command,
 )
-from hypervisor_shim.vm.errors import BootTimeout, GuestError, GuestTimeout, QemuExited
+from hypervisor_shim.vm.errors import (
+    BootTimeout,
+    GuestError,
+    GuestTimeout,
+    QemuExited,
+    UnplugRefused,
+)
 
 POLL_S = 0.02
 TAIL_LINES = 25
 PR_SET_PDEATHSIG = 1
+# QEMU versions whose vfio-user-pci aborts when a device with MSI-X is finalized after
+# device_del ("memory_region_del_subregion: Assertion `subregion->container == mr'"):
+# vfio_user_msix_teardown() removes the PBA subregion from a BAR region that
+# object_finalize() has already released. Fixed upstream by dropping that call (qemu-devel,
+# October 2025); not in the Debian build we run. Seen on 11.1.3 here.
+UNPLUG_ABORTS = frozenset({"11.1.3"})
 STOPPED_FOR_GOOD = frozenset({"internal-error", "guest-panicked", "io-error", "shutdown"})
 
 
@@ -238,8 +250,14 @@ class Machine:
         """Attach a vfio-user function to a spare root port (QMP device_add)."""
         await self.execute("device_add", dev.qdev())
 
-    async def unplug(self, dev_id: str, timeout: float = 30.0) -> None:
-        """Detach a function (QMP device_del) and wait until QEMU has removed it."""
+    async def unplug(self, dev: VfioUserDevice, timeout: float = 30.0) -> None:
+        """Detach a function (QMP device_del) and wait until QEMU has removed it.
+
+        Refused (UnplugRefused) where this QEMU would abort: see UNPLUG_ABORTS.
+        """
+        if dev.msix and self.assets.qemu.version in UNPLUG_ABORTS:
+            raise UnplugRefused(dev.id, self.assets.qemu.version)
+        dev_id = dev.id
         self._deleted.discard(dev_id)
         await self.execute("device_del", {"id": dev_id})
         deadline = time.monotonic() + timeout
