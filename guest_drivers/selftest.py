@@ -152,8 +152,17 @@ def main() -> int:
     deadline = time.monotonic() + 30
     while removal == "removed" and set(added) & set(vfs()) and time.monotonic() < deadline:
         time.sleep(0.05)
+    after_unplug = vfs()
+    touch("sync-unplug-seen")
+    wait_file("sync-replugged")
+    with open(f"{RESULTS}/sync-replugged") as f:
+        replug = f.read().strip()
+    deadline = time.monotonic() + 30
+    while replug == "added" and len(vfs()) <= len(after_unplug) and time.monotonic() < deadline:
+        time.sleep(0.05)
     out["hotplug"] = {"before": present, "added": added, "removal": removal,
-                      "after_unplug": vfs()}
+                      "after_unplug": after_unplug, "replug": replug,
+                      "readded": sorted(set(vfs()) - set(after_unplug))}
     save()
     return 0
 

@@ -76,6 +76,14 @@ async def transport_host_side(host: AdapterHost, vm: Machine, results: Path,
     except UnplugRefused as e:
         record["unplug"] = f"refused: {e}"
     (results / "sync-unplugged").write_text(str(record["unplug"]) + "\n")
+    if record["unplug"] != "removed":
+        (results / "sync-replugged").write_text("skipped: not removed\n")
+        return
+    # the same function again: its server takes the new connection QEMU opens
+    await wait_file(results / "sync-unplug-seen")
+    await asyncio.wait_for(vm.hotplug(host.device(hotplug, port)), 60)
+    record["replug"] = "added"
+    (results / "sync-replugged").write_text("added\n")
 
 
 async def run_with_guest(host: AdapterHost, vm: Machine, results: Path,
@@ -111,6 +119,7 @@ def summarize(results: Path, record: dict[str, object], status: int) -> str:
         f"the guest CPU",
         f"  freeze: PE state {record.get('frozen_code')}, guest reads "
         f"{[hex(v) for v in fr.get('reads', [])]}, MTU after thaw {fr.get('mtu_after_thaw')}",
-        f"  hot-plug: added {hp.get('added')} over QMP; removal: {record.get('unplug')}",
+        f"  hot-plug: added {hp.get('added')} over QMP; removal: {record.get('unplug')}; "
+        f"plugged again: {hp.get('readded', [])}",
     ]
     return "\n".join(lines)

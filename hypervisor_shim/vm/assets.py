@@ -29,6 +29,7 @@ from pathlib import Path
 
 from hypervisor_shim.vm.cpio import CpioWriter
 from hypervisor_shim.vm.errors import AssetError, QemuNotFound
+from hypervisor_shim.vm.qemu_fixes import FixedBinary, ensure_fixed
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE_FILES = ("qemu/build-rootfs.sh", "qemu/rootfs-packages.txt")
@@ -76,10 +77,12 @@ class QemuBinary:
     env: tuple[tuple[str, str], ...]
     version: str
     source: str  # "host" or "rootfs"
+    fixes: tuple[str, ...] = ()  # upstream fixes applied to this binary (qemu_fixes)
 
     def describe(self) -> str:
         binary = self.argv[0] if self.source == "host" else self.argv[3]
-        return f"QEMU {self.version} from the {self.source} ({binary})"
+        fixed = f", with fixes: {', '.join(self.fixes)}" if self.fixes else ""
+        return f"QEMU {self.version} from the {self.source} ({binary}{fixed})"
 
 
 @dataclass(frozen=True)
@@ -219,8 +222,13 @@ def _has_vfio_user(argv: list[str], env: dict[str, str]) -> bool:
     return '"vfio-user-pci"' in out
 
 
-def find_qemu(rootfs: Path, prefer_host: bool = True) -> QemuBinary:
-    """A host QEMU >= MIN_QEMU with vfio-user-pci if there is one, else the root fs's own."""
+def find_qemu(rootfs: Path, prefer_host: bool = True,
+              fixed_dir: Path | None = None) -> QemuBinary:
+    """A host QEMU >= MIN_QEMU with vfio-user-pci if there is one, else the root fs's own.
+
+    With `fixed_dir`, the root fs's binary gets the known upstream fixes (qemu_fixes),
+    written as a copy into that directory.
+    """
     host = shutil.which("qemu-system-x86_64")
     if prefer_host and host:
         env = dict(os.environ)
@@ -229,7 +237,9 @@ def find_qemu(rootfs: Path, prefer_host: bool = True) -> QemuBinary:
             return QemuBinary((host,), (), ".".join(map(str, ver)), "host")
     loader = rootfs / "lib64/ld-linux-x86-64.so.2"
     libs = f"{rootfs}/lib/x86_64-linux-gnu:{rootfs}/usr/lib/x86_64-linux-gnu"
-    argv = [str(loader), "--library-path", libs, str(rootfs / "usr/bin/qemu-system-x86_64"),
+    binary = rootfs / "usr/bin/qemu-system-x86_64"
+    fixed = ensure_fixed(binary, fixed_dir) if fixed_dir else FixedBinary(binary, ())
+    argv = [str(loader), "--library-path", libs, str(fixed.path),
             "-L", str(rootfs / "usr/share/qemu"), "-L", str(rootfs / "usr/share/seabios")]
     extra = (("QEMU_MODULE_DIR", str(rootfs / "usr/lib/x86_64-linux-gnu/qemu")),)
     env = dict(os.environ) | dict(extra)
@@ -237,13 +247,14 @@ def find_qemu(rootfs: Path, prefer_host: bool = True) -> QemuBinary:
     if ver is None or ver < MIN_QEMU or not _has_vfio_user(argv, env):
         raise QemuNotFound(f"no QEMU >= {'.'.join(map(str, MIN_QEMU))} with vfio-user-pci "
                            f"(root fs QEMU version {ver})")
-    return QemuBinary(tuple(argv), extra, ".".join(map(str, ver)), "rootfs")
+    return QemuBinary(tuple(argv), extra, ".".join(map(str, ver)), "rootfs", fixed.fixes)
 
 
 def ensure_assets(cfg: AssetConfig, log: io.TextIOBase | None = None) -> GuestAssets:
     rootfs = ensure_rootfs(cfg, log)
     return GuestAssets(rootfs=rootfs, kernel=find_kernel(rootfs),
-                       initramfs=ensure_initramfs(cfg, rootfs), qemu=find_qemu(rootfs))
+                       initramfs=ensure_initramfs(cfg, rootfs),
+                       qemu=find_qemu(rootfs, fixed_dir=cfg.cache_dir / "qemu-fixed"))
 
 
 def main(argv: list[str]) -> int:

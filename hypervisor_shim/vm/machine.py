@@ -54,8 +54,10 @@ PR_SET_PDEATHSIG = 1
 # device_del ("memory_region_del_subregion: Assertion `subregion->container == mr'"):
 # vfio_user_msix_teardown() removes the PBA subregion from a BAR region that
 # object_finalize() has already released. Fixed upstream by dropping that call (qemu-devel,
-# October 2025); not in the Debian build we run. Seen on 11.1.3 here.
+# October 2025); not in the Debian build we run. Seen on 11.1.3 here. The root fs's binary
+# gets that fix applied (qemu_fixes.VFIO_USER_MSIX_TEARDOWN); only an unfixed one refuses.
 UNPLUG_ABORTS = frozenset({"11.1.3"})
+UNPLUG_FIX = "vfio-user-msix-teardown"
 STOPPED_FOR_GOOD = frozenset({"internal-error", "guest-panicked", "io-error", "shutdown"})
 
 
@@ -255,7 +257,8 @@ class Machine:
 
         Refused (UnplugRefused) where this QEMU would abort: see UNPLUG_ABORTS.
         """
-        if dev.msix and self.assets.qemu.version in UNPLUG_ABORTS:
+        qemu = self.assets.qemu
+        if dev.msix and qemu.version in UNPLUG_ABORTS and UNPLUG_FIX not in qemu.fixes:
             raise UnplugRefused(dev.id, self.assets.qemu.version)
         dev_id = dev.id
         self._deleted.discard(dev_id)
