@@ -226,15 +226,18 @@ def find_qemu(rootfs: Path, prefer_host: bool = True,
               fixed_dir: Path | None = None) -> QemuBinary:
     """A host QEMU >= MIN_QEMU with vfio-user-pci if there is one, else the root fs's own.
 
-    With `fixed_dir`, the root fs's binary gets the known upstream fixes (qemu_fixes),
-    written as a copy into that directory.
+    With `fixed_dir`, a binary that `qemu_fixes` knows gets its upstream fixes, as a copy
+    written into that directory.
     """
     host = shutil.which("qemu-system-x86_64")
     if prefer_host and host:
         env = dict(os.environ)
         ver = _qemu_version([host], env)
         if ver and ver >= MIN_QEMU and _has_vfio_user([host], env):
-            return QemuBinary((host,), (), ".".join(map(str, ver)), "host")
+            fixed = ensure_fixed(Path(host), fixed_dir) if fixed_dir else FixedBinary(
+                Path(host), ())
+            return QemuBinary((str(fixed.path),), (), ".".join(map(str, ver)), "host",
+                              fixed.fixes)
     loader = rootfs / "lib64/ld-linux-x86-64.so.2"
     libs = f"{rootfs}/lib/x86_64-linux-gnu:{rootfs}/usr/lib/x86_64-linux-gnu"
     binary = rootfs / "usr/bin/qemu-system-x86_64"
