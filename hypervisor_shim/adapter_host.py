@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -50,6 +51,16 @@ class AdapterHostConfig:
     total_vfs: int = 4
     enabled_vfs: int = 2  # the platform enables this many VFs at start
     timing: ResetTiming = ResetTiming.FAST
+    # Host CPUs for the device model's thread and the guests it serves. None: one CPU,
+    # shared (colocated_cpu); (): no pinning. Every MMIO read is a round trip between
+    # QEMU's vCPU thread, its vfio-user thread and ours; on these machines a wake-up on
+    # another CPU costs ~3x one on the same CPU (make bench: bench.guest_mmio).
+    host_cpus: tuple[int, ...] | None = None
+
+
+def colocated_cpu() -> tuple[int, ...]:
+    """The CPU shared by the device model and its guests: the highest one allowed."""
+    return (max(os.sched_getaffinity(0)),)
 
 
 class AdapterHost:
@@ -65,7 +76,9 @@ class AdapterHost:
             self.adapter.pf.enable_vfs(cfg.enabled_vfs)
         self.sock_dir = Path(tempfile.mkdtemp(prefix="eeh-adapter-"))
         functions = {f.name: f for f in self.adapter.functions()}
-        self.server = ServerThread(functions, self.sock_dir, loop=self.loop)
+        self.host_cpus = colocated_cpu() if cfg.host_cpus is None else cfg.host_cpus
+        self.server = ServerThread(functions, self.sock_dir, loop=self.loop,
+                                   cpus=frozenset(self.host_cpus))
 
     def __enter__(self) -> AdapterHost:
         try:
@@ -98,6 +111,8 @@ class AdapterHost:
 
     def machine_config(self, base: MachineConfig, names: Sequence[str],
                        spare_ports: int = 1) -> MachineConfig:
-        """`base` with `names` cold-plugged on root ports rp0.. and spare ports after."""
+        """`base` with `names` cold-plugged on root ports rp0.. and spare ports after; the
+        guest runs on the device model's CPUs unless `base` names its own."""
         devs = tuple(self.device(n, f"rp{i}") for i, n in enumerate(names))
-        return dataclasses.replace(base, root_ports=len(names) + spare_ports, vfio_user=devs)
+        return dataclasses.replace(base, root_ports=len(names) + spare_ports, vfio_user=devs,
+                                   host_cpus=base.host_cpus or self.host_cpus)

@@ -10,6 +10,7 @@ Device code must run on the server's loop thread: use `call` to reach it from el
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -26,9 +27,12 @@ T = TypeVar("T")
 class ServerThread:
     def __init__(self, functions: Mapping[str, PciFunction], socket_dir: str | Path,
                  config: ServerConfig | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """`loop`: a fresh loop to run on (so a device's clock can be bound to it first)."""
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 cpus: frozenset[int] = frozenset()) -> None:
+        """`loop`: a fresh loop to run on (so a device's clock can be bound to it first).
+        `cpus`: host CPUs the server thread may run on (empty: any)."""
         self.server = Server(functions, socket_dir, config)
+        self.cpus = cpus
         self._loop = loop if loop is not None else asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="vfio-user-server",
                                         daemon=True)
@@ -45,6 +49,8 @@ class ServerThread:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
+            if self.cpus:
+                os.sched_setaffinity(0, self.cpus)  # this thread only
             self._loop.run_until_complete(self.server.start())
         except BaseException as e:
             self._started.set_exception(e)

@@ -41,6 +41,7 @@ class MachineConfig:
     vfio_user: tuple[VfioUserDevice, ...] = ()
     extra_args: tuple[str, ...] = ()
     boot_timeout: float = 120.0  # seconds until the readiness marker, or BootTimeout
+    host_cpus: tuple[int, ...] = ()  # host CPUs QEMU's threads may run on (empty: any)
 
     def root_port_ids(self) -> list[str]:
         return [f"rp{i}" for i in range(self.root_ports)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import shlex
@@ -61,9 +62,11 @@ UNPLUG_FIX = "vfio-user-msix-teardown"
 STOPPED_FOR_GOOD = frozenset({"internal-error", "guest-panicked", "io-error", "shutdown"})
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _child_setup(cpus: frozenset[int]) -> None:  # runs in the child between fork and exec
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # QEMU dies with its launcher
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # inherited by every thread QEMU starts
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,9 @@ class Machine:
 
     def show_command(self) -> str:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.cmdline.env)
-        return (env + " " if env else "") + shlex.join(self.cmdline.argv)
+        pin = self.cfg.host_cpus  # applied by the launcher itself; taskset is the same
+        taskset = f"taskset -c {','.join(map(str, sorted(pin)))} " if pin else ""
+        return (env + " " if env else "") + taskset + shlex.join(self.cmdline.argv)
 
     def _error(self, cls: type[GuestError], message: str) -> GuestError:
         return cls(message, self.paths.run_dir, self.console.tail())
@@ -173,8 +178,9 @@ class Machine:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.cmdline.argv, stdin=asyncio.subprocess.DEVNULL, stdout=qlog,
                 stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True,
-                preexec_fn=_die_with_parent)
+                preexec_fn=functools.partial(_child_setup, frozenset(self.cfg.host_cpus)))
         self.summary["pid"] = self.proc.pid
+        self.summary["host_cpus"] = sorted(self.cfg.host_cpus)
         accept = asyncio.ensure_future(self.qmp_client.accept())
         exited = asyncio.ensure_future(self.proc.wait())
         done, _ = await asyncio.wait({accept, exited}, timeout=30,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from device_model.transport import RegionIndex
@@ -30,3 +32,23 @@ def test_functions_answer_over_vfio_user_and_attach_rule() -> None:
             host.device("vf0", "rp2")
         assert host.device("vf1", "rp2").id == "vf1"
     assert not host.sock_dir.exists()
+
+
+def test_device_model_thread_and_its_guests_share_one_cpu_by_default() -> None:
+    allowed = os.sched_getaffinity(0)
+    with AdapterHost(AdapterHostConfig(enabled_vfs=0)) as host:
+        assert host.host_cpus == (max(allowed),)
+        assert host.call(lambda: os.sched_getaffinity(0)) == {max(allowed)}
+        cfg = host.machine_config(MachineConfig(), ["pf"])
+        assert cfg.host_cpus == (max(allowed),)
+        # a guest that names its own CPUs keeps them
+        own = host.machine_config(MachineConfig(host_cpus=(min(allowed),)), ["pf"])
+        assert own.host_cpus == (min(allowed),)
+    assert os.sched_getaffinity(0) == allowed  # the caller's thread is never pinned
+
+
+def test_no_pinning_when_asked() -> None:
+    allowed = os.sched_getaffinity(0)
+    with AdapterHost(AdapterHostConfig(enabled_vfs=0, host_cpus=())) as host:
+        assert host.call(lambda: os.sched_getaffinity(0)) == allowed
+        assert host.machine_config(MachineConfig(), ["pf"]).host_cpus == ()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,10 @@ def test_pf_and_vfs_served_to_a_guest(
 
         async def go() -> int:
             async with Machine(cfg, assets, run_dir=d, repo=REPO, command=GUEST_COMMAND) as vm:
+                assert vm.proc is not None
+                tasks = Path(f"/proc/{vm.proc.pid}/task")
+                record["qemu_cpus"] = {frozenset(os.sched_getaffinity(int(t.name)))
+                                       for t in tasks.iterdir()}
                 return await run_with_guest(host, vm, results, record)
 
         try:
@@ -50,6 +55,10 @@ def test_pf_and_vfs_served_to_a_guest(
         pf_irqs = host.call(lambda: host.adapter.pf.irq_delivered)
         mac = host.adapter.config.mac(0).hex()
     assert status == 0, (results / "guest-output.log").read_text()
+    # every QEMU thread runs on the device model's CPU (AdapterHostConfig.host_cpus)
+    assert record["qemu_cpus"] == {frozenset(host.host_cpus)}, record["qemu_cpus"]
+    assert (d / "qemu-cmdline.txt").read_text().find(
+        f"taskset -c {host.host_cpus[0]} ") >= 0
 
     lspci = (results / "lspci.txt").read_text()
     blocks = [b for b in lspci.split("\n\n") if b.strip()]
