@@ -52,13 +52,17 @@ class AssetConfig:
 
     cache_dir: Path
     repo: Path = REPO
+    # fixes the host's own QEMU was built with (qemu_fixes names), declared by its owner
+    host_qemu_fixes: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> AssetConfig:
         base = os.environ.get("EEH_CACHE_DIR") or os.path.join(
             os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "eeh-sriov"
         )
-        return cls(cache_dir=Path(base))
+        declared = os.environ.get("EEH_QEMU_FIXES", "")
+        return cls(cache_dir=Path(base),
+                   host_qemu_fixes=tuple(f for f in declared.replace(",", " ").split() if f))
 
     @property
     def rootfs_key(self) -> str:
@@ -222,12 +226,12 @@ def _has_vfio_user(argv: list[str], env: dict[str, str]) -> bool:
     return '"vfio-user-pci"' in out
 
 
-def find_qemu(rootfs: Path, prefer_host: bool = True,
-              fixed_dir: Path | None = None) -> QemuBinary:
+def find_qemu(rootfs: Path, prefer_host: bool = True, fixed_dir: Path | None = None,
+              host_fixes: tuple[str, ...] = ()) -> QemuBinary:
     """A host QEMU >= MIN_QEMU with vfio-user-pci if there is one, else the root fs's own.
 
     With `fixed_dir`, a binary that `qemu_fixes` knows gets its upstream fixes, as a copy
-    written into that directory.
+    written into that directory. `host_fixes`: fixes a host QEMU is declared to have.
     """
     host = shutil.which("qemu-system-x86_64")
     if prefer_host and host:
@@ -236,8 +240,8 @@ def find_qemu(rootfs: Path, prefer_host: bool = True,
         if ver and ver >= MIN_QEMU and _has_vfio_user([host], env):
             fixed = ensure_fixed(Path(host), fixed_dir) if fixed_dir else FixedBinary(
                 Path(host), ())
-            return QemuBinary((str(fixed.path),), (), ".".join(map(str, ver)), "host",
-                              fixed.fixes)
+            fixes = tuple(dict.fromkeys(fixed.fixes + host_fixes))
+            return QemuBinary((str(fixed.path),), (), ".".join(map(str, ver)), "host", fixes)
     loader = rootfs / "lib64/ld-linux-x86-64.so.2"
     libs = f"{rootfs}/lib/x86_64-linux-gnu:{rootfs}/usr/lib/x86_64-linux-gnu"
     binary = rootfs / "usr/bin/qemu-system-x86_64"
@@ -257,7 +261,8 @@ def ensure_assets(cfg: AssetConfig, log: io.TextIOBase | None = None) -> GuestAs
     rootfs = ensure_rootfs(cfg, log)
     return GuestAssets(rootfs=rootfs, kernel=find_kernel(rootfs),
                        initramfs=ensure_initramfs(cfg, rootfs),
-                       qemu=find_qemu(rootfs, fixed_dir=cfg.cache_dir / "qemu-fixed"))
+                       qemu=find_qemu(rootfs, fixed_dir=cfg.cache_dir / "qemu-fixed",
+                                      host_fixes=cfg.host_qemu_fixes))
 
 
 def main(argv: list[str]) -> int:

@@ -20,7 +20,7 @@ class VfioUserDevice:
     id: str
     socket: Path
     root_port: str  # id of the pcie-root-port it sits on
-    msix: bool = True  # the function has an MSI-X capability (see machine.UNPLUG_ABORTS)
+    msix: bool = True  # the function has an MSI-X capability (see machine.UNPLUG_FIX)
 
     def qdev(self) -> dict[str, object]:
         """The device as QMP `device_add` arguments (also used, as JSON, on the command line)."""

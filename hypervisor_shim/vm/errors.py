@@ -54,7 +54,8 @@ class UnplugRefused(VmError):
     def __init__(self, device: str, qemu_version: str) -> None:
         super().__init__(
             f"not removing {device}: QEMU {qemu_version}'s vfio-user-pci aborts when a "
-            "device with MSI-X is removed (vfio_user_msix_teardown assertion); the guest "
-            "would die with it")
+            "device with MSI-X is removed (vfio_user_msix_teardown assertion) and the guest "
+            "would die with it; a QEMU with the fix is needed (set "
+            "EEH_QEMU_FIXES=vfio-user-msix-teardown if the host's QEMU was built with it)")
         self.device = device
         self.qemu_version = qemu_version

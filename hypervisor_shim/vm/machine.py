@@ -51,13 +51,14 @@ from hypervisor_shim.vm.errors import (
 POLL_S = 0.02
 TAIL_LINES = 25
 PR_SET_PDEATHSIG = 1
-# QEMU versions whose vfio-user-pci aborts when a device with MSI-X is finalized after
-# device_del ("memory_region_del_subregion: Assertion `subregion->container == mr'"):
+# Every vfio-user-pci released so far (10.1 .. 11.1.3, and upstream master as stored in the
+# reference index) aborts when a device with MSI-X is finalized after device_del
+# ("memory_region_del_subregion: Assertion `subregion->container == mr'"):
 # vfio_user_msix_teardown() removes the PBA subregion from a BAR region that
-# object_finalize() has already released. Fixed upstream by dropping that call (qemu-devel,
-# October 2025); not in the Debian build we run. Seen on 11.1.3 here. The root fs's binary
-# gets that fix applied (qemu_fixes.VFIO_USER_MSIX_TEARDOWN); only an unfixed one refuses.
-UNPLUG_ABORTS = frozenset({"11.1.3"})
+# object_finalize() has already released. The fix (qemu-devel, October 2025) drops that
+# call. So removal of an MSI-X function is allowed only on a QEMU that has the fix:
+# applied by qemu_fixes to the Debian binary we know, or declared for a QEMU built with it
+# (EEH_QEMU_FIXES=vfio-user-msix-teardown, read by AssetConfig.from_env).
 UNPLUG_FIX = "vfio-user-msix-teardown"
 STOPPED_FOR_GOOD = frozenset({"internal-error", "guest-panicked", "io-error", "shutdown"})
 
@@ -261,10 +262,10 @@ class Machine:
     async def unplug(self, dev: VfioUserDevice, timeout: float = 30.0) -> None:
         """Detach a function (QMP device_del) and wait until QEMU has removed it.
 
-        Refused (UnplugRefused) where this QEMU would abort: see UNPLUG_ABORTS.
+        Refused (UnplugRefused) where this QEMU would abort: see UNPLUG_FIX.
         """
         qemu = self.assets.qemu
-        if dev.msix and qemu.version in UNPLUG_ABORTS and UNPLUG_FIX not in qemu.fixes:
+        if dev.msix and UNPLUG_FIX not in qemu.fixes:
             raise UnplugRefused(dev.id, self.assets.qemu.version)
         dev_id = dev.id
         self._deleted.discard(dev_id)

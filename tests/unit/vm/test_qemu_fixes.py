@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hypervisor_shim.vm.assets import AssetConfig
 from hypervisor_shim.vm.errors import AssetError
 from hypervisor_shim.vm.qemu_fixes import (
     NOP5,
@@ -68,3 +69,10 @@ def test_the_vfio_user_fix_replaces_a_call_with_a_nop() -> None:
     rel = int.from_bytes(fix.original[1:], "little", signed=True)
     assert fix.offset + 5 + rel == 0x88E2B0
     assert fix.replacement == NOP5
+
+
+def test_declared_host_fixes_are_read_at_the_edge(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EEH_QEMU_FIXES", "vfio-user-msix-teardown, other-fix")
+    assert AssetConfig.from_env().host_qemu_fixes == ("vfio-user-msix-teardown", "other-fix")
+    monkeypatch.delenv("EEH_QEMU_FIXES")
+    assert AssetConfig.from_env().host_qemu_fixes == ()

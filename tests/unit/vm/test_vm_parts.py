@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,8 @@ import pytest
 from hypervisor_shim.vm.assets import GuestAssets, QemuBinary, _module_closure
 from hypervisor_shim.vm.config import MachineConfig, RunPaths, VfioUserDevice, build_command
 from hypervisor_shim.vm.cpio import CpioWriter
-from hypervisor_shim.vm.errors import AssetError
-from hypervisor_shim.vm.machine import ConsoleWatcher
+from hypervisor_shim.vm.errors import AssetError, UnplugRefused
+from hypervisor_shim.vm.machine import UNPLUG_FIX, ConsoleWatcher, Machine
 
 
 def _assets(tmp: Path) -> GuestAssets:
@@ -115,3 +118,31 @@ def test_console_watcher_finds_markers_across_partial_writes(tmp_path: Path) -> 
     assert w.marks["EEH-GUEST-READY"][1] == "uptime=4.2"
     assert w.marks["EEH-GUEST-EXIT"][1] == "7"
     assert w.tail(2) == ["EEH-GUEST-READY uptime=4.2", "EEH-GUEST-EXIT 7"]
+
+
+def test_unplug_of_msix_function_needs_the_qemu_fix(tmp_path: Path) -> None:
+    dev = VfioUserDevice(id="vf2", socket=tmp_path / "vf2.sock", root_port="rp3")
+    sent: list[tuple[str, object]] = []
+
+    def machine(fixes: tuple[str, ...]) -> Machine:
+        a = _assets(tmp_path)
+        a = dataclasses.replace(a, qemu=dataclasses.replace(a.qemu, fixes=fixes))
+        vm = Machine(MachineConfig(), a, run_dir=tmp_path / "run", repo=tmp_path)
+        shutil.rmtree(vm.paths.sock_dir)
+
+        async def execute(cmd: str, args: object = None) -> object:
+            sent.append((cmd, args))
+            vm._deleted.add("vf2")  # as the DEVICE_DELETED event would
+            return {}
+
+        vm.execute = execute  # type: ignore[method-assign]
+        return vm
+
+    with pytest.raises(UnplugRefused, match="vfio_user_msix_teardown"):
+        asyncio.run(machine(()).unplug(dev))
+    assert sent == []  # refused before anything reached QEMU
+    asyncio.run(machine((UNPLUG_FIX,)).unplug(dev))
+    assert sent == [("device_del", {"id": "vf2"})]
+    # a function without MSI-X is removable on any QEMU
+    asyncio.run(machine(()).unplug(dataclasses.replace(dev, msix=False)))
+    assert len(sent) == 2
