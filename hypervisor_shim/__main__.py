@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     vm.add_argument("--memory", type=int, default=512, help="MiB")
     vm.add_argument("command", nargs=argparse.REMAINDER,
                     help="guest shell command (after --)")
-    sub.add_parser("demo", help="the main job: the adapter's PF and VFs in a real guest")
+    demo = sub.add_parser("demo", help="the main job: the adapter's PF and VFs in a real guest")
+    demo.add_argument("--host-cpus", type=_host_cpus, default=None, metavar="auto|none|N,M",
+                      help="host CPUs for the device model and the guest (default auto: "
+                           "one CPU shared by both; none: no pinning)")
     return p
 
 
@@ -51,6 +55,22 @@ async def _vm(args: argparse.Namespace) -> int:
     return result.status
 
 
+def _host_cpus(text: str) -> tuple[int, ...] | None:
+    if text == "auto":
+        return None
+    if text == "none":
+        return ()
+    try:
+        cpus = tuple(sorted({int(c) for c in text.split(",") if c.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a CPU list: {text!r}") from None
+    allowed = os.sched_getaffinity(0)
+    if not cpus or not set(cpus) <= allowed:
+        raise argparse.ArgumentTypeError(
+            f"CPUs {text!r} are not among those allowed here ({sorted(allowed)})")
+    return cpus
+
+
 async def _demo(args: argparse.Namespace) -> int:
     """The main job: the adapter's PF and two VFs in a real guest, exercised end to end."""
     cfg_assets = AssetConfig.from_env()
@@ -60,9 +80,12 @@ async def _demo(args: argparse.Namespace) -> int:
     run_dir = new_run_dir(args.runs, "demo")
     results = run_dir / "results"
     record: dict[str, object] = {}
-    with AdapterHost(AdapterHostConfig(total_vfs=4, enabled_vfs=3)) as host:
+    host_cfg = AdapterHostConfig(total_vfs=4, enabled_vfs=3, host_cpus=args.host_cpus)
+    with AdapterHost(host_cfg) as host:
         cfg = host.machine_config(MachineConfig(name="demo", accel=accel), ["pf", "vf0", "vf1"])
-        print("demo: serving pf, vf0, vf1 over vfio-user; booting the guest")
+        where = (f"host CPU(s) {','.join(map(str, host.host_cpus))} shared by the device "
+                 "model and the guest" if host.host_cpus else "no CPU pinning")
+        print(f"demo: serving pf, vf0, vf1 over vfio-user ({where}); booting the guest")
         echo = Echo(host)
         echo.start()
         try:
