@@ -34,6 +34,7 @@ from device_model.transport import IrqFlag, IrqInfo, IrqSink, RegionFlag, Region
 from device_model.vfio_user import Client, ServerConfig, Session, serve
 from device_model.vfio_user import codec as c
 from device_model.vfio_user.framing import Frame
+from hypervisor_shim.adapter_host import colocated_cpu
 
 GOAL_US = 30.0
 PING_REQ, PING_REPLY = 32, 36
@@ -218,7 +219,7 @@ def main() -> int:
     allowed = os.sched_getaffinity(0)
     read_p50 = {}
     # children inherit this process's CPU set: spread = any CPU, colocated = one CPU
-    for placement, cpus in (("spread", allowed), ("colocated", {max(allowed)})):
+    for placement, cpus in (("spread", allowed), ("colocated", set(colocated_cpu()))):
         os.sched_setaffinity(0, cpus)
         try:
             print(f"placement {placement}: this process and its children on CPUs "

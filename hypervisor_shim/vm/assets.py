@@ -226,6 +226,10 @@ def _has_vfio_user(argv: list[str], env: dict[str, str]) -> bool:
     return '"vfio-user-pci"' in out
 
 
+def _with_fixes(binary: Path, fixed_dir: Path | None) -> FixedBinary:
+    return ensure_fixed(binary, fixed_dir) if fixed_dir else FixedBinary(binary, ())
+
+
 def find_qemu(rootfs: Path, prefer_host: bool = True, fixed_dir: Path | None = None,
               host_fixes: tuple[str, ...] = ()) -> QemuBinary:
     """A host QEMU >= MIN_QEMU with vfio-user-pci if there is one, else the root fs's own.
@@ -238,14 +242,13 @@ def find_qemu(rootfs: Path, prefer_host: bool = True, fixed_dir: Path | None = N
         env = dict(os.environ)
         ver = _qemu_version([host], env)
         if ver and ver >= MIN_QEMU and _has_vfio_user([host], env):
-            fixed = ensure_fixed(Path(host), fixed_dir) if fixed_dir else FixedBinary(
-                Path(host), ())
+            fixed = _with_fixes(Path(host), fixed_dir)
             fixes = tuple(dict.fromkeys(fixed.fixes + host_fixes))
             return QemuBinary((str(fixed.path),), (), ".".join(map(str, ver)), "host", fixes)
     loader = rootfs / "lib64/ld-linux-x86-64.so.2"
     libs = f"{rootfs}/lib/x86_64-linux-gnu:{rootfs}/usr/lib/x86_64-linux-gnu"
     binary = rootfs / "usr/bin/qemu-system-x86_64"
-    fixed = ensure_fixed(binary, fixed_dir) if fixed_dir else FixedBinary(binary, ())
+    fixed = _with_fixes(binary, fixed_dir)
     argv = [str(loader), "--library-path", libs, str(fixed.path),
             "-L", str(rootfs / "usr/share/qemu"), "-L", str(rootfs / "usr/share/seabios")]
     extra = (("QEMU_MODULE_DIR", str(rootfs / "usr/lib/x86_64-linux-gnu/qemu")),)

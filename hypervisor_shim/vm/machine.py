@@ -47,6 +47,7 @@ from hypervisor_shim.vm.errors import (
     QemuExited,
     UnplugRefused,
 )
+from hypervisor_shim.vm.qemu_fixes import VFIO_USER_MSIX_TEARDOWN
 
 POLL_S = 0.02
 TAIL_LINES = 25
@@ -59,7 +60,7 @@ PR_SET_PDEATHSIG = 1
 # call. So removal of an MSI-X function is allowed only on a QEMU that has the fix:
 # applied by qemu_fixes to the Debian binary we know, or declared for a QEMU built with it
 # (EEH_QEMU_FIXES=vfio-user-msix-teardown, read by AssetConfig.from_env).
-UNPLUG_FIX = "vfio-user-msix-teardown"
+UNPLUG_FIX = VFIO_USER_MSIX_TEARDOWN.name
 STOPPED_FOR_GOOD = frozenset({"internal-error", "guest-panicked", "io-error", "shutdown"})
 
 
