@@ -24,11 +24,10 @@ class Status(enum.IntEnum):
 
     SUCCESS = 0
     HW_ERROR = -1
-    BUSY = -2  # "locked out, retry": see retry_ms in the reply (this project's lockout)
+    BUSY = -2  # "busy, retry": the VF PE is locked out; the reply carries retry_ms
     PARAM_ERROR = -3  # also: a PE outside the caller's partition
     UNEXPECTED_STATE = -7
     NOT_SUPPORTED = -8  # fundamental reset not supported
-    PERMANENT = -9  # this project: the PE is permanently failed
 
 
 class EehOption(enum.IntEnum):

@@ -1,0 +1,358 @@
+"""The platform-call protocol: versioned JSON lines, one codec for server and client.
+
+A guest's channel is a byte stream (virtio-serial port in a guest, unix socket on the
+host). Each message is one JSON object on one line (UTF-8, ending in "\\n", at most
+MAX_LINE bytes). docs/platform-calls.md is the reference; in short:
+
+    request  {"v": 1, "id": 7, "call": "read-slot-reset-state2", "args": {"pe": 65536}}
+    reply    {"v": 1, "id": 7, "status": 0, "ret": {"state": 5, "retry_ms": 1000, ...}}
+    event    {"v": 1, "event": "lockout-lifted", "pe": 65664, "data": {...}, "t": 12.5}
+
+Replies carry the id of their request; events carry no id. A line that cannot be parsed
+is answered with status -3 and id null, and the stream goes on with the next line.
+
+`Channel` is the synchronous client (standard library only; runs in a guest): one reader
+thread demultiplexes replies (by id) and events (to subscribers); any number of driver
+threads may call at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+VERSION = 1
+MAX_LINE = 64 * 1024
+
+CALLS = (
+    "query-functions", "register", "report",
+    "get-config-addr-info2", "read-slot-reset-state2", "set-eeh-option", "set-slot-reset",
+    "configure-pe", "slot-error-detail", "open-sriov-allow-unfreeze", "errinjct",
+)
+EVENTS = ("pe-frozen", "lockout-lifted", "permanent-failure", "pe-reset-done",
+          "function-removed", "function-added")
+
+
+class HcallError(Exception):
+    """Root of the exceptions of eeh_abi.hcall."""
+
+
+class DecodeError(HcallError):
+    """A line that is not a valid message of this protocol."""
+
+    def __init__(self, reason: str, msg_id: object = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.msg_id = msg_id
+
+
+class ChannelClosed(HcallError):
+    """The channel's other end went away (or it was closed here)."""
+
+
+class CallTimeout(HcallError):
+    """No reply to a call within its timeout."""
+
+    def __init__(self, call: str, timeout: float) -> None:
+        super().__init__(f"no reply to {call} within {timeout} s")
+        self.call = call
+        self.timeout = timeout
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    call: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: int | None
+    status: int
+    ret: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.ret.get(key, default)
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    pe: int | None
+    data: Mapping[str, Any]
+    t: float  # host monotonic time of the event
+
+
+Message = Request | Reply | Event
+
+
+# ---------------------------------------------------------------------------- codec
+def encode(msg: Message) -> bytes:
+    obj: dict[str, Any] = {"v": VERSION}
+    if isinstance(msg, Request):
+        obj.update(id=msg.id, call=msg.call, args=dict(msg.args))
+    elif isinstance(msg, Reply):
+        obj.update(id=msg.id, status=msg.status)
+        if msg.ret:
+            obj["ret"] = dict(msg.ret)
+        if msg.error is not None:
+            obj["error"] = msg.error
+    else:
+        obj.update(event=msg.name, pe=msg.pe, data=dict(msg.data), t=msg.t)
+    line = json.dumps(obj, separators=(",", ":"), default=_jsonable).encode() + b"\n"
+    if len(line) > MAX_LINE:
+        raise HcallError(f"message of {len(line)} bytes exceeds {MAX_LINE}")
+    return line
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def decode(line: bytes) -> Message:
+    """One line (without or with its newline) to a message; DecodeError if malformed."""
+    if len(line) > MAX_LINE:
+        raise DecodeError(f"line longer than {MAX_LINE} bytes")
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DecodeError(f"not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError("a message is a JSON object")
+    msg_id = obj.get("id")
+    if obj.get("v") != VERSION:
+        raise DecodeError(f"unsupported protocol version {obj.get('v')!r} (this is {VERSION})",
+                          msg_id)
+    if "call" in obj:
+        if not isinstance(msg_id, int) or isinstance(msg_id, bool) or not 0 <= msg_id < 1 << 53:
+            raise DecodeError("a request needs an integer id", None)
+        call, args = obj["call"], obj.get("args", {})
+        if not isinstance(call, str):
+            raise DecodeError("call must be a string", msg_id)
+        if not isinstance(args, dict):
+            raise DecodeError("args must be an object", msg_id)
+        extra = set(obj) - {"v", "id", "call", "args"}
+        if extra:
+            raise DecodeError(f"unknown keys {sorted(extra)}", msg_id)
+        return Request(msg_id, call, args)
+    if "status" in obj:
+        status, ret, error = obj["status"], obj.get("ret", {}), obj.get("error")
+        if not isinstance(status, int) or not isinstance(ret, dict):
+            raise DecodeError("bad reply", msg_id)
+        return Reply(msg_id if isinstance(msg_id, int) else None, status, ret,
+                     error if isinstance(error, str) else None)
+    if "event" in obj:
+        name, pe, data, t = obj["event"], obj.get("pe"), obj.get("data", {}), obj.get("t", 0.0)
+        if not isinstance(name, str) or not isinstance(data, dict) or \
+                not (pe is None or isinstance(pe, int)) or not isinstance(t, (int, float)):
+            raise DecodeError("bad event")
+        return Event(name, pe, data, float(t))
+    raise DecodeError("neither a request, a reply nor an event", msg_id)
+
+
+class LineBuffer:
+    """Splits a byte stream into lines; an over-long line is skipped up to its end and
+    reported once as a DecodeError in its place."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._skipping = False
+
+    def feed(self, data: bytes) -> list[bytes | DecodeError]:
+        self._buf += data
+        out: list[bytes | DecodeError] = []
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > MAX_LINE:
+                    if not self._skipping:
+                        out.append(DecodeError(f"line longer than {MAX_LINE} bytes"))
+                    self._skipping = True
+                    self._buf.clear()
+                return out
+            line = bytes(self._buf[:nl])
+            del self._buf[:nl + 1]
+            if self._skipping:
+                self._skipping = False
+                continue
+            if len(line) > MAX_LINE:
+                out.append(DecodeError(f"line longer than {MAX_LINE} bytes"))
+            elif line.strip():
+                out.append(line)
+
+
+# ---------------------------------------------------------------------------- client
+EventHandler = Callable[[Event], None]
+
+
+class Channel:
+    """Synchronous client of the platform calls over a file descriptor.
+
+        ch = Channel.unix("/run/eeh/host.hcall")       # harness mode
+        ch = Channel.open_device("/dev/vport1p1")      # in a guest (virtio-serial)
+        r = ch.call("read-slot-reset-state2", pe=0x10000)
+        ch.subscribe(handler)                          # pushed events, on the reader thread
+    """
+
+    def __init__(self, fd: int, *, close: Callable[[], None] | None = None,
+                 timeout: float = 30.0, eof_closes: bool = True) -> None:
+        self._fd = fd
+        self._eof_closes = eof_closes
+        self._close_fn = close
+        self.timeout = timeout
+        self._wlock = threading.Lock()
+        self._lock = threading.Lock()
+        self._next_id = 1
+        self._waiting: dict[int, queue.Queue[Reply]] = {}
+        self._handlers: list[EventHandler] = []
+        self._closed = threading.Event()
+        self.events_seen = 0
+        self.bad_lines = 0
+        self.handler_errors = 0
+        self._reader = threading.Thread(target=self._read_loop, name="hcall-reader",
+                                        daemon=True)
+        self._reader.start()
+
+    @classmethod
+    def unix(cls, path: str, timeout: float = 30.0) -> Channel:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock.fileno(), close=sock.close, timeout=timeout)
+
+    @classmethod
+    def open_device(cls, path: str, timeout: float = 30.0) -> Channel:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        # a virtio-serial port reads EOF while the host end is not connected: wait for it
+        return cls(fd, close=lambda: os.close(fd), timeout=timeout, eof_closes=False)
+
+    def subscribe(self, handler: EventHandler) -> None:
+        with self._lock:
+            self._handlers.append(handler)
+
+    def unsubscribe(self, handler: EventHandler) -> None:
+        with self._lock:
+            if handler in self._handlers:
+                self._handlers.remove(handler)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def call(self, call: str, timeout: float | None = None, **args: Any) -> Reply:
+        """One platform call; blocks for its reply (other threads may call meanwhile)."""
+        if self._closed.is_set():
+            raise ChannelClosed("channel closed")
+        slot: queue.Queue[Reply] = queue.Queue(1)
+        with self._lock:
+            msg_id = self._next_id
+            self._next_id += 1
+            self._waiting[msg_id] = slot
+        try:
+            data = encode(Request(msg_id, call, args))
+            with self._wlock:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+            limit = self.timeout if timeout is None else timeout
+            deadline = time.monotonic() + limit
+            while True:
+                try:
+                    return slot.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    if self._closed.is_set():
+                        raise ChannelClosed("channel closed while waiting for a reply") \
+                            from None
+                    if time.monotonic() >= deadline:
+                        raise CallTimeout(call, limit) from None
+        except OSError as e:
+            self._closed.set()
+            raise ChannelClosed(f"channel write failed: {e}") from None
+        finally:
+            with self._lock:
+                self._waiting.pop(msg_id, None)
+
+    def _read_loop(self) -> None:
+        lines = LineBuffer()
+        try:
+            while not self._closed.is_set():
+                r, _, _ = select.select([self._fd], [], [], 0.5)
+                if not r:
+                    continue
+                data = os.read(self._fd, 65536)
+                if not data:  # a socket: the peer closed; a virtio port: no host end now
+                    if self._eof_closes:
+                        break
+                    time.sleep(0.05)
+                    continue
+                for item in lines.feed(data):
+                    if isinstance(item, DecodeError):
+                        self.bad_lines += 1
+                        continue
+                    self._dispatch(item)
+        except OSError:
+            pass
+        finally:
+            self._closed.set()
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            msg = decode(line)
+        except DecodeError:
+            self.bad_lines += 1
+            return
+        if isinstance(msg, Reply):
+            with self._lock:
+                slot = self._waiting.get(msg.id) if msg.id is not None else None
+            if slot is not None:
+                slot.put(msg)
+        elif isinstance(msg, Event):
+            self.events_seen += 1
+            with self._lock:
+                handlers = list(self._handlers)
+            for h in handlers:
+                try:
+                    h(msg)
+                except Exception:  # a subscriber's bug must not stop the channel
+                    self.handler_errors += 1
+        # a Request from the other side is not part of this protocol: ignored
+
+    def close(self) -> None:
+        if self._closed.is_set() and self._close_fn is None:
+            return
+        self._closed.set()
+        self._reader.join(timeout=2)
+        fn, self._close_fn = self._close_fn, None
+        if fn is not None:
+            try:
+                fn()
+            except OSError:
+                pass
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
