@@ -29,12 +29,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.stats import describe, percentile
-from device_model.memory import GuestMemory
-from device_model.transport import IrqFlag, IrqInfo, IrqSink, RegionFlag, RegionInfo
-from device_model.vfio_user import Client, ServerConfig, Session, serve
-from device_model.vfio_user import codec as c
-from device_model.vfio_user.framing import Frame
 from hypervisor_shim.adapter_host import colocated_cpu
+from vfio_user import Client, ServerConfig, Session, serve
+from vfio_user import codec as c
+from vfio_user.contract import IrqFlag, IrqInfo, IrqSink, RegionFlag, RegionInfo
+from vfio_user.framing import Frame
+from vfio_user.memory import GuestMemory
 
 GOAL_US = 30.0
 PING_REQ, PING_REPLY = 32, 36

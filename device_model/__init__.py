@@ -1,7 +1,9 @@
-"""The device model: an SR-IOV Ethernet adapter in pure Python, independent of any transport.
+"""The device model: an SR-IOV Ethernet adapter in pure Python.
 
-Public entry points are re-exported here; `device_model.transport` is the contract a
-transport (the vfio-user server, a test harness) programs against.
+Public entry points are re-exported here. Its functions implement `vfio_user.PciFunction`
+(`vfio_user.contract`, what a transport such as the vfio-user server or a test harness
+programs against) and DMA through the `vfio_user.GuestMemory` they are attached to; the
+model uses nothing else of vfio_user.
 """
 
 from device_model.adapter import Adapter, AdapterConfig

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from device_model.clock import Clock, ManualClock, Timer
-from device_model.errors import ConfigurationError, DmaError, InjectionError
+from device_model.errors import ConfigurationError, InjectionError
 from device_model.events import EventBus, EventKind
 from device_model.function import Function
 from device_model.inject import EFFECTS, ErrorFunction, Injection, Injector
@@ -31,6 +31,7 @@ from device_model.pe import ErrorLogEntry, ErrorSource, Pe, PeKind, PeTree
 from device_model.pf import PfFunction
 from device_model.reset import FunctionReset, ResetKind, ResetTiming
 from device_model.vf import VfFunction
+from vfio_user.errors import DmaError
 
 log = logging.getLogger(__name__)
 

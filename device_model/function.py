@@ -14,10 +14,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from device_model.errors import DmaError
 from device_model.events import EventKind
 from device_model.inject import Op
-from device_model.memory import GuestMemory
 from device_model.nic import registers as R
 from device_model.nic.port import NicPort
 from device_model.pci import ids
@@ -25,7 +23,7 @@ from device_model.pci.config import ConfigSpace
 from device_model.pe import Pe
 from device_model.regs import Layout, RegisterFile
 from device_model.reset import FunctionReset
-from device_model.transport import (
+from vfio_user.contract import (
     NUM_IRQS,
     IrqFlag,
     IrqIndex,
@@ -35,6 +33,8 @@ from device_model.transport import (
     RegionIndex,
     RegionInfo,
 )
+from vfio_user.errors import DmaError
+from vfio_user.memory import GuestMemory
 
 if TYPE_CHECKING:
     from device_model.adapter import Adapter

@@ -27,8 +27,8 @@ from typing import TypeVar
 from device_model import Adapter, AdapterConfig, AsyncioClock, PeStateCode, QueueUplink
 from device_model.function import Function
 from device_model.reset import ResetTiming
-from device_model.vfio_user import ServerThread
 from hypervisor_shim.vm.config import MachineConfig, VfioUserDevice
+from vfio_user import ServerThread
 
 T = TypeVar("T")
 

@@ -26,11 +26,11 @@ from enum import Enum
 from pathlib import Path
 from types import TracebackType
 
-from device_model.transport import IrqFlag, IrqIndex, RegionFlag
-from device_model.transport import IrqInfo as FunctionIrqInfo
-from device_model.transport import RegionInfo as FunctionRegionInfo
-from device_model.vfio_user import codec as c
-from device_model.vfio_user.errors import (
+from vfio_user import codec as c
+from vfio_user.contract import IrqFlag, IrqIndex, RegionFlag
+from vfio_user.contract import IrqInfo as FunctionIrqInfo
+from vfio_user.contract import RegionInfo as FunctionRegionInfo
+from vfio_user.errors import (
     CommandFailed,
     ConnectionClosed,
     Malformed,
@@ -39,7 +39,7 @@ from device_model.vfio_user.errors import (
     ReplyTimeout,
     VfioUserError,
 )
-from device_model.vfio_user.framing import ancillary_fds, ancillary_space, close_fds
+from vfio_user.framing import ancillary_fds, ancillary_space, close_fds
 
 _RECV_SIZE = 1 << 16
 _ALL_CAPS = ("max_msg_fds", "max_data_xfer_size", "pgsizes", "max_dma_maps",

@@ -15,11 +15,13 @@ import json
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from enum import IntEnum, IntFlag
+from enum import IntFlag
 from operator import attrgetter
 from typing import Any, ClassVar, Self, TypeVar, cast, dataclass_transform
 
-from device_model.vfio_user.errors import Malformed
+from vfio_user.commands import Command as Command
+from vfio_user.commands import command_name as command_name
+from vfio_user.errors import Malformed
 
 # --------------------------------------------------------------------------- fields
 
@@ -85,34 +87,6 @@ def wire(cls: type[W]) -> type[W]:
 
 
 # --------------------------------------------------------------------------- header
-
-
-class Command(IntEnum):
-    VERSION = 1
-    DMA_MAP = 2
-    DMA_UNMAP = 3
-    DEVICE_GET_INFO = 4
-    DEVICE_GET_REGION_INFO = 5
-    DEVICE_GET_REGION_IO_FDS = 6
-    DEVICE_GET_IRQ_INFO = 7
-    DEVICE_SET_IRQS = 8
-    REGION_READ = 9
-    REGION_WRITE = 10
-    DMA_READ = 11
-    DMA_WRITE = 12
-    DEVICE_RESET = 13
-    DIRTY_PAGES = 14
-    REGION_WRITE_MULTI = 15
-    DEVICE_FEATURE = 16
-    MIG_DATA_READ = 17
-    MIG_DATA_WRITE = 18
-
-
-def command_name(command: int) -> str:
-    try:
-        return Command(command).name
-    except ValueError:
-        return f"command {command}"
 
 
 class MsgFlag(IntFlag):

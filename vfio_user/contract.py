@@ -1,4 +1,4 @@
-"""The contract between a PCI function of the model and the transport that carries it.
+"""The contract between a PCI function (a device model) and the transport that carries it.
 
 A transport (the vfio-user server for real QEMU guests, or an in-process harness) sees a
 function only through `PciFunction`: its regions, its interrupts, region accesses, reset,
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Protocol
 
-from device_model.memory import GuestMemory
+from vfio_user.memory import GuestMemory
 
 
 class RegionIndex(IntEnum):

@@ -26,12 +26,12 @@ import os
 import stat
 from dataclasses import dataclass
 
-from device_model.memory import ADDR_LIMIT, GuestMemory
-from device_model.memory import DmaMap as MemoryMap
-from device_model.vfio_user.codec import DmaMap, DmaMapFlag
-from device_model.vfio_user.errors import Fault, Refused
+from vfio_user.codec import DmaMap, DmaMapFlag
+from vfio_user.errors import Fault, Refused
+from vfio_user.memory import ADDR_LIMIT, GuestMemory
+from vfio_user.memory import DmaMap as MemoryMap
 
-log = logging.getLogger("device_model.vfio_user")
+log = logging.getLogger("vfio_user")
 
 PAGE = mmap.ALLOCATIONGRANULARITY
 

@@ -2,8 +2,9 @@
 
 The errno a peer sees is chosen in one place, `errno_for`, through one table
 (`FAULT_ERRNO`): handlers raise `Refused` with a `Fault` (what is wrong, in words), the
-server's message boundary turns any exception into an errno. Exceptions of the device
-model (`MapError`, `DmaError`) and of the OS (`OSError`) go through the same function.
+server's message boundary turns any exception into an errno. Guest memory's exceptions
+(`MapError`, `DmaError`, raised by `memory.GuestMemory`) and the OS's (`OSError`) go
+through the same function.
 """
 
 from __future__ import annotations
@@ -11,11 +12,31 @@ from __future__ import annotations
 import errno as _errno
 from enum import Enum
 
-from device_model.errors import DmaError, MapError
+from vfio_user.commands import command_name
 
 
 class VfioUserError(Exception):
     """Root of every exception of the vfio-user package."""
+
+
+class DmaError(VfioUserError):
+    """A DMA touched guest memory that no map covers (or covers read-only)."""
+
+    def __init__(self, addr: int, length: int, reason: str) -> None:
+        super().__init__(f"DMA {reason}: addr=0x{addr:x} length={length}")
+        self.addr = addr
+        self.length = length
+        self.reason = reason
+
+
+class MapError(VfioUserError):
+    """A DMA map request that cannot be honoured (overlap, zero size, wrap, unknown range)."""
+
+    def __init__(self, addr: int, size: int, reason: str) -> None:
+        super().__init__(f"DMA map {reason}: addr=0x{addr:x} size=0x{size:x}")
+        self.addr = addr
+        self.size = size
+        self.reason = reason
 
 
 class Fault(Enum):
@@ -93,8 +114,6 @@ class CommandFailed(VfioUserError):
     """Client side: the server answered a command with an error reply."""
 
     def __init__(self, command: int, errno: int) -> None:
-        from device_model.vfio_user.codec import command_name
-
         super().__init__(f"{command_name(command)} failed: errno {errno} "
                          f"({_errno.errorcode.get(errno, '?')})")
         self.command = command
@@ -113,8 +132,6 @@ class ReplyTimeout(VfioUserError):
     """Client side: no reply within the timeout; the connection is no longer usable."""
 
     def __init__(self, command: int, timeout: float) -> None:
-        from device_model.vfio_user.codec import command_name
-
         super().__init__(f"no reply to {command_name(command)} within {timeout}s")
         self.command = command
         self.timeout = timeout

@@ -16,14 +16,14 @@ import socket
 from collections import deque
 from dataclasses import dataclass, field
 
-from device_model.vfio_user.codec import (
+from vfio_user.codec import (
     HEADER_SIZE,
     TYPE_COMMAND,
     TYPE_MASK,
     TYPE_REPLY,
     Header,
 )
-from device_model.vfio_user.errors import FramingError
+from vfio_user.errors import FramingError
 
 
 @dataclass(slots=True)

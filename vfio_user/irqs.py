@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-log = logging.getLogger("device_model.vfio_user")
+log = logging.getLogger("vfio_user")
 
 Vector = tuple[int, int]  # (irq index, sub-index)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from device_model.transport import NUM_IRQS, IrqInfo
-from device_model.vfio_user.codec import IRQ_ACTION_MASK, IRQ_DATA_MASK, IrqSet, IrqSetFlag
-from device_model.vfio_user.errors import Fault, Refused
-from device_model.vfio_user.irqs import IrqTable
+from vfio_user.codec import IRQ_ACTION_MASK, IRQ_DATA_MASK, IrqSet, IrqSetFlag
+from vfio_user.contract import NUM_IRQS, IrqInfo
+from vfio_user.errors import Fault, Refused
+from vfio_user.irqs import IrqTable
 
 _DATA = (IrqSetFlag.DATA_NONE, IrqSetFlag.DATA_BOOL, IrqSetFlag.DATA_EVENTFD)
 _ACTION = (IrqSetFlag.ACTION_MASK, IrqSetFlag.ACTION_UNMASK, IrqSetFlag.ACTION_TRIGGER)

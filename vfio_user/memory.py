@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from device_model.errors import DmaError, MapError
+from vfio_user.errors import DmaError, MapError
 
 ADDR_LIMIT = 1 << 64
 

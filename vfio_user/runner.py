@@ -17,9 +17,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
 
-from device_model.transport import PciFunction
-from device_model.vfio_user.server import Server
-from device_model.vfio_user.session import ServerConfig
+from vfio_user.contract import PciFunction
+from vfio_user.server import Server
+from vfio_user.session import ServerConfig
 
 T = TypeVar("T")
 

@@ -28,17 +28,17 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from device_model.transport import PciFunction
-from device_model.vfio_user.errors import FramingError
-from device_model.vfio_user.framing import (
+from vfio_user.contract import PciFunction
+from vfio_user.errors import FramingError
+from vfio_user.framing import (
     FrameReader,
     ancillary_fds,
     ancillary_space,
     close_fds,
 )
-from device_model.vfio_user.session import ServerConfig, Session
+from vfio_user.session import ServerConfig, Session
 
-log = logging.getLogger("device_model.vfio_user")
+log = logging.getLogger("vfio_user")
 
 _RECV_SIZE = 1 << 16
 _MAX_PENDING_OUTPUT = 16 << 20  # stop reading from a client that does not read replies

@@ -16,23 +16,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from device_model.errors import DmaError, MapError
-from device_model.memory import GuestMemory
-from device_model.transport import (
+from vfio_user import codec as c
+from vfio_user.contract import (
     NUM_IRQS,
     NUM_REGIONS,
     PciFunction,
     RegionFlag,
     RegionInfo,
 )
-from device_model.vfio_user import codec as c
-from device_model.vfio_user.dma import DmaSpace
-from device_model.vfio_user.errors import Fault, Refused, VfioUserError, errno_for
-from device_model.vfio_user.framing import Frame, close_fds
-from device_model.vfio_user.irqs import IrqTable
-from device_model.vfio_user.irqset import apply_set_irqs
+from vfio_user.dma import DmaSpace
+from vfio_user.errors import Fault, Refused, VfioUserError, errno_for
+from vfio_user.framing import Frame, close_fds
+from vfio_user.irqs import IrqTable
+from vfio_user.irqset import apply_set_irqs
+from vfio_user.memory import GuestMemory
 
-log = logging.getLogger("device_model.vfio_user")
+log = logging.getLogger("vfio_user")
 
 _LOGGED_POSTED_ERRORS = 20  # per session; later ones are only counted
 
@@ -146,7 +145,7 @@ class Session:
         return c.pack_reply(header, payload)
 
     def _failed(self, header: c.Header, e: Exception) -> bytes | None:
-        if not isinstance(e, VfioUserError | MapError | DmaError | OSError):
+        if not isinstance(e, VfioUserError | OSError):  # MapError, DmaError included
             log.exception("%s: %s failed unexpectedly", self.function.name,
                           c.command_name(header.command))
         errno = errno_for(e)

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from device_model.transport import RegionIndex
-from device_model.vfio_user import Client
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig, NotAttachable
 from hypervisor_shim.vm.config import MachineConfig
+from vfio_user import Client
+from vfio_user.contract import RegionIndex
 
 
 def test_functions_answer_over_vfio_user_and_attach_rule() -> None:

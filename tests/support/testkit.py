@@ -1,22 +1,49 @@
 """A minimal in-process driver for the model: guest RAM, an interrupt recorder, and a
-driver that programs one function only through `transport.PciFunction` calls.
+driver that programs one function only through `vfio_user.PciFunction` calls.
 
 Tests and benchmarks use it; it is also a worked example of the register interface
-documented in docs/registers.md.
+documented in docs/registers.md. Every offset, size and bit it uses is looked up in the
+model's own declarations (config-space layout, BAR0 layouts, descriptor record, PCI and
+SR-IOV constants), never repeated here.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 import struct
 
-from device_model.memory import DmaMap, GuestMemory
+from device_model import pf
+from device_model.adapter import AdapterConfig
 from device_model.nic import registers as R
-from device_model.nic.descriptor import DD, DESC_SIZE, DESCRIPTOR
-from device_model.pci.layouts import AER_CAP, PCIE_CAP, SRIOV_CAP
-from device_model.transport import PciFunction, RegionIndex
+from device_model.nic.descriptor import DD, DESC_SIZE, DESCRIPTOR, STATUS_OFFSET
+from device_model.pci import ids
+from device_model.pci.layouts import pf_config_layout
+from vfio_user import DmaMap, GuestMemory, PciFunction, RegionIndex
 
 CONFIG = RegionIndex.CONFIG
 BAR0 = RegionIndex.BAR0
+
+_DEFAULTS = AdapterConfig()
+# The PF's config space as the model declares it. A VF's header, PCI Express and AER
+# registers sit at the same offsets (device_model.pci.layouts), so one layout serves both.
+CONFIG_LAYOUT = pf_config_layout(
+    vendor_id=_DEFAULTS.vendor_id, device_id=_DEFAULTS.device_id,
+    vf_device_id=_DEFAULTS.vf_device_id, total_vfs=_DEFAULTS.total_vfs,
+    first_vf_offset=_DEFAULTS.first_vf_offset, vf_stride=_DEFAULTS.vf_stride)
+COMMAND = CONFIG_LAYOUT["command"]
+DEVCTL = CONFIG_LAYOUT["pcie.devctl"]
+AER_UNCOR_STATUS = CONFIG_LAYOUT["aer.uncor_status"]
+SRIOV_CTRL = CONFIG_LAYOUT["sriov.ctrl"]
+SRIOV_NUM_VFS = CONFIG_LAYOUT["sriov.num_vfs"]
+
+PF_BAR0 = R.pf_layout()
+CTRL = PF_BAR0["CTRL"]  # the same register on a VF (device_model.nic.registers._common)
+MAC_HI = PF_BAR0["MAC_HI"]
+ALL_CAUSES = int(functools.reduce(operator.or_, R.Cause))
+_RINGS = {"TX": (R.TX_BASE_LO, R.TX_BASE_HI, R.TX_LEN),
+          "RX": (R.RX_BASE_LO, R.RX_BASE_HI, R.RX_LEN)}
+_STATUS_CLEAR = bytes(next(f.size for f in DESCRIPTOR.fields if f.name == "status"))
 
 
 class RamGuest(GuestMemory):
@@ -99,12 +126,12 @@ class MiniDriver:
     # ---- bring-up
     def enable(self) -> None:
         """Command: memory decode and bus master on; all interrupt causes enabled."""
-        self.cfg_write(0x04, 0x0006, 2)
-        self.write(R.IMR, 0xFF)
+        self.cfg_write(COMMAND.offset, ids.CMD_MEMORY | ids.CMD_BUS_MASTER, COMMAND.size)
+        self.write(R.IMR, ALL_CAUSES)
 
     def flr(self) -> None:
-        devctl = self.cfg_read(PCIE_CAP + 0x08, 2)
-        self.cfg_write(PCIE_CAP + 0x08, devctl | 0x8000, 2)
+        devctl = self.cfg_read(DEVCTL.offset, DEVCTL.size)
+        self.cfg_write(DEVCTL.offset, devctl | ids.DEVCTL_BCR_FLR, DEVCTL.size)
 
     def setup_rings(self, tx_count: int = 64, rx_count: int = 64, buf_size: int = 2048) -> None:
         if (tx_count, rx_count, buf_size) != (self.tx_count, self.rx_count, self.buf_size):
@@ -114,15 +141,15 @@ class MiniDriver:
             self._rx_bufs = [self.guest.alloc(buf_size) for _ in range(rx_count)]
         self.tx_count, self.rx_count, self.buf_size = tx_count, rx_count, buf_size
         for i in range(rx_count):  # forget completions from an earlier life of the ring
-            self.guest.poke(self.rx_ring + i * DESC_SIZE + 12, b"\0\0")
+            self.guest.poke(self.rx_ring + i * DESC_SIZE + STATUS_OFFSET, _STATUS_CLEAR)
         for prefix, base, count in (("TX", self.tx_ring, tx_count), ("RX", self.rx_ring, rx_count)):
-            off = R.TX_BASE_LO if prefix == "TX" else R.RX_BASE_LO
-            self.write(off, base & 0xFFFFFFFF)
-            self.write(off + 4, base >> 32)
-            self.write(off + 8, count)
+            base_lo, base_hi, length = _RINGS[prefix]
+            self.write(base_lo, base & 0xFFFFFFFF)
+            self.write(base_hi, base >> 32)
+            self.write(length, count)
         self.tx_tail = self.rx_tail = self.rx_next = 0
         self.fill_rx()
-        self.write(R.CTRL, 0b110)  # txen, rxen
+        self.write(R.CTRL, CTRL.field("txen").mask | CTRL.field("rxen").mask)
 
     def fill_rx(self) -> None:
         """Give hardware every free RX descriptor (all but one, so head != tail)."""
@@ -177,7 +204,8 @@ class MiniDriver:
             if not status & DD:
                 break
             out.append((self.guest.peek(buf, length) if status == DD else b"", vlan))
-            self.guest.poke(self.rx_ring + self.rx_next * DESC_SIZE + 12, b"\0\0")
+            self.guest.poke(self.rx_ring + self.rx_next * DESC_SIZE + STATUS_OFFSET,
+                            _STATUS_CLEAR)
             self.rx_next = (self.rx_next + 1) % self.rx_count
         if out:
             self.fill_rx()
@@ -188,24 +216,24 @@ class MiniDriver:
 
     def set_mac(self, mac: bytes) -> None:
         self.write(R.MAC_LO, int.from_bytes(mac[0:4], "little"))
-        self.write(R.MAC_HI, int.from_bytes(mac[4:6], "little") | 1 << 31)
+        self.write(R.MAC_HI, int.from_bytes(mac[4:6], "little") | MAC_HI.field("valid").mask)
 
     def aer_uncor_status(self) -> int:
-        return self.cfg_read(AER_CAP + 0x04)
+        return self.cfg_read(AER_UNCOR_STATUS.offset, AER_UNCOR_STATUS.size)
 
 
 class PfDriver(MiniDriver):
     """The adapter driver's share: SR-IOV enable, VF ports, mailbox reset handshake."""
 
     def enable_vfs(self, n: int) -> None:
-        self.cfg_write(SRIOV_CAP + 0x10, n, 2)
-        self.cfg_write(SRIOV_CAP + 0x08, 0b1001, 2)  # VF Enable | VF MSE
+        self.cfg_write(SRIOV_NUM_VFS.offset, n, SRIOV_NUM_VFS.size)
+        self.cfg_write(SRIOV_CTRL.offset, pf.VF_ENABLE | pf.VF_MSE, SRIOV_CTRL.size)
         bits = (1 << n) - 1
-        self.write(R.VF_TXEN, bits, 8)
-        self.write(R.VF_RXEN, bits, 8)
+        self.write(R.VF_TXEN, bits, PF_BAR0["VF_TXEN"].size)
+        self.write(R.VF_RXEN, bits, PF_BAR0["VF_RXEN"].size)
 
     def reset_done(self) -> None:
-        self.write(R.ADAPTER_CTRL, 1)
+        self.write(R.ADAPTER_CTRL, PF_BAR0["ADAPTER_CTRL"].field("pf_reset_done").mask)
 
 
 def frame(dst: bytes, src: bytes, payload: bytes = b"", size: int = 64) -> bytes:

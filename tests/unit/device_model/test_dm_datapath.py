@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from device_model import Adapter, ErrorSource, PeStateCode, QueueUplink
-from device_model.memory import DmaMap, GuestMemory
 from device_model.nic import registers as R
 from device_model.nic.descriptor import DD, DescError, error_status
 from device_model.pci import ids
 from device_model.pci.layouts import AER_CAP
-from device_model.testkit import MiniDriver, PfDriver, RamGuest, frame
+from tests.support.testkit import MiniDriver, PfDriver, RamGuest, frame
+from vfio_user.memory import DmaMap, GuestMemory
 
 Up = tuple[PfDriver, list[MiniDriver]]
 OTHER = bytes.fromhex("020000000099")

@@ -8,8 +8,8 @@ from device_model import Adapter, EventHistory, EventKind
 from device_model.nic import registers as R
 from device_model.nic.registers import Mbx, PfMbx
 from device_model.pci import ids
-from device_model.testkit import IrqRecorder, MiniDriver, PfDriver, RamGuest
-from device_model.transport import IrqIndex, RegionIndex
+from tests.support.testkit import IrqRecorder, MiniDriver, PfDriver, RamGuest
+from vfio_user.contract import IrqIndex, RegionIndex
 
 BAR0 = RegionIndex.BAR0
 DOORBELLS = {"TX_TAIL", "RX_TAIL"}  # validated doorbells: test_tail_doorbells_are_validated

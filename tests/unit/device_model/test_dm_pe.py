@@ -17,8 +17,8 @@ from device_model import (
 from device_model.errors import UnknownPeError
 from device_model.nic import registers as R
 from device_model.pe import RECOVERY_SIDE_EFFECT
-from device_model.testkit import MiniDriver, PfDriver, frame
-from device_model.transport import RegionIndex
+from tests.support.testkit import MiniDriver, PfDriver, frame
+from vfio_user.contract import RegionIndex
 
 Up = tuple[PfDriver, list[MiniDriver]]
 OTHER = bytes.fromhex("020000000099")

@@ -20,7 +20,7 @@ from device_model.nic.registers import Mbx
 from device_model.pci import ids
 from device_model.pci.layouts import AER_CAP, SRIOV_CAP
 from device_model.pe import RECOVERY_RESET, RECOVERY_SIDE_EFFECT
-from device_model.testkit import PfDriver, RamGuest, frame
+from tests.support.testkit import PfDriver, RamGuest, frame
 
 OTHER = bytes.fromhex("020000000099")
 

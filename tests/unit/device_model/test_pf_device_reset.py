@@ -5,7 +5,7 @@ from __future__ import annotations
 from device_model import Adapter, AdapterConfig
 from device_model.nic import registers as R
 from device_model.pci.layouts import PCIE_CAP
-from device_model.transport import RegionIndex
+from vfio_user.contract import RegionIndex
 
 
 def _vendor(fn: object) -> bytes:

@@ -27,11 +27,11 @@ from device_model import (
     ResetTiming,
 )
 from device_model.function import Function
-from device_model.memory import GuestMemory
 from device_model.nic import registers as R
 from device_model.pci.layouts import PCIE_CAP, SRIOV_CAP
-from device_model.testkit import MiniDriver, PfDriver, RamGuest, frame
-from device_model.transport import RegionIndex
+from tests.support.testkit import MiniDriver, PfDriver, RamGuest, frame
+from vfio_user.contract import RegionIndex
+from vfio_user.memory import GuestMemory
 
 NUM_VFS = 3
 OTHER = bytes.fromhex("020000000099")

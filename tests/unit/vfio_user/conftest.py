@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from vfio_user_fakes import Rig
 
-from device_model.vfio_user import Client
+from vfio_user import Client
 
 
 @pytest.fixture

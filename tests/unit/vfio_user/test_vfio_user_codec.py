@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_model.vfio_user import codec as c
-from device_model.vfio_user.errors import FramingError, Malformed
-from device_model.vfio_user.framing import FrameReader
+from vfio_user import codec as c
+from vfio_user.errors import FramingError, Malformed
+from vfio_user.framing import FrameReader
 
 # Sizes of QEMU's protocol.h structs without their 16-byte header.
 QEMU_SIZES = {c.Header: 16, c.Version: 4, c.DmaMap: 32, c.DmaUnmap: 24, c.DeviceInfo: 16,

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from device_model import Adapter, AdapterConfig
 from device_model.clock import ManualClock
-from device_model.vfio_user import ServerConfig, Session
-from device_model.vfio_user import codec as c
-from device_model.vfio_user.framing import Frame
+from vfio_user import ServerConfig, Session
+from vfio_user import codec as c
+from vfio_user.framing import Frame
 
 MB = 1 << 20
 U32 = st.integers(0, 2**32 - 1)

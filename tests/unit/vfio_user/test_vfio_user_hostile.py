@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from vfio_user_fakes import REG_DMA_STATUS, REG_DMA_WRITE, Rig, open_fds
 
-from device_model.transport import IrqIndex
-from device_model.vfio_user import Client, ConnectionClosed, ServerConfig
-from device_model.vfio_user import codec as c
+from vfio_user import Client, ConnectionClosed, ServerConfig
+from vfio_user import codec as c
+from vfio_user.contract import IrqIndex
 
 C = c.Command
 F = c.IrqSetFlag

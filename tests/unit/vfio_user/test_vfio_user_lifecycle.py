@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from vfio_user_fakes import REG_DMA_STATUS, REG_DMA_WRITE, REG_MSIX, FakeFunction, Rig, open_fds
 
-from device_model.transport import IrqIndex
-from device_model.vfio_user import (
+from vfio_user import (
     Client,
     ConnectionClosed,
     EndpointState,
@@ -23,8 +22,9 @@ from device_model.vfio_user import (
     SessionState,
     serve,
 )
-from device_model.vfio_user import codec as c
-from device_model.vfio_user.framing import Frame
+from vfio_user import codec as c
+from vfio_user.contract import IrqIndex
+from vfio_user.framing import Frame
 
 MB = 1 << 20
 

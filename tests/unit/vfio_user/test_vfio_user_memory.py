@@ -6,8 +6,8 @@ import mmap
 
 import pytest
 
-from device_model.errors import DmaError, MapError
-from device_model.memory import ADDR_LIMIT, DmaMap, GuestMemory
+from vfio_user.errors import DmaError, MapError
+from vfio_user.memory import ADDR_LIMIT, DmaMap, GuestMemory
 
 
 def two_maps() -> tuple[GuestMemory, bytearray, bytearray]:

@@ -19,9 +19,9 @@ from vfio_user_fakes import (
     Rig,
 )
 
-from device_model.transport import IrqFlag, IrqIndex, RegionFlag
-from device_model.vfio_user import Client, GuestRam, ServerConfig
-from device_model.vfio_user import codec as c
+from vfio_user import Client, GuestRam, ServerConfig
+from vfio_user import codec as c
+from vfio_user.contract import IrqFlag, IrqIndex, RegionFlag
 
 MB = 1 << 20
 

@@ -21,17 +21,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from device_model.errors import DmaError
-from device_model.memory import GuestMemory
-from device_model.transport import (
+from vfio_user import (
+    Client,
+    DmaError,
+    EndpointState,
+    GuestMemory,
     IrqFlag,
     IrqIndex,
     IrqInfo,
     IrqSink,
     RegionFlag,
     RegionInfo,
+    ServerConfig,
+    ServerThread,
 )
-from device_model.vfio_user import Client, EndpointState, ServerConfig, ServerThread
 
 RW = RegionFlag.READ | RegionFlag.WRITE
 SIZES = {0: 0x1000, 2: 0x4000, 4: 0x100, 7: 0x1000}
