@@ -13,8 +13,7 @@ import functools
 import operator
 import struct
 
-from device_model import pf
-from device_model.adapter import AdapterConfig
+from device_model import AdapterConfig, pf
 from device_model.nic import registers as R
 from device_model.nic.descriptor import DD, DESC_SIZE, DESCRIPTOR, STATUS_OFFSET
 from device_model.pci import ids
