@@ -1,0 +1,166 @@
+"""Serve the platform calls on unix sockets, one per caller identity, on the model's loop.
+
+In VM mode QEMU connects a guest's virtio-serial port (`eeh.hcall`) to the socket of that
+guest's owner; in harness mode host drivers connect to theirs. Each connection reads
+lines, answers each request in order, and receives the events pushed to its owner.
+A malformed line gets an error reply and the stream goes on; a connection that does not
+read its replies and events (more than MAX_BACKLOG bytes waiting) is closed, so one
+caller never holds up the others; the loop is yielded after every line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eeh_abi.hcall import DecodeError, Event, LineBuffer, Reply, Request, decode, encode
+from eeh_abi.papr import Status
+from hypervisor_shim.errors import ShimError
+from hypervisor_shim.hcall.calls import PlatformCalls
+from hypervisor_shim.pe import Notice
+from hypervisor_shim.timeline import Timeline
+
+log = logging.getLogger(__name__)
+
+MAX_BACKLOG = 1 << 20
+
+
+class HcallServerError(ShimError):
+    """A channel socket that cannot be served."""
+
+    def __init__(self, owner: str, reason: str) -> None:
+        super().__init__(f"platform channel of {owner}: {reason}")
+        self.owner = owner
+        self.reason = reason
+
+
+@dataclass(eq=False)
+class Connection:
+    owner: str
+    writer: asyncio.StreamWriter
+    lines_in: int = 0
+    bad_lines: int = 0
+    events_out: int = 0
+    closed: bool = False
+
+    def send(self, data: bytes) -> bool:
+        if self.closed or self.writer.is_closing():
+            return False
+        if self.writer.transport.get_write_buffer_size() > MAX_BACKLOG:
+            self.closed = True
+            self.writer.close()
+            return False
+        self.writer.write(data)
+        return True
+
+
+@dataclass
+class HcallServer:
+    calls: PlatformCalls
+    timeline: Timeline
+    clock_t0: float = 0.0
+    connections: dict[str, list[Connection]] = field(default_factory=dict)
+    _servers: dict[str, asyncio.AbstractServer] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def listen(self, owner: str, path: Path) -> Path:
+        """Serve `owner`'s channel on a unix socket at `path` (created here)."""
+        if owner in self._servers:
+            raise HcallServerError(owner, "already served")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        try:
+            server = await asyncio.start_unix_server(
+                lambda r, w: self._serve(owner, r, w), path=str(path))
+        except OSError as e:
+            raise HcallServerError(owner, f"cannot listen on {path}: {e}") from e
+        self._servers[owner] = server
+        self.connections.setdefault(owner, [])
+        return path
+
+    async def _serve(self, owner: str, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        conn = Connection(owner, writer)
+        self.connections.setdefault(owner, []).append(conn)
+        self.timeline.record("shim", "channel-connected", owner=owner)
+        lines = LineBuffer()
+        try:
+            while not conn.closed:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for item in lines.feed(data):
+                    reply = self._answer(owner, conn, item)
+                    if reply is not None and not conn.send(encode(reply)):
+                        break
+                    await asyncio.sleep(0)  # one line at a time: other channels go on
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            conn.closed = True
+            with contextlib.suppress(ValueError):
+                self.connections[owner].remove(conn)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            self.timeline.record("shim", "channel-closed", owner=owner,
+                                 data={"lines": conn.lines_in, "bad_lines": conn.bad_lines})
+
+    def _answer(self, owner: str, conn: Connection, item: bytes | DecodeError) -> Reply | None:
+        conn.lines_in += 1
+        if isinstance(item, DecodeError):
+            conn.bad_lines += 1
+            return Reply(None, int(Status.PARAM_ERROR), error=item.reason)
+        try:
+            msg = decode(item)
+        except DecodeError as e:
+            conn.bad_lines += 1
+            mid = e.msg_id if isinstance(e.msg_id, int) and not isinstance(e.msg_id, bool) \
+                else None
+            return Reply(mid, int(Status.PARAM_ERROR), error=e.reason)
+        if not isinstance(msg, Request):
+            conn.bad_lines += 1
+            return Reply(None, int(Status.PARAM_ERROR), error="only requests are accepted")
+        return self.calls.handle(owner, msg)
+
+    def push(self, notice: Notice) -> None:
+        """Send a policy notice's event to its owners' connections (on the loop thread)."""
+        if notice.event is None:
+            return
+        ev = Event(notice.event, notice.address, dict(notice.data),
+                   asyncio.get_running_loop().time() if _in_loop() else 0.0)
+        data = encode(ev)
+        for owner in notice.owners:
+            for conn in list(self.connections.get(owner, ())):
+                if conn.send(data):
+                    conn.events_out += 1
+
+    def push_to(self, owner: str, name: str, pe: int | None, data: dict[str, object]) -> None:
+        loop_t = asyncio.get_running_loop().time() if _in_loop() else 0.0
+        raw = encode(Event(name, pe, data, loop_t))
+        for conn in list(self.connections.get(owner, ())):
+            conn.send(raw)
+
+    async def close(self) -> None:
+        for server in self._servers.values():
+            server.close()
+        for conns in self.connections.values():
+            for conn in conns:
+                conn.closed = True
+                conn.writer.close()
+        for server in self._servers.values():
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self._servers.clear()
+
+
+def _in_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -1,0 +1,355 @@
+"""The PE policy: the platform's software state of the PE tree, on top of the model.
+
+The device model (hardware) enforces the gates: a frozen PE's MMIO reads all-ones, its
+DMA and interrupts stop. This module decides *when* its primitives are called and what
+each caller is told:
+
+- **isolated / recovering**: set when a PE freezes, cleared when it is back in state 0
+  (isolated) and when its driver reports it recovered (recovering).
+- **freeze counting**: Linux's eeh_max_freezes rule: a window starts at a PE's first
+  freeze; the (max_freezes + 1)-th freeze within `window_s` makes the PE permanently
+  failed (state 5 with retry hint 0, every call -1); a freeze after the window restarts
+  the count. Freezes of VF PEs caused by the adapter PE count against the adapter PE.
+- **lockout**: from the moment the adapter PE freezes until the adapter driver calls
+  open-sriov-allow-unfreeze for a VF PE, that VF PE reads state 5 (with the retry hint)
+  and its owner's thaw, reset and configure calls are answered -2 (busy, retry).
+  Lifting it pushes `lockout-lifted` at once: waiting drivers are woken by the event.
+
+Every decision is a `Notice` handed to `notify` (the hcall server routes it to the owner's
+channel, the timeline records it, the console turns it into a QMP event). The policy is
+single-threaded: it runs on the device model's loop thread, like the model.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from device_model import Adapter, Event, EventKind, Pe, PeKind
+from eeh_abi.papr import (
+    FREEZE_WINDOW_S,
+    MAX_FREEZES,
+    RETRY_HINT_MS,
+    EehOption,
+    PeState,
+    SlotReset,
+    Status,
+)
+from hypervisor_shim.errors import ShimError
+
+HOST = "host"  # the owner name of drivers running on the host (harness mode)
+
+
+class PolicyError(ShimError):
+    """A policy setting that cannot be applied."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"policy {what}: {reason}")
+        self.what = what
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    max_freezes: int = MAX_FREEZES
+    window_s: float = FREEZE_WINDOW_S
+    retry_hint_ms: int = RETRY_HINT_MS
+    lockout: bool = True  # False only to show that the ordering checks catch its absence
+    errinjct: bool = False  # guests may inject errors on their own PEs
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_freezes, bool) or not 0 <= self.max_freezes <= 1_000_000:
+            raise PolicyError("max_freezes", "must be an integer 0..1000000")
+        if not 0 < self.window_s <= 10 * 365 * 86400:
+            raise PolicyError("window_s", "must be a positive number of seconds")
+        if isinstance(self.retry_hint_ms, bool) or not 1 <= self.retry_hint_ms <= 3_600_000:
+            raise PolicyError("retry_hint_ms", "must be an integer 1..3600000")
+
+
+def _code(pe: Pe) -> PeState:
+    return PeState(int(pe.status().code))
+
+
+class PeFlag(enum.Flag):
+    NONE = 0
+    ISOLATED = enum.auto()
+    RECOVERING = enum.auto()
+    LOCKED_OUT = enum.auto()
+    PERMANENT = enum.auto()
+
+    def names(self) -> list[str]:
+        return [f.name.lower().replace("_", "-") for f in PeFlag
+                if f and f in self and f.name is not None]
+
+
+@dataclass
+class FreezeCounter:
+    """Linux's rule: count freezes in a window that starts at the first one."""
+
+    window_start: float | None = None
+    count: int = 0
+    total: int = 0
+
+    def add(self, now: float, window_s: float) -> int:
+        if self.window_start is None or now - self.window_start > window_s:
+            self.window_start = now
+            self.count = 0
+        self.count += 1
+        self.total += 1
+        return self.count
+
+
+@dataclass
+class PeRecord:
+    pe: Pe
+    owner: str | None
+    flags: PeFlag = PeFlag.NONE
+    freezes: FreezeCounter = field(default_factory=FreezeCounter)
+
+    @property
+    def name(self) -> str:
+        return self.pe.name
+
+    @property
+    def address(self) -> int:
+        return self.pe.address
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A decision or event of the policy: pushed to `owners` as `event` (if not None),
+    always recorded in the timeline as `kind`."""
+
+    kind: str
+    pe: str | None
+    address: int | None
+    data: Mapping[str, Any]
+    owners: tuple[str, ...] = ()
+    event: str | None = None  # the hcall event name pushed to the owners
+
+
+@dataclass(frozen=True)
+class StateReply:
+    state: PeState
+    retry_ms: int
+    flags: PeFlag
+
+
+@dataclass(frozen=True)
+class CallResult:
+    status: Status
+    retry_ms: int = 0
+    why: str = ""
+    ret: Mapping[str, Any] = field(default_factory=dict)
+
+
+class PePolicy:
+    def __init__(self, adapter: Adapter, owners: Mapping[str, str], *,
+                 config: PolicyConfig | None = None, clock: Callable[[], float],
+                 notify: Callable[[Notice], None], enabled_vfs: int | None = None) -> None:
+        """`owners`: function name ("pf", "vf3") -> owner (guest name or HOST)."""
+        self.adapter = adapter
+        self.config = config or PolicyConfig()
+        self._clock = clock
+        self._notify = notify
+        self.enabled_vfs = adapter.enabled_vfs() if enabled_vfs is None else enabled_vfs
+        self.records: dict[int, PeRecord] = {}
+        for pe in adapter.pes:
+            fn = adapter.function_of(pe).name
+            self.records[pe.address] = PeRecord(pe, owners.get(fn))
+        adapter.events.add_listener(self._on_model_event)
+
+    # ------------------------------------------------------------------ lookup
+    @property
+    def adapter_record(self) -> PeRecord:
+        return self.records[self.adapter.pes.adapter.address]
+
+    def record(self, address: int) -> PeRecord | None:
+        return self.records.get(address)
+
+    def by_name(self, name: str) -> PeRecord | None:
+        for rec in self.records.values():
+            if rec.name == name:
+                return rec
+        return None
+
+    def vf_records(self) -> list[PeRecord]:
+        return [self.records[pe.address] for pe in self.adapter.pes.vfs]
+
+    def set_config(self, **changes: Any) -> PolicyConfig:
+        self.config = replace(self.config, **changes)
+        self._emit("policy-set", None, dict(max_freezes=self.config.max_freezes,
+                                            window_s=self.config.window_s))
+        return self.config
+
+    # ------------------------------------------------------------------ model events
+    def _on_model_event(self, ev: Event) -> None:
+        if ev.kind is EventKind.PE_FROZEN and ev.pe is not None:
+            origin = ev.data.get("origin", ev.pe)
+            if origin == ev.pe:  # a PE's own freeze; side-effects follow from it
+                self._frozen(self.records[ev.pe], str(ev.data.get("reason", "")))
+        elif ev.kind is EventKind.PE_RESET_DONE and ev.pe is not None:
+            rec = self.records[ev.pe]
+            self._emit("pe-reset-done", rec, {"reset": ev.data.get("reset")},
+                       event="pe-reset-done", owners=self._owners_below(rec))
+            self._refresh_isolated()
+
+    def _owners_below(self, rec: PeRecord) -> tuple[str, ...]:
+        owners = [rec.owner] + [self.records[d.address].owner for d in rec.pe.descendants()]
+        return tuple(dict.fromkeys(o for o in owners if o is not None))
+
+    def _frozen(self, rec: PeRecord, reason: str) -> None:
+        now = self._clock()
+        count = rec.freezes.add(now, self.config.window_s)
+        affected = [rec] + [self.records[d.address] for d in rec.pe.descendants()]
+        for r in affected:
+            r.flags |= PeFlag.ISOLATED | PeFlag.RECOVERING
+        lockout = rec.pe.kind is PeKind.ADAPTER and self.config.lockout
+        if lockout:
+            for r in affected[1:]:
+                r.flags |= PeFlag.LOCKED_OUT
+        self._emit("pe-frozen", rec, {"reason": reason, "freeze_count": count,
+                                      "window_count": count, "side_effect": False,
+                                      "origin": rec.address, "locked_out": False},
+                   event="pe-frozen", owners=(rec.owner,) if rec.owner else ())
+        for r in affected[1:]:
+            self._emit("pe-frozen", r, {"reason": reason, "side_effect": True,
+                                        "origin": rec.address, "freeze_count": count,
+                                        "locked_out": lockout},
+                       event="pe-frozen", owners=(r.owner,) if r.owner else ())
+        if lockout:
+            self._emit("lockout-start", rec, {"vf_pes": [r.address for r in affected[1:]]})
+        if count > self.config.max_freezes:
+            for r in affected:
+                r.flags = (r.flags | PeFlag.PERMANENT) & ~PeFlag.LOCKED_OUT
+                self._emit("permanent-failure", r,
+                           {"freeze_count": count, "max_freezes": self.config.max_freezes,
+                            "window_s": self.config.window_s, "origin": rec.address},
+                           event="permanent-failure", owners=(r.owner,) if r.owner else ())
+
+    def _refresh_isolated(self) -> None:
+        for rec in self.records.values():
+            if PeFlag.ISOLATED in rec.flags and not rec.flags & (
+                    PeFlag.PERMANENT | PeFlag.LOCKED_OUT) \
+                    and _code(rec.pe) is PeState.NORMAL:
+                rec.flags &= ~PeFlag.ISOLATED
+                self._emit("pe-thawed", rec, {})
+
+    # ------------------------------------------------------------------ state
+    def state(self, rec: PeRecord) -> StateReply:
+        if PeFlag.PERMANENT in rec.flags:
+            return StateReply(PeState.UNAVAILABLE, 0, rec.flags)
+        if PeFlag.LOCKED_OUT in rec.flags:
+            return StateReply(PeState.UNAVAILABLE, self.config.retry_hint_ms, rec.flags)
+        status = rec.pe.status()
+        return StateReply(PeState(int(status.code)), status.unavailable_ms, rec.flags)
+
+    def _gate(self, rec: PeRecord) -> CallResult | None:
+        """The answer for a PE that may not be acted on now, or None."""
+        if PeFlag.PERMANENT in rec.flags:
+            return CallResult(Status.HW_ERROR, why="the PE is permanently failed")
+        if PeFlag.LOCKED_OUT in rec.flags:
+            self._emit("unfreeze-refused", rec, {"retry_ms": self.config.retry_hint_ms})
+            return CallResult(Status.BUSY, self.config.retry_hint_ms,
+                              "locked out until the adapter has recovered")
+        return None
+
+    # ------------------------------------------------------------------ calls
+    def set_eeh_option(self, rec: PeRecord, option: int) -> CallResult:
+        try:
+            opt = EehOption(option)
+        except ValueError:
+            return CallResult(Status.PARAM_ERROR, why=f"unknown option {option}")
+        if opt in (EehOption.DISABLE, EehOption.ENABLE):
+            return CallResult(Status.SUCCESS)  # EEH is always on for this adapter
+        gated = self._gate(rec)
+        if gated is not None:
+            return gated
+        pe = rec.pe
+        op = pe.thaw_mmio if opt is EehOption.THAW_MMIO else pe.thaw_dma
+        result = int(op())
+        if result != 0:
+            return CallResult(Status(result), why=f"PE in state {int(pe.status().code)}")
+        self._emit("mmio-thawed" if opt is EehOption.THAW_MMIO else "dma-thawed", rec,
+                   {"state": int(pe.status().code)})
+        self._refresh_isolated()
+        return CallResult(Status.SUCCESS)
+
+    def set_slot_reset(self, rec: PeRecord, function: int) -> CallResult:
+        try:
+            fn = SlotReset(function)
+        except ValueError:
+            return CallResult(Status.PARAM_ERROR, why=f"unknown reset function {function}")
+        gated = self._gate(rec)
+        if gated is not None:
+            return gated
+        pe = rec.pe
+        if fn is SlotReset.DEACTIVATE:
+            result = int(pe.deactivate_reset())
+        else:
+            result = int(pe.activate_reset(int(fn)))
+        if result != 0:
+            return CallResult(Status(result), why=f"PE in state {int(pe.status().code)}")
+        self._emit("reset-" + fn.name.lower(), rec, {})
+        return CallResult(Status.SUCCESS)
+
+    def configure_pe(self, rec: PeRecord) -> CallResult:
+        gated = self._gate(rec)
+        if gated is not None:
+            return gated
+        code = _code(rec.pe)
+        if code in (PeState.RESET, PeState.UNAVAILABLE):
+            return CallResult(Status.UNEXPECTED_STATE, why=f"PE in state {int(code)}")
+        if rec.pe.kind is PeKind.ADAPTER and self.enabled_vfs:
+            pf = self.adapter.pf
+            if not (pf.sriov_enabled and pf.num_vfs == self.enabled_vfs):
+                pf.enable_vfs(self.enabled_vfs)
+        self._emit("configured", rec, {"vfs": self.adapter.enabled_vfs()})
+        return CallResult(Status.SUCCESS)
+
+    def allow_unfreeze(self, adapter_rec: PeRecord, vf_addresses: Iterable[int]) -> CallResult:
+        if adapter_rec.pe.kind is not PeKind.ADAPTER:
+            return CallResult(Status.PARAM_ERROR, why="not the adapter PE")
+        if PeFlag.PERMANENT in adapter_rec.flags:
+            return CallResult(Status.HW_ERROR, why="the adapter PE is permanently failed")
+        targets: list[PeRecord] = []
+        for addr in vf_addresses:
+            rec = self.records.get(addr)
+            if rec is None or rec.pe.kind is not PeKind.VF:
+                return CallResult(Status.PARAM_ERROR, why=f"no VF PE at {addr:#x}")
+            targets.append(rec)
+        if _code(adapter_rec.pe) is not PeState.NORMAL:
+            return CallResult(Status.UNEXPECTED_STATE,
+                              why="the adapter PE has not recovered (state "
+                                  f"{int(adapter_rec.pe.status().code)})")
+        allowed = []
+        self._emit("allow-unfreeze", adapter_rec, {"vf_pes": [r.address for r in targets]})
+        for rec in targets:
+            if PeFlag.LOCKED_OUT in rec.flags:
+                rec.flags &= ~PeFlag.LOCKED_OUT
+                allowed.append(rec.address)
+                self._emit("lockout-lifted", rec, {}, event="lockout-lifted",
+                           owners=(rec.owner,) if rec.owner else ())
+        adapter_rec.flags &= ~PeFlag.RECOVERING
+        self._refresh_isolated()
+        return CallResult(Status.SUCCESS, ret={"allowed": allowed})
+
+    def recovered(self, rec: PeRecord) -> None:
+        """The owner's driver reports the PE recovered."""
+        if PeFlag.PERMANENT not in rec.flags:
+            rec.flags &= ~PeFlag.RECOVERING
+
+    def clear_permanent(self, rec: PeRecord) -> None:
+        """Operator action (console): forget a permanent failure and its freeze count."""
+        for r in [rec] + [self.records[d.address] for d in rec.pe.descendants()]:
+            r.flags &= ~PeFlag.PERMANENT
+            r.freezes = FreezeCounter()
+        self._emit("permanent-cleared", rec, {})
+
+    # ------------------------------------------------------------------ notices
+    def _emit(self, kind: str, rec: PeRecord | None, data: Mapping[str, Any], *,
+              event: str | None = None, owners: tuple[str, ...] = ()) -> None:
+        self._notify(Notice(kind, rec.name if rec else None, rec.address if rec else None,
+                            dict(data), owners, event))

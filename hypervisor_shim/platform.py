@@ -1,0 +1,216 @@
+"""The platform for one adapter: the device model, its PE policy and the guests' channels.
+
+    with Platform(PlatformConfig.from_topology(topo), run_dir) as plat:
+        plat.hcall_path("g1")          # the unix socket of g1's platform channel
+        plat.inject_adapter_error()    # what the console's eeh-inject does
+        plat.timeline.entries          # everything, in order
+
+Everything that touches the model or the policy runs on the device model's loop thread
+(`AdapterHost`): the vfio-user server, the policy's reaction to model events, the
+platform calls. `call(fn)` runs `fn` there from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from device_model import Event, ResetTiming
+from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
+from hypervisor_shim.errors import ShimError
+from hypervisor_shim.hcall.calls import PlatformCalls
+from hypervisor_shim.hcall.server import HcallServer
+from hypervisor_shim.pe import HOST, Notice, PePolicy, PolicyConfig
+from hypervisor_shim.timeline import Timeline
+from hypervisor_shim.topology import Topology, format_mac
+
+T = TypeVar("T")
+
+
+class PlatformError(ShimError):
+    """A platform request that cannot be carried out (unknown PE or owner, bad kind)."""
+
+
+@dataclass(frozen=True)
+class VfSettings:
+    mac: str
+    vlan: int | None
+    mtu: int
+    anti_spoof: bool = False
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    total_vfs: int = 8
+    enabled_vfs: int = 8
+    timing: ResetTiming = ResetTiming.FAST
+    owners: Mapping[str, str] = field(default_factory=dict)  # function -> owner
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    vf_settings: Mapping[int, VfSettings] = field(default_factory=dict)
+    handlers: Mapping[str, bool] = field(default_factory=dict)  # owner -> has handlers
+    host_cpus: tuple[int, ...] | None = ()
+
+    @classmethod
+    def from_topology(cls, topo: Topology, **changes: Any) -> PlatformConfig:
+        owners = {}
+        for fn in topo.all_functions:
+            owner = topo.owner_of(fn)
+            if owner is not None:
+                owners[fn] = owner
+        vfs = {}
+        for n in range(topo.adapter.enabled_vfs):
+            c = topo.vf_config(n)
+            assert c.mac is not None and c.mtu is not None
+            vfs[n] = VfSettings(format_mac(c.mac), c.vlan, c.mtu, bool(c.anti_spoof))
+        p = topo.policy
+        cfg = cls(total_vfs=topo.adapter.total_vfs, enabled_vfs=topo.adapter.enabled_vfs,
+                  timing=topo.reset_timing, owners=owners,
+                  policy=PolicyConfig(max_freezes=p.max_freezes, window_s=p.window_s,
+                                      retry_hint_ms=p.retry_hint_ms, errinjct=p.errinjct),
+                  vf_settings=vfs, handlers={g.name: g.handlers for g in topo.guests})
+        return dataclasses.replace(cfg, **changes)
+
+    @property
+    def owner_names(self) -> list[str]:
+        return sorted(set(self.owners.values()))
+
+
+class Platform:
+    def __init__(self, cfg: PlatformConfig, run_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.timeline = Timeline(run_dir / "events.jsonl" if run_dir is not None else None)
+        self.host = AdapterHost(AdapterHostConfig(
+            total_vfs=cfg.total_vfs, enabled_vfs=cfg.enabled_vfs, timing=cfg.timing,
+            host_cpus=cfg.host_cpus))
+        self.adapter = self.host.adapter
+        self.chan_dir = Path(tempfile.mkdtemp(prefix="eeh-hcall-"))
+        self.slots: dict[str, int] = {}  # function -> the guest's PCIe slot (VM mode)
+        self.notice_listeners: list[Callable[[Notice], None]] = []
+        self.policy = PePolicy(self.adapter, cfg.owners, config=cfg.policy,
+                               clock=self.adapter.clock.now, notify=self._notice,
+                               enabled_vfs=cfg.enabled_vfs)
+        self.calls = PlatformCalls(self.policy, self.timeline, self.directory)
+        self.server = HcallServer(self.calls, self.timeline)
+        self.adapter.events.add_listener(self._model_event)
+        self._paths: dict[str, Path] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Platform:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.host.__enter__()
+        try:
+            for owner in self.cfg.owner_names:
+                self.add_channel(owner)
+        except BaseException:
+            self.stop()
+            raise
+        self.timeline.record("shim", "platform-started",
+                             data={"owners": dict(self.cfg.owners),
+                                   "enabled_vfs": self.cfg.enabled_vfs,
+                                   "timing": dataclasses.asdict(self.cfg.timing)})
+
+    def stop(self) -> None:
+        if self.host.server.loop.is_running():
+            fut = asyncio.run_coroutine_threadsafe(self.server.close(), self.host.server.loop)
+            try:
+                fut.result(timeout=10)
+            except Exception:
+                pass
+        self.host.__exit__(None, None, None)
+        shutil.rmtree(self.chan_dir, ignore_errors=True)
+        self.timeline.close()
+
+    def add_channel(self, owner: str) -> Path:
+        """Serve a platform channel for `owner` (a guest, HOST, or any test identity)."""
+        path = self.chan_dir / f"{owner}.hcall"
+        fut = asyncio.run_coroutine_threadsafe(self.server.listen(owner, path),
+                                               self.host.server.loop)
+        self._paths[owner] = fut.result(timeout=10)
+        return path
+
+    def hcall_path(self, owner: str) -> Path:
+        try:
+            return self._paths[owner]
+        except KeyError:
+            raise PlatformError(f"no platform channel for {owner!r}") from None
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the device model's loop thread and return its result."""
+        return self.host.call(fn)
+
+    # ------------------------------------------------------------------ directory
+    def directory(self, owner: str) -> list[dict[str, Any]]:
+        """What `query-functions` tells `owner`: the functions it holds and where."""
+        out = []
+        for fn in self.adapter.functions():
+            if self.cfg.owners.get(fn.name) != owner:
+                continue
+            vf = getattr(fn, "index", None)
+            entry: dict[str, Any] = {
+                "name": fn.name, "kind": "vf" if vf is not None else "pf", "vf": vf,
+                "addr": fn.pe.address, "pe": fn.pe.address,
+                "slot": self.slots.get(fn.name),
+                "socket": str(self.host.server.paths[fn.name]) if owner == HOST
+                or self.slots.get(fn.name) is None else None,
+                "handlers": self.cfg.handlers.get(owner, True),
+            }
+            if vf is not None and vf in self.cfg.vf_settings:
+                entry["config"] = dataclasses.asdict(self.cfg.vf_settings[vf])
+            if vf is None:
+                entry["adapter"] = {
+                    "num_vfs": self.cfg.enabled_vfs,
+                    "vf_pes": [pe.address for pe in self.adapter.pes.vfs[:self.cfg.enabled_vfs]],
+                    "vfs": [dict(vf=n, **dataclasses.asdict(s))
+                            for n, s in sorted(self.cfg.vf_settings.items())]}
+            out.append(entry)
+        return out
+
+    # ------------------------------------------------------------------ events
+    def _model_event(self, ev: Event) -> None:
+        rec = self.policy.record(ev.pe) if ev.pe is not None else None
+        self.timeline.record("model", ev.kind.value, pe=rec.name if rec else None,
+                             data={k: v for k, v in ev.data.items()}
+                             | ({"function": ev.function} if ev.function else {}), t=ev.time)
+
+    def _notice(self, n: Notice) -> None:
+        self.timeline.record("policy", n.kind, pe=n.pe,
+                             data=dict(n.data) | ({"to": list(n.owners)} if n.event else {}))
+        self.server.push(n)
+        for listener in list(self.notice_listeners):
+            try:
+                listener(n)
+            except Exception:
+                pass
+
+    # ------------------------------------------------------------------ operator actions
+    def inject_adapter_error(self, detail: str = "operator: adapter fatal error") -> int:
+        return self.call(lambda: self.adapter.inject_adapter_fatal(detail).seq)
+
+    def inject_vf_error(self, index: int, detail: str = "operator: VF error") -> int:
+        if not 0 <= index < self.cfg.total_vfs:
+            raise PlatformError(f"no vf{index}")
+        return self.call(lambda: self.adapter.inject_vf_error(index, detail).seq)
+
+    def pe_states(self) -> dict[str, dict[str, Any]]:
+        def read() -> dict[str, dict[str, Any]]:
+            out = {}
+            for rec in self.policy.records.values():
+                st = self.policy.state(rec)
+                out[rec.name] = {"state": int(st.state), "retry_ms": st.retry_ms,
+                                 "flags": st.flags.names(), "owner": rec.owner,
+                                 "freeze_count": rec.freezes.total}
+            return out
+        return self.call(read)
