@@ -1,0 +1,122 @@
+"""A topology brought up in real guests: the platform, one QEMU per guest, the console.
+
+    async with System(topo, run_dir, assets, accel="tcg") as sys_:
+        sys_.console.platform_path       # qmp-shell this
+        sys_.machines["g1"]              # hypervisor_shim.vm.machine.Machine
+        sys_.platform.timeline           # events.jsonl
+
+Each guest gets its functions cold-plugged on its own PCIe root ports (function i of the
+guest on root port rp<i>, slot i + 1: `query-functions` tells the guest the slot), a
+virtio-serial port named `eeh.hcall` connected to its platform channel, and runs
+`guest_command(guest)` (by default the drivers' agent). Guests boot in parallel. The
+console's sockets live in a short temporary directory; `consoles.json` in the run
+directory says where. Leaving the block stops the guests, the console and the platform,
+on success, failure, timeout or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from hypervisor_shim.console.console import Console
+from hypervisor_shim.platform import Platform, PlatformConfig
+from hypervisor_shim.platform_api import PlatformConsoleApi
+from hypervisor_shim.topology import GuestSpec, Topology
+from hypervisor_shim.vm.assets import REPO, GuestAssets
+from hypervisor_shim.vm.config import MachineConfig
+from hypervisor_shim.vm.machine import Machine
+
+HCALL_PORT = "eeh.hcall"
+AGENT_COMMAND = "python3 -m guest_drivers.agent"
+
+
+def hcall_args(socket: Path) -> tuple[str, ...]:
+    """QEMU arguments for the guest's platform-call port (QEMU connects to `socket`)."""
+    return ("-device", "virtio-serial-pci,id=hcallbus",
+            "-chardev", f"socket,id=hcall,path={socket}",
+            "-device", f"virtserialport,bus=hcallbus.0,chardev=hcall,name={HCALL_PORT}")
+
+
+class System:
+    def __init__(self, topo: Topology, run_dir: Path, assets: GuestAssets, *,
+                 accel: str = "tcg",
+                 guest_command: Callable[[GuestSpec], str] | None = None,
+                 platform_config: PlatformConfig | None = None,
+                 boot_timeout: float = 180.0) -> None:
+        self.topo = topo
+        self.run_dir = run_dir
+        self.assets = assets
+        self.accel = accel
+        self.guest_command = guest_command or (lambda g: AGENT_COMMAND)
+        self.boot_timeout = boot_timeout
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg = platform_config or PlatformConfig.from_topology(topo, host_cpus=())
+        self.platform = Platform(cfg, run_dir)
+        self.console_dir = Path(tempfile.mkdtemp(prefix="eeh-console-"))
+        self.console = Console(self.console_dir, PlatformConsoleApi(self.platform))
+        self.machines: dict[str, Machine] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> System:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._stop()
+
+    async def _start(self) -> None:
+        plat = self.platform
+        await asyncio.to_thread(plat.start)
+        await self.console.start()
+        host = plat.host
+        pending = []
+        for g in self.topo.guests:
+            for i, fn in enumerate(g.functions):
+                plat.slots[fn] = i + 1  # root port rp<i> has slot i + 1 (vm.config)
+            base = MachineConfig(name=g.name, memory_mib=g.memory_mib, cpus=g.cpus,
+                                 accel=self.accel, boot_timeout=self.boot_timeout,
+                                 extra_args=hcall_args(plat.hcall_path(g.name)))
+            cfg = host.machine_config(base, list(g.functions))
+            vm = Machine(cfg, self.assets, run_dir=self.run_dir / g.name, repo=REPO,
+                         command=self.guest_command(g))
+            pending.append((g.name, vm))
+        plat.timeline.record("shim", "guests-starting", data={"guests": [n for n, _ in pending]})
+        results = await asyncio.gather(
+            *(self._stack.enter_async_context(vm) for _, vm in pending),
+            return_exceptions=True)
+        for (name, vm), res in zip(pending, results, strict=True):
+            if isinstance(res, BaseException):
+                raise res
+            self.machines[name] = vm
+            plat.timeline.record("shim", "guest-ready", owner=name,
+                                 data={"ready_s": vm.summary.get("ready_s")})
+            await self.console.add_guest(name, vm)
+        self._write_consoles()
+
+    def _write_consoles(self) -> None:
+        info: dict[str, Any] = {"platform": str(self.console.platform_path),
+                                "guests": {n: str(self.console.path(n)) for n in self.machines},
+                                "events": str(self.run_dir / "events.jsonl")}
+        (self.run_dir / "consoles.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    async def _stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.console.stop()
+        try:
+            await self._stack.aclose()
+        finally:
+            await asyncio.to_thread(self.platform.stop)
+            shutil.rmtree(self.console_dir, ignore_errors=True)
