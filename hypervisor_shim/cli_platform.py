@@ -114,7 +114,7 @@ async def inject(args: argparse.Namespace) -> int:
     try:
         result = await _qmp(find_console(args), "eeh-inject", qargs)
     except ExecuteError as e:
-        raise ShimError(f"eeh-inject refused: {e.error.desc}") from None
+        raise ShimError(f"eeh-inject refused: {e.error.error.desc}") from None
     print(json.dumps(result))
     return 0
 
