@@ -13,6 +13,7 @@ import mmap
 import os
 import struct
 
+from guest_drivers.platform.base import DmaUnavailable
 from guest_drivers.platform.errors import AccessError, PlatformError, translate
 
 PAGE = mmap.PAGESIZE
@@ -55,3 +56,73 @@ def virt_to_phys(virt: int) -> int:
     if not entry & _PRESENT or pfn == 0:
         raise PlatformError(f"page at 0x{virt:x} not present or PFN hidden (need root)")
     return pfn * PAGE + virt % PAGE
+
+
+MAP_HUGETLB = 0x40000  # Linux; not exported by Python's mmap module
+HUGE_PAGE = 2 << 20
+_NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
+
+
+class HugePage:
+    """One locked 2 MiB hugepage: physically contiguous, for buffers above 4 KiB."""
+
+    def __init__(self) -> None:
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_HUGETLB
+        try:
+            self.buf = mmap.mmap(-1, HUGE_PAGE, flags, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as e:
+            raise translate("mmap", "hugepage", e) from e
+        self.buf[0:PAGE] = bytes(PAGE)  # fault it in
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(self.buf))
+        if _libc().mlock(ctypes.c_void_p(addr), ctypes.c_size_t(HUGE_PAGE)) != 0:
+            raise AccessError("mlock", "hugepage", ctypes.get_errno())
+        self.virt = addr
+        self.phys = virt_to_phys(addr)
+
+
+def reserve_hugepage() -> bool:
+    """Ask the kernel for one more hugepage (root); True if the pool grew."""
+    try:
+        with open(_NR_HUGEPAGES) as f:
+            before = int(f.read().strip() or 0)
+        with open(_NR_HUGEPAGES, "w") as f:
+            f.write(str(before + 1))
+        with open(_NR_HUGEPAGES) as f:
+            return int(f.read().strip() or 0) > before
+    except (OSError, ValueError):
+        return False
+
+
+class PagePool:
+    """A DmaAllocator's page source in a guest: locked 4 KiB pages one by one (never
+    assumed contiguous with each other), and 2 MiB hugepages for larger buffers."""
+
+    def __init__(self) -> None:
+        self.pages: list[DmaPage] = []  # kept alive: the device DMAs to them
+        self.huge: list[HugePage] = []
+        self._huge_fill = HUGE_PAGE
+
+    def page(self) -> tuple[mmap.mmap, int, int]:
+        p = DmaPage()
+        self.pages.append(p)
+        return p.buf, 0, p.phys
+
+    def contiguous(self, size: int) -> tuple[mmap.mmap, int, int]:
+        if size > HUGE_PAGE:
+            raise DmaUnavailable(f"{size} bytes contiguous: more than a hugepage")
+        start = (self._huge_fill + 63) & ~63
+        if not self.huge or start + size > HUGE_PAGE:
+            try:
+                hp = HugePage()
+            except PlatformError:
+                if not reserve_hugepage():
+                    raise DmaUnavailable("no hugepage for a buffer above 4 KiB") from None
+                try:
+                    hp = HugePage()
+                except PlatformError as e:
+                    raise DmaUnavailable(f"no hugepage: {e}") from None
+            self.huge.append(hp)
+            start = 0
+        hp = self.huge[-1]
+        self._huge_fill = start + size
+        return hp.buf, start, hp.phys + start

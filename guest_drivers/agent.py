@@ -1,0 +1,307 @@
+"""The guest's driver agent: `python3 -m guest_drivers.agent` (root, inside a guest).
+
+One process runs every driver of the partition, each on its own thread (a virtio port
+opens for one process only, so they share one platform channel):
+
+1. open the platform channel (the virtio-serial port `eeh.hcall`, or --port);
+2. `query-functions`: which functions this partition owns;
+3. the adapter (PF) driver first, if the partition owns the PF, then a VF driver per VF
+   (probed in parallel; a VF waits for its mailbox's "PF reset done");
+4. print `drivers ready: <names>` and run until SIGTERM/SIGINT (or --duration);
+   optionally a traffic loop (--traffic PPS: every VF sends PPS frames a second to the
+   uplink and counts what it receives);
+5. on the way out: `drivers stopped` and `summary: <JSON>` (every driver's counters),
+   also written to --summary FILE.
+
+Hot-plug: a driver without error handlers is detached when the platform removes its
+function (udev `remove` in a guest, `function-removed` in the harness) and probed again
+when it comes back. `python -m guest_drivers.harness` runs the same agent on the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from guest_drivers.driver import Driver, DriverError, DriverState
+from guest_drivers.pf import PfDriver
+from guest_drivers.platform.base import FunctionInfo, PlatformBackend
+from guest_drivers.platform.errors import PlatformError
+from guest_drivers.poll import PollConfig
+from guest_drivers.services import Services
+from guest_drivers.vf import VfDriver
+
+log = logging.getLogger("guest_drivers.agent")
+
+TRAFFIC_DST = bytes.fromhex("02feeeeeee01")  # unknown unicast: the switch sends it uplink
+TRAFFIC_ETHERTYPE = b"\x88\xb5"  # IEEE local experimental
+
+
+class Agent:
+    def __init__(self, backend: PlatformBackend, *, handlers: bool | None = None,
+                 vfs: int | None = None, poll: PollConfig | None = None,
+                 echo: Callable[[str], None] | None = None,
+                 vf_options: dict[str, Any] | None = None) -> None:
+        """`handlers`: None follows each function's `handlers` from query-functions;
+        `vfs`: drive at most this many of the partition's VFs (lowest numbers first)."""
+        self.backend = backend
+        self.services = Services(backend.channel, echo=echo)
+        self.handlers = handlers
+        self.vf_limit = vfs
+        self.poll = poll
+        self.vf_options = dict(vf_options or {})
+        self.infos: dict[str, FunctionInfo] = {}
+        self.drivers: dict[str, Driver] = {}
+        self.failed: dict[str, str] = {}
+        self.hotplug_log: list[tuple[float, str, str, str]] = []
+        self._hotplug: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self._hotplug_thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, probe_timeout: float = 120.0) -> list[str]:
+        infos = self.backend.query_functions()
+        self.infos = {i.name: i for i in infos}
+        pfs = [i for i in infos if i.kind == "pf"]
+        vfs = sorted((i for i in infos if i.kind == "vf"), key=lambda i: i.vf or 0)
+        if self.vf_limit is not None:
+            vfs = vfs[:self.vf_limit]
+        for info in pfs:  # the adapter first: VFs wait for its "PF reset done"
+            self._start_driver(info, probe_timeout)
+        started = [d for d in (self._create(i) for i in vfs) if d is not None]
+        for d in started:
+            d.start(wait=None)
+        for d in started:
+            try:
+                d.wait_probed(probe_timeout)
+            except DriverError as e:
+                self.failed[d.name] = str(e)
+                log.error("%s", e)
+        self.backend.watch_hotplug(self._on_hotplug)
+        self._hotplug_thread = threading.Thread(target=self._hotplug_loop, name="hotplug",
+                                                daemon=True)
+        self._hotplug_thread.start()
+        return self.ready()
+
+    def ready(self) -> list[str]:
+        return [n for n, d in self.drivers.items() if d.state in
+                (DriverState.UP, DriverState.RECOVERING)]
+
+    def _create(self, info: FunctionInfo) -> Driver | None:
+        try:
+            fn = self.backend.open_function(info)
+        except PlatformError as e:
+            self.failed[info.name] = str(e)
+            log.error("%s: %s", info.name, e)
+            return None
+        d: Driver
+        if info.kind == "pf":
+            d = PfDriver(fn, self.services, poll=self.poll)
+        else:
+            handlers = info.handlers if self.handlers is None else self.handlers
+            d = VfDriver(fn, self.services, handlers=handlers, poll=self.poll,
+                         **self.vf_options)
+        self.drivers[info.name] = d
+        return d
+
+    def _start_driver(self, info: FunctionInfo, timeout: float) -> None:
+        d = self._create(info)
+        if d is None:
+            return
+        try:
+            d.start(wait=timeout)
+        except DriverError as e:
+            self.failed[info.name] = str(e)
+            log.error("%s", e)
+
+    def stop(self) -> None:
+        self._hotplug.put(None)
+        if self._hotplug_thread is not None:
+            self._hotplug_thread.join(10)
+        # VFs first: the adapter driver outlives them
+        for d in sorted(self.drivers.values(), key=lambda d: d.kind == "pf"):
+            d.stop()
+        for d in self.drivers.values():
+            try:
+                d.fn.close()
+            except Exception:
+                pass
+        self.services.close()
+
+    # ------------------------------------------------------------------ hot-plug
+    def _on_hotplug(self, kind: str, name: str) -> None:
+        # called on the channel's reader (or udev) thread: a probe makes platform calls,
+        # whose replies that very thread delivers, so the work is done elsewhere
+        self._hotplug.put((kind, name))
+
+    def _hotplug_loop(self) -> None:
+        while True:
+            item = self._hotplug.get()
+            if item is None:
+                return
+            kind, name = item
+            try:
+                self._handle_hotplug(kind, name)
+            except Exception as e:
+                log.exception("hot-plug %s %s failed", kind, name)
+                self.hotplug_log.append((time.monotonic(), kind, name, f"failed: {e}"))
+
+    def _handle_hotplug(self, kind: str, name: str) -> None:
+        d = self.drivers.get(name)
+        info = self.infos.get(name)
+        if info is None:
+            return
+        if kind == "removed":
+            if d is not None and d.state is not DriverState.DETACHED:
+                d.detach("removed by the platform")
+                self.hotplug_log.append((time.monotonic(), kind, name, "detached"))
+        elif kind == "added":
+            if d is not None and d.state not in (DriverState.DETACHED, DriverState.FAILED,
+                                                 DriverState.STOPPED):
+                return
+            fn = self.backend.open_function(info)
+            if d is None:
+                d = self._create(info)
+                if d is not None:
+                    d.start()
+            else:
+                d.reattach(fn)
+            self.hotplug_log.append((time.monotonic(), kind, name, "probed"))
+
+    # ------------------------------------------------------------------ reporting
+    def vf_drivers(self) -> list[VfDriver]:
+        return [d for d in self.drivers.values() if isinstance(d, VfDriver)]
+
+    def summary(self) -> dict[str, Any]:
+        return {"drivers": {n: d.counters() for n, d in self.drivers.items()},
+                "failed": dict(self.failed),
+                "hotplug": [list(h) for h in self.hotplug_log],
+                "reports": {"sent": self.services.reports_sent,
+                            "failed": self.services.reports_failed}}
+
+
+class TrafficLoop:
+    """Every VF sends `pps` frames a second to the uplink and drains what it receives."""
+
+    def __init__(self, agent: Agent, pps: float, dst: bytes = TRAFFIC_DST) -> None:
+        self.agent = agent
+        self.period = 1.0 / pps
+        self.dst = dst
+        self.sent = 0
+        self.refused = 0
+        self.received = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        seq = 0
+        while not self._stop.wait(self.period):
+            seq += 1
+            for vf in self.agent.vf_drivers():
+                if vf.state is not DriverState.UP and vf.state is not DriverState.RECOVERING:
+                    continue
+                payload = f"{vf.name} {seq}".encode().ljust(46, b".")
+                if vf.send(self.dst + vf.mac + TRAFFIC_ETHERTYPE + payload):
+                    self.sent += 1
+                else:
+                    self.refused += 1
+                self.received += len(vf.recv())
+
+
+# ---------------------------------------------------------------------- command line
+def arguments(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--no-handlers", dest="handlers", action="store_const", const=False,
+                   default=None, help="VF drivers without error handlers (default: as the "
+                                      "platform's query-functions says)")
+    p.add_argument("--handlers", dest="handlers", action="store_const", const=True,
+                   help="VF drivers with error handlers, whatever the platform says")
+    p.add_argument("--vfs", type=int, default=None, help="drive at most N of the VFs")
+    p.add_argument("--traffic", type=float, default=0.0, metavar="PPS",
+                   help="each VF sends PPS frames a second to the uplink")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop after S seconds (default: at SIGTERM/SIGINT)")
+    p.add_argument("--summary", default=None, metavar="FILE",
+                   help="also write the summary JSON here")
+    p.add_argument("--max-sleep-ms", type=float, default=30.0,
+                   help="longest idle poll sleep (default 30)")
+    p.add_argument("--verbose", action="store_true", help="print every step reported")
+    return p
+
+
+def run(backend: PlatformBackend, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(threadName)s %(levelname)s %(message)s")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    poll = PollConfig(max_sleep_s=args.max_sleep_ms / 1000)
+    agent = Agent(backend, handlers=args.handlers, vfs=args.vfs, poll=poll,
+                  echo=(lambda s: print(s, flush=True)) if args.verbose else None)
+    try:
+        names = agent.start()
+    except (PlatformError, OSError) as e:
+        print(f"agent: {e}", file=sys.stderr, flush=True)
+        backend.close()
+        return 1
+    for name, why in agent.failed.items():
+        print(f"driver {name} failed: {why}", flush=True)
+    print(f"drivers ready: {' '.join(names)}", flush=True)
+    traffic = TrafficLoop(agent, args.traffic) if args.traffic > 0 else None
+    if traffic is not None:
+        traffic.start()
+    stop.wait(args.duration)
+    if traffic is not None:
+        traffic.stop()
+    agent.stop()
+    summary = agent.summary()
+    if traffic is not None:
+        summary["traffic"] = {"sent": traffic.sent, "refused": traffic.refused,
+                              "received": traffic.received}
+    backend.close()
+    text = json.dumps(summary, sort_keys=True, default=str)
+    print("drivers stopped", flush=True)
+    print(f"summary: {text}", flush=True)
+    if args.summary:
+        with open(args.summary, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = arguments("python3 -m guest_drivers.agent",
+                  "Run this guest's adapter and VF drivers (root, inside a guest).")
+    p.add_argument("--port", default=None,
+                   help="the platform channel's device (default: the virtio-serial port "
+                        "named eeh.hcall)")
+    args = p.parse_args(argv)
+    from guest_drivers.platform.guest import open_backend
+
+    try:
+        backend = open_backend(args.port)
+    except PlatformError as e:
+        print(f"agent: {e}", file=sys.stderr, flush=True)
+        return 1
+    return run(backend, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

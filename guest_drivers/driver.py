@@ -1,0 +1,283 @@
+"""What the PF and VF drivers share: a worker thread per function that probes, polls,
+checks the function's health and runs its PE's recovery.
+
+All hardware access of a driver happens on its worker thread (API calls from other
+threads queue their work and wake it), so the data path and recovery never race. The
+thread sleeps adaptively when idle (guest_drivers.poll). A driver with error handlers
+owns a `PeRecovery` for its PE and is woken by the platform's events; one without
+(`handlers=False`) registers as such and does nothing on an error: the platform removes
+its function and adds it back after recovery (`detach` / `reattach`).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import logging
+import threading
+import time
+from typing import Any
+
+from eeh_abi import nic
+from eeh_abi.hcall import ChannelClosed, HcallError
+from eeh_abi.papr import ChannelState, ErsResult
+from guest_drivers.platform.base import FunctionAccess, FunctionGone
+from guest_drivers.platform.errors import PlatformError
+from guest_drivers.poll import AdaptivePoller, PollConfig
+from guest_drivers.recovery import (
+    Outcome,
+    Participant,
+    PeRecovery,
+    RecoveryPolicy,
+    SavedConfig,
+)
+from guest_drivers.services import Services
+
+log = logging.getLogger("guest_drivers")
+
+ALL_ONES32 = 0xFFFFFFFF
+
+
+class DriverError(PlatformError):
+    """A driver could not do what was asked (probe failed, bad setting)."""
+
+
+class DriverState(enum.Enum):
+    NEW = "new"
+    UP = "up"
+    RECOVERING = "recovering"
+    FAILED = "failed"  # permanent failure or disconnected: does nothing any more
+    DETACHED = "detached"  # its function was removed
+    STOPPED = "stopped"
+
+
+class Driver(abc.ABC):
+    kind = "?"
+    driver_name = "eeh-?"
+    health_register = nic.STATUS  # a register that cannot read all-ones
+
+    def __init__(self, fn: FunctionAccess, services: Services, *, handlers: bool = True,
+                 poll: PollConfig | None = None, policy: RecoveryPolicy | None = None
+                 ) -> None:
+        self.fn = fn
+        self.services = services
+        self.name = fn.name
+        self.pe = fn.info.pe
+        self.addr = fn.info.addr
+        self.handlers = handlers
+        self.poll_cfg = poll or PollConfig()
+        self.policy = policy
+        self.state = DriverState.NEW
+        self.saved: SavedConfig | None = None
+        self.recovery: PeRecovery | None = None
+        self.probe_error: BaseException | None = None
+        self.probes = 0
+        self.io_errors = 0
+        self.all_ones_seen = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._probed = threading.Event()
+        self.poller = AdaptivePoller(self.poll_cfg, self._wake)
+        self._thread: threading.Thread | None = None
+        self._last_health = 0.0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.state.value}>"
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, wait: float | None = 60.0) -> None:
+        """Probe on the driver's thread, then run. With `wait`, block until the probe is
+        done and raise its error (DriverError) if it failed."""
+        if self._thread is not None and self._thread.is_alive():
+            raise DriverError(f"{self.name}: already running")
+        self._stop.clear()
+        self._probed.clear()
+        self.probe_error = None
+        self._thread = threading.Thread(target=self._main, name=f"drv-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        if wait is not None:
+            self.wait_probed(wait)
+
+    def wait_probed(self, timeout: float) -> None:
+        if not self._probed.wait(timeout):
+            raise DriverError(f"{self.name}: probe did not finish within {timeout} s")
+        if self.probe_error is not None:
+            raise DriverError(f"{self.name}: probe failed: {self.probe_error}") \
+                from self.probe_error
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the thread (the function is left as it is)."""
+        self._stop.set()
+        if self.recovery is not None:
+            self.recovery.detach()
+        self._wake.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+        if self.state not in (DriverState.FAILED, DriverState.DETACHED):
+            self.state = DriverState.STOPPED
+
+    def detach(self, reason: str) -> None:
+        """The function was removed: stop, account for what was pending, let it go."""
+        self.stop()
+        self.on_detach(reason)
+        try:
+            self.fn.close()
+        except Exception:
+            pass
+        self.state = DriverState.DETACHED
+        self.services.report("detach", self.pe, {"driver": self.name, "reason": reason})
+
+    def reattach(self, fn: FunctionAccess, wait: float | None = 60.0) -> None:
+        """The function is back (re-added by the platform): probe it again and run."""
+        self.fn = fn
+        self.pe = fn.info.pe
+        self.addr = fn.info.addr
+        self.start(wait)
+
+    # ------------------------------------------------------------------ the thread
+    def _main(self) -> None:
+        try:
+            self.probes += 1
+            self.probe()
+            self.saved = SavedConfig.save(self.fn)
+            self._register()
+            if self.handlers:
+                self.recovery = PeRecovery(
+                    self.services, self.pe, [Participant(self.name, self, self.fn, self.saved)],
+                    name=self.name, policy=self.recovery_policy(), wake=self.wake)
+                self.recovery.attach()
+            else:
+                self.recovery = None
+            self.state = DriverState.UP
+            self.services.report("probe", self.pe, {"driver": self.name,
+                                                    "handlers": self.handlers,
+                                                    **self.probe_detail()})
+        except BaseException as e:  # reported to whoever waits for the probe
+            self.probe_error = e
+            self.state = DriverState.FAILED
+            log.exception("%s: probe failed", self.name)
+            self.services.report("probe-failed", self.pe, {"driver": self.name,
+                                                           "error": repr(e)})
+            return
+        finally:
+            self._probed.set()
+        try:
+            self._loop()
+        except Exception as e:
+            log.exception("%s: driver thread failed", self.name)
+            self.state = DriverState.FAILED
+            self.services.report("driver-error", self.pe, {"driver": self.name,
+                                                           "error": repr(e)})
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            rec = self.recovery
+            if rec is not None and rec.pending:
+                self.state = DriverState.RECOVERING
+                outcome = rec.run()
+                if outcome is Outcome.ABORTED:
+                    break
+                if outcome is Outcome.DISCONNECTED:
+                    self.state = DriverState.FAILED
+                    self.on_disconnected()
+                    return
+                self.state = DriverState.UP
+                continue
+            try:
+                did = self.poll()
+                now = time.monotonic()
+                if now - self._last_health >= self.poll_cfg.health_s or self.health_due(now):
+                    self._last_health = now
+                    self.check_health()
+            except FunctionGone as e:
+                self.io_errors += 1
+                log.warning("%s: %s", self.name, e)
+                self.services.report("function-gone", self.pe, {"driver": self.name,
+                                                                "why": e.why})
+                self.state = DriverState.FAILED
+                return
+            self.poller.idle(did)
+
+    def check_health(self) -> None:
+        value = self.fn.read32(self.health_register)
+        if value == ALL_ONES32:
+            self.saw_all_ones("STATUS", value)
+
+    def saw_all_ones(self, register: str, value: int) -> bool:
+        """A read returned all-ones where that cannot be: start recovery if the platform
+        confirms the PE is not normal. False without handlers or when unconfirmed."""
+        self.all_ones_seen += 1
+        rec = self.recovery
+        if rec is None or rec.pending or rec.running or rec.failed:
+            return False
+        return rec.confirm_all_ones(register, value)
+
+    def _register(self) -> None:
+        try:
+            r = self.services.call("register", addr=self.addr, driver=self.driver_name,
+                                   handlers=self.handlers)
+        except (ChannelClosed, HcallError) as e:
+            raise DriverError(f"{self.name}: register: {e}") from None
+        if not r.ok:
+            raise DriverError(f"{self.name}: register refused: {r.status} {r.error or ''}")
+
+    # ------------------------------------------------------------------ subclass hooks
+    @abc.abstractmethod
+    def probe(self) -> None:
+        """Bring the function up (on the driver's thread)."""
+
+    @abc.abstractmethod
+    def poll(self) -> bool:
+        """One look at the function; True if there was work."""
+
+    def health_due(self, now: float) -> bool:
+        """Whether to check health before the next scheduled time (e.g. TX stuck)."""
+        return False
+
+    def probe_detail(self) -> dict[str, Any]:
+        return {}
+
+    def recovery_policy(self) -> RecoveryPolicy:
+        return self.policy or RecoveryPolicy()
+
+    def on_detach(self, reason: str) -> None:  # noqa: B027 - optional hook
+        """Account for everything pending: the function is gone."""
+
+    def on_disconnected(self) -> None:  # noqa: B027 - optional hook
+        """Recovery ended in a permanent failure (after error_detected(PERM_FAILURE))."""
+
+    # Linux's pci_error_handlers (see guest_drivers.recovery)
+    @abc.abstractmethod
+    def error_detected(self, state: ChannelState) -> ErsResult: ...
+
+    @abc.abstractmethod
+    def mmio_enabled(self) -> ErsResult: ...
+
+    @abc.abstractmethod
+    def slot_reset(self) -> ErsResult: ...
+
+    @abc.abstractmethod
+    def resume(self) -> None: ...
+
+    def report(self, step: str, **detail: Any) -> None:
+        self.services.report(step, self.pe, {"driver": self.name, **detail})
+
+    def counters(self) -> dict[str, Any]:
+        rec = self.recovery
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "state": self.state.value,
+                               "handlers": self.handlers, "probes": self.probes,
+                               "all_ones_seen": self.all_ones_seen, "io_errors": self.io_errors,
+                               "poll_sleeps": self.poller.sleeps}
+        if rec is not None:
+            out["recovery"] = {"rounds": rec.rounds, "recovered": rec.recovered,
+                               "restarts": rec.restarts, "lockout_waits": rec.lockout_waits,
+                               "lockout_woken_by_event": rec.lockout_woken_by_event,
+                               "lockout_fallbacks": rec.lockout_fallbacks,
+                               "confirmed": rec.confirmed, "false_alarms": rec.false_alarms,
+                               "failed": rec.failed}
+        return out

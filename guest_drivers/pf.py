@@ -1,0 +1,270 @@
+"""The adapter (PF) driver: brings the adapter up, configures its VFs, and recovers the
+adapter PE.
+
+Probe: enable the function (Command memory + bus master), wait for ADAPTER_STATUS.ready,
+then the adapter configuration this driver owns:
+- the switch: SWITCH_CTRL loopback + uplink;
+- for each VF the platform enabled: VFCFG n MAC (admin: forced on the VF), VLAN (en: a
+  forced port VLAN) and anti-spoof, from the `adapter` entry of `query-functions`
+  (`vfs: [{vf, mac, vlan, mtu, anti_spoof}]`; without it: MAC = PF MAC + 1 + n, no
+  VLAN, no anti-spoof); VF_TXEN / VF_RXEN for every enabled VF;
+- ADAPTER_CTRL.pf_reset_done: every VF mailbox shows "PF reset done".
+It then serves VF mailbox requests (acknowledges and counts them) and watches
+ADAPTER_STATUS (all-ones, confirmed by the platform, starts recovery).
+
+Recovery of the adapter PE (the order the host's timeline shows):
+    error_detected(FROZEN): "error-log" (slot-error-detail) -> NEED_RESET
+    framework: "reset" (hot; fundamental if the PE does not come back; at most 3 tries),
+               "configure" (configure-pe: the platform re-enables SR-IOV; the driver's
+               saved Command and MSI-X enable restored)
+    slot_reset: wait for ADAPTER_STATUS.ready, restore everything of the probe, write
+               pf_reset_done -> "adapter-recovered"
+    resume:    open-sriov-allow-unfreeze for every VF PE -> "allow-unfreeze"
+    framework: "resume", "recovered"
+error_detected(PERM_FAILURE): the driver disconnects ("permanent-failure").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from eeh_abi import nic
+from eeh_abi.hcall import HcallError
+from eeh_abi.papr import ChannelState, ErsResult
+from guest_drivers.driver import ALL_ONES32, Driver, DriverError
+from guest_drivers.platform.base import FunctionAccess
+from guest_drivers.poll import PollConfig
+from guest_drivers.recovery import RecoveryPolicy
+from guest_drivers.services import Services
+from guest_drivers.vf import mac_str, parse_mac
+
+_MEM_BME = int(nic.Command.MEMORY | nic.Command.BUS_MASTER)
+FIRST_VF_OFFSET = 0x80  # the adapter's SR-IOV First VF Offset and VF Stride, for PE
+VF_STRIDE = 1  # addresses when the platform does not list them (docs/registers.md)
+
+
+@dataclass(frozen=True)
+class VfSettings:
+    vf: int
+    mac: bytes | None = None
+    vlan: int | None = None
+    mtu: int | None = None
+    anti_spoof: bool = False
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """The `adapter` entry of the PF's `query-functions` entry."""
+
+    num_vfs: int | None = None
+    vf_pes: tuple[int, ...] | None = None
+    vfs: Mapping[int, VfSettings] = field(default_factory=dict)
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any] | None) -> AdapterSettings:
+        if not entry:
+            return cls()
+        num = entry.get("num_vfs")
+        pes = entry.get("vf_pes")
+        vfs: dict[int, VfSettings] = {}
+        for item in entry.get("vfs") or []:
+            if not isinstance(item, Mapping):
+                continue
+            n = item.get("vf", item.get("index"))
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < nic.MAX_VFS:
+                raise DriverError(f"adapter entry: bad VF number in {item!r}")
+            vlan, mtu = item.get("vlan"), item.get("mtu")
+            vfs[n] = VfSettings(n, parse_mac(item.get("mac")),
+                                vlan if isinstance(vlan, int) else None,
+                                mtu if isinstance(mtu, int) else None,
+                                bool(item.get("anti_spoof", False)))
+        return cls(num if isinstance(num, int) and not isinstance(num, bool) else None,
+                   tuple(int(p) for p in pes) if isinstance(pes, list) else None, vfs)
+
+
+class PfDriver(Driver):
+    kind = "pf"
+    driver_name = "eeh-pf"
+    health_register = nic.ADAPTER_STATUS  # at most 64 VFs: bits 31:24 never all-ones
+
+    def __init__(self, fn: FunctionAccess, services: Services, *,
+                 settings: AdapterSettings | None = None, poll: PollConfig | None = None,
+                 policy: RecoveryPolicy | None = None, mailbox_s: float = 0.1,
+                 ready_s: float = 30.0) -> None:
+        super().__init__(fn, services, handlers=True, poll=poll, policy=policy)
+        self.settings = settings if settings is not None else AdapterSettings.from_entry(
+            fn.info.adapter)
+        self.mailbox_s = mailbox_s
+        self.ready_s = ready_s
+        self.pf_mac = b"\0" * 6
+        self.num_vfs = 0
+        self.vf_config: dict[int, VfSettings] = {}
+        self.mailbox_messages = 0
+        self.vflrs = 0
+        self.allowed: list[int] = []
+        self.recoveries = 0
+        self._next_mailbox = 0.0
+        self._error_time = 0.0
+
+    # ------------------------------------------------------------------ probe
+    def probe(self) -> None:
+        fn = self.fn
+        fn.enable()
+        cmd = fn.config_read(nic.CFG_COMMAND, 2)
+        if cmd == 0xFFFF:
+            raise DriverError(f"{self.name}: config space reads all-ones (frozen or absent)")
+        fn.config_write(nic.CFG_COMMAND, 2, cmd | _MEM_BME)
+        status = self._wait_ready()
+        if status is None:
+            raise DriverError(f"{self.name}: the adapter is not ready (ADAPTER_STATUS)")
+        lo, hi = fn.read32(nic.MAC_LO), fn.read32(nic.MAC_HI)
+        self.pf_mac = lo.to_bytes(4, "little") + (hi & nic.MAC_HI_ADDR).to_bytes(2, "little")
+        self._configure_adapter(status)
+
+    def probe_detail(self) -> dict[str, Any]:
+        return {"num_vfs": self.num_vfs, "pf_mac": mac_str(self.pf_mac),
+                "vfs": {n: self._vf_json(s) for n, s in sorted(self.vf_config.items())}}
+
+    @staticmethod
+    def _vf_json(s: VfSettings) -> dict[str, Any]:
+        return {"mac": mac_str(s.mac or b"\0" * 6), "vlan": s.vlan,
+                "anti_spoof": s.anti_spoof}
+
+    def _wait_ready(self) -> int | None:
+        t0 = time.monotonic()
+        delay = 0.001
+        while True:
+            status = self.fn.read32(nic.ADAPTER_STATUS)
+            if status != ALL_ONES32 and status & nic.AdapterStatus.READY:
+                return status
+            if time.monotonic() - t0 > self.ready_s or self._stop.is_set():
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _configure_adapter(self, status: int) -> None:
+        """Everything the adapter driver owns, from scratch (probe and after a reset)."""
+        fn = self.fn
+        present = (status & nic.ADAPTER_STATUS_NUM_VFS) >> 16
+        num = self.settings.num_vfs if self.settings.num_vfs is not None else present
+        if num != present:
+            self.report("vf-count-mismatch", configured=num, present=present)
+            num = min(num, present)
+        self.num_vfs = num
+        fn.write32(nic.SWITCH_CTRL, nic.SwitchCtrl.LOOPBACK | nic.SwitchCtrl.UPLINK)
+        base_mac = int.from_bytes(self.pf_mac, "big")
+        self.vf_config = {}
+        for n in range(num):
+            s = self.settings.vfs.get(n) or VfSettings(n)
+            mac = s.mac or ((base_mac + 1 + n) % (1 << 48)).to_bytes(6, "big")
+            s = VfSettings(n, mac, s.vlan, s.mtu, s.anti_spoof)
+            self.vf_config[n] = s
+            block = nic.vfcfg(n)
+            fn.write32(block + nic.VFCFG_MAC_LO, int.from_bytes(mac[0:4], "little"))
+            fn.write32(block + nic.VFCFG_MAC_HI,
+                       int.from_bytes(mac[4:6], "little") | nic.VfcfgMacHi.ADMIN)
+            fn.write32(block + nic.VFCFG_VLAN,
+                       0 if s.vlan is None else int(nic.VfcfgVlan.EN) | (s.vlan & nic.VLAN_VID))
+            fn.write32(block + nic.VFCFG_FLAGS, nic.VfcfgFlags.ANTI_SPOOF if s.anti_spoof else 0)
+        mask = (1 << num) - 1
+        fn.write64(nic.VF_TXEN, mask)
+        fn.write64(nic.VF_RXEN, mask)
+        fn.write32(nic.ADAPTER_ERR, ALL_ONES32)  # RW1C: the causes were logged
+        fn.write64(nic.VF_ERR, (1 << 64) - 1)
+        fn.write64(nic.VFLR, (1 << 64) - 1)
+        fn.write32(nic.ADAPTER_CTRL, nic.AdapterCtrl.PF_RESET_DONE)
+
+    def vf_pes(self) -> list[int]:
+        pes = self.settings.vf_pes
+        if pes is not None:
+            return list(pes[:self.num_vfs]) if self.num_vfs else list(pes)
+        bus = self.addr & ~0xFFFF
+        return [bus | ((FIRST_VF_OFFSET + n * VF_STRIDE) << 8) for n in range(self.num_vfs)]
+
+    # ------------------------------------------------------------------ running
+    def poll(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_mailbox:
+            return False
+        self._next_mailbox = now + self.mailbox_s
+        fn = self.fn
+        req = fn.read64(nic.MBX_REQ)
+        if req == (1 << 64) - 1:
+            self.saw_all_ones("MBX_REQ", req)
+            return False
+        work = False
+        if req:
+            for n in range(nic.MAX_VFS):
+                if req & (1 << n):
+                    self._serve_mailbox(n)
+                    work = True
+        vflr = fn.read64(nic.VFLR)
+        if vflr and vflr != (1 << 64) - 1:
+            fn.write64(nic.VFLR, vflr)  # RW1C; VFCFG and VF_TXEN/RXEN survive a VF's FLR
+            self.vflrs += bin(vflr).count("1")
+            work = True
+        return work
+
+    def _serve_mailbox(self, n: int) -> None:
+        """Read VF n's message and acknowledge it (no requests are defined yet)."""
+        fn = self.fn
+        words = [fn.read32(nic.pf_mbx_mem(n) + 4 * i) for i in range(nic.MBX_MEM_SIZE // 4)]
+        fn.write32(nic.pf_mbx(n), nic.PfMbx.ACK)
+        self.mailbox_messages += 1
+        self.report("mailbox", vf=n, first_word=words[0])
+
+    # ------------------------------------------------------------------ recovery
+    def error_detected(self, state: ChannelState) -> ErsResult:
+        if state is ChannelState.PERM_FAILURE:
+            return ErsResult.DISCONNECT
+        self._error_time = time.monotonic()
+        self.recoveries += 1
+        try:
+            r = self.services.call("slot-error-detail", pe=self.pe, function=1)
+            log = list(r.get("log", [])) if r.ok else []
+            last = log[-1] if log and isinstance(log[-1], Mapping) else {}
+            self.report("error-log", status=r.status, entries=len(log),
+                        last={k: last.get(k) for k in ("seq", "source", "detail", "function",
+                                                       "error_function") if k in last})
+        except HcallError as e:
+            self.report("error-log", error=repr(e))
+        return ErsResult.NEED_RESET
+
+    def mmio_enabled(self) -> ErsResult:
+        # not reached (error_detected always asks for a reset), but harmless: reset anyway
+        return ErsResult.NEED_RESET
+
+    def slot_reset(self) -> ErsResult:
+        status = self._wait_ready()
+        if status is None:
+            self.report("adapter-not-ready", waited_s=self.ready_s)
+            return ErsResult.DISCONNECT
+        self._configure_adapter(status)
+        self.report("adapter-recovered", num_vfs=self.num_vfs,
+                    ms=round((time.monotonic() - self._error_time) * 1000, 3))
+        return ErsResult.RECOVERED
+
+    def resume(self) -> None:
+        pes = self.vf_pes()
+        if not pes:
+            return
+        try:
+            r = self.services.call("open-sriov-allow-unfreeze", pe=self.pe, vf_pes=pes)
+        except HcallError as e:
+            self.report("allow-unfreeze", error=repr(e), vf_pes=pes)
+            return
+        allowed = r.get("allowed", [])
+        self.allowed = list(allowed) if isinstance(allowed, list) else []
+        self.report("allow-unfreeze", status=r.status, vf_pes=pes, allowed=self.allowed)
+
+    def counters(self) -> dict[str, Any]:
+        out = super().counters()
+        out.update(num_vfs=self.num_vfs, mailbox_messages=self.mailbox_messages,
+                   vflrs=self.vflrs, recoveries=self.recoveries)
+        return out
+
+    def recovery_policy(self) -> RecoveryPolicy:
+        return self.policy or RecoveryPolicy()

@@ -1,0 +1,597 @@
+"""The recovery of one PE, as Linux's EEH core runs it (eeh_handle_normal_event).
+
+Drivers implement Linux's pci_error_handlers (`ErrorHandlers`): `error_detected(state)`,
+`mmio_enabled()`, `slot_reset()` return an `ErsResult`, `resume()` returns nothing. The
+results of every driver of the PE are merged with EEH's priority rule
+(`eeh_abi.papr.merge_result`). `PeRecovery.run()` then does, on the caller's thread
+(a driver's own worker thread, so recovery never races its data path):
+
+    error_detected(FROZEN) on every driver                       -> "error-detected"
+    if all said CAN_RECOVER:
+        thaw MMIO (set-eeh-option 2)                             -> "mmio-thawed"
+        mmio_enabled() on every driver                           -> "mmio-enabled"
+    if still CAN_RECOVER:
+        thaw DMA (set-eeh-option 3)                              -> "dma-thawed"
+    if any said NEED_RESET:
+        set-slot-reset 1 (hot) / 3 (fundamental), then 0; read-slot-reset-state2
+        until state 0; up to MAX_RESET_TRIES tries             -> "reset"
+        configure-pe; restore the saved config space (Command memory + bus master,
+        MSI-X enable)                                           -> "configure"
+        slot_reset() on every driver                             -> "slot-reset"
+    resume() on every driver                                     -> "resume", "recovered"
+
+Every step is reported to the platform (`report`, with guest_time). Waiting is event
+driven:
+- a thaw, reset or configure answered -2 (busy: the VF PE is locked out while the
+  adapter recovers) is reported as "unfreeze-refused"; the thread then sleeps until the
+  platform pushes `lockout-lifted` for this PE (reported "lockout-lifted" with
+  `by: event`), with the reply's `retry_ms` only as a bounded fallback timeout
+  (`by: fallback`), and tries again;
+- while a reset settles (state 1, or 5 with a hint) it sleeps until `pe-reset-done`,
+  or the hint;
+- a new `pe-frozen` for this PE after recovery changed the PE's state (a thaw or reset
+  succeeded) restarts recovery from error_detected ("restart"); one that arrives before
+  is the freeze being handled;
+- `permanent-failure` (pushed), state 5 with retry 0, or status -1 end it:
+  error_detected(PERM_FAILURE) on every driver, "permanent-failure", and the outcome
+  DISCONNECTED (the driver disconnects).
+
+Detection: the platform's `pe-frozen` event (`on_event`), or a driver's all-ones read of
+a register that cannot be all-ones, which only counts once read-slot-reset-state2 confirms
+the PE is not in state 0 (`confirm_all_ones`).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eeh_abi import nic
+from eeh_abi.hcall import CallTimeout, ChannelClosed, Event, HcallError, Reply
+from eeh_abi.papr import (
+    MAX_RESET_TRIES,
+    ChannelState,
+    EehOption,
+    ErsResult,
+    PeState,
+    SlotReset,
+    Status,
+    merge_result,
+)
+from guest_drivers.platform.base import ConfigAccess
+from guest_drivers.services import Services
+
+log = logging.getLogger("guest_drivers.recovery")
+
+
+class ErrorHandlers(Protocol):
+    """Linux's struct pci_error_handlers, for one function's driver."""
+
+    def error_detected(self, state: ChannelState) -> ErsResult: ...
+    def mmio_enabled(self) -> ErsResult: ...
+    def slot_reset(self) -> ErsResult: ...
+    def resume(self) -> None: ...
+
+
+class Outcome(enum.Enum):
+    RECOVERED = "recovered"
+    DISCONNECTED = "disconnected"  # permanent failure, or a driver asked to disconnect
+    ABORTED = "aborted"  # the driver is stopping: recovery left off, no callbacks
+
+
+@dataclass(frozen=True)
+class PeStatus:
+    state: int
+    retry_ms: int = 0
+    flags: tuple[str, ...] = ()
+
+    @property
+    def permanent(self) -> bool:
+        return (self.state == PeState.UNAVAILABLE and self.retry_ms == 0) or \
+            "permanent" in self.flags
+
+
+@dataclass
+class SavedConfig:
+    """The config space a driver saved at probe, restored after a PE reset (Linux's
+    eeh_restore_device_bars / pci_restore_state for what this device needs)."""
+
+    command: int
+    msix_ctl: int
+
+    @classmethod
+    def save(cls, cfg: ConfigAccess) -> SavedConfig:
+        return cls(cfg.config_read(nic.CFG_COMMAND, 2), cfg.config_read(nic.MSIX_MSGCTL, 2))
+
+    def restore(self, cfg: ConfigAccess) -> dict[str, int]:
+        keep = int(nic.Command.MEMORY | nic.Command.BUS_MASTER)
+        cmd = cfg.config_read(nic.CFG_COMMAND, 2)
+        if cmd == 0xFFFF:
+            cmd = 0
+        cmd = (cmd & ~keep) | (self.command & keep)
+        cfg.config_write(nic.CFG_COMMAND, 2, cmd)
+        msix_bits = int(nic.MsixMsgCtl.ENABLE | nic.MsixMsgCtl.FUNCTION_MASK)
+        ctl = cfg.config_read(nic.MSIX_MSGCTL, 2)
+        if ctl == 0xFFFF:
+            ctl = 0
+        ctl = (ctl & ~msix_bits) | (self.msix_ctl & msix_bits)
+        cfg.config_write(nic.MSIX_MSGCTL, 2, ctl)
+        return {"command": cmd, "msix_ctl": ctl}
+
+
+@dataclass
+class Participant:
+    """One driver of the PE: its handlers and, for the restore, its config space."""
+
+    name: str
+    handlers: ErrorHandlers
+    config: ConfigAccess | None = None
+    saved: SavedConfig | None = None
+
+
+@dataclass(frozen=True)
+class RecoveryPolicy:
+    # reset kind of each try (at most MAX_RESET_TRIES); a VF PE has no fundamental reset
+    reset_kinds: tuple[SlotReset, ...] = (SlotReset.HOT, SlotReset.FUNDAMENTAL,
+                                          SlotReset.FUNDAMENTAL)
+    state_timeout_s: float = 300.0  # Linux waits up to 300 s for a PE state
+    lockout_fallback_min_s: float = 0.05  # bounds on the reply's retry_ms as a timeout
+    lockout_fallback_max_s: float = 60.0
+    backoff_min_s: float = 0.005  # -7 or a settling reset without a hint
+    backoff_max_s: float = 0.25
+    call_retries: int = 3  # a call that timed out is tried again this often
+
+    @classmethod
+    def for_vf(cls, **kw: Any) -> RecoveryPolicy:
+        return cls(reset_kinds=(SlotReset.HOT,) * MAX_RESET_TRIES, **kw)
+
+
+class _Restart(Exception):
+    """A new freeze arrived after recovery changed the PE's state."""
+
+
+class _Aborted(Exception):
+    """The driver is stopping (detach/stop)."""
+
+
+class _Fatal(Exception):
+    def __init__(self, reason: str, permanent: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+class PeRecovery:
+    """The recovery state machine of one PE. Events come in on any thread (`on_event`);
+    `run()` runs on one driver thread when `pending` is set."""
+
+    def __init__(self, services: Services, pe: int, participants: Sequence[Participant], *,
+                 name: str, policy: RecoveryPolicy | None = None,
+                 wake: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.services = services
+        self.pe = pe
+        self.name = name
+        self.participants = list(participants)
+        self.policy = policy or RecoveryPolicy()
+        self._wake = wake or (lambda: None)
+        self._clock = clock
+        self._cv = threading.Condition()
+        self._pending = False
+        self._running = False
+        self._progressed = False  # this round changed the PE's state (thaw/reset)
+        self._restart = False
+        self._permanent = False
+        self._closed = False
+        self._frozen_seq = 0
+        self._lift_seq = 0
+        self._reset_seq = 0
+        self.last_freeze: Mapping[str, Any] = {}
+        self.trigger = ""  # what started the pending recovery
+        self.failed = False
+        self.rounds = 0  # recoveries run (restarts included)
+        self.recovered = 0
+        self.restarts = 0
+        self.lockout_waits = 0
+        self.lockout_woken_by_event = 0
+        self.lockout_fallbacks = 0
+        self.confirmed = 0
+        self.false_alarms = 0
+        self.timings: list[dict[str, float]] = []  # per recovery: step -> ms from start
+        self._t0 = 0.0
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def pending(self) -> bool:
+        return self._pending and not self.failed
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def attach(self) -> None:
+        self.services.listen_pe(self.pe, self.on_event)
+
+    def detach(self) -> None:
+        self.services.unlisten_pe(self.pe, self.on_event)
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+    def on_event(self, ev: Event) -> None:
+        """A pushed platform event for this PE (reader thread: never blocks)."""
+        wake = False
+        with self._cv:
+            if ev.name == "pe-frozen":
+                self._frozen_seq += 1
+                self.last_freeze = dict(ev.data)
+                if self._running:
+                    if self._progressed:
+                        self._restart = True
+                else:
+                    self._pending = True
+                    self.trigger = "pe-frozen"
+                    wake = True
+            elif ev.name == "lockout-lifted":
+                self._lift_seq += 1
+            elif ev.name == "permanent-failure":
+                self._permanent = True
+                if not self._running:
+                    self._pending = True
+                    self.trigger = "permanent-failure"
+                    wake = True
+            elif ev.name == "pe-reset-done":
+                self._reset_seq += 1
+            else:
+                return
+            self._cv.notify_all()
+        if wake:
+            self._wake()
+
+    def request(self, trigger: str) -> None:
+        """Start a recovery (a driver's own detection, already confirmed)."""
+        with self._cv:
+            if not self._running:
+                self._pending = True
+                self.trigger = trigger
+            self._cv.notify_all()
+        self._wake()
+
+    def confirm_all_ones(self, register: str, value: int) -> bool:
+        """`register` read all-ones although it cannot: ask the platform for the PE's
+        state. Only a state other than 0 counts (then recovery is pending: True)."""
+        try:
+            st = self._state()
+        except _Fatal as e:
+            if e.permanent:
+                self._permanent = True
+                self.request(f"all-ones {register}")
+                return True
+            return False
+        if st.state == PeState.NORMAL:
+            self.false_alarms += 1
+            if self.false_alarms <= 3:
+                self._report("all-ones-unconfirmed", register=register, value=value)
+            return False
+        self.confirmed += 1
+        self._report("all-ones-confirmed", register=register, value=value, state=st.state)
+        self.request(f"all-ones {register}")
+        return True
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> Outcome:
+        with self._cv:
+            self._running = True
+            self._pending = False
+        try:
+            while True:
+                with self._cv:
+                    self._restart = False
+                    self._progressed = False
+                self.rounds += 1
+                try:
+                    outcome = self._round()
+                except _Restart:
+                    self.restarts += 1
+                    self._report("restart", reason="a new freeze during recovery",
+                                 freeze=dict(self.last_freeze))
+                    continue
+                except _Fatal as e:
+                    outcome = self._fail(e.reason, e.permanent)
+                except _Aborted:
+                    self._report("aborted", reason="the driver is stopping")
+                    outcome = Outcome.ABORTED
+                return outcome
+        finally:
+            with self._cv:
+                self._running = False
+                self._restart = False
+
+    def _round(self) -> Outcome:
+        self._t0 = self._clock()
+        marks: dict[str, float] = {}
+        self.timings.append(marks)
+        if self._permanent:
+            raise _Fatal("the platform reported a permanent failure")
+        st = self._state()
+        if st.state == PeState.NORMAL:
+            # a freeze seen before this round thawed it: nothing is frozen any more
+            self._report("no-freeze", trigger=self.trigger)
+            return Outcome.RECOVERED
+        result = self._each("error_detected", ErsResult.NONE, ChannelState.FROZEN)
+        self._report("error-detected", result=result.name, state=st.state,
+                     trigger=self.trigger, freeze=dict(self.last_freeze))
+        marks["error-detected"] = self._ms()
+        self._check()
+        if result == ErsResult.DISCONNECT:
+            raise _Fatal("a driver asked to disconnect", permanent=False)
+        if result == ErsResult.CAN_RECOVER:
+            self._thaw(EehOption.THAW_MMIO)
+            self._report("mmio-thawed")
+            marks["mmio-thawed"] = self._ms()
+            result = self._each("mmio_enabled", result)
+            self._report("mmio-enabled", result=result.name)
+            self._check()
+            if result == ErsResult.DISCONNECT:
+                raise _Fatal("a driver asked to disconnect", permanent=False)
+        if result == ErsResult.CAN_RECOVER:
+            self._thaw(EehOption.THAW_DMA)
+            self._report("dma-thawed")
+            marks["dma-thawed"] = self._ms()
+            result = ErsResult.RECOVERED
+        tries = 0
+        while result == ErsResult.NEED_RESET:
+            tries += 1
+            if tries > len(self.policy.reset_kinds):
+                raise _Fatal("the PE did not recover after resets")
+            self._reset()
+            marks["reset"] = self._ms()
+            self._configure()
+            marks["configure"] = self._ms()
+            result = self._each("slot_reset", ErsResult.NONE)
+            self._report("slot-reset", result=result.name)
+            marks["slot-reset"] = self._ms()
+            self._check()
+            if result == ErsResult.DISCONNECT:
+                raise _Fatal("a driver asked to disconnect", permanent=False)
+        for p in self.participants:
+            try:
+                p.handlers.resume()
+            except Exception as e:
+                log.exception("%s: resume failed", p.name)
+                self._report("driver-error", driver=p.name, callback="resume", error=repr(e))
+        self._report("resume")
+        marks["resume"] = self._ms()
+        self.recovered += 1
+        self._report("recovered", ms=self._ms(), rounds=self.rounds)
+        return Outcome.RECOVERED
+
+    def _each(self, callback: str, start: ErsResult, *args: Any) -> ErsResult:
+        result = start
+        for p in self.participants:
+            try:
+                r = ErsResult(getattr(p.handlers, callback)(*args))
+            except Exception as e:
+                log.exception("%s: %s failed", p.name, callback)
+                self._report("driver-error", driver=p.name, callback=callback, error=repr(e))
+                r = ErsResult.DISCONNECT
+            result = merge_result(result, r)
+        return result
+
+    def _fail(self, reason: str, permanent: bool) -> Outcome:
+        self.failed = True
+        for p in self.participants:
+            try:
+                p.handlers.error_detected(ChannelState.PERM_FAILURE)
+            except Exception:
+                log.exception("%s: error_detected(PERM_FAILURE) failed", p.name)
+        self._report("permanent-failure" if permanent else "disconnect", reason=reason)
+        return Outcome.DISCONNECTED
+
+    # ------------------------------------------------------------------ steps
+    def _thaw(self, option: EehOption) -> None:
+        deadline = self._clock() + self.policy.state_timeout_s
+        backoff = self.policy.backoff_min_s
+        while True:
+            self._check()
+            seq = self._lift_seq
+            r = self._call("set-eeh-option", option=int(option))
+            if r.status == Status.SUCCESS:
+                self._progressed = True
+                return
+            if r.status == Status.BUSY:
+                self._lockout_wait(r, seq, f"set-eeh-option {int(option)}")
+                continue
+            if r.status == Status.UNEXPECTED_STATE:
+                st = self._state()
+                if option == EehOption.THAW_DMA and st.state == PeState.FROZEN:
+                    raise _Restart()  # frozen again between the two thaws
+                backoff = self._settle_wait(st, backoff, deadline, "thaw")
+                continue
+            raise _Fatal(f"set-eeh-option {int(option)}: status {r.status} {r.error or ''}",
+                         permanent=r.status == Status.HW_ERROR)
+
+    def _reset(self) -> None:
+        kinds = self.policy.reset_kinds
+        for attempt, kind in enumerate(kinds, 1):
+            t0 = self._clock()
+            why = self._reset_once(kind)
+            if why is None:
+                self._progressed = True
+                self._report("reset", kind=kind.name.lower(), attempt=attempt,
+                             ms=round((self._clock() - t0) * 1000, 3))
+                return
+            self._report("reset-failed", kind=kind.name.lower(), attempt=attempt, why=why)
+        raise _Fatal(f"reset failed {len(kinds)} times")
+
+    def _reset_once(self, kind: SlotReset) -> str | None:
+        """One reset: activate, release, wait for state 0. None when the PE is back."""
+        deadline = self._clock() + self.policy.state_timeout_s / max(1, len(
+            self.policy.reset_kinds))
+        r = self._busy_call("set-slot-reset", deadline, function=int(kind))
+        if r.status == Status.NOT_SUPPORTED and kind is SlotReset.FUNDAMENTAL:
+            kind = SlotReset.HOT  # a VF PE: fundamental is not supported, FLR is
+            r = self._busy_call("set-slot-reset", deadline, function=int(kind))
+        if r.status != Status.SUCCESS:
+            return f"set-slot-reset {int(kind)}: status {r.status} {r.error or ''}"
+        r = self._busy_call("set-slot-reset", deadline, function=int(SlotReset.DEACTIVATE))
+        if r.status != Status.SUCCESS:
+            return f"set-slot-reset 0: status {r.status} {r.error or ''}"
+        backoff = self.policy.backoff_min_s
+        while True:
+            self._check()
+            seq = self._reset_seq
+            st = self._state()
+            if st.state == PeState.NORMAL:
+                return None
+            if st.state in (PeState.FROZEN, PeState.DMA_STOPPED):
+                return f"state {st.state} after the reset"
+            if self._clock() >= deadline:
+                return f"still in state {st.state} after {self.policy.state_timeout_s} s"
+            timeout = (st.retry_ms / 1000 if st.state == PeState.UNAVAILABLE and st.retry_ms
+                       else backoff)
+            backoff = min(backoff * 2, self.policy.backoff_max_s)
+            self._wait(self._reset_seq_changed(seq),
+                       min(timeout, max(0.0, deadline - self._clock())))
+
+    def _reset_seq_changed(self, seq: int) -> Callable[[], bool]:
+        return lambda: self._reset_seq != seq
+
+    def _configure(self) -> None:
+        deadline = self._clock() + self.policy.state_timeout_s
+        r = self._busy_call("configure-pe", deadline)
+        if r.status != Status.SUCCESS:
+            raise _Fatal(f"configure-pe: status {r.status} {r.error or ''}",
+                         permanent=r.status == Status.HW_ERROR)
+        restored: dict[str, Any] = {}
+        for p in self.participants:
+            if p.config is not None and p.saved is not None:
+                try:
+                    restored[p.name] = p.saved.restore(p.config)
+                except Exception as e:  # the function went away: the driver will see it
+                    restored[p.name] = {"error": repr(e)}
+        self._report("configure", restored=restored)
+
+    def _busy_call(self, call: str, deadline: float, **args: Any) -> Reply:
+        """A reset/configure call, retried while the PE is locked out (-2), settling
+        (-7), or the platform asks to call again later (990x)."""
+        backoff = self.policy.backoff_min_s
+        while True:
+            self._check()
+            seq = self._lift_seq
+            r = self._call(call, **args)
+            if r.status == Status.BUSY:
+                self._lockout_wait(r, seq, call)
+                continue
+            if 9900 <= r.status <= 9905:  # PAPR "busy, call again in 10^x ms"
+                self._wait(lambda: False, min(10 ** (r.status - 9900) / 1000,
+                                              self.policy.backoff_max_s * 4))
+                continue
+            if r.status == Status.UNEXPECTED_STATE and self._clock() < deadline:
+                st = self._state()
+                backoff = self._settle_wait(st, backoff, deadline, call)
+                continue
+            if r.status == Status.HW_ERROR:
+                raise _Fatal(f"{call}: status -1 {r.error or ''}")
+            return r
+
+    def _settle_wait(self, st: PeStatus, backoff: float, deadline: float, what: str) -> float:
+        if self._clock() >= deadline:
+            raise _Fatal(f"{what}: PE stuck in state {st.state}")
+        hint = st.retry_ms / 1000 if st.state == PeState.UNAVAILABLE and st.retry_ms else 0.0
+        seq_l, seq_r = self._lift_seq, self._reset_seq
+        self._wait(lambda: self._lift_seq != seq_l or self._reset_seq != seq_r,
+                   min(max(hint, backoff), self.policy.lockout_fallback_max_s))
+        return min(backoff * 2, self.policy.backoff_max_s)
+
+    def _lockout_wait(self, reply: Reply, seq: int, call: str) -> None:
+        retry_ms = reply.get("retry_ms", 0)
+        retry_ms = retry_ms if isinstance(retry_ms, int) and retry_ms >= 0 else 0
+        self.lockout_waits += 1
+        self._report("unfreeze-refused", call=call, retry_ms=retry_ms)
+        p = self.policy
+        timeout = min(max(retry_ms / 1000, p.lockout_fallback_min_s), p.lockout_fallback_max_s)
+        t0 = self._clock()
+        lifted = self._wait(lambda: self._lift_seq != seq, timeout)
+        self._check()
+        by = "event" if lifted else "fallback"
+        if lifted:
+            self.lockout_woken_by_event += 1
+        else:
+            self.lockout_fallbacks += 1
+        self._report("lockout-lifted", by=by, waited_ms=round((self._clock() - t0) * 1000, 3))
+
+    # ------------------------------------------------------------------ plumbing
+    def _wait(self, cond: Callable[[], bool], timeout: float) -> bool:
+        """Sleep until `cond`, a restart/permanent/close, or `timeout`; True if `cond`."""
+        with self._cv:
+            self._cv.wait_for(lambda: cond() or self._restart or self._permanent
+                              or self._closed, timeout)
+            return cond()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise _Aborted()
+        if self._permanent:
+            raise _Fatal("the platform reported a permanent failure")
+        if self._restart:
+            raise _Restart()
+
+    def _state(self) -> PeStatus:
+        r = self._call("read-slot-reset-state2")
+        if r.status == Status.HW_ERROR:
+            raise _Fatal("read-slot-reset-state2: status -1")
+        if r.status != Status.SUCCESS:
+            raise _Fatal(f"read-slot-reset-state2: status {r.status} {r.error or ''}",
+                         permanent=False)
+        flags = r.get("flags", [])
+        st = PeStatus(int(r.get("state", 0)), int(r.get("retry_ms", 0) or 0),
+                      tuple(str(f) for f in flags) if isinstance(flags, list) else ())
+        if st.permanent:
+            raise _Fatal(f"the PE is permanently unavailable (state {st.state}, retry 0)")
+        return st
+
+    def _call(self, call: str, **args: Any) -> Reply:
+        for attempt in range(self.policy.call_retries + 1):
+            try:
+                return self.services.call(call, pe=self.pe, **args)
+            except CallTimeout:
+                if attempt == self.policy.call_retries:
+                    raise _Fatal(f"{call}: no reply from the platform",
+                                 permanent=False) from None
+            except (ChannelClosed, HcallError, OSError) as e:
+                raise _Fatal(f"{call}: platform channel lost ({e})", permanent=False) from None
+        raise AssertionError("unreachable")
+
+    def _ms(self) -> float:
+        return round((self._clock() - self._t0) * 1000, 3)
+
+    def _report(self, step: str, **detail: Any) -> None:
+        self.services.report(step, self.pe, {"driver": self.name, **detail})
+
+
+@dataclass
+class RecoveryStats:
+    """A summary for agents and tests."""
+
+    rounds: int = 0
+    recovered: int = 0
+    restarts: int = 0
+    lockout_waits: int = 0
+    lockout_woken_by_event: int = 0
+    lockout_fallbacks: int = 0
+    confirmed: int = 0
+    false_alarms: int = 0
+    failed: bool = False
+    timings: list[dict[str, float]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, r: PeRecovery) -> RecoveryStats:
+        return cls(r.rounds, r.recovered, r.restarts, r.lockout_waits,
+                   r.lockout_woken_by_event, r.lockout_fallbacks, r.confirmed,
+                   r.false_alarms, r.failed, list(r.timings))

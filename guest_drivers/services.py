@@ -1,0 +1,103 @@
+"""What every driver of one partition shares: the platform channel, event routing and
+step reports.
+
+A guest has one platform channel (a virtio port opens for one process only), so all its
+drivers share one `Services`: it subscribes once to the channel's pushed events and hands
+each to the listeners of its PE (`listen_pe`) and to the partition-wide listeners
+(`listen`: hot-plug). Listeners run on the channel's reader thread and must not block.
+
+`report(step, pe, detail)` is the platform call `report` with `guest_time` =
+time.monotonic(): the host's timeline shows what each driver did and when. A report that
+cannot be delivered is counted, never raised: reporting must not break recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from eeh_abi.hcall import ChannelClosed, Event, EventHandler, HcallError, Reply
+
+log = logging.getLogger("guest_drivers")
+
+EventListener = Callable[[Event], None]
+
+
+class ChannelLike(Protocol):
+    """The part of eeh_abi.hcall.Channel drivers use (tests pass fakes)."""
+
+    def call(self, call: str, timeout: float | None = None, **args: Any) -> Reply: ...
+    def subscribe(self, handler: EventHandler) -> None: ...
+    def unsubscribe(self, handler: EventHandler) -> None: ...
+
+
+class Services:
+    def __init__(self, channel: ChannelLike, *, echo: Callable[[str], None] | None = None
+                 ) -> None:
+        self.channel = channel
+        self._lock = threading.Lock()
+        self._by_pe: dict[int, list[EventListener]] = {}
+        self._all: list[EventListener] = []
+        self._echo = echo  # also print each report (the agent's --verbose)
+        self.reports_sent = 0
+        self.reports_failed = 0
+        self.listener_errors = 0
+        channel.subscribe(self._dispatch)
+
+    def close(self) -> None:
+        self.channel.unsubscribe(self._dispatch)
+
+    # ---- events
+    def listen_pe(self, pe: int, listener: EventListener) -> None:
+        with self._lock:
+            self._by_pe.setdefault(pe, []).append(listener)
+
+    def unlisten_pe(self, pe: int, listener: EventListener) -> None:
+        with self._lock:
+            lst = self._by_pe.get(pe, [])
+            if listener in lst:
+                lst.remove(listener)
+
+    def listen(self, listener: EventListener) -> None:
+        with self._lock:
+            self._all.append(listener)
+
+    def _dispatch(self, ev: Event) -> None:
+        with self._lock:
+            targets = list(self._all)
+            if ev.pe is not None:
+                targets += self._by_pe.get(ev.pe, [])
+        for fn in targets:
+            try:
+                fn(ev)
+            except Exception:
+                self.listener_errors += 1
+                log.exception("event listener failed on %s", ev.name)
+
+    # ---- calls
+    def call(self, call: str, **args: Any) -> Reply:
+        return self.channel.call(call, **args)
+
+    def report(self, step: str, pe: int | None = None,
+               detail: Mapping[str, Any] | None = None) -> bool:
+        args: dict[str, Any] = {"step": step, "guest_time": time.monotonic()}
+        if pe is not None:
+            args["pe"] = pe
+        if detail:
+            args["detail"] = dict(detail)
+        if self._echo is not None:
+            self._echo(f"report {step} pe={pe:#x} {dict(detail or {})}" if pe is not None
+                       else f"report {step} {dict(detail or {})}")
+        try:
+            reply = self.channel.call("report", **args)
+        except (ChannelClosed, HcallError, OSError):
+            self.reports_failed += 1
+            return False
+        if reply.ok:
+            self.reports_sent += 1
+            return True
+        self.reports_failed += 1
+        return False

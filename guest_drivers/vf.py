@@ -1,0 +1,593 @@
+"""The VF driver: a small netdev over one virtual function, with EEH recovery.
+
+    vf = VfDriver(fn, services)        # fn: a FunctionAccess from the backend
+    vf.start()                         # probe + worker thread
+    vf.send(frame)                     # bytes or a scapy packet (bytes(pkt))
+    vf.recv(timeout=1.0)               # list of received frames
+    vf.mac, vf.vlan, vf.mtu            # settable; restored after a recovery
+    vf.counters()                      # the ledger (guest_drivers.ledger), exact
+
+Data path: one TX ring and one RX ring of 16-byte descriptors in DMA memory, each slot
+with its own buffer. `send()` only queues (any thread) and wakes the worker; the worker
+posts frames, reaps TX completions (DD written back by the device) and harvests RX
+descriptors, all by looking at DMA memory: an idle driver costs no MMIO round trip
+except the periodic health read.
+
+Recovery (`error_detected` -> `mmio_enabled` -> [`slot_reset`] -> `resume`):
+- error_detected(FROZEN): stop the queues; nothing is freed: frames not completed stay
+  in the books; the wanted MAC/VLAN/MTU are the driver's own copy -> CAN_RECOVER. The
+  framework then tries to thaw MMIO and, while the adapter recovers (VF PE locked out),
+  sleeps until the platform's `lockout-lifted`.
+- mmio_enabled (state 4: MMIO on, DMA still stopped). The hardware restarts a ring where
+  it stopped when DMA is thawed, so the rings are dealt with NOW, before DMA comes back:
+  TX descriptors already done are reaped, the others are taken back (`reclaimed`, held
+  for replay) and the rings are reprogrammed empty (the device counts those descriptors
+  TX_DROPPED); RX frames already written are harvested and every RX buffer re-posted.
+  If the function lost its configuration (an adapter reset clears a VF's config space:
+  Command reads 0, CTRL stopped, MAC not valid, or the mailbox says "PF reset in
+  progress"), it returns NEED_RESET and the framework resets the VF PE (an FLR).
+- slot_reset (after the FLR, configure-pe and the config-space restore): wait for the
+  mailbox's "PF reset done" (MBX.RSTD), restore MAC/VLAN/MTU, reprogram the rings.
+- resume: restart the queues; held frames go out first (`replayed`).
+- error_detected(PERM_FAILURE): disconnect; every pending frame is counted dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from eeh_abi import nic
+from eeh_abi.papr import ChannelState, ErsResult
+from guest_drivers.driver import ALL_ONES32, Driver, DriverError, DriverState
+from guest_drivers.ledger import RxLedger, TxLedger
+from guest_drivers.platform.base import PAGE, DmaBuffer, DmaUnavailable, FunctionAccess
+from guest_drivers.poll import PollConfig
+from guest_drivers.recovery import RecoveryPolicy
+from guest_drivers.services import Services
+
+ReceiveCallback = Callable[[bytes], None]
+
+_MEM_BME = int(nic.Command.MEMORY | nic.Command.BUS_MASTER)
+_DD = int(nic.DescStatus.DD)
+_ERR = int(nic.DescStatus.ERR)
+_FRAME_OVERHEAD = nic.ETH_HEADER + nic.VLAN_TAG
+
+
+def mac_str(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def parse_mac(value: object) -> bytes | None:
+    """A MAC as "02:ee:00:00:01:00", "02ee00000100", 6 bytes or an int; None if absent."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)) and len(value) == 6:
+        return bytes(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 48:
+        return value.to_bytes(6, "big")
+    if isinstance(value, str):
+        text = value.replace(":", "").replace("-", "")
+        if len(text) == 12:
+            try:
+                return bytes.fromhex(text)
+            except ValueError:
+                pass
+    raise ValueError(f"not a MAC address: {value!r}")
+
+
+class VfDriver(Driver):
+    kind = "vf"
+    driver_name = "eeh-vf"
+
+    def __init__(self, fn: FunctionAccess, services: Services, *, handlers: bool = True,
+                 tx_ring: int = 64, rx_ring: int = 64, mtu: int | None = None,
+                 max_mtu: int | None = None, backlog: int = 4096, rx_queue: int = 8192,
+                 on_receive: ReceiveCallback | None = None, poll: PollConfig | None = None,
+                 policy: RecoveryPolicy | None = None, pf_wait_s: float = 30.0) -> None:
+        super().__init__(fn, services, handlers=handlers, poll=poll, policy=policy)
+        if not nic.RING_MIN <= tx_ring <= nic.RING_MAX or not nic.RING_MIN <= rx_ring \
+                <= nic.RING_MAX:
+            raise ValueError(f"rings hold {nic.RING_MIN}..{nic.RING_MAX} descriptors")
+        cfg_mtu = fn.info.config.get("mtu")
+        want = mtu or (cfg_mtu if isinstance(cfg_mtu, int) else None) or nic.MTU_DEFAULT
+        if not nic.MTU_MIN <= want <= nic.MTU_MAX:
+            raise ValueError(f"MTU {want} outside {nic.MTU_MIN}..{nic.MTU_MAX}")
+        self.max_mtu = min(nic.MTU_MAX, max(max_mtu or 0, want, nic.MTU_DEFAULT))
+        self.buf_size = (self.max_mtu + _FRAME_OVERHEAD + 127) & ~127
+        self.tx_ring = tx_ring
+        self.rx_ring = rx_ring
+        self.backlog_limit = backlog
+        self.rx_queue_limit = rx_queue
+        self.pf_wait_s = pf_wait_s
+        self._on_receive = on_receive
+        # wanted configuration (the driver's own copy, restored after a reset)
+        self._want_mtu = want
+        self._want_mac: bytes | None = None  # None: the function's own (or the PF's admin)
+        self._want_vlan: int | None = None
+        self._vlan_set = False  # False: leave the port VLAN as the function has it
+        self._cfg_gen = 0
+        self._cfg_done = 0
+        self._cfg_cv = threading.Condition()
+        # what the hardware shows (read back after each change)
+        self._hw_mac = b"\0" * 6
+        self._hw_vlan: int | None = None
+        self._hw_mtu = 0
+        # DMA memory, allocated once
+        self._tx_desc: DmaBuffer | None = None
+        self._rx_desc: DmaBuffer | None = None
+        self._tx_bufs: list[DmaBuffer] = []
+        self._rx_bufs: list[DmaBuffer] = []
+        # ring state (worker thread only)
+        self._tx_frames: list[bytes | None] = [None] * tx_ring
+        self._tx_next = 0
+        self._tx_clean = 0
+        self._tx_since = 0.0  # when the oldest in-flight descriptor was posted
+        self._rx_next = 0
+        # books, shared with API threads
+        self._lock = threading.Lock()
+        self._backlog: deque[bytes] = deque()
+        self._held = 0  # frames at the head of the backlog taken back from the ring
+        self._in_ring = 0
+        self.tx = TxLedger()
+        self.rx = RxLedger()
+        self._rxq: deque[bytes] = deque()
+        self._rx_cv = threading.Condition(self._lock)
+        self._stopped = False  # queues stopped (recovery)
+        self._disconnected = False
+        self.recoveries = 0
+        self.resets = 0
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def mac(self) -> bytes:
+        return self._hw_mac
+
+    @mac.setter
+    def mac(self, value: bytes | str) -> None:
+        mac = parse_mac(value)
+        if mac is None or mac[0] & 1:
+            raise ValueError("a VF's MAC must be a unicast address")
+        self._set_config(lambda: setattr(self, "_want_mac", mac))
+
+    @property
+    def vlan(self) -> int | None:
+        return self._hw_vlan
+
+    @vlan.setter
+    def vlan(self, value: int | None) -> None:
+        if value is not None and not 0 <= value <= nic.VLAN_VID:
+            raise ValueError(f"VLAN ID 0..{nic.VLAN_VID}")
+        def change() -> None:
+            self._want_vlan = value
+            self._vlan_set = True
+
+        self._set_config(change)
+
+    @property
+    def mtu(self) -> int:
+        return self._want_mtu
+
+    @mtu.setter
+    def mtu(self, value: int) -> None:
+        if not nic.MTU_MIN <= value <= self.max_mtu:
+            raise ValueError(f"MTU {value} outside {nic.MTU_MIN}..{self.max_mtu} (buffers "
+                             f"hold {self.buf_size} bytes; pass max_mtu to hold more)")
+        self._set_config(lambda: setattr(self, "_want_mtu", value))
+
+    def send(self, frame: Any) -> bool:
+        """Queue a frame (bytes or a scapy packet). False if refused (counted dropped)."""
+        data = frame if isinstance(frame, bytes) else bytes(frame)
+        with self._lock:
+            self.tx.submitted += 1
+            if self._disconnected or self.state in (DriverState.FAILED, DriverState.DETACHED):
+                self.tx.drop("down")
+                return False
+            if len(data) < nic.ETH_HEADER:
+                self.tx.drop("runt")
+                return False
+            if len(data) > self._want_mtu + _FRAME_OVERHEAD:
+                self.tx.drop("too-long")
+                return False
+            if len(self._backlog) >= self.backlog_limit:
+                self.tx.drop("backlog-full")
+                return False
+            self._backlog.append(data)
+        self._wake.set()
+        return True
+
+    def recv(self, timeout: float = 0.0, max_frames: int | None = None) -> list[bytes]:
+        """Frames received so far (waiting up to `timeout` for the first)."""
+        with self._rx_cv:
+            if not self._rxq and timeout > 0:
+                self._rx_cv.wait_for(lambda: bool(self._rxq) or self._disconnected, timeout)
+            n = len(self._rxq) if max_frames is None else min(max_frames, len(self._rxq))
+            out = [self._rxq.popleft() for _ in range(n)]
+            self.rx.delivered += n
+            return out
+
+    def recv_packets(self, timeout: float = 0.0) -> list[Any]:
+        """Like recv, as scapy Ether packets (scapy is imported only here)."""
+        from scapy.layers.l2 import Ether
+        return [Ether(f) for f in self.recv(timeout)]
+
+    def wait_tx_done(self, timeout: float) -> bool:
+        """Wait until every accepted frame has completed (nothing queued or in the ring)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._backlog and not self._in_ring:
+                    return True
+            self._wake.set()
+            time.sleep(0.002)
+        return False
+
+    def ledger_balanced(self) -> bool:
+        with self._lock:
+            return self.tx.balanced(self._in_ring, len(self._backlog)) and \
+                self.rx.balanced(len(self._rxq))
+
+    def counters(self) -> dict[str, Any]:
+        out = super().counters()
+        with self._lock:
+            out["tx"] = self.tx.to_json(self._in_ring, len(self._backlog), self._held)
+            out["rx"] = self.rx.to_json(len(self._rxq))
+        out.update(mac=mac_str(self._hw_mac), vlan=self._hw_vlan, mtu=self._want_mtu,
+                   recoveries=self.recoveries, resets=self.resets)
+        return out
+
+    def _set_config(self, change: Callable[[], None]) -> None:
+        with self._cfg_cv:
+            change()
+            self._cfg_gen += 1
+            gen = self._cfg_gen
+        if threading.current_thread() is self._thread:
+            self._apply_config()
+            return
+        self._wake.set()
+        if self.state is not DriverState.UP:
+            return  # applied at probe / restored by recovery
+        with self._cfg_cv:
+            self._cfg_cv.wait_for(lambda: self._cfg_done >= gen or self.state
+                                  is not DriverState.UP, 10.0)
+
+    # ------------------------------------------------------------------ probe
+    def probe(self) -> None:
+        fn = self.fn
+        fn.enable()
+        cmd = fn.config_read(nic.CFG_COMMAND, 2)
+        if cmd == 0xFFFF:
+            raise DriverError(f"{self.name}: config space reads all-ones (frozen or absent)")
+        fn.config_write(nic.CFG_COMMAND, 2, cmd | _MEM_BME)
+        if self._wait_pf_ready() is None:
+            raise DriverError(f"{self.name}: the PF did not finish its reset within "
+                              f"{self.pf_wait_s} s (mailbox RSTI)")
+        fn.write32(nic.CTRL, nic.Ctrl.RST)  # a clean start: NIC state and counters reset
+        fn.write32(nic.STATUS, nic.Status.RESET_DONE)
+        self._alloc()
+        with self._lock:
+            self._stopped = False
+            self._disconnected = False
+        self._apply_config()
+        self._program_rings()
+        fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
+
+    def probe_detail(self) -> dict[str, Any]:
+        return {"mac": mac_str(self._hw_mac), "vlan": self._hw_vlan, "mtu": self._hw_mtu,
+                "tx_ring": self.tx_ring, "rx_ring": self.rx_ring, "buf_size": self.buf_size}
+
+    def _alloc(self) -> None:
+        if self._tx_desc is not None:
+            return
+        dma = self.fn.dma
+        self._tx_desc = dma.alloc(self.tx_ring * nic.DESC_SIZE, nic.RING_ALIGN)
+        self._rx_desc = dma.alloc(self.rx_ring * nic.DESC_SIZE, nic.RING_ALIGN)
+        try:
+            self._tx_bufs = [dma.alloc(self.buf_size, 64) for _ in range(self.tx_ring)]
+            self._rx_bufs = [dma.alloc(self.buf_size, 64) for _ in range(self.rx_ring)]
+        except DmaUnavailable as e:  # a guest without hugepages: page-sized buffers
+            wanted = self.max_mtu
+            self.buf_size = PAGE
+            self.max_mtu = PAGE - _FRAME_OVERHEAD
+            self._want_mtu = min(self._want_mtu, self.max_mtu)
+            self._tx_bufs = [dma.alloc(self.buf_size, 64) for _ in range(self.tx_ring)]
+            self._rx_bufs = [dma.alloc(self.buf_size, 64) for _ in range(self.rx_ring)]
+            self.report("mtu-capped", wanted=wanted, max_mtu=self.max_mtu, why=str(e))
+
+    def _wait_pf_ready(self) -> float | None:
+        """Wait for the mailbox's "PF reset done"; seconds waited, None on timeout."""
+        t0 = time.monotonic()
+        delay = 0.001
+        while True:
+            mbx = self.fn.read32(nic.VF_MBX)
+            if mbx != ALL_ONES32 and not mbx & nic.Mbx.RSTI and mbx & nic.Mbx.RSTD:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > self.pf_wait_s or self._stop.is_set():
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _apply_config(self) -> None:
+        fn = self.fn
+        with self._cfg_cv:
+            gen = self._cfg_gen
+            want_mac, want_vlan, want_mtu = self._want_mac, self._want_vlan, self._want_mtu
+            vlan_set = self._vlan_set
+        if want_mac is not None:
+            fn.write32(nic.MAC_LO, int.from_bytes(want_mac[0:4], "little"))
+            fn.write32(nic.MAC_HI, int.from_bytes(want_mac[4:6], "little") | nic.MacHi.VALID)
+        else:
+            hi = fn.read32(nic.MAC_HI)
+            if hi != ALL_ONES32 and not hi & nic.MacHi.VALID:
+                fn.write32(nic.MAC_HI, hi | nic.MacHi.VALID)
+        if vlan_set:
+            fn.write32(nic.VLAN, 0 if want_vlan is None else int(nic.Vlan.EN) | want_vlan)
+        fn.write32(nic.MTU, want_mtu)
+        lo, hi = fn.read32(nic.MAC_LO), fn.read32(nic.MAC_HI)
+        self._hw_mac = lo.to_bytes(4, "little") + (hi & nic.MAC_HI_ADDR).to_bytes(2, "little")
+        vlan = fn.read32(nic.VLAN)
+        self._hw_vlan = vlan & nic.VLAN_VID if vlan & nic.Vlan.EN else None
+        self._hw_mtu = fn.read32(nic.MTU)
+        with self._cfg_cv:
+            self._cfg_done = max(self._cfg_done, gen)
+            self._cfg_cv.notify_all()
+
+    def _program_rings(self) -> None:
+        """Both rings from scratch: TX empty, every RX buffer posted. Writing a ring's
+        base/length empties it in hardware (pending TX descriptors count TX_DROPPED)."""
+        fn = self.fn
+        assert self._tx_desc is not None and self._rx_desc is not None
+        self._tx_desc.zero()
+        self._tx_frames = [None] * self.tx_ring
+        self._tx_next = self._tx_clean = 0
+        with self._lock:
+            self._in_ring = 0
+        for i, buf in enumerate(self._rx_bufs):
+            self._rx_desc.write(i * nic.DESC_SIZE, nic.DESC.pack(buf.bus, self.buf_size, 0, 0, 0))
+        self._rx_next = 0
+        for base, ring, count in ((nic.TX_BASE_LO, self._tx_desc, self.tx_ring),
+                                  (nic.RX_BASE_LO, self._rx_desc, self.rx_ring)):
+            fn.write32(base + nic.RING_BASE_LO, ring.bus & 0xFFFFFFFF)
+            fn.write32(base + nic.RING_BASE_HI, ring.bus >> 32)
+            fn.write32(base + nic.RING_LEN, count)
+        fn.write32(nic.RX_TAIL, self.rx_ring - 1)
+
+    # ------------------------------------------------------------------ data path
+    def poll(self) -> bool:
+        if self._disconnected:
+            return False
+        work = 0
+        if self._cfg_done < self._cfg_gen and not self._stopped:
+            self._apply_config()
+            work += 1
+        work += self._rx_poll()
+        work += self._tx_reap()
+        if not self._stopped:
+            work += self._tx_post()
+        return work > 0
+
+    def health_due(self, now: float) -> bool:
+        # a descriptor that does not complete is a hint the PE froze
+        return bool(self._in_ring) and now - self._tx_since > 0.1 and \
+            now - self._last_health > 0.1
+
+    def _tx_post(self) -> int:
+        assert self._tx_desc is not None
+        n = self.tx_ring
+        posted = 0
+        desc, bufs, frames = self._tx_desc, self._tx_bufs, self._tx_frames
+        while True:
+            with self._lock:
+                if not self._backlog or self._in_ring >= n - 1:
+                    break
+                frame = self._backlog.popleft()
+                if self._held:
+                    self._held -= 1
+                    self.tx.replayed += 1
+                slot = self._tx_next
+                bufs[slot].write(0, frame)
+                desc.write(slot * nic.DESC_SIZE, nic.DESC.pack(bufs[slot].bus, len(frame),
+                                                               0, 0, 0))
+                frames[slot] = frame
+                self._tx_next = (slot + 1) % n
+                if not self._in_ring:
+                    self._tx_since = time.monotonic()
+                self._in_ring += 1
+                self.tx.posted += 1
+            posted += 1
+        if posted:
+            self.fn.write32(nic.TX_TAIL, self._tx_next)
+        return posted
+
+    def _tx_reap(self) -> int:
+        desc = self._tx_desc
+        if desc is None:
+            return 0
+        done = 0
+        n = self.tx_ring
+        while self._in_ring:
+            slot = self._tx_clean
+            status = desc.u16(slot * nic.DESC_SIZE + nic.DESC_STATUS)
+            if not status & _DD:
+                break
+            frame = self._tx_frames[slot]
+            with self._lock:
+                if status & _ERR:
+                    self.tx.errors += 1
+                    self.tx.error_codes[status >> nic.DESC_ERROR_SHIFT] += 1
+                else:
+                    self.tx.sent += 1
+                    self.tx.bytes_sent += len(frame or b"")
+                self._in_ring -= 1
+            self._tx_frames[slot] = None
+            self._tx_clean = (slot + 1) % n
+            self._tx_since = time.monotonic()
+            done += 1
+        return done
+
+    def _tx_reclaim(self) -> int:
+        """Take every unfinished descriptor back (done ones are reaped first); the frames
+        go to the head of the backlog, in order, to be replayed."""
+        self._tx_reap()
+        n = self.tx_ring
+        frames = []
+        slot = self._tx_clean
+        for _ in range(self._in_ring):
+            frame = self._tx_frames[slot]
+            if frame is not None:
+                frames.append(frame)
+            self._tx_frames[slot] = None
+            slot = (slot + 1) % n
+        with self._lock:
+            self._backlog.extendleft(reversed(frames))
+            self._held += len(frames)
+            self.tx.reclaimed += len(frames)
+            self._in_ring = 0
+        self._tx_next = self._tx_clean = 0
+        return len(frames)
+
+    def _rx_poll(self, limit: int = 64) -> int:
+        desc = self._rx_desc
+        if desc is None:
+            return 0
+        n = self.rx_ring
+        got = 0
+        last = -1
+        while got < limit:
+            slot = self._rx_next
+            off = slot * nic.DESC_SIZE
+            status = desc.u16(off + nic.DESC_STATUS)
+            if not status & _DD:
+                break
+            length = desc.u16(off + nic.DESC_LENGTH)
+            buf = self._rx_bufs[slot]
+            if status & _ERR:
+                with self._lock:
+                    self.rx.errors += 1
+                    self.rx.error_codes[status >> nic.DESC_ERROR_SHIFT] += 1
+            else:
+                self._deliver(buf.read(0, min(length, self.buf_size)))
+            desc.write(off, nic.DESC.pack(buf.bus, self.buf_size, 0, 0, 0))
+            last = slot
+            self._rx_next = (slot + 1) % n
+            got += 1
+        if last >= 0:
+            self.fn.write32(nic.RX_TAIL, last)
+        return got
+
+    def _deliver(self, frame: bytes) -> None:
+        cb = self._on_receive
+        with self._rx_cv:
+            self.rx.received += 1
+            self.rx.bytes += len(frame)
+            if cb is None:
+                if len(self._rxq) >= self.rx_queue_limit:
+                    self.rx.dropped += 1
+                    return
+                self._rxq.append(frame)
+                self._rx_cv.notify_all()
+                return
+            self.rx.delivered += 1
+        cb(frame)
+
+    # ------------------------------------------------------------------ recovery
+    def error_detected(self, state: ChannelState) -> ErsResult:
+        if state is ChannelState.PERM_FAILURE:
+            self._disconnect("permanent-failure")
+            return ErsResult.DISCONNECT
+        with self._lock:
+            self._stopped = True
+        self.recoveries += 1
+        return ErsResult.CAN_RECOVER
+
+    def mmio_enabled(self) -> ErsResult:
+        reclaimed = self._tx_reclaim()
+        harvested = self._rx_poll(self.rx_ring)
+        lost = self._config_lost()
+        if lost is not None:
+            self.report("config-lost", why=lost, reclaimed=reclaimed, harvested=harvested)
+            return ErsResult.NEED_RESET
+        self._apply_config()
+        self._program_rings()
+        self.fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
+        self.report("rings-rearmed", reclaimed=reclaimed, harvested=harvested)
+        return ErsResult.RECOVERED
+
+    def _config_lost(self) -> str | None:
+        fn = self.fn
+        cmd = fn.config_read(nic.CFG_COMMAND, 2)
+        if cmd == 0xFFFF or cmd & _MEM_BME != _MEM_BME:
+            return f"command {cmd:#06x}"
+        if fn.read32(nic.STATUS) == ALL_ONES32:
+            return "STATUS reads all-ones"
+        mbx = fn.read32(nic.VF_MBX)
+        if mbx & nic.Mbx.RSTI:
+            return "mailbox: PF reset in progress"
+        if not fn.read32(nic.MAC_HI) & nic.MacHi.VALID:
+            return "MAC not valid"
+        ctrl = fn.read32(nic.CTRL)
+        if ctrl & (nic.Ctrl.TXEN | nic.Ctrl.RXEN) != nic.Ctrl.TXEN | nic.Ctrl.RXEN:
+            return f"CTRL {ctrl:#x}: rings stopped"
+        return None
+
+    def slot_reset(self) -> ErsResult:
+        self.resets += 1
+        self._tx_reclaim()  # nothing left after an FLR, but keep the books exact
+        waited = self._wait_pf_ready()
+        if waited is None:
+            self.report("pf-reset-timeout", waited_s=self.pf_wait_s)
+            return ErsResult.DISCONNECT
+        self.report("pf-reset-done", waited_ms=round(waited * 1000, 3))
+        self._apply_config()
+        self._program_rings()
+        self.fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
+        self.report("config-restored", mac=mac_str(self._hw_mac), vlan=self._hw_vlan,
+                    mtu=self._hw_mtu)
+        return ErsResult.RECOVERED
+
+    def resume(self) -> None:
+        with self._lock:
+            held = self._held
+            self._stopped = False
+        self.report("replay", frames=held)
+        self._wake.set()
+
+    def _disconnect(self, reason: str) -> None:
+        if self._tx_desc is not None:
+            self._tx_reap()
+        with self._lock:
+            self.tx.drop(reason, self._in_ring + len(self._backlog))
+            self._backlog.clear()
+            self._held = 0
+            self._in_ring = 0
+            self._disconnected = True
+            self._stopped = True
+            self._rx_cv.notify_all()
+        self._tx_frames = [None] * self.tx_ring
+
+    def on_disconnected(self) -> None:
+        if not self._disconnected:
+            self._disconnect("disconnected")
+
+    def on_detach(self, reason: str) -> None:
+        try:
+            if self._tx_desc is not None:
+                self._tx_reap()  # what completed before the removal counts as sent
+        except Exception:
+            pass
+        with self._lock:
+            self.tx.drop(f"detached: {reason}", self._in_ring + len(self._backlog))
+            self._backlog.clear()
+            self._held = 0
+            self._in_ring = 0
+        self._tx_frames = [None] * self.tx_ring
+        self._tx_next = self._tx_clean = 0
+        # the DMA memory belonged to the function's access object: a new one brings its own
+        self._tx_desc = self._rx_desc = None
+        self._tx_bufs, self._rx_bufs = [], []
+
+    def recovery_policy(self) -> RecoveryPolicy:
+        return self.policy or RecoveryPolicy.for_vf()
