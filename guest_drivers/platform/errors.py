@@ -9,7 +9,9 @@ class PlatformError(Exception):
     """Root of every exception raised by guest_drivers.platform."""
 
 
-class DeviceNotFound(PlatformError):
+class DeviceNotFound(PlatformError, LookupError):
+    """No present PCI function matches (a LookupError, as pyudev's lookup errors are)."""
+
     def __init__(self, what: str) -> None:
         super().__init__(f"no PCI function matches {what}")
         self.what = what

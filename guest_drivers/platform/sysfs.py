@@ -6,13 +6,14 @@ stores go through a typed memoryview so each is one access of its width, as MMIO
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from guest_drivers.platform.errors import DeviceNotFound, translate
+from guest_drivers.platform.errors import AccessError, DeviceNotFound, translate
 
 SYSFS_PCI = Path("/sys/bus/pci/devices")
 
@@ -127,9 +128,16 @@ class PciFunction:
         return Bar(self.path / f"resource{index}")
 
 
+# errnos of a read from a function that was hot-removed after the directory listing
+_GONE = frozenset({errno.ENOENT, errno.ENODEV})
+
+
 def functions(vendor: int | None = None, device: int | None = None,
               root: Path = SYSFS_PCI) -> Iterator[PciFunction]:
-    """Present PCI functions, optionally filtered by vendor and device ID, in bus order."""
+    """Present PCI functions, optionally filtered by vendor and device ID, in bus order.
+
+    A function removed while the scan runs (hot-removal between the listing and the read
+    of its IDs) is skipped; any other failure to read its IDs is raised (AccessError)."""
     try:
         names = sorted(os.listdir(root))
     except OSError:
@@ -141,8 +149,10 @@ def functions(vendor: int | None = None, device: int | None = None,
                 continue
             if device is not None and fn.device != device:
                 continue
-        except OSError:
-            continue  # removed while we looked
+        except AccessError as e:
+            if e.errno in _GONE or not fn.exists():
+                continue  # removed while we looked
+            raise
         yield fn
 
 
