@@ -1,4 +1,11 @@
-"""Command line: `python -m hypervisor_shim ...`. Environment and flags are read here only."""
+"""Command line: `python -m hypervisor_shim ...`. Environment and flags are read here only.
+
+Errors end here: every exception of the project's packages (`ShimError`, the device
+model's `DeviceModelError`, the transport's `VfioUserError`), of qemu.qmp (`QMPError`:
+QEMU refused a command, or its connection was lost) and of the OS is reported as one
+line, `error: <message>`, on stderr with exit status 1 and no traceback. A guest
+failure's evidence (artifacts directory, last console lines) follows on indented lines.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,20 @@ import os
 import sys
 from pathlib import Path
 
+from qemu.qmp import QMPError
+
+from device_model.errors import DeviceModelError
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
+from hypervisor_shim.errors import ShimError
 from hypervisor_shim.scenario import GUEST_COMMAND, Echo, run_with_guest, summarize
-from hypervisor_shim.vm.assets import REPO, AssetConfig, ensure_assets
+from hypervisor_shim.vm.assets import REPO, AssetConfig, GuestAssets, ensure_assets
 from hypervisor_shim.vm.config import MachineConfig
-from hypervisor_shim.vm.errors import AssetError, GuestError
 from hypervisor_shim.vm.machine import Machine
 from hypervisor_shim.vm.run import new_run_dir, resolve_accel, run_command, with_accel
+from vfio_user.errors import VfioUserError
+
+# What the command line reports as `error: ...` rather than a traceback.
+REPORTED = (ShimError, DeviceModelError, VfioUserError, QMPError, OSError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +61,7 @@ async def _vm(args: argparse.Namespace) -> int:
         return 0
     accel, why = await resolve_accel(args.accel, assets, AssetConfig.from_env(), args.runs)
     print(f"vm: {assets.qemu.describe()}; accelerator {accel} ({why})", file=sys.stderr)
+    _warn_drift(assets)
     run_dir = new_run_dir(args.runs, "vm")
     result = await run_command(with_accel(cfg, accel), assets, command, run_dir, args.timeout)
     sys.stdout.write(result.output)
@@ -77,6 +92,7 @@ async def _demo(args: argparse.Namespace) -> int:
     assets = ensure_assets(cfg_assets)
     accel, why = await resolve_accel(args.accel, assets, cfg_assets, args.runs)
     print(f"demo: {assets.qemu.describe()}; accelerator {accel} ({why})")
+    _warn_drift(assets)
     run_dir = new_run_dir(args.runs, "demo")
     results = run_dir / "results"
     record: dict[str, object] = {}
@@ -100,14 +116,19 @@ async def _demo(args: argparse.Namespace) -> int:
     return status
 
 
+def _warn_drift(assets: GuestAssets) -> None:
+    if assets.rootfs_lock.drift:
+        print(f"warning: {assets.rootfs_lock.summary()}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "vm":
             return asyncio.run(_vm(args))
         return asyncio.run(_demo(args))
-    except (AssetError, GuestError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except REPORTED as e:
+        print(f"error: {str(e) or type(e).__name__}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

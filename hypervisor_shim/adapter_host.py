@@ -10,6 +10,9 @@ A function can be attached only while it answers: it exists (VF Enable and NumVF
 it) and its PE is not frozen, in reset or unavailable. QEMU reads a function's config
 space when it realizes the device; from a frozen or absent function that is all-ones,
 and QEMU 11.1 then never finishes `device_add`.
+
+A host is CREATED, SERVING inside its `with` block, then CLOSED (`HostState`); calls
+into the device model need SERVING (`@require`, StateError otherwise).
 """
 
 from __future__ import annotations
@@ -21,19 +24,22 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
 from device_model import Adapter, AdapterConfig, AsyncioClock, PeStateCode, QueueUplink
 from device_model.function import Function
 from device_model.reset import ResetTiming
+from hypervisor_shim.errors import ShimError
 from hypervisor_shim.vm.config import MachineConfig, VfioUserDevice
+from hypervisor_shim.vm.state import require
 from vfio_user import ServerThread
 
 T = TypeVar("T")
 
 
-class AdapterHostError(Exception):
+class AdapterHostError(ShimError):
     """Root of the exceptions of hypervisor_shim.adapter_host."""
 
 
@@ -58,6 +64,12 @@ class AdapterHostConfig:
     host_cpus: tuple[int, ...] | None = None
 
 
+class HostState(Enum):
+    CREATED = "created"  # adapter built, server not started
+    SERVING = "serving"  # every function served over vfio-user
+    CLOSED = "closed"  # server stopped, sockets removed
+
+
 def colocated_cpu() -> tuple[int, ...]:
     """The CPU shared by the device model and its guests: the highest one allowed."""
     return (max(os.sched_getaffinity(0)),)
@@ -79,34 +91,45 @@ class AdapterHost:
         self.host_cpus = colocated_cpu() if cfg.host_cpus is None else cfg.host_cpus
         self.server = ServerThread(functions, self.sock_dir, loop=self.loop,
                                    cpus=frozenset(self.host_cpus))
+        self.state = HostState.CREATED
 
+    @require(HostState.CREATED)
     def __enter__(self) -> AdapterHost:
         try:
             self.server.start()
         except BaseException:
+            self.state = HostState.CLOSED
             shutil.rmtree(self.sock_dir, ignore_errors=True)
             raise
+        self.state = HostState.SERVING
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.state = HostState.CLOSED
         self.server.stop()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
 
+    @require(HostState.SERVING)
     def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the device model's loop thread (the only thread that may touch it)."""
         return self.server.call(fn)
 
-    def _check(self, fn: Function) -> None:
+    def _check(self, name: str) -> Function:
+        try:
+            fn = self.adapter.function(name)
+        except KeyError:
+            raise NotAttachable(name, "the adapter has no such function") from None
         if not fn.exists:
             raise NotAttachable(fn.name, "the function is not enabled (VF Enable / NumVFs)")
         code = fn.pe.status().code
         if code is not PeStateCode.NORMAL:
             raise NotAttachable(fn.name, f"its PE is in state {int(code)} ({code.name})")
+        return fn
 
     def device(self, name: str, root_port: str) -> VfioUserDevice:
-        """The vfio-user device for function `name`, if it can be attached now."""
-        fn = self.call(lambda: self.adapter.function(name))
-        self.call(lambda: self._check(fn))
+        """The vfio-user device for function `name`, if it can be attached now
+        (NotAttachable otherwise)."""
+        self.call(lambda: self._check(name))
         return VfioUserDevice(id=name, socket=self.server.paths[name], root_port=root_port)
 
     def machine_config(self, base: MachineConfig, names: Sequence[str],

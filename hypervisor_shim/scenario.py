@@ -12,16 +12,43 @@ import functools
 import json
 import threading
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 from hypervisor_shim.adapter_host import AdapterHost
-from hypervisor_shim.vm.errors import UnplugRefused
+from hypervisor_shim.errors import ShimError
+from hypervisor_shim.vm.errors import StateError, UnplugRefused
 from hypervisor_shim.vm.machine import Machine
 
 PATTERN = bytes(range(256))[16:116]
 PEER_MAC = bytes.fromhex("02aabbccddee")
 GUEST_COMMAND = ("{ lspci -vvv -nn -d 1b36:10ee; lspci -vvv -nn -d 1b36:10ef; } "
                  "> /mnt/results/lspci.txt 2>&1; python3 -m guest_drivers.selftest")
+
+
+class ScenarioError(ShimError):
+    """Root of the exceptions of the transport scenario's host side."""
+
+
+class ThawRefused(ScenarioError):
+    """The platform could not thaw a PE after the scenario froze the adapter."""
+
+    def __init__(self, pe: str, mmio: int, dma: int | None) -> None:
+        dma_text = "not tried" if dma is None else str(dma)
+        super().__init__(f"thaw of PE {pe} refused (MMIO thaw status {mmio}, "
+                         f"DMA thaw status {dma_text})")
+        self.pe = pe
+        self.mmio = mmio
+        self.dma = dma
+
+
+class ScenarioTimeout(ScenarioError):
+    """A step of the scenario did not happen in time (the guest's or QEMU's side)."""
+
+    def __init__(self, what: str, timeout: float) -> None:
+        super().__init__(f"{what} within {timeout:.0f} s")
+        self.what = what
+        self.timeout = timeout
 
 
 class Echo(threading.Thread):
@@ -34,21 +61,33 @@ class Echo(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        while not self.stop.is_set():
-            for f in self.host.call(self.host.uplink.take):
-                self.seen.append(f)
-                if PATTERN in f:
-                    reply = f[6:12] + PEER_MAC + b"\x88\xb5" + PATTERN[::-1]
-                    self.host.call(functools.partial(self.host.uplink.inject, reply))
-            time.sleep(0.05)
+        try:
+            while not self.stop.is_set():
+                for f in self.host.call(self.host.uplink.take):
+                    self.seen.append(f)
+                    if PATTERN in f:
+                        reply = f[6:12] + PEER_MAC + b"\x88\xb5" + PATTERN[::-1]
+                        self.host.call(functools.partial(self.host.uplink.inject, reply))
+                time.sleep(0.05)
+        except StateError:
+            pass  # the host closed before we were told to stop: nothing left to echo
 
 
 async def wait_file(path: Path, timeout: float = 120) -> None:
+    """Wait for the guest to create `path` in the results share (a 9p directory the guest
+    writes: the host has no notification for it, so this polls)."""
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"guest never wrote {path.name}")
+            raise ScenarioTimeout(f"the guest did not write {path.name}", timeout)
         await asyncio.sleep(0.05)
+
+
+async def _within(what: str, timeout: float, step: Awaitable[None]) -> None:
+    try:
+        await asyncio.wait_for(step, timeout)
+    except TimeoutError:
+        raise ScenarioTimeout(what, timeout) from None
 
 
 async def transport_host_side(host: AdapterHost, vm: Machine, results: Path,
@@ -62,12 +101,14 @@ async def transport_host_side(host: AdapterHost, vm: Machine, results: Path,
     await wait_file(results / "sync-frozen-checked")
     for pe in adapter.pes:  # adapter PE first
         # VF PEs froze as a side-effect of the adapter PE: thaw them all
-        if host.call(pe.thaw_mmio) != 0 or host.call(pe.thaw_dma) != 0:
-            raise RuntimeError(f"thaw of PE {pe.name} refused")
+        mmio = host.call(pe.thaw_mmio)
+        dma = host.call(pe.thaw_dma) if mmio == 0 else None
+        if mmio != 0 or dma != 0:
+            raise ThawRefused(pe.name, int(mmio), None if dma is None else int(dma))
     (results / "sync-thawed").touch()
     await wait_file(results / "sync-plug-request")
     dev = host.device(hotplug, port)
-    await asyncio.wait_for(vm.hotplug(dev), 60)
+    await _within(f"device_add of {hotplug} did not complete", 60, vm.hotplug(dev))
     (results / "sync-plugged").touch()
     await wait_file(results / "sync-plug-seen")
     try:
@@ -81,7 +122,8 @@ async def transport_host_side(host: AdapterHost, vm: Machine, results: Path,
         return
     # the same function again: its server takes the new connection QEMU opens
     await wait_file(results / "sync-unplug-seen")
-    await asyncio.wait_for(vm.hotplug(host.device(hotplug, port)), 60)
+    await _within(f"device_add of {hotplug} (again) did not complete", 60,
+                  vm.hotplug(host.device(hotplug, port)))
     record["replug"] = "added"
     (results / "sync-replugged").write_text("added\n")
 

@@ -1,16 +1,25 @@
 """Guest assets: the root fs (with the QEMU it carries), the kernel, the initramfs.
 
 The root fs is built by `qemu/build-rootfs.sh` into a cache outside the tracked tree,
-keyed by a hash of the recipe, so it is rebuilt only when the recipe changes. A build
-goes into a temporary directory under a lock and is renamed into place only when it is
-complete: an interrupted build is never used (and is swept away by the next build).
+keyed by a hash of the recipe (script, package list and lock), so it is rebuilt only when
+the recipe changes. A build goes into a temporary directory under a lock and is renamed
+into place only when it is complete: an interrupted build is never used (and is swept
+away by the next build).
+
+The build pins every package to the version in `qemu/rootfs.lock` (see rootfs_lock). A
+pinned version the archive no longer has is replaced by what it has (and a pinned build
+that apt cannot resolve is redone unpinned); which packages differ, and what that
+changes, is printed by the build and recorded in each run's machine.json.
 
     python -m hypervisor_shim.vm.assets build     # ensure root fs + initramfs, print paths
     python -m hypervisor_shim.vm.assets show      # print what would be used
+    python -m hypervisor_shim.vm.assets lock      # refresh qemu/rootfs.lock (unpinned build)
+    python -m hypervisor_shim.vm.assets lock --from ROOTFS   # ... from a built root fs
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -24,15 +33,26 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from hypervisor_shim.vm.cpio import CpioWriter
 from hypervisor_shim.vm.errors import AssetError, QemuNotFound
 from hypervisor_shim.vm.qemu_fixes import FixedBinary, ensure_fixed
+from hypervisor_shim.vm.rootfs_lock import (
+    LOCK_FILE,
+    LockStatus,
+    compare,
+    format_lock,
+    installed_packages,
+    lock_status,
+    parse_lock,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPE_FILES = ("qemu/build-rootfs.sh", "qemu/rootfs-packages.txt")
+BUILD_SCRIPT = "qemu/build-rootfs.sh"
+RECIPE_FILES = (BUILD_SCRIPT, "qemu/rootfs-packages.txt", LOCK_FILE)
 INIT_FILE = "qemu/initramfs-init.sh"
 INITRAMFS_MODULES = ("9pnet_virtio", "9p",)  # plus everything modules.dep says they need
 MIN_QEMU = (10, 1, 1)
@@ -42,7 +62,11 @@ COMPLETE = ".complete"
 def _digest(paths: list[Path], extra: bytes = b"") -> str:
     h = hashlib.sha256(extra)
     for p in paths:
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        try:
+            data = p.read_bytes() + b"\0"
+        except FileNotFoundError:
+            data = b"(absent)"  # only the lock may be absent: an unpinned recipe
+        h.update(p.name.encode() + b"\0" + data)
     return h.hexdigest()[:16]
 
 
@@ -95,6 +119,8 @@ class GuestAssets:
     kernel: Path
     initramfs: Path
     qemu: QemuBinary
+    # how the root fs compares with its lock
+    rootfs_lock: LockStatus = field(default_factory=LockStatus)
 
 
 @contextlib.contextmanager
@@ -106,6 +132,44 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _run_build(cfg: AssetConfig, tmp: Path, lock: Path | None, logfile: Path,
+               mode: str = "w") -> int:
+    """Run the recipe into `tmp`, pinned to `lock` if given; its output goes to `logfile`."""
+    argv = ["bash", str(cfg.repo / BUILD_SCRIPT), str(tmp)]
+    if lock is not None:
+        argv.append(str(lock))
+    with open(logfile, mode) as lf:
+        return subprocess.call(argv, stdout=lf, stderr=subprocess.STDOUT)
+
+
+def _build_failed(rc: int, tmp: Path, logfile: Path) -> AssetError:
+    shutil.rmtree(tmp, ignore_errors=True)
+    tail = logfile.read_text(errors="replace").splitlines()[-15:]
+    return AssetError(f"root fs build failed (exit {rc}); log {logfile}:\n"
+                      + "\n".join(f"  | {line}" for line in tail))
+
+
+def _install(tmp: Path, final: Path, info: dict[str, object]) -> None:
+    (tmp / COMPLETE).write_text(json.dumps(info, indent=1) + "\n")
+    os.rename(tmp, final)
+
+
+def report_lock(status: LockStatus, out: io.TextIOBase | TextIO) -> None:
+    """The build output's account of the root fs against its lock."""
+    if not status.locked:
+        print(f"assets: warning: {status.summary()}", file=out)
+    elif not status.drift:
+        print(f"assets: root fs matches {status.lock}", file=out)
+    else:
+        print(f"assets: warning: the root fs differs from {status.lock}: these pinned "
+              "versions are gone from the archive (or no longer install together), so apt "
+              "installed what it has:", file=out)
+        for d in status.drift:
+            print(f"assets:   {d.describe()}", file=out)
+        print("assets: every run records this in machine.json (rootfs_lock); to adopt "
+              "these versions: python -m hypervisor_shim.vm.assets lock", file=out)
 
 
 def ensure_rootfs(cfg: AssetConfig, log: io.TextIOBase | None = None) -> Path:
@@ -123,27 +187,91 @@ def ensure_rootfs(cfg: AssetConfig, log: io.TextIOBase | None = None) -> Path:
         if final.exists():  # present but never completed: not trustworthy
             shutil.rmtree(final, ignore_errors=True)
         tmp = cfg.cache_dir / f"rootfs-{cfg.rootfs_key}.tmp-{os.getpid()}"
-        print(f"assets: building root fs {final.name} (mmdebstrap, about a minute)", file=out)
+        lock = cfg.repo / LOCK_FILE
+        pinned = lock.exists()
+        how = f"pinned to {LOCK_FILE}" if pinned else "unpinned: no lock file"
+        print(f"assets: building root fs {final.name} (mmdebstrap, {how}, about a minute)",
+              file=out)
         start = time.monotonic()
         logfile = cfg.cache_dir / f"rootfs-{cfg.rootfs_key}.build.log"
-        with open(logfile, "w") as lf:
-            rc = subprocess.call(
-                ["bash", str(cfg.repo / "qemu/build-rootfs.sh"), str(tmp)],
-                stdout=lf, stderr=subprocess.STDOUT,
-            )
-        if rc != 0:
+        rc = _run_build(cfg, tmp, lock if pinned else None, logfile)
+        if rc != 0 and pinned:
+            # e.g. a pinned library that a newer package of the archive cannot use
+            print(f"assets: warning: the pinned build failed (exit {rc}, log {logfile}); "
+                  "building again with what the archive has", file=out)
             shutil.rmtree(tmp, ignore_errors=True)
-            tail = logfile.read_text(errors="replace").splitlines()[-15:]
-            raise AssetError(
-                f"root fs build failed (exit {rc}); log {logfile}:\n" + "\n".join(tail)
-            )
+            pinned = False
+            rc = _run_build(cfg, tmp, None, logfile, mode="a")
+        if rc != 0:
+            raise _build_failed(rc, tmp, logfile)
+        status = lock_status(lock, tmp)
+        report_lock(status, out)
         seconds = time.monotonic() - start
-        info = {"key": cfg.rootfs_key, "build_seconds": round(seconds, 1),
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        (tmp / COMPLETE).write_text(json.dumps(info) + "\n")
-        os.rename(tmp, final)
+        _install(tmp, final, {"key": cfg.rootfs_key, "build_seconds": round(seconds, 1),
+                              "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                              "pinned": pinned, "rootfs_lock": status.as_json()})
         print(f"assets: root fs built in {seconds:.1f} s: {final}", file=out)
         return final
+
+
+def refresh_lock(cfg: AssetConfig, source: Path | None = None,
+                 out: io.TextIOBase | TextIO = sys.stdout) -> dict[str, str]:
+    """Write qemu/rootfs.lock from a fresh unpinned build (or from the built root fs
+    `source`), print what changed, and return the new lock.
+
+    A fresh build is the root fs of the new recipe (its versions are the lock): it is
+    kept in the cache under the new key rather than rebuilt."""
+    if source is not None:
+        return _write_lock(cfg, source, str(source), out)
+    cfg.cache_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(cfg.cache_dir / "rootfs-refresh.lock"):  # one refresh at a time
+        for stale in cfg.cache_dir.glob("rootfs-refresh.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = cfg.cache_dir / f"rootfs-refresh.tmp-{os.getpid()}"
+        logfile = cfg.cache_dir / "rootfs-refresh.build.log"
+        print("assets: building an unpinned root fs to take the archive's current "
+              "versions (mmdebstrap, about a minute)", file=out)
+        start = time.monotonic()
+        rc = _run_build(cfg, tmp, None, logfile)
+        if rc != 0:
+            raise _build_failed(rc, tmp, logfile)
+        seconds = time.monotonic() - start
+        try:
+            new = _write_lock(cfg, tmp, "a fresh unpinned build", out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        final = cfg.rootfs_dir  # the key of the recipe with the new lock
+        with _locked(cfg.cache_dir / f"rootfs-{cfg.rootfs_key}.lock"):
+            if (final / COMPLETE).exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return new
+            shutil.rmtree(final, ignore_errors=True)
+            status = lock_status(cfg.repo / LOCK_FILE, tmp)
+            _install(tmp, final, {"key": cfg.rootfs_key, "build_seconds": round(seconds, 1),
+                                  "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                  "pinned": False, "rootfs_lock": status.as_json()})
+        print(f"assets: the build is the root fs of the new lock: {final}", file=out)
+        return new
+
+
+def _write_lock(cfg: AssetConfig, rootfs: Path, origin: str,
+                out: io.TextIOBase | TextIO) -> dict[str, str]:
+    lock = cfg.repo / LOCK_FILE
+    old = parse_lock(lock.read_text(), LOCK_FILE) if lock.exists() else {}
+    new = installed_packages(rootfs)
+    if not new:
+        raise AssetError(f"{rootfs} has no installed packages: not a root fs")
+    staged = lock.with_name(f"{lock.name}.tmp-{os.getpid()}")
+    staged.write_text(format_lock(new))
+    os.replace(staged, lock)
+    print(f"assets: wrote {LOCK_FILE}: {len(new)} packages from {origin}", file=out)
+    changes = compare(old, new) if old else ()
+    for d in changes:
+        print(f"assets:   {d.describe().replace(' built ', ' now ')}", file=out)
+    if old and not changes:
+        print("assets: no version changed", file=out)
+    return new
 
 
 def find_kernel(rootfs: Path) -> Path:
@@ -265,30 +393,39 @@ def ensure_assets(cfg: AssetConfig, log: io.TextIOBase | None = None) -> GuestAs
     return GuestAssets(rootfs=rootfs, kernel=find_kernel(rootfs),
                        initramfs=ensure_initramfs(cfg, rootfs),
                        qemu=find_qemu(rootfs, fixed_dir=cfg.cache_dir / "qemu-fixed",
-                                      host_fixes=cfg.host_qemu_fixes))
+                                      host_fixes=cfg.host_qemu_fixes),
+                       rootfs_lock=lock_status(cfg.repo / LOCK_FILE, rootfs))
 
 
 def main(argv: list[str]) -> int:
-    cmd = argv[0] if argv else "show"
+    p = argparse.ArgumentParser(prog="python -m hypervisor_shim.vm.assets")
+    sub = p.add_subparsers(dest="cmd")
+    sub.add_parser("build", help="ensure root fs + initramfs, print paths")
+    sub.add_parser("show", help="print what would be used")
+    lock = sub.add_parser("lock", help=f"rewrite {LOCK_FILE} from a fresh unpinned build")
+    lock.add_argument("--from", dest="source", type=Path, metavar="ROOTFS",
+                      help="take the versions from this built root fs instead")
+    args = p.parse_args(argv)
     cfg = AssetConfig.from_env()
-    if cmd == "build":
-        try:
+    try:
+        if args.cmd == "build":
             assets = ensure_assets(cfg)
-        except AssetError as e:
-            print(f"assets: {e}", file=sys.stderr)
-            return 1
-        print(f"assets: root fs   {assets.rootfs}")
-        print(f"assets: kernel    {assets.kernel}")
-        print(f"assets: initramfs {assets.initramfs}")
-        print(f"assets: using {assets.qemu.describe()}")
-        return 0
-    if cmd == "show":
-        print(f"cache     {cfg.cache_dir}")
-        built = "built" if (cfg.rootfs_dir / COMPLETE).exists() else "not built"
-        print(f"root fs   {cfg.rootfs_dir} ({built})")
-        return 0
-    print("usage: python -m hypervisor_shim.vm.assets [build|show]", file=sys.stderr)
-    return 2
+            print(f"assets: root fs   {assets.rootfs}")
+            print(f"assets: kernel    {assets.kernel}")
+            print(f"assets: initramfs {assets.initramfs}")
+            print(f"assets: using {assets.qemu.describe()}")
+            print(f"assets: {assets.rootfs_lock.summary()}")
+            return 0
+        if args.cmd == "lock":
+            refresh_lock(cfg, args.source)
+            return 0
+    except (AssetError, OSError) as e:
+        print(f"assets: error: {e}", file=sys.stderr)
+        return 1
+    print(f"cache     {cfg.cache_dir}")
+    built = "built" if (cfg.rootfs_dir / COMPLETE).exists() else "not built"
+    print(f"root fs   {cfg.rootfs_dir} ({built})")
+    return 0
 
 
 if __name__ == "__main__":

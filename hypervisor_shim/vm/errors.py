@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
+from hypervisor_shim.errors import ShimError
 
-class VmError(Exception):
+
+class VmError(ShimError):
     """Root of every exception raised by hypervisor_shim.vm."""
+
+
+class StateError(VmError):
+    """An operation was asked of an object in a state that does not allow it."""
+
+    def __init__(self, owner: str, operation: str, state: Enum,
+                 required: tuple[Enum, ...]) -> None:
+        allowed = " or ".join(r.name for r in required)
+        super().__init__(f"{owner}: {operation} needs state {allowed}, "
+                         f"but the state is {state.name}")
+        self.owner = owner
+        self.operation = operation
+        self.state = state
+        self.required = required
 
 
 class AssetError(VmError):
@@ -59,3 +76,4 @@ class UnplugRefused(VmError):
             "EEH_QEMU_FIXES=vfio-user-msix-teardown if the host's QEMU was built with it)")
         self.device = device
         self.qemu_version = qemu_version
+

@@ -8,6 +8,11 @@ connection, and waits for the guest's readiness marker. Leaving stops QEMU (grac
 if all went well, SIGKILL otherwise: also on Ctrl-C and on test failure) and removes the
 socket directory. A guest that does not get ready or does not finish in time raises a
 GuestError carrying the last console lines and the artifacts directory.
+
+A Machine goes CREATED -> STARTING -> RUNNING -> STOPPED (`MachineState`), once; QMP
+commands, hot-plug, removal and waiting for the guest need RUNNING (`@require`), and a
+call in another state raises StateError rather than reaching a QEMU that is not there.
+QMP events are awaited through qemu.qmp's event listeners; every event is also logged.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import signal
 import tempfile
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-from qemu.qmp import QMPClient
+from qemu.qmp import EventListener, QMPClient
+from qemu.qmp.message import Message
 
 from hypervisor_shim.vm.assets import GuestAssets
 from hypervisor_shim.vm.config import (
@@ -45,10 +52,17 @@ from hypervisor_shim.vm.errors import (
     GuestError,
     GuestTimeout,
     QemuExited,
+    StateError,
     UnplugRefused,
 )
 from hypervisor_shim.vm.qemu_fixes import VFIO_USER_MSIX_TEARDOWN
+from hypervisor_shim.vm.state import require
 
+# The console is a regular file that QEMU's `file` chardev appends to: a regular file is
+# always "readable" to select/epoll, so there is nothing to wait on but its growth. The
+# marker wait polls it (every POLL_S: a read of what was appended, usually nothing) and in
+# the same loop notices QEMU's exit and a guest that QEMU stopped. QMP events, which do
+# have a channel, are awaited through listeners instead.
 POLL_S = 0.02
 TAIL_LINES = 25
 PR_SET_PDEATHSIG = 1
@@ -69,6 +83,13 @@ def _child_setup(cpus: frozenset[int]) -> None:  # runs in the child between for
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # QEMU dies with its launcher
     if cpus:
         os.sched_setaffinity(0, cpus)  # inherited by every thread QEMU starts
+
+
+class MachineState(Enum):
+    CREATED = "created"  # constructed; QEMU not started
+    STARTING = "starting"  # QEMU started, QMP or the guest's readiness pending
+    RUNNING = "running"  # guest ready: QMP commands, hot-plug, waiting for its exit
+    STOPPED = "stopped"  # QEMU gone (exited, or stopped by us); the machine is done
 
 
 @dataclass(frozen=True)
@@ -129,13 +150,14 @@ class Machine:
         self.console = ConsoleWatcher(self.paths.console_log)
         self.qmp_client = QMPClient(cfg.name)
         self.proc: asyncio.subprocess.Process | None = None
+        self.state = MachineState.CREATED
         self._t0 = 0.0
         self._qmp_log: TextIO | None = None
         self._events_task: asyncio.Task[None] | None = None
         self._vm_stopped = asyncio.Event()
-        self._deleted: set[str] = set()
         self.summary: dict[str, Any] = {"name": cfg.name, "accel": cfg.accel,
-                                        "qemu": assets.qemu.describe()}
+                                        "qemu": assets.qemu.describe(),
+                                        "rootfs_lock": assets.rootfs_lock.as_json()}
 
     # ---- artifacts -------------------------------------------------------------------
     def _log_qmp(self, direction: str, msg: object) -> None:
@@ -153,13 +175,23 @@ class Machine:
     def _error(self, cls: type[GuestError], message: str) -> GuestError:
         return cls(message, self.paths.run_dir, self.console.tail())
 
+    @property
+    def _qemu(self) -> asyncio.subprocess.Process:
+        if self.proc is None:
+            raise StateError(type(self).__name__, "the QEMU process", self.state,
+                             (MachineState.STARTING, MachineState.RUNNING))
+        return self.proc
+
     # ---- lifecycle -------------------------------------------------------------------
+    @require(MachineState.CREATED)
     async def __aenter__(self) -> Machine:
+        self.state = MachineState.STARTING
         try:
             await self._start()
         except BaseException:
             await self._stop(graceful=False)
             raise
+        self.state = MachineState.RUNNING
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -201,12 +233,11 @@ class Machine:
         self.summary["ready_s"] = round(self.console.marks[READY_MARKER][0] - self._t0, 3)
 
     async def _log_events(self) -> None:
+        """Every event to qmp.jsonl (the client's all-events listener); waits for particular
+        events register listeners of their own (`unplug`)."""
         with contextlib.suppress(asyncio.CancelledError):
             async for event in self.qmp_client.events:
                 self._log_qmp("event", dict(event))
-                data = event.get("data")
-                if event["event"] == "DEVICE_DELETED" and isinstance(data, dict):
-                    self._deleted.add(str(data.get("device")))
                 if event["event"] in ("STOP", "GUEST_PANICKED"):
                     self._vm_stopped.set()
 
@@ -216,7 +247,7 @@ class Machine:
             return
         self._vm_stopped.clear()
         try:
-            status = await asyncio.wait_for(self.execute("query-status"), 5)
+            status = await asyncio.wait_for(self._execute("query-status"), 5)
         except Exception:
             return
         state = status.get("status") if isinstance(status, dict) else None
@@ -225,7 +256,7 @@ class Machine:
 
     async def _wait_marker(self, marker: str, timeout: float, cls: type[GuestError],
                            what: str) -> str:
-        assert self.proc is not None
+        proc = self._qemu
         deadline = time.monotonic() + timeout
         while True:
             self.console.poll()
@@ -234,19 +265,26 @@ class Machine:
             if INIT_FAILED_MARKER in self.console.marks:
                 raise self._error(QemuExited, f"{what}: guest init failed: "
                                   f"{self.console.marks[INIT_FAILED_MARKER][1]}")
-            if self.proc.returncode is not None:
+            if proc.returncode is not None:
                 self.console.poll()
                 if marker in self.console.marks:
                     return self.console.marks[marker][1]
-                raise QemuExited(f"{what}: QEMU exited with status {self.proc.returncode}",
-                                 self.paths.run_dir, self.console.tail(), self.proc.returncode)
+                raise QemuExited(f"{what}: QEMU exited with status {proc.returncode}",
+                                 self.paths.run_dir, self.console.tail(), proc.returncode)
             await self._check_stopped(what)
             if time.monotonic() > deadline:
                 raise self._error(cls, f"{what} within {timeout:.0f} s")
             await asyncio.sleep(POLL_S)
 
+    @require(MachineState.RUNNING)
     async def execute(self, cmd: str, args: dict[str, object] | None = None) -> object:
-        """A QMP command, logged to qmp.jsonl with its reply (or error)."""
+        """A QMP command, logged to qmp.jsonl with its reply (or error).
+
+        QEMU's error reply raises qemu.qmp's ExecuteError, unchanged (the console passes
+        its class and description on); the CLI reports qemu.qmp's errors as one line."""
+        return await self._execute(cmd, args)
+
+    async def _execute(self, cmd: str, args: dict[str, object] | None = None) -> object:
         self._log_qmp("out", {"execute": cmd, "arguments": args or {}})
         try:
             reply = await self.qmp_client.execute(cmd, args)
@@ -256,27 +294,48 @@ class Machine:
         self._log_qmp("in", {"return": reply})
         return reply
 
+    @require(MachineState.RUNNING)
     async def hotplug(self, dev: VfioUserDevice) -> None:
         """Attach a vfio-user function to a spare root port (QMP device_add)."""
-        await self.execute("device_add", dev.qdev())
+        await self._execute("device_add", dev.qdev())
 
+    @require(MachineState.RUNNING)
     async def unplug(self, dev: VfioUserDevice, timeout: float = 30.0) -> None:
-        """Detach a function (QMP device_del) and wait until QEMU has removed it.
+        """Detach a function (QMP device_del) and wait for QEMU's DEVICE_DELETED event.
 
-        Refused (UnplugRefused) where this QEMU would abort: see UNPLUG_FIX.
+        Refused (UnplugRefused) where this QEMU would abort: see UNPLUG_FIX. QemuExited if
+        QEMU dies meanwhile; GuestError if the event does not come within `timeout`.
         """
         qemu = self.assets.qemu
         if dev.msix and UNPLUG_FIX not in qemu.fixes:
             raise UnplugRefused(dev.id, self.assets.qemu.version)
         dev_id = dev.id
-        self._deleted.discard(dev_id)
-        await self.execute("device_del", {"id": dev_id})
-        deadline = time.monotonic() + timeout
-        while dev_id not in self._deleted:
-            if time.monotonic() > deadline:
-                raise self._error(GuestError, f"device {dev_id} not removed in {timeout} s")
-            await asyncio.sleep(POLL_S)
 
+        def this_device(event: Message) -> bool:
+            data = event.get("data")
+            return isinstance(data, dict) and data.get("device") == dev_id
+
+        # registered before device_del, so the event cannot slip by
+        deleted = EventListener("DEVICE_DELETED", this_device)
+        with self.qmp_client.listen(deleted):
+            await self._execute("device_del", {"id": dev_id})
+            got = asyncio.ensure_future(deleted.get())
+            exited = asyncio.ensure_future(self._qemu.wait())
+            try:
+                done, _ = await asyncio.wait({got, exited}, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                got.cancel()
+                exited.cancel()
+        if got in done:
+            return
+        if exited in done:
+            raise QemuExited(f"QEMU exited (status {self._qemu.returncode}) while removing "
+                             f"{dev_id}", self.paths.run_dir, self.console.tail(),
+                             self._qemu.returncode)
+        raise self._error(GuestError, f"device {dev_id} not removed in {timeout} s")
+
+    @require(MachineState.RUNNING)
     async def wait_exit(self, timeout: float) -> GuestResult:
         """Wait for the guest command to finish; GuestTimeout if it hangs."""
         status_text = await self._wait_marker(EXIT_MARKER, timeout, GuestTimeout,
@@ -287,22 +346,26 @@ class Machine:
             raise self._error(GuestError, f"bad exit marker {status_text!r}") from None
         out_file = self.paths.results / "guest-output.log"
         output = out_file.read_text(errors="replace") if out_file.exists() else ""
-        assert self.proc is not None
+        proc = self._qemu
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.proc.wait(), 15)
+            await asyncio.wait_for(proc.wait(), 15)
+        if proc.returncode is not None:  # the guest powered off: nothing more to ask of it
+            self.state = MachineState.STOPPED
         t_exit = self.console.marks[EXIT_MARKER][0]
         result = GuestResult(status, output, self.summary["ready_s"], t_exit - self._t0)
         self.summary.update(status=status, total_s=round(result.total_s, 3))
         return result
 
     async def _stop(self, graceful: bool) -> None:
+        """Stop QEMU and clean up; runs whatever the state (it is the way out of each)."""
+        self.state = MachineState.STOPPED
         if self._events_task is not None:
             self._events_task.cancel()
         proc = self.proc
         if proc is not None and proc.returncode is None:
             if graceful:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.execute("quit"), 3)
+                    await asyncio.wait_for(self._execute("quit"), 3)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(proc.wait(), 5)
             if proc.returncode is None:

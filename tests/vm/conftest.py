@@ -31,7 +31,8 @@ def assets() -> GuestAssets:
 @pytest.fixture(scope="session")
 def accel(assets: GuestAssets) -> str:
     chosen, why = asyncio.run(resolve_accel("auto", assets, AssetConfig.from_env(), RUNS))
-    print(f"\nvm tests: {assets.qemu.describe()}; accelerator {chosen} ({why})")
+    print(f"\nvm tests: {assets.qemu.describe()}; accelerator {chosen} ({why}); "
+          f"{assets.rootfs_lock.summary()}")
     return chosen
 
 

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import io
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from qemu.qmp.message import Message
 
+from hypervisor_shim.errors import ShimError
 from hypervisor_shim.vm.assets import GuestAssets, QemuBinary, _module_closure
 from hypervisor_shim.vm.config import MachineConfig, RunPaths, VfioUserDevice, build_command
 from hypervisor_shim.vm.cpio import CpioWriter
-from hypervisor_shim.vm.errors import AssetError, UnplugRefused
-from hypervisor_shim.vm.machine import UNPLUG_FIX, ConsoleWatcher, Machine
+from hypervisor_shim.vm.errors import (
+    AssetError,
+    GuestError,
+    QemuExited,
+    StateError,
+    UnplugRefused,
+)
+from hypervisor_shim.vm.machine import UNPLUG_FIX, ConsoleWatcher, Machine, MachineState
+from hypervisor_shim.vm.state import require
 
 
 def _assets(tmp: Path) -> GuestAssets:
@@ -120,22 +130,51 @@ def test_console_watcher_finds_markers_across_partial_writes(tmp_path: Path) -> 
     assert w.tail(2) == ["EEH-GUEST-READY uptime=4.2", "EEH-GUEST-EXIT 7"]
 
 
+class _RunningQemu:
+    """Stands in for QEMU's process: running until the test says otherwise."""
+
+    def __init__(self) -> None:
+        self.returncode: int | None = None
+        self.exited = asyncio.Event()
+
+    async def wait(self) -> int:
+        await self.exited.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+
+def _running_machine(tmp_path: Path, fixes: tuple[str, ...] = (UNPLUG_FIX,)) -> Machine:
+    a = _assets(tmp_path)
+    a = dataclasses.replace(a, qemu=dataclasses.replace(a.qemu, fixes=fixes))
+    vm = Machine(MachineConfig(), a, run_dir=tmp_path / "run", repo=tmp_path)
+    shutil.rmtree(vm.paths.sock_dir)
+    vm.proc = _RunningQemu()  # type: ignore[assignment]
+    vm.state = MachineState.RUNNING
+    return vm
+
+
+def _event(name: str, **data: object) -> Message:
+    return Message({"event": name, "data": data,
+                    "timestamp": {"seconds": 0, "microseconds": 0}})
+
+
 def test_unplug_of_msix_function_needs_the_qemu_fix(tmp_path: Path) -> None:
     dev = VfioUserDevice(id="vf2", socket=tmp_path / "vf2.sock", root_port="rp3")
     sent: list[tuple[str, object]] = []
 
     def machine(fixes: tuple[str, ...]) -> Machine:
-        a = _assets(tmp_path)
-        a = dataclasses.replace(a, qemu=dataclasses.replace(a.qemu, fixes=fixes))
-        vm = Machine(MachineConfig(), a, run_dir=tmp_path / "run", repo=tmp_path)
-        shutil.rmtree(vm.paths.sock_dir)
+        vm = _running_machine(tmp_path, fixes)
 
         async def execute(cmd: str, args: object = None) -> object:
             sent.append((cmd, args))
-            vm._deleted.add("vf2")  # as the DEVICE_DELETED event would
+            # QEMU reports a child object first, then the device itself
+            await vm.qmp_client._event_dispatch(
+                _event("DEVICE_DELETED", path="/machine/peripheral/vf2/virtio-backend"))
+            await vm.qmp_client._event_dispatch(
+                _event("DEVICE_DELETED", device="vf2", path="/machine/peripheral/vf2"))
             return {}
 
-        vm.execute = execute  # type: ignore[method-assign]
+        vm._execute = execute  # type: ignore[method-assign]
         return vm
 
     with pytest.raises(UnplugRefused, match="vfio_user_msix_teardown"):
@@ -146,3 +185,99 @@ def test_unplug_of_msix_function_needs_the_qemu_fix(tmp_path: Path) -> None:
     # a function without MSI-X is removable on any QEMU
     asyncio.run(machine(()).unplug(dataclasses.replace(dev, msix=False)))
     assert len(sent) == 2
+
+
+def test_unplug_waits_for_its_own_device_deleted_event(tmp_path: Path) -> None:
+    dev = VfioUserDevice(id="vf2", socket=tmp_path / "vf2.sock", root_port="rp3")
+    vm = _running_machine(tmp_path)
+
+    async def execute(cmd: str, args: object = None) -> object:
+        return {}  # accepted, but the guest has not released the device yet
+
+    vm._execute = execute  # type: ignore[method-assign]
+
+    async def go() -> None:
+        task = asyncio.ensure_future(vm.unplug(dev, timeout=5))
+        await asyncio.sleep(0.05)
+        # another device's removal, and an event of another kind, do not end the wait
+        await vm.qmp_client._event_dispatch(_event("DEVICE_DELETED", device="vf1"))
+        await vm.qmp_client._event_dispatch(_event("RESET", guest=True))
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        await vm.qmp_client._event_dispatch(_event("DEVICE_DELETED", device="vf2"))
+        await asyncio.wait_for(task, 1)
+
+    asyncio.run(go())
+
+
+def test_unplug_reports_a_qemu_that_dies_or_a_device_that_stays(tmp_path: Path) -> None:
+    dev = VfioUserDevice(id="vf2", socket=tmp_path / "vf2.sock", root_port="rp3")
+
+    async def accept(cmd: str, args: object = None) -> object:
+        return {}
+
+    vm = _running_machine(tmp_path)
+    vm._execute = accept  # type: ignore[method-assign]
+
+    async def qemu_aborts() -> None:
+        task = asyncio.ensure_future(vm.unplug(dev, timeout=5))
+        await asyncio.sleep(0.05)
+        proc = vm.proc
+        assert isinstance(proc, _RunningQemu)
+        proc.returncode = -6  # SIGABRT, as the unfixed teardown does
+        proc.exited.set()
+        await task
+
+    with pytest.raises(QemuExited, match="while removing vf2") as info:
+        asyncio.run(qemu_aborts())
+    assert info.value.returncode == -6
+
+    vm = _running_machine(tmp_path)
+    vm._execute = accept  # type: ignore[method-assign]
+    with pytest.raises(GuestError, match=r"vf2 not removed in 0\.1 s"):
+        asyncio.run(vm.unplug(dev, timeout=0.1))
+
+
+def test_machine_methods_need_a_running_machine(tmp_path: Path) -> None:
+    dev = VfioUserDevice(id="vf2", socket=tmp_path / "vf2.sock", root_port="rp3")
+    vm = Machine(MachineConfig(), _assets(tmp_path), run_dir=tmp_path / "run", repo=tmp_path)
+    shutil.rmtree(vm.paths.sock_dir)
+    assert vm.state is MachineState.CREATED
+    calls = [vm.execute("query-status"), vm.hotplug(dev), vm.unplug(dev), vm.wait_exit(1)]
+    for call in calls:
+        with pytest.raises(StateError) as info:
+            asyncio.run(call)
+        assert info.value.state is MachineState.CREATED
+        assert info.value.required == (MachineState.RUNNING,)
+        assert isinstance(info.value, ShimError)
+    assert "Machine: hotplug needs state RUNNING, but the state is CREATED" in str(
+        StateError("Machine", "hotplug", MachineState.CREATED, (MachineState.RUNNING,)))
+    vm.state = MachineState.STOPPED  # a machine is entered once
+    with pytest.raises(StateError, match="__aenter__ needs state CREATED"):
+        asyncio.run(vm.__aenter__())
+
+
+def test_require_guards_plain_and_async_methods() -> None:
+    class Light(enum.Enum):
+        OFF = 0
+        ON = 1
+
+    class Lamp:
+        def __init__(self) -> None:
+            self.state = Light.OFF
+
+        @require(Light.ON)
+        def shine(self, how: str) -> str:
+            return how
+
+        @require(Light.ON, Light.OFF)
+        async def look(self) -> Light:
+            return self.state
+
+    lamp = Lamp()
+    with pytest.raises(StateError, match="Lamp: shine needs state ON, but the state is OFF"):
+        lamp.shine("bright")
+    assert asyncio.run(lamp.look()) is Light.OFF
+    lamp.state = Light.ON
+    assert lamp.shine("bright") == "bright"
+    assert Lamp.shine.__name__ == "shine"
