@@ -16,67 +16,38 @@ import itertools
 import logging
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from device_model.adapter_config import AdapterConfig
+from device_model.adapter_regs import bind_pf_registers
 from device_model.clock import Clock, ManualClock, Timer
-from device_model.errors import ConfigurationError, InjectionError
+from device_model.errors import InjectionError
 from device_model.events import EventBus, EventKind
 from device_model.function import Function
 from device_model.inject import EFFECTS, ErrorFunction, Injection, Injector
 from device_model.nic import registers as R
-from device_model.nic.adapter_regs import bind_pf_registers
 from device_model.nic.switch import Switch, Uplink
 from device_model.pci import ids
 from device_model.pe import ErrorLogEntry, ErrorSource, Pe, PeKind, PeTree
 from device_model.pf import PfFunction
-from device_model.reset import FunctionReset, ResetKind, ResetTiming
+from device_model.reset import FunctionReset, ResetKind
 from device_model.vf import VfFunction
 from vfio_user.errors import DmaError
 
+__all__ = ["Adapter", "AdapterConfig"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AdapterConfig:
-    total_vfs: int = 64
-    vendor_id: int = 0x1B36
-    device_id: int = 0x10EE
-    vf_device_id: int = 0x10EF
-    bus: int = 1  # the PF is bus:00.0; PE addresses are config addresses (bus<<16|devfn<<8)
-    first_vf_offset: int = 0x80
-    vf_stride: int = 1
-    timing: ResetTiming = ResetTiming.FAST
-    base_mac: bytes = bytes.fromhex("02ee00000000")  # function n gets base + n (PF: n = 0)
-    link_up: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.total_vfs <= R.MAX_VFS:
-            raise ConfigurationError("total_vfs", f"must be 0..{R.MAX_VFS}")
-        if self.vf_stride < 1 or self.first_vf_offset < 1:
-            raise ConfigurationError("first_vf_offset/vf_stride", "must be >= 1")
-        if self.first_vf_offset + max(0, self.total_vfs - 1) * self.vf_stride > 0xFF:
-            raise ConfigurationError("first_vf_offset", "VF routing IDs must stay on the bus")
-        if not 0 <= self.bus <= 0xFF:
-            raise ConfigurationError("bus", "must be 0..255")
-        for name in ("vendor_id", "device_id", "vf_device_id"):
-            if not 0 <= getattr(self, name) < 0xFFFF:
-                raise ConfigurationError(name, "must be a 16-bit ID other than 0xffff")
-        if len(self.base_mac) != 6 or self.base_mac[0] & 1:
-            raise ConfigurationError("base_mac", "must be 6 bytes, unicast")
-
-    def rid(self, vf: int | None) -> int:
-        """Routing ID (bus << 8 | devfn) of the PF (None) or VF `vf`."""
-        base = self.bus << 8
-        return base if vf is None else base + self.first_vf_offset + vf * self.vf_stride
-
-    def mac(self, n: int) -> bytes:
-        return (int.from_bytes(self.base_mac, "big") + n).to_bytes(6, "big")
 
 
 def _function_reset(pe: Pe, kind: ResetKind) -> FunctionReset:
     if pe.kind is PeKind.VF:
         return FunctionReset.FLR
     return FunctionReset.HOT if kind is ResetKind.HOT else FunctionReset.FUNDAMENTAL
+
+
+# ADAPTER_ERR bit of an error on the PF (an error on a VF sets VF_ERROR)
+_ADAPTER_ERR = {ErrorSource.ADAPTER_FATAL: R.AdapterErr.INTERNAL,
+                ErrorSource.DMA_FAULT: R.AdapterErr.DMA_FAULT,
+                ErrorSource.INJECTED: R.AdapterErr.INJECTED}
 
 
 class _PeHooks:
@@ -97,13 +68,17 @@ class _PeHooks:
 
 
 class Adapter:
+    """The adapter: it owns the PEs, functions, switch and injector, and is the host its
+    parts see through narrow protocols (`PfHost`, `VfHost`, `AdapterRegsHost`, `PeHooks`
+    via `_PeHooks`), so nothing below it imports it."""
+
     def __init__(self, config: AdapterConfig | None = None, clock: Clock | None = None,
                  uplink: Uplink | None = None) -> None:
         self.config = config = config if config is not None else AdapterConfig()
         self.clock: Clock = clock if clock is not None else ManualClock()
         self.events = EventBus(self.clock)
         self.switch = Switch()
-        self.injector = Injector(self.events, self._fire)
+        self.injector: Injector[Function] = Injector(self.events, self._fire)
         self.failed = False
         self.link_up = config.link_up
         self.pf_resetting = True  # power-on: the PF driver must say "reset done"
@@ -118,9 +93,9 @@ class Adapter:
                      parent=adapter_pe, clock=self.clock, bus=self.events, hooks=hooks,
                      timing=t, hold=t.flr, settle=0.0) for i in range(config.total_vfs)]
         self.pes = PeTree(adapter_pe, vf_pes)
-        self.pf = PfFunction(self, adapter_pe)
+        self.pf = PfFunction(self, adapter_pe, config)
         self.vfs: tuple[VfFunction, ...] = tuple(
-            VfFunction(self, i, pe) for i, pe in enumerate(vf_pes))
+            VfFunction(self, i, pe, self.pf, config) for i, pe in enumerate(vf_pes))
         self._by_pe: dict[int, Function] = {f.pe.address: f for f in self.functions()}
         self.switch.ports = [f.nic for f in self.functions()]
         for vf in self.vfs:
@@ -234,8 +209,8 @@ class Adapter:
 
     def apply_switch_ctrl(self) -> None:
         ctrl = self.pf.bar0.stored("SWITCH_CTRL")
-        self.switch.loopback = bool(ctrl & 1)
-        self.switch.uplink_enabled = bool(ctrl & 2)
+        self.switch.loopback = bool(ctrl & R.SwitchCtrl.LOOPBACK)
+        self.switch.uplink_enabled = bool(ctrl & R.SwitchCtrl.UPLINK)
         self.update_switch()
 
     def update_switch(self) -> None:
@@ -257,10 +232,10 @@ class Adapter:
         pf_regs = self.pf.bar0
         if isinstance(fn, VfFunction):
             pf_regs.set_bits("VF_ERR", 1 << fn.index)
-            pf_regs.set_bits("ADAPTER_ERR", 1 << 2)
+            cause = R.AdapterErr.VF_ERROR
         else:
-            bit = {ErrorSource.ADAPTER_FATAL: 0, ErrorSource.DMA_FAULT: 1}.get(source, 3)
-            pf_regs.set_bits("ADAPTER_ERR", 1 << bit)
+            cause = _ADAPTER_ERR.get(source, R.AdapterErr.INJECTED)
+        pf_regs.set_bits("ADAPTER_ERR", int(cause))
         pf_regs.set("ERR_ADDR", address)
         entry = ErrorLogEntry(next(self._seq), self.clock.now(), fn.pe.address, fn.name, source,
                               detail, address, error_function, aer_bit, fatal,

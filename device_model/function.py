@@ -11,13 +11,15 @@ not sent. Nothing a guest sends ever raises out of here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from device_model.events import EventKind
-from device_model.inject import Op
+from device_model.clock import Timer
+from device_model.events import EventBus, EventKind
+from device_model.inject import Injector, Op
 from device_model.nic import registers as R
 from device_model.nic.port import NicPort
+from device_model.nic.switch import Switch
 from device_model.pci import ids
 from device_model.pci.config import ConfigSpace
 from device_model.pe import Pe
@@ -36,29 +38,57 @@ from vfio_user.contract import (
 from vfio_user.errors import DmaError
 from vfio_user.memory import GuestMemory
 
-if TYPE_CHECKING:
-    from device_model.adapter import Adapter
-
 log = logging.getLogger(__name__)
 
 # cause bits (0..255) -> the vectors they raise
 _VECTOR_TABLE = tuple(
     tuple(int(v) for v, c in R.VECTOR_CAUSES.items() if bits & int(c)) for bits in range(256))
 _RW = RegionFlag.READ | RegionFlag.WRITE
+_RESET_DONE = int(R.Status.RESET_DONE)
+
+
+class FunctionHost(Protocol):
+    """What a function needs from the adapter it belongs to (the Adapter implements it)."""
+
+    @property
+    def events(self) -> EventBus: ...
+    @property
+    def injector(self) -> Injector[Function]: ...
+    @property
+    def switch(self) -> Switch: ...
+    @property
+    def failed(self) -> bool:
+        """The adapter had a fatal error and was not reset since."""
+        ...
+    @property
+    def link_up(self) -> bool: ...
+
+    def after(self, delay: float, fn: Callable[[], None]) -> Timer | None:
+        """Run `fn` in `delay` s (at once if 0), keeping its errors out of the loop."""
+        ...
+
+    def internal_error(self, what: str) -> None:
+        """A bug in the model met a guest access: record it and carry on."""
+        ...
+
+    def dma_fault(self, fn: Function, err: DmaError, *, write: bool) -> None:
+        """`fn`'s DMA hit memory no map allows: record the error, freeze the PE."""
+        ...
 
 
 class Function:
     """Common behaviour of the PF and the VFs."""
 
-    def __init__(self, adapter: Adapter, name: str, pe: Pe, config_layout: Layout,
-                 bar0_layout: Layout) -> None:
-        self._adapter = adapter
+    def __init__(self, host: FunctionHost, name: str, pe: Pe, config_layout: Layout,
+                 bar0_layout: Layout, *, flr_time: float) -> None:
+        self._host = host
+        self._flr_time = flr_time
         self.name = name
         self.pe = pe
         self.config = ConfigSpace(config_layout)
         self.bar0 = RegisterFile(bar0_layout)
         self.msix = RegisterFile(R.msix_layout())
-        self.nic = NicPort(self, self.bar0, adapter.switch)
+        self.nic = NicPort(self, self.bar0, host.switch)
         self.memory: GuestMemory | None = None
         self.sink: IrqSink | None = None
         self.in_reset = False
@@ -98,7 +128,7 @@ class Function:
                 if data is not None:
                     return data
         except Exception:  # never let a guest's access kill the server
-            self._adapter.internal_error(f"{self.name} read {index}:{offset:#x}/{size}")
+            self._host.internal_error(f"{self.name} read {index}:{offset:#x}/{size}")
         return b"\xff" * max(size, 0)
 
     def region_write(self, index: int, offset: int, data: bytes) -> None:
@@ -106,7 +136,7 @@ class Function:
             if self._in_bounds(index, offset, len(data)):
                 self._write(index, offset, bytes(data))
         except Exception:
-            self._adapter.internal_error(f"{self.name} write {index}:{offset:#x}/{len(data)}")
+            self._host.internal_error(f"{self.name} write {index}:{offset:#x}/{len(data)}")
 
     def device_reset(self) -> None:
         """VFIO_DEVICE_RESET: reset the function now (no FLR delay)."""
@@ -115,7 +145,7 @@ class Function:
             self.reset_state(FunctionReset.DEVICE)
             self._reset_finished(FunctionReset.DEVICE)
         except Exception:
-            self._adapter.internal_error(f"{self.name} device reset")
+            self._host.internal_error(f"{self.name} device reset")
 
     def attach(self, memory: GuestMemory, irqs: IrqSink) -> None:
         self.memory = memory
@@ -147,7 +177,7 @@ class Function:
                 and self.pe.dma_open())
 
     def _read(self, index: int, offset: int, size: int) -> bytes | None:
-        inj = self._adapter.injector
+        inj = self._host.injector
         if index == RegionIndex.CONFIG:
             if not self.config_ok() or (inj.armed and inj.check(self, Op.CONFIG_LOAD, offset)):
                 return None
@@ -159,7 +189,7 @@ class Function:
         return regs.read_bytes(offset, size)
 
     def _write(self, index: int, offset: int, data: bytes) -> None:
-        inj = self._adapter.injector
+        inj = self._host.injector
         if index == RegionIndex.CONFIG:
             if self.config_ok() and not (inj.armed and inj.check(self, Op.CONFIG_STORE, offset)):
                 self.config.write_bytes(offset, data)
@@ -177,26 +207,26 @@ class Function:
         memory = self.memory
         if memory is None or not self.dma_ready():
             return None
-        inj = self._adapter.injector
+        inj = self._host.injector
         if inj.armed and inj.check(self, Op.DMA_READ, addr):
             return None
         try:
             return memory.read(addr, length)
         except DmaError as e:
-            self._adapter.dma_fault(self, e, write=False)
+            self._host.dma_fault(self, e, write=False)
             return None
 
     def dma_write(self, addr: int, data: bytes) -> bool:
         memory = self.memory
         if memory is None or not self.dma_ready():
             return False
-        inj = self._adapter.injector
+        inj = self._host.injector
         if inj.armed and inj.check(self, Op.DMA_WRITE, addr):
             return False
         try:
             memory.write(addr, data)
         except DmaError as e:
-            self._adapter.dma_fault(self, e, write=True)
+            self._host.dma_fault(self, e, write=True)
             return False
         return True
 
@@ -225,7 +255,7 @@ class Function:
         try:
             sink.trigger(IrqIndex.MSIX, vec)
         except Exception:
-            self._adapter.internal_error(f"{self.name} interrupt sink failed on vector {vec}")
+            self._host.internal_error(f"{self.name} interrupt sink failed on vector {vec}")
 
     def _replay_vectors(self) -> None:
         pending, self.pending_vectors = self.pending_vectors, 0
@@ -260,13 +290,13 @@ class Function:
         """Function Level Reset: state reset now, function back after the FLR time."""
         if self.in_reset:
             return
-        self._adapter.events.emit(EventKind.FLR_STARTED, pe=self.pe.address, function=self.name)
+        self._host.events.emit(EventKind.FLR_STARTED, pe=self.pe.address, function=self.name)
         self.enter_reset(FunctionReset.FLR)
-        self._adapter.after(self._adapter.config.timing.flr, self._flr_done)
+        self._host.after(self._flr_time, self._flr_done)
 
     def _flr_done(self) -> None:
         self.leave_reset(FunctionReset.FLR)
-        self._adapter.events.emit(EventKind.FLR_DONE, pe=self.pe.address, function=self.name)
+        self._host.events.emit(EventKind.FLR_DONE, pe=self.pe.address, function=self.name)
 
     def enter_reset(self, kind: FunctionReset) -> None:
         self.in_reset = True
@@ -292,11 +322,11 @@ class Function:
         self.nic.reset()
         self._after_reset(kind)
         self.refresh()
-        self._adapter.events.emit(EventKind.FUNCTION_RESET, pe=self.pe.address,
-                                  function=self.name, reset=kind.value)
+        self._host.events.emit(EventKind.FUNCTION_RESET, pe=self.pe.address,
+                               function=self.name, reset=kind.value)
 
     def _reset_finished(self, kind: FunctionReset) -> None:
-        self.bar0.set_bits("STATUS", 0b10)  # reset_done
+        self.bar0.set_bits("STATUS", _RESET_DONE)
         self.raise_cause(R.Cause.RESET_DONE)
 
     # ---- what subclasses decide
@@ -322,7 +352,7 @@ class Function:
         return False
 
     def adapter_failed(self) -> bool:
-        return self._adapter.failed
+        return self._host.failed
 
     def link_up(self) -> bool:
-        return self._adapter.link_up
+        return self._host.link_up

@@ -30,14 +30,12 @@ import enum
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 from device_model.events import EventBus, EventKind
 from device_model.pci import ids
 from device_model.pci.ids import AerUncorrectable as U
-
-if TYPE_CHECKING:
-    from device_model.function import Function
+from device_model.pe import Pe
 
 
 class ErrorFunction(enum.IntEnum):
@@ -126,13 +124,21 @@ class Injection:
         return pe == self.pe and op is self.op and not (address ^ self.address) & self.mask
 
 
-Fire = Callable[[Injection, "Function", int], None]
+class Target(Protocol):
+    """What an injection fires on: a function, known by its PE."""
+
+    @property
+    def pe(self) -> Pe: ...
 
 
-class Injector:
-    """The armed injections of one adapter."""
+T = TypeVar("T", bound=Target)
 
-    def __init__(self, bus: EventBus, fire: Fire) -> None:
+
+class Injector(Generic[T]):
+    """The armed injections of one adapter; `fire(injection, function, address)` applies
+    one that matched an access of `function`."""
+
+    def __init__(self, bus: EventBus, fire: Callable[[Injection, T, int], None]) -> None:
         self.armed: list[Injection] = []
         self._bus = bus
         self._fire = fire
@@ -154,7 +160,7 @@ class Injector:
             self._bus.emit(EventKind.INJECTION_CANCELLED, pe=inj.pe, id=inj.id)
         return len(gone)
 
-    def check(self, fn: Function, op: Op, address: int) -> bool:
+    def check(self, fn: T, op: Op, address: int) -> bool:
         """Fire the first armed injection this access matches; True if one fired."""
         pe = fn.pe.address
         for k, inj in enumerate(self.armed):

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from device_model.clock import Clock, Timer
 from device_model.errors import UnknownPeError
 from device_model.events import EventBus, EventKind
-from device_model.reset import RECOVERY_KIND, ResetKind, ResetTiming
+from device_model.reset import RECOVERY_KIND, RECOVERY_KIND_FLR, ResetKind, ResetTiming
 
 log = logging.getLogger(__name__)
 
@@ -227,11 +227,6 @@ class Pe:
             word |= RECOVERY_RESET | (self.last_reset_kind << RECOVERY_KIND_SHIFT)
         return word
 
-    def clear_recovery_info(self) -> None:
-        self.side_effect = False
-        self.reset_happened = False
-        self.last_reset_kind = 0
-
     # ---- freeze and thaw
     def freeze(self, reason: str) -> bool:
         """Freeze this PE and, atomically for guests, every PE below it.
@@ -341,7 +336,7 @@ class Pe:
         self.side_effect = False
         self.reset_happened = True
         self.last_reset_kind = (RECOVERY_KIND[self._reset_kind] if self.kind is PeKind.ADAPTER
-                                else 3)
+                                else RECOVERY_KIND_FLR)
         self._update()
         self._bus.emit(EventKind.PE_RESET_DONE, pe=self.address,
                        reset=self._reset_kind.name.lower())

@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from device_model.function import Function
+from device_model.adapter_config import AdapterConfig
+from device_model.function import Function, FunctionHost
 from device_model.nic import registers as R
-from device_model.pci.layouts import SRIOV_CAP, pf_config_layout
+from device_model.pci.layouts import pf_config_layout
 from device_model.pe import Pe
 from device_model.reset import FunctionReset
+from eeh_abi.nic import SRIOV_CTRL, SRIOV_NUM_VFS, SriovCtrl
 
-if TYPE_CHECKING:
-    from device_model.adapter import Adapter
+VF_ENABLE = int(SriovCtrl.VF_ENABLE)
+VF_MSE = int(SriovCtrl.VF_MSE)
 
-VF_ENABLE = 1 << 0
-VF_MSE = 1 << 3
-SRIOV_CTRL, SRIOV_NUM_VFS = 0x08, 0x10  # register offsets in the SR-IOV capability
+
+class PfHost(FunctionHost, Protocol):
+    """What the PF needs beyond a function's share: the adapter behind it reacts to SR-IOV
+    changes and to PF resets."""
+
+    def sync_vfs(self) -> None:
+        """VF Enable, NumVFs or VF MSE changed."""
+        ...
+
+    def pf_was_reset(self, kind: FunctionReset) -> None:
+        """The PF's registers were just reset: reset the adapter behind it."""
+        ...
+
+    def update_switch(self) -> None:
+        """The PF's reset state changed: the switch may forward again (or not)."""
+        ...
 
 
 class PfFunction(Function):
-    def __init__(self, adapter: Adapter, pe: Pe) -> None:
-        c = adapter.config
+    def __init__(self, host: PfHost, pe: Pe, config: AdapterConfig) -> None:
+        c = config
         layout = pf_config_layout(vendor_id=c.vendor_id, device_id=c.device_id,
                                   vf_device_id=c.vf_device_id, total_vfs=c.total_vfs,
                                   first_vf_offset=c.first_vf_offset, vf_stride=c.vf_stride)
-        super().__init__(adapter, "pf", pe, layout, R.pf_layout())
+        super().__init__(host, "pf", pe, layout, R.pf_layout(), flr_time=c.timing.flr)
+        self._pf_host = host
         self._kept_sriov: tuple[int, int] | None = None
         self.total_vfs = c.total_vfs
         self.config.on_write("sriov.ctrl", self._sriov_ctrl_written)
@@ -44,7 +60,7 @@ class PfFunction(Function):
 
     def _sriov_ctrl_written(self, old: int, new: int, written: int) -> None:
         if (old ^ new) & (VF_ENABLE | VF_MSE):
-            self._adapter.sync_vfs()
+            self._pf_host.sync_vfs()
 
     def _num_vfs_written(self, old: int, new: int, written: int) -> None:
         if self.sriov_enabled or new > self.total_vfs:
@@ -53,9 +69,9 @@ class PfFunction(Function):
     def enable_vfs(self, n: int) -> None:
         """Platform-side SR-IOV set-up (what firmware does before handing VFs to guests):
         NumVFs = n, then VF Enable + VF MSE, through the capability as a driver would."""
-        self.config.write(SRIOV_CAP + SRIOV_CTRL, 2, 0)
-        self.config.write(SRIOV_CAP + SRIOV_NUM_VFS, 2, n)
-        self.config.write(SRIOV_CAP + SRIOV_CTRL, 2, VF_ENABLE | VF_MSE)
+        self.config.write(SRIOV_CTRL, 2, 0)
+        self.config.write(SRIOV_NUM_VFS, 2, n)
+        self.config.write(SRIOV_CTRL, 2, VF_ENABLE | VF_MSE)
 
     def reset_state(self, kind: FunctionReset) -> None:
         # VFIO_DEVICE_RESET (QEMU resets the PF's machine) keeps SR-IOV enablement: the
@@ -71,8 +87,8 @@ class PfFunction(Function):
         if kept is not None:
             self.config.set("sriov.num_vfs", kept[0])
             self.config.set("sriov.ctrl", kept[1])
-        self._adapter.pf_was_reset(kind)
+        self._pf_host.pf_was_reset(kind)
 
     def _reset_finished(self, kind: FunctionReset) -> None:
         super()._reset_finished(kind)
-        self._adapter.update_switch()
+        self._pf_host.update_switch()

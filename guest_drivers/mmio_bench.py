@@ -12,10 +12,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from eeh_abi import nic
 from guest_drivers.platform.sysfs import find_one
-
-VENDOR, PF_DEVICE = 0x1B36, 0x10EE
-STATUS, MTU = 0x004, 0x010
 
 
 def _times(fn: Callable[[], object], n: int) -> list[float]:
@@ -29,14 +27,14 @@ def _times(fn: Callable[[], object], n: int) -> list[float]:
 
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    pf = find_one(VENDOR, PF_DEVICE)
+    pf = find_one(nic.VENDOR_ID, nic.PF_DEVICE_ID)
     pf.enable()
-    pf.config_write(0x04, 2, pf.config_read(0x04, 2) | 0x2)
-    bar = pf.bar(0)
+    pf.config_write(nic.CFG_COMMAND, 2, pf.config_read(nic.CFG_COMMAND, 2) | nic.Command.MEMORY)
+    bar = pf.bar(nic.BAR0)
     ram = memoryview(mmap.mmap(-1, 4096)).cast("I")
     result = {
-        "mmio_read_us": _times(lambda: bar.read32(STATUS), n),
-        "mmio_write_us": _times(lambda: bar.write32(MTU, 1500), n),
+        "mmio_read_us": _times(lambda: bar.read32(nic.STATUS), n),
+        "mmio_write_us": _times(lambda: bar.write32(nic.MTU, nic.MTU_DEFAULT), n),
         "ram_read_us": _times(lambda: ram[1], n),
     }
     out = sys.argv[2] if len(sys.argv) > 2 else "/mnt/results/mmio.json"

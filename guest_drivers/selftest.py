@@ -21,13 +21,12 @@ import struct
 import sys
 import time
 
-from device_model.nic import registers as R
-from device_model.nic.descriptor import DD, DESC_SIZE, DESCRIPTOR
+from eeh_abi import nic
+from eeh_abi.nic import DESC, DESC_SIZE, DescStatus
 from guest_drivers.platform.dma import DmaPage
 from guest_drivers.platform.sysfs import find_one, functions
 
 RESULTS = "/mnt/results"
-VENDOR, PF_DEVICE, VF_DEVICE = 0x1B36, 0x10EE, 0x10EF
 TEST_VECTOR = 0xD0  # high in the device range: Linux allocates from the bottom
 UNHANDLED = f"No irq handler for 0.{TEST_VECTOR}"  # x86: "... for <cpu>.<vector>"
 PATTERN = bytes(range(256))[16:16 + 100]
@@ -67,52 +66,54 @@ def kmsg_lines() -> list[str]:
 
 
 def main() -> int:
-    pf = find_one(VENDOR, PF_DEVICE)
+    pf = find_one(nic.VENDOR_ID, nic.PF_DEVICE_ID)
     pf.enable()
-    pf.config_write(0x04, 2, pf.config_read(0x04, 2) | 0x6)  # memory + bus master
-    bar = pf.bar(0)
-    mac = struct.pack("<I", bar.read32(R.MAC_LO)) + struct.pack("<I", bar.read32(R.MAC_HI))[:2]
-    bar.write32(R.MTU, 9000)
-    out["regs"] = {"mac": mac.hex(), "mtu": bar.read32(R.MTU), "bar0_size": bar.size}
+    command = pf.config_read(nic.CFG_COMMAND, 2)
+    pf.config_write(nic.CFG_COMMAND, 2, command | nic.Command.MEMORY | nic.Command.BUS_MASTER)
+    bar = pf.bar(nic.BAR0)
+    mac = (struct.pack("<I", bar.read32(nic.MAC_LO))
+           + struct.pack("<I", bar.read32(nic.MAC_HI))[:2])
+    bar.write32(nic.MTU, 9000)
+    out["regs"] = {"mac": mac.hex(), "mtu": bar.read32(nic.MTU), "bar0_size": bar.size}
     save()
 
     # rings: one page each for TX ring, RX ring, TX buffer, RX buffer
     txr, rxr, txb, rxb = DmaPage(), DmaPage(), DmaPage(), DmaPage()
-    bar.write32(R.MAC_HI, bar.read32(R.MAC_HI) | 1 << 31)  # MAC valid
-    for base, page in ((R.TX_BASE_LO, txr), (R.RX_BASE_LO, rxr)):
-        bar.write32(base, page.phys & 0xFFFFFFFF)
-        bar.write32(base + 4, page.phys >> 32)
-        bar.write32(base + 8, 8)
-    rxr.write(0, DESCRIPTOR.pack(rxb.phys, 2048, 0, 0, 0))
-    bar.write32(R.RX_TAIL, 1)
-    bar.write32(R.CTRL, 0b110)  # txen, rxen
+    bar.write32(nic.MAC_HI, bar.read32(nic.MAC_HI) | nic.MacHi.VALID)
+    for base, page in ((nic.TX_BASE_LO, txr), (nic.RX_BASE_LO, rxr)):
+        bar.write32(base + nic.RING_BASE_LO, page.phys & 0xFFFFFFFF)
+        bar.write32(base + nic.RING_BASE_HI, page.phys >> 32)
+        bar.write32(base + nic.RING_LEN, 8)
+    rxr.write(0, DESC.pack(rxb.phys, 2048, 0, 0, 0))
+    bar.write32(nic.RX_TAIL, 1)
+    bar.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
 
-    # MSI-X: enable in the capability, aim vector 0 (RX) at TEST_VECTOR, unmask
-    msix_cap = 0x80
-    ctrl = pf.config_read(msix_cap + 2, 2)
-    pf.config_write(msix_cap + 2, 2, ctrl | 0x8000)
-    table = pf.bar(R.MSIX_BAR)
-    table.write32(0x0, 0xFEE00000)
-    table.write32(0x4, 0)
-    table.write32(0x8, TEST_VECTOR)
-    table.write32(0xC, 0)  # unmask
-    bar.write32(R.IMR, 0xFF)
+    # MSI-X: enable in the capability, aim vector RX at TEST_VECTOR, unmask it
+    ctrl = pf.config_read(nic.MSIX_MSGCTL, 2)
+    pf.config_write(nic.MSIX_MSGCTL, 2, ctrl | nic.MsixMsgCtl.ENABLE)
+    table = pf.bar(nic.MSIX_BAR)
+    entry = nic.MSIX_TABLE_OFFSET + nic.MSIX_ENTRY_SIZE * nic.Vector.RX
+    table.write32(entry + nic.MSIX_ENTRY_ADDR_LO, 0xFEE00000)
+    table.write32(entry + nic.MSIX_ENTRY_ADDR_HI, 0)
+    table.write32(entry + nic.MSIX_ENTRY_DATA, TEST_VECTOR)
+    table.write32(entry + nic.MSIX_ENTRY_CTRL, 0)  # unmask
+    bar.write32(nic.IMR, 0xFF)  # every cause
     before = sum(UNHANDLED in line for line in kmsg_lines())
 
     frame = b"\x02\xaa\xbb\xcc\xdd\xee" + mac + b"\x88\xb5" + PATTERN
     txb.write(0, frame)
-    txr.write(0, DESCRIPTOR.pack(txb.phys, len(frame), 0, 0, 0))
-    bar.write32(R.TX_TAIL, 1)
+    txr.write(0, DESC.pack(txb.phys, len(frame), 0, 0, 0))
+    bar.write32(nic.TX_TAIL, 1)
     deadline = time.monotonic() + 30
-    while not DESCRIPTOR.unpack(txr.read(0, DESC_SIZE))[3] & DD:
+    while not DESC.unpack(txr.read(0, DESC_SIZE))[3] & DescStatus.DD:
         if time.monotonic() > deadline:
             raise TimeoutError("TX descriptor never completed")
         time.sleep(0.01)
-    out["dma_tx"] = {"status": DESCRIPTOR.unpack(txr.read(0, DESC_SIZE))[3]}
+    out["dma_tx"] = {"status": DESC.unpack(txr.read(0, DESC_SIZE))[3]}
     save()
 
     deadline = time.monotonic() + 60
-    while not (desc := DESCRIPTOR.unpack(rxr.read(0, DESC_SIZE)))[3] & DD:
+    while not (desc := DESC.unpack(rxr.read(0, DESC_SIZE)))[3] & DescStatus.DD:
         if time.monotonic() > deadline:
             raise TimeoutError("no RX frame")
         time.sleep(0.01)
@@ -121,22 +122,22 @@ def main() -> int:
     time.sleep(0.5)
     after = sum(UNHANDLED in line for line in kmsg_lines())
     out["msix"] = {"unhandled_vector_messages": after - before,
-                   "icr": bar.read32(R.ICR)}
+                   "icr": bar.read32(nic.ICR)}
     save()
 
     # freeze: the host freezes the adapter PE between sync files
     touch("sync-freeze-request")
     wait_file("sync-frozen")
-    frozen_reads = [bar.read32(R.MTU), bar.read32(R.MAC_LO), bar.read32(R.STATUS)]
-    bar.write32(R.MTU, 1234)  # must be dropped
+    frozen_reads = [bar.read32(nic.MTU), bar.read32(nic.MAC_LO), bar.read32(nic.STATUS)]
+    bar.write32(nic.MTU, 1234)  # must be dropped
     touch("sync-frozen-checked")
     wait_file("sync-thawed")
-    out["freeze"] = {"reads": frozen_reads, "mtu_after_thaw": bar.read32(R.MTU)}
+    out["freeze"] = {"reads": frozen_reads, "mtu_after_thaw": bar.read32(nic.MTU)}
     save()
 
     # hot-plug: the host adds a VF over QMP, then removes it
     def vfs() -> list[str]:
-        return [f.address for f in functions(VENDOR, VF_DEVICE)]
+        return [f.address for f in functions(nic.VENDOR_ID, nic.VF_DEVICE_ID)]
 
     present = vfs()
     touch("sync-plug-request")

@@ -1,12 +1,27 @@
-"""The ring descriptor: 16 bytes, declared as fields, packed with one compiled struct."""
+"""The ring descriptor: 16 bytes, declared as fields, packed with one compiled struct.
+
+Its layout, status bits and error codes are `eeh_abi.nic`'s (a unit test checks that the
+declared record packs exactly as `eeh_abi.nic.DESC_FORMAT`).
+"""
 
 from __future__ import annotations
 
-import enum
 import struct
 from dataclasses import dataclass
 
 from device_model.errors import LayoutError
+from eeh_abi.nic import (
+    DESC_ADDR,
+    DESC_FLAGS,
+    DESC_LENGTH,
+    DESC_STATUS,
+    DESC_VLAN,
+    ETH_HEADER,
+    VLAN_TAG,
+    DescError,
+    DescStatus,
+    error_status,
+)
 
 
 @dataclass(frozen=True)
@@ -42,32 +57,19 @@ class Record:
 
 
 DESCRIPTOR = Record("descriptor", (
-    RecordField("addr", 0, 8, "buffer guest address (software)"),
-    RecordField("length", 8, 2, "TX: frame length; RX: buffer size, then received length"),
-    RecordField("flags", 10, 2, "reserved: software writes 0"),
-    RecordField("status", 12, 2, "hardware: bit 0 DD, bit 1 ERR, bits 15:8 error code"),
-    RecordField("vlan", 14, 2, "RX: VLAN ID of the port VLAN the frame arrived on"),
+    RecordField("addr", DESC_ADDR, 8, "buffer guest address (software)"),
+    RecordField("length", DESC_LENGTH, 2,
+                "TX: frame length; RX: buffer size, then received length"),
+    RecordField("flags", DESC_FLAGS, 2, "reserved: software writes 0"),
+    RecordField("status", DESC_STATUS, 2, "hardware: bit 0 DD, bit 1 ERR, bits 15:8 error code"),
+    RecordField("vlan", DESC_VLAN, 2, "RX: VLAN ID of the port VLAN the frame arrived on"),
 ))
 DESC_SIZE = DESCRIPTOR.size
 STATUS_OFFSET = DESCRIPTOR.offsets["status"]
 LENGTH_OFFSET = DESCRIPTOR.offsets["length"]
 
-DD = 1 << 0
-ERR = 1 << 1
+DD = int(DescStatus.DD)
+ERR = int(DescStatus.ERR)
 
-
-class DescError(enum.IntEnum):
-    """Error codes in status bits 15:8 (with ERR set)."""
-
-    BAD_LENGTH = 1  # TX length shorter than an Ethernet header, or above MTU + 18
-    SPOOFED = 2  # TX source MAC is not the VF's and anti-spoof is on
-    ADAPTER_FAILED = 3  # the adapter had a fatal error and was not reset yet
-    BUFFER_TOO_SMALL = 4  # RX buffer shorter than the frame (frame counted as an RX error)
-
-
-def error_status(code: DescError) -> int:
-    return DD | ERR | (int(code) << 8)
-
-
-ETH_HEADER = 14
-VLAN_TAG = 4
+__all__ = ["DD", "DESCRIPTOR", "DESC_SIZE", "ERR", "ETH_HEADER", "LENGTH_OFFSET", "STATUS_OFFSET",
+           "VLAN_TAG", "DescError", "Record", "RecordField", "error_status"]

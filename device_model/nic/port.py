@@ -33,7 +33,12 @@ from device_model.nic.switch import Switch
 from device_model.regs import RegisterFile
 
 _STATUS_DD = DD.to_bytes(2, "little")
+# plain ints for the per-frame paths (IntFlag arithmetic is slow)
 _RX, _TX, _ERROR = int(R.Cause.RX), int(R.Cause.TX), int(R.Cause.ERROR)
+_RST, _TXEN, _RXEN, _PROMISC = (int(b) for b in (R.Ctrl.RST, R.Ctrl.TXEN, R.Ctrl.RXEN,
+                                                  R.Ctrl.PROMISC))
+_LINK_UP, _ADAPTER_FAILED = int(R.Status.LINK_UP), int(R.Status.ADAPTER_FAILED)
+_MAC_VALID, _VLAN_EN = int(R.MacHi.VALID), int(R.Vlan.EN)
 _RX_WB = struct.Struct("<HHHH")  # length, flags, status, vlan
 
 
@@ -132,19 +137,19 @@ class NicPort:
         self.regs.reset(keep_sticky=False)
         if self.default_mac is not None:
             self.regs.set("MAC_LO", int.from_bytes(self.default_mac[0:4], "little"))
-            self.regs.set("MAC_HI", int.from_bytes(self.default_mac[4:6], "little") | 1 << 31)
+            self.regs.set("MAC_HI", int.from_bytes(self.default_mac[4:6], "little") | _MAC_VALID)
         self._base = self.ledger.copy()
         self._tx_ring, self._rx_ring = self._ring("TX"), self._ring("RX")
         self.switch.invalidate()
 
     # ---- register behaviour
     def _ctrl_written(self, old: int, new: int, written: int) -> None:
-        if written & 1:  # rst
+        if written & _RST:
             self.host.soft_reset()
             return
-        if (old ^ new) & 0b1000:
+        if (old ^ new) & _PROMISC:
             self.switch.invalidate()
-        if new & 0b10 and not old & 0b10:
+        if new & _TXEN and not old & _TXEN:
             self.tx_process()
 
     def _addr_written(self, old: int, new: int, written: int) -> None:
@@ -157,18 +162,18 @@ class NicPort:
             return self.regs.stored(name)
         if half == 0:
             return int.from_bytes(admin[0:4], "little")
-        return int.from_bytes(admin[4:6], "little") | (1 << 31)
+        return int.from_bytes(admin[4:6], "little") | _MAC_VALID
 
     def _vlan_reg(self) -> int:
         admin = self.host.admin_vlan()
-        return self.regs.stored("VLAN") if admin is None else admin | (1 << 15)
+        return self.regs.stored("VLAN") if admin is None else admin | _VLAN_EN
 
     def _status_reg(self) -> int:
-        v = self.regs.stored("STATUS") & ~0b101
+        v = self.regs.stored("STATUS") & ~(_LINK_UP | _ADAPTER_FAILED)
         if self.host.link_up():
-            v |= 1
+            v |= _LINK_UP
         if self.host.adapter_failed():
-            v |= 0b100
+            v |= _ADAPTER_FAILED
         return v
 
     def _imr_written(self, old: int, new: int, written: int) -> None:
@@ -223,7 +228,7 @@ class NicPort:
         return mtu + ETH_HEADER + VLAN_TAG
 
     def tx_ready(self) -> bool:
-        return (bool(self.regs.stored("CTRL") & 0b10) and self.host.port_enabled(True)
+        return (bool(self.regs.stored("CTRL") & _TXEN) and self.host.port_enabled(True)
                 and self.host.dma_ready())
 
     def tx_process(self) -> None:
@@ -279,7 +284,7 @@ class NicPort:
         ledger = self.ledger
         ledger.rx_arrived += 1
         host = self.host
-        if not (self.regs.stored("CTRL") & 0b100 and host.port_enabled(False)
+        if not (self.regs.stored("CTRL") & _RXEN and host.port_enabled(False)
                 and host.dma_ready()):
             ledger.rx_missed += 1
             return
@@ -323,17 +328,17 @@ class NicPort:
         if admin is not None:
             return admin
         hi = self.regs.stored("MAC_HI")
-        if not hi & (1 << 31):
+        if not hi & _MAC_VALID:
             return None
         lo = self.regs.stored("MAC_LO")
-        return lo.to_bytes(4, "little") + (hi & 0xFFFF).to_bytes(2, "little")
+        return lo.to_bytes(4, "little") + (hi & R.MAC_HI_ADDR).to_bytes(2, "little")
 
     def switch_domain(self) -> int:
         admin = self.host.admin_vlan()
         if admin is not None:
             return admin
         v = self.regs.stored("VLAN")
-        return v & 0xFFF if v & (1 << 15) else 0
+        return v & R.VLAN_VID if v & _VLAN_EN else 0
 
     def switch_promisc(self) -> bool:
-        return bool(self.regs.stored("CTRL") & 0b1000)
+        return bool(self.regs.stored("CTRL") & _PROMISC)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from device_model.pci import ids
 from device_model.pci.header import mem_bar32
 from device_model.regs import Field, Register, const, hw, reg, ro, rw, rw1c, sc
+from eeh_abi.nic import MSIX_PBA_OFFSET, MSIX_TABLE_OFFSET
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,6 @@ def pcie_endpoint() -> Capability:
         reg("linkctl2", 0x30, 2, rw("target_speed", 0, 4, 1)),
         const("linksta2", 0x32, 2, 0),
     ))
-
-
-MSIX_TABLE_OFFSET = 0x000
-MSIX_PBA_OFFSET = 0x800
 
 
 def msix(vectors: int, bir: int) -> Capability:

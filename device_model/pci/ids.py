@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from eeh_abi import nic
+
 CONFIG_SIZE = 4096
 EXT_CAP_START = 0x100
 
@@ -13,9 +15,9 @@ CAP_ID_MSIX = 0x11
 EXT_CAP_ID_AER = 0x0001
 EXT_CAP_ID_SRIOV = 0x0010
 
-# Command register bits.
-CMD_MEMORY = 1 << 1
-CMD_BUS_MASTER = 1 << 2
+# Command register bits (the ones a driver sets are eeh_abi.nic's).
+CMD_MEMORY = int(nic.Command.MEMORY)
+CMD_BUS_MASTER = int(nic.Command.BUS_MASTER)
 
 # Status register bits (RW1C ones).
 STS_MASTER_DATA_PARITY = 1 << 8
@@ -32,7 +34,7 @@ DEVSTA_FED = 1 << 2
 DEVSTA_URD = 1 << 3
 
 # Device Control: Initiate Function Level Reset.
-DEVCTL_BCR_FLR = 1 << 15
+DEVCTL_BCR_FLR = int(nic.DevCtl.INITIATE_FLR)
 
 
 class AerUncorrectable(enum.IntFlag):
@@ -76,4 +78,4 @@ AER_COR_MASK_DEFAULT = int(
     | AerCorrectable.HEADER_LOG_OVERFLOW
 )
 
-CLASS_ETHERNET = 0x020000
+CLASS_ETHERNET = nic.CLASS_CODE
