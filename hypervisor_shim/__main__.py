@@ -18,6 +18,7 @@ from pathlib import Path
 from qemu.qmp import QMPError
 
 from device_model.errors import DeviceModelError
+from hypervisor_shim import cli_platform
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.scenario import GUEST_COMMAND, Echo, run_with_guest, summarize
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--host-cpus", type=_host_cpus, default=None, metavar="auto|none|N,M",
                       help="host CPUs for the device model and the guest (default auto: "
                            "one CPU shared by both; none: no pinning)")
+    cli_platform.add_subcommands(sub)
     return p
 
 
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "vm":
             return asyncio.run(_vm(args))
+        if args.cmd in cli_platform.COMMANDS:
+            return cli_platform.run(args)
         return asyncio.run(_demo(args))
     except REPORTED as e:
         print(f"error: {str(e) or type(e).__name__}", file=sys.stderr)

@@ -29,6 +29,7 @@ from hypervisor_shim.topology import DEFAULT_TOPOLOGY, load_topology
 from hypervisor_shim.vm.assets import AssetConfig, ensure_assets
 from hypervisor_shim.vm.run import new_run_dir, resolve_accel
 
+COMMANDS = ("up", "status", "inject")
 STATE_NAMES = {0: "normal", 1: "reset", 2: "frozen", 4: "dma-stopped", 5: "unavailable"}
 
 
@@ -72,12 +73,12 @@ def find_console(args: argparse.Namespace) -> Path:
 
 
 def format_pes(pes: list[dict[str, Any]]) -> str:
-    lines = [f"{'PE':<8} {'address':>9} {'state':<16} {'owner':<8} {'freezes':>7}  flags"]
+    lines = [f"{'PE':<8} {'address':>9} {'state':<22} {'owner':<8} {'freezes':>7}  flags"]
     for p in pes:
         state = f"{p['state']} {STATE_NAMES.get(p['state'], '?')}"
         if p["state"] == 5:
             state += f" {p['retry_ms']}ms" if p["retry_ms"] else " perm"
-        lines.append(f"{p['pe']:<8} {p['address']:>#9x} {state:<16} {p['owner'] or '-':<8} "
+        lines.append(f"{p['pe']:<8} {p['address']:>#9x} {state:<22} {p['owner'] or '-':<8} "
                      f"{p['freeze_count']:>7}  {','.join(p['flags']) or '-'}")
     return "\n".join(lines)
 

@@ -26,7 +26,7 @@ from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.hcall.calls import PlatformCalls
 from hypervisor_shim.hcall.server import HcallServer
-from hypervisor_shim.pe import HOST, Notice, PePolicy, PolicyConfig
+from hypervisor_shim.pe import HOST, Notice, PePolicy, PeRecord, PolicyConfig
 from hypervisor_shim.timeline import Timeline
 from hypervisor_shim.topology import Topology, format_mac
 
@@ -204,10 +204,19 @@ class Platform:
             raise PlatformError(f"no vf{index}")
         return self.call(lambda: self.adapter.inject_vf_error(index, detail).seq)
 
+    def present_records(self) -> list[PeRecord]:
+        """The adapter PE and the PEs of the VFs that exist (enabled) or have an owner."""
+        out = []
+        for rec in self.policy.records.values():
+            vf = getattr(self.adapter.function_of(rec.pe), "index", None)
+            if vf is None or vf < self.cfg.enabled_vfs or rec.owner is not None:
+                out.append(rec)
+        return out
+
     def pe_states(self) -> dict[str, dict[str, Any]]:
         def read() -> dict[str, dict[str, Any]]:
             out = {}
-            for rec in self.policy.records.values():
+            for rec in self.present_records():
                 st = self.policy.state(rec)
                 out[rec.name] = {"state": int(st.state), "retry_ms": st.retry_ms,
                                  "flags": st.flags.names(), "owner": rec.owner,

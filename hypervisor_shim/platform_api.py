@@ -62,7 +62,7 @@ class PlatformConsoleApi:
     async def query_pes(self) -> list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:
             out = []
-            for rec in self.plat.policy.records.values():
+            for rec in self.plat.present_records():
                 st = self.plat.policy.state(rec)
                 out.append({"pe": rec.name, "address": rec.address, "state": int(st.state),
                             "retry_ms": st.retry_ms, "owner": rec.owner,
