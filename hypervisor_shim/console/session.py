@@ -15,13 +15,20 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from hypervisor_shim.console.errors import COMMAND_NOT_FOUND, QmpError
 from hypervisor_shim.console.framing import JsonSplitter, Malformed, Text, parse
 
-if TYPE_CHECKING:
-    from hypervisor_shim.console.console import Endpoint
+
+class Endpoint(Protocol):
+    """What a session needs from the socket it was accepted on (console.Endpoint)."""
+
+    name: str
+
+    def record(self, client: int, direction: str, message: object) -> None: ...
+    def greeting(self) -> dict[str, Any]: ...
+    async def execute(self, name: str, args: dict[str, Any]) -> object: ...
 
 log = logging.getLogger(__name__)
 
