@@ -46,6 +46,8 @@ from guest_drivers.platform.base import (
     DmaAllocator,
     FunctionAccess,
     FunctionInfo,
+    HotplugCallback,
+    PlatformBackend,
 )
 from vfio_user import DmaMap, GuestMemory
 
@@ -79,8 +81,8 @@ class LocalChannel:
             if handler in self._subs:
                 self._subs.remove(handler)
 
-    def push(self, name: str, pe: int | None, **data: Any) -> None:
-        ev = HEvent(name, pe, data, time.monotonic())
+    def push(self, event: str, pe: int | None, **data: Any) -> None:
+        ev = HEvent(event, pe, data, time.monotonic())
         with self._lock:
             subs = list(self._subs)
         for h in subs:
@@ -276,6 +278,8 @@ class ModelPlatform:
         self.calls: list[tuple[float, str, str, dict[str, Any], int]] = []
         self.pushed: list[tuple[float, str, str, int | None, dict[str, Any]]] = []
         self.subscribers: dict[str, list[Callable[[HEvent], None]]] = {}
+        # called before a call is handled, outside the model (a test may hold a call back)
+        self.before_call: Callable[[str, str, dict[str, Any]], None] | None = None
         self._lock = threading.Lock()
         run(lambda: adapter.events.add_listener(self._model_event))
 
@@ -294,12 +298,12 @@ class ModelPlatform:
             if fn in lst:
                 lst.remove(fn)
 
-    def push(self, owner: str | None, name: str, pe: int | None, **data: Any) -> None:
+    def push(self, owner: str | None, event: str, pe: int | None, **data: Any) -> None:
         if owner is None:
             return
-        ev = HEvent(name, pe, data, time.monotonic())
+        ev = HEvent(event, pe, data, time.monotonic())
         with self._lock:
-            self.pushed.append((ev.t, owner, name, pe, dict(data)))
+            self.pushed.append((ev.t, owner, event, pe, dict(data)))
             subs = list(self.subscribers.get(owner, []))
         for fn in subs:
             fn(ev)
@@ -364,6 +368,8 @@ class ModelPlatform:
         return out
 
     def handle(self, owner: str, call: str, args: dict[str, Any]) -> Reply:
+        if self.before_call is not None:
+            self.before_call(owner, call, args)
         reply: Reply = self.run(lambda: self._handle(owner, call, args))
         self.calls.append((time.monotonic(), owner, call, dict(args), reply.status))
         return reply
@@ -664,6 +670,40 @@ def short_tmp(prefix: str = "drv") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
-__all__ = ["HOST", "FakeConfig", "FakePe", "HcallSocketServer", "InProcessFunction",
+__all__ = ["HOST", "FakeConfig", "FakePe", "HcallSocketServer", "InProcessBackend",
+           "InProcessFunction",
            "LocalChannel", "ModelChannel", "ModelPlatform", "Recorder", "ScriptedPlatform",
            "locked_runner", "ok", "short_tmp", "status", "wait_for"]
+
+
+class InProcessBackend(PlatformBackend):
+    """A PlatformBackend onto an in-process ModelPlatform (no sockets)."""
+
+    mode = "in-process"
+
+    def __init__(self, platform: ModelPlatform, adapter: Adapter, lock: threading.RLock,
+                 owner: str = HOST) -> None:
+        self.model_channel = platform.channel(owner)
+        super().__init__(self.model_channel)  # type: ignore[arg-type]
+        self.adapter = adapter
+        self.lock = lock
+        self._callbacks: list[HotplugCallback] = []
+        self.model_channel.subscribe(self._event)
+        self.opened: list[InProcessFunction] = []
+
+    def open_function(self, info: FunctionInfo) -> FunctionAccess:
+        fn = InProcessFunction(info, self.adapter, self.lock)
+        self.opened.append(fn)
+        return fn
+
+    def watch_hotplug(self, callback: HotplugCallback) -> None:
+        self._callbacks.append(callback)
+
+    def _event(self, ev: HEvent) -> None:
+        kind = {"function-removed": "removed", "function-added": "added"}.get(ev.name)
+        if kind is not None:
+            for cb in list(self._callbacks):
+                cb(kind, str(ev.data["name"]))
+
+    def close(self) -> None:
+        self.model_channel.close()
