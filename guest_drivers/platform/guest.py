@@ -250,12 +250,10 @@ class VmBackend(PlatformBackend):
                 self._notify("removed", name)
         elif action == "add":
             attached = set(self._addresses)
-            candidates = [i for i in self._known if i.name not in attached]
-            if not candidates:
-                return
-            found = resolve_addresses(candidates, slots=self.slots, pci=self.pci)
+            infos = sorted(self._known, key=lambda i: (i.kind != "pf", i.vf or 0))
+            found = resolve_addresses(infos, slots=self.slots, pci=self.pci)
             for name, addr in found.items():
-                if addr == address:
+                if addr == address and name not in attached:
                     self._notify("added", name)
 
     def _notify(self, kind: str, name: str) -> None:

@@ -1,0 +1,194 @@
+"""The platform layer without a guest: query-functions entries, the VM backend's lookups
+on fake sysfs trees, udev events mapped to functions, DMA allocation, polling, the
+ledger, and what guest_drivers imports."""
+
+from __future__ import annotations
+
+import mmap
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from guest_drivers.ledger import RxLedger, TxLedger
+from guest_drivers.pf import AdapterSettings
+from guest_drivers.platform.base import (
+    PAGE,
+    BadFunctionEntry,
+    DmaAllocator,
+    FunctionInfo,
+)
+from guest_drivers.platform.errors import DeviceNotFound
+from guest_drivers.platform.guest import VmBackend, find_port, resolve_addresses
+from guest_drivers.poll import AdaptivePoller, PollConfig
+from guest_drivers.vf import parse_mac
+from tests.unit.drivers.drivers_fakes import MmapPages
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def entry(name: str, vf: int | None, slot: int | None = None, **kw: object) -> dict[str, object]:
+    addr = 0x10000 if vf is None else 0x10000 + ((0x80 + vf) << 8)
+    return {"name": name, "kind": "pf" if vf is None else "vf", "vf": vf, "addr": addr,
+            "pe": addr, "slot": slot, "socket": None, **kw}
+
+
+def test_function_entries_are_parsed_and_checked() -> None:
+    info = FunctionInfo.from_entry(entry("vf1", 1, slot=3, handlers=False,
+                                         config={"mtu": 9000}))
+    assert (info.kind, info.vf, info.pe, info.slot, info.handlers) == ("vf", 1, 0x18100, 3,
+                                                                       False)
+    assert info.config["mtu"] == 9000
+    pf = FunctionInfo.from_entry(entry("pf", None, socket="/tmp/pf.sock",
+                                       adapter={"num_vfs": 2}))
+    assert pf.socket == "/tmp/pf.sock" and pf.adapter == {"num_vfs": 2} and pf.vf is None
+    for bad in ({**entry("x", 0), "kind": "nic"}, {**entry("x", 0), "vf": None},
+                {**entry("x", 0), "pe": "0x18000"}, {**entry("x", 0), "addr": True}):
+        with pytest.raises(BadFunctionEntry):
+            FunctionInfo.from_entry(bad)
+
+
+def test_adapter_settings_from_the_platform_entry() -> None:
+    s = AdapterSettings.from_entry({
+        "num_vfs": 3, "vf_pes": [0x18000, 0x18100, 0x18200],
+        "vfs": [{"vf": 0, "mac": "02:ee:00:00:01:00", "vlan": None, "mtu": 1500,
+                 "anti_spoof": False},
+                {"vf": 1, "mac": "02ee00000101", "vlan": 100, "anti_spoof": True}]})
+    assert s.num_vfs == 3 and s.vf_pes == (0x18000, 0x18100, 0x18200)
+    assert s.vfs[0].mac == bytes.fromhex("02ee00000100") and s.vfs[0].vlan is None
+    assert s.vfs[1].vlan == 100 and s.vfs[1].anti_spoof and s.vfs[1].mtu is None
+    assert AdapterSettings.from_entry(None) == AdapterSettings()
+    assert parse_mac(0x02EE00000001) == bytes.fromhex("02ee00000001")
+    with pytest.raises(ValueError):
+        parse_mac("02:ee:00")
+
+
+def _pci(root: Path, address: str, device: int) -> None:
+    d = root / address
+    d.mkdir(parents=True)
+    (d / "vendor").write_text("0x1b36\n")
+    (d / "device").write_text(f"0x{device:04x}\n")
+
+
+@pytest.fixture
+def sysfs(tmp_path: Path) -> tuple[Path, Path]:
+    pci, slots = tmp_path / "devices", tmp_path / "slots"
+    _pci(pci, "0000:00:01.0", 0x10EE)  # the PF on rp0's bus... (bus order != vf order)
+    _pci(pci, "0000:02:00.0", 0x10EF)
+    _pci(pci, "0000:03:00.0", 0x10EF)
+    _pci(pci, "0000:04:00.0", 0x10EF)
+    return pci, slots
+
+
+def test_functions_are_found_by_slot(sysfs: tuple[Path, Path]) -> None:
+    pci, slots = sysfs
+    for slot, bus in ((1, "00:01"), (2, "04:00"), (3, "02:00")):
+        (slots / str(slot)).mkdir(parents=True)
+        (slots / str(slot) / "address").write_text(f"0000:{bus}\n")
+    infos = [FunctionInfo.from_entry(entry("pf", None, slot=1)),
+             FunctionInfo.from_entry(entry("vf0", 0, slot=2)),
+             FunctionInfo.from_entry(entry("vf1", 1, slot=3))]
+    assert resolve_addresses(infos, slots=slots, pci=pci) == {
+        "pf": "0000:00:01.0", "vf0": "0000:04:00.0", "vf1": "0000:02:00.0"}
+
+
+def test_without_slots_functions_are_matched_by_ids_in_bus_order(
+        sysfs: tuple[Path, Path]) -> None:
+    pci, slots = sysfs  # no slots directory at all
+    infos = [FunctionInfo.from_entry(entry("vf3", 3)), FunctionInfo.from_entry(entry("vf1", 1)),
+             FunctionInfo.from_entry(entry("pf", None))]
+    assert resolve_addresses(infos, slots=slots, pci=pci) == {
+        "pf": "0000:00:01.0", "vf1": "0000:02:00.0", "vf3": "0000:03:00.0"}
+    # a slot without an address file falls back too, skipping what slots already took
+    (slots / "7").mkdir(parents=True)
+    (slots / "8").mkdir(parents=True)
+    (slots / "8" / "address").write_text("0000:02:00\n")
+    infos = [FunctionInfo.from_entry(entry("vf0", 0, slot=7)),
+             FunctionInfo.from_entry(entry("vf1", 1, slot=8))]
+    assert resolve_addresses(infos, slots=slots, pci=pci) == {
+        "vf1": "0000:02:00.0", "vf0": "0000:03:00.0"}
+
+
+def test_the_hcall_port_is_found_by_name(tmp_path: Path) -> None:
+    for port, name in (("vport0p0", "org.qemu.guest_agent.0"), ("vport1p1", "eeh.hcall")):
+        (tmp_path / port).mkdir()
+        (tmp_path / port / "name").write_text(name + "\n")
+    assert find_port(root=tmp_path, dev=Path("/dev")) == Path("/dev/vport1p1")
+    with pytest.raises(DeviceNotFound):
+        find_port("nope", root=tmp_path)
+
+
+def test_udev_events_map_to_this_partitions_functions(sysfs: tuple[Path, Path]) -> None:
+    pci, slots = sysfs
+    backend = VmBackend.__new__(VmBackend)  # no channel needed for the mapping
+    backend.slots, backend.pci = slots, pci
+    backend._known = [FunctionInfo.from_entry(entry("vf0", 0)),
+                      FunctionInfo.from_entry(entry("vf1", 1))]
+    backend._addresses = {"vf0": "0000:02:00.0", "vf1": "0000:03:00.0"}
+    backend._callbacks = []
+    seen: list[tuple[str, str]] = []
+    backend._callbacks.append(lambda kind, name: seen.append((kind, name)))
+    backend.udev_event("remove", "0000:03:00.0")
+    backend.udev_event("remove", "0000:09:00.0")  # not ours
+    assert seen == [("removed", "vf1")]
+    backend.udev_event("add", "0000:03:00.0")
+    assert seen[-1] == ("added", "vf1")
+
+
+def test_dma_buffers_never_cross_a_page() -> None:
+    mm = mmap.mmap(-1, 64 * PAGE)
+    dma = DmaAllocator(MmapPages(mm))
+    bufs = [dma.alloc(1500, 64) for _ in range(8)]
+    for b in bufs:
+        assert b.bus % 64 == 0 and b.bus // PAGE == (b.bus + b.size - 1) // PAGE
+        assert b.bus >= PAGE  # page 0 is never handed out
+    assert len({b.bus // PAGE for b in bufs}) == 4  # two 1500-byte buffers to a page
+    ring = dma.alloc(64 * 16, 16)
+    assert ring.bus % 16 == 0
+    big = dma.alloc(9216, 64)
+    assert big.size == 9216
+    bufs[0].write(0, b"hello")
+    assert bufs[0].read(0, 5) == b"hello" and mm[bufs[0].bus:bufs[0].bus + 5] == b"hello"
+    with pytest.raises(ValueError):
+        bufs[0].write(1499, b"xx")
+
+
+def test_poller_backs_off_and_a_wake_ends_the_sleep_at_once() -> None:
+    wake = threading.Event()
+    p = AdaptivePoller(PollConfig(busy_s=0.0, min_sleep_s=0.001, max_sleep_s=0.2), wake)
+    for _ in range(12):
+        p.idle(False)
+    assert p.current_sleep == 0.2
+    threading.Timer(0.02, wake.set).start()
+    t0 = time.monotonic()
+    p.idle(False)
+    assert time.monotonic() - t0 < 0.15 and p.woken == 1
+    p.idle(True)
+    assert p.current_sleep == 0.0
+
+
+def test_ledger_balance() -> None:
+    tx = TxLedger(submitted=10, sent=5, errors=1)
+    tx.drop("too-long", 2)
+    assert tx.balanced(in_ring=1, queued=1)
+    assert not tx.balanced(in_ring=0, queued=1)
+    assert tx.to_json(1, 1, 0)["drop_reasons"] == {"too-long": 2}
+    rx = RxLedger(received=4, delivered=3)
+    assert rx.balanced(queued=1) and not rx.balanced(queued=0)
+
+
+def test_guest_drivers_import_no_host_package_nor_scapy_or_pyudev() -> None:
+    code = (
+        "import sys\n"
+        "import guest_drivers.agent, guest_drivers.platform.guest, guest_drivers.harness\n"
+        "import guest_drivers.pf, guest_drivers.vf, guest_drivers.recovery\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('device_model', 'hypervisor_shim', 'vfio_user', 'scapy', 'pyudev'))\n"
+        "print(bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
