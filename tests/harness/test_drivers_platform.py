@@ -1,0 +1,165 @@
+"""The drivers against the real platform (hypervisor_shim.platform: device model, vfio-user
+server, PE policy with the lockout, platform-call server, timeline), in harness mode: the
+agent on the host reaches every function over vfio-user and the platform over its
+`host` channel. The order of recovery is read from the platform's own timeline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from guest_drivers.agent import Agent, TrafficLoop
+from guest_drivers.driver import DriverState
+from guest_drivers.platform.harness import HarnessBackend
+from guest_drivers.poll import PollConfig
+from hypervisor_shim.pe import HOST, PolicyConfig
+from hypervisor_shim.platform import Platform, PlatformConfig, VfSettings
+from hypervisor_shim.timeline import Entry
+from tests.unit.drivers.drivers_fakes import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+UPLINK_MAC = bytes.fromhex("02aa00000001")
+POLL = PollConfig(max_sleep_s=0.01)
+NVFS = 8
+
+
+def config(**kw: object) -> PlatformConfig:
+    owners = {"pf": HOST, **{f"vf{n}": HOST for n in range(NVFS)}}
+    settings = {1: VfSettings("02:ee:00:00:01:01", 100, 1500, True),
+                2: VfSettings("02:ee:00:00:01:02", None, 9000, False)}
+    return PlatformConfig(total_vfs=NVFS, enabled_vfs=NVFS, owners=owners,
+                          vf_settings=settings, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def plat(tmp_path: Path) -> Iterator[Platform]:
+    with Platform(config(), tmp_path) as p:
+        yield p
+
+
+def agent_for(p: Platform, **kw: object) -> Agent:
+    return Agent(HarnessBackend(str(p.hcall_path(HOST))), poll=POLL, **kw)  # type: ignore[arg-type]
+
+
+def payload(f: bytes) -> str:
+    body = f[18:] if f[12:14] == b"\x81\x00" else f[14:]
+    return body.rstrip(b".").decode()
+
+
+def index(entries: list[Entry], source: str, kind: str, pe: str) -> int:
+    for i, e in enumerate(entries):
+        if (e.source, e.kind, e.pe) == (source, kind, pe):
+            return i
+    raise AssertionError(f"no {source} {kind} for {pe}")
+
+
+def test_adapter_error_under_traffic_every_driver_recovers_in_order(plat: Platform) -> None:
+    agent = agent_for(plat)
+    try:
+        assert agent.start() == ["pf"] + [f"vf{n}" for n in range(NVFS)]
+        traffic = TrafficLoop(agent, pps=50)
+        traffic.start()
+        time.sleep(0.3)
+        plat.inject_adapter_error()
+        assert wait_for(lambda: all(d.recovery is not None and d.recovery.recovered >= 1
+                                    for d in agent.drivers.values()), 30), \
+            {n: d.state.value for n, d in agent.drivers.items()}
+        time.sleep(0.3)
+        traffic.stop()
+        vfs = agent.vf_drivers()
+        for vf in vfs:
+            assert vf.wait_tx_done(10), vf.counters()
+        tl = list(plat.timeline.entries)
+        # the adapter driver: reset, reconfigure, adapter recovered, then allow-unfreeze
+        pf_order = [("driver", "error-detected"), ("driver", "reset"), ("driver", "configure"),
+                    ("driver", "adapter-recovered"), ("policy", "allow-unfreeze"),
+                    ("driver", "allow-unfreeze"), ("driver", "recovered")]
+        pos = [index(tl, s, k, "adapter") for s, k in pf_order]
+        assert pos == sorted(pos), list(zip(pf_order, pos, strict=True))
+        allow = index(tl, "policy", "allow-unfreeze", "adapter")
+        for vf in vfs:
+            name = vf.name
+            vf_order = [("driver", "error-detected"), ("policy", "lockout-lifted"),
+                        ("policy", "mmio-thawed"), ("driver", "config-lost"),
+                        ("driver", "reset"), ("driver", "pf-reset-done"),
+                        ("driver", "config-restored"), ("driver", "resume"),
+                        ("driver", "recovered")]
+            pos = [index(tl, s, k, name) for s, k in vf_order]
+            assert pos == sorted(pos), (name, list(zip(vf_order, pos, strict=True)))
+            assert index(tl, "policy", "mmio-thawed", name) > allow
+            woken = [e.data.get("by") for e in tl
+                     if (e.source, e.kind, e.pe) == ("driver", "lockout-lifted", name)]
+            assert woken and set(woken) == {"event"}, (name, woken)
+        # every driver report carries the guest's clock
+        assert all(e.guest_time is not None for e in tl if e.source == "driver")
+        # exact books: each frame once on the wire, the drivers' and the model's counts agree
+        seen = Counter(payload(f) for f in plat.call(plat.host.uplink.take))
+        assert all(n == 1 for n in seen.values())
+        for vf in vfs:
+            c = vf.counters()["tx"]
+            assert c["balanced"] and c["dropped"] == 0 and c["errors"] == 0, (vf.name, c)
+            assert plat.call(lambda vf=vf: plat.adapter.function(vf.name).nic.ledger.tx_sent) \
+                == c["sent"]
+        assert sum(seen.values()) == sum(v.tx.sent for v in vfs) == traffic.sent
+        states = plat.pe_states()
+        assert all(s["state"] == 0 and s["flags"] == [] for s in states.values()), states
+    finally:
+        agent.stop()
+
+
+def test_vf_error_recovers_that_vf_alone(plat: Platform) -> None:
+    agent = agent_for(plat, vfs=2)
+    try:
+        agent.start()
+        vf0 = agent.drivers["vf0"]
+        plat.inject_vf_error(0)
+        assert wait_for(lambda: vf0.recovery is not None and vf0.recovery.recovered == 1, 15)
+        tl = list(plat.timeline.entries)
+        steps = [e.kind for e in tl if e.source == "driver" and e.pe == "vf0"]
+        want = ["error-detected", "mmio-thawed", "rings-rearmed", "mmio-enabled", "dma-thawed",
+                "replay", "resume", "recovered"]
+        assert [s for s in steps if s in want] == want
+        assert not [e for e in tl if e.source == "driver" and e.pe == "adapter"
+                    and e.kind == "error-detected"]
+        assert agent.drivers["vf1"].recovery.rounds == 0  # type: ignore[union-attr]
+        vf0.send(UPLINK_MAC + vf0.mac + b"\x88\xb5" + b"after".ljust(46, b"."))  # type: ignore[attr-defined]
+        assert wait_for(lambda: [payload(f) for f in plat.call(plat.host.uplink.take)]
+                        == ["after"], 5)
+    finally:
+        agent.stop()
+
+
+def test_permanent_failure_disconnects_the_vf_driver(tmp_path: Path) -> None:
+    with Platform(config(policy=PolicyConfig(max_freezes=0)), tmp_path) as p:
+        agent = agent_for(p, vfs=1)
+        try:
+            agent.start()
+            vf0 = agent.drivers["vf0"]
+            p.inject_vf_error(0)
+            assert wait_for(lambda: vf0.state is DriverState.FAILED, 15)
+            kinds = [e.kind for e in p.timeline.entries
+                     if e.source == "driver" and e.pe == "vf0"]
+            assert kinds[-1] == "permanent-failure"
+            assert vf0.counters()["tx"]["balanced"]
+            assert agent.drivers["pf"].state is DriverState.UP
+        finally:
+            agent.stop()
+
+
+def test_harness_cli_against_the_platform(plat: Platform) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-m", "guest_drivers.harness", "--hcall", str(plat.hcall_path(HOST)),
+         "--vfs", "3", "--traffic", "20", "--duration", "1.5"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "drivers ready: pf vf0 vf1 vf2" in out.stdout.splitlines()
+    probes = [e for e in plat.timeline.entries if e.source == "driver" and e.kind == "probe"]
+    assert sorted(str(e.pe) for e in probes) == ["adapter", "vf0", "vf1", "vf2"]
