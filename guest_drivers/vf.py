@@ -87,7 +87,7 @@ class VfDriver(Driver):
                  tx_ring: int = 64, rx_ring: int = 64, mtu: int | None = None,
                  max_mtu: int | None = None, backlog: int = 4096, rx_queue: int = 8192,
                  on_receive: ReceiveCallback | None = None, poll: PollConfig | None = None,
-                 policy: RecoveryPolicy | None = None, pf_wait_s: float = 30.0) -> None:
+                 policy: RecoveryPolicy | None = None, pf_wait_s: float = 60.0) -> None:
         super().__init__(fn, services, handlers=handlers, poll=poll, policy=policy)
         if not nic.RING_MIN <= tx_ring <= nic.RING_MAX or not nic.RING_MIN <= rx_ring \
                 <= nic.RING_MAX:

@@ -5,7 +5,9 @@ agent on the host reaches every function over vfio-user and the platform over it
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -163,3 +165,29 @@ def test_harness_cli_against_the_platform(plat: Platform) -> None:
     assert "drivers ready: pf vf0 vf1 vf2" in out.stdout.splitlines()
     probes = [e for e in plat.timeline.entries if e.source == "driver" and e.kind == "probe"]
     assert sorted(str(e.pe) for e in probes) == ["adapter", "vf0", "vf1", "vf2"]
+
+
+def test_agent_runs_until_sigterm_and_prints_its_summary(plat: Platform) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "guest_drivers.harness", "--hcall", str(plat.hcall_path(HOST)),
+         "--vfs", "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        while line and not line.startswith("drivers ready"):
+            line = proc.stdout.readline()
+        assert line.strip() == "drivers ready: pf vf0"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "drivers stopped" in out.splitlines()
+    summary = json.loads(next(ln for ln in out.splitlines()
+                              if ln.startswith("summary: "))[len("summary: "):])
+    assert set(summary["drivers"]) == {"pf", "vf0"}
+    assert summary["drivers"]["vf0"]["tx"]["balanced"]

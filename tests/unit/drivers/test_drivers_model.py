@@ -335,3 +335,19 @@ def test_idle_drivers_sleep(world: World) -> None:
         assert all(d.poller.current_sleep == poll.max_sleep_s for d in vfs)
     finally:
         stop_all(*vfs, pf)
+
+
+def test_scapy_packets_in_and_out(world: World) -> None:
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    pf = world.pf()
+    vf0, vf2 = world.vf(0), world.vf(2)
+    try:
+        pkt = Ether(dst=mac_str(vf2.mac), src=mac_str(vf0.mac), type=0x88B5) / Raw(b"s" * 50)
+        assert vf0.send(pkt)
+        got = vf2.recv_packets(timeout=5)
+        assert len(got) == 1 and bytes(got[0][Raw]) == b"s" * 50
+        assert got[0].src == mac_str(vf0.mac)
+    finally:
+        stop_all(vf0, vf2, pf)

@@ -5,6 +5,7 @@ ledger, and what guest_drivers imports."""
 from __future__ import annotations
 
 import mmap
+import os
 import subprocess
 import sys
 import threading
@@ -192,3 +193,45 @@ def test_guest_drivers_import_no_host_package_nor_scapy_or_pyudev() -> None:
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_vm_function_maps_sysfs_resources(tmp_path: Path) -> None:
+    from guest_drivers.platform.guest import VmFunction
+    from guest_drivers.platform.sysfs import PciFunction
+
+    d = tmp_path / "0000:05:00.0"
+    d.mkdir()
+    (d / "resource0").write_bytes(bytes(0x1000))
+    (d / "resource3").write_bytes(bytes(0x1000))
+    (d / "config").write_bytes(bytes(0x1000))
+    (d / "enable").write_text("0")
+    info = FunctionInfo.from_entry(entry("vf0", 0))
+    fn = VmFunction(info, PciFunction("0000:05:00.0", tmp_path),
+                    DmaAllocator(MmapPages(mmap.mmap(-1, 16 * PAGE))))
+    try:
+        fn.write32(0x10, 0x5DC)
+        fn.write64(0x200, 1 << 40 | 7)
+        assert fn.read32(0x10) == 0x5DC and fn.read64(0x200) == 1 << 40 | 7
+        assert (d / "resource0").read_bytes()[0x10:0x14] == (0x5DC).to_bytes(4, "little")
+        fn.msix_write32(0xC, 1)
+        assert fn.msix_read32(0xC) == 1
+        fn.config_write(0x04, 2, 0x6)
+        assert fn.config_read(0x04, 2) == 0x6 and fn.config_read(0x1000, 4) == 0xFFFFFFFF
+        fn.enable()
+        assert (d / "enable").read_text() == "1"
+    finally:
+        fn.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/pagemap").exists() or os.geteuid() != 0,
+                    reason="physical addresses need root")
+def test_guest_dma_pages_have_physical_addresses() -> None:
+    from guest_drivers.platform.dma import PagePool
+
+    dma = DmaAllocator(PagePool())
+    a, b = dma.alloc(2048, 64), dma.alloc(2048, 64)
+    assert a.bus % PAGE == 0 and b.bus == a.bus + 2048  # two halves of one locked page
+    c = dma.alloc(1024)
+    assert c.bus // PAGE != a.bus // PAGE  # a new page, anywhere in physical memory
+    a.write(0, b"dma")
+    assert a.read(0, 3) == b"dma"
