@@ -8,8 +8,9 @@ opens for one process only, so they share one platform channel):
 3. the adapter (PF) driver first, if the partition owns the PF, then a VF driver per VF
    (probed in parallel; a VF waits for its mailbox's "PF reset done");
 4. print `drivers ready: <names>` and run until SIGTERM/SIGINT (or --duration);
-   optionally a traffic loop (--traffic PPS: every VF sends PPS frames a second to the
-   uplink and counts what it receives);
+   optionally a traffic loop (--traffic PPS: every VF sends PPS probes a second to the
+   uplink and counts what it receives). VF drivers answer the host's test-traffic probes
+   (eeh_abi.traffic) with echoes unless --no-echo;
 5. on the way out: `drivers stopped` and `summary: <JSON>` (every driver's counters),
    also written to --summary FILE.
 
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from eeh_abi import traffic
 from guest_drivers.driver import Driver, DriverError, DriverState
 from guest_drivers.pf import PfDriver
 from guest_drivers.platform.base import FunctionInfo, PlatformBackend
@@ -42,7 +44,7 @@ from guest_drivers.vf import VfDriver
 log = logging.getLogger("guest_drivers.agent")
 
 TRAFFIC_DST = bytes.fromhex("02feeeeeee01")  # unknown unicast: the switch sends it uplink
-TRAFFIC_ETHERTYPE = b"\x88\xb5"  # IEEE local experimental
+UPLINK_TARGET = 0xFFFF  # eeh_abi.traffic target of a probe to the uplink (no VF)
 
 
 class Agent:
@@ -188,7 +190,8 @@ class Agent:
 
 
 class TrafficLoop:
-    """Every VF sends `pps` frames a second to the uplink and drains what it receives."""
+    """Every VF sends `pps` test-traffic probes (eeh_abi.traffic; stream 1 + VF number,
+    a sequence number each) a second to the uplink and drains what it receives."""
 
     def __init__(self, agent: Agent, pps: float, dst: bytes = TRAFFIC_DST) -> None:
         self.agent = agent
@@ -214,8 +217,10 @@ class TrafficLoop:
             for vf in self.agent.vf_drivers():
                 if vf.state is not DriverState.UP and vf.state is not DriverState.RECOVERING:
                     continue
-                payload = f"{vf.name} {seq}".encode().ljust(46, b".")
-                if vf.send(self.dst + vf.mac + TRAFFIC_ETHERTYPE + payload):
+                n = vf.fn.info.vf or 0
+                probe = traffic.Probe(self.dst, vf.mac, traffic.PROBE, 1 + n, UPLINK_TARGET,
+                                      seq, time.monotonic_ns())
+                if vf.send(traffic.build(probe)):
                     self.sent += 1
                 else:
                     self.refused += 1
@@ -237,6 +242,8 @@ def arguments(prog: str, description: str) -> argparse.ArgumentParser:
                    help="stop after S seconds (default: at SIGTERM/SIGINT)")
     p.add_argument("--summary", default=None, metavar="FILE",
                    help="also write the summary JSON here")
+    p.add_argument("--no-echo", dest="echo", action="store_false",
+                   help="do not answer test-traffic probes (eeh_abi.traffic) with echoes")
     p.add_argument("--max-sleep-ms", type=float, default=30.0,
                    help="longest idle poll sleep (default 30)")
     p.add_argument("--verbose", action="store_true", help="print every step reported")
@@ -255,7 +262,8 @@ def run(backend: PlatformBackend, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     poll = PollConfig(max_sleep_s=args.max_sleep_ms / 1000)
     agent = Agent(backend, handlers=args.handlers, vfs=args.vfs, poll=poll,
-                  echo=(lambda s: print(s, flush=True)) if args.verbose else None)
+                  echo=(lambda s: print(s, flush=True)) if args.verbose else None,
+                  vf_options={"echo": args.echo})
     try:
         names = agent.start()
     except (PlatformError, OSError) as e:

@@ -70,7 +70,8 @@ log = logging.getLogger("guest_drivers.recovery")
 
 
 class ErrorHandlers(Protocol):
-    """Linux's struct pci_error_handlers, for one function's driver."""
+    """Linux's struct pci_error_handlers, for one function's driver. A driver may also
+    have `recovery_detail() -> dict`, added to the "recovered" report."""
 
     def error_detected(self, state: ChannelState) -> ErsResult: ...
     def mmio_enabled(self) -> ErsResult: ...
@@ -368,8 +369,24 @@ class PeRecovery:
         self._report("resume")
         marks["resume"] = self._ms()
         self.recovered += 1
-        self._report("recovered", ms=self._ms(), rounds=self.rounds)
+        self._report("recovered", ms=self._ms(), rounds=self.rounds, **self._details())
         return Outcome.RECOVERED
+
+    def _details(self) -> dict[str, Any]:
+        """What the drivers add to "recovered" (`recovery_detail()`, optional): a VF
+        driver's ledger and its configuration before and after."""
+        found: dict[str, dict[str, Any]] = {}
+        for p in self.participants:
+            fn = getattr(p.handlers, "recovery_detail", None)
+            if fn is None:
+                continue
+            try:
+                found[p.name] = dict(fn())
+            except Exception as e:
+                found[p.name] = {"error": repr(e)}
+        if len(found) == 1:
+            return next(iter(found.values()))
+        return {"drivers": found} if found else {}
 
     def _each(self, callback: str, start: ErsResult, *args: Any) -> ErsResult:
         result = start

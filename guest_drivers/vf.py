@@ -4,6 +4,7 @@
     vf.start()                         # probe + worker thread
     vf.send(frame)                     # bytes or a scapy packet (bytes(pkt))
     vf.recv(timeout=1.0)               # list of received frames
+                                       # (test-traffic probes are answered, not queued)
     vf.mac, vf.vlan, vf.mtu            # settable; restored after a recovery
     vf.counters()                      # the ledger (guest_drivers.ledger), exact
 
@@ -40,7 +41,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from eeh_abi import nic
+from eeh_abi import nic, traffic
 from eeh_abi.papr import ChannelState, ErsResult
 from guest_drivers.driver import ALL_ONES32, Driver, DriverError, DriverState
 from guest_drivers.ledger import RxLedger, TxLedger
@@ -87,7 +88,8 @@ class VfDriver(Driver):
                  tx_ring: int = 64, rx_ring: int = 64, mtu: int | None = None,
                  max_mtu: int | None = None, backlog: int = 4096, rx_queue: int = 8192,
                  on_receive: ReceiveCallback | None = None, poll: PollConfig | None = None,
-                 policy: RecoveryPolicy | None = None, pf_wait_s: float = 60.0) -> None:
+                 policy: RecoveryPolicy | None = None, pf_wait_s: float = 60.0,
+                 echo: bool = True) -> None:
         super().__init__(fn, services, handlers=handlers, poll=poll, policy=policy)
         if not nic.RING_MIN <= tx_ring <= nic.RING_MAX or not nic.RING_MIN <= rx_ring \
                 <= nic.RING_MAX:
@@ -104,6 +106,8 @@ class VfDriver(Driver):
         self.rx_queue_limit = rx_queue
         self.pf_wait_s = pf_wait_s
         self._on_receive = on_receive
+        self.echo = echo  # answer eeh_abi.traffic probes with echoes (the test traffic)
+        self.echoed = 0
         # wanted configuration (the driver's own copy, restored after a reset)
         self._want_mtu = want
         self._want_mac: bytes | None = None  # None: the function's own (or the PF's admin)
@@ -140,6 +144,7 @@ class VfDriver(Driver):
         self._disconnected = False
         self.recoveries = 0
         self.resets = 0
+        self._config_before: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ public API
     @property
@@ -236,7 +241,7 @@ class VfDriver(Driver):
             out["tx"] = self.tx.to_json(self._in_ring, len(self._backlog), self._held)
             out["rx"] = self.rx.to_json(len(self._rxq))
         out.update(mac=mac_str(self._hw_mac), vlan=self._hw_vlan, mtu=self._want_mtu,
-                   recoveries=self.recoveries, resets=self.resets)
+                   recoveries=self.recoveries, resets=self.resets, echoed=self.echoed)
         return out
 
     def _set_config(self, change: Callable[[], None]) -> None:
@@ -480,18 +485,26 @@ class VfDriver(Driver):
 
     def _deliver(self, frame: bytes) -> None:
         cb = self._on_receive
+        reply = traffic.echo_of(frame) if self.echo else None
         with self._rx_cv:
             self.rx.received += 1
             self.rx.bytes += len(frame)
-            if cb is None:
+            if reply is not None:  # a probe of the test traffic: consumed by the echo
+                self.rx.delivered += 1
+                self.echoed += 1
+            elif cb is None:
                 if len(self._rxq) >= self.rx_queue_limit:
                     self.rx.dropped += 1
                     return
                 self._rxq.append(frame)
                 self._rx_cv.notify_all()
                 return
-            self.rx.delivered += 1
-        cb(frame)
+            else:
+                self.rx.delivered += 1
+        if reply is not None:
+            self.send(reply)
+        elif cb is not None:
+            cb(frame)
 
     # ------------------------------------------------------------------ recovery
     def error_detected(self, state: ChannelState) -> ErsResult:
@@ -500,6 +513,8 @@ class VfDriver(Driver):
             return ErsResult.DISCONNECT
         with self._lock:
             self._stopped = True
+            if not self._config_before:  # the first round of this recovery
+                self._config_before = self.config()
         self.recoveries += 1
         return ErsResult.CAN_RECOVER
 
@@ -554,6 +569,20 @@ class VfDriver(Driver):
             self._stopped = False
         self.report("replay", frames=held)
         self._wake.set()
+
+    def config(self) -> dict[str, Any]:
+        """MAC, VLAN and MTU as the function shows them (read back at the last change)."""
+        return {"mac": mac_str(self._hw_mac), "vlan": self._hw_vlan, "mtu": self._hw_mtu}
+
+    def recovery_detail(self) -> dict[str, Any]:
+        """Added to the "recovered" report: the books and the configuration before the
+        error and now (the host's claim check compares them)."""
+        with self._lock:
+            ledger = self.tx.to_json(self._in_ring, len(self._backlog), self._held)
+            ledger["rx"] = self.rx.to_json(len(self._rxq))
+            ledger["balanced"] = ledger["balanced"] and ledger["rx"]["balanced"]
+            before, self._config_before = self._config_before, {}
+        return {"ledger": ledger, "config": self.config(), "config_before": before}
 
     def _disconnect(self, reason: str) -> None:
         if self._tx_desc is not None:

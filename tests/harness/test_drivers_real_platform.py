@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from eeh_abi import traffic
 from guest_drivers.agent import Agent, TrafficLoop
 from guest_drivers.driver import DriverState
 from guest_drivers.platform.harness import HarnessBackend
@@ -51,8 +52,13 @@ def agent_for(p: Platform, **kw: object) -> Agent:
 
 
 def payload(f: bytes) -> str:
+    """What a test frame carries: "stream:seq" of a test-traffic probe, else its text
+    (after an 802.1Q tag if the switch added one)."""
+    p = traffic.parse(f)
+    if p is not None:
+        return f"{p.stream}:{p.seq}"
     body = f[18:] if f[12:14] == b"\x81\x00" else f[14:]
-    return body.rstrip(b".").decode()
+    return body.rstrip(b".").decode(errors="replace")
 
 
 def index(entries: list[Entry], source: str, kind: str, pe: str) -> int:

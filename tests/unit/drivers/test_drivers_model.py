@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from device_model import Adapter, AdapterConfig, ManualClock, QueueUplink
-from eeh_abi import nic
+from eeh_abi import nic, traffic
 from guest_drivers.agent import Agent
 from guest_drivers.driver import DriverState
 from guest_drivers.pf import PfDriver
@@ -70,9 +70,13 @@ def frame(src: bytes, dst: bytes = UPLINK_MAC, tag: str = "x") -> bytes:
 
 
 def payload(f: bytes) -> str:
-    """The tag a test frame carries (after an 802.1Q tag if the switch added one)."""
+    """What a test frame carries: "stream:seq" of a test-traffic probe, else its text
+    (after an 802.1Q tag if the switch added one)."""
+    p = traffic.parse(f)
+    if p is not None:
+        return f"{p.stream}:{p.seq}"
     body = f[18:] if f[12:14] == b"\x81\x00" else f[14:]
-    return body.rstrip(b".").decode()
+    return body.rstrip(b".").decode(errors="replace")
 
 
 @pytest.fixture
