@@ -368,8 +368,8 @@ class PeRecovery:
                 self._report("driver-error", driver=p.name, callback="resume", error=repr(e))
         self._report("resume")
         marks["resume"] = self._ms()
-        self.recovered += 1
         self._report("recovered", ms=self._ms(), rounds=self.rounds, **self._details())
+        self.recovered += 1  # after the report: whoever watches this sees it reported
         return Outcome.RECOVERED
 
     def _details(self) -> dict[str, Any]:
