@@ -215,6 +215,12 @@ class PeRecovery:
     def running(self) -> bool:
         return self._running
 
+    @property
+    def interrupted(self) -> bool:
+        """A restart, a permanent failure or a stop is pending: a driver callback that
+        waits (e.g. for "PF reset done") should give up and return."""
+        return self._restart or self._permanent or self._closed
+
     def attach(self) -> None:
         self.services.listen_pe(self.pe, self.on_event)
 

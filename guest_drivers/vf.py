@@ -310,7 +310,9 @@ class VfDriver(Driver):
             mbx = self.fn.read32(nic.VF_MBX)
             if mbx != ALL_ONES32 and not mbx & nic.Mbx.RSTI and mbx & nic.Mbx.RSTD:
                 return time.monotonic() - t0
-            if time.monotonic() - t0 > self.pf_wait_s or self._stop.is_set():
+            rec = self.recovery
+            if time.monotonic() - t0 > self.pf_wait_s or self._stop.is_set() or (
+                    rec is not None and rec.running and rec.interrupted):
                 return None
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
@@ -553,6 +555,9 @@ class VfDriver(Driver):
         self._tx_reclaim()  # nothing left after an FLR, but keep the books exact
         waited = self._wait_pf_ready()
         if waited is None:
+            rec = self.recovery
+            if rec is not None and rec.interrupted:
+                return ErsResult.NEED_RESET  # the framework restarts (or stops) anyway
             self.report("pf-reset-timeout", waited_s=self.pf_wait_s)
             return ErsResult.DISCONNECT
         self.report("pf-reset-done", waited_ms=round(waited * 1000, 3))

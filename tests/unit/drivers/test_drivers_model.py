@@ -355,3 +355,31 @@ def test_scapy_packets_in_and_out(world: World) -> None:
         assert got[0].src == mac_str(vf0.mac)
     finally:
         stop_all(vf0, vf2, pf)
+
+
+def test_vf_waits_for_pf_reset_done_and_a_new_freeze_restarts_its_recovery(
+        world: World) -> None:
+    pf = world.pf()
+    vf = world.vf(0)
+    try:
+        def adapter_reset_then_vf_error() -> None:
+            # the adapter's NIC reset behind the PF driver's back: every mailbox says
+            # "PF reset in progress" until someone writes pf_reset_done
+            world.adapter.pf.region_write(0, nic.CTRL, int(nic.Ctrl.RST).to_bytes(4, "little"))
+            world.adapter.inject_vf_error(0)
+        world.model(adapter_reset_then_vf_error)
+        assert wait_for(lambda: "configure" in world.plat.steps(0x18000), 10)
+        time.sleep(0.1)  # the VF driver now waits in slot_reset for MBX.rstd
+        assert "pf-reset-done" not in world.plat.steps(0x18000)
+        world.model(lambda: world.adapter.pes.vf(0).freeze("again"))
+        assert wait_for(lambda: "restart" in world.plat.steps(0x18000), 10)
+        world.model(lambda: world.adapter.pf.region_write(
+            0, nic.ADAPTER_CTRL, int(nic.AdapterCtrl.PF_RESET_DONE).to_bytes(4, "little")))
+        assert wait_for(lambda: vf.recovery is not None and vf.recovery.recovered == 1, 10)
+        steps = world.plat.steps(0x18000)
+        assert steps.count("error-detected") == 2 and steps.count("restart") == 1
+        assert "pf-reset-timeout" not in steps
+        assert steps.index("restart") < steps.index("pf-reset-done") < steps.index("recovered")
+        assert vf.state is DriverState.UP
+    finally:
+        stop_all(vf, pf)
