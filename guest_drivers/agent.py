@@ -63,6 +63,7 @@ class Agent:
         self.infos: dict[str, FunctionInfo] = {}
         self.drivers: dict[str, Driver] = {}
         self.failed: dict[str, str] = {}
+        self.selected: set[str] = set()
         self.hotplug_log: list[tuple[float, str, str, str]] = []
         self._hotplug: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._hotplug_thread: threading.Thread | None = None
@@ -75,6 +76,7 @@ class Agent:
         vfs = sorted((i for i in infos if i.kind == "vf"), key=lambda i: i.vf or 0)
         if self.vf_limit is not None:
             vfs = vfs[:self.vf_limit]
+        self.selected = {i.name for i in pfs + vfs}
         for info in pfs:  # the adapter first: VFs wait for its "PF reset done"
             self._start_driver(info, probe_timeout)
         started = [d for d in (self._create(i) for i in vfs) if d is not None]
@@ -165,16 +167,18 @@ class Agent:
                 d.detach("removed by the platform")
                 self.hotplug_log.append((time.monotonic(), kind, name, "detached"))
         elif kind == "added":
-            if d is not None and d.state not in (DriverState.DETACHED, DriverState.FAILED,
-                                                 DriverState.STOPPED):
-                return
-            fn = self.backend.open_function(info)
-            if d is None:
+            if name not in self.selected:
+                return  # not one this agent drives (--vfs)
+            if d is None:  # it could not be reached at start
+                self.failed.pop(name, None)
                 d = self._create(info)
-                if d is not None:
-                    d.start()
+                if d is None:
+                    return
+                d.start()
+            elif d.state in (DriverState.DETACHED, DriverState.FAILED, DriverState.STOPPED):
+                d.reattach(self.backend.open_function(info))
             else:
-                d.reattach(fn)
+                return
             self.hotplug_log.append((time.monotonic(), kind, name, "probed"))
 
     # ------------------------------------------------------------------ reporting
