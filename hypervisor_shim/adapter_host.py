@@ -32,6 +32,7 @@ from device_model import Adapter, AdapterConfig, AsyncioClock, PeStateCode, Queu
 from device_model.function import Function
 from device_model.reset import ResetTiming
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.uplink import HostPort, QueueHostPort, TapHostPort, TapUplink
 from hypervisor_shim.vm.config import MachineConfig, VfioUserDevice
 from hypervisor_shim.vm.state import require
 from vfio_user import ServerThread
@@ -62,6 +63,10 @@ class AdapterHostConfig:
     # QEMU's vCPU thread, its vfio-user thread and ours; on these machines a wake-up on
     # another CPU costs ~3x one on the same CPU (make bench: bench.guest_mmio).
     host_cpus: tuple[int, ...] | None = None
+    # The adapter's uplink: "queue" (in-process) or "tap" (a TAP interface named
+    # tap_name on the host: hypervisor_shim.uplink; needs root).
+    uplink: str = "queue"
+    tap_name: str = "eehup0"
 
 
 class HostState(Enum):
@@ -82,8 +87,12 @@ class AdapterHost:
         self.cfg = cfg
         self.loop = asyncio.new_event_loop()
         self.uplink = QueueUplink()
+        self.tap: TapUplink | None = None
+        if cfg.uplink == "tap":
+            self.tap = TapUplink(cfg.tap_name, self.loop)
         self.adapter = Adapter(AdapterConfig(total_vfs=cfg.total_vfs, timing=cfg.timing),
-                               clock=AsyncioClock(self.loop), uplink=self.uplink)
+                               clock=AsyncioClock(self.loop),
+                               uplink=self.tap if self.tap is not None else self.uplink)
         if cfg.enabled_vfs:
             self.adapter.pf.enable_vfs(cfg.enabled_vfs)
         self.sock_dir = Path(tempfile.mkdtemp(prefix="eeh-adapter-"))
@@ -99,6 +108,8 @@ class AdapterHost:
             self.server.start()
         except BaseException:
             self.state = HostState.CLOSED
+            if self.tap is not None:
+                self.tap.close()
             shutil.rmtree(self.sock_dir, ignore_errors=True)
             raise
         self.state = HostState.SERVING
@@ -107,7 +118,15 @@ class AdapterHost:
     def __exit__(self, *exc: object) -> None:
         self.state = HostState.CLOSED
         self.server.stop()
+        if self.tap is not None:
+            self.tap.close()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+    def host_port(self) -> HostPort:
+        """The host's end of the adapter's uplink (for traffic and captures)."""
+        if self.tap is not None:
+            return TapHostPort(self.tap.name)
+        return QueueHostPort(self.uplink, self.call)
 
     @require(HostState.SERVING)
     def call(self, fn: Callable[[], T]) -> T:

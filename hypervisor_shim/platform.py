@@ -55,6 +55,8 @@ class PlatformConfig:
     vf_settings: Mapping[int, VfSettings] = field(default_factory=dict)
     handlers: Mapping[str, bool] = field(default_factory=dict)  # owner -> has handlers
     host_cpus: tuple[int, ...] | None = ()
+    uplink: str = "queue"  # or "tap" (a TAP interface on the host; root only)
+    tap_name: str = "eehup0"
 
     @classmethod
     def from_topology(cls, topo: Topology, **changes: Any) -> PlatformConfig:
@@ -73,7 +75,8 @@ class PlatformConfig:
                   timing=topo.reset_timing, owners=owners,
                   policy=PolicyConfig(max_freezes=p.max_freezes, window_s=p.window_s,
                                       retry_hint_ms=p.retry_hint_ms, errinjct=p.errinjct),
-                  vf_settings=vfs, handlers={g.name: g.handlers for g in topo.guests})
+                  vf_settings=vfs, handlers={g.name: g.handlers for g in topo.guests},
+                  uplink=topo.uplink.resolved_kind(), tap_name=topo.uplink.tap_name)
         return dataclasses.replace(cfg, **changes)
 
     @property
@@ -88,7 +91,7 @@ class Platform:
         self.timeline = Timeline(run_dir / "events.jsonl" if run_dir is not None else None)
         self.host = AdapterHost(AdapterHostConfig(
             total_vfs=cfg.total_vfs, enabled_vfs=cfg.enabled_vfs, timing=cfg.timing,
-            host_cpus=cfg.host_cpus))
+            host_cpus=cfg.host_cpus, uplink=cfg.uplink, tap_name=cfg.tap_name))
         self.adapter = self.host.adapter
         self.chan_dir = Path(tempfile.mkdtemp(prefix="eeh-hcall-"))
         self.slots: dict[str, int] = {}  # function -> the guest's PCIe slot (VM mode)

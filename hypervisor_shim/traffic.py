@@ -51,6 +51,7 @@ class UplinkTraffic:
     def __init__(self, plat: Platform, targets: Mapping[str, Target], *,
                  rate_hz: float = 50.0, keep_frames: int = 200_000) -> None:
         self.plat = plat
+        self.port = plat.host.host_port()
         self.targets = dict(targets)
         self.period = 1.0 / rate_hz
         self.streams = {name: StreamStats() for name in targets}
@@ -75,6 +76,7 @@ class UplinkTraffic:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        self.port.close()
 
     def pause(self, paused: bool = True) -> None:
         (self._paused.set if paused else self._paused.clear)()
@@ -87,7 +89,7 @@ class UplinkTraffic:
         return frame
 
     def _run(self) -> None:
-        uplink = self.plat.host.uplink
+        port = self.port
         names = list(self.targets)
         next_t = time.monotonic()
         while not self._stop.is_set():
@@ -99,18 +101,13 @@ class UplinkTraffic:
                         frame = self._frame_for(n, name, st.sent)
                         out.append((name, st.sent, frame))
                     now = time.monotonic()
-
-                    def send(batch: list[tuple[str, int, bytes]] = out) -> None:
-                        for _, _, f in batch:
-                            uplink.inject(f)
-                    self.plat.call(send)
+                    port.send([f for _, _, f in out])
                     with self._lock:
                         for name, seq, frame in out:
                             self.streams[name].send_times[seq] = now
                             self.streams[name].sent += 1
                             self._keep_frame(now, frame)
-                got = self.plat.call(uplink.take)
-                self._account(got)
+                self._account(port.receive())
             except Exception as e:  # the platform stopped under us
                 self.errors.append(repr(e))
                 if self._stop.wait(0.1):
