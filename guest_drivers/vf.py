@@ -277,8 +277,22 @@ class VfDriver(Driver):
             self._stopped = False
             self._disconnected = False
         self._apply_config()
+        self._check_identity()
         self._program_rings()
         fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
+
+    def _check_identity(self) -> None:
+        """The PF forced the MAC the platform configured for this VF: a function showing
+        another one is not this VF (a wrong slot lookup in a guest)."""
+        try:
+            expected = parse_mac(self.fn.info.config.get("mac"))
+        except ValueError:
+            return
+        if expected is not None and self._want_mac is None and self._hw_mac != expected:
+            raise DriverError(
+                f"{self.name}: the function shows MAC {mac_str(self._hw_mac)}, the platform "
+                f"configured {mac_str(expected)} for it: not this VF (or its PF driver "
+                "applies other settings)")
 
     def probe_detail(self) -> dict[str, Any]:
         return {"mac": mac_str(self._hw_mac), "vlan": self._hw_vlan, "mtu": self._hw_mtu,

@@ -78,8 +78,13 @@ def resolve_addresses(infos: Sequence[FunctionInfo], *, slots: Path = PCI_SLOTS,
         except OSError:
             continue
         address = text if text.count(".") else f"{text}.0"
-        if (pci / address).exists():
-            out[info.name] = address
+        want = nic.PF_DEVICE_ID if info.kind == "pf" else nic.VF_DEVICE_ID
+        try:
+            fn = PciFunction(address, pci)
+            if (fn.vendor, fn.device) == (nic.VENDOR_ID, want):
+                out[info.name] = address
+        except PlatformError:
+            continue  # absent, or not ours: the fallback below decides
     missing = [i for i in infos if i.name not in out]
     if not missing:
         return out

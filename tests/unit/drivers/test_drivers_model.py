@@ -13,8 +13,8 @@ import pytest
 from device_model import Adapter, AdapterConfig, ManualClock, QueueUplink
 from eeh_abi import nic, traffic
 from guest_drivers.agent import Agent
-from guest_drivers.driver import DriverState
-from guest_drivers.pf import PfDriver
+from guest_drivers.driver import DriverError, DriverState
+from guest_drivers.pf import AdapterSettings, PfDriver, VfSettings
 from guest_drivers.platform.base import FunctionInfo
 from guest_drivers.poll import PollConfig
 from guest_drivers.recovery import RecoveryPolicy
@@ -383,3 +383,18 @@ def test_vf_waits_for_pf_reset_done_and_a_new_freeze_restarts_its_recovery(
         assert vf.state is DriverState.UP
     finally:
         stop_all(vf, pf)
+
+
+def test_a_vf_that_is_not_the_configured_one_refuses_to_probe(world: World) -> None:
+    # the PF driver forces another MAC on vf1 than the platform says vf1 has: the VF
+    # driver is looking at a function that is not its VF (as after a wrong slot lookup)
+    pf = PfDriver(world.fn("pf"), world.services, poll=POLL, settings=AdapterSettings(
+        num_vfs=3, vfs={1: VfSettings(1, bytes.fromhex("02ee0000aaaa"))}))
+    pf.start()
+    try:
+        vf1 = VfDriver(world.fn("vf1"), world.services, poll=POLL)
+        with pytest.raises(DriverError, match="not this VF"):
+            vf1.start()
+        assert world.plat.steps(0x18100) == ["probe-failed"]
+    finally:
+        pf.stop()
