@@ -12,7 +12,9 @@ hot-plug, imported lazily).
   ID, in bus order, are matched to this partition's PF and to its VFs in VF-number
   order. That holds when the functions were cold-plugged on root ports in that order (as
   `AdapterHost.machine_config` does) and breaks with hot-plug in another order: the slot
-  is the reliable key.
+  is the reliable key. Either way a function must show the adapter's vendor ID and the
+  PF or VF device ID, and a VF driver refuses a function whose MAC (forced by the PF
+  driver) is not the one the platform configured for that VF.
 - BARs are mapped from sysfs `resourceN` (guest_drivers.platform.sysfs), config space is
   the sysfs `config` file, DMA memory is locked pages with their guest-physical addresses
   (guest_drivers.platform.dma; hugepages for buffers above 4 KiB).
