@@ -27,6 +27,7 @@ from hypervisor_shim.errors import ShimError
 from hypervisor_shim.hcall.calls import PlatformCalls
 from hypervisor_shim.hcall.server import HcallServer
 from hypervisor_shim.pe import HOST, Notice, PePolicy, PeRecord, PolicyConfig
+from hypervisor_shim.pe.removal import NoHandlerRecovery
 from hypervisor_shim.timeline import Timeline
 from hypervisor_shim.topology import Topology, format_mac
 
@@ -100,6 +101,10 @@ class Platform:
                                clock=self.adapter.clock.now, notify=self._notice,
                                enabled_vfs=cfg.enabled_vfs)
         self.calls = PlatformCalls(self.policy, self.timeline, self.directory)
+        self.removal = NoHandlerRecovery(
+            self.policy, handlers_of=self._handlers_of,
+            function_name=lambda rec: self.adapter.function_of(rec.pe).name)
+        self.notice_listeners.append(self.removal)
         self.server = HcallServer(self.calls, self.timeline)
         self.adapter.events.add_listener(self._model_event)
         self._paths: dict[str, Path] = {}
@@ -153,6 +158,10 @@ class Platform:
     def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the device model's loop thread and return its result."""
         return self.host.call(fn)
+
+    def _handlers_of(self, pe_address: int) -> bool | None:
+        reg = self.calls.registrations.get(pe_address)
+        return None if reg is None else reg.handlers
 
     # ------------------------------------------------------------------ directory
     def directory(self, owner: str) -> list[dict[str, Any]]:

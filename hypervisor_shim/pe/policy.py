@@ -349,6 +349,11 @@ class PePolicy:
         self._emit("permanent-cleared", rec, {})
 
     # ------------------------------------------------------------------ notices
+    def emit(self, kind: str, rec: PeRecord | None, data: Mapping[str, Any], *,
+             event: str | None = None, owners: tuple[str, ...] = ()) -> None:
+        """A notice from a platform component other than the policy itself."""
+        self._emit(kind, rec, data, event=event, owners=owners)
+
     def _emit(self, kind: str, rec: PeRecord | None, data: Mapping[str, Any], *,
               event: str | None = None, owners: tuple[str, ...] = ()) -> None:
         self._notify(Notice(kind, rec.name if rec else None, rec.address if rec else None,

@@ -197,3 +197,28 @@ def test_permanent_failure_is_pushed(tmp_path: Path) -> None:
         st = g1.call("read-slot-reset-state2", pe=VF0).ret
         assert (st["state"], st["retry_ms"]) == (5, 0)
         assert g1.call("set-eeh-option", pe=VF0, option=2).status == Status.HW_ERROR
+
+
+def test_function_without_handlers_removed_recovered_and_added_back(plat: Platform) -> None:
+    with chan(plat, "g1") as g1, chan(plat, "svc") as svc:
+        inbox = Inbox(g1)
+        assert g1.call("register", addr=VF0, driver="test", handlers=False).status == 0
+        plat.inject_adapter_error()
+        inbox.wait("function-removed", VF0)
+        # locked out: the platform does not touch the PE before the adapter recovered
+        time.sleep(0.1)
+        assert not [e for e in inbox.events if e.name == "function-added"]
+        assert svc.call("set-slot-reset", pe=PF, function=1).status == 0
+        assert svc.call("set-slot-reset", pe=PF, function=0).status == 0
+        assert svc.call("configure-pe", pe=PF).status == 0
+        t_allow = time.monotonic()
+        assert svc.call("open-sriov-allow-unfreeze", pe=PF, vf_pes=[VF0]).status == 0
+        added = inbox.wait("function-added", VF0)
+        assert added.data["name"] == "vf0"
+        assert g1.call("read-slot-reset-state2", pe=VF0).get("state") == 0
+        kinds = [e.kind for e in plat.timeline.entries
+                 if e.source == "policy" and e.pe == "vf0"]
+        order = ["function-removed", "lockout-lifted", "platform-reset", "pe-thawed",
+                 "function-added"]
+        assert [k for k in kinds if k in order] == order, kinds
+        assert time.monotonic() - t_allow < 5
