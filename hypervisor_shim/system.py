@@ -21,7 +21,7 @@ import contextlib
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,7 +31,7 @@ from hypervisor_shim.platform import Platform, PlatformConfig
 from hypervisor_shim.platform_api import PlatformConsoleApi
 from hypervisor_shim.topology import GuestSpec, Topology
 from hypervisor_shim.vm.assets import REPO, GuestAssets
-from hypervisor_shim.vm.config import MachineConfig
+from hypervisor_shim.vm.config import MachineConfig, VfioUserDevice
 from hypervisor_shim.vm.machine import Machine
 
 HCALL_PORT = "eeh.hcall"
@@ -64,6 +64,11 @@ class System:
         self.console = Console(self.console_dir, PlatformConsoleApi(self.platform))
         self.machines: dict[str, Machine] = {}
         self._stack = contextlib.AsyncExitStack()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._devices: dict[str, tuple[str, VfioUserDevice]] = {}  # function -> guest, dev
+        self._hotplug: dict[str, asyncio.Future[None]] = {}
+        self.platform.removal.on_remove = self._on_remove
+        self.platform.removal.on_add = self._on_add
 
     async def __aenter__(self) -> System:
         try:
@@ -78,6 +83,7 @@ class System:
         await self._stop()
 
     async def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         plat = self.platform
         await asyncio.to_thread(plat.start)
         await self.console.start()
@@ -90,6 +96,8 @@ class System:
                                  accel=self.accel, boot_timeout=self.boot_timeout,
                                  extra_args=hcall_args(plat.hcall_path(g.name)))
             cfg = host.machine_config(base, list(g.functions))
+            for dev in cfg.vfio_user:
+                self._devices[dev.id] = (g.name, dev)
             vm = Machine(cfg, self.assets, run_dir=self.run_dir / g.name, repo=REPO,
                          command=self.guest_command(g))
             pending.append((g.name, vm))
@@ -106,6 +114,51 @@ class System:
             await self.console.add_guest(name, vm)
         self._write_consoles()
 
+    # ---- functions of drivers without error handlers (PeRecovery's hooks) ------------
+    def _on_remove(self, name: str) -> None:  # on the model's thread: never block it
+        self._schedule(name, self._unplug(name))
+
+    def _on_add(self, name: str) -> None:
+        self._schedule(name, self._plug(name))
+
+    def _schedule(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        if self._loop is None or name not in self._devices:
+            coro.close()
+            return
+        loop = self._loop
+
+        def start() -> None:
+            before = self._hotplug.get(name)
+
+            async def chained() -> None:
+                if before is not None:
+                    with contextlib.suppress(Exception):
+                        await before
+                await coro
+            self._hotplug[name] = asyncio.ensure_future(chained())
+        loop.call_soon_threadsafe(start)
+
+    async def _unplug(self, name: str) -> None:
+        guest, dev = self._devices[name]
+        tl = self.platform.timeline
+        try:
+            await self.machines[guest].unplug(dev)
+            tl.record("shim", "device-deleted", owner=guest, data={"function": name})
+        except Exception as e:
+            tl.record("shim", "device-del-failed", owner=guest,
+                      data={"function": name, "error": str(e)})
+
+    async def _plug(self, name: str) -> None:
+        guest, dev = self._devices[name]
+        tl = self.platform.timeline
+        try:
+            fresh = await asyncio.to_thread(self.platform.host.device, name, dev.root_port)
+            await self.machines[guest].hotplug(fresh)
+            tl.record("shim", "device-added", owner=guest, data={"function": name})
+        except Exception as e:
+            tl.record("shim", "device-add-failed", owner=guest,
+                      data={"function": name, "error": str(e)})
+
     def _write_consoles(self) -> None:
         info: dict[str, Any] = {"platform": str(self.console.platform_path),
                                 "guests": {n: str(self.console.path(n)) for n in self.machines},
@@ -113,6 +166,8 @@ class System:
         (self.run_dir / "consoles.json").write_text(json.dumps(info, indent=2) + "\n")
 
     async def _stop(self) -> None:
+        for fut in list(self._hotplug.values()):
+            fut.cancel()
         with contextlib.suppress(Exception):
             await self.console.stop()
         try:
