@@ -197,3 +197,44 @@ def test_agent_runs_until_sigterm_and_prints_its_summary(plat: Platform) -> None
                               if ln.startswith("summary: "))[len("summary: "):])
     assert set(summary["drivers"]) == {"pf", "vf0"}
     assert summary["drivers"]["vf0"]["tx"]["balanced"]
+
+
+@pytest.mark.parametrize("error", ["vf", "adapter"])
+def test_vf_drivers_without_handlers_are_removed_and_added_back(plat: Platform,
+                                                                error: str) -> None:
+    agent = agent_for(plat, handlers=False, vfs=2)
+    try:
+        assert agent.start() == ["pf", "vf0", "vf1"]
+        vf0 = agent.drivers["vf0"]
+        if error == "vf":
+            plat.inject_vf_error(0)
+            gone = ["vf0"]
+        else:
+            plat.inject_adapter_error()
+            gone = ["vf0", "vf1"]
+        assert wait_for(lambda: all(agent.drivers[n].probes == 2 and agent.drivers[n].state
+                                    is DriverState.UP for n in gone), 20), agent.hotplug_log
+        tl = list(plat.timeline.entries)
+        for name in gone:
+            order = [("policy", "function-removed"), ("policy", "platform-reset"),
+                     ("policy", "function-added")]
+            pos = [index(tl, s, k, name) for s, k in order]
+            assert pos == sorted(pos), (name, list(zip(order, pos, strict=True)))
+            # the platform does not wait for the driver's detach before its reset (after
+            # a VF-only error it resets at once); the driver detaches, then probes again
+            detach = index(tl, "driver", "detach", name)
+            probes = [i for i, e in enumerate(tl) if (e.source, e.kind, e.pe)
+                      == ("driver", "probe", name)]
+            assert len(probes) == 2 and pos[0] < detach < probes[1] and probes[1] > pos[-1]
+            assert not [e for e in tl if e.source == "driver" and e.pe == name
+                        and e.kind == "error-detected"]  # no handlers: no recovery steps
+        if error == "adapter":
+            # the VFs came back only after the adapter driver recovered the adapter
+            assert index(tl, "policy", "allow-unfreeze", "adapter") < \
+                index(tl, "policy", "platform-reset", "vf0")
+        vf0.send(UPLINK_MAC + vf0.mac + b"\x88\xb5" + b"back".ljust(46, b"."))  # type: ignore[attr-defined]
+        assert wait_for(lambda: "back" in [payload(f) for f in
+                                           plat.call(plat.host.uplink.take)], 5)
+        assert all(d.counters()["tx"]["balanced"] for d in agent.vf_drivers())
+    finally:
+        agent.stop()
