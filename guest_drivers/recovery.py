@@ -434,6 +434,14 @@ class PeRecovery:
                 st = self._state()
                 if option == EehOption.THAW_DMA and st.state == PeState.FROZEN:
                     raise _Restart()  # frozen again between the two thaws
+                if st.state == PeState.RESET:
+                    # a reset asserted before this recovery was interrupted (a new freeze
+                    # between activating and releasing it) is still held: release it; the
+                    # PE settles and comes back thawed
+                    self._busy_call("set-slot-reset", deadline,
+                                    function=int(SlotReset.DEACTIVATE))
+                    self._report("reset-released", why="held from an interrupted round")
+                    continue
                 backoff = self._settle_wait(st, backoff, deadline, "thaw")
                 continue
             raise _Fatal(f"set-eeh-option {int(option)}: status {r.status} {r.error or ''}",

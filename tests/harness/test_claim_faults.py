@@ -1,0 +1,143 @@
+"""The claim under faults, in harness mode with the real platform and the real drivers:
+a second adapter error while the VFs are mid-recovery, the 6th adapter freeze in an hour
+(permanent failure reported to every driver), and a platform WITHOUT the lockout, which
+the claim check must catch (naming the step)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from guest_drivers.agent import Agent
+from guest_drivers.driver import DriverState
+from guest_drivers.platform.harness import HarnessBackend
+from guest_drivers.poll import PollConfig
+from hypervisor_shim.claim import check_claim, first_failure
+from hypervisor_shim.pe import HOST, PolicyConfig
+from hypervisor_shim.platform import Platform, PlatformConfig
+from hypervisor_shim.traffic import Target, UplinkTraffic
+from tests.unit.drivers.drivers_fakes import wait_for
+
+NVFS = 4
+
+
+@contextmanager
+def running(tmp_path: Path, **policy: object) -> Iterator[tuple[Platform, Agent, UplinkTraffic]]:
+    owners = {"pf": HOST, **{f"vf{n}": HOST for n in range(NVFS)}}
+    cfg = PlatformConfig(total_vfs=NVFS, enabled_vfs=NVFS, owners=owners,
+                         policy=PolicyConfig(**policy))  # type: ignore[arg-type]
+    with Platform(cfg, tmp_path) as plat:
+        agent = Agent(HarnessBackend(str(plat.hcall_path(HOST))),
+                      poll=PollConfig(max_sleep_s=0.01))
+        try:
+            agent.start()
+            targets = {vf.name: Target(vf.mac, vf.vlan) for vf in agent.vf_drivers()}
+            with UplinkTraffic(plat, targets, rate_hz=50) as traffic:
+                assert all(traffic.wait_echo_after(n, 0.0, 10) for n in targets)
+                yield plat, agent, traffic
+        finally:
+            agent.stop()
+
+
+def all_recovered(agent: Agent) -> bool:
+    return all(d.recovery is not None and d.recovery.recovered
+               for d in agent.drivers.values())
+
+
+def mark_traffic(plat: Platform, traffic: UplinkTraffic, since: float) -> None:
+    recovered = {e.pe: e.t for e in plat.timeline.entries
+                 if e.source == "driver" and e.kind == "recovered" and e.t >= since}
+    for name in traffic.targets:
+        t = traffic.wait_echo_after(name, recovered[name], 10)
+        assert t is not None, f"no traffic through {name} after it recovered"
+        plat.timeline.record("traffic", "traffic-back", pe=name, t=t)
+
+
+def test_second_adapter_error_while_vfs_are_mid_recovery(tmp_path: Path) -> None:
+    with running(tmp_path) as (plat, agent, traffic):
+        t1 = time.monotonic()
+        plat.inject_adapter_error("first")
+        # wait until some VF driver is past its lockout (thawing / resetting its function)
+        assert wait_for(lambda: any(e.source == "driver" and e.kind == "lockout-lifted"
+                                    and e.t > t1 for e in plat.timeline.entries), 20)
+        t2 = time.monotonic()
+        plat.inject_adapter_error("second, during the VFs' recovery")
+        ok = wait_for(lambda: all_recovered(agent) and all(
+            any(e.source == "driver" and e.kind == "recovered" and e.pe == n and e.t > t2
+                for e in plat.timeline.entries) for n in ["adapter", *traffic.targets]), 30)
+        assert ok, "\n".join(f"{(e.t - t1) * 1000:9.1f} {e.source} {e.kind} {e.pe} "
+                              f"{str(e.data)[:90]}" for e in plat.timeline.entries
+                              if e.t > t1 and e.source in ("driver", "policy"))
+        mark_traffic(plat, traffic, t2)
+        vfs = {n: HOST for n in traffic.targets}
+        steps = check_claim(plat.timeline.entries, pf_owner=HOST, vfs=vfs, since=t2 - 0.001)
+        print("\n" + "\n".join(s.line(t2) for s in steps))
+        assert first_failure(steps) is None, first_failure(steps)
+        assert plat.policy.adapter_record.freezes.count == 2
+        for vf in agent.vf_drivers():
+            assert vf.counters()["tx"]["balanced"], vf.name
+
+
+def test_sixth_adapter_freeze_in_the_hour_is_permanent_for_every_driver(
+        tmp_path: Path) -> None:
+    with running(tmp_path) as (plat, agent, traffic):
+        for n in range(5):
+            t = time.monotonic()
+            plat.inject_adapter_error(f"freeze {n + 1}")
+            assert wait_for(lambda t=t: all_recovered(agent) and sum(  # type: ignore[misc]
+                1 for e in plat.timeline.entries if e.source == "driver"
+                and e.kind == "recovered" and e.t > t) == 1 + NVFS, 30), f"freeze {n + 1}"
+        plat.inject_adapter_error("freeze 6")
+        names = ["adapter", *traffic.targets]
+        assert wait_for(lambda: all(d.state is DriverState.FAILED
+                                    for d in agent.drivers.values()), 20), \
+            {n: d.state for n, d in agent.drivers.items()}
+        pushed = {e.pe for e in plat.timeline.entries
+                  if e.source == "policy" and e.kind == "permanent-failure"}
+        reported = {e.pe for e in plat.timeline.entries
+                    if e.source == "driver" and e.kind == "permanent-failure"}
+        assert set(names) <= pushed and set(names) <= reported, (pushed, reported)
+        st = plat.pe_states()
+        assert all(st[n]["state"] == 5 and st[n]["retry_ms"] == 0 for n in names), st
+
+
+def test_without_the_lockout_the_claim_check_fails_naming_the_step(tmp_path: Path) -> None:
+    with running(tmp_path, lockout=False) as (plat, agent, traffic):
+        t = time.monotonic()
+        plat.inject_adapter_error()
+        assert wait_for(lambda: all_recovered(agent) and sum(
+            1 for e in plat.timeline.entries if e.source == "driver"
+            and e.kind == "recovered" and e.t > t) == 1 + NVFS, 30)
+        mark_traffic(plat, traffic, t)
+        steps = check_claim(plat.timeline.entries, pf_owner=HOST,
+                            vfs={n: HOST for n in traffic.targets}, since=t - 0.001)
+        print("\n" + "\n".join(s.line(t) for s in steps))
+        failed = first_failure(steps)
+        assert failed is not None and failed.key == "vfs-locked-out", steps
+        assert "no refused unfreeze" in failed.detail
+
+
+def test_a_vf_reset_held_when_the_adapter_fails_is_released_after_the_lockout(
+        tmp_path: Path) -> None:
+    """A VF PE's reset was asserted (as by a recovery round that a new freeze then
+    interrupted) when the adapter PE froze: its release is refused during the lockout;
+    the VF driver must release it afterwards and recover, not wait on state 1."""
+    from eeh_abi.hcall import Channel
+
+    with running(tmp_path) as (plat, _agent, traffic):
+        vf0 = plat.policy.by_name("vf0")
+        assert vf0 is not None
+        with Channel.unix(str(plat.hcall_path(HOST))) as ch:
+            assert ch.call("set-slot-reset", pe=vf0.address, function=1).status == 0
+            t = time.monotonic()
+            plat.inject_adapter_error()
+            assert ch.call("set-slot-reset", pe=vf0.address, function=0).status == -2
+        assert wait_for(lambda: any(e.source == "driver" and e.kind == "recovered"
+                                    and e.pe == "vf0" and e.t > t
+                                    for e in plat.timeline.entries), 20), \
+            [(e.kind, e.pe) for e in plat.timeline.entries if e.t > t and e.pe == "vf0"]
+        assert any(e.kind == "reset-released" and e.pe == "vf0"
+                   for e in plat.timeline.entries)
+        mark_traffic(plat, traffic, t)
