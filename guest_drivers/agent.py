@@ -195,15 +195,24 @@ class Agent:
 
 class TrafficLoop:
     """Every VF sends `pps` test-traffic probes (eeh_abi.traffic; stream 1 + VF number,
-    a sequence number each) a second to the uplink and drains what it receives."""
+    a sequence number each) a second to the uplink and to each of `peers` (VFs of other
+    guests, through the adapter's switch; target = the peer's index), and drains what it
+    receives, counting the echoes of its own probes exactly (per peer: sent, echoed,
+    duplicates). Every `report_s` the counters go to the platform (`traffic` reports)."""
 
-    def __init__(self, agent: Agent, pps: float, dst: bytes = TRAFFIC_DST) -> None:
+    def __init__(self, agent: Agent, pps: float, dst: bytes = TRAFFIC_DST,
+                 peers: Sequence[bytes] = (), report_s: float = 2.0) -> None:
         self.agent = agent
         self.period = 1.0 / pps
         self.dst = dst
+        self.peers = list(peers)
+        self.report_s = report_s
         self.sent = 0
         self.refused = 0
         self.received = 0
+        self.peer_sent: dict[tuple[str, int], int] = {}
+        self.peer_seen: dict[tuple[str, int], set[int]] = {}
+        self.peer_dups: dict[tuple[str, int], int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
 
@@ -216,19 +225,56 @@ class TrafficLoop:
 
     def _run(self) -> None:
         seq = 0
+        last_report = time.monotonic()
         while not self._stop.wait(self.period):
             seq += 1
             for vf in self.agent.vf_drivers():
                 if vf.state is not DriverState.UP and vf.state is not DriverState.RECOVERING:
                     continue
                 n = vf.fn.info.vf or 0
+                now_ns = time.monotonic_ns()
                 probe = traffic.Probe(self.dst, vf.mac, traffic.PROBE, 1 + n, UPLINK_TARGET,
-                                      seq, time.monotonic_ns())
+                                      seq, now_ns)
                 if vf.send(traffic.build(probe)):
                     self.sent += 1
                 else:
                     self.refused += 1
-                self.received += len(vf.recv())
+                for i, peer in enumerate(self.peers):
+                    if peer == vf.mac:
+                        continue
+                    key = (vf.name, i)
+                    if vf.send(traffic.build(traffic.Probe(peer, vf.mac, traffic.PROBE, 1 + n,
+                                                           i, seq, now_ns))):
+                        self.peer_sent[key] = self.peer_sent.get(key, 0) + 1
+                    else:
+                        self.refused += 1
+                for frame in vf.recv():
+                    self.received += 1
+                    self._count(vf.name, 1 + n, frame)
+            if time.monotonic() - last_report >= self.report_s:
+                last_report = time.monotonic()
+                self.agent.services.report("traffic", None, self.counters())
+
+    def _count(self, name: str, stream: int, frame: bytes) -> None:
+        p = traffic.parse(frame)
+        if p is None or p.kind != traffic.ECHO or p.stream != stream or \
+                p.target >= len(self.peers):
+            return
+        key = (name, p.target)
+        seen = self.peer_seen.setdefault(key, set())
+        if p.seq in seen:
+            self.peer_dups[key] = self.peer_dups.get(key, 0) + 1
+        else:
+            seen.add(p.seq)
+
+    def counters(self) -> dict[str, Any]:
+        peers = {}
+        for (name, i), sent in sorted(self.peer_sent.items()):
+            peers[f"{name}->{self.peers[i].hex(':')}"] = {
+                "sent": sent, "echoed": len(self.peer_seen.get((name, i), ())),
+                "duplicates": self.peer_dups.get((name, i), 0)}
+        return {"uplink_probes_sent": self.sent, "refused": self.refused,
+                "received": self.received, "peers": peers}
 
 
 # ---------------------------------------------------------------------- command line
@@ -241,7 +287,9 @@ def arguments(prog: str, description: str) -> argparse.ArgumentParser:
                    help="VF drivers with error handlers, whatever the platform says")
     p.add_argument("--vfs", type=int, default=None, help="drive at most N of the VFs")
     p.add_argument("--traffic", type=float, default=0.0, metavar="PPS",
-                   help="each VF sends PPS frames a second to the uplink")
+                   help="each VF sends PPS frames a second to the uplink (and to --peers)")
+    p.add_argument("--peers", default="", metavar="MAC,MAC",
+                   help="VF MACs of other guests to probe through the adapter's switch")
     p.add_argument("--duration", type=float, default=None, metavar="S",
                    help="stop after S seconds (default: at SIGTERM/SIGINT)")
     p.add_argument("--summary", default=None, metavar="FILE",
@@ -277,7 +325,9 @@ def run(backend: PlatformBackend, args: argparse.Namespace) -> int:
     for name, why in agent.failed.items():
         print(f"driver {name} failed: {why}", flush=True)
     print(f"drivers ready: {' '.join(names)}", flush=True)
-    traffic = TrafficLoop(agent, args.traffic) if args.traffic > 0 else None
+    peers = [bytes.fromhex(m.replace(":", "")) for m in args.peers.split(",") if m] \
+        if args.peers else []
+    traffic = TrafficLoop(agent, args.traffic, peers=peers) if args.traffic > 0 else None
     if traffic is not None:
         traffic.start()
     stop.wait(args.duration)
@@ -286,8 +336,7 @@ def run(backend: PlatformBackend, args: argparse.Namespace) -> int:
     agent.stop()
     summary = agent.summary()
     if traffic is not None:
-        summary["traffic"] = {"sent": traffic.sent, "refused": traffic.refused,
-                              "received": traffic.received}
+        summary["traffic"] = traffic.counters()
     backend.close()
     text = json.dumps(summary, sort_keys=True, default=str)
     print("drivers stopped", flush=True)

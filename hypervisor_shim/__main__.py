@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ from hypervisor_shim import cli_platform
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.scenario import GUEST_COMMAND, Echo, run_with_guest, summarize
+from hypervisor_shim.story import KINDS, Story, StoryConfig
+from hypervisor_shim.topology import DEFAULT_TOPOLOGY, load_topology
 from hypervisor_shim.vm.assets import REPO, AssetConfig, GuestAssets, ensure_assets
 from hypervisor_shim.vm.config import MachineConfig
 from hypervisor_shim.vm.machine import Machine
@@ -45,8 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     vm.add_argument("--memory", type=int, default=512, help="MiB")
     vm.add_argument("command", nargs=argparse.REMAINDER,
                     help="guest shell command (after --)")
-    demo = sub.add_parser("demo", help="the main job: the adapter's PF and VFs in a real guest")
-    demo.add_argument("--host-cpus", type=_host_cpus, default=None, metavar="auto|none|N,M",
+    demo = sub.add_parser("demo", help="the main job: the recovery story in three guests")
+    demo.add_argument("topology", nargs="?", type=Path, default=DEFAULT_TOPOLOGY,
+                      help="topology file (default: the shipped default.toml)")
+    demo.add_argument("--timing", choices=("fast", "spec"), default=None,
+                      help="reset timing (default: the topology's)")
+    demo.add_argument("--kind", choices=KINDS, default="adapter",
+                      help="adapter error (default), VF-only error, or permanent failure")
+    demo.add_argument("--vf", default="vf0", help="the VF of a VF-only error")
+    tdemo = sub.add_parser("transport-demo",
+                           help="the transport alone: PF and VFs in one guest over vfio-user")
+    tdemo.add_argument("--host-cpus", type=_host_cpus, default=None, metavar="auto|none|N,M",
                       help="host CPUs for the device model and the guest (default auto: "
                            "one CPU shared by both; none: no pinning)")
     cli_platform.add_subcommands(sub)
@@ -88,8 +100,29 @@ def _host_cpus(text: str) -> tuple[int, ...] | None:
     return cpus
 
 
+async def _story(args: argparse.Namespace) -> int:
+    """The main job: the recovery story on a topology, told as it happens."""
+    topo = load_topology(args.topology)
+    if args.timing is not None:
+        topo = dataclasses.replace(topo, adapter=dataclasses.replace(topo.adapter,
+                                                                     timing=args.timing))
+    cfg_assets = AssetConfig.from_env()
+    assets = ensure_assets(cfg_assets)
+    accel, why = await resolve_accel(args.accel, assets, cfg_assets, args.runs)
+    print(f"demo: {assets.qemu.describe()}; accelerator {accel} ({why})", flush=True)
+    _warn_drift(assets)
+    run_dir = new_run_dir(args.runs, f"demo-{args.kind}")
+    story = Story(StoryConfig(topo, kind=args.kind, vf=args.vf, accel=accel), assets, run_dir,
+                  say=lambda line: print(line, flush=True))
+    result = await story.run()
+    print(f"demo: {'every VF passes traffic again' if result.ok else result.failure}")
+    print(f"demo: artifacts in {run_dir} (events.jsonl, timeline.md, summary.json, "
+          "uplink.pcap; per guest: console.log, qmp.jsonl)")
+    return 0 if result.ok else 1
+
+
 async def _demo(args: argparse.Namespace) -> int:
-    """The main job: the adapter's PF and two VFs in a real guest, exercised end to end."""
+    """The transport alone: the adapter's PF and two VFs in a real guest."""
     cfg_assets = AssetConfig.from_env()
     assets = ensure_assets(cfg_assets)
     accel, why = await resolve_accel(args.accel, assets, cfg_assets, args.runs)
@@ -130,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_vm(args))
         if args.cmd in cli_platform.COMMANDS:
             return cli_platform.run(args)
+        if args.cmd == "demo":
+            return asyncio.run(_story(args))
         return asyncio.run(_demo(args))
     except REPORTED as e:
         print(f"error: {str(e) or type(e).__name__}", file=sys.stderr)

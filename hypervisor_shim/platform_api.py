@@ -95,10 +95,9 @@ class PlatformConsoleApi:
             except DeviceModelError as e:
                 raise PlatformApiError(str(e)) from None
             raise PlatformApiError(f"cannot inject {kind!r} with function {function!r}")
-        result = await self._run(act)
         self.plat.timeline.record("console", "inject", pe=pe,
                                   data={"kind": kind, "function": function})
-        return result
+        return await self._run(act)
 
     async def reset_pe(self, pe: str, kind: str) -> dict[str, Any]:
         def act() -> dict[str, Any]:

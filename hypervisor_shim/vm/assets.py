@@ -50,7 +50,19 @@ from hypervisor_shim.vm.rootfs_lock import (
     parse_lock,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+
+def find_repo() -> Path:
+    """The checkout this code runs from (it holds qemu/, the guest image's recipe, and is
+    what guests mount): the package's parent in a source tree; for an installed copy, the
+    current directory if it is a checkout."""
+    here = Path(__file__).resolve().parents[2]
+    for candidate in (here, Path.cwd()):
+        if (candidate / "qemu" / "build-rootfs.sh").is_file():
+            return candidate
+    return here
+
+
+REPO = find_repo()
 BUILD_SCRIPT = "qemu/build-rootfs.sh"
 RECIPE_FILES = (BUILD_SCRIPT, "qemu/rootfs-packages.txt", LOCK_FILE)
 INIT_FILE = "qemu/initramfs-init.sh"
@@ -389,6 +401,10 @@ def find_qemu(rootfs: Path, prefer_host: bool = True, fixed_dir: Path | None = N
 
 
 def ensure_assets(cfg: AssetConfig, log: io.TextIOBase | None = None) -> GuestAssets:
+    if not (cfg.repo / BUILD_SCRIPT).is_file():
+        raise AssetError(f"{cfg.repo} is not an eeh-sriov checkout (no {BUILD_SCRIPT}): "
+                         "guests need the guest image's recipe and the repository they "
+                         "mount; run from a checkout of the project")
     rootfs = ensure_rootfs(cfg, log)
     return GuestAssets(rootfs=rootfs, kernel=find_kernel(rootfs),
                        initramfs=ensure_initramfs(cfg, rootfs),

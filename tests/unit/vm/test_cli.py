@@ -26,17 +26,17 @@ from vfio_user.errors import VfioUserError
 def test_demo_host_cpus() -> None:
     allowed = sorted(os.sched_getaffinity(0))
     p = _parser()
-    assert p.parse_args(["demo"]).host_cpus is None
-    assert p.parse_args(["demo", "--host-cpus", "auto"]).host_cpus is None
-    assert p.parse_args(["demo", "--host-cpus", "none"]).host_cpus == ()
+    assert p.parse_args(["transport-demo"]).host_cpus is None
+    assert p.parse_args(["transport-demo", "--host-cpus", "auto"]).host_cpus is None
+    assert p.parse_args(["transport-demo", "--host-cpus", "none"]).host_cpus == ()
     listed = ",".join(map(str, reversed(allowed)))
-    assert p.parse_args(["demo", "--host-cpus", listed]).host_cpus == tuple(allowed)
+    assert p.parse_args(["transport-demo", "--host-cpus", listed]).host_cpus == tuple(allowed)
 
 
 @pytest.mark.parametrize("bad", ["x", "", "99999", "-1"])
 def test_demo_host_cpus_refused(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
-        _parser().parse_args(["demo", "--host-cpus", bad])
+        _parser().parse_args(["transport-demo", "--host-cpus", bad])
     assert e.value.code == 2
     assert "--host-cpus" in capsys.readouterr().err
 
@@ -68,7 +68,7 @@ def test_not_attachable_is_one_line_on_stderr(
 ) -> None:
     _no_guest(monkeypatch, tmp_path)
     monkeypatch.setattr(cli, "AdapterHost", _HostWithFrozenVf)
-    code = cli.main(["--runs", str(tmp_path / "runs"), "demo", "--host-cpus", "none"])
+    code = cli.main(["--runs", str(tmp_path / "runs"), "transport-demo", "--host-cpus", "none"])
     err = capsys.readouterr().err
     assert code == 1
     assert "Traceback" not in err
@@ -96,7 +96,7 @@ def test_every_project_error_is_one_line_without_traceback(
         raise exc
 
     monkeypatch.setattr(cli, "ensure_assets", fail)
-    for argv in (["demo"], ["vm", "--", "true"]):
+    for argv in (["demo"], ["transport-demo"], ["vm", "--", "true"]):
         assert cli.main(["--runs", str(tmp_path), *argv]) == 1
         err = capsys.readouterr().err
         assert err.splitlines() == [f"error: {exc}"]

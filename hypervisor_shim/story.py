@@ -1,0 +1,362 @@
+"""The recovery story end to end in real guests: `make demo` tells it, `make vm-test` checks it.
+
+    result = await Story(StoryConfig(topology, kind="adapter"), assets, run_dir).run()
+    result.ok, result.steps, result.summary
+
+1. The topology comes up (System): the platform, one QEMU per guest running the drivers'
+   agent (with test traffic: every VF probes the uplink and the VFs of other guests in
+   its VLAN), the consoles. Progress every few seconds while guests boot.
+2. The drivers are ready when every function reported `probe`. Host traffic starts:
+   numbered probes from the uplink to every VF, echoed back (loss and duplicates counted
+   exactly); a baseline echo from every VF is required.
+3. The error is injected through the platform's QMP console, as an operator does:
+   `eeh-inject` of an adapter fatal error ("adapter"), of a VF-only error ("vf"), or,
+   after `eeh-set-policy max-freezes=0`, an adapter error that is the PE's last
+   ("permanent").
+4. Each step is told as it happens (time since injection); then the result is checked:
+   - adapter: the claim's 11 steps in order (hypervisor_shim.claim);
+   - vf: that VF recovered, no other PE froze, traffic back on every VF;
+   - permanent: every driver reported the permanent failure, every PE reads state 5
+     with hint 0.
+5. Artifacts: events.jsonl (the timeline), summary.json, timeline.md, uplink.pcap, and
+   per guest console.log, qmp.jsonl, machine.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from hypervisor_shim.claim import Step, check_claim, first_failure
+from hypervisor_shim.errors import ShimError
+from hypervisor_shim.platform import PlatformConfig
+from hypervisor_shim.report import versions, write_summary, write_timeline_md
+from hypervisor_shim.system import AGENT_COMMAND, System
+from hypervisor_shim.timeline import Entry
+from hypervisor_shim.topology import Topology, format_mac
+from hypervisor_shim.traffic import Target, UplinkTraffic
+from hypervisor_shim.vm.assets import GuestAssets
+
+KINDS = ("adapter", "vf", "permanent")
+LIVE_STEPS = {
+    ("policy", "pe-frozen"), ("policy", "unfreeze-refused"), ("policy", "allow-unfreeze"),
+    ("policy", "lockout-lifted"), ("policy", "pe-thawed"), ("policy", "permanent-failure"),
+    ("policy", "function-removed"), ("policy", "function-added"),
+    ("driver", "error-detected"), ("driver", "adapter-recovered"), ("driver", "reset"),
+    ("driver", "recovered"), ("driver", "permanent-failure"), ("traffic", "traffic-back"),
+    ("console", "inject"),
+}
+
+
+class StoryError(ShimError):
+    """The story could not be told (drivers never ready, no baseline traffic)."""
+
+
+@dataclass(frozen=True)
+class StoryConfig:
+    topology: Topology
+    kind: str = "adapter"  # one of KINDS
+    vf: str = "vf0"  # the VF of a VF-only error
+    rate_hz: float = 25.0  # host probes per VF per second
+    guest_pps: float = 10.0  # each VF's own probes per second
+    accel: str = "tcg"
+    ready_timeout: float = 180.0
+    recovery_timeout: float = 60.0
+    lockout: bool = True  # False only to show that the claim check catches it
+    before_s: float = 1.0  # traffic before the injection
+    after_s: float = 1.0  # traffic after the recovery, before the books are closed
+
+
+@dataclass
+class StoryResult:
+    ok: bool
+    kind: str
+    steps: list[Step]
+    summary: dict[str, Any]
+    run_dir: Path
+    failure: str = ""
+    lines: list[str] = field(default_factory=list)
+
+
+class Story:
+    def __init__(self, cfg: StoryConfig, assets: GuestAssets, run_dir: Path,
+                 say: Callable[[str], None] = print) -> None:
+        if cfg.kind not in KINDS:
+            raise StoryError(f"unknown story kind {cfg.kind!r} (one of {', '.join(KINDS)})")
+        self.cfg = cfg
+        self.assets = assets
+        self.run_dir = run_dir
+        self._say = say
+        self.lines: list[str] = []
+        self.t_inject: float | None = None
+        self._shown_pes: set[str] = set()
+
+    def say(self, text: str) -> None:
+        self.lines.append(text)
+        self._say(text)
+
+    # ------------------------------------------------------------------ set-up
+    def vf_names(self) -> dict[str, str]:
+        """VF -> owner, for the VFs the guests hold."""
+        topo = self.cfg.topology
+        out = {}
+        for fn in topo.all_functions:
+            owner = topo.owner_of(fn)
+            if fn != "pf" and owner is not None:
+                out[fn] = owner
+        return out
+
+    def targets(self) -> dict[str, Target]:
+        topo = self.cfg.topology
+        out = {}
+        for fn in self.vf_names():
+            c = topo.vf_config(int(fn[2:]))
+            assert c.mac is not None
+            out[fn] = Target(c.mac, c.vlan)
+        return out
+
+    def guest_command(self, guest: str) -> str:
+        """The agent, with traffic to the VFs of other guests in the same VLAN."""
+        topo = self.cfg.topology
+        mine = set(topo.functions_of(guest))
+        my_vlans = {topo.vf_config(int(f[2:])).vlan for f in mine if f != "pf"}
+        peers = [format_mac(t.mac) for fn, t in self.targets().items()
+                 if fn not in mine and t.vlan in my_vlans]
+        cmd = f"{AGENT_COMMAND} --traffic {self.cfg.guest_pps:g}"
+        return cmd + (f" --peers {','.join(peers)}" if peers else "")
+
+    # ------------------------------------------------------------------ the run
+    async def run(self) -> StoryResult:
+        cfg, topo = self.cfg, self.cfg.topology
+        pcfg = PlatformConfig.from_topology(topo, host_cpus=())
+        pcfg = dataclasses.replace(pcfg, policy=dataclasses.replace(pcfg.policy,
+                                                                    lockout=cfg.lockout))
+        t_start = time.monotonic()
+        held = ", ".join(g.name + ": " + " ".join(g.functions) for g in topo.guests)
+        self.say(f"booting {len(topo.guests)} guests ({held}); reset timing "
+                 f"{topo.adapter.timing}; uplink {pcfg.uplink}")
+        progress = asyncio.ensure_future(self._progress(t_start))
+        system = System(topo, self.run_dir, self.assets, accel=cfg.accel,
+                        guest_command=lambda g: self.guest_command(g.name),
+                        platform_config=pcfg)
+        try:
+            async with system:
+                self.say(f"guests up after {time.monotonic() - t_start:.1f} s; "
+                         "waiting for the drivers")
+                await self._wait_ready(system, t_start)
+                progress.cancel()
+                return await self._with_traffic(system)
+        finally:
+            progress.cancel()
+
+    async def _progress(self, t0: float) -> None:
+        while True:
+            await asyncio.sleep(5)
+            self.say(f"  ... {time.monotonic() - t0:.0f} s")
+
+    async def _wait_ready(self, system: System, t0: float) -> None:
+        wanted = {"adapter" if f == "pf" else f for g in self.cfg.topology.guests
+                  for f in g.functions}
+        deadline = time.monotonic() + self.cfg.ready_timeout
+        while True:
+            probed = {e.pe for e in system.platform.timeline.snapshot()
+                      if e.source == "driver" and e.kind == "probe"}
+            if wanted <= probed:
+                break
+            for name, vm in system.machines.items():
+                if vm.proc is not None and vm.proc.returncode is not None:
+                    raise StoryError(f"guest {name} stopped before its drivers were ready; "
+                                     f"see {vm.paths.run_dir}/console.log")
+            if time.monotonic() > deadline:
+                raise StoryError(f"drivers not ready after {self.cfg.ready_timeout:.0f} s "
+                                 f"(missing: {sorted(wanted - probed)})")
+            await asyncio.sleep(0.2)
+        system.platform.timeline.record("shim", "drivers-ready",
+                                        data={"s": round(time.monotonic() - t0, 3)})
+        self.say(f"drivers ready after {time.monotonic() - t0:.1f} s: "
+                 f"{' '.join(sorted(wanted))}")
+
+    async def _with_traffic(self, system: System) -> StoryResult:
+        plat = system.platform
+        with UplinkTraffic(plat, self.targets(), rate_hz=self.cfg.rate_hz) as traffic:
+            for name in traffic.targets:
+                if await asyncio.to_thread(traffic.wait_echo_after, name, 0.0, 30) is None:
+                    raise StoryError(f"no baseline traffic through {name}")
+            self.say("traffic flows through every VF (host probes via the uplink, "
+                     "VF-to-VF across guests); injecting through the platform console")
+            self._shown_pes = {r.name for r in plat.present_records()}
+            await asyncio.sleep(self.cfg.before_s)  # traffic before the error
+            plat.timeline.add_listener(self._live)
+            try:
+                await self._inject(system)
+                steps = await self._wait_outcome(system, traffic)
+            finally:
+                plat.timeline.remove_listener(self._live)
+            await asyncio.sleep(self.cfg.after_s)  # traffic after the recovery
+            traffic.pause()
+            await asyncio.sleep(1.0)
+            stats = traffic.stats(in_flight_s=0.5)
+            frames = await asyncio.to_thread(traffic.write_pcap, self.run_dir / "uplink.pcap")
+        return self._finish(system, steps, stats, frames)
+
+    def _live(self, e: Entry) -> None:
+        if (e.source, e.kind) not in LIVE_STEPS or self.t_inject is None:
+            return
+        if e.pe is not None and e.pe not in self._shown_pes:
+            return  # PEs of VFs that are neither enabled nor held by a guest
+        who = e.owner or ("platform" if e.source == "policy" else e.source)
+        extra = ""
+        if e.kind == "pe-frozen":
+            extra = " (side-effect, locked out)" if e.data.get("locked_out") else ""
+        self.say(f"  {(e.t - self.t_inject) * 1000:8.1f} ms  {e.kind:<18} "
+                 f"{e.pe or '':<8} {who}{extra}")
+
+    async def _inject(self, system: System) -> None:
+        client = QMPClient("story")
+        await client.connect(str(system.console.platform_path))
+        try:
+            if self.cfg.kind == "permanent":
+                await client.execute("eeh-set-policy", {"max-freezes": 0})
+            self.t_inject = time.monotonic()
+            if self.cfg.kind == "vf":
+                await client.execute("eeh-inject", {"pe": self.cfg.vf, "kind": "vf-error"})
+            else:
+                await client.execute("eeh-inject", {"pe": "adapter", "kind": "adapter-fatal"})
+        finally:
+            await client.disconnect()
+
+    def _recovered_after(self, entries: list[Entry], names: set[str]) -> dict[str, float]:
+        assert self.t_inject is not None
+        out: dict[str, float] = {}
+        for e in entries:
+            if e.source == "driver" and e.kind == "recovered" and e.t > self.t_inject \
+                    and e.pe in names and e.pe not in out:
+                out[e.pe] = e.t
+        return out
+
+    async def _wait_outcome(self, system: System, traffic: UplinkTraffic) -> list[Step]:
+        plat = system.platform
+        assert self.t_inject is not None
+        t0 = self.t_inject
+        vfs = self.vf_names()
+        deadline = time.monotonic() + self.cfg.recovery_timeout
+        if self.cfg.kind == "permanent":
+            names = {"adapter", *vfs}
+            while time.monotonic() < deadline:
+                got = {e.pe for e in plat.timeline.snapshot() if e.source == "driver"
+                       and e.kind == "permanent-failure" and e.t > t0}
+                if names <= got:
+                    break
+                await asyncio.sleep(0.2)
+            return self._permanent_steps(system, names)
+        wanted = {self.cfg.vf} if self.cfg.kind == "vf" else {"adapter", *vfs}
+        while time.monotonic() < deadline:
+            if wanted <= set(self._recovered_after(plat.timeline.snapshot(), wanted)):
+                break
+            await asyncio.sleep(0.1)
+        recovered = self._recovered_after(plat.timeline.snapshot(), set(vfs))
+        for name in traffic.targets:
+            after = recovered.get(name, t0)
+            t = await asyncio.to_thread(traffic.wait_echo_after, name, after,
+                                        max(1.0, deadline - time.monotonic()))
+            if t is not None:
+                plat.timeline.record("traffic", "traffic-back", pe=name, t=t)
+        entries = plat.timeline.snapshot()
+        if self.cfg.kind == "vf":
+            return self._vf_steps(entries, vfs)
+        return check_claim(entries, pf_owner=self.cfg.topology.owner_of("pf") or "",
+                           vfs=vfs, since=t0 - 0.001)
+
+    def _vf_steps(self, entries: list[Entry], vfs: dict[str, str]) -> list[Step]:
+        assert self.t_inject is not None
+        t0, vf = self.t_inject, self.cfg.vf
+        after = [e for e in entries if e.t >= t0]
+        frozen = [e for e in after if e.source == "policy" and e.kind == "pe-frozen"]
+        steps = [Step("vf-frozen", f"{vf} PE frozen", any(e.pe == vf for e in frozen),
+                      next((e.t for e in frozen if e.pe == vf), None), "platform")]
+        others = sorted({e.pe for e in frozen if e.pe != vf and e.pe is not None})
+        steps.append(Step("not-escalated", "no other PE froze", not others, None,
+                          "platform", f"also frozen: {others}" if others else ""))
+        rec = next((e for e in after if e.source == "driver" and e.kind == "recovered"
+                    and e.pe == vf), None)
+        steps.append(Step("vf-recovered", f"{vf} recovered", rec is not None,
+                          rec.t if rec else None, vfs.get(vf, "?")))
+        back = {e.pe: e.t for e in after if e.source == "traffic" and e.kind == "traffic-back"}
+        missing = sorted(set(vfs) - set(back))
+        steps.append(Step("traffic-back", "traffic on every VF", not missing,
+                          max(back.values(), default=None), "traffic",
+                          f"no traffic through {missing}" if missing else ""))
+        ledger = rec.data.get("ledger") if rec else None
+        steps.append(Step("accounting", "accounting balanced",
+                          isinstance(ledger, dict) and bool(ledger.get("balanced")),
+                          rec.t if rec else None, vfs.get(vf, "?")))
+        return steps
+
+    def _permanent_steps(self, system: System, names: set[str]) -> list[Step]:
+        assert self.t_inject is not None
+        entries = [e for e in system.platform.timeline.snapshot() if e.t >= self.t_inject]
+        pushed = {e.pe for e in entries if e.source == "policy"
+                  and e.kind == "permanent-failure"}
+        reported = {e.pe: e.t for e in entries if e.source == "driver"
+                    and e.kind == "permanent-failure"}
+        states = system.platform.pe_states()
+        bad_state = sorted(n for n in names if (states[n]["state"], states[n]["retry_ms"])
+                           != (5, 0))
+        return [
+            Step("pushed", "permanent failure pushed to every PE's owner", names <= pushed,
+                 None, "platform", f"missing {sorted(names - pushed)}"),
+            Step("reported", "every driver reported it", names <= set(reported),
+                 max(reported.values(), default=None), "drivers",
+                 f"missing {sorted(names - set(reported))}"),
+            Step("state", "every PE reads state 5 with hint 0", not bad_state, None,
+                 "platform", f"other state: {bad_state}"),
+        ]
+
+    # ------------------------------------------------------------------ the end
+    def _finish(self, system: System, steps: list[Step], stats: dict[str, dict[str, int]],
+                frames: int) -> StoryResult:
+        assert self.t_inject is not None
+        t0 = self.t_inject
+        entries = system.platform.timeline.snapshot()
+        title = {"adapter": "Adapter error", "vf": f"VF-only error on {self.cfg.vf}",
+                 "permanent": "Permanent failure"}[self.cfg.kind]
+        write_timeline_md(self.run_dir / "timeline.md", title, steps, entries, t0)
+        guest_traffic = {e.owner: e.data for e in entries
+                         if e.source == "driver" and e.kind == "traffic"}
+        ledgers = {e.pe: e.data.get("ledger") for e in entries
+                   if e.source == "driver" and e.kind == "recovered" and e.t > t0}
+        counters = {n: {"uplink_probes": st, "driver_ledger": ledgers.get(n)}
+                    for n, st in stats.items()}
+        ready = next((e.data.get("s") for e in entries if e.kind == "drivers-ready"), None)
+        extra = {"kind": self.cfg.kind, "topology": self.cfg.topology.source,
+                 "accel": self.cfg.accel, "timing": self.cfg.topology.adapter.timing,
+                 "drivers_ready_s": ready, "uplink_pcap_frames": frames,
+                 "guest_traffic": guest_traffic,
+                 "guests": {n: vm.summary for n, vm in system.machines.items()},
+                 "versions": versions({"qemu": self.assets.qemu.describe()})}
+        summary = write_summary(self.run_dir / "summary.json", steps=steps, t0=t0,
+                                counters=counters, extra=extra)
+        if self.cfg.kind != "adapter":
+            back = [s.t for s in steps if s.key == "traffic-back" and s.t is not None]
+            summary["recovery_ms"] = round((back[0] - t0) * 1000, 3) if back else None
+        failed = first_failure(steps)
+        self.say("")
+        self.say(f"{'step':<56} {'since injection':>16}  who")
+        for s in steps:
+            when = f"{(s.t - t0) * 1000:.1f} ms" if s.t is not None else "-"
+            mark = "" if s.ok else f"  FAILED: {s.detail}"
+            self.say(f"{s.title:<56} {when:>16}  {s.who}{mark}")
+        for name, st in stats.items():
+            self.say(f"  {name}: probes {st['sent']} sent, {st['echoed']} echoed, "
+                     f"{st['lost']} lost (while frozen), {st['duplicates']} duplicated")
+        return StoryResult(failed is None, self.cfg.kind, steps, summary, self.run_dir,
+                           "" if failed is None else
+                           f"step {failed.key!r} ({failed.title}) failed: {failed.detail}",
+                           self.lines)
