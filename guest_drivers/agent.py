@@ -51,15 +51,22 @@ class Agent:
     def __init__(self, backend: PlatformBackend, *, handlers: bool | None = None,
                  vfs: int | None = None, poll: PollConfig | None = None,
                  echo: Callable[[str], None] | None = None,
-                 vf_options: dict[str, Any] | None = None) -> None:
+                 vf_options: dict[str, Any] | None = None,
+                 serial_recovery: bool = False) -> None:
         """`handlers`: None follows each function's `handlers` from query-functions;
-        `vfs`: drive at most this many of the partition's VFs (lowest numbers first)."""
+        `vfs`: drive at most this many of the partition's VFs (lowest numbers first);
+        `serial_recovery`: the VF drivers share one lock held for a whole recovery, so
+        they recover one after another, as Linux's single EEH recovery thread does (a
+        baseline for benchmarks; the default is every VF driver on its own, in parallel).
+        """
         self.backend = backend
         self.services = Services(backend.channel, echo=echo)
         self.handlers = handlers
         self.vf_limit = vfs
         self.poll = poll
         self.vf_options = dict(vf_options or {})
+        self.serial_recovery = serial_recovery
+        self.recovery_lock = threading.Lock() if serial_recovery else None
         self.infos: dict[str, FunctionInfo] = {}
         self.drivers: dict[str, Driver] = {}
         self.failed: dict[str, str] = {}
@@ -111,7 +118,7 @@ class Agent:
         else:
             handlers = info.handlers if self.handlers is None else self.handlers
             d = VfDriver(fn, self.services, handlers=handlers, poll=self.poll,
-                         **self.vf_options)
+                         recovery_lock=self.recovery_lock, **self.vf_options)
         self.drivers[info.name] = d
         return d
 
@@ -298,6 +305,9 @@ def arguments(prog: str, description: str) -> argparse.ArgumentParser:
                    help="do not answer test-traffic probes (eeh_abi.traffic) with echoes")
     p.add_argument("--max-sleep-ms", type=float, default=30.0,
                    help="longest idle poll sleep (default 30)")
+    p.add_argument("--serial-recovery", action="store_true",
+                   help="VF drivers recover one after another (as Linux's single recovery "
+                        "thread does), not in parallel: a baseline for benchmarks")
     p.add_argument("--verbose", action="store_true", help="print every step reported")
     return p
 
@@ -315,7 +325,7 @@ def run(backend: PlatformBackend, args: argparse.Namespace) -> int:
     poll = PollConfig(max_sleep_s=args.max_sleep_ms / 1000)
     agent = Agent(backend, handlers=args.handlers, vfs=args.vfs, poll=poll,
                   echo=(lambda s: print(s, flush=True)) if args.verbose else None,
-                  vf_options={"echo": args.echo})
+                  vf_options={"echo": args.echo}, serial_recovery=args.serial_recovery)
     try:
         names = agent.start()
     except (PlatformError, OSError) as e:

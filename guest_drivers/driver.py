@@ -7,6 +7,11 @@ thread sleeps adaptively when idle (guest_drivers.poll). A driver with error han
 owns a `PeRecovery` for its PE and is woken by the platform's events; one without
 (`handlers=False`) registers as such and does nothing on an error: the platform removes
 its function and adds it back after recovery (`detach` / `reattach`).
+
+`recovery_lock` (optional, shared by several drivers): a driver holds it for the whole of
+each recovery run, so the drivers sharing it recover one after another, as Linux's
+single EEH recovery thread does (the agent's `serial_recovery`: a baseline for
+benchmarks; by default every driver recovers on its own thread, in parallel).
 """
 
 from __future__ import annotations
@@ -57,8 +62,8 @@ class Driver(abc.ABC):
     health_register = nic.STATUS  # a register that cannot read all-ones
 
     def __init__(self, fn: FunctionAccess, services: Services, *, handlers: bool = True,
-                 poll: PollConfig | None = None, policy: RecoveryPolicy | None = None
-                 ) -> None:
+                 poll: PollConfig | None = None, policy: RecoveryPolicy | None = None,
+                 recovery_lock: threading.Lock | None = None) -> None:
         self.fn = fn
         self.services = services
         self.name = fn.name
@@ -67,6 +72,7 @@ class Driver(abc.ABC):
         self.handlers = handlers
         self.poll_cfg = poll or PollConfig()
         self.policy = policy
+        self.recovery_lock = recovery_lock
         self.state = DriverState.NEW
         self.saved: SavedConfig | None = None
         self.recovery: PeRecovery | None = None
@@ -179,7 +185,7 @@ class Driver(abc.ABC):
             rec = self.recovery
             if rec is not None and rec.pending:
                 self.state = DriverState.RECOVERING
-                outcome = rec.run()
+                outcome = self._run_recovery(rec)
                 if outcome is Outcome.ABORTED:
                     break
                 if outcome is Outcome.DISCONNECTED:
@@ -202,6 +208,18 @@ class Driver(abc.ABC):
                 self.state = DriverState.FAILED
                 return
             self.poller.idle(did)
+
+    def _run_recovery(self, rec: PeRecovery) -> Outcome:
+        lock = self.recovery_lock
+        if lock is None:
+            return rec.run()
+        while not lock.acquire(timeout=0.05):  # serial: wait for the drivers before us
+            if self._stop.is_set():
+                return Outcome.ABORTED
+        try:
+            return rec.run()
+        finally:
+            lock.release()
 
     def check_health(self) -> None:
         value = self.fn.read32(self.health_register)

@@ -89,8 +89,9 @@ class VfDriver(Driver):
                  max_mtu: int | None = None, backlog: int = 4096, rx_queue: int = 8192,
                  on_receive: ReceiveCallback | None = None, poll: PollConfig | None = None,
                  policy: RecoveryPolicy | None = None, pf_wait_s: float = 60.0,
-                 echo: bool = True) -> None:
-        super().__init__(fn, services, handlers=handlers, poll=poll, policy=policy)
+                 echo: bool = True, recovery_lock: threading.Lock | None = None) -> None:
+        super().__init__(fn, services, handlers=handlers, poll=poll, policy=policy,
+                         recovery_lock=recovery_lock)
         if not nic.RING_MIN <= tx_ring <= nic.RING_MAX or not nic.RING_MIN <= rx_ring \
                 <= nic.RING_MAX:
             raise ValueError(f"rings hold {nic.RING_MIN}..{nic.RING_MAX} descriptors")
