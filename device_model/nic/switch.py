@@ -88,6 +88,7 @@ class Switch:
         self.uplink_tx = 0
         self.uplink_rx = 0
         self.dropped = 0
+        self.dropped_total = 0  # never reset: the model's own books (cf. NicPort.ledger)
         self.local = 0
         self._table: dict[tuple[int, bytes], SwitchPort] | None = None
         self._members: dict[int, list[SwitchPort]] = {}
@@ -106,6 +107,10 @@ class Switch:
     def invalidate(self) -> None:
         """A MAC, VLAN, mode or presence changed: rebuild the table on next use."""
         self._table = None
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        self.dropped_total += 1
 
     def reset_counters(self) -> None:
         self.uplink_tx = self.uplink_rx = self.dropped = self.local = 0
@@ -134,7 +139,7 @@ class Switch:
     def from_port(self, src: SwitchPort, frame: bytes) -> None:
         """A function transmitted `frame` (untagged, at least an Ethernet header long)."""
         if not self.enabled:
-            self.dropped += 1
+            self._drop()
             return
         table = self._table if self._table is not None else self._build()
         domain = src.switch_domain()
@@ -151,7 +156,7 @@ class Switch:
             dest = table.get((domain, dst))
             if dest is not None:
                 if dest is src:
-                    self.dropped += 1  # no hairpin back to the sender
+                    self._drop()  # no hairpin back to the sender
                 else:
                     self.local += 1
                     dest.receive(frame, domain)
@@ -161,7 +166,7 @@ class Switch:
     def _to_uplink(self, frame: bytes, domain: int) -> None:
         uplink = self.uplink
         if uplink is None or not self.uplink_enabled:
-            self.dropped += 1
+            self._drop()
             return
         if domain:
             frame = frame[:12] + TPID + domain.to_bytes(2, "big") + frame[12:]
@@ -169,7 +174,7 @@ class Switch:
             uplink.send(frame)
         except Exception:  # a backend's failure is a lost frame, not a dead adapter
             log.exception("uplink send failed")
-            self.dropped += 1
+            self._drop()
             return
         self.uplink_tx += 1
 
@@ -177,7 +182,7 @@ class Switch:
         """A frame arrived on the uplink (the Uplink backend calls this)."""
         self.uplink_rx += 1
         if not (self.enabled and self.uplink_enabled) or len(frame) < ETH_HEADER:
-            self.dropped += 1
+            self._drop()
             return
         domain = 0
         if frame[12:14] == TPID and len(frame) >= ETH_HEADER + 4:
@@ -191,7 +196,7 @@ class Switch:
             hit = table.get((domain, dst))
             targets = [hit] if hit is not None else self._promisc.get(domain, [])
         if not targets:
-            self.dropped += 1
+            self._drop()
             return
         for p in targets:
             p.receive(frame, domain)

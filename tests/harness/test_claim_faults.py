@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from device_model import ResetTiming
 from guest_drivers.agent import Agent
 from guest_drivers.driver import DriverState
 from guest_drivers.platform.harness import HarnessBackend
@@ -21,12 +22,16 @@ from hypervisor_shim.traffic import Target, UplinkTraffic
 from tests.unit.drivers.drivers_fakes import wait_for
 
 NVFS = 4
+# The adapter PE's reset is held 100 ms: long enough that every VF driver meets the
+# lockout even on a loaded machine (with no delay at all the adapter may be back before a
+# VF driver's first unfreeze attempt, and the claim's lockout step has nothing to see).
+TIMING = ResetTiming(hold=0.1, settle=0.05, flr=0.01)
 
 
 @contextmanager
 def running(tmp_path: Path, **policy: object) -> Iterator[tuple[Platform, Agent, UplinkTraffic]]:
     owners = {"pf": HOST, **{f"vf{n}": HOST for n in range(NVFS)}}
-    cfg = PlatformConfig(total_vfs=NVFS, enabled_vfs=NVFS, owners=owners,
+    cfg = PlatformConfig(total_vfs=NVFS, enabled_vfs=NVFS, owners=owners, timing=TIMING,
                          policy=PolicyConfig(**policy))  # type: ignore[arg-type]
     with Platform(cfg, tmp_path) as plat:
         agent = Agent(HarnessBackend(str(plat.hcall_path(HOST))),
@@ -59,9 +64,12 @@ def test_second_adapter_error_while_vfs_are_mid_recovery(tmp_path: Path) -> None
     with running(tmp_path) as (plat, agent, traffic):
         t1 = time.monotonic()
         plat.inject_adapter_error("first")
-        # wait until some VF driver is past its lockout (thawing / resetting its function)
-        assert wait_for(lambda: any(e.source == "driver" and e.kind == "lockout-lifted"
-                                    and e.t > t1 for e in plat.timeline.entries), 20)
+        # wait until every VF driver is past its lockout (it thawed its PE: resetting or
+        # restoring its function, or done). One still waiting on the lockout would take
+        # the second freeze as the one it is handling and report no new error-detected.
+        assert wait_for(lambda: {e.pe for e in plat.timeline.entries if e.source == "policy"
+                                 and e.kind == "mmio-thawed" and e.t > t1}
+                        >= set(traffic.targets), 20)
         t2 = time.monotonic()
         plat.inject_adapter_error("second, during the VFs' recovery")
         ok = wait_for(lambda: all_recovered(agent) and all(

@@ -6,7 +6,6 @@ A failing check names the step that did not happen and the artifacts directory."
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import subprocess
 from collections.abc import Callable
@@ -35,7 +34,8 @@ def test_adapter_error_recovers_every_vf_in_order(
     result = tell(story_config(accel), assets, d)
     assert result.ok, f"{result.failure}; artifacts: {d}\n" + "\n".join(result.lines)
     summary = json.loads((d / "summary.json").read_text())
-    assert summary["ok"] and summary["recovery_ms"] > 0
+    # spec timing: one adapter reset (hold 250 ms + settle 1.8 s) and one FLR (100 ms)
+    assert summary["ok"] and summary["recovery_ms"] >= 2150, summary["recovery_ms"]
     assert [s["step"] for s in summary["steps"]] == [s.key for s in result.steps]
     # every VF passed traffic before and after; nothing was duplicated
     for name, c in summary["vfs"].items():
@@ -98,14 +98,3 @@ def test_a_user_recovery_test_with_the_plugin_fixtures(
     failed = [s for s in eeh_timeline.claim(since=t) if not s.ok]
     # no traffic generator in this test: only the traffic-back step lacks evidence
     assert [s.key for s in failed] == ["traffic-back"], failed
-
-
-def test_spec_timing_story(assets: GuestAssets, accel: str,
-                           run_dir: Callable[..., Path]) -> None:
-    d = run_dir()
-    topo = load_topology(DEFAULT_TOPOLOGY)
-    topo = dataclasses.replace(topo, adapter=dataclasses.replace(topo.adapter, timing="spec"))
-    result = tell(StoryConfig(topo, accel=accel), assets, d)
-    assert result.ok, f"{result.failure}; artifacts: {d}\n" + "\n".join(result.lines)
-    # one adapter reset (hold 250 ms + settle 1.8 s) and one FLR (100 ms) at least
-    assert result.summary["recovery_ms"] >= 2150, result.summary["recovery_ms"]

@@ -81,9 +81,9 @@ def test_default_topology() -> None:
     assert t.pf_driver.where == "svc" and not t.harness_mode and t.harness is None
     assert t.functions_of(HOST) == ()
     a = t.adapter
-    assert (a.total_vfs, a.enabled_vfs, a.timing) == (8, 3, "fast")
-    assert a.reset_timing is ResetTiming.FAST
-    assert t.reset_timing == ResetTiming.FAST
+    assert (a.total_vfs, a.enabled_vfs, a.timing) == (8, 3, "spec")
+    assert a.reset_timing is ResetTiming.SPEC
+    assert t.reset_timing == ResetTiming.SPEC
     assert format_mac(a.base_mac) == "02:ee:00:00:00:00"
     assert t.all_functions == ("pf", "vf0", "vf1", "vf2")
     assert [t.owner_of(f) for f in t.all_functions] == ["svc", "g1", "g2", "g2"]
