@@ -27,6 +27,7 @@ class EventKind(enum.Enum):
     PE_RESET_ASSERTED = "pe-reset-asserted"
     PE_RESET_DEASSERTED = "pe-reset-deasserted"
     PE_RESET_DONE = "pe-reset-done"
+    PE_RESET_FAILED = "pe-reset-failed"  # the fault hook Pe.fail_resets: it stayed frozen
     FLR_STARTED = "flr-started"
     FLR_DONE = "flr-done"
     FUNCTION_RESET = "function-reset"

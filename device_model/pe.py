@@ -7,6 +7,14 @@ its ancestors, so the instant the adapter PE's own flag is set no VF access or D
 before the freeze has even been recorded on each VF PE: propagation is atomic with respect
 to guest accesses by construction.
 
+An error while the PE's reset is asserted or settling (state 1 or 5) cannot freeze it any
+further; its freeze is deferred to the end of the reset, which then does not clear it: the
+PE comes back frozen, with a new PE_FROZEN (a new freeze to count), never silently healthy.
+
+Fault hook (off by default): `fail_resets = n` makes the next n resets of this PE fail: each
+completes (state 1, then 5) but leaves the PE frozen, with PE_RESET_FAILED instead of
+PE_RESET_DONE, as an adapter that does not come back from reset would.
+
 Policy (lockout, allow-unfreeze, maximum freezes) is not here: the hypervisor shim calls
 these primitives and decides when.
 """
@@ -139,6 +147,8 @@ class Pe:
         self.reset_happened = False
         self.last_reset_kind: int = 0
         self.freeze_count = 0
+        self.fail_resets = 0  # fault hook: the next n resets leave the PE frozen
+        self._deferred_freeze: str | None = None  # an error during the reset
         self._log: deque[ErrorLogEntry] = deque(maxlen=ERROR_LOG_DEPTH)
         self.log_overflow = 0
 
@@ -232,8 +242,12 @@ class Pe:
         """Freeze this PE and, atomically for guests, every PE below it.
 
         Returns True if this PE was not fully frozen before. Descendants are marked frozen
-        "as a side-effect" (recovery-info bit 30) when the freeze is new to them.
+        "as a side-effect" (recovery-info bit 30) when the freeze is new to them. On a PE in
+        reset or settling the freeze is deferred to the end of the reset (returns False).
         """
+        if self.busy:
+            self._deferred_freeze = reason
+            return False
         changed = self._freeze_one(reason, None)
         for d in self.descendants():
             d._freeze_one(reason, self)
@@ -332,15 +346,22 @@ class Pe:
     def _settled(self) -> None:
         self._timer = None
         self._settle_until = None
-        self._mmio_frozen = self._dma_frozen = False
-        self.side_effect = False
+        failed = self.fail_resets > 0
+        if failed:
+            self.fail_resets -= 1
+        self._mmio_frozen = self._dma_frozen = failed
+        if not failed:
+            self.side_effect = False
         self.reset_happened = True
         self.last_reset_kind = (RECOVERY_KIND[self._reset_kind] if self.kind is PeKind.ADAPTER
                                 else RECOVERY_KIND_FLR)
         self._update()
-        self._bus.emit(EventKind.PE_RESET_DONE, pe=self.address,
-                       reset=self._reset_kind.name.lower())
+        kind = EventKind.PE_RESET_FAILED if failed else EventKind.PE_RESET_DONE
+        self._bus.emit(kind, pe=self.address, reset=self._reset_kind.name.lower())
         self._hooks.reset_done(self, self._reset_kind)
+        deferred, self._deferred_freeze = self._deferred_freeze, None
+        if deferred is not None:
+            self.freeze(deferred)
 
     def _after(self, delay: float, fn: Callable[[], None]) -> None:
         self._timer = self._hooks.after(delay, fn)

@@ -216,6 +216,17 @@ class Platform:
             raise PlatformError(f"no vf{index}")
         return self.call(lambda: self.adapter.inject_vf_error(index, detail).seq)
 
+    def fail_resets(self, pe: str, times: int) -> None:
+        """Fault hook (tests): the next `times` resets of PE `pe` ("adapter", "vf0", ...)
+        complete without bringing it back (`device_model.pe.Pe.fail_resets`)."""
+        rec = self.policy.by_name(pe)
+        if rec is None or times < 0:
+            raise PlatformError(f"cannot fail resets of {pe!r} {times} times")
+
+        def arm() -> None:
+            rec.pe.fail_resets = times
+        self.call(arm)
+
     def present_records(self) -> list[PeRecord]:
         """The adapter PE and the PEs of the VFs that exist (enabled) or have an owner."""
         out = []

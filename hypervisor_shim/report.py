@@ -30,6 +30,7 @@ _TRANSITIONS = {
     "reset-hot": "Reset",
     "reset-fundamental": "Reset",
     "pe-reset-done": None,
+    "reset-failed": "Frozen",
     "permanent-failure": "Permanent",
     "permanent-cleared": "Frozen",
 }

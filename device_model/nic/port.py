@@ -40,6 +40,7 @@ _RST, _TXEN, _RXEN, _PROMISC = (int(b) for b in (R.Ctrl.RST, R.Ctrl.TXEN, R.Ctrl
 _LINK_UP, _ADAPTER_FAILED = int(R.Status.LINK_UP), int(R.Status.ADAPTER_FAILED)
 _MAC_VALID, _VLAN_EN = int(R.MacHi.VALID), int(R.Vlan.EN)
 _RX_WB = struct.Struct("<HHHH")  # length, flags, status, vlan
+_ADDR_LIMIT = 1 << 64
 
 
 @dataclass(slots=True)
@@ -182,11 +183,15 @@ class NicPort:
             self.host.signal(newly)  # causes pending before they were enabled
 
     def _ring(self, prefix: str) -> tuple[int, int]:
-        """(base, count) of a ring; count 0 if the ring is not usable."""
+        """(base, count) of a ring; count 0 if the ring is not usable: LEN out of range, or
+        a ring that would run past the end of the 64-bit address space (no descriptor
+        address may wrap, and every fault address is a 64-bit value)."""
         count = self.regs.stored(f"{prefix}_LEN")
         if not 2 <= count <= R.RING_MAX:
             return 0, 0
         base = self.regs.stored(f"{prefix}_BASE_LO") | (self.regs.stored(f"{prefix}_BASE_HI") << 32)
+        if base + count * DESC_SIZE > _ADDR_LIMIT:
+            return 0, 0
         return base, count
 
     def _tx_ring_written(self, old: int, new: int, written: int) -> None:

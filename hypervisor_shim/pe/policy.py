@@ -14,6 +14,10 @@ each caller is told:
   open-sriov-allow-unfreeze for a VF PE, that VF PE reads state 5 (with the retry hint)
   and its owner's thaw, reset and configure calls are answered -2 (busy, retry).
   Lifting it pushes `lockout-lifted` at once: waiting drivers are woken by the event.
+- **failed resets**: a reset that completes without bringing the PE back (it stays frozen:
+  `pe-reset-done` is pushed with `failed: true`) counts; `max_reset_failures` (3, as Linux
+  tries a reset 3 times) in a row make the PE and every PE below it permanently failed.
+  A reset that succeeds restarts the count.
 
 Every decision is a `Notice` handed to `notify` (the hcall server routes it to the owner's
 channel, the timeline records it, the console turns it into a QMP event). The policy is
@@ -31,6 +35,7 @@ from device_model import Adapter, Event, EventKind, Pe, PeKind
 from eeh_abi.papr import (
     FREEZE_WINDOW_S,
     MAX_FREEZES,
+    MAX_RESET_TRIES,
     RETRY_HINT_MS,
     EehOption,
     PeState,
@@ -57,6 +62,7 @@ class PolicyConfig:
     window_s: float = FREEZE_WINDOW_S
     retry_hint_ms: int = RETRY_HINT_MS
     lockout: bool = True  # False only to show that the ordering checks catch its absence
+    max_reset_failures: int = MAX_RESET_TRIES  # failed resets in a row: permanent failure
     errinjct: bool = False  # guests may inject errors on their own PEs
 
     def __post_init__(self) -> None:
@@ -66,6 +72,8 @@ class PolicyConfig:
             raise PolicyError("window_s", "must be a positive number of seconds")
         if isinstance(self.retry_hint_ms, bool) or not 1 <= self.retry_hint_ms <= 3_600_000:
             raise PolicyError("retry_hint_ms", "must be an integer 1..3600000")
+        if isinstance(self.max_reset_failures, bool) or not 1 <= self.max_reset_failures <= 100:
+            raise PolicyError("max_reset_failures", "must be an integer 1..100")
 
 
 def _code(pe: Pe) -> PeState:
@@ -107,6 +115,7 @@ class PeRecord:
     owner: str | None
     flags: PeFlag = PeFlag.NONE
     freezes: FreezeCounter = field(default_factory=FreezeCounter)
+    reset_failures: int = 0  # failed resets in a row
 
     @property
     def name(self) -> str:
@@ -192,9 +201,25 @@ class PePolicy:
                 self._frozen(self.records[ev.pe], str(ev.data.get("reason", "")))
         elif ev.kind is EventKind.PE_RESET_DONE and ev.pe is not None:
             rec = self.records[ev.pe]
+            rec.reset_failures = 0
             self._emit("pe-reset-done", rec, {"reset": ev.data.get("reset")},
                        event="pe-reset-done", owners=self._owners_below(rec))
             self._refresh_isolated()
+        elif ev.kind is EventKind.PE_RESET_FAILED and ev.pe is not None:
+            self._reset_failed(self.records[ev.pe], str(ev.data.get("reset")))
+
+    def _reset_failed(self, rec: PeRecord, kind: str) -> None:
+        rec.reset_failures += 1
+        rec.flags |= PeFlag.ISOLATED | PeFlag.RECOVERING
+        limit = self.config.max_reset_failures
+        self._emit("reset-failed", rec, {"reset": kind, "failures": rec.reset_failures,
+                                         "max_reset_failures": limit})
+        self._emit("pe-reset-done", rec, {"reset": kind, "failed": True},
+                   event="pe-reset-done", owners=self._owners_below(rec))
+        if rec.reset_failures >= limit and PeFlag.PERMANENT not in rec.flags:
+            self._make_permanent(rec, {"reset_failures": rec.reset_failures,
+                                       "freeze_count": rec.freezes.count,
+                                       "origin": rec.address, "cause": "reset-failed"})
 
     def _owners_below(self, rec: PeRecord) -> tuple[str, ...]:
         owners = [rec.owner] + [self.records[d.address].owner for d in rec.pe.descendants()]
@@ -222,12 +247,17 @@ class PePolicy:
         if lockout:
             self._emit("lockout-start", rec, {"vf_pes": [r.address for r in affected[1:]]})
         if count > self.config.max_freezes:
-            for r in affected:
-                r.flags = (r.flags | PeFlag.PERMANENT) & ~PeFlag.LOCKED_OUT
-                self._emit("permanent-failure", r,
-                           {"freeze_count": count, "max_freezes": self.config.max_freezes,
-                            "window_s": self.config.window_s, "origin": rec.address},
-                           event="permanent-failure", owners=(r.owner,) if r.owner else ())
+            self._make_permanent(rec, {"freeze_count": count,
+                                       "max_freezes": self.config.max_freezes,
+                                       "window_s": self.config.window_s,
+                                       "origin": rec.address})
+
+    def _make_permanent(self, rec: PeRecord, data: Mapping[str, Any]) -> None:
+        """`rec` and every PE below it: permanently failed, pushed to their owners."""
+        for r in [rec] + [self.records[d.address] for d in rec.pe.descendants()]:
+            r.flags = (r.flags | PeFlag.PERMANENT) & ~PeFlag.LOCKED_OUT
+            self._emit("permanent-failure", r, data, event="permanent-failure",
+                       owners=(r.owner,) if r.owner else ())
 
     def _refresh_isolated(self) -> None:
         for rec in self.records.values():
@@ -346,6 +376,7 @@ class PePolicy:
         for r in [rec] + [self.records[d.address] for d in rec.pe.descendants()]:
             r.flags &= ~PeFlag.PERMANENT
             r.freezes = FreezeCounter()
+            r.reset_failures = 0
         self._emit("permanent-cleared", rec, {})
 
     # ------------------------------------------------------------------ notices

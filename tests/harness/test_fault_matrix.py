@@ -1,0 +1,355 @@
+"""The fault matrix (issue 13), in harness mode: the real platform (device model,
+vfio-user server, PE policy with the lockout, platform-call server, timeline) and the
+real drivers (the agent on the host over vfio-user), under the host's uplink traffic
+unless a case says otherwise.
+
+Covered elsewhere, not repeated here:
+- adapter error under traffic: tests/harness/test_drivers_claim.py (the claim, 8 VFs),
+  tests/harness/test_drivers_real_platform.py (order and exact books);
+- adapter error while the VFs are mid-unfreeze: tests/harness/test_claim_faults.py
+  (test_second_adapter_error_while_vfs_are_mid_recovery, and the VF reset held over it);
+- the 6th freeze in an hour: tests/harness/test_claim_faults.py
+  (test_sixth_adapter_freeze_in_the_hour_is_permanent_for_every_driver);
+- one QEMU killed: tests/vm/test_faults_vm.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from device_model import ResetTiming
+from eeh_abi.hcall import Channel, ChannelClosed
+from guest_drivers.agent import Agent
+from guest_drivers.driver import DriverState
+from guest_drivers.platform.harness import HarnessBackend
+from guest_drivers.poll import PollConfig
+from hypervisor_shim.console import Console
+from hypervisor_shim.pe import HOST, PolicyConfig
+from hypervisor_shim.platform import Platform, PlatformConfig
+from hypervisor_shim.platform_api import PlatformConsoleApi
+from hypervisor_shim.timeline import Entry
+from hypervisor_shim.traffic import Target, UplinkTraffic
+from tests.unit.drivers.drivers_fakes import wait_for
+
+NVFS = 3
+PF_PE = 0x10000
+
+
+@dataclass
+class Rig:
+    plat: Platform
+    agent: Agent
+    traffic: UplinkTraffic | None
+
+    def entries(self, since: float = 0.0) -> list[Entry]:
+        return [e for e in self.plat.timeline.snapshot() if e.t > since]
+
+    def recovered_after(self, t: float, names: list[str]) -> bool:
+        got = {e.pe for e in self.entries(t) if e.source == "driver" and e.kind == "recovered"}
+        return set(names) <= got
+
+    def names(self) -> list[str]:
+        return ["adapter", *(f"vf{n}" for n in range(NVFS))]
+
+    def dump(self, since: float) -> str:
+        return "\n".join(f"{(e.t - since) * 1000:9.1f} {e.source:7} {e.kind:22} {e.pe} "
+                         f"{str(e.data)[:100]}" for e in self.entries(since)
+                         if e.source in ("driver", "policy", "shim"))
+
+
+@contextmanager
+def rig(tmp_path: Path, *, traffic: bool = True, timing: ResetTiming = ResetTiming.FAST,
+        spare: str | None = None, **policy: object) -> Iterator[Rig]:
+    """`spare`: one more VF (vf<NVFS>), owned by that identity and driven by nobody."""
+    owners = {"pf": HOST, **{f"vf{n}": HOST for n in range(NVFS)}}
+    if spare is not None:
+        owners[f"vf{NVFS}"] = spare
+    nvfs = NVFS + (spare is not None)
+    cfg = PlatformConfig(total_vfs=nvfs, enabled_vfs=nvfs, owners=owners, timing=timing,
+                         policy=PolicyConfig(**policy))  # type: ignore[arg-type]
+    with Platform(cfg, tmp_path) as plat:
+        agent = Agent(HarnessBackend(str(plat.hcall_path(HOST))), vfs=NVFS,
+                      poll=PollConfig(max_sleep_s=0.01))
+        try:
+            agent.start()
+            if not traffic:
+                yield Rig(plat, agent, None)
+                return
+            targets = {vf.name: Target(vf.mac, vf.vlan) for vf in agent.vf_drivers()}
+            with UplinkTraffic(plat, targets, rate_hz=50) as up:
+                assert all(up.wait_echo_after(n, 0.0, 10) for n in targets)
+                yield Rig(plat, agent, up)
+        finally:
+            agent.stop()
+
+
+def traffic_back_everywhere(r: Rig, since: float) -> None:
+    assert r.traffic is not None
+    for name in r.traffic.targets:
+        assert r.traffic.wait_echo_after(name, since, 10) is not None, f"{name}: no traffic"
+
+
+def books_balance(r: Rig) -> None:
+    for vf in r.agent.vf_drivers():
+        c = vf.counters()["tx"]
+        assert c["balanced"], (vf.name, c)
+    if r.traffic is not None:
+        stats = r.traffic.stats()
+        assert all(s["duplicates"] == 0 for s in stats.values()), stats
+
+
+def all_pes_normal(r: Rig) -> None:
+    st = r.plat.pe_states()
+    assert all(s["state"] == 0 and s["flags"] == [] for s in st.values()), st
+
+
+# ---------------------------------------------------------------------------- matrix
+def test_adapter_error_while_idle(tmp_path: Path) -> None:
+    """No traffic at all: every driver learns from the pushed event alone, recovers, and
+    its function passes frames again."""
+    with rig(tmp_path, traffic=False) as r:
+        t = time.monotonic()
+        r.plat.inject_adapter_error("while idle")
+        assert wait_for(lambda: r.recovered_after(t, r.names()), 30), r.dump(t)
+        triggers = {e.pe: e.data.get("trigger") for e in r.entries(t)
+                    if e.source == "driver" and e.kind == "error-detected"}
+        assert triggers == {n: "pe-frozen" for n in r.names()}, triggers
+        all_pes_normal(r)
+        for vf in r.agent.vf_drivers():
+            assert vf.send(bytes.fromhex("02aa00000001") + vf.mac + b"\x88\xb5"  # type: ignore[attr-defined]
+                           + b"idle".ljust(46, b"."))
+        assert wait_for(lambda: len(r.plat.call(r.plat.host.uplink.take)) >= 0 and all(
+            v.counters()["tx"]["sent"] >= 1 for v in r.agent.vf_drivers()), 5)
+        books_balance(r)
+
+
+def test_vf_only_error_under_traffic_does_not_escalate(tmp_path: Path) -> None:
+    with rig(tmp_path) as r:
+        assert r.traffic is not None
+        t = time.monotonic()
+        r.plat.inject_vf_error(1, "VF-only")
+        assert wait_for(lambda: r.recovered_after(t, ["vf1"]), 20), r.dump(t)
+        # the others kept passing traffic meanwhile; nothing above vf1 moved
+        for name in ("vf0", "vf2"):
+            assert r.traffic.wait_echo_after(name, t, 5) is not None
+        tl = r.entries(t)
+        assert not [e for e in tl if e.pe in ("adapter", "vf0", "vf2")
+                    and e.source in ("policy", "driver") and e.kind not in ("mailbox",)], \
+            r.dump(t)
+        assert r.plat.policy.adapter_record.freezes.total == 0
+        assert not [e for e in tl if e.kind == "lockout-start"]
+        traffic_back_everywhere(r, t)
+        books_balance(r)
+        all_pes_normal(r)
+
+
+def test_second_adapter_error_during_the_adapter_reset(tmp_path: Path) -> None:
+    """With spec timing the adapter PE's reset takes ~2 s (held 250 ms, settling 1.8 s).
+    An adapter error inside that window must not be lost: the reset comes back with the
+    PE frozen again (a second, counted freeze), the adapter driver resets once more, and
+    every driver recovers."""
+    with rig(tmp_path, timing=ResetTiming.SPEC) as r:
+        t1 = time.monotonic()
+        r.plat.inject_adapter_error("first")
+        assert wait_for(lambda: any(e.source == "policy" and e.kind == "reset-hot"
+                                    and e.pe == "adapter" for e in r.entries(t1)), 10)
+        time.sleep(0.4)  # past the hold: the PE is settling (state 5)
+        state = r.plat.pe_states()["adapter"]["state"]
+        assert state in (1, 5), state
+        t2 = time.monotonic()
+        r.plat.inject_adapter_error("second, during the adapter's reset")
+        assert wait_for(lambda: r.recovered_after(t2, r.names()), 40), r.dump(t1)
+        rec = r.plat.policy.adapter_record
+        assert rec.freezes.count == 2
+        tl = r.entries(t1)
+        kinds = [(e.source, e.kind) for e in tl if e.pe == "adapter"]
+        done = kinds.index(("policy", "pe-reset-done"))
+        assert ("policy", "pe-frozen") in kinds[done:]  # frozen again after that reset
+        attempts = [e.data.get("attempt") for e in tl if e.source == "driver"
+                    and e.pe == "adapter" and e.kind in ("reset", "reset-failed")]
+        assert len(attempts) >= 2, r.dump(t1)
+        traffic_back_everywhere(r, t2)
+        books_balance(r)
+        all_pes_normal(r)
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_a_reset_that_fails_then_works(tmp_path: Path, failures: int) -> None:
+    with rig(tmp_path) as r:
+        r.plat.fail_resets("adapter", failures)
+        t = time.monotonic()
+        r.plat.inject_adapter_error()
+        assert wait_for(lambda: r.recovered_after(t, r.names()), 30), r.dump(t)
+        steps = [(e.kind, e.data.get("kind"), e.data.get("attempt")) for e in r.entries(t)
+                 if e.source == "driver" and e.pe == "adapter"
+                 and e.kind in ("reset", "reset-failed")]
+        kinds = ["hot", "fundamental", "fundamental"]
+        assert steps == [("reset-failed", kinds[i], i + 1) for i in range(failures)] + [
+            ("reset", kinds[failures], failures + 1)], steps
+        assert [e.data["failures"] for e in r.entries(t)
+                if e.source == "policy" and e.kind == "reset-failed"] == list(
+                    range(1, failures + 1))
+        traffic_back_everywhere(r, t)
+        books_balance(r)
+        all_pes_normal(r)
+
+
+def test_a_reset_that_fails_three_times_is_a_permanent_failure(tmp_path: Path) -> None:
+    with rig(tmp_path) as r:
+        r.plat.fail_resets("adapter", 3)
+        t = time.monotonic()
+        r.plat.inject_adapter_error()
+        assert wait_for(lambda: all(d.state is DriverState.FAILED
+                                    for d in r.agent.drivers.values()), 30), r.dump(t)
+        tl = r.entries(t)
+        # the driver saw two resets fail; the third made the PE permanently failed (the
+        # platform counts failed resets: 3 in a row), which is what the driver then read
+        assert len([e for e in tl if e.source == "policy" and e.pe == "adapter"
+                    and e.kind == "reset-failed"]) == 3
+        assert len([e for e in tl if e.source == "driver" and e.pe == "adapter"
+                    and e.kind == "reset-failed"]) == 2
+        reported = {e.pe for e in tl if e.source == "driver" and e.kind == "permanent-failure"}
+        pushed = {e.pe for e in tl if e.source == "policy" and e.kind == "permanent-failure"}
+        assert set(r.names()) <= reported and set(r.names()) <= pushed, (reported, pushed)
+        st = r.plat.pe_states()
+        assert all(st[n]["state"] == 5 and st[n]["retry_ms"] == 0 for n in r.names()), st
+        books_balance(r)
+
+
+# ---------------------------------------------------------------------------- clients
+class ConsoleThread:
+    """The platform's QMP console (the real Console over the real platform) on its own
+    loop thread, as `System` runs it."""
+
+    def __init__(self, plat: Platform, directory: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.console = Console(directory, PlatformConsoleApi(plat))
+        self.run(self.console.start())
+
+    def run(self, coro: object) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)  # type: ignore[arg-type]
+
+    def sessions(self) -> int:
+        return int(self.run(_count(self.console)))  # type: ignore[call-overload]
+
+    def close(self) -> None:
+        try:
+            self.run(self.console.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+async def _count(console: Console) -> int:
+    return console.session_count()
+
+
+def qmp_raw(path: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(path))
+    s.settimeout(5)
+    s.recv(4096)  # greeting
+    s.sendall(b'{"execute": "qmp_capabilities"}')
+    s.recv(4096)
+    return s
+
+
+def test_console_client_disconnecting_mid_recovery(tmp_path: Path) -> None:
+    with rig(tmp_path) as r:
+        con = ConsoleThread(r.plat, tmp_path / "con")
+        try:
+            watcher = QEMUMonitorProtocol(str(con.console.platform_path))
+            watcher.connect()
+            # one client injects and leaves before its reply; another leaves while the
+            # recovery's events stream to it; a third leaves in the middle of a message
+            t = time.monotonic()
+            a = qmp_raw(con.console.platform_path)
+            a.sendall(b'{"execute": "eeh-inject", "arguments": {"pe": "adapter", '
+                      b'"kind": "adapter-fatal"}}')
+            a.close()
+            b = qmp_raw(con.console.platform_path)
+            assert wait_for(lambda: any(e.source == "driver" and e.kind == "reset"
+                                        for e in r.entries(t)), 10), r.dump(t)
+            b.sendall(b'{"execute": "query-pes"}{"execute": "query-pe-err')
+            b.close()
+            assert wait_for(lambda: r.recovered_after(t, r.names()), 30), r.dump(t)
+            assert wait_for(lambda: con.sessions() == 1, 5)
+            pes = {p["pe"]: p for p in watcher.cmd("query-pes")}
+            assert all(p["state"] == 0 for p in pes.values()), pes
+            assert pes["adapter"]["freeze_count"] == 1  # injected once, by the client gone
+            events = [ev["event"] for ev in watcher.get_events()]
+            assert "EEH_PE_STATE_CHANGED" in events and "EEH_RECOVERY_STEP" in events
+            watcher.close()
+            traffic_back_everywhere(r, t)
+            books_balance(r)
+        finally:
+            con.close()
+
+
+def test_platform_channel_closed_mid_call(tmp_path: Path) -> None:
+    """A caller that leaves with calls in flight: the call being answered completes (its
+    effect stands, as on the console), its reply is dropped, what the caller sent after it
+    is dropped once the server sees it gone, nobody else notices, and the same identity can
+    connect again and carry on. A driver waiting on a call whose channel closes under it
+    gets ChannelClosed at once, not after its timeout."""
+    with rig(tmp_path, spare="g9") as r:
+        host = str(r.plat.hcall_path(HOST))
+        g9 = str(r.plat.hcall_path("g9"))
+        # the raw caller: a held reset, then a flood, then gone without reading a byte
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(g9)
+        vf2 = r.plat.policy.by_name(f"vf{NVFS}")
+        assert vf2 is not None
+        s.sendall(b'{"v":1,"id":1,"call":"set-slot-reset","args":{"pe":%d,"function":1}}\n'
+                  % vf2.address + b'{"v":1,"id":2,"call":"query-functions"}\n' * 2000)
+        s.close()
+        t = time.monotonic()
+        assert wait_for(lambda: r.plat.pe_states()[vf2.name]["state"] == 1, 5)
+        calls = [e for e in r.plat.timeline.snapshot() if e.source == "call"
+                 and e.kind == "set-slot-reset" and e.pe == vf2.name]
+        assert calls and calls[-1].data["status"] == 0
+        # the agent's own channel never noticed
+        traffic_back_everywhere(r, t)
+        # the same identity again: it finds the reset held and releases it
+        with Channel.unix(g9, timeout=5) as ch:
+            assert ch.call("read-slot-reset-state2", pe=vf2.address).get("state") == 1
+            assert ch.call("set-slot-reset", pe=vf2.address, function=0).status == 0
+        assert wait_for(lambda: r.plat.pe_states()[vf2.name]["state"] == 0, 5)
+        # a driver blocked in a call when its channel closes: ChannelClosed within 1 s
+        ch = Channel.unix(host, timeout=30)
+        got: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                ch.call("query-functions")
+            except BaseException as e:
+                got.append(e)
+
+        hold = threading.Event()
+        r.plat.host.loop.call_soon_threadsafe(lambda: hold.wait(1.0))  # the loop is busy
+        th = threading.Thread(target=call)
+        th.start()
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        ch.close()
+        th.join(5)
+        hold.set()
+        assert got and isinstance(got[0], ChannelClosed), got
+        assert time.monotonic() - t0 < 1.5
+        assert wait_for(lambda: len([e for e in r.plat.timeline.snapshot()
+                                     if e.kind == "channel-closed"]) >= 3, 5)
+        books_balance(r)
+        all_pes_normal(r)
