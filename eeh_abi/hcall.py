@@ -31,6 +31,7 @@ from typing import Any
 
 VERSION = 1
 MAX_LINE = 64 * 1024
+MAX_DEPTH = 32  # JSON nesting of a message (arrays and objects), the message itself included
 
 CALLS = (
     "query-functions", "register", "report",
@@ -127,14 +128,50 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth_ok(obj: object, limit: int) -> bool:
+    """No array or object nested deeper than `limit` (iterative: any depth is safe)."""
+    stack: list[tuple[object, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            items: Any = value.values()
+        elif isinstance(value, list):
+            items = value
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((v, depth + 1) for v in items)
+    return True
+
+
 def decode(line: bytes) -> Message:
-    """One line (without or with its newline) to a message; DecodeError if malformed."""
+    """One line (without or with its newline) to a message; DecodeError if malformed.
+
+    Strict: UTF-8 only, no NaN/Infinity or numbers beyond a float's range, nesting at most
+    MAX_DEPTH; never anything but DecodeError for any bytes at all."""
     if len(line) > MAX_LINE:
         raise DecodeError(f"line longer than {MAX_LINE} bytes")
     try:
-        obj = json.loads(line)
+        obj = json.loads(line.decode("utf-8"), parse_float=_finite,
+                         parse_constant=_no_constant)
+    except RecursionError:
+        raise DecodeError(f"nested deeper than {MAX_DEPTH}") from None
     except (ValueError, UnicodeDecodeError) as e:
-        raise DecodeError(f"not JSON: {e}") from None
+        raise DecodeError(f"not JSON: {str(e)[:200]}") from None
+    if not _depth_ok(obj, MAX_DEPTH):
+        raise DecodeError(f"nested deeper than {MAX_DEPTH}")
     if not isinstance(obj, dict):
         raise DecodeError("a message is a JSON object")
     msg_id = obj.get("id")

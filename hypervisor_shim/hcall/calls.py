@@ -8,6 +8,7 @@ docs/platform-calls.md is the reference.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,8 +41,29 @@ _OPTIONAL = {"report": {"pe", "detail", "guest_time"}, "register": {"handlers"},
              "slot-error-detail": {"function"}, "errinjct": {"address", "mask"}}
 
 
+MAX_ERROR = 300  # characters of a reason in a reply (it may quote the caller's input)
+MAX_RECORDED_ARGS = 2048  # bytes of a call's arguments kept in the timeline
+MAX_LOG_BYTES = 48 * 1024  # slot-error-detail: the newest entries that fit a reply line
+
+
 class BadArgs(Exception):
     """Internal: a request whose arguments do not fit its call."""
+
+
+def _short(text: str, limit: int = MAX_ERROR) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _recorded(args: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's arguments as the timeline keeps them (bounded: a caller's flood of big
+    arguments must not grow the run's record without limit)."""
+    try:
+        size = len(json.dumps(args, default=str))
+    except (TypeError, ValueError, RecursionError):
+        size = MAX_RECORDED_ARGS + 1
+    if size <= MAX_RECORDED_ARGS:
+        return dict(args)
+    return {"truncated": True, "bytes": size, "keys": _short(str(sorted(args)[:16]), 200)}
 
 
 def check_args(call: str, args: Mapping[str, Any]) -> None:
@@ -86,7 +108,7 @@ class PlatformCalls:
     def handle(self, owner: str, req: Request) -> Reply:
         try:
             if req.call not in _SCHEMAS:
-                raise BadArgs(f"unknown call {req.call!r}")
+                raise BadArgs(f"unknown call {_short(req.call, 64)!r}")
             check_args(req.call, req.args)
             method = getattr(self, "_" + req.call.replace("-", "_"))
             result: CallResult = method(owner, req.args)
@@ -100,11 +122,13 @@ class PlatformCalls:
         ret = dict(result.ret)
         if result.status == Status.BUSY:
             ret["retry_ms"] = result.retry_ms
+        why = _short(result.why) if result.why else None
         if req.call != "report":
-            self.timeline.record("call", req.call, owner=owner, pe=self._pe_name(req.args),
-                                 data={"args": dict(req.args), "status": int(result.status),
-                                       **({"why": result.why} if result.why else {})})
-        return Reply(req.id, int(result.status), ret, result.why or None)
+            self.timeline.record("call", _short(req.call, 64), owner=owner,
+                                 pe=self._pe_name(req.args),
+                                 data={"args": _recorded(req.args), "status": int(result.status),
+                                       **({"why": why} if why else {})})
+        return Reply(req.id, int(result.status), ret, why)
 
     def _pe_name(self, args: Mapping[str, Any]) -> str | None:
         addr = args.get("pe", args.get("addr"))
@@ -139,8 +163,12 @@ class PlatformCalls:
             if args["step"] in ("recovered", "resume"):
                 self.policy.recovered(rec)
         detail = args.get("detail", {})
+        try:
+            small = len(json.dumps(detail, default=str)) < 8192
+        except (TypeError, ValueError, RecursionError):
+            small = False
         self.timeline.record("driver", str(args["step"])[:64], pe=pe_name, owner=owner,
-                             data=detail if len(str(detail)) < 8192 else {"truncated": True},
+                             data=detail if small else {"truncated": True},
                              guest_time=args.get("guest_time"))
         if self.on_report is not None:
             self.on_report(owner, args)
@@ -178,8 +206,19 @@ class PlatformCalls:
         rec = self._pe(owner, args["pe"], Action.ERROR_DETAIL)
         if args.get("function", 1) not in (1, 2):
             raise BadArgs("function must be 1 (temporary) or 2 (permanent)")
-        return CallResult(Status.SUCCESS,
-                          ret={"log": [e.to_json() for e in rec.pe.error_log()]})
+        entries = [e.to_json() for e in rec.pe.error_log()]
+        kept: list[dict[str, Any]] = []
+        size = 0
+        for e in reversed(entries):  # the newest entries that fit one reply line
+            size += len(json.dumps(e, default=str)) + 1
+            if size > MAX_LOG_BYTES:
+                break
+            kept.append(e)
+        kept.reverse()
+        ret: dict[str, Any] = {"log": kept}
+        if len(kept) < len(entries):
+            ret["omitted"] = len(entries) - len(kept)  # the oldest, left out
+        return CallResult(Status.SUCCESS, ret=ret)
 
     def _open_sriov_allow_unfreeze(self, owner: str, args: Mapping[str, Any]) -> CallResult:
         rec = self._pe(owner, args["pe"], Action.ALLOW_UNFREEZE)

@@ -5,7 +5,11 @@ guest's owner; in harness mode host drivers connect to theirs. Each connection r
 lines, answers each request in order, and receives the events pushed to its owner.
 A malformed line gets an error reply and the stream goes on; a connection that does not
 read its replies and events (more than MAX_BACKLOG bytes waiting) is closed, so one
-caller never holds up the others; the loop is yielded after every line.
+caller never holds up the others; the loop is yielded after every line. Every line gets
+exactly one reply, whatever it holds: a bug met while answering is a -3 "internal error"
+reply (logged), a reply too long for a line is replaced by a -3 saying so; the connection
+is never lost to a caller's input. A caller that leaves mid-call: the call being answered
+completes, its reply and the lines after it are dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eeh_abi.hcall import DecodeError, Event, LineBuffer, Reply, Request, decode, encode
+from eeh_abi.hcall import (
+    DecodeError,
+    Event,
+    HcallError,
+    LineBuffer,
+    Reply,
+    Request,
+    decode,
+    encode,
+)
 from eeh_abi.papr import Status
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.hcall.calls import PlatformCalls
@@ -45,6 +58,7 @@ class Connection:
     lines_in: int = 0
     bad_lines: int = 0
     events_out: int = 0
+    internal_errors: int = 0
     closed: bool = False
 
     def send(self, data: bytes) -> bool:
@@ -94,8 +108,8 @@ class HcallServer:
                 if not data:
                     break
                 for item in lines.feed(data):
-                    reply = self._answer(owner, conn, item)
-                    if reply is not None and not conn.send(encode(reply)):
+                    reply = self._answer_safely(owner, conn, item)
+                    if not conn.send(_encode_reply(reply)):
                         break
                     await asyncio.sleep(0)  # one line at a time: other channels go on
         except (ConnectionError, OSError):
@@ -110,7 +124,16 @@ class HcallServer:
             self.timeline.record("shim", "channel-closed", owner=owner,
                                  data={"lines": conn.lines_in, "bad_lines": conn.bad_lines})
 
-    def _answer(self, owner: str, conn: Connection, item: bytes | DecodeError) -> Reply | None:
+    def _answer_safely(self, owner: str, conn: Connection, item: bytes | DecodeError) -> Reply:
+        try:
+            return self._answer(owner, conn, item)
+        except Exception:  # a bug, not the caller's fault: one reply, the channel goes on
+            conn.internal_errors += 1
+            if conn.internal_errors <= 3:
+                log.exception("platform channel of %s: internal error", owner)
+            return Reply(None, int(Status.PARAM_ERROR), error="internal error")
+
+    def _answer(self, owner: str, conn: Connection, item: bytes | DecodeError) -> Reply:
         conn.lines_in += 1
         if isinstance(item, DecodeError):
             conn.bad_lines += 1
@@ -156,6 +179,15 @@ class HcallServer:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         self._servers.clear()
+
+
+def _encode_reply(reply: Reply) -> bytes:
+    """The reply's line; one that would not fit a line becomes a -3 that says so."""
+    try:
+        return encode(reply)
+    except HcallError as e:
+        return encode(Reply(reply.id, int(Status.PARAM_ERROR),
+                            error=f"reply too long: {str(e)[:100]}"))
 
 
 def _in_loop() -> bool:
