@@ -15,7 +15,6 @@ Covered elsewhere, not repeated here:
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -33,12 +32,11 @@ from guest_drivers.agent import Agent
 from guest_drivers.driver import DriverState
 from guest_drivers.platform.harness import HarnessBackend
 from guest_drivers.poll import PollConfig
-from hypervisor_shim.console import Console
 from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
-from hypervisor_shim.platform_api import PlatformConsoleApi
 from hypervisor_shim.timeline import Entry
 from hypervisor_shim.traffic import Target, UplinkTraffic
+from tests.harness.console_rig import ConsoleThread
 from tests.unit.drivers.drivers_fakes import wait_for
 
 NVFS = 3
@@ -227,36 +225,6 @@ def test_a_reset_that_fails_three_times_is_a_permanent_failure(tmp_path: Path) -
 
 
 # ---------------------------------------------------------------------------- clients
-class ConsoleThread:
-    """The platform's QMP console (the real Console over the real platform) on its own
-    loop thread, as `System` runs it."""
-
-    def __init__(self, plat: Platform, directory: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.console = Console(directory, PlatformConsoleApi(plat))
-        self.run(self.console.start())
-
-    def run(self, coro: object) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)  # type: ignore[arg-type]
-
-    def sessions(self) -> int:
-        return int(self.run(_count(self.console)))  # type: ignore[call-overload]
-
-    def close(self) -> None:
-        try:
-            self.run(self.console.stop())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
-
-
-async def _count(console: Console) -> int:
-    return console.session_count()
-
-
 def qmp_raw(path: Path) -> socket.socket:
     s = socket.socket(socket.AF_UNIX)
     s.connect(str(path))
@@ -269,7 +237,7 @@ def qmp_raw(path: Path) -> socket.socket:
 
 def test_console_client_disconnecting_mid_recovery(tmp_path: Path) -> None:
     with rig(tmp_path) as r:
-        con = ConsoleThread(r.plat, tmp_path / "con")
+        con = ConsoleThread(r.plat)
         try:
             watcher = QEMUMonitorProtocol(str(con.console.platform_path))
             watcher.connect()

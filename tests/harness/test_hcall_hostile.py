@@ -109,7 +109,7 @@ def untouched(p: Platform) -> None:
     assert st_["adapter"]["freeze_count"] == 0 and st_["vf1"]["freeze_count"] == 0, st_
 
 
-@settings(max_examples=120, deadline=None,
+@settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(batch=st.lists(st.one_of(lines, floods), min_size=1, max_size=6))
