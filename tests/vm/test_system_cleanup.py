@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,12 +42,24 @@ def temp_dirs() -> set[str]:
     return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("eeh-")}
 
 
+def run_temp_dirs(run_dir: Path) -> set[Path]:
+    """The temporary directories this run used (sockets of QMP, vfio-user, platform
+    channels, consoles), as its command lines and consoles.json name them."""
+    tmp = re.escape(tempfile.gettempdir())
+    found: set[Path] = set()
+    for f in [*run_dir.rglob("qemu-cmdline.txt"), *run_dir.glob("consoles.json")]:
+        found |= {Path(m) for m in re.findall(tmp + r"/eeh-[A-Za-z0-9_-]+", f.read_text())}
+    return found
+
+
 def assert_clean(run_dir: Path, before: set[str]) -> None:
     deadline = time.monotonic() + 10
     while qemu_pids(str(run_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert qemu_pids(str(run_dir)) == [], "QEMU left running"
-    assert temp_dirs() - before == set(), "socket/temp directories left"
+    used = run_temp_dirs(run_dir)
+    assert used, f"no temporary directories found in the run's files ({run_dir})"
+    assert [p for p in used if p.exists()] == [], "socket/temp directories left"
     assert not TAP.exists(), "TAP interface left"
 
 
