@@ -305,6 +305,9 @@ def arguments(prog: str, description: str) -> argparse.ArgumentParser:
                    help="do not answer test-traffic probes (eeh_abi.traffic) with echoes")
     p.add_argument("--max-sleep-ms", type=float, default=30.0,
                    help="longest idle poll sleep (default 30)")
+    p.add_argument("--sender", action="store_true",
+                   help="answer the platform's bench-send events: frames through a VF as "
+                        "fast as its driver takes them (benchmarks; guest_drivers.sender)")
     p.add_argument("--serial-recovery", action="store_true",
                    help="VF drivers recover one after another (as Linux's single recovery "
                         "thread does), not in parallel: a baseline for benchmarks")
@@ -340,7 +343,15 @@ def run(backend: PlatformBackend, args: argparse.Namespace) -> int:
     traffic = TrafficLoop(agent, args.traffic, peers=peers) if args.traffic > 0 else None
     if traffic is not None:
         traffic.start()
+    sender = None
+    if args.sender:
+        from guest_drivers.sender import BenchSender
+
+        sender = BenchSender(agent.services, agent.drivers)
+        sender.start()
     stop.wait(args.duration)
+    if sender is not None:
+        sender.stop()
     if traffic is not None:
         traffic.stop()
     agent.stop()

@@ -205,6 +205,37 @@ class VfDriver(Driver):
         self._wake.set()
         return True
 
+    def send_batch(self, frames: list[bytes]) -> int:
+        """Queue several frames (bytes) at once: one lock and one wake-up for all of them.
+        Returns how many were accepted; the rest are refused (and counted dropped) as
+        `send` would refuse them."""
+        accepted = 0
+        limit = self._want_mtu + _FRAME_OVERHEAD
+        with self._lock:
+            down = self._disconnected or self.state in (DriverState.FAILED,
+                                                        DriverState.DETACHED)
+            for data in frames:
+                self.tx.submitted += 1
+                if down:
+                    self.tx.drop("down")
+                elif len(data) < nic.ETH_HEADER:
+                    self.tx.drop("runt")
+                elif len(data) > limit:
+                    self.tx.drop("too-long")
+                elif len(self._backlog) >= self.backlog_limit:
+                    self.tx.drop("backlog-full")
+                else:
+                    self._backlog.append(data)
+                    accepted += 1
+        if accepted:
+            self._wake.set()
+        return accepted
+
+    def queued(self) -> int:
+        """Frames accepted and not completed yet (waiting, or in the TX ring)."""
+        with self._lock:
+            return len(self._backlog) + self._in_ring
+
     def recv(self, timeout: float = 0.0, max_frames: int | None = None) -> list[bytes]:
         """Frames received so far (waiting up to `timeout` for the first)."""
         with self._rx_cv:

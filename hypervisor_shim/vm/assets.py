@@ -1,4 +1,5 @@
-"""Guest assets: the root fs (with the QEMU it carries), the kernel, the initramfs.
+"""Guest assets: the root fs (with the QEMU it carries), the kernel, the initramfs, and
+the guest packages' bytecode for the root fs's python3 (vm.bytecode).
 
 The root fs is built by `qemu/build-rootfs.sh` into a cache outside the tracked tree,
 keyed by a hash of the recipe (script, package list and lock), so it is rebuilt only when
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from hypervisor_shim.vm.bytecode import compile_guest_bytecode
 from hypervisor_shim.vm.cpio import CpioWriter
 from hypervisor_shim.vm.errors import AssetError, QemuNotFound
 from hypervisor_shim.vm.qemu_fixes import FixedBinary, ensure_fixed
@@ -406,6 +408,10 @@ def ensure_assets(cfg: AssetConfig, log: io.TextIOBase | None = None) -> GuestAs
                          "guests need the guest image's recipe and the repository they "
                          "mount; run from a checkout of the project")
     rootfs = ensure_rootfs(cfg, log)
+    pyc = compile_guest_bytecode(rootfs, cfg.repo)  # guests start python3 ~1.5 s sooner
+    if not pyc.ok:
+        print(f"assets: guest bytecode not compiled ({pyc.detail}); guests compile the "
+              "project's modules at every start", file=log or sys.stderr)
     return GuestAssets(rootfs=rootfs, kernel=find_kernel(rootfs),
                        initramfs=ensure_initramfs(cfg, rootfs),
                        qemu=find_qemu(rootfs, fixed_dir=cfg.cache_dir / "qemu-fixed",

@@ -1,0 +1,408 @@
+"""Real guests, the default topology (svc: pf; g1: vf0; g2: vf1, vf2), under TCG.
+
+    .venv/bin/python -m bench.guests [--quick] [--injections N] [--spec-injections N]
+                                     [--fps-seconds S] [--json FILE]
+
+One topology boot per reset timing (fast, then spec), each run as `make demo` runs it
+(hypervisor_shim.system.System: the platform, three QEMU guests running the drivers'
+agent with its own probe traffic, the console), with the policy's max_freezes raised so
+that repeated adapter errors never make the adapter permanently failed. Measured:
+
+- boot to drivers ready (goal: every guest's drivers ready <= 6 s after start), per
+  guest split into QEMU + kernel + initramfs + stage 2 (to the readiness marker: the
+  launcher's host clock), python3 start + imports (marker -> the agent's first platform
+  call, `query-functions`), and the drivers' probe (-> the last `probe` report);
+- recovery from an adapter error injected through the platform's QMP console
+  (`eeh-inject pe=adapter kind=adapter-fatal`, as an operator does) until every VF passes
+  traffic again: the host's numbered probes through the uplink (`--rate` Hz per VF,
+  echoed by the VF drivers), plus one probe sent to a VF as soon as it reports
+  `recovered`, so that the figure is not quantized by the probe period; the claim's 11
+  steps are checked on every recovery;
+- frames lost per VF per recovery: the host's probes that were never echoed (those that
+  reached a frozen VF; the drivers' own queued frames are replayed, and their books are
+  checked balanced);
+- frames per second through vf0 (g1), before the first error and after the last: the
+  agent's `--sender` mode (guest_drivers.sender) sends 60-byte frames to the uplink as
+  fast as the VF driver takes them for `--fps-seconds`; the device model's own TX count
+  for vf0 over the same window is reported next to the driver's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from bench.stats import dist, scalar
+from eeh_abi import traffic as T
+from hypervisor_shim.claim import check_claim, first_failure
+from hypervisor_shim.platform import PlatformConfig
+from hypervisor_shim.system import AGENT_COMMAND, System
+from hypervisor_shim.timeline import Entry
+from hypervisor_shim.topology import DEFAULT_TOPOLOGY, Topology, format_mac, load_topology
+from hypervisor_shim.traffic import PEER_MAC, Target, UplinkTraffic
+from hypervisor_shim.vm.assets import REPO, AssetConfig, GuestAssets, ensure_assets
+from hypervisor_shim.vm.run import new_run_dir, resolve_accel
+
+GOAL_READY_S = 6.0
+GOAL_FPS = 5000.0
+KICK_SEQ = 1 << 30  # sequence numbers of the probes sent at a VF's "recovered"
+FPS_VF = "vf0"
+
+
+def topology(timing: str) -> Topology:
+    topo = load_topology(DEFAULT_TOPOLOGY)
+    return dataclasses.replace(topo, adapter=dataclasses.replace(topo.adapter, timing=timing))
+
+
+def guest_command(topo: Topology, guest: str, targets: dict[str, Target]) -> str:
+    """The agent as Story runs it (probe traffic to the uplink and to the VFs of other
+    guests in the same VLAN), with the benchmark sender in the guest that holds vf0."""
+    mine = set(topo.functions_of(guest))
+    vlans = {topo.vf_config(int(f[2:])).vlan for f in mine if f != "pf"}
+    peers = [format_mac(t.mac) for fn, t in targets.items() if fn not in mine and t.vlan in vlans]
+    cmd = f"{AGENT_COMMAND} --traffic 10"
+    if peers:
+        cmd += f" --peers {','.join(peers)}"
+    if FPS_VF in mine:
+        cmd += " --sender"
+    return cmd
+
+
+class Kicker:
+    """Sends one probe to a VF as soon as its driver reports `recovered` (off the model's
+    thread: the host port's send may itself run on it)."""
+
+    def __init__(self, traffic: UplinkTraffic, names: list[str]) -> None:
+        self.traffic = traffic
+        self.names = names
+        self.t_inject = float("inf")
+        self.sent: dict[tuple[str, int], float] = {}
+        self._seq = KICK_SEQ
+        self._q: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="bench-kick", daemon=True)
+        self._thread.start()
+
+    def on_entry(self, e: Entry) -> None:
+        if e.source == "driver" and e.kind == "recovered" and e.pe in self.names \
+                and e.t > self.t_inject:
+            self._q.put(e.pe)
+
+    def _run(self) -> None:
+        while (name := self._q.get()) is not None:
+            i = self.names.index(name)
+            tgt = self.traffic.targets[name]
+            self._seq += 1
+            frame = T.build(T.Probe(tgt.mac, PEER_MAC, T.PROBE, 0, i, self._seq,
+                                    time.monotonic_ns()))
+            if tgt.vlan is not None:
+                frame = frame[:12] + b"\x81\x00" + tgt.vlan.to_bytes(2, "big") + frame[12:]
+            self.sent[(name, self._seq)] = time.monotonic()
+            try:
+                self.traffic.port.send([frame])
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(5)
+
+
+def back_time(traffic: UplinkTraffic, kicker: Kicker, name: str, t0: float) -> float | None:
+    """Host time of the first echo from `name` of a probe sent after t0."""
+    st = traffic.streams[name]
+    with traffic._lock:
+        echoes = list(st.echo_times)
+        sent = dict(st.send_times)
+    for t, seq in echoes:
+        if t <= t0:
+            continue
+        ts = sent.get(seq) if seq < KICK_SEQ else kicker.sent.get((name, seq))
+        if ts is not None and ts > t0:
+            return t
+    return None
+
+
+def lost_between(traffic: UplinkTraffic, name: str, t_from: float, t_to: float) -> int:
+    st = traffic.streams[name]
+    with traffic._lock:
+        return sum(1 for seq, t in st.send_times.items()
+                   if t_from <= t <= t_to and seq not in st.seen)
+
+
+async def wait_ready(system: System, wanted: set[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        probed = {e.pe for e in system.platform.timeline.snapshot()
+                  if e.source == "driver" and e.kind == "probe"}
+        if wanted <= probed:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"drivers not ready after {timeout:.0f} s "
+                               f"(missing {sorted(wanted - probed)})")
+        await asyncio.sleep(0.05)
+
+
+def boot_phases(system: System, t_start: float) -> dict[str, Any]:
+    """Per guest: to the readiness marker, python start + imports, probe; from t_start."""
+    entries = system.platform.timeline.snapshot()
+    launched = next(e.t for e in entries if e.kind == "guests-starting")
+    out: dict[str, Any] = {}
+    for name, vm in system.machines.items():
+        ready_s = float(vm.summary.get("ready_s", 0.0))
+        t_marker = launched + ready_s
+        query = next((e.t for e in entries if e.source == "call"
+                      and e.kind == "query-functions" and e.owner == name), None)
+        probes = [e.t for e in entries if e.source == "driver" and e.kind == "probe"
+                  and e.owner == name]
+        console = (vm.paths.run_dir / "console.log").read_text(errors="replace")
+        up = {m: float(v) for m, v in re.findall(r"^(EEH-GUEST-\w+) uptime=([\d.]+)",
+                                                 console, re.M)}
+        out[name] = {
+            "start_to_marker_s": round(t_marker - t_start, 3),
+            "kernel_uptime_at_stage2_s": up.get("EEH-GUEST-STAGE2"),
+            "uptime_at_marker_s": up.get("EEH-GUEST-READY"),
+            "python_start_s": round(query - t_marker, 3) if query else None,
+            "probe_s": round(max(probes) - query, 3) if probes and query else None,
+            "drivers_ready_s": round(max(probes) - t_start, 3) if probes else None}
+    return out
+
+
+async def blast(system: System, seconds: float) -> dict[str, Any]:
+    """Frames through vf0 as fast as its driver takes them (the agent's --sender)."""
+    plat = system.platform
+    owner = system.topo.owner_of(FPS_VF)
+    assert owner is not None
+    done = threading.Event()
+    got: list[dict[str, Any]] = []
+
+    def listen(e: Entry) -> None:
+        if e.source == "driver" and e.kind == "bench-sent" and e.owner == owner:
+            got.append(e.data)
+            done.set()
+
+    ledger = lambda: plat.adapter.function(FPS_VF).nic.ledger.tx_sent  # noqa: E731
+    plat.timeline.add_listener(listen)
+    try:
+        m0 = plat.call(ledger)
+        t0 = time.monotonic()
+        plat.call(lambda: plat.server.push_to(owner, "bench-send", None,
+                                              {"vf": FPS_VF, "seconds": seconds, "size": 60}))
+        ok = await asyncio.to_thread(done.wait, seconds + 60)
+        m1 = plat.call(ledger)
+        wall = time.monotonic() - t0
+    finally:
+        plat.timeline.remove_listener(listen)
+    if not ok or not got:
+        return {"error": "no bench-sent report from the guest"}
+    r = dict(got[0])
+    r["model_tx_sent"] = m1 - m0
+    r["model_window_s"] = round(wall, 3)
+    return r
+
+
+async def run_timing(timing: str, injections: int, fps_seconds: float, rate_hz: float,
+                     assets: GuestAssets, accel: str, run_dir: Path,
+                     say: Any = print) -> dict[str, Any]:
+    topo = topology(timing)
+    vfs = {fn: topo.owner_of(fn) or "" for g in topo.guests for fn in g.functions if fn != "pf"}
+    targets = {}
+    for fn in vfs:
+        c = topo.vf_config(int(fn[2:]))
+        assert c.mac is not None
+        targets[fn] = Target(c.mac, c.vlan)
+    # the TAP uplink under a name of its own: a concurrent demo or test may hold eehup0
+    pcfg = PlatformConfig.from_topology(topo, host_cpus=(), tap_name=f"eehb{os.getpid() % 10**6}")
+    pcfg = dataclasses.replace(pcfg, policy=dataclasses.replace(pcfg.policy,
+                                                                max_freezes=100_000))
+    wanted = {"adapter" if f == "pf" else f for g in topo.guests for f in g.functions}
+    out: dict[str, Any] = {"timing": timing, "recoveries": [], "run_dir": str(run_dir)}
+    t_start = time.monotonic()
+    system = System(topo, run_dir, assets, accel=accel, platform_config=pcfg,
+                    guest_command=lambda g: guest_command(topo, g.name, targets))
+    async with system:
+        await wait_ready(system, wanted, 180)
+        out["drivers_ready_s"] = round(time.monotonic() - t_start, 3)
+        out["boot"] = boot_phases(system, t_start)
+        say(f"  {timing}: drivers ready after {out['drivers_ready_s']:.1f} s "
+            f"(last probe {max(g['drivers_ready_s'] or 0 for g in out['boot'].values()):.2f} s)")
+        plat = system.platform
+        names = list(targets)
+        with UplinkTraffic(plat, targets, rate_hz=rate_hz) as traffic:
+            for name in names:
+                if await asyncio.to_thread(traffic.wait_echo_after, name, 0.0, 30) is None:
+                    raise RuntimeError(f"no baseline traffic through {name}")
+            out["fps_before"] = await blast(system, fps_seconds)
+            say(f"  {timing}: {FPS_VF} {out['fps_before'].get('fps')} frames/s before")
+            kicker = Kicker(traffic, names)
+            plat.timeline.add_listener(kicker.on_entry)
+            client = QMPClient("bench")
+            await client.connect(str(system.console.platform_path))
+            try:
+                for k in range(injections):
+                    await asyncio.sleep(1.0)  # traffic before the error
+                    t0 = time.monotonic()
+                    kicker.t_inject = t0
+                    await client.execute("eeh-inject", {"pe": "adapter", "kind": "adapter-fatal"})
+                    back: dict[str, float] = {}
+                    deadline = t0 + 60
+                    while len(back) < len(names) and time.monotonic() < deadline:
+                        for n in names:
+                            if n not in back:
+                                b = back_time(traffic, kicker, n, t0)
+                                if b is not None:
+                                    back[n] = b
+                        await asyncio.sleep(0.01)
+                    await asyncio.sleep(1.0)  # the last probes of the outage settle
+                    for n, b in back.items():
+                        plat.timeline.record("traffic", "traffic-back", pe=n, t=b)
+                    entries = [e for e in plat.timeline.snapshot() if e.t >= t0 - 0.001]
+                    steps = check_claim(entries, pf_owner=topo.owner_of("pf") or "", vfs=vfs,
+                                        since=t0 - 0.001)
+                    failed = first_failure(steps)
+                    ledgers = {e.pe: bool((e.data.get("ledger") or {}).get("balanced"))
+                               for e in entries if e.source == "driver"
+                               and e.kind == "recovered" and e.pe in targets}
+                    rec = {"recovery_ms": round((max(back.values()) - t0) * 1000, 3)
+                           if len(back) == len(names) else None,
+                           "traffic_back_ms": {n: round((b - t0) * 1000, 3)
+                                               for n, b in back.items()},
+                           "lost": {n: lost_between(traffic, n, t0 - 0.5, back.get(n, t0 + 60))
+                                    for n in names},
+                           "steps_ms": {s.key: round((s.t - t0) * 1000, 3) if s.t else None
+                                        for s in steps},
+                           "claim": "ok" if failed is None else f"{failed.key}: {failed.detail}",
+                           "ledgers_balanced": ledgers}
+                    out["recoveries"].append(rec)
+                    say(f"  {timing}: recovery {k + 1}: {rec['recovery_ms']} ms, lost "
+                        f"{rec['lost']}, claim {rec['claim']}")
+            finally:
+                await client.disconnect()
+                plat.timeline.remove_listener(kicker.on_entry)
+                kicker.close()
+            out["fps_after"] = await blast(system, fps_seconds)
+            say(f"  {timing}: {FPS_VF} {out['fps_after'].get('fps')} frames/s after")
+            traffic.pause()
+            await asyncio.sleep(0.5)
+            out["traffic"] = traffic.stats(in_flight_s=0.5)
+            out["rate_hz"] = rate_hz
+    return out
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    s: dict[str, Any] = {"runs": [], "goals": {}}
+    ready = [r["drivers_ready_s"] for r in runs if "drivers_ready_s" in r]
+    phases: dict[str, list[float]] = {}
+    for r in runs:
+        for g in r.get("boot", {}).values():
+            for k in ("start_to_marker_s", "python_start_s", "probe_s", "drivers_ready_s"):
+                if g.get(k) is not None:
+                    phases.setdefault(k, []).append(g[k])
+    s["drivers_ready"] = dist(ready, "s")
+    s["boot_phases_per_guest"] = {k: dist(v, "s") for k, v in phases.items()}
+    fps = []
+    for r in runs:
+        if "error" in r:
+            s["runs"].append(r)
+            continue
+        recs = [x for x in r["recoveries"] if x["recovery_ms"] is not None]
+        lost = [v for x in r["recoveries"] for v in x["lost"].values()]
+        per_vf = [v for x in recs for v in x["traffic_back_ms"].values()]
+        steps: dict[str, list[float]] = {}
+        for x in recs:
+            for k, v in x["steps_ms"].items():
+                if v is not None:
+                    steps.setdefault(k, []).append(v)
+        for key in ("fps_before", "fps_after"):
+            f = r.get(key, {})
+            if "fps" in f:
+                fps.append(f["fps"])
+        s["runs"].append({
+            "timing": r["timing"], "recovery": dist([x["recovery_ms"] for x in recs], "ms"),
+            "per_vf_traffic_back": dist(per_vf, "ms"),
+            "lost_per_vf_per_recovery": dist(lost, "frames"),
+            "probe_rate": scalar(r.get("rate_hz"), "probes/s per VF"),
+            "steps": {k: dist(v, "ms") for k, v in steps.items()},
+            "claim_ok": scalar(sum(1 for x in r["recoveries"] if x["claim"] == "ok"),
+                               "recoveries", len(r["recoveries"])),
+            "claim_failures": [x["claim"] for x in r["recoveries"] if x["claim"] != "ok"],
+            "ledgers_balanced": all(all(x["ledgers_balanced"].values())
+                                    for x in r["recoveries"]),
+            "fps_before": r.get("fps_before"), "fps_after": r.get("fps_after"),
+            "drivers_ready_s": r.get("drivers_ready_s"), "boot": r.get("boot"),
+            "run_dir": r.get("run_dir")})
+    g = s["goals"]
+    worst = max(ready) if ready else None
+    g["drivers_ready"] = {"value": worst, "goal": GOAL_READY_S, "unit": "s",
+                          "met": worst is not None and worst <= GOAL_READY_S,
+                          "what": f"all three guests' drivers ready after start, worst of "
+                                  f"{len(ready)} boots"}
+    low = min(fps) if fps else None
+    g["fps_one_vf"] = {"value": low, "goal": GOAL_FPS, "unit": "frames/s", "met":
+                       low is not None and low >= GOAL_FPS,
+                       "what": f"frames/s through {FPS_VF} in a TCG guest, lowest of "
+                               f"{len(fps)} (before and after recovery)", "goal_is": ">="}
+    return s
+
+
+async def run_all(timings: Sequence[str], injections: dict[str, int], fps_seconds: float,
+                  rate_hz: float, out_dir: Path | None, say: Any = print) -> dict[str, Any]:
+    cfg_assets = AssetConfig.from_env()
+    assets = ensure_assets(cfg_assets)
+    runs_dir = REPO / "runs" / "bench"
+    accel, why = await resolve_accel("auto", assets, cfg_assets, runs_dir)
+    runs = []
+    for timing in timings:
+        d = (out_dir / f"guests-{timing}") if out_dir else new_run_dir(runs_dir,
+                                                                      f"guests-{timing}")
+        d.mkdir(parents=True, exist_ok=True)
+        say(f"guests: default topology, {timing} timing, {injections[timing]} adapter errors")
+        try:
+            runs.append(await run_timing(timing, injections[timing], fps_seconds, rate_hz,
+                                         assets, accel, d, say))
+        except Exception as e:
+            say(f"  {timing}: failed: {e}")
+            runs.append({"timing": timing, "error": f"{type(e).__name__}: {e}",
+                         "run_dir": str(d)})
+    s = summarize(runs)
+    s["accel"] = accel
+    s["accel_reason"] = why
+    s["qemu"] = assets.qemu.describe()
+    return s
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--injections", type=int, default=None, help="adapter errors, fast")
+    ap.add_argument("--spec-injections", type=int, default=None)
+    ap.add_argument("--fps-seconds", type=float, default=2.0)
+    ap.add_argument("--rate", type=float, default=50.0, help="host probes per VF per second")
+    ap.add_argument("--timings", default="fast,spec")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--dir", default=None)
+    args = ap.parse_args(argv)
+    inj = {"fast": args.injections or (2 if args.quick else 5),
+           "spec": args.spec_injections or (1 if args.quick else 3)}
+    s = asyncio.run(run_all(args.timings.split(","), inj, args.fps_seconds, args.rate,
+                            Path(args.dir) if args.dir else None))
+    print(json.dumps(s["goals"], indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(s, indent=1) + "\n")
+    return 0 if not any("error" in r for r in s["runs"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
