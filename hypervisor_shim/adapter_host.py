@@ -134,6 +134,8 @@ class AdapterHost:
         return self.server.call(fn)
 
     def _check(self, name: str) -> Function:
+        if self.server.died is not None:
+            raise NotAttachable(name, f"the device model died ({self.server.died!r})")
         try:
             fn = self.adapter.function(name)
         except KeyError:

@@ -8,12 +8,22 @@
 Everything that touches the model or the policy runs on the device model's loop thread
 (`AdapterHost`): the vfio-user server, the policy's reaction to model events, the
 platform calls. `call(fn)` runs `fn` there from any thread.
+
+If that thread dies (something run on it raised what asyncio does not catch), the
+platform fails cleanly rather than bring the model back (QEMU never reconnects a
+vfio-user device, and the model's state is suspect): every function's socket is closed at
+once (guests read all-ones without waiting), every PE becomes permanently failed
+(`permanent-failure` pushed to each owner, state 5 with hint 0, PE calls -1), the
+timeline and the console say `device-model-died`, and the loop goes on serving the
+platform channels and the console (which refuse injections and resets from then on).
+`model_failure` says why; `stop()` works as usual. (README: "When the device model dies".)
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -32,6 +42,7 @@ from hypervisor_shim.timeline import Timeline
 from hypervisor_shim.topology import Topology, format_mac
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class PlatformError(ShimError):
@@ -108,6 +119,8 @@ class Platform:
         self.server = HcallServer(self.calls, self.timeline)
         self.adapter.events.add_listener(self._model_event)
         self._paths: dict[str, Path] = {}
+        self.model_failure: str | None = None  # why the device model's thread died
+        self.host.server.on_death = self._model_died
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Platform:
@@ -207,11 +220,31 @@ class Platform:
             except Exception:
                 pass
 
+    # ------------------------------------------------------------------ the model dies
+    def _model_died(self, exc: BaseException) -> bool:
+        """On the model's thread, its loop stopped, every function's socket already
+        closed: fail cleanly and keep the loop for the channels and the console."""
+        self.model_failure = f"{type(exc).__name__}: {exc}"
+        try:
+            self.policy.emit("device-model-died", self.policy.adapter_record,
+                             {"error": self.model_failure,
+                              "functions_closed": sorted(self.host.server.paths)})
+            self.policy.fail_all("device-model-died")
+        except Exception:  # the policy's own state may be what broke: still go on
+            log.exception("marking the PEs failed after the device model died")
+        return True
+
+    def _alive(self) -> None:
+        if self.model_failure is not None:
+            raise PlatformError(f"the device model is down ({self.model_failure})")
+
     # ------------------------------------------------------------------ operator actions
     def inject_adapter_error(self, detail: str = "operator: adapter fatal error") -> int:
+        self._alive()
         return self.call(lambda: self.adapter.inject_adapter_fatal(detail).seq)
 
     def inject_vf_error(self, index: int, detail: str = "operator: VF error") -> int:
+        self._alive()
         if not 0 <= index < self.cfg.total_vfs:
             raise PlatformError(f"no vf{index}")
         return self.call(lambda: self.adapter.inject_vf_error(index, detail).seq)

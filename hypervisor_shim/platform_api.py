@@ -70,8 +70,14 @@ class PlatformConsoleApi:
             return out
         return await self._run(read)
 
+    def _alive(self) -> None:
+        if self.plat.model_failure is not None:
+            raise PlatformApiError(f"the device model is down ({self.plat.model_failure})")
+
     async def inject(self, pe: str, kind: str, function: int | None, address: int,
                      mask: int) -> dict[str, Any]:
+        self._alive()
+
         def act() -> dict[str, Any]:
             rec = self._rec(pe)
             adapter = self.plat.adapter
@@ -100,6 +106,8 @@ class PlatformConsoleApi:
         return await self._run(act)
 
     async def reset_pe(self, pe: str, kind: str) -> dict[str, Any]:
+        self._alive()
+
         def act() -> dict[str, Any]:
             rec = self._rec(pe)
             status = rec.pe.reset(ResetKind.HOT if kind == "hot" else ResetKind.FUNDAMENTAL)

@@ -42,7 +42,7 @@ from vfio_user.errors import (
     VfioUserError,
 )
 from vfio_user.memory import DmaMap, GuestMemory
-from vfio_user.runner import ServerThread
+from vfio_user.runner import ServerThread, ServerThreadDied
 from vfio_user.server import Endpoint, EndpointState, Server, serve
 from vfio_user.session import ServerConfig, Session, SessionState
 
@@ -77,6 +77,7 @@ __all__ = [
     "Server",
     "ServerConfig",
     "ServerThread",
+    "ServerThreadDied",
     "Session",
     "SessionState",
     "VfioUserError",

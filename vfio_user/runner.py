@@ -5,11 +5,20 @@
         st.call(lambda: vf0.raise_interrupt())   # runs on the server's loop thread
 
 Device code must run on the server's loop thread: use `call` to reach it from elsewhere.
+
+If something run on the loop kills it (an exception that asyncio does not catch:
+SystemExit, KeyboardInterrupt), the server closes every function's socket at once (a
+client then sees the device gone, instead of waiting on a server that no longer answers),
+records the exception in `died`, and calls `on_death(exc)`; if that returns True the loop
+runs on for whatever else it serves (the functions stay unserved), else the thread ends
+and `call` raises `ServerThreadDied`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -18,10 +27,17 @@ from pathlib import Path
 from typing import TypeVar
 
 from vfio_user.contract import PciFunction
+from vfio_user.errors import VfioUserError
 from vfio_user.server import Server
 from vfio_user.session import ServerConfig
 
 T = TypeVar("T")
+
+log = logging.getLogger("vfio_user")
+
+
+class ServerThreadDied(VfioUserError):
+    """The server's loop thread was killed and did not go on (see `ServerThread.died`)."""
 
 
 class ServerThread:
@@ -37,6 +53,8 @@ class ServerThread:
         self._thread = threading.Thread(target=self._run, name="vfio-user-server",
                                         daemon=True)
         self._started: Future[None] = Future()
+        self.died: BaseException | None = None
+        self.on_death: Callable[[BaseException], bool] | None = None
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -57,8 +75,26 @@ class ServerThread:
             self._loop.close()
             return
         self._started.set_result(None)
-        self._loop.run_forever()
-        self._loop.run_until_complete(self.server.stop())
+        while True:
+            try:
+                self._loop.run_forever()
+                break
+            except BaseException as e:  # the loop died: fail cleanly
+                if self.died is None:
+                    self.died = e
+                log.critical("vfio-user server loop died: %r; closing every socket", e)
+                with contextlib.suppress(BaseException):
+                    self._loop.run_until_complete(self.server.stop())
+                keep = False
+                if self.on_death is not None:
+                    try:
+                        keep = bool(self.on_death(e))
+                    except Exception:
+                        log.exception("on_death failed")
+                if not keep:
+                    break
+        with contextlib.suppress(BaseException):
+            self._loop.run_until_complete(self.server.stop())
         self._loop.close()
 
     def start(self) -> ServerThread:
@@ -68,6 +104,8 @@ class ServerThread:
 
     def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
         """Run `fn` on the server's loop thread and return its result."""
+        if self.died is not None and not self._thread.is_alive():
+            raise ServerThreadDied(f"the server's loop thread died: {self.died!r}")
         result: Future[T] = Future()
 
         def run() -> None:

@@ -252,6 +252,11 @@ class PePolicy:
                                        "window_s": self.config.window_s,
                                        "origin": rec.address})
 
+    def fail_all(self, cause: str) -> None:
+        """Every PE permanently failed at once (the platform lost the device model)."""
+        self._make_permanent(self.adapter_record, {"cause": cause,
+                                                   "origin": self.adapter_record.address})
+
     def _make_permanent(self, rec: PeRecord, data: Mapping[str, Any]) -> None:
         """`rec` and every PE below it: permanently failed, pushed to their owners."""
         for r in [rec] + [self.records[d.address] for d in rec.pe.descendants()]:

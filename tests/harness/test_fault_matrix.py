@@ -321,3 +321,61 @@ def test_platform_channel_closed_mid_call(tmp_path: Path) -> None:
                                      if e.kind == "channel-closed"]) >= 3, 5)
         books_balance(r)
         all_pes_normal(r)
+
+
+# ---------------------------------------------------------------------------- the model
+def test_the_device_model_thread_dying_fails_cleanly(tmp_path: Path) -> None:
+    """Something run on the model's loop kills its thread (an exception asyncio does not
+    catch). The platform fails cleanly, as README "When the device model dies" says: every
+    function's socket closes at once (a client sees the device gone immediately: QEMU
+    then reads all-ones without its 5 s timeout per access), every PE is permanently
+    failed and every driver told, the timeline and the console say so, the channels and
+    the console still answer, injections are refused, and stop() cleans up."""
+    with rig(tmp_path) as r:
+        plat = r.plat
+        con = ConsoleThread(plat)
+        try:
+            watcher = QEMUMonitorProtocol(str(con.console.platform_path))
+            watcher.connect()
+            sockets = dict(plat.host.server.paths)
+            probe = Channel.unix(str(plat.hcall_path(HOST)), timeout=5)
+            t = time.monotonic()
+
+            def die() -> None:
+                raise SystemExit("injected: the device model's thread dies")
+
+            plat.host.loop.call_soon_threadsafe(die)
+            assert wait_for(lambda: plat.model_failure is not None, 5)
+            assert "SystemExit" in str(plat.model_failure)
+            assert all(not p.exists() for p in sockets.values()), "sockets left behind"
+            # every driver learns at once: permanent failure (or its function gone)
+            assert wait_for(lambda: all(d.state is DriverState.FAILED
+                                        for d in r.agent.drivers.values()), 10), r.dump(t)
+            assert time.monotonic() - t < 5
+            st = plat.pe_states()
+            assert all(s["state"] == 5 and s["retry_ms"] == 0 and "permanent" in s["flags"]
+                       for s in st.values()), st
+            kinds = [(e.source, e.kind) for e in r.entries(t)]
+            assert ("policy", "device-model-died") in kinds
+            # the channel still answers, with the PE's permanent failure
+            r1 = probe.call("read-slot-reset-state2", pe=PF_PE)
+            assert (r1.status, r1.get("state"), r1.get("retry_ms")) == (0, 5, 0)
+            assert probe.call("set-slot-reset", pe=PF_PE, function=1).status == -1
+            probe.close()
+            # the console: events, the state, and refusals
+            pes = {p["pe"]: p for p in watcher.cmd("query-pes")}
+            assert all(p["state"] == 5 for p in pes.values()), pes
+            with pytest.raises(Exception, match="device model is down"):
+                watcher.cmd("eeh-inject", pe="adapter", kind="adapter-fatal")
+            events = watcher.get_events()
+            assert any(ev["event"] == "EEH_RECOVERY_STEP"
+                       and ev["data"]["step"] == "device-model-died" for ev in events)
+            assert any(ev["event"] == "EEH_PE_PERMANENT_FAILURE" for ev in events)
+            watcher.close()
+            with pytest.raises(Exception, match="device model is down"):
+                plat.inject_adapter_error()
+            books_balance(r)
+        finally:
+            con.close()
+    assert not plat.host.sock_dir.exists() and not plat.chan_dir.exists()
+    assert not plat.host.server._thread.is_alive()
