@@ -23,7 +23,7 @@ from device_model.clock import Clock, ManualClock, Timer
 from device_model.errors import InjectionError
 from device_model.events import EventBus, EventKind
 from device_model.function import Function
-from device_model.inject import EFFECTS, ErrorFunction, Injection, Injector
+from device_model.inject import EFFECTS, Injection, Injector
 from device_model.nic import registers as R
 from device_model.nic.switch import Switch, Uplink
 from device_model.pci import ids
@@ -31,6 +31,7 @@ from device_model.pe import ErrorLogEntry, ErrorSource, Pe, PeKind, PeTree
 from device_model.pf import PfFunction
 from device_model.reset import FunctionReset, ResetKind
 from device_model.vf import VfFunction
+from eeh_abi.papr import ErrorFunction
 from vfio_user.errors import DmaError
 
 __all__ = ["Adapter", "AdapterConfig"]

@@ -36,29 +36,7 @@ from device_model.events import EventBus, EventKind
 from device_model.pci import ids
 from device_model.pci.ids import AerUncorrectable as U
 from device_model.pe import Pe
-
-
-class ErrorFunction(enum.IntEnum):
-    LOAD_MEM_ADDR = 0
-    LOAD_MEM_DATA = 1
-    LOAD_IO_ADDR = 2
-    LOAD_IO_DATA = 3
-    LOAD_CFG_ADDR = 4
-    LOAD_CFG_DATA = 5
-    STORE_MEM_ADDR = 6
-    STORE_MEM_DATA = 7
-    STORE_IO_ADDR = 8
-    STORE_IO_DATA = 9
-    STORE_CFG_ADDR = 10
-    STORE_CFG_DATA = 11
-    DMA_READ_ADDR = 12
-    DMA_READ_DATA = 13
-    DMA_READ_MASTER_ABORT = 14
-    DMA_READ_TARGET_ABORT = 15
-    DMA_WRITE_ADDR = 16
-    DMA_WRITE_DATA = 17
-    DMA_WRITE_MASTER_ABORT = 18
-    DMA_WRITE_TARGET_ABORT = 19
+from eeh_abi.papr import ErrorFunction
 
 
 class Op(enum.Enum):

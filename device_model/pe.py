@@ -34,20 +34,20 @@ from device_model.clock import Clock, Timer
 from device_model.errors import UnknownPeError
 from device_model.events import EventBus, EventKind
 from device_model.reset import RECOVERY_KIND, RECOVERY_KIND_FLR, ResetKind, ResetTiming
+from eeh_abi.papr import (
+    RECOVERY_KIND_SHIFT,
+    RECOVERY_RESET,
+    RECOVERY_SIDE_EFFECT,
+    PeState,
+)
 
 log = logging.getLogger(__name__)
 
 ERROR_LOG_DEPTH = 256
 
 
-class PeStateCode(enum.IntEnum):
-    """PE states as ibm,read-slot-reset-state2 returns them (there is no 3)."""
-
-    NORMAL = 0
-    RESET = 1
-    FROZEN = 2
-    DMA_STOPPED = 4  # MMIO enabled
-    UNAVAILABLE = 5
+# PE states as ibm,read-slot-reset-state2 returns them (there is no 3).
+PeStateCode = PeState
 
 
 class OpStatus(enum.IntEnum):
@@ -111,9 +111,6 @@ class PeHooks(Protocol):
         ...
 
 
-RECOVERY_RESET = 1 << 31
-RECOVERY_SIDE_EFFECT = 1 << 30
-RECOVERY_KIND_SHIFT = 28
 
 
 class Pe:

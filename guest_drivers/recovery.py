@@ -420,6 +420,7 @@ class PeRecovery:
     def _thaw(self, option: EehOption) -> None:
         deadline = self._clock() + self.policy.state_timeout_s
         backoff = self.policy.backoff_min_s
+        released = False
         while True:
             self._check()
             seq = self._lift_seq
@@ -434,14 +435,14 @@ class PeRecovery:
                 st = self._state()
                 if option == EehOption.THAW_DMA and st.state == PeState.FROZEN:
                     raise _Restart()  # frozen again between the two thaws
-                if st.state == PeState.RESET:
+                if st.state == PeState.RESET and not released:
                     # a reset asserted before this recovery was interrupted (a new freeze
-                    # between activating and releasing it) is still held: release it; the
-                    # PE settles and comes back thawed
+                    # between activating and releasing it) is still held: release it once;
+                    # the PE then settles and comes back thawed (waited for below)
                     self._busy_call("set-slot-reset", deadline,
                                     function=int(SlotReset.DEACTIVATE))
                     self._report("reset-released", why="held from an interrupted round")
-                    continue
+                    released = True
                 backoff = self._settle_wait(st, backoff, deadline, "thaw")
                 continue
             raise _Fatal(f"set-eeh-option {int(option)}: status {r.status} {r.error or ''}",

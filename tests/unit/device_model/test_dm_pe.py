@@ -16,7 +16,7 @@ from device_model import (
 )
 from device_model.errors import UnknownPeError
 from device_model.nic import registers as R
-from device_model.pe import RECOVERY_SIDE_EFFECT
+from eeh_abi.papr import RECOVERY_SIDE_EFFECT
 from tests.support.testkit import MiniDriver, PfDriver, frame
 from vfio_user.contract import RegionIndex
 

@@ -19,7 +19,7 @@ from device_model.nic import registers as R
 from device_model.nic.registers import Mbx
 from device_model.pci import ids
 from device_model.pci.layouts import AER_CAP, SRIOV_CAP
-from device_model.pe import RECOVERY_RESET, RECOVERY_SIDE_EFFECT
+from eeh_abi.papr import RECOVERY_RESET, RECOVERY_SIDE_EFFECT
 from tests.support.testkit import PfDriver, RamGuest, frame
 
 OTHER = bytes.fromhex("020000000099")
