@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ASSETS := $(PY) -m hypervisor_shim.vm.assets
 PYTEST := $(PY) tests/run_pytest.py
 
-.PHONY: setup rootfs test lint typecheck unit vm-test demo bench bench-boot clean distclean
+.PHONY: setup rootfs test lint typecheck unit vm-test demo bench bench-quick bench-boot clean distclean
 
 setup: $(STAMP)
 
@@ -44,8 +44,12 @@ demo: rootfs
 bench-boot: rootfs
 	$(PY) -m bench.boot
 
+# Every benchmark (about 15 minutes): runs/bench/<run>/results.json, results.md, plots.
 bench: rootfs
 	$(PY) -m bench
+
+bench-quick: rootfs
+	$(PY) -m bench --quick
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,36 +1,117 @@
-"""`make bench`: every benchmark, one after the other, in one run.
+"""`make bench`: every benchmark in one run; `make bench-quick`: a smaller run.
 
-Each benchmark reports distributions and ratios measured side by side within its own run
-(the machines are shared and noisy), never absolute numbers compared across runs.
+    .venv/bin/python -m bench [--quick] [--only recovery,guests,peer,legacy]
+
+Writes runs/bench/<date>-<time>-bench[-quick]-<n>/ with:
+- results.json: every figure with its unit and n (bench.stats.dist/scalar), per part:
+  `recovery` (harness mode at 1..64 VFs: bench.recovery), `guests` (the default topology
+  in real TCG guests: bench.guests), `peer` (QEMU igb + Linux igb/igbvf + AER:
+  bench.peer), `legacy` (the earlier benchmarks' exit status and output files), `meta`;
+- results.md: ours against the goals and the peer, every harness point, boot phases;
+- recovery_vs_vfs.png, breakdown.png, guests_vs_peer.png;
+- the artifacts of each part (events.jsonl per point, guests' consoles, the peer's).
+The machine is shared and noisy: every comparison is made within the run (ratios,
+side-by-side), never against another run's numbers.
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
-BENCHES = ("bench.boot", "bench.device_model", "bench.vfio_user", "bench.guest_mmio")
+from bench import guests, peer, recovery, report
+from hypervisor_shim.vm.assets import REPO
+from hypervisor_shim.vm.run import new_run_dir
+
+PARTS = ("recovery", "guests", "peer", "legacy")
+LEGACY = ("bench.boot", "bench.device_model", "bench.vfio_user", "bench.guest_mmio")
 
 
-def main() -> int:
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def legacy(out: Path) -> dict[str, Any]:
+    """The earlier benchmarks, each in its own process, output kept as text."""
+    d = out / "legacy"
+    d.mkdir(exist_ok=True)
+    res: dict[str, Any] = {}
+    for name in LEGACY:
+        say(f"legacy: {name}")
+        t0 = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", name], capture_output=True, text=True,
+                           cwd=REPO, timeout=900)
+        (d / f"{name}.txt").write_text(p.stdout + p.stderr)
+        res[name] = {"exit": p.returncode, "wall_s": round(time.monotonic() - t0, 1),
+                     "output": f"legacy/{name}.txt"}
+    return res
+
+
+def _git() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=REPO, timeout=10).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="every benchmark in one run")
+    ap.add_argument("--quick", action="store_true", help="fewer points and repeats")
+    ap.add_argument("--only", default=",".join(PARTS), help=f"some of {','.join(PARTS)}")
+    args = ap.parse_args(argv)
+    parts = [p for p in args.only.split(",") if p]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown parts {sorted(unknown)}")
+    if args.quick and "legacy" in parts and args.only == ",".join(PARTS):
+        parts.remove("legacy")
+    out = new_run_dir(REPO / "runs" / "bench", "bench-quick" if args.quick else "bench")
+    t0 = time.monotonic()
+    load0 = os.getloadavg()
+    results: dict[str, Any] = {"meta": {
+        "run": out.name, "command": "make bench-quick" if args.quick else "make bench",
+        "git": _git(), "host": f"{os.cpu_count()} CPUs, {platform.platform()}, Python "
+                               f"{platform.python_version()}", "parts": parts}}
+    say(f"bench: {out}")
     failed = []
-    for name in BENCHES:
-        print(f"\n=== {name}", flush=True)
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            print(f"(not available: {e})")
-            continue
-        saved = sys.argv
-        sys.argv = [name]
-        try:
-            rc = module.main()
-        finally:
-            sys.argv = saved
-        if rc:
-            failed.append(name)
+    if "recovery" in parts:
+        vfs = [1, 4, 16, 64]
+        rec = recovery.run_all(vfs, ["fast", "spec"], ["parallel", "serial"],
+                               3 if args.quick else 10, 20.0, out / "recovery", say)
+        results["recovery"] = rec
+        recovery.print_summary(rec)
+        failed += [f"recovery {p['timing']} {p['vfs']} {p['mode']}"
+                   for p in rec["points"] if "error" in p]
+    if "guests" in parts:
+        inj = {"fast": 2, "spec": 1} if args.quick else {"fast": 5, "spec": 3}
+        g = asyncio.run(guests.run_all(["fast", "spec"], inj, 2.0, 50.0, out, say))
+        results["guests"] = g
+        failed += [f"guests {r['timing']}" for r in g["runs"] if "error" in r]
+    if "peer" in parts:
+        kinds = ["nonfatal"] * (1 if args.quick else 2) + ["fatal"]
+        pr = asyncio.run(peer.run_all(kinds, 3, 50.0, 30.0, 5.0, out, say))
+        results["peer"] = pr
+        if "error" in pr:
+            failed.append("peer")
+    if "legacy" in parts:
+        results["legacy"] = legacy(out)
+        failed += [n for n, r in results["legacy"].items() if r["exit"] != 0]
+    results["meta"]["wall_s"] = round(time.monotonic() - t0, 1)
+    results["meta"]["loadavg_start_end"] = [round(load0[0], 2), round(os.getloadavg()[0], 2)]
+    files = report.write(results, out)
+    say("")
+    say((out / "results.md").read_text())
+    say(f"bench: {', '.join(files)} in {out} ({results['meta']['wall_s']:.0f} s)")
     if failed:
-        print(f"\nbenchmarks that failed: {', '.join(failed)}")
+        say(f"bench: parts that failed: {', '.join(failed)}")
     return 1 if failed else 0
 
 

@@ -236,7 +236,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     if "skipped" in raw or "error" in raw:
         return raw
     s: dict[str, Any] = {"by_kind": {}, "limit_s": raw["limit_s"], "rate_hz": raw["rate_hz"],
-                         "setup": raw.get("setup"), "run_dir": raw.get("run_dir")}
+                         "setup": raw.get("setup"), "setup_s": raw.get("ready_s"),
+                         "run_dir": raw.get("run_dir")}
     for kind in ERRORS:
         inj = [i for i in raw["injections"] if i["kind"] == kind]
         if not inj:

@@ -1,0 +1,313 @@
+"""The run's outputs: results.json, results.md (ours against the goals and the peer) and
+the plots (PNG, matplotlib with the Agg backend).
+
+    python -m bench.report runs/bench/<run>     # redo table and plots from results.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _d(x: dict[str, Any] | None, key: str = "p50", scale: float = 1.0, digits: int = 0) -> str:
+    if not x or not x.get("n"):
+        return "-"
+    v = x.get(key)
+    return "-" if v is None else f"{v * scale:.{digits}f}"
+
+
+def _pair(x: dict[str, Any] | None, unit: str, scale: float = 1.0, digits: int = 0) -> str:
+    if not x or not x.get("n"):
+        return "-"
+    return (f"{_d(x, 'p50', scale, digits)} / {_d(x, 'p99', scale, digits)} {unit} "
+            f"(n={x['n']})")
+
+
+def _met(g: dict[str, Any] | None) -> str:
+    if not g or g.get("value") is None:
+        return "not measured"
+    return "**met**" if g["met"] else "**missed**"
+
+
+def _point(rec: dict[str, Any], timing: str, n: int, mode: str = "parallel"
+           ) -> dict[str, Any] | None:
+    for p in rec.get("points", []):
+        if p.get("timing") == timing and p.get("vfs") == n and p.get("mode") == mode \
+                and "error" not in p:
+            return p
+    return None
+
+
+def table(results: dict[str, Any]) -> str:
+    rec = results.get("recovery") or {}
+    gst = results.get("guests") or {}
+    peer = results.get("peer") or {}
+    goals = rec.get("goals", {})
+    lines = ["| figure | ours | goal | peer: QEMU igb + Linux igb/igbvf + AER |",
+             "|---|---|---|---|"]
+    f64 = _point(rec, "fast", 64)
+    s64 = _point(rec, "spec", 64)
+    g = goals.get("fast_64_vfs")
+    lines.append(f"| harness, fast timing, 64 VFs: injection -> traffic through every VF, "
+                 f"p50 / p99 | {_pair(f64 and f64['recovery'], 'ms')} | <= 150 ms p50: "
+                 f"{_met(g)} | - |")
+    g = goals.get("fast_slope")
+    lines.append(f"| harness, fast: slope over 1..64 VFs | "
+                 f"{g['value'] if g and g['value'] is not None else '-'} ms/VF | <= 2 ms/VF: "
+                 f"{_met(g)} | - |")
+    g = goals.get("spec_64_vfs")
+    lines.append(f"| harness, spec timing, 64 VFs, p50 / p99 | "
+                 f"{_pair(s64 and s64['recovery'], 'ms')} | <= 2300 ms p50 (floor ~2150): "
+                 f"{_met(g)} | - |")
+    for timing in ("fast", "spec"):
+        parts = []
+        worst = None
+        for n in rec.get("config", {}).get("vfs", []):
+            p = _point(rec, timing, n)
+            if p and p["resume_after_release"].get("n"):
+                v = p["resume_after_release"]["p99"]
+                parts.append(f"{n}: {v:.1f}")
+                worst = v if worst is None else max(worst, v)
+        if parts:
+            met = "met" if worst is not None and worst <= 10 else "missed"
+            lines.append(f"| harness, {timing}: lockout release -> VF resumed, p99 by VFs | "
+                         f"{', '.join(parts)} ms | <= 10 ms: **{met}**"
+                         f"{' (all)' if met == 'met' else ' (worst)'} | - |")
+    ratios = [r for r in rec.get("ratios", []) if r["vfs"] in (16, 64)]
+    if ratios:
+        lines.append("| harness: recovery p50 parallel / serial (serial = one VF after "
+                     "another, as Linux's single recovery thread) | " + ", ".join(
+                         f"{r['timing']} {r['vfs']} VFs {r['parallel_over_serial']['value']:.2f}"
+                         for r in ratios) + " | - | - |")
+    if f64:
+        lines.append(f"| harness, fast, 64 VFs: host CPU per recovery (whole process; "
+                     f"same-length quiet window) / peak RSS | {_d(f64['cpu'], 'p50', 1, 3)} s "
+                     f"({_d(f64['idle_cpu_same_window'], 'p50', 1, 3)} s) / "
+                     f"{f64['maxrss']['value']} MiB | - | - |")
+    gg = gst.get("goals", {})
+    nf = (peer.get("by_kind") or {}).get("nonfatal")
+    fa = (peer.get("by_kind") or {}).get("fatal")
+    g = gg.get("drivers_ready")
+    peer_ready = f"{peer.get('setup_s', '-')}"
+    lines.append(f"| real guests (3, TCG): start -> every guest's drivers ready | "
+                 f"{_pair(gst.get('drivers_ready'), 's', 1, 1)} | <= 6 s: {_met(g)} | "
+                 f"igb + 3 VFs set up in one guest: {peer_ready} s |")
+    runs = {r["timing"]: r for r in gst.get("runs", []) if "timing" in r and "recovery" in r}
+    peer_nf = "-"
+    if nf:
+        ev = nf["every_vf_back"]
+        peer_nf = (f"non-fatal: {_pair(ev, 'ms')}" if ev.get("n") else "non-fatal: -") + \
+            f"; VFs not back in {peer.get('limit_s')} s: {nf['vfs_never_back']['value']}" \
+            f"/{nf['vfs_never_back']['n']}"
+    peer_fa = "-"
+    if fa:
+        ev = fa["every_vf_back"]
+        peer_fa = (f"fatal: {_pair(ev, 'ms')}" if ev.get("n") else "fatal: -") + \
+            f"; VFs not back in {peer.get('limit_s')} s: {fa['vfs_never_back']['value']}" \
+            f"/{fa['vfs_never_back']['n']}; PF back " + \
+            _pair(fa["functions"]["pf"]["outage"], "ms")
+    for timing, peer_txt in (("fast", peer_nf), ("spec", peer_fa)):
+        r = runs.get(timing)
+        if r:
+            claim = r["claim_ok"]
+            lines.append(f"| real guests, {timing} timing: injection -> traffic through every "
+                         f"VF, p50 / p99 (claim ok {claim['value']}/{claim['n']}) | "
+                         f"{_pair(r['recovery'], 'ms')} | - | {peer_txt} |")
+    lost = [f"{t} {_d(r['lost_per_vf_per_recovery'], 'p50')} / "
+            f"{_d(r['lost_per_vf_per_recovery'], 'max')}" for t, r in runs.items()]
+    peer_lost = []
+    if nf:
+        peer_lost.append(f"non-fatal {_d(nf['vf_lost'], 'p50')} / {_d(nf['vf_lost'], 'max')}")
+    if fa:
+        peer_lost.append(f"fatal {_d(fa['vf_lost'], 'p50')} / {_d(fa['vf_lost'], 'max')}")
+    rate = next((r["probe_rate"]["value"] for r in runs.values()), None)
+    if lost:
+        lines.append(f"| frames lost per VF per error, p50 / max (host probes at {rate:g}/s "
+                     f"per VF) | {', '.join(lost)} | - | {', '.join(peer_lost) or '-'} |")
+    g = gg.get("fps_one_vf")
+    fps = []
+    for t, r in runs.items():
+        b, a = (r.get("fps_before") or {}).get("fps"), (r.get("fps_after") or {}).get("fps")
+        fps.append(f"{t}: {b:.0f} before, {a:.0f} after" if b and a else f"{t}: -")
+    lines.append(f"| frames/s through one VF (60 bytes, TCG guest) | {'; '.join(fps)} | "
+                 f">= 5000: {_met(g)} | - |")
+    return "\n".join(lines)
+
+
+def points_table(results: dict[str, Any]) -> str:
+    rec = results.get("recovery") or {}
+    lines = ["| timing | VFs | mode | recovery p50 / p99 ms | VF PEs frozen | drivers informed "
+             "| adapter recovered | lockout released | VF resumed after release p50 / p99 "
+             "| CPU s (quiet) | RSS MiB | claim |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in rec.get("points", []):
+        if "error" in p:
+            lines.append(f"| {p['timing']} | {p['vfs']} | {p['mode']} | error: "
+                         f"{p['error'][:80]} | | | | | | | | |")
+            continue
+        lines.append(
+            f"| {p['timing']} | {p['vfs']} | {p['mode']} | {_d(p['recovery'], 'p50', 1, 1)} / "
+            f"{_d(p['recovery'], 'p99', 1, 1)} | {_d(p['frozen'], 'p50', 1, 2)} | "
+            f"{_d(p['informed'], 'p50', 1, 1)} | {_d(p['adapter_recovered'], 'p50', 1, 1)} | "
+            f"{_d(p['lockout_release'], 'p50', 1, 1)} | "
+            f"{_d(p['resume_after_release'], 'p50', 1, 1)} / "
+            f"{_d(p['resume_after_release'], 'p99', 1, 1)} | {_d(p['cpu'], 'p50', 1, 3)} "
+            f"({_d(p['idle_cpu_same_window'], 'p50', 1, 3)}) | {p['maxrss']['value']} | "
+            f"{p['claim_ok']['value']}/{p['claim_ok']['n']} |")
+    return "\n".join(lines)
+
+
+def boot_table(results: dict[str, Any]) -> str:
+    gst = results.get("guests") or {}
+    ph = gst.get("boot_phases_per_guest", {})
+    names = {"start_to_marker_s": "QEMU start -> guest ready marker (kernel, initramfs, stage 2)",
+             "python_start_s": "marker -> agent's first platform call (python3 start, imports)",
+             "probe_s": "first platform call -> last driver probe",
+             "drivers_ready_s": "start -> that guest's drivers ready"}
+    lines = ["| boot phase, per guest | p50 / max s |", "|---|---|"]
+    for k, title in names.items():
+        if k in ph:
+            lines.append(f"| {title} | {_d(ph[k], 'p50', 1, 2)} / {_d(ph[k], 'max', 1, 2)} "
+                         f"(n={ph[k]['n']}) |")
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results.get("meta", {})
+    out = [f"# Benchmarks, run {meta.get('run', '?')}", "",
+           f"`{meta.get('command', 'make bench')}`: {meta.get('wall_s', '?')} s wall; "
+           f"{meta.get('host', '')}", "",
+           "Ours against the goals (issue 12) and the peer. p50 / p99 over n measurements "
+           "from this one run (the machine is shared: compare within a run).", "",
+           table(results), "", "## Harness mode: every point", "", points_table(results), "",
+           "## Real guests: where boot time goes", "", boot_table(results), ""]
+    notes = results.get("notes") or []
+    if notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------- plots
+def plots(results: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    rec = results.get("recovery") or {}
+    pts = [p for p in rec.get("points", []) if "error" not in p]
+    if pts:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, timing in zip(axes, ("fast", "spec"), strict=True):
+            for mode, style in (("parallel", "o-"), ("serial", "s--")):
+                ps = sorted((p for p in pts if p["timing"] == timing and p["mode"] == mode),
+                            key=lambda p: p["vfs"])
+                if not ps:
+                    continue
+                x = [p["vfs"] for p in ps]
+                y = [p["recovery"]["p50"] for p in ps]
+                lo = [p["recovery"]["p50"] - p["recovery"]["min"] for p in ps]
+                hi = [p["recovery"]["p99"] - p["recovery"]["p50"] for p in ps]
+                ax.errorbar(x, y, yerr=[lo, hi], fmt=style, capsize=3,
+                            label=f"{mode} (p50, min..p99)")
+            if timing == "fast":
+                ax.axhline(150, color="red", lw=0.8, ls=":", label="goal at 64 VFs: 150 ms")
+            else:
+                ax.axhline(2300, color="red", lw=0.8, ls=":", label="goal at 64 VFs: 2.3 s")
+                ax.axhline(2150, color="grey", lw=0.8, ls=":", label="floor: reset + FLR")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("VFs")
+            ax.set_ylabel("injection -> traffic through every VF (ms)")
+            ax.set_title(f"harness mode, {timing} reset timing")
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "recovery_vs_vfs.png", dpi=110)
+        plt.close(fig)
+        written.append("recovery_vs_vfs.png")
+
+        steps = [("frozen", "VF PEs frozen"), ("informed", "drivers informed"),
+                 ("adapter_recovered", "adapter recovered"),
+                 ("lockout_release", "lockout released"),
+                 ("vfs_recovered", "VFs recovered"), ("recovery", "traffic back")]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, timing in zip(axes, ("fast", "spec"), strict=True):
+            ps = sorted((p for p in pts if p["timing"] == timing and p["mode"] == "parallel"),
+                        key=lambda p: p["vfs"])
+            labels = [str(p["vfs"]) for p in ps]
+            left = [0.0] * len(ps)
+            for key, title in steps:
+                ends = [max(p[key].get("p50") or 0.0, lft) for p, lft in zip(ps, left,
+                                                                            strict=True)]
+                ax.barh(labels, [e - lft for e, lft in zip(ends, left, strict=True)],
+                        left=left, label=title)
+                left = ends
+            ax.set_xlabel("ms since injection (p50 of each milestone)")
+            ax.set_ylabel("VFs")
+            ax.set_title(f"where the time goes, {timing} timing, parallel")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "breakdown.png", dpi=110)
+        plt.close(fig)
+        written.append("breakdown.png")
+
+    gst = results.get("guests") or {}
+    peer = results.get("peer") or {}
+    bars: list[tuple[str, float | None, str]] = []
+    for r in gst.get("runs", []):
+        if "recovery" in r and r["recovery"].get("n"):
+            bars.append((f"ours, {r['timing']}", r["recovery"]["p50"] / 1000, "tab:blue"))
+    limit = float(peer.get("limit_s") or 30)
+    for kind, title in (("nonfatal", "peer, AER non-fatal"), ("fatal", "peer, AER fatal")):
+        k = (peer.get("by_kind") or {}).get(kind)
+        if not k:
+            continue
+        ev = k["every_vf_back"]
+        bars.append((title, ev["p50"] / 1000 if ev.get("n") else None, "tab:orange"))
+    if bars:
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        for i, (_label, v, color) in enumerate(bars):
+            if v is None:
+                ax.barh(i, limit, color="none", edgecolor=color, hatch="//")
+                ax.text(limit, i, f" not back within {limit:.0f} s", va="center", fontsize=8)
+            else:
+                ax.barh(i, v, color=color)
+                ax.text(v, i, f" {v:.2f} s", va="center", fontsize=8)
+        ax.set_yticks(range(len(bars)), [b[0] for b in bars])
+        ax.set_xscale("log")
+        ax.set_xlabel("injection -> every VF passes traffic again (s, log scale; p50)")
+        ax.set_title("real guests under TCG: ours (3 guests) vs QEMU igb + Linux AER")
+        fig.tight_layout()
+        fig.savefig(out / "guests_vs_peer.png", dpi=110)
+        plt.close(fig)
+        written.append("guests_vs_peer.png")
+    return written
+
+
+def write(results: dict[str, Any], out: Path) -> list[str]:
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    try:
+        results.setdefault("meta", {})["plots"] = plots(results, out)
+    except ImportError as e:  # matplotlib is a dev extra: `make setup` installs it
+        results.setdefault("notes", []).append(f"no plots: {e}")
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    (out / "results.md").write_text(markdown(results))
+    return ["results.json", "results.md", *results["meta"].get("plots", [])]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m bench.report RUN_DIR", file=sys.stderr)
+        return 2
+    out = Path(argv[0])
+    results = json.loads((out / "results.json").read_text())
+    print("\n".join(write(results, out)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
