@@ -139,6 +139,9 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
+
+
 def _depth_ok(obj: object, limit: int) -> bool:
     """No array or object nested deeper than `limit` (iterative: any depth is safe)."""
     stack: list[tuple[object, int]] = [(obj, 1)]
@@ -164,8 +167,7 @@ def decode(line: bytes) -> Message:
     if len(line) > MAX_LINE:
         raise DecodeError(f"line longer than {MAX_LINE} bytes")
     try:
-        obj = json.loads(line.decode("utf-8"), parse_float=_finite,
-                         parse_constant=_no_constant)
+        obj = _DECODER.decode(line.decode("utf-8"))
     except RecursionError:
         raise DecodeError(f"nested deeper than {MAX_DEPTH}") from None
     except (ValueError, UnicodeDecodeError) as e:

@@ -47,6 +47,7 @@ import enum
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -67,6 +68,8 @@ from guest_drivers.platform.base import ConfigAccess
 from guest_drivers.services import Services
 
 log = logging.getLogger("guest_drivers.recovery")
+
+TIMINGS_KEPT = 64
 
 
 class ErrorHandlers(Protocol):
@@ -203,7 +206,9 @@ class PeRecovery:
         self.lockout_fallbacks = 0
         self.confirmed = 0
         self.false_alarms = 0
-        self.timings: list[dict[str, float]] = []  # per recovery: step -> ms from start
+        # per recovery: step -> ms from start; the last TIMINGS_KEPT (an agent runs for
+        # as long as its guest: its memory must not grow with every recovery)
+        self.timings: deque[dict[str, float]] = deque(maxlen=TIMINGS_KEPT)
         self._t0 = 0.0
 
     # ------------------------------------------------------------------ inputs
