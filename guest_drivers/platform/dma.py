@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import mmap
 import os
 import struct
@@ -21,7 +22,10 @@ _PFN_MASK = (1 << 55) - 1
 _PRESENT = 1 << 63
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
+    # once: find_library runs `ldconfig -p`, ~40 ms under TCG, and a VF driver locks
+    # about 70 pages at probe
     return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
