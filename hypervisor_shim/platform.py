@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from device_model import Event, ResetTiming
+from device_model import Event, ResetKind, ResetTiming
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
 from hypervisor_shim.errors import ShimError
-from hypervisor_shim.hcall.calls import PlatformCalls
+from hypervisor_shim.hcall.calls import PlatformCalls, Registration
 from hypervisor_shim.hcall.server import HcallServer
-from hypervisor_shim.pe import HOST, Notice, PePolicy, PeRecord, PolicyConfig
-from hypervisor_shim.pe.removal import NoHandlerRecovery
+from hypervisor_shim.pe import HOST, Notice, PeFlag, PePolicy, PeRecord, PolicyConfig
+from hypervisor_shim.pe.removal import NoHandlerRecovery, Stage
 from hypervisor_shim.timeline import Timeline
 from hypervisor_shim.topology import Topology, format_mac
 
@@ -233,6 +233,38 @@ class Platform:
         except Exception:  # the policy's own state may be what broke: still go on
             log.exception("marking the PEs failed after the device model died")
         return True
+
+    # ------------------------------------------------------------------ a guest is gone
+    def guest_gone(self, owner: str) -> list[str]:
+        """`owner`'s QEMU died: take back the VFs it held. Each is reset now (an FLR: no
+        ring or DMA state of the dead guest survives) if its PE can be, and from then on
+        is recovered by the platform like a function whose driver has no error handlers
+        (docs/platform-calls.md). The PF is left alone: resetting the adapter would hit
+        every other guest. Returns the VFs taken back."""
+        self._alive()
+
+        def act() -> list[str]:
+            taken = []
+            for fn in self.adapter.vfs:
+                if self.cfg.owners.get(fn.name) != owner:
+                    continue
+                rec = self.policy.record(fn.pe.address)
+                assert rec is not None
+                self.calls.registrations[rec.address] = Registration(
+                    owner, rec.address, "(guest gone)", handlers=False)
+                state = "left"
+                if PeFlag.LOCKED_OUT in rec.flags:
+                    self.removal.stages[rec.address] = Stage.REMOVED  # reset after the lift
+                    state = "reset after the lockout"
+                elif PeFlag.PERMANENT not in rec.flags and \
+                        int(rec.pe.status().code) in (0, 2, 4):
+                    status = int(rec.pe.reset(ResetKind.HOT))
+                    state = "reset" if status == 0 else f"reset refused ({status})"
+                self.policy.emit("owner-gone", rec, {"owner": owner, "function": fn.name,
+                                                     "action": state})
+                taken.append(fn.name)
+            return taken
+        return self.call(act)
 
     def _alive(self) -> None:
         if self.model_failure is not None:

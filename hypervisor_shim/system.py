@@ -12,6 +12,15 @@ virtio-serial port named `eeh.hcall` connected to its platform channel, and runs
 console's sockets live in a short temporary directory; `consoles.json` in the run
 directory says where. Leaving the block stops the guests, the console and the platform,
 on success, failure, timeout or Ctrl-C.
+
+A guest whose QEMU dies while the system runs (killed, crashed) is cleaned up after at
+once, without disturbing the others: `guest-died` in the timeline (exit status, its
+functions), its console socket removed (clients closed), QEMU reaped and its sockets
+removed, and the platform takes its functions back (`Platform.guest_gone`: each VF it
+held is reset and from then on recovered by the platform, as a function whose driver has
+no error handlers; the PF is left as it is, since a reset of the adapter would hit every
+other guest). Its vfio-user connections and platform channel closed with QEMU: the
+server unmapped its memory and closed its eventfds.
 """
 
 from __future__ import annotations
@@ -67,6 +76,9 @@ class System:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._devices: dict[str, tuple[str, VfioUserDevice]] = {}  # function -> guest, dev
         self._hotplug: dict[str, asyncio.Future[None]] = {}
+        self._watchers: list[asyncio.Future[None]] = []
+        self._stopping = False
+        self.dead: dict[str, int] = {}  # guest -> QEMU's exit status, for guests that died
         self.platform.removal.on_remove = self._on_remove
         self.platform.removal.on_add = self._on_add
 
@@ -112,6 +124,34 @@ class System:
             plat.timeline.record("shim", "guest-ready", owner=name,
                                  data={"ready_s": vm.summary.get("ready_s")})
             await self.console.add_guest(name, vm)
+            self._watchers.append(asyncio.ensure_future(self._watch(name, vm)))
+        self._write_consoles()
+
+    # ---- a guest whose QEMU dies ------------------------------------------------------
+    async def _watch(self, name: str, vm: Machine) -> None:
+        status = await vm.wait_qemu_exit()
+        if self._stopping:
+            return
+        await self._guest_died(name, vm, status)
+
+    async def _guest_died(self, name: str, vm: Machine, status: int) -> None:
+        self.dead[name] = status
+        functions = [fn for fn, (g, _) in self._devices.items() if g == name]
+        for fn in functions:  # never hot-plug into a guest that is gone
+            del self._devices[fn]
+        tl = self.platform.timeline
+        tl.record("shim", "guest-died", owner=name,
+                  data={"returncode": status, "functions": functions})
+        with contextlib.suppress(Exception):
+            await self.console.remove_guest(name)
+        with contextlib.suppress(Exception):
+            await vm.cleanup()
+        try:
+            await asyncio.to_thread(self.platform.guest_gone, name)
+        except Exception as e:
+            tl.record("shim", "guest-cleanup-failed", owner=name, data={"error": str(e)})
+            return
+        tl.record("shim", "guest-cleaned-up", owner=name, data={"functions": functions})
         self._write_consoles()
 
     # ---- functions of drivers without error handlers (PeRecovery's hooks) ------------
@@ -161,12 +201,14 @@ class System:
 
     def _write_consoles(self) -> None:
         info: dict[str, Any] = {"platform": str(self.console.platform_path),
-                                "guests": {n: str(self.console.path(n)) for n in self.machines},
+                                "guests": {n: str(self.console.path(n)) for n in self.machines
+                                           if n not in self.dead},
                                 "events": str(self.run_dir / "events.jsonl")}
         (self.run_dir / "consoles.json").write_text(json.dumps(info, indent=2) + "\n")
 
     async def _stop(self) -> None:
-        for fut in list(self._hotplug.values()):
+        self._stopping = True
+        for fut in [*self._hotplug.values(), *self._watchers]:
             fut.cancel()
         with contextlib.suppress(Exception):
             await self.console.stop()

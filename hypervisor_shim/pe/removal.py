@@ -57,6 +57,7 @@ class NoHandlerRecovery:
             self._maybe_reset(rec)
         elif n.kind == "pe-thawed" and self.stages.get(rec.address) is Stage.RESETTING:
             del self.stages[rec.address]
+            self.policy.recovered(rec)  # the platform recovered it: no longer recovering
             name = self.function_name(rec)
             self.on_add(name)
             self._notice("function-added", rec, {"name": name}, event=True)

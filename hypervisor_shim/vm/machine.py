@@ -356,6 +356,20 @@ class Machine:
         self.summary.update(status=status, total_s=round(result.total_s, 3))
         return result
 
+    @property
+    def exited(self) -> bool:
+        """QEMU has exited (on its own or stopped)."""
+        return self.proc is not None and self.proc.returncode is not None
+
+    async def wait_qemu_exit(self) -> int:
+        """Until QEMU exits, for whatever reason; its exit status."""
+        return await self._qemu.wait()
+
+    async def cleanup(self) -> None:
+        """QEMU died on its own: reap it, drop the QMP connection, remove the sockets
+        (what leaving the `async with` does; doing it again there is harmless)."""
+        await self._stop(graceful=False)
+
     async def _stop(self, graceful: bool) -> None:
         """Stop QEMU and clean up; runs whatever the state (it is the way out of each)."""
         self.state = MachineState.STOPPED

@@ -379,3 +379,36 @@ def test_the_device_model_thread_dying_fails_cleanly(tmp_path: Path) -> None:
             con.close()
     assert not plat.host.sock_dir.exists() and not plat.chan_dir.exists()
     assert not plat.host.server._thread.is_alive()
+
+
+def test_a_guest_gone_its_vfs_are_taken_back(tmp_path: Path) -> None:
+    """What System does when a guest's QEMU dies (tests/vm/test_faults_vm.py does it with
+    a real QEMU), at the platform's level: the dead guest's VF is reset (its rings and
+    pending descriptors gone: nothing of the dead guest is DMAed later) and from then on
+    recovered by the platform; the other drivers never notice."""
+    from vfio_user import Client, GuestRam
+
+    with rig(tmp_path, spare="g9") as r:
+        plat = r.plat
+        name = f"vf{NVFS}"
+        with GuestRam(1 << 20) as ram, Client.open(plat.host.server.paths[name]) as c:
+            c.map_ram(ram)
+            c.region_write(7, 4, (6).to_bytes(2, "little"))  # memory + bus master
+            for off, value in ((0x100, 0x1000), (0x108, 8), (0x110, 3)):  # TX ring, 3 held
+                c.region_write(0, off, value.to_bytes(4, "little"))
+            assert plat.call(lambda: plat.adapter.function(name).nic.tx_pending) == 3
+        # its "QEMU" is gone (the connection closed above); the shim takes the VF back
+        t = time.monotonic()
+        assert plat.guest_gone("g9") == [name]
+        fn = plat.adapter.function(name)
+        assert plat.call(lambda: (fn.nic.tx_pending, fn.bar0.stored("TX_LEN"))) == (0, 0)
+        assert plat.pe_states()[name]["state"] == 0
+        # an adapter error: every driver recovers, and so does the orphan VF (platform)
+        r.plat.inject_adapter_error()
+        assert wait_for(lambda: r.recovered_after(t, r.names()), 30), r.dump(t)
+        assert wait_for(lambda: plat.pe_states()[name]["state"] == 0, 10), plat.pe_states()
+        kinds = [e.kind for e in r.entries(t) if e.pe == name and e.source == "policy"]
+        assert "owner-gone" in kinds and "platform-reset" in kinds, kinds
+        traffic_back_everywhere(r, t)
+        books_balance(r)
+        all_pes_normal(r)
