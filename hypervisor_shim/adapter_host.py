@@ -89,7 +89,7 @@ class AdapterHost:
         self.uplink = QueueUplink()
         self.tap: TapUplink | None = None
         if cfg.uplink == "tap":
-            self.tap = TapUplink(cfg.tap_name, self.loop)
+            self.tap = TapUplink.first_free(cfg.tap_name, self.loop)
         self.adapter = Adapter(AdapterConfig(total_vfs=cfg.total_vfs, timing=cfg.timing),
                                clock=AsyncioClock(self.loop),
                                uplink=self.tap if self.tap is not None else self.uplink)

@@ -141,6 +141,8 @@ async def up(args: argparse.Namespace) -> int:
                 os.symlink(run_dir.resolve(), latest)
             print(f"up: guests ready after {time.monotonic() - t0:.1f} s; artifacts in "
                   f"{run_dir}")
+            if system.platform.uplink_name != "queue":
+                print(f"  uplink:            tcpdump -i {system.platform.uplink_name}")
             print(f"  platform console:  qmp-shell {system.console.platform_path}")
             for name in system.machines:
                 print(f"  {name + ' console:':<18} qmp-shell {system.console.path(name)}   "

@@ -141,7 +141,8 @@ class Platform:
         self.timeline.record("shim", "platform-started",
                              data={"owners": dict(self.cfg.owners),
                                    "enabled_vfs": self.cfg.enabled_vfs,
-                                   "timing": dataclasses.asdict(self.cfg.timing)})
+                                   "timing": dataclasses.asdict(self.cfg.timing),
+                                   "uplink": self.uplink_name})
 
     def stop(self) -> None:
         if self.host.server.loop.is_running():
@@ -153,6 +154,11 @@ class Platform:
         self.host.__exit__(None, None, None)
         shutil.rmtree(self.chan_dir, ignore_errors=True)
         self.timeline.close()
+
+    @property
+    def uplink_name(self) -> str:
+        """The TAP interface carrying the uplink (tcpdump -i it), or "queue"."""
+        return self.host.tap.name if self.host.tap is not None else "queue"
 
     def add_channel(self, owner: str) -> Path:
         """Serve a platform channel for `owner` (a guest, HOST, or any test identity)."""

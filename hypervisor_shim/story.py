@@ -141,15 +141,17 @@ class Story:
         t_start = time.monotonic()
         held = ", ".join(g.name + ": " + " ".join(g.functions) for g in topo.guests)
         self.say(f"booting {len(topo.guests)} guests ({held}); reset timing "
-                 f"{topo.adapter.timing}; uplink {pcfg.uplink}")
+                 f"{topo.adapter.timing}")
         progress = asyncio.ensure_future(self._progress(t_start))
         system = System(topo, self.run_dir, self.assets, accel=cfg.accel,
                         guest_command=lambda g: self.guest_command(g.name),
                         platform_config=pcfg)
         try:
             async with system:
-                self.say(f"guests up after {time.monotonic() - t_start:.1f} s; "
-                         "waiting for the drivers")
+                up = system.platform.uplink_name
+                self.say(f"guests up after {time.monotonic() - t_start:.1f} s; waiting for "
+                         "the drivers" + (f" (uplink: tcpdump -i {up})" if up != "queue"
+                                          else ""))
                 await self._wait_ready(system, t_start)
                 progress.cancel()
                 return await self._with_traffic(system)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
+import re
 import socket
 import struct
 from collections.abc import Callable
@@ -41,10 +43,11 @@ MAX_FRAME = 9216 + 18 + 4
 class UplinkError(ShimError):
     """The uplink interface cannot be created or used."""
 
-    def __init__(self, name: str, reason: str) -> None:
+    def __init__(self, name: str, reason: str, err: int = 0) -> None:
         super().__init__(f"uplink {name}: {reason}")
         self.name = name
         self.reason = reason
+        self.errno = err
 
 
 def _ifreq(name: str, flags: int) -> bytes:
@@ -53,6 +56,24 @@ def _ifreq(name: str, flags: int) -> bytes:
 
 class TapUplink:
     """`device_model.Uplink` on a TAP interface; reads run on `loop` (the model's)."""
+
+    @classmethod
+    def first_free(cls, name: str, loop: asyncio.AbstractEventLoop,
+                   tries: int = 16) -> TapUplink:
+        """A TAP named `name`, or, when another run holds it, the next free name with the
+        number at its end counted up (eehup0 -> eehup1 ...): runs on one machine do not
+        collide. `.name` says which."""
+        m = re.fullmatch(r"(.*?)(\d*)", name)
+        assert m is not None
+        stem, num = m.group(1), int(m.group(2) or 0)
+        for i in range(tries):
+            candidate = f"{stem}{num + i}" if m.group(2) or i else name
+            try:
+                return cls(candidate, loop)
+            except UplinkError as e:
+                if e.errno != errno.EBUSY or len(f"{stem}{num + i + 1}") > 15:
+                    raise
+        raise UplinkError(name, f"the name and the next {tries - 1} are all in use")
 
     def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
         self.name = name
@@ -75,7 +96,8 @@ class TapUplink:
         except OSError as e:
             os.close(self._fd)
             raise UplinkError(name, f"cannot create the TAP interface: {e.strerror} "
-                                    "(root is needed; or the name is in use)") from None
+                                    "(root is needed; or the name is in use)",
+                              e.errno or 0) from None
 
     def send(self, frame: bytes) -> None:
         try:

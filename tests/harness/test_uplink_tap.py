@@ -51,3 +51,20 @@ def test_name_in_use_is_a_clear_error() -> None:
     with pytest.raises(UplinkError, match="lo: cannot create the TAP interface"):
         AdapterHost(AdapterHostConfig(total_vfs=1, enabled_vfs=0, host_cpus=(),
                                       uplink="tap", tap_name="lo"))
+
+
+def test_a_name_in_use_by_another_run_moves_to_the_next_free_one() -> None:
+    first = AdapterHost(AdapterHostConfig(total_vfs=1, enabled_vfs=0, host_cpus=(),
+                                          uplink="tap", tap_name="eehtest5"))
+    try:
+        second = AdapterHost(AdapterHostConfig(total_vfs=1, enabled_vfs=0, host_cpus=(),
+                                               uplink="tap", tap_name="eehtest5"))
+        try:
+            assert first.tap is not None and second.tap is not None
+            assert (first.tap.name, second.tap.name) == ("eehtest5", "eehtest6")
+        finally:
+            second.__exit__(None, None, None)
+    finally:
+        first.__exit__(None, None, None)
+    assert not Path("/sys/class/net/eehtest5").exists()
+    assert not Path("/sys/class/net/eehtest6").exists()
