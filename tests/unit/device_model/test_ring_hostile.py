@@ -15,8 +15,8 @@ Invariants after every step:
   length/flags/status/vlan words of RX descriptors, and RX buffers [addr, addr + size)
   of descriptors in the RX ring; every other mapped byte (canary included) is unchanged,
   and read-only maps never change;
-- bounded work: at most 2 * LEN DMA accesses per doorbell (each descriptor read once, its
-  buffer once) and a few per received frame;
+- bounded work: at most 3 DMA accesses per descriptor a doorbell hands over (read it, read
+  its buffer, write its status) and a few per received frame;
 - the books balance (every posted descriptor sent, completed with an error, dropped or
   pending); HEAD is inside the ring;
 - every error log entry's address is a 64-bit value (never 2^64 or more), and a DMA fault
@@ -45,7 +45,7 @@ RO, RO_SIZE = 0x50000, 0x1000  # mapped read-only
 TOP_MAP = TOP - 0x2000  # the top of the address space, mapped
 BAR = 0xFE000000  # the VF's BAR0: not guest memory
 OTHER = bytes.fromhex("02aa00000001")
-WORK_PER_DOORBELL = 2 * R.RING_MAX + 8
+WORK_PER_DOORBELL = 3 * R.RING_MAX + 8  # per descriptor: read it, read its buffer, status
 
 
 class Canaried(GuestMemory):
@@ -389,3 +389,24 @@ def test_a_ring_in_a_bar_or_unmapped_is_a_dma_fault_not_an_access() -> None:
         assert fn.config.stored("aer.uncor_status") & ids.AerUncorrectable.UNSUPPORTED_REQUEST
         assert fn.nic.ledger.tx_dropped == 1 and fn.nic.tx_pending == 4  # the rest held
         assert fn.nic.balanced
+
+
+def test_a_full_ring_of_the_largest_size_is_one_bounded_pass() -> None:
+    """LEN = 4096, 4095 descriptors handed over in one doorbell, all of them the same
+    buffer (a ring "looping" over one frame): one pass, 3 DMA accesses each, done."""
+    w = world()
+    vf = w.vf
+    base, count = RAM, R.RING_MAX  # 64 KiB of ring: all of the driver's RAM
+    f = frame(OTHER, vf.mac())
+    w.mem.poke(CANARY, f)  # the one buffer, read 4095 times
+    w.mem.poke(base, DESCRIPTOR.pack(CANARY, len(f), 0, 0, 0) * count)
+    vf.write(R.TX_BASE_LO, base)
+    vf.write(R.TX_BASE_HI, 0)
+    vf.write(R.TX_LEN, count)
+    before = w.mem.accesses
+    vf.write(R.TX_TAIL, count - 1)
+    fn = w.adapter.vf(0)
+    work = w.mem.accesses - before
+    assert work <= 3 * (count - 1), work
+    assert fn.nic.tx_pending == 0 and fn.nic.balanced
+    assert fn.nic.ledger.tx_sent == count - 1 and len(w.uplink.take()) == count - 1
