@@ -249,6 +249,7 @@ class Channel:
         ch = Channel.open_device("/dev/vport1p1")      # in a guest (virtio-serial)
         r = ch.call("read-slot-reset-state2", pe=0x10000)
         ch.subscribe(handler)                          # pushed events, on the reader thread
+        ch.post("report", step="reset", pe=0x18000)    # no wait for the reply (reports)
     """
 
     def __init__(self, fd: int, *, close: Callable[[], None] | None = None,
@@ -261,6 +262,7 @@ class Channel:
         self._lock = threading.Lock()
         self._next_id = 1
         self._waiting: dict[int, queue.Queue[Reply]] = {}
+        self._posted: dict[int, Callable[[Reply], None] | None] = {}  # id -> on_reply
         self._handlers: list[EventHandler] = []
         self._closed = threading.Event()
         self.events_seen = 0
@@ -333,6 +335,42 @@ class Channel:
             with self._lock:
                 self._waiting.pop(msg_id, None)
 
+    def post(self, call: str, on_reply: Callable[[Reply], None] | None = None,
+             **args: Any) -> None:
+        """A platform call whose reply is not waited for (a driver's step reports): the
+        request is written now, in order with this channel's other requests; the platform
+        answers a channel's requests in order, so the reply of any later `call` also
+        means this one was handled. `on_reply` gets the reply on the reader thread (not
+        at all if the channel closes first). ChannelClosed if it cannot be written."""
+        if self._closed.is_set():
+            raise ChannelClosed("channel closed")
+        with self._lock:
+            msg_id = self._next_id
+            self._next_id += 1
+            self._posted[msg_id] = on_reply
+        try:
+            data = encode(Request(msg_id, call, args))
+            with self._wlock:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+        except OSError as e:
+            with self._lock:
+                self._posted.pop(msg_id, None)
+            self._closed.set()
+            raise ChannelClosed(f"channel write failed: {e}") from None
+        except BaseException:
+            with self._lock:
+                self._posted.pop(msg_id, None)
+            raise
+
+    @property
+    def posted_pending(self) -> int:
+        """Posted requests whose reply has not come yet."""
+        with self._lock:
+            return len(self._posted)
+
     def _read_loop(self) -> None:
         lines = LineBuffer()
         try:
@@ -363,10 +401,19 @@ class Channel:
             self.bad_lines += 1
             return
         if isinstance(msg, Reply):
+            on_reply = None
             with self._lock:
                 slot = self._waiting.get(msg.id) if msg.id is not None else None
+                posted = slot is None and msg.id is not None and msg.id in self._posted
+                if posted:
+                    on_reply = self._posted.pop(msg.id)  # type: ignore[arg-type]
             if slot is not None:
                 slot.put(msg)
+            elif on_reply is not None:
+                try:
+                    on_reply(msg)
+                except Exception:  # a caller's bug must not stop the channel
+                    self.handler_errors += 1
         elif isinstance(msg, Event):
             self.events_seen += 1
             with self._lock:

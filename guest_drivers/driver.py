@@ -283,7 +283,8 @@ class Driver(abc.ABC):
     def resume(self) -> None: ...
 
     def report(self, step: str, **detail: Any) -> None:
-        self.services.report(step, self.pe, {"driver": self.name, **detail})
+        """A step of this driver (posted: guest_drivers.services)."""
+        self.services.report(step, self.pe, {"driver": self.name, **detail}, wait=False)
 
     def counters(self) -> dict[str, Any]:
         rec = self.recovery

@@ -20,8 +20,10 @@ results of every driver of the PE are merged with EEH's priority rule
         slot_reset() on every driver                             -> "slot-reset"
     resume() on every driver                                     -> "resume", "recovered"
 
-Every step is reported to the platform (`report`, with guest_time). Waiting is event
-driven:
+Every step is reported to the platform (`report`, with guest_time), posted (the thread
+does not wait for the reply; guest_drivers.services), except the outcome (`recovered`,
+`permanent-failure`, ...), which waits: once it returns, the whole round is in the
+platform's timeline. Waiting is event driven:
 - a thaw, reset or configure answered -2 (busy: the VF PE is locked out while the
   adapter recovers) is reported as "unfreeze-refused"; the thread then sleeps until the
   platform pushes `lockout-lifted` for this PE (reported "lockout-lifted" with
@@ -70,6 +72,10 @@ from guest_drivers.services import Services
 log = logging.getLogger("guest_drivers.recovery")
 
 TIMINGS_KEPT = 64
+
+
+_OUTCOME_STEPS = frozenset({"recovered", "permanent-failure", "disconnect", "aborted",
+                            "no-freeze"})
 
 
 class ErrorHandlers(Protocol):
@@ -609,7 +615,10 @@ class PeRecovery:
         return round((self._clock() - self._t0) * 1000, 3)
 
     def _report(self, step: str, **detail: Any) -> None:
-        self.services.report(step, self.pe, {"driver": self.name, **detail})
+        # intermediate steps are posted; an outcome waits, so that when `recovered` (the
+        # count) moves, every step of the round is in the platform's timeline
+        self.services.report(step, self.pe, {"driver": self.name, **detail},
+                             wait=step in _OUTCOME_STEPS)
 
 
 @dataclass

@@ -9,6 +9,12 @@ each to the listeners of its PE (`listen_pe`) and to the partition-wide listener
 `report(step, pe, detail)` is the platform call `report` with `guest_time` =
 time.monotonic(): the host's timeline shows what each driver did and when. A report that
 cannot be delivered is counted, never raised: reporting must not break recovery.
+`report(..., wait=False)` posts it (`Channel.post`): written at once, in order with the
+channel's other requests, without waiting for the reply (a recovery's step reports: in a
+TCG guest a round trip costs several milliseconds, and a VF's recovery reports a dozen
+steps). The platform handles a channel's requests in order, so when a later call (or a
+waited-for report) returns, every report posted before it is in the timeline. A channel
+without `post` (test fakes) gets every report as a call.
 """
 
 from __future__ import annotations
@@ -82,7 +88,7 @@ class Services:
         return self.channel.call(call, **args)
 
     def report(self, step: str, pe: int | None = None,
-               detail: Mapping[str, Any] | None = None) -> bool:
+               detail: Mapping[str, Any] | None = None, *, wait: bool = True) -> bool:
         args: dict[str, Any] = {"step": step, "guest_time": time.monotonic()}
         if pe is not None:
             args["pe"] = pe
@@ -91,13 +97,22 @@ class Services:
         if self._echo is not None:
             self._echo(f"report {step} pe={pe:#x} {dict(detail or {})}" if pe is not None
                        else f"report {step} {dict(detail or {})}")
+        post = None if wait else getattr(self.channel, "post", None)
         try:
+            if post is not None:
+                post("report", on_reply=self._posted_reply, **args)
+                return True
             reply = self.channel.call("report", **args)
         except (ChannelClosed, HcallError, OSError):
-            self.reports_failed += 1
+            with self._lock:
+                self.reports_failed += 1
             return False
-        if reply.ok:
-            self.reports_sent += 1
-            return True
-        self.reports_failed += 1
-        return False
+        self._posted_reply(reply)
+        return reply.ok
+
+    def _posted_reply(self, reply: Reply) -> None:
+        with self._lock:
+            if reply.ok:
+                self.reports_sent += 1
+            else:
+                self.reports_failed += 1
