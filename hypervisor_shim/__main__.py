@@ -22,6 +22,7 @@ from device_model.errors import DeviceModelError
 from hypervisor_shim import cli_platform
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.interrupt import Interrupted, until_signal
 from hypervisor_shim.scenario import GUEST_COMMAND, Echo, run_with_guest, summarize
 from hypervisor_shim.story import KINDS, Story, StoryConfig
 from hypervisor_shim.topology import DEFAULT_TOPOLOGY, load_topology
@@ -114,7 +115,12 @@ async def _story(args: argparse.Namespace) -> int:
     run_dir = new_run_dir(args.runs, f"demo-{args.kind}")
     story = Story(StoryConfig(topo, kind=args.kind, vf=args.vf, accel=accel), assets, run_dir,
                   say=lambda line: print(line, flush=True))
-    result = await story.run()
+    try:
+        result = await until_signal(
+            story.run(), lambda: story.system is not None and story.system.stopping)
+    except Interrupted:
+        print("demo: interrupted; everything is down", flush=True)
+        return 130
     print(f"demo: {'every VF passes traffic again' if result.ok else result.failure}")
     print(f"demo: artifacts in {run_dir} (events.jsonl, timeline.md, summary.json, "
           "uplink.pcap; per guest: console.log, qmp.jsonl)")

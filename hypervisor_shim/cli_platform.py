@@ -24,6 +24,7 @@ from typing import Any
 from qemu.qmp import QMPClient, QMPError
 
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.interrupt import Interrupted, until_signal
 from hypervisor_shim.system import System
 from hypervisor_shim.topology import DEFAULT_TOPOLOGY, load_topology
 from hypervisor_shim.vm.assets import AssetConfig, ensure_assets
@@ -129,10 +130,19 @@ async def up(args: argparse.Namespace) -> int:
           f"accelerator {accel} ({why})", flush=True)
     run_dir = new_run_dir(args.runs, "up")
     command = (lambda g: args.command) if args.command else None
+    system = System(topo, run_dir, assets, accel=accel, guest_command=command)
+    try:
+        return await until_signal(_up(args, system, run_dir), lambda: system.stopping)
+    except Interrupted:
+        print("up: interrupted; everything is down", flush=True)
+        return 130
+
+
+async def _up(args: argparse.Namespace, system: System, run_dir: Path) -> int:
     t0 = time.monotonic()
     boot = asyncio.ensure_future(_progress(t0, "booting guests"))
     try:
-        async with System(topo, run_dir, assets, accel=accel, guest_command=command) as system:
+        async with system:
             boot.cancel()
             latest = _latest(args.runs)
             with contextlib.suppress(OSError):

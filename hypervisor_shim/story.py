@@ -97,6 +97,7 @@ class Story:
         self.lines: list[str] = []
         self.t_inject: float | None = None
         self._shown_pes: set[str] = set()
+        self.system: System | None = None
 
     def say(self, text: str) -> None:
         self.lines.append(text)
@@ -143,9 +144,9 @@ class Story:
         self.say(f"booting {len(topo.guests)} guests ({held}); reset timing "
                  f"{topo.adapter.timing}")
         progress = asyncio.ensure_future(self._progress(t_start))
-        system = System(topo, self.run_dir, self.assets, accel=cfg.accel,
-                        guest_command=lambda g: self.guest_command(g.name),
-                        platform_config=pcfg)
+        system = self.system = System(topo, self.run_dir, self.assets, accel=cfg.accel,
+                                      guest_command=lambda g: self.guest_command(g.name),
+                                      platform_config=pcfg)
         try:
             async with system:
                 up = system.platform.uplink_name

@@ -206,6 +206,11 @@ class System:
                                 "events": str(self.run_dir / "events.jsonl")}
         (self.run_dir / "consoles.json").write_text(json.dumps(info, indent=2) + "\n")
 
+    @property
+    def stopping(self) -> bool:
+        """Tearing down (guests, consoles, platform): do not interrupt it."""
+        return self._stopping
+
     async def _stop(self) -> None:
         self._stopping = True
         for fut in [*self._hotplug.values(), *self._watchers]:

@@ -96,6 +96,23 @@ def test_clean_after_success_failure_and_timeout(
     assert_clean(d, before)
 
 
+def test_clean_after_ctrl_c_while_guests_boot(tmp_path: Path) -> None:
+    """Ctrl-C while the guests are still starting (asyncio.run's own handling could let
+    the command run on: hypervisor_shim.interrupt)."""
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "hypervisor_shim", "--runs", str(runs),
+                             "--accel", "tcg", "up", "--command", "sleep 600"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not list(runs.glob("*-up-*/*/qemu-cmdline.txt")):
+        assert time.monotonic() < deadline and proc.poll() is None, "no guest started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "everything is down" in out, out
+    assert_clean(next(runs.glob("*-up-*")), set())
+
+
 def test_clean_after_ctrl_c_of_up(tmp_path: Path) -> None:
     before = temp_dirs()
     runs = tmp_path / "runs"
