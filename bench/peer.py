@@ -15,17 +15,22 @@ over QMP `human-monitor-command` `pcie_aer_inject_error prp0 COMP_ABORT` (uncorr
 non-fatal) and `... MALF_TLP` (fatal). Linux's AER core then runs its recovery
 (error_detected / slot_reset / resume on igb and igbvf).
 
-Per injection and function: the outage, from the injection until the function passes
-traffic again, i.e. the first echo of a probe sent after the last probe it lost (0 if
-it lost none within `--quiet` seconds); or "not back" if it has not answered again
-within `--limit` seconds; and the probes it lost. Fatal errors run last (the notes say
-the VFs never come back from one). Skipped, with the reason, if QEMU has no igb.
+Each injection runs in a guest of its own (a second AER error in the same guest may not
+reach Linux: the first one's status can stay latched). Per injection and function: the
+outage, from the injection until the function passes traffic again, i.e. the first echo
+of a probe sent after the last run of lost probes
+(at least 3 within 0.5 s of each other; 0 if there was none within `--quiet` seconds);
+or "not back" if it has not answered again within `--limit` seconds; the probes it lost
+and when (spans). The guest's kernel log is kept (results/dmesg.txt). Fatal errors run
+last (the notes say the VFs never come back from one). Skipped, with the reason, if
+QEMU has no igb.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -49,6 +54,8 @@ PF_MAC = "02:ee:00:00:02:00"
 HOST_MAC = bytes.fromhex("02aabbccdd03")
 ERRORS = {"nonfatal": "COMP_ABORT", "fatal": "MALF_TLP"}
 ROOT_PORT = "prp0"
+SPAN_GAP_S = 0.5  # lost probes closer than this belong to one outage
+MIN_SPAN = 3  # fewer lost probes in a row: a stray loss, not an outage
 
 
 def has_igb(assets: GuestAssets) -> tuple[bool, str]:
@@ -130,20 +137,35 @@ class Probes:
             return any(et > t for et, _ in self.echoes[i])
 
     def outage(self, i: int, t0: float, t_end: float) -> dict[str, Any]:
-        """Lost probes sent in [t0, t_end - 1 s] and when traffic came back after them."""
+        """The probes sent in [t0, t_end - 1 s] that were lost, grouped into spans (losses
+        less than SPAN_GAP_S apart); the outage ends at the first echo of a probe sent
+        after the last span of at least MIN_SPAN probes (a stray single loss later is
+        reported, not counted as the error's outage)."""
         with self.lock:
             seen = {s for _, s in self.echoes[i]}
-            sent = sorted((t, s) for s, t in self.sent[i].items() if t0 <= t <= t_end - 1.0)
+            sent_all = dict(self.sent[i])
             echoes = list(self.echoes[i])
+        sent = sorted((t, s) for s, t in sent_all.items() if t0 <= t <= t_end - 1.0)
         lost = [(t, s) for t, s in sent if s not in seen]
-        if not lost:
-            return {"lost": 0, "outage_ms": 0.0, "back": True}
-        t_last = lost[-1][0]
-        after = {s for t, s in sent if t > t_last}
+        spans: list[list[float]] = []  # [first, last, count]
+        for t, _ in lost:
+            if spans and t - spans[-1][1] <= SPAN_GAP_S:
+                spans[-1][1] = t
+                spans[-1][2] += 1
+            else:
+                spans.append([t, t, 1])
+        real = [sp for sp in spans if sp[2] >= MIN_SPAN]
+        out: dict[str, Any] = {
+            "lost": len(lost), "spans": [[round((a - t0) * 1000, 1), round((b - t0) * 1000, 1),
+                                          int(n)] for a, b, n in spans]}
+        if not real:
+            return out | {"outage_ms": 0.0, "back": True}
+        t_last = real[-1][1]
+        after = {s for s, t in sent_all.items() if t > t_last}
         back = next((et for et, s in echoes if s in after), None)
-        return {"lost": len(lost), "back": back is not None,
-                "outage_ms": round((back - t0) * 1000, 1) if back is not None else None,
-                "first_loss_ms": round((lost[0][0] - t0) * 1000, 1)}
+        return out | {"back": back is not None,
+                      "outage_ms": round((back - t0) * 1000, 1) if back is not None else None,
+                      "first_loss_ms": round((real[0][0] - t0) * 1000, 1)}
 
 
 async def observe(probes: Probes, names: list[str], t0: float, limit_s: float,
@@ -158,8 +180,8 @@ async def observe(probes: Probes, names: list[str], t0: float, limit_s: float,
         done = True
         for i in range(len(names)):
             o = probes.outage(i, t0, now)
-            stable = (o["lost"] == 0 and now - t0 >= quiet_s) or (
-                o["lost"] and o["back"] and now - t0 - o["outage_ms"] / 1000 >= settle_s)
+            stable = (o["outage_ms"] == 0.0 and now - t0 >= quiet_s) or (
+                o["back"] and o["outage_ms"] and now - t0 - o["outage_ms"] / 1000 >= settle_s)
             done &= bool(stable)
         if done or now - t0 >= limit_s:
             break
@@ -169,9 +191,11 @@ async def observe(probes: Probes, names: list[str], t0: float, limit_s: float,
     return [probes.outage(i, t0, end) | {"function": n} for i, n in enumerate(names)]
 
 
-async def run_peer(assets: GuestAssets, accel: str, run_dir: Path, kinds: list[str],
-                   nvfs: int, rate_hz: float, limit_s: float, quiet_s: float,
-                   say: Any = print) -> dict[str, Any]:
+async def run_peer_once(assets: GuestAssets, accel: str, run_dir: Path, kind: str,
+                        nvfs: int, rate_hz: float, limit_s: float, quiet_s: float,
+                        say: Any = print) -> dict[str, Any]:
+    """One guest, one injection (a second AER error in the same guest may not reach
+    Linux at all: the first one's status can stay latched in the root port)."""
     vf_macs = [f"02:ee:00:00:02:{i + 1:02x}" for i in range(nvfs)]
     names = ["pf", *(f"vf{i}" for i in range(nvfs))]
     macs = [bytes.fromhex(m.replace(":", "")) for m in [PF_MAC, *vf_macs]]
@@ -184,8 +208,7 @@ async def run_peer(assets: GuestAssets, accel: str, run_dir: Path, kinds: list[s
     cfg = MachineConfig(name="peer-igb", accel=accel, extra_args=extra, boot_timeout=180)
     command = (f"python3 -m bench.peer_guest --pf-mac {PF_MAC} --macs {','.join(vf_macs)} "
                "--dir /mnt/results")
-    out: dict[str, Any] = {"functions": names, "rate_hz": rate_hz, "limit_s": limit_s,
-                           "injections": [], "run_dir": str(run_dir)}
+    out: dict[str, Any] = {"kind": kind, "run_dir": str(run_dir)}
     t_start = time.monotonic()
     try:
         async with Machine(cfg, assets, run_dir=run_dir, repo=REPO, command=command) as vm:
@@ -202,7 +225,6 @@ async def run_peer(assets: GuestAssets, accel: str, run_dir: Path, kinds: list[s
                 raise RuntimeError(f"peer set-up: {info['error']}")
             out["setup"] = info
             out["ready_s"] = round(time.monotonic() - t_start, 3)
-            say(f"  peer: igb PF + {nvfs} igbvf VFs ready after {out['ready_s']:.1f} s")
             probes.start()
             deadline = time.monotonic() + 30
             while not all(probes.echoed_after(i, t_start) for i in range(len(names))):
@@ -210,25 +232,51 @@ async def run_peer(assets: GuestAssets, accel: str, run_dir: Path, kinds: list[s
                     missing = [n for i, n in enumerate(names) if not probes.echoed_after(i, 0)]
                     raise RuntimeError(f"no baseline traffic through {missing}")
                 await asyncio.sleep(0.1)
-            for kind in kinds:
-                await asyncio.sleep(2.0)  # steady traffic before the error
-                cmd = f"pcie_aer_inject_error {ROOT_PORT} {ERRORS[kind]}"
-                t0 = time.monotonic()
-                reply = await vm.execute("human-monitor-command", {"command-line": cmd})
-                res = await observe(probes, names, t0, limit_s, quiet_s)
-                out["injections"].append({"kind": kind, "hmp": cmd, "reply": reply,
-                                          "functions": res})
-                say(f"  peer: {kind} ({ERRORS[kind]}): " + ", ".join(
-                    f"{r['function']} " + (f"{r['outage_ms'] / 1000:.1f} s" if r["back"]
-                                           else f"not back in {limit_s:.0f} s")
-                    + f" ({r['lost']} lost)" for r in res))
+            await asyncio.sleep(2.0)  # steady traffic before the error
+            cmd = f"pcie_aer_inject_error {ROOT_PORT} {ERRORS[kind]}"
+            t0 = time.monotonic()
+            out["reply"] = await vm.execute("human-monitor-command", {"command-line": cmd})
+            out["hmp"] = cmd
+            out["functions"] = await observe(probes, names, t0, limit_s, quiet_s)
+            say(f"  peer: {kind} ({ERRORS[kind]}): " + ", ".join(
+                f"{r['function']} " + (f"{r['outage_ms'] / 1000:.1f} s" if r["back"]
+                                       else f"not back in {limit_s:.0f} s")
+                + f" ({r['lost']} lost)" for r in out["functions"]))
             (vm.paths.results / "peer-stop").touch()
-            await asyncio.sleep(1.0)
+            deadline = time.monotonic() + 15
+            while not (vm.paths.results / "dmesg.txt").exists() and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(0.3)
+            dmesg = vm.paths.results / "dmesg.txt"
+            if dmesg.exists():
+                text = dmesg.read_text(errors="replace")
+                out["aer_messages"] = text.count("AER: Uncorrectable")
+                out["aer_recovery_successful"] = text.count("AER: device recovery successful")
     finally:
         probes.stop()
         for p in (probes.host_path, probes.qemu_path):
             p.unlink(missing_ok=True)
-        sock_dir.rmdir() if sock_dir.exists() and not any(sock_dir.iterdir()) else None
+        with contextlib.suppress(OSError):
+            sock_dir.rmdir()
+    return out
+
+
+async def run_peer(assets: GuestAssets, accel: str, run_dir: Path, kinds: list[str],
+                   nvfs: int, rate_hz: float, limit_s: float, quiet_s: float,
+                   say: Any = print) -> dict[str, Any]:
+    names = ["pf", *(f"vf{i}" for i in range(nvfs))]
+    out: dict[str, Any] = {"functions": names, "rate_hz": rate_hz, "limit_s": limit_s,
+                           "injections": [], "run_dir": str(run_dir)}
+    for k, kind in enumerate(kinds):
+        d = run_dir / f"{k + 1}-{kind}"
+        d.mkdir(parents=True, exist_ok=True)
+        res = await run_peer_once(assets, accel, d, kind, nvfs, rate_hz, limit_s, quiet_s,
+                                  say)
+        out["injections"].append(res)
+        out.setdefault("ready_s_each", []).append(res.get("ready_s"))
+        out["setup"] = res.get("setup")
+    ready = [r for r in out.get("ready_s_each", []) if r is not None]
+    out["ready_s"] = min(ready) if ready else None
     return out
 
 
@@ -237,6 +285,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         return raw
     s: dict[str, Any] = {"by_kind": {}, "limit_s": raw["limit_s"], "rate_hz": raw["rate_hz"],
                          "setup": raw.get("setup"), "setup_s": raw.get("ready_s"),
+                         "setup_s_each": raw.get("ready_s_each"),
+                         "aer_delivered": [i.get("aer_messages") for i in raw["injections"]],
                          "run_dir": raw.get("run_dir")}
     for kind in ERRORS:
         inj = [i for i in raw["injections"] if i["kind"] == kind]

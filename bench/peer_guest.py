@@ -28,7 +28,7 @@ from pathlib import Path
 
 from eeh_abi import traffic
 
-PACKET_OUTGOING = 4
+PACKET_HOST = 0  # addressed to this interface (AF_PACKET also sees other hosts' frames)
 
 
 def sh(*argv: str) -> str:
@@ -124,8 +124,8 @@ def echo_loop(ifnames: list[str], stop: Path) -> dict[str, dict[str, int]]:
                     break
                 except OSError:
                     break
-                if addr[2] == PACKET_OUTGOING:
-                    continue
+                if addr[2] != PACKET_HOST:  # a frame for another MAC (e.g. a VF's, seen
+                    continue              # by the PF) must not be answered in its name
                 reply = traffic.echo_of(frame)
                 if reply is None:
                     continue
@@ -156,6 +156,8 @@ def main() -> int:
     names = [info["pf"]["ifname"]] + [v["ifname"] for v in info["vfs"]]  # type: ignore[index]
     counts = echo_loop(names, out / "peer-stop")
     (out / "peer-echo.json").write_text(json.dumps(counts) + "\n")
+    with open(out / "dmesg.txt", "w") as f:  # Linux's AER and driver messages
+        subprocess.run(["dmesg"], stdout=f, check=False)
     return 0
 
 
