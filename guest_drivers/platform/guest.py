@@ -28,11 +28,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from eeh_abi import nic
-from eeh_abi.hcall import Channel
+from eeh_abi.hcall import Channel, Event
 from guest_drivers.platform.base import (
     DmaAllocator,
     FunctionAccess,
@@ -72,6 +72,7 @@ def resolve_addresses(infos: Sequence[FunctionInfo], *, slots: Path = PCI_SLOTS,
                       pci: Path = SYSFS_PCI) -> dict[str, str]:
     """Function name -> sysfs address, by slot, then by the documented fallback."""
     out: dict[str, str] = {}
+    slotted: set[str] = set()  # a slot that sysfs knows decides alone, even when empty
     for info in infos:
         if info.slot is None:
             continue
@@ -79,6 +80,7 @@ def resolve_addresses(infos: Sequence[FunctionInfo], *, slots: Path = PCI_SLOTS,
             text = (slots / str(info.slot) / "address").read_text().strip()
         except OSError:
             continue
+        slotted.add(info.name)
         address = text if text.count(".") else f"{text}.0"
         want = nic.PF_DEVICE_ID if info.kind == "pf" else nic.VF_DEVICE_ID
         try:
@@ -87,7 +89,7 @@ def resolve_addresses(infos: Sequence[FunctionInfo], *, slots: Path = PCI_SLOTS,
                 out[info.name] = address
         except PlatformError:
             continue  # absent, or not ours: the fallback below decides
-    missing = [i for i in infos if i.name not in out]
+    missing = [i for i in infos if i.name not in out and i.name not in slotted]
     if not missing:
         return out
     taken = set(out.values())
@@ -199,6 +201,11 @@ class VmBackend(PlatformBackend):
         self._callbacks: list[HotplugCallback] = []
         self._monitor: threading.Thread | None = None
         self._closing = threading.Event()
+        self._lock = threading.RLock()
+        # the platform says when it removes or adds back a function (its driver has no
+        # error handlers): a second source besides udev, for an event udev lost or
+        # reported before sysfs showed the function
+        self.channel.subscribe(self._on_platform_event)
 
     def query_functions(self) -> list[FunctionInfo]:
         infos = super().query_functions()
@@ -217,7 +224,8 @@ class VmBackend(PlatformBackend):
     def open_function(self, info: FunctionInfo) -> FunctionAccess:
         address = self.address_of(info)
         fn = VmFunction(info, PciFunction(address, self.pci), self.dma)
-        self._addresses[info.name] = address
+        with self._lock:
+            self._addresses[info.name] = address
         return fn
 
     def watch_hotplug(self, callback: HotplugCallback) -> None:
@@ -248,20 +256,63 @@ class VmBackend(PlatformBackend):
                 continue
             self.udev_event(str(device.action), str(device.sys_name))
 
-    def udev_event(self, action: str, address: str) -> None:
-        """One udev event on the pci subsystem (the monitor's, or a test's)."""
+    def udev_event(self, action: str, address: str, settle_s: float = 3.0) -> None:
+        """One udev event on the pci subsystem (the monitor's, or a test's). An "add"
+        whose function sysfs does not show yet (slot address, IDs) is looked at again
+        for up to `settle_s`."""
         if action == "remove":
-            names = [n for n, a in self._addresses.items() if a == address]
+            with self._lock:
+                names = [n for n, a in self._addresses.items() if a == address]
+                for name in names:
+                    del self._addresses[name]
             for name in names:
-                del self._addresses[name]
                 self._notify("removed", name)
         elif action == "add":
-            attached = set(self._addresses)
-            infos = sorted(self._known, key=lambda i: (i.kind != "pf", i.vf or 0))
-            found = resolve_addresses(infos, slots=self.slots, pci=self.pci)
+            deadline = time.monotonic() + settle_s
+            while not self._added(lambda name, addr: addr == address) and \
+                    time.monotonic() < deadline and not self._closing.is_set():
+                time.sleep(0.1)
+
+    def _added(self, match: Callable[[str, str], bool]) -> bool:
+        """Notify "added" for every known, unattached function `match` accepts that
+        sysfs shows now; True if there was one."""
+        infos = sorted(self._known, key=lambda i: (i.kind != "pf", i.vf or 0))
+        found = resolve_addresses(infos, slots=self.slots, pci=self.pci)
+        new = []
+        with self._lock:
             for name, addr in found.items():
-                if addr == address and name not in attached:
-                    self._notify("added", name)
+                if match(name, addr) and name not in self._addresses:
+                    new.append(name)
+        for name in new:
+            self._notify("added", name)
+        return bool(new)
+
+    def _on_platform_event(self, ev: Event) -> None:  # the channel's reader thread
+        name = ev.data.get("name")
+        if not isinstance(name, str) or not self._callbacks:
+            return
+        if ev.name == "function-removed":
+            with self._lock:
+                gone = self._addresses.pop(name, None) is not None
+            if gone:
+                self._notify("removed", name)
+        elif ev.name == "function-added":
+            info = next((i for i in self._known if i.name == name), None)
+            if info is None or info.slot is None or not (self.slots / str(info.slot)).is_dir():
+                return  # without its slot the function cannot be told from another VF
+            threading.Thread(target=self._await_added, args=(name,), daemon=True,
+                             name=f"await-{name}").start()
+
+    def _await_added(self, name: str, timeout: float = 20.0) -> None:
+        """The platform added `name` back: wait (bounded) until sysfs shows it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._closing.is_set():
+            with self._lock:
+                if name in self._addresses:
+                    return  # udev was first
+            if self._added(lambda n, addr: n == name):
+                return
+            time.sleep(0.1)
 
     def _notify(self, kind: str, name: str) -> None:
         for cb in list(self._callbacks):

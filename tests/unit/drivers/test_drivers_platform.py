@@ -130,6 +130,8 @@ def test_udev_events_map_to_this_partitions_functions(sysfs: tuple[Path, Path]) 
                       FunctionInfo.from_entry(entry("vf1", 1))]
     backend._addresses = {"vf0": "0000:02:00.0", "vf1": "0000:03:00.0"}
     backend._callbacks = []
+    backend._lock = threading.RLock()
+    backend._closing = threading.Event()
     seen: list[tuple[str, str]] = []
     backend._callbacks.append(lambda kind, name: seen.append((kind, name)))
     backend.udev_event("remove", "0000:03:00.0")
@@ -235,3 +237,48 @@ def test_guest_dma_pages_have_physical_addresses() -> None:
     assert c.bus // PAGE != a.bus // PAGE  # a new page, anywhere in physical memory
     a.write(0, b"dma")
     assert a.read(0, 3) == b"dma"
+
+
+def test_an_add_seen_before_sysfs_shows_the_function_and_the_platforms_event(
+        sysfs: tuple[Path, Path]) -> None:
+    """udev may report the add before the function's files are there, or lose it; the
+    platform's function-added event is the second source. Each add is notified once."""
+    import shutil
+
+    from eeh_abi.hcall import Event
+
+    pci, slots = sysfs
+    for slot, bus in ((2, "02:00"), (3, "03:00")):
+        (slots / str(slot)).mkdir(parents=True)
+        (slots / str(slot) / "address").write_text(f"0000:{bus}\n")
+    backend = VmBackend.__new__(VmBackend)
+    backend.slots, backend.pci = slots, pci
+    backend._known = [FunctionInfo.from_entry(entry("vf0", 0, slot=2)),
+                      FunctionInfo.from_entry(entry("vf1", 1, slot=3))]
+    backend._addresses = {"vf0": "0000:02:00.0"}
+    backend._callbacks = []
+    backend._lock = threading.RLock()
+    backend._closing = threading.Event()
+    seen: list[tuple[str, str]] = []
+
+    def attach(kind: str, name: str) -> None:
+        seen.append((kind, name))
+        if kind == "added":  # the agent opens it
+            backend._addresses[name] = "0000:03:00.0"
+    backend._callbacks.append(attach)
+    saved = pci / "saved"
+    shutil.move(pci / "0000:03:00.0", saved)  # not in sysfs yet
+    t = threading.Thread(target=backend.udev_event, args=("add", "0000:03:00.0"))
+    t.start()
+    backend._on_platform_event(Event("function-added", None, {"name": "vf1"}, 0.0))
+    time.sleep(0.3)
+    assert seen == []
+    shutil.move(saved, pci / "0000:03:00.0")
+    t.join(5)
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert seen == [("added", "vf1")]
+    backend._on_platform_event(Event("function-removed", None, {"name": "vf1"}, 0.0))
+    assert seen[-1] == ("removed", "vf1") and "vf1" not in backend._addresses
