@@ -21,8 +21,10 @@ bench also sends a VF one probe as soon as the VF reports `recovered`.
 
 Per recovery, from the platform's timeline (t0 = just before the injection call):
 - `recovery_ms`: t0 -> every VF has passed traffic again (the figure with the goals);
-- `frozen_ms`: t0 -> every VF PE frozen (the device model's pe-frozen of the last VF:
-  its gates are closed; the policy tells the owners right after);
+- `frozen_ms`: t0 -> every VF PE frozen: the device model's first pe-frozen event (the
+  model closes every gate of the PE tree before it emits any event: bench.device_model);
+  `frozen_notified_ms`: t0 -> the platform's pe-frozen notice of the last VF (its owner
+  is told);
 - `informed_ms`: t0 -> the adapter driver and every VF driver reported error-detected;
 - `adapter_ms`: t0 -> the adapter driver reported adapter-recovered;
 - `release_ms`: t0 -> allow-unfreeze (the lockout release);
@@ -318,7 +320,10 @@ def run_point(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
 def _measure(entries: list[Entry], names: list[str], t0: float, t_back: list[float],
              cpu: float, idle_rate: float) -> dict[str, Any]:
     ms = lambda t: round((t - t0) * 1000, 3)  # noqa: E731
-    frozen = [_first(entries, "model", "pe-frozen", n) for n in names]  # the gate closed
+    # the model closes every gate of the tree before it emits its first pe-frozen event
+    # (bench.device_model); its events for the VF PEs follow, and then the policy's notices
+    gates = _first(entries, "model", "pe-frozen")
+    frozen = [_first(entries, "policy", "pe-frozen", n) for n in names]
     informed = [_first(entries, "driver", "error-detected", n) for n in ["adapter", *names]]
     adapter = _first(entries, "driver", "adapter-recovered", "adapter")
     allow = _first(entries, "policy", "allow-unfreeze")
@@ -333,7 +338,8 @@ def _measure(entries: list[Entry], names: list[str], t0: float, t_back: list[flo
     return {
         "recovery_ms": ms(max(t_back)),
         "traffic_back_ms": [ms(t) for t in t_back],
-        "frozen_ms": ms(max(e.t for e in frozen if e)) if all(frozen) else None,
+        "frozen_ms": ms(gates.t) if gates else None,
+        "frozen_notified_ms": ms(max(e.t for e in frozen if e)) if all(frozen) else None,
         "informed_ms": ms(max(e.t for e in informed if e)) if all(informed) else None,
         "adapter_ms": ms(adapter.t) if adapter else None,
         "release_ms": ms(allow.t) if allow else None,
@@ -385,6 +391,7 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
              "recovery": dist(col("recovery_ms"), "ms"),
              "per_vf_traffic_back": dist(per_vf_back, "ms"),
              "frozen": dist(col("frozen_ms"), "ms"),
+             "frozen_notified": dist(col("frozen_notified_ms"), "ms"),
              "informed": dist(col("informed_ms"), "ms"),
              "adapter_recovered": dist(col("adapter_ms"), "ms"),
              "lockout_release": dist(col("release_ms"), "ms"),
@@ -434,13 +441,12 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
     s64 = by_key.get(("spec", 64, "parallel"))
     goal("spec_64_vfs", s64["recovery"]["p50"] if s64 else None, GOALS["spec_64_ms"], "ms",
          "spec timing, 64 VFs, recovery p50")
-    for timing in TIMINGS:
-        for n in sorted({k[1] for k in by_key}):
-            v = by_key.get((timing, n, "parallel"))
-            if v is not None and v["resume_after_release"]["n"]:
-                goal(f"resume_p99_{timing}_{n}", v["resume_after_release"]["p99"],
-                     GOALS["resume_p99_ms"], "ms",
-                     f"{timing} timing, {n} VFs: lockout release -> VF resumed, p99")
+    for n in sorted({k[1] for k in by_key}):  # fast only: in spec timing the VF's own
+        v = by_key.get(("fast", n, "parallel"))  # FLR (100 ms) follows the release
+        if v is not None and v["resume_after_release"]["n"]:
+            goal(f"resume_p99_fast_{n}", v["resume_after_release"]["p99"],
+                 GOALS["resume_p99_ms"], "ms",
+                 f"fast timing, {n} VFs: lockout release -> VF resumed, p99")
     return out
 
 
