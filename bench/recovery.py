@@ -233,9 +233,99 @@ def _messages(plat: Platform) -> dict[str, int]:
     return {"vfio_user": sum(ep.messages for ep in eps), "platform_calls": lines}
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+class InProcessDrivers:
+    """The agent as threads of this process (the default: everything in one process)."""
+
+    where = "in-process"
+
+    def __init__(self, plat: Platform, serial: bool) -> None:
+        self.agent = Agent(HarnessBackend(str(plat.hcall_path(HOST))), serial_recovery=serial)
+
+    def start(self, nvfs: int) -> dict[str, bytes]:
+        ready = self.agent.start()
+        if len(ready) != nvfs + 1:
+            raise RuntimeError(f"drivers not ready: {ready} ({self.agent.failed})")
+        return {v.name: v.mac for v in self.agent.vf_drivers()}
+
+    def cpu_s(self) -> float:
+        return 0.0  # already in this process's time.process_time()
+
+    def rss_kib(self) -> tuple[int, int]:
+        return 0, 0
+
+    def stop(self) -> None:
+        self.agent.stop()
+
+
+class ProcessDrivers:
+    """The agent in a process of its own (`python -m guest_drivers.harness`), as drivers
+    in guests are separate from the platform: two interpreters, no shared GIL."""
+
+    where = "own process"
+
+    def __init__(self, plat: Platform, serial: bool) -> None:
+        self.plat = plat
+        argv = [sys.executable, "-m", "guest_drivers.harness", "--hcall",
+                str(plat.hcall_path(HOST))] + (["--serial-recovery"] if serial else [])
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True,
+                                     cwd=Path(__file__).resolve().parent.parent)
+
+    def start(self, nvfs: int) -> dict[str, bytes]:
+        wanted = {"adapter", *(f"vf{n}" for n in range(nvfs))}
+        deadline = time.monotonic() + 120
+        while True:
+            probes = {e.pe: e for e in self.plat.timeline.snapshot()
+                      if e.source == "driver" and e.kind == "probe"}
+            if wanted <= set(probes):
+                return {n: bytes.fromhex(str(e.data["mac"]).replace(":", ""))
+                        for n, e in probes.items() if n != "adapter"}
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise RuntimeError(f"drivers' process not ready: {err[-500:]}")
+            time.sleep(0.05)
+
+    def cpu_s(self) -> float:
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / _TICK
+
+    def rss_kib(self) -> tuple[int, int]:
+        """(VmRSS, VmHWM) of the drivers' process."""
+        out = {}
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    out[line[:5]] = int(line.split()[1])
+        except OSError:
+            pass
+        return out.get("VmRSS", 0), out.get("VmHWM", 0)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def _all_recovered(plat: Platform, pes: set[str], since: float) -> bool:
+    got = {e.pe for e in plat.timeline.snapshot()
+           if e.source == "driver" and e.kind == "recovered" and e.t >= since}
+    return pes <= got
+
+
 def run_point(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
-              run_dir: Path) -> dict[str, Any]:
-    """One point, in this process: start, inject `repeats` times, measure."""
+              run_dir: Path, drivers: str = "in-process") -> dict[str, Any]:
+    """One point: start, inject `repeats` times, measure. `drivers`: "in-process" (the
+    agent's threads in this process) or "process" (the agent in a process of its own)."""
     t_start = time.monotonic()
     names = [f"vf{n}" for n in range(nvfs)]
     owners = {"pf": HOST, **{n: HOST for n in names}}
@@ -244,16 +334,15 @@ def run_point(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
     timeout = 60.0 + (nvfs * 0.5 if mode == "serial" else 0)
     recs: list[dict[str, Any]] = []
     claim_failures: list[str] = []
+    fallbacks = 0
     with Platform(cfg, run_dir) as plat:
-        agent = Agent(HarnessBackend(str(plat.hcall_path(HOST))),
-                      serial_recovery=mode == "serial")
+        drv: InProcessDrivers | ProcessDrivers = (
+            ProcessDrivers(plat, mode == "serial") if drivers == "process"
+            else InProcessDrivers(plat, mode == "serial"))
         try:
-            ready = agent.start()
-            if len(ready) != nvfs + 1:
-                raise RuntimeError(f"drivers not ready: {ready} ({agent.failed})")
+            macs = drv.start(nvfs)
             startup_s = time.monotonic() - t_start
-            by_name = {v.name: v for v in agent.vf_drivers()}
-            traffic = PointTraffic(plat, names, [by_name[n].mac for n in names], rate_hz)
+            traffic = PointTraffic(plat, names, [macs[n] for n in names], rate_hz)
             traffic.start()
             rss_before = _rss_kib()
             try:
@@ -261,13 +350,13 @@ def run_point(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
                     if not traffic.steady(10):
                         raise RuntimeError("traffic does not flow through every VF")
                     quiet_s = 0.25
-                    c0 = time.process_time()
+                    c0, d0 = time.process_time(), drv.cpu_s()
                     time.sleep(quiet_s)
-                    idle_rate = (time.process_time() - c0) / quiet_s
+                    idle_rate = (time.process_time() - c0 + drv.cpu_s() - d0) / quiet_s
                     plat.timeline.clear()
                     t0 = time.monotonic()
                     traffic.arm(t0)
-                    cpu0 = time.process_time()
+                    cpu0, dcpu0 = time.process_time(), drv.cpu_s()
                     by_thread0 = thread_cpu()
                     msgs0 = _messages(plat)
                     plat.inject_adapter_error(f"bench {k + 1}")
@@ -276,20 +365,25 @@ def run_point(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
                                    if b is None]
                         raise RuntimeError(f"recovery {k + 1}: no traffic through "
                                            f"{missing[:8]} after {timeout:.0f} s")
-                    cpu = time.process_time() - cpu0
+                    dcpu = drv.cpu_s() - dcpu0
+                    cpu = time.process_time() - cpu0 + dcpu
                     by_thread = {g: round(v - by_thread0.get(g, 0.0), 3)
                                  for g, v in thread_cpu().items()}
+                    if drivers == "process":
+                        by_thread["drivers-process"] = round(dcpu, 3)
                     msgs = {k2: v - msgs0[k2] for k2, v in _messages(plat).items()}
                     t_back = [b for b in traffic.back if b is not None]
                     # every driver's "recovered" report (the PF's may come last)
                     deadline = time.monotonic() + 10
-                    while time.monotonic() < deadline and not all(
-                            d.recovery is not None and d.recovery.recovered >= k + 1
-                            for d in agent.drivers.values()):
+                    while time.monotonic() < deadline and not _all_recovered(
+                            plat, {"adapter", *names}, t0):
                         time.sleep(0.005)
                     for n, b in zip(names, traffic.back, strict=True):
                         plat.timeline.record("traffic", "traffic-back", pe=n, t=b)
                     entries = [e for e in plat.timeline.snapshot() if e.t >= t0]
+                    fallbacks += sum(1 for e in entries if e.source == "driver"
+                                     and e.kind == "lockout-lifted"
+                                     and e.data.get("by") == "fallback")
                     recs.append(_measure(entries, names, t0, t_back, cpu, idle_rate)
                                 | {"cpu_by_thread_s": by_thread, "messages": msgs})
                     steps = check_claim(entries, pf_owner=HOST, vfs=dict.fromkeys(names, HOST),
@@ -304,16 +398,17 @@ def run_point(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
             finally:
                 traffic.stop()
             rss_after = _rss_kib()
-            lockouts = sum(d.recovery.lockout_fallbacks for d in agent.drivers.values()
-                           if d.recovery is not None)
+            d_rss, d_hwm = drv.rss_kib()
         finally:
-            agent.stop()
+            drv.stop()
     maxrss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"timing": timing, "vfs": nvfs, "mode": mode, "repeats": repeats,
-            "rate_hz": rate_hz, "startup_s": round(startup_s, 3), "recoveries": recs,
-            "claim_failures": claim_failures, "lockout_fallbacks": lockouts,
-            "maxrss_mib": round(maxrss_kib / 1024, 1),
-            "rss_growth_mib": round((rss_after - rss_before) / 1024, 1),
+    return {"timing": timing, "vfs": nvfs, "mode": mode, "drivers": drivers,
+            "repeats": repeats, "rate_hz": rate_hz, "startup_s": round(startup_s, 3),
+            "recoveries": recs, "claim_failures": claim_failures,
+            "lockout_fallbacks": fallbacks,
+            "maxrss_mib": round((maxrss_kib + d_hwm) / 1024, 1),
+            "drivers_process_maxrss_mib": round(d_hwm / 1024, 1) if d_hwm else None,
+            "rss_growth_mib": round((rss_after - rss_before + 0 * d_rss) / 1024, 1),
             "probes_sent": traffic.sent, "echoes": traffic.echoes}
 
 
@@ -351,11 +446,13 @@ def _measure(entries: list[Entry], names: list[str], t0: float, t_back: list[flo
 
 # ---------------------------------------------------------------------- the parent
 def run_child(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
-              out_dir: Path) -> dict[str, Any]:
-    d = out_dir / f"{timing}-{nvfs:02d}vf-{mode}"
+              out_dir: Path, drivers: str = "in-process") -> dict[str, Any]:
+    d = out_dir / (f"{timing}-{nvfs:02d}vf-{mode}"
+                   + ("-drivers-process" if drivers == "process" else ""))
     d.mkdir(parents=True, exist_ok=True)
     out = d / "point.json"
-    cmd = [sys.executable, "-m", "bench.recovery", "--point", f"{timing}:{nvfs}:{mode}",
+    cmd = [sys.executable, "-m", "bench.recovery", "--point",
+           f"{timing}:{nvfs}:{mode}:{drivers}",
            "--repeats", str(repeats), "--rate", str(rate_hz), "--json", str(out),
            "--dir", str(d)]
     t0 = time.monotonic()
@@ -363,7 +460,7 @@ def run_child(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
                        cwd=Path(__file__).resolve().parent.parent)
     (d / "point.log").write_text(p.stdout + p.stderr)
     if p.returncode != 0 or not out.exists():
-        return {"timing": timing, "vfs": nvfs, "mode": mode, "error":
+        return {"timing": timing, "vfs": nvfs, "mode": mode, "drivers": drivers, "error":
                 f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-600:]}"}
     res: dict[str, Any] = json.loads(out.read_text())
     res["wall_s"] = round(time.monotonic() - t0, 1)
@@ -373,7 +470,7 @@ def run_child(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
 def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
     """Distributions per point, slopes, parallel/serial ratios and the goals."""
     out: dict[str, Any] = {"points": [], "goals": {}, "ratios": [], "slopes": {}}
-    by_key: dict[tuple[str, int, str], dict[str, Any]] = {}
+    by_key: dict[tuple[str, int, str, str], dict[str, Any]] = {}
     for p in points:
         if "error" in p:
             out["points"].append(p)
@@ -388,6 +485,7 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
         cpu = col("cpu_s")
         idle = col("idle_cpu_s")
         s = {"timing": p["timing"], "vfs": p["vfs"], "mode": p["mode"],
+             "drivers": p.get("drivers", "in-process"),
              "recovery": dist(col("recovery_ms"), "ms"),
              "per_vf_traffic_back": dist(per_vf_back, "ms"),
              "frozen": dist(col("frozen_ms"), "ms"),
@@ -410,19 +508,24 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
              "lockout_fallbacks": p["lockout_fallbacks"],
              "rate_hz": p["rate_hz"], "wall_s": p.get("wall_s")}
         out["points"].append(s)
-        by_key[(p["timing"], p["vfs"], p["mode"])] = s
+        by_key[(p["timing"], p["vfs"], p["mode"], s["drivers"])] = s
     for timing in TIMINGS:
         for mode in ("parallel", "serial"):
-            pts = sorted((k[1], v["recovery"]["p50"]) for k, v in by_key.items()
-                         if k[0] == timing and k[2] == mode and v["recovery"]["n"])
-            if len(pts) >= 2:
-                out["slopes"][f"{timing}-{mode}"] = scalar(
+            for where in ("in-process", "process"):
+                pts = sorted((k[1], v["recovery"]["p50"]) for k, v in by_key.items()
+                             if k[0] == timing and k[2] == mode and k[3] == where
+                             and v["recovery"]["n"])
+                if len(pts) < 2:
+                    continue
+                key = f"{timing}-{mode}" + ("-drivers-process" if where == "process" else "")
+                out["slopes"][key] = scalar(
                     slope([x for x, _ in pts], [y for _, y in pts]), "ms/VF", len(pts),
                     what="least-squares slope of recovery p50 against the number of VFs")
-    for (timing, n, mode), v in sorted(by_key.items()):
-        if mode != "parallel" or (timing, n, "serial") not in by_key:
+    for (timing, n, mode, where), v in sorted(by_key.items()):
+        if mode != "parallel" or where != "in-process" or \
+                (timing, n, "serial", where) not in by_key:
             continue
-        ser = by_key[(timing, n, "serial")]
+        ser = by_key[(timing, n, "serial", where)]
         out["ratios"].append({"timing": timing, "vfs": n, "parallel_over_serial": scalar(
             v["recovery"]["p50"] / ser["recovery"]["p50"], "ratio", v["recovery"]["n"],
             what="recovery p50, parallel / serial")})
@@ -432,21 +535,27 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
         g[name] = {"value": None if value is None else round(value, 3), "goal": limit,
                    "unit": unit, "met": value is not None and value <= limit, "what": what}
 
-    f64 = by_key.get(("fast", 64, "parallel"))
-    goal("fast_64_vfs", f64["recovery"]["p50"] if f64 else None, GOALS["fast_64_ms"], "ms",
-         "fast timing, 64 VFs, recovery p50")
-    sl = out["slopes"].get("fast-parallel")
-    goal("fast_slope", sl["value"] if sl else None, GOALS["fast_slope_ms_per_vf"], "ms/VF",
-         "fast timing, slope of recovery p50 over 1..64 VFs")
-    s64 = by_key.get(("spec", 64, "parallel"))
-    goal("spec_64_vfs", s64["recovery"]["p50"] if s64 else None, GOALS["spec_64_ms"], "ms",
-         "spec timing, 64 VFs, recovery p50")
-    for n in sorted({k[1] for k in by_key}):  # fast only: in spec timing the VF's own
-        v = by_key.get(("fast", n, "parallel"))  # FLR (100 ms) follows the release
-        if v is not None and v["resume_after_release"]["n"]:
-            goal(f"resume_p99_fast_{n}", v["resume_after_release"]["p99"],
-                 GOALS["resume_p99_ms"], "ms",
-                 f"fast timing, {n} VFs: lockout release -> VF resumed, p99")
+    for where, suffix, what in (("in-process", "", ""),
+                                ("process", "_drivers_process",
+                                 ", drivers in a process of their own")):
+        f64 = by_key.get(("fast", 64, "parallel", where))
+        s64 = by_key.get(("spec", 64, "parallel", where))
+        sl = out["slopes"].get("fast-parallel" + ("-drivers-process" if suffix else ""))
+        if suffix and not (f64 or s64 or sl):
+            continue
+        goal("fast_64_vfs" + suffix, f64["recovery"]["p50"] if f64 else None,
+             GOALS["fast_64_ms"], "ms", f"fast timing, 64 VFs, recovery p50{what}")
+        goal("fast_slope" + suffix, sl["value"] if sl else None,
+             GOALS["fast_slope_ms_per_vf"], "ms/VF",
+             f"fast timing, slope of recovery p50 over 1..64 VFs{what}")
+        goal("spec_64_vfs" + suffix, s64["recovery"]["p50"] if s64 else None,
+             GOALS["spec_64_ms"], "ms", f"spec timing, 64 VFs, recovery p50{what}")
+        for n in sorted({k[1] for k in by_key}):  # fast only: in spec timing the VF's
+            v = by_key.get(("fast", n, "parallel", where))  # own FLR follows the release
+            if v is not None and v["resume_after_release"]["n"]:
+                goal(f"resume_p99_fast_{n}{suffix}", v["resume_after_release"]["p99"],
+                     GOALS["resume_p99_ms"], "ms",
+                     f"fast timing, {n} VFs: lockout release -> VF resumed, p99{what}")
     return out
 
 
@@ -459,7 +568,8 @@ def print_summary(s: dict[str, Any]) -> None:
             print(f"{p['timing']:6} {p['vfs']:3} {p['mode']:8} ERROR {p['error']}")
             continue
         r = p["recovery"]
-        print(f"{p['timing']:6} {p['vfs']:3} {p['mode']:8} "
+        mode = p["mode"] + ("/proc" if p.get("drivers") == "process" else "")
+        print(f"{p['timing']:6} {p['vfs']:3} {mode:8} "
               f"{r['p50']:9.1f} /{r['p99']:8.1f} {p['frozen']['p50']:7.2f} "
               f"{p['informed']['p50']:8.1f} {p['adapter_recovered']['p50']:8.1f} "
               f"{p['lockout_release']['p50']:8.1f} "
@@ -477,22 +587,27 @@ def print_summary(s: dict[str, Any]) -> None:
 
 
 def run_all(vfs: Sequence[int], timings: Sequence[str], modes: Sequence[str], repeats: int,
-            rate_hz: float, out_dir: Path, say: Any = print) -> dict[str, Any]:
+            rate_hz: float, out_dir: Path, say: Any = print,
+            process_points: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
+    """Every (timing, VFs, mode) with the drivers in-process; then `process_points`
+    ((timing, VFs), parallel) with the drivers in a process of their own."""
     points = []
-    for timing in timings:
-        for n in vfs:
-            for mode in modes:
-                say(f"recovery: {timing} timing, {n} VFs, {mode} ({repeats} recoveries)")
-                p = run_child(timing, n, mode, repeats, rate_hz, out_dir)
-                if "error" in p:
-                    say(f"  failed: {p['error']}")
-                else:
-                    r = [x["recovery_ms"] for x in p["recoveries"]]
-                    say(f"  recovery p50 {sorted(r)[len(r) // 2]:.1f} ms, p99 "
-                        f"{percentile(r, 99):.1f} ms; {p['wall_s']} s")
-                points.append(p)
+    todo = [(t, n, m, "in-process") for t in timings for n in vfs for m in modes]
+    todo += [(t, n, "parallel", "process") for t, n in process_points]
+    for timing, n, mode, where in todo:
+        say(f"recovery: {timing} timing, {n} VFs, {mode}, drivers {where} "
+            f"({repeats} recoveries)")
+        p = run_child(timing, n, mode, repeats, rate_hz, out_dir, where)
+        if "error" in p:
+            say(f"  failed: {p['error']}")
+        else:
+            r = [x["recovery_ms"] for x in p["recoveries"]]
+            say(f"  recovery p50 {sorted(r)[len(r) // 2]:.1f} ms, p99 "
+                f"{percentile(r, 99):.1f} ms; {p['wall_s']} s")
+        points.append(p)
     s = summarize(points)
     s["config"] = {"vfs": list(vfs), "timings": list(timings), "modes": list(modes),
+                   "process_points": [list(x) for x in process_points],
                    "repeats": repeats, "rate_hz": rate_hz,
                    "host_cpus": os.cpu_count(), "poll": "PollConfig() defaults"}
     return s
@@ -506,22 +621,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--modes", default="parallel,serial")
     ap.add_argument("--repeats", type=int, default=None, help="recoveries per point (10)")
     ap.add_argument("--rate", type=float, default=20.0, help="probes per VF per second")
+    ap.add_argument("--process", default="",
+                    help="also these points with the drivers in a process of their own "
+                         "(parallel), e.g. fast:16,fast:64,spec:64")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--dir", default=None, help="artifacts directory")
     ap.add_argument("--point", default=None, help=argparse.SUPPRESS)  # timing:vfs:mode
     args = ap.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 10)
     if args.point:
-        timing, n, mode = args.point.split(":")
+        timing, n, mode, *where = args.point.split(":")
         d = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="eeh-bench-"))
         d.mkdir(parents=True, exist_ok=True)
-        res = run_point(timing, int(n), mode, repeats, args.rate, d)
+        res = run_point(timing, int(n), mode, repeats, args.rate, d,
+                        where[0] if where else "in-process")
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
         return 0
     vfs = [int(x) for x in args.vfs.split(",")] if args.vfs else [1, 4, 16, 64]
     out_dir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="eeh-bench-rec-"))
+    procs = [(t, int(n)) for t, n in (x.split(":") for x in args.process.split(",") if x)]
     s = run_all(vfs, args.timings.split(","), args.modes.split(","), repeats, args.rate,
-                out_dir)
+                out_dir, process_points=procs)
     print_summary(s)
     if args.json:
         Path(args.json).write_text(json.dumps(s, indent=1) + "\n")

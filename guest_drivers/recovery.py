@@ -74,8 +74,9 @@ log = logging.getLogger("guest_drivers.recovery")
 TIMINGS_KEPT = 64
 
 
-_OUTCOME_STEPS = frozenset({"recovered", "permanent-failure", "disconnect", "aborted",
-                            "no-freeze"})
+# Reports that wait for their reply: the outcomes of a round.
+_WAITED_STEPS = frozenset({"recovered", "permanent-failure", "disconnect", "aborted",
+                           "no-freeze"})
 
 
 class ErrorHandlers(Protocol):
@@ -618,7 +619,7 @@ class PeRecovery:
         # intermediate steps are posted; an outcome waits, so that when `recovered` (the
         # count) moves, every step of the round is in the platform's timeline
         self.services.report(step, self.pe, {"driver": self.name, **detail},
-                             wait=step in _OUTCOME_STEPS)
+                             wait=step in _WAITED_STEPS)
 
 
 @dataclass

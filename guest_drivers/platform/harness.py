@@ -62,8 +62,14 @@ class RamPages:
 
 
 class HarnessFunction(FunctionAccess):
+    """`posted_writes`: None (the default) posts BAR writes (MMIO, MSI-X table) and waits
+    for config-space writes, as QEMU's vfio-user-pci does (its x-no-posted-writes is off
+    by default); True posts every write, False none. A posted write is answered by
+    nobody, but it is handled before anything sent after it on the same socket, so a
+    read after a write still sees it."""
+
     def __init__(self, info: FunctionInfo, *, ram_size: int = DEFAULT_RAM,
-                 posted_writes: bool = False, timeout: float = 10.0,
+                 posted_writes: bool | None = None, timeout: float = 10.0,
                  connect_s: float = 5.0) -> None:
         from vfio_user import Client, GuestRam, VfioUserError
 
@@ -105,8 +111,9 @@ class HarnessFunction(FunctionAccess):
 
     def _write(self, region: int, offset: int, size: int, value: int) -> None:
         data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        posted = region != REGION_CONFIG if self._posted is None else self._posted
         try:
-            self._client.region_write(region, offset, data, posted=self._posted)
+            self._client.region_write(region, offset, data, posted=posted)
         except self._errors as e:
             raise self._gone(e) from e
 
@@ -146,7 +153,7 @@ class HarnessBackend(PlatformBackend):
     mode = "harness"
 
     def __init__(self, hcall: str, *, ram_size: int = DEFAULT_RAM,
-                 posted_writes: bool = False, timeout: float = 30.0) -> None:
+                 posted_writes: bool | None = None, timeout: float = 30.0) -> None:
         super().__init__(Channel.unix(hcall, timeout=timeout))
         self.hcall = hcall
         self.ram_size = ram_size
