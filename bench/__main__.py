@@ -86,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     if "recovery" in parts:
         vfs = [1, 4, 16, 64]
+        procs = [("fast", 64)] if args.quick else \
+            [("fast", 1), ("fast", 4), ("fast", 16), ("fast", 64), ("spec", 64)]
         rec = recovery.run_all(vfs, ["fast", "spec"], ["parallel", "serial"],
-                               3 if args.quick else 10, 20.0, out / "recovery", say)
+                               3 if args.quick else 10, 20.0, out / "recovery", say,
+                               process_points=procs)
         results["recovery"] = rec
         recovery.print_summary(rec)
         failed += [f"recovery {p['timing']} {p['vfs']} {p['mode']}"

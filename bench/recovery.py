@@ -497,6 +497,13 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
              "resume_after_release": dist(resume, "ms"),
              "cpu": dist(cpu, "s"), "idle_cpu_same_window": dist(idle, "s"),
              "cpu_excess": dist([c - i for c, i in zip(cpu, idle, strict=False)], "s"),
+             "cpu_by_thread": {g: dist([r["cpu_by_thread_s"].get(g, 0.0) for r in recs], "s")
+                               for g in sorted({g for r in recs
+                                                for g in r.get("cpu_by_thread_s", {})})},
+             "vfio_user_messages": dist([r["messages"]["vfio_user"] for r in recs
+                                         if "messages" in r], "messages", 0),
+             "platform_calls": dist([r["messages"]["platform_calls"] for r in recs
+                                     if "messages" in r], "calls", 0),
              "maxrss": scalar(p["maxrss_mib"], "MiB", 1, what="ru_maxrss of the point's "
                               "process (platform + model + N+1 drivers + traffic)"),
              "rss_growth": scalar(p["rss_growth_mib"], "MiB", len(recs),

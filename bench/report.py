@@ -32,11 +32,11 @@ def _met(g: dict[str, Any] | None) -> str:
     return "**met**" if g["met"] else "**missed**"
 
 
-def _point(rec: dict[str, Any], timing: str, n: int, mode: str = "parallel"
-           ) -> dict[str, Any] | None:
+def _point(rec: dict[str, Any], timing: str, n: int, mode: str = "parallel",
+           drivers: str = "in-process") -> dict[str, Any] | None:
     for p in rec.get("points", []):
         if p.get("timing") == timing and p.get("vfs") == n and p.get("mode") == mode \
-                and "error" not in p:
+                and p.get("drivers", "in-process") == drivers and "error" not in p:
             return p
     return None
 
@@ -62,6 +62,17 @@ def table(results: dict[str, Any]) -> str:
     lines.append(f"| harness, spec timing, 64 VFs, p50 / p99 | "
                  f"{_pair(s64 and s64['recovery'], 'ms')} | <= 2300 ms p50 (floor ~2150): "
                  f"{_met(g)} | - |")
+    p64 = _point(rec, "fast", 64, drivers="process")
+    ps64 = _point(rec, "spec", 64, drivers="process")
+    if p64 or ps64:
+        g1, g2 = goals.get("fast_64_vfs_drivers_process"), goals.get("spec_64_vfs_drivers_process")
+        gs = goals.get("fast_slope_drivers_process")
+        lines.append(f"| harness, drivers in a process of their own (two interpreters), 64 VFs: "
+                     f"fast p50 / p99; spec p50 / p99; fast slope | "
+                     f"{_pair(p64 and p64['recovery'], 'ms')}; "
+                     f"{_pair(ps64 and ps64['recovery'], 'ms')}; "
+                     f"{gs['value'] if gs and gs['value'] is not None else '-'} ms/VF | "
+                     f"150 ms: {_met(g1)}; 2300 ms: {_met(g2)}; 2 ms/VF: {_met(gs)} | - |")
     for timing in ("fast", "spec"):
         parts = []
         worst = None
@@ -143,7 +154,7 @@ def table(results: dict[str, Any]) -> str:
 
 def points_table(results: dict[str, Any]) -> str:
     rec = results.get("recovery") or {}
-    lines = ["| timing | VFs | mode | recovery p50 / p99 ms | PEs frozen (owners told) "
+    lines = ["| timing | VFs | mode (drivers) | recovery p50 / p99 ms | PEs frozen (owners told) "
              "| drivers informed "
              "| adapter recovered | lockout released | VF resumed after release p50 / p99 "
              "| CPU s (quiet) | RSS MiB | claim |",
@@ -153,8 +164,9 @@ def points_table(results: dict[str, Any]) -> str:
             lines.append(f"| {p['timing']} | {p['vfs']} | {p['mode']} | error: "
                          f"{p['error'][:80]} | | | | | | | | |")
             continue
+        mode = p["mode"] + (" (own process)" if p.get("drivers") == "process" else "")
         lines.append(
-            f"| {p['timing']} | {p['vfs']} | {p['mode']} | {_d(p['recovery'], 'p50', 1, 1)} / "
+            f"| {p['timing']} | {p['vfs']} | {mode} | {_d(p['recovery'], 'p50', 1, 1)} / "
             f"{_d(p['recovery'], 'p99', 1, 1)} | {_d(p['frozen'], 'p50', 1, 2)} "
             f"({_d(p.get('frozen_notified'), 'p50', 1, 1)}) | "
             f"{_d(p['informed'], 'p50', 1, 1)} | {_d(p['adapter_recovered'], 'p50', 1, 1)} | "
@@ -195,6 +207,30 @@ def guest_steps_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cost_notes(results: dict[str, Any]) -> list[str]:
+    """Where the CPU of a 64-VF harness recovery goes (the goals' limiting factor)."""
+    rec = results.get("recovery") or {}
+    out = []
+    for where in ("in-process", "process"):
+        p = _point(rec, "fast", 64, drivers=where)
+        if not p or not p["cpu"].get("n"):
+            continue
+        groups = ", ".join(f"{g} {v['p50']:.3f} s" for g, v in p.get("cpu_by_thread",
+                                                                      {}).items()
+                           if v.get("n") and v["p50"] >= 0.005)
+        vu, pc = p.get("vfio_user_messages", {}), p.get("platform_calls", {})
+        whose = "the platform's" if where == "in-process" else "their own"
+        out.append(
+            f"fast, 64 VFs, drivers in {whose} process: host CPU per recovery p50 "
+            f"{p['cpu']['p50']:.3f} s "
+            f"({p['cpu']['p50'] / 64 * 1000:.1f} ms per VF; the same traffic alone, same "
+            f"length: {p['idle_cpu_same_window']['p50']:.3f} s); by thread: {groups or '-'}; "
+            f"per recovery {vu.get('p50', '-')} vfio-user messages and {pc.get('p50', '-')} "
+            f"platform-call lines ({(vu.get('p50') or 0) / 64:.0f} and "
+            f"{(pc.get('p50') or 0) / 64:.0f} per VF), each a Python-level round trip")
+    return out
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results.get("meta", {})
     out = [f"# Benchmarks, run {meta.get('run', '?')}", "",
@@ -205,7 +241,7 @@ def markdown(results: dict[str, Any]) -> str:
            table(results), "", "## Harness mode: every point", "", points_table(results), "",
            "## Real guests: where boot time goes", "", boot_table(results), "",
            "## Real guests: the claim's steps", "", guest_steps_table(results), ""]
-    notes = results.get("notes") or []
+    notes = cost_notes(results) + list(results.get("notes") or [])
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(out)
@@ -224,8 +260,12 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
     if pts:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for ax, timing in zip(axes, ("fast", "spec"), strict=True):
-            for mode, style in (("parallel", "o-"), ("serial", "s--")):
-                ps = sorted((p for p in pts if p["timing"] == timing and p["mode"] == mode),
+            for mode, where, style, label in (
+                    ("parallel", "in-process", "o-", "parallel"),
+                    ("serial", "in-process", "s--", "serial (as Linux)"),
+                    ("parallel", "process", "^:", "parallel, drivers' own process")):
+                ps = sorted((p for p in pts if p["timing"] == timing and p["mode"] == mode
+                             and p.get("drivers", "in-process") == where),
                             key=lambda p: p["vfs"])
                 if not ps:
                     continue
@@ -234,7 +274,7 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
                 lo = [p["recovery"]["p50"] - p["recovery"]["min"] for p in ps]
                 hi = [p["recovery"]["p99"] - p["recovery"]["p50"] for p in ps]
                 ax.errorbar(x, y, yerr=[lo, hi], fmt=style, capsize=3,
-                            label=f"{mode} (p50, min..p99)")
+                            label=f"{label} (p50, min..p99)")
             if timing == "fast":
                 ax.axhline(150, color="red", lw=0.8, ls=":", label="goal at 64 VFs: 150 ms")
             else:
@@ -258,8 +298,9 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for ax, timing in zip(axes, ("fast", "spec"), strict=True):
             ps = sorted((p for p in pts if p["timing"] == timing and p["mode"] == "parallel"),
-                        key=lambda p: p["vfs"])
-            labels = [str(p["vfs"]) for p in ps]
+                        key=lambda p: (p["vfs"], p.get("drivers") == "process"))
+            labels = [str(p["vfs"]) + (" (own process)" if p.get("drivers") == "process"
+                                       else "") for p in ps]
             left = [0.0] * len(ps)
             for key, title in steps:
                 ends = [max(p[key].get("p50") or 0.0, lft) for p, lft in zip(ps, left,
