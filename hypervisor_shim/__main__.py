@@ -28,8 +28,8 @@ from hypervisor_shim.story import KINDS, Story, StoryConfig
 from hypervisor_shim.topology import DEFAULT_TOPOLOGY, load_topology
 from hypervisor_shim.vm.assets import REPO, AssetConfig, GuestAssets, ensure_assets
 from hypervisor_shim.vm.config import MachineConfig
-from hypervisor_shim.vm.machine import Machine
-from hypervisor_shim.vm.run import new_run_dir, resolve_accel, run_command, with_accel
+from hypervisor_shim.vm.machine import GuestResult, Machine, MachineState
+from hypervisor_shim.vm.run import new_run_dir, resolve_accel, with_accel
 from vfio_user.errors import VfioUserError
 
 # What the command line reports as `error: ...` rather than a traceback.
@@ -78,7 +78,16 @@ async def _vm(args: argparse.Namespace) -> int:
     print(f"vm: {assets.qemu.describe()}; accelerator {accel} ({why})", file=sys.stderr)
     _warn_drift(assets)
     run_dir = new_run_dir(args.runs, "vm")
-    result = await run_command(with_accel(cfg, accel), assets, command, run_dir, args.timeout)
+    vm = Machine(with_accel(cfg, accel), assets, run_dir=run_dir, repo=REPO, command=command)
+
+    async def run() -> GuestResult:
+        async with vm:
+            return await vm.wait_exit(args.timeout)
+    try:
+        result = await until_signal(run(), lambda: vm.state is MachineState.STOPPED)
+    except Interrupted:
+        print("vm: interrupted; QEMU stopped", file=sys.stderr)
+        return 130
     sys.stdout.write(result.output)
     print(f"vm: exit status {result.status}; ready after {result.ready_s:.2f} s; "
           f"artifacts in {run_dir}", file=sys.stderr)
