@@ -108,8 +108,12 @@ async def scenario(topo: object, assets: GuestAssets, accel: str, d: Path) -> No
             await until(lambda: {"adapter", "vf1", "vf2"} <= {
                 e.pe for e in tl.snapshot() if e.source == "driver" and e.kind == "recovered"
                 and e.t > t_inject}, 90, "recovery of svc and g2")
+            recovered = {e.pe: e.t for e in tl.snapshot() if e.source == "driver"
+                         and e.kind == "recovered" and e.t > t_inject}
             for name in ("vf1", "vf2"):
-                t = await asyncio.to_thread(traffic.wait_echo_after, name, t_inject, 30)
+                # traffic after the VF's recovery (an echo in flight at the injection
+                # is not traffic back)
+                t = await asyncio.to_thread(traffic.wait_echo_after, name, recovered[name], 30)
                 assert t is not None, name
                 tl.record("traffic", "traffic-back", pe=name, t=t)
             await until(lambda: plat.pe_states()["vf0"]["state"] == 0, 30, "vf0 back")
