@@ -194,6 +194,12 @@ async def blast(system: System, seconds: float) -> dict[str, Any]:
             done.set()
 
     ledger = lambda: plat.adapter.function(FPS_VF).nic.ledger.tx_sent  # noqa: E731
+    deadline = time.monotonic() + 60  # the agent's sender listens once its drivers are up
+    while not any(e.source == "driver" and e.kind == "bench-sender-ready" and e.owner == owner
+                  for e in plat.timeline.snapshot()):
+        if time.monotonic() > deadline:
+            return {"error": "the guest's sender never reported ready"}
+        await asyncio.sleep(0.05)
     plat.timeline.add_listener(listen)
     try:
         m0 = plat.call(ledger)

@@ -242,6 +242,9 @@ def markdown(results: dict[str, Any]) -> str:
            "## Real guests: where boot time goes", "", boot_table(results), "",
            "## Real guests: the claim's steps", "", guest_steps_table(results), ""]
     notes = cost_notes(results) + list(results.get("notes") or [])
+    for name, r in (results.get("legacy") or {}).items():
+        notes.append(f"{name}: exit {r['exit']}, {r['goals_missed']} of its own goals "
+                     f"missed, {r['wall_s']} s; output in {r['output']}")
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(out)

@@ -1,6 +1,7 @@
 """The benchmarks' sender: frames through one VF as fast as its driver takes them.
 
-The agent started with `--sender` answers the platform's `bench-send` event (data:
+The agent started with `--sender` reports `bench-sender-ready` once it listens (after
+its drivers are ready), then answers the platform's `bench-send` event (data:
 `vf` the VF's name, `seconds`, `size` the frame length, optional `id`): for `seconds`
 it keeps the VF's queue topped up with test-traffic frames to the uplink (eeh_abi.traffic
 probes of stream 1 + VF number, target 0xFFFF: the adapter's switch sends them out of the
@@ -29,6 +30,7 @@ from guest_drivers.vf import VfDriver
 
 EVENT = "bench-send"
 REPORT = "bench-sent"
+READY = "bench-sender-ready"
 DST = bytes.fromhex("02feeeeeee01")  # unknown unicast: the switch sends it to the uplink
 MAX_SECONDS = 60.0
 
@@ -44,6 +46,7 @@ class BenchSender:
     def start(self) -> None:
         self.services.listen(self._on_event)
         self._thread.start()
+        self.services.report(READY, None, {})  # the host may send bench-send from now on
 
     def stop(self) -> None:
         self._requests.put(None)

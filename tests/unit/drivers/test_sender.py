@@ -74,6 +74,7 @@ def test_bench_send_event_sends_for_the_asked_time_and_reports_the_books() -> No
         assert "error" in missing
         reported = plat.report_details(REPORT)
         assert [d.get("id") for d in reported] == [7, None]
+        assert "bench-sender-ready" in plat.steps()
         assert agent.drivers["vf1"].counters()["tx"]["balanced"]
     finally:
         sender.stop()
