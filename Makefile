@@ -50,7 +50,7 @@ demo: rootfs
 bench-boot: rootfs
 	$(PY) -m bench.boot
 
-# Every benchmark (about 15 minutes): runs/bench/<run>/results.json, results.md, plots.
+# Every benchmark (about 12 minutes): runs/bench/<run>/results.json, results.md, plots.
 bench: rootfs
 	$(PY) -m bench
 

@@ -344,6 +344,7 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
                 ax.text(v, i, f" {v:.2f} s", va="center", fontsize=8)
         ax.set_yticks(range(len(bars)), [b[0] for b in bars])
         ax.set_xscale("log")
+        ax.set_xlim(right=limit * 6)  # room for the labels
         ax.set_xlabel("injection -> every VF passes traffic again (s, log scale; p50)")
         ax.set_title("real guests under TCG: ours (3 guests) vs QEMU igb + Linux AER")
         fig.tight_layout()
