@@ -276,6 +276,8 @@ class ModelPlatform:
         self.registrations: dict[int, tuple[str, str, bool]] = {}
         self.reports: list[tuple[float, str, dict[str, Any]]] = []
         self.calls: list[tuple[float, str, str, dict[str, Any], int]] = []
+        # (owner, call, args, status) in the order the model handled them
+        self.handled: list[tuple[str, str, dict[str, Any], int]] = []
         self.pushed: list[tuple[float, str, str, int | None, dict[str, Any]]] = []
         self.subscribers: dict[str, list[Callable[[HEvent], None]]] = {}
         # called before a call is handled, outside the model (a test may hold a call back)
@@ -370,7 +372,11 @@ class ModelPlatform:
     def handle(self, owner: str, call: str, args: dict[str, Any]) -> Reply:
         if self.before_call is not None:
             self.before_call(owner, call, args)
-        reply: Reply = self.run(lambda: self._handle(owner, call, args))
+        def handled() -> Reply:
+            r = self._handle(owner, call, args)
+            self.handled.append((owner, call, dict(args), r.status))  # model thread: in order
+            return r
+        reply: Reply = self.run(handled)
         self.calls.append((time.monotonic(), owner, call, dict(args), reply.status))
         return reply
 
