@@ -311,12 +311,7 @@ class Channel:
             self._next_id += 1
             self._waiting[msg_id] = slot
         try:
-            data = encode(Request(msg_id, call, args))
-            with self._wlock:
-                view = memoryview(data)
-                while view:
-                    n = os.write(self._fd, view)
-                    view = view[n:]
+            self._write(encode(Request(msg_id, call, args)))
             limit = self.timeout if timeout is None else timeout
             deadline = time.monotonic() + limit
             while True:
@@ -335,6 +330,14 @@ class Channel:
             with self._lock:
                 self._waiting.pop(msg_id, None)
 
+    def _write(self, data: bytes) -> None:
+        """One whole message, not interleaved with another thread's."""
+        with self._wlock:
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+
     def post(self, call: str, on_reply: Callable[[Reply], None] | None = None,
              **args: Any) -> None:
         """A platform call whose reply is not waited for (a driver's step reports): the
@@ -349,12 +352,7 @@ class Channel:
             self._next_id += 1
             self._posted[msg_id] = on_reply
         try:
-            data = encode(Request(msg_id, call, args))
-            with self._wlock:
-                view = memoryview(data)
-                while view:
-                    n = os.write(self._fd, view)
-                    view = view[n:]
+            self._write(encode(Request(msg_id, call, args)))
         except OSError as e:
             with self._lock:
                 self._posted.pop(msg_id, None)
