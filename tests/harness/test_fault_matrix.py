@@ -113,15 +113,21 @@ def all_pes_normal(r: Rig) -> None:
 
 # ---------------------------------------------------------------------------- matrix
 def test_adapter_error_while_idle(tmp_path: Path) -> None:
-    """No traffic at all: every driver learns from the pushed event alone, recovers, and
-    its function passes frames again."""
+    """No traffic at all: every driver learns of the error (the pushed event, or its
+    idle health check's all-ones read confirmed by the platform, whichever comes first),
+    recovers, and its function passes frames again."""
     with rig(tmp_path, traffic=False) as r:
         t = time.monotonic()
         r.plat.inject_adapter_error("while idle")
         assert wait_for(lambda: r.recovered_after(t, r.names()), 30), r.dump(t)
-        triggers = {e.pe: e.data.get("trigger") for e in r.entries(t)
+        triggers = {e.pe: str(e.data.get("trigger")) for e in r.entries(t)
                     if e.source == "driver" and e.kind == "error-detected"}
-        assert triggers == {n: "pe-frozen" for n in r.names()}, triggers
+        assert set(triggers) == set(r.names()), triggers
+        assert all(tr == "pe-frozen" or tr.startswith("all-ones") for tr in
+                   triggers.values()), triggers
+        pushed = {e.pe for e in r.entries(t) if e.source == "policy"
+                  and e.kind == "pe-frozen" and e.data.get("to")}
+        assert set(r.names()) <= pushed, pushed
         all_pes_normal(r)
         for vf in r.agent.vf_drivers():
             assert vf.send(bytes.fromhex("02aa00000001") + vf.mac + b"\x88\xb5"  # type: ignore[attr-defined]
