@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from eeh_abi import nic, traffic
+from eeh_abi import nic
 from guest_drivers.agent import Agent, TrafficLoop
 from guest_drivers.driver import DriverState
 from guest_drivers.platform.harness import HarnessBackend
 from guest_drivers.poll import PollConfig
 from guest_drivers.vf import VfDriver
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
+from tests.support.frames import payload
 from tests.unit.drivers.drivers_fakes import (
     HOST,
     HcallSocketServer,
@@ -79,16 +80,6 @@ def rig() -> Iterator[Rig]:
 
 def frame(src: bytes, dst: bytes = UPLINK_MAC, tag: str = "x") -> bytes:
     return dst + src + b"\x88\xb5" + tag.encode().ljust(46, b".")
-
-
-def payload(f: bytes) -> str:
-    """What a test frame carries: "stream:seq" of a test-traffic probe, else its text
-    (after an 802.1Q tag if the switch added one)."""
-    p = traffic.parse(f)
-    if p is not None:
-        return f"{p.stream}:{p.seq}"
-    body = f[18:] if f[12:14] == b"\x81\x00" else f[14:]
-    return body.rstrip(b".").decode(errors="replace")
 
 
 def test_pf_and_eight_vfs_come_up_and_pass_traffic(rig: Rig) -> None:

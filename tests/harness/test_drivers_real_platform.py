@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from eeh_abi import traffic
 from guest_drivers.agent import Agent, TrafficLoop
 from guest_drivers.driver import DriverState
 from guest_drivers.platform.harness import HarnessBackend
@@ -25,6 +24,7 @@ from guest_drivers.poll import PollConfig
 from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig, VfSettings
 from hypervisor_shim.timeline import Entry
+from tests.support.frames import payload
 from tests.unit.drivers.drivers_fakes import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,16 +49,6 @@ def plat(tmp_path: Path) -> Iterator[Platform]:
 
 def agent_for(p: Platform, **kw: object) -> Agent:
     return Agent(HarnessBackend(str(p.hcall_path(HOST))), poll=POLL, **kw)  # type: ignore[arg-type]
-
-
-def payload(f: bytes) -> str:
-    """What a test frame carries: "stream:seq" of a test-traffic probe, else its text
-    (after an 802.1Q tag if the switch added one)."""
-    p = traffic.parse(f)
-    if p is not None:
-        return f"{p.stream}:{p.seq}"
-    body = f[18:] if f[12:14] == b"\x81\x00" else f[14:]
-    return body.rstrip(b".").decode(errors="replace")
 
 
 def index(entries: list[Entry], source: str, kind: str, pe: str) -> int:

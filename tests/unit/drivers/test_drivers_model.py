@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from device_model import Adapter, AdapterConfig, ManualClock, QueueUplink
-from eeh_abi import nic, traffic
+from eeh_abi import nic
 from guest_drivers.agent import Agent
 from guest_drivers.driver import DriverError, DriverState
 from guest_drivers.pf import AdapterSettings, PfDriver, VfSettings
@@ -20,6 +20,7 @@ from guest_drivers.poll import PollConfig
 from guest_drivers.recovery import RecoveryPolicy
 from guest_drivers.services import Services
 from guest_drivers.vf import VfDriver, mac_str
+from tests.support.frames import payload
 from tests.unit.drivers.drivers_fakes import (
     HOST,
     InProcessBackend,
@@ -67,16 +68,6 @@ class World:
 
 def frame(src: bytes, dst: bytes = UPLINK_MAC, tag: str = "x") -> bytes:
     return dst + src + ETYPE + tag.encode().ljust(46, b".")
-
-
-def payload(f: bytes) -> str:
-    """What a test frame carries: "stream:seq" of a test-traffic probe, else its text
-    (after an 802.1Q tag if the switch added one)."""
-    p = traffic.parse(f)
-    if p is not None:
-        return f"{p.stream}:{p.seq}"
-    body = f[18:] if f[12:14] == b"\x81\x00" else f[14:]
-    return body.rstrip(b".").decode(errors="replace")
 
 
 @pytest.fixture
