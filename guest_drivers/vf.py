@@ -299,7 +299,8 @@ class VfDriver(Driver):
         if cmd == 0xFFFF:
             raise DriverError(f"{self.name}: config space reads all-ones (frozen or absent)")
         fn.config_write(nic.CFG_COMMAND, 2, cmd | _MEM_BME)
-        if self._wait_pf_ready() is None:
+        waited = self._wait_pf_ready()
+        if waited is None or waited < 0:
             raise DriverError(f"{self.name}: the PF did not finish its reset within "
                               f"{self.pf_wait_s} s (mailbox RSTI)")
         fn.write32(nic.CTRL, nic.Ctrl.RST)  # a clean start: NIC state and counters reset
@@ -349,13 +350,19 @@ class VfDriver(Driver):
             self.report("mtu-capped", wanted=wanted, max_mtu=self.max_mtu, why=str(e))
 
     def _wait_pf_ready(self) -> float | None:
-        """Wait for the mailbox's "PF reset done"; seconds waited, None on timeout."""
+        """Wait for the mailbox's "PF reset done"; seconds waited, None on timeout, -1.0
+        when the function lost its config space again while waiting (the PF re-created
+        its VFs after this VF's reset: only another reset brings it back)."""
         t0 = time.monotonic()
         delay = 0.001
         while True:
             mbx = self.fn.read32(nic.VF_MBX)
             if mbx != ALL_ONES32 and not mbx & nic.Mbx.RSTI and mbx & nic.Mbx.RSTD:
                 return time.monotonic() - t0
+            if mbx == ALL_ONES32:
+                cmd = self.fn.config_read(nic.CFG_COMMAND, 2)
+                if cmd != 0xFFFF and not cmd & nic.Command.MEMORY:
+                    return -1.0
             rec = self.recovery
             if time.monotonic() - t0 > self.pf_wait_s or self._stop.is_set() or (
                     rec is not None and rec.running and rec.interrupted):
@@ -564,6 +571,13 @@ class VfDriver(Driver):
             if not self._config_before:  # the first round of this recovery
                 self._config_before = self.config()
         self.recoveries += 1
+        rec = self.recovery
+        if rec is not None and rec.last_freeze.get("side_effect"):
+            # frozen because the adapter PE froze: the adapter driver's reset wipes this
+            # VF (its config space, MAC, rings), so a thaw alone cannot bring it back. Ask
+            # for the reset at once, as Linux's igbvf and ixgbevf do; the rings are
+            # harvested in slot_reset (DMA memory needs no MMIO)
+            return ErsResult.NEED_RESET
         return ErsResult.CAN_RECOVER
 
     def mmio_enabled(self) -> ErsResult:
@@ -598,8 +612,14 @@ class VfDriver(Driver):
 
     def slot_reset(self) -> ErsResult:
         self.resets += 1
-        self._tx_reclaim()  # nothing left after an FLR, but keep the books exact
+        # what completed before the freeze is still in DMA memory: take it (a no-op when
+        # mmio_enabled already did), then every unfinished TX descriptor back for replay
+        self._rx_poll(self.rx_ring)
+        self._tx_reclaim()
         waited = self._wait_pf_ready()
+        if waited is not None and waited < 0:
+            self.report("config-lost", why="config space lost again after the reset")
+            return ErsResult.NEED_RESET  # the framework resets again (a bounded number)
         if waited is None:
             rec = self.recovery
             if rec is not None and rec.interrupted:

@@ -71,14 +71,27 @@ TITLES = {
 }
 
 
-def _first(entries: list[Entry], after: float, **match: Any) -> Entry | None:
-    for e in entries:
-        if e.t < after:
-            continue
-        if all((e.data.get(k[5:]) if k.startswith("data_") else getattr(e, k)) == v
-               for k, v in match.items()):
-            return e
-    return None
+class _Index:
+    """The entries by (source, kind) and by (source, kind, pe), each list in time order:
+    a lookup looks only at its own kind (a 64-VF timeline has thousands of entries)."""
+
+    def __init__(self, entries: Iterable[Entry]) -> None:
+        self._by: dict[tuple[str, ...], list[Entry]] = {}
+        for e in entries:
+            self._by.setdefault((e.source, e.kind), []).append(e)
+            if e.pe is not None:
+                self._by.setdefault((e.source, e.kind, e.pe), []).append(e)
+
+    def first(self, after: float, source: str, kind: str, pe: str | None = None,
+              **match: Any) -> Entry | None:
+        key = (source, kind) if pe is None else (source, kind, pe)
+        for e in self._by.get(key, ()):
+            if e.t < after:
+                continue
+            if all((e.data.get(k[5:]) if k.startswith("data_") else getattr(e, k)) == v
+                   for k, v in match.items()):
+                return e
+        return None
 
 
 def injection_time(entries: Iterable[Entry]) -> float | None:
@@ -95,7 +108,7 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
                 ) -> list[Step]:
     """`vfs`: VF name -> owner (its driver's channel). `since`: ignore earlier entries
     (a previous recovery). `config_before`: VF name -> {mac, vlan, mtu} before the error."""
-    es = [e for e in entries if e.t >= since]
+    _first = _Index(e for e in entries if e.t >= since).first
     steps: list[Step] = []
 
     def add(key: str, ok: bool, t: float | None, who: str, detail: str = "") -> Step:
@@ -103,7 +116,7 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
         steps.append(s)
         return s
 
-    fz = _first(es, since, source="policy", kind="pe-frozen", pe="adapter",
+    fz = _first(since, source="policy", kind="pe-frozen", pe="adapter",
                 data_side_effect=False)
     a = add("adapter-frozen", fz is not None, fz.t if fz else None, "platform",
             "" if fz else "no pe-frozen of the adapter PE")
@@ -112,7 +125,7 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
     frozen_at: dict[str, float] = {}
     missing = []
     for vf in vfs:
-        e = _first(es, t_frozen, source="policy", kind="pe-frozen", pe=vf,
+        e = _first(t_frozen, source="policy", kind="pe-frozen", pe=vf,
                    data_side_effect=True)
         if e is None:
             missing.append(vf)
@@ -123,12 +136,12 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
 
     informed: dict[str, float] = {}
     late = []
-    pf_e = _first(es, t_frozen, source="driver", kind="error-detected", owner=pf_owner,
+    pf_e = _first(t_frozen, source="driver", kind="error-detected", owner=pf_owner,
                   pe="adapter")
     if pf_e is None:
         late.append("adapter driver")
     for vf, owner in vfs.items():
-        e = _first(es, frozen_at.get(vf, t_frozen), source="driver", kind="error-detected",
+        e = _first(frozen_at.get(vf, t_frozen), source="driver", kind="error-detected",
                    owner=owner, pe=vf)
         if e is None:
             late.append(vf)
@@ -140,13 +153,13 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
 
     lifted: dict[str, float] = {}
     for vf in vfs:
-        e = _first(es, t_frozen, source="policy", kind="lockout-lifted", pe=vf)
+        e = _first(t_frozen, source="policy", kind="lockout-lifted", pe=vf)
         if e is not None:
             lifted[vf] = e.t
     not_refused = []
     refused_t = []
     for vf in vfs:
-        e = _first(es, frozen_at.get(vf, t_frozen), source="policy", kind="unfreeze-refused",
+        e = _first(frozen_at.get(vf, t_frozen), source="policy", kind="unfreeze-refused",
                    pe=vf)
         if e is None or (vf in lifted and e.t > lifted[vf]):
             not_refused.append(vf)
@@ -155,11 +168,11 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
     add("vfs-locked-out", not not_refused, max(refused_t, default=None), "platform",
         f"no refused unfreeze for {not_refused}" if not_refused else "")
 
-    rec = _first(es, t_frozen, source="driver", kind="adapter-recovered", owner=pf_owner)
+    rec = _first(t_frozen, source="driver", kind="adapter-recovered", owner=pf_owner)
     add("adapter-recovered", rec is not None, rec.t if rec else None, "adapter driver",
         "" if rec else "the adapter driver never reported adapter-recovered")
 
-    allow = _first(es, rec.t if rec else t_frozen, source="policy", kind="allow-unfreeze",
+    allow = _first(rec.t if rec else t_frozen, source="policy", kind="allow-unfreeze",
                    pe="adapter")
     add("allow-unfreeze", rec is not None and allow is not None, allow.t if allow else None,
         "adapter driver",
@@ -169,8 +182,8 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
     thawed: dict[str, float] = {}
     bad = []
     for vf in vfs:
-        e = _first(es, lifted.get(vf, t_allow), source="policy", kind="pe-thawed", pe=vf)
-        early = _first(es, t_frozen, source="policy", kind="pe-thawed", pe=vf)
+        e = _first(lifted.get(vf, t_allow), source="policy", kind="pe-thawed", pe=vf)
+        early = _first(t_frozen, source="policy", kind="pe-thawed", pe=vf)
         if e is None or vf not in lifted or (early is not None and early.t < t_allow):
             bad.append(vf)
         else:
@@ -181,7 +194,7 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
     recovered: dict[str, Entry] = {}
     bad = []
     for vf, owner in vfs.items():
-        e = _first(es, thawed.get(vf, float("inf")), source="driver", kind="recovered",
+        e = _first(thawed.get(vf, float("inf")), source="driver", kind="recovered",
                    owner=owner, pe=vf)
         if e is None:
             bad.append(vf)
@@ -193,7 +206,7 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
     back: list[float] = []
     bad = []
     for vf in vfs:
-        e = _first(es, recovered[vf].t if vf in recovered else float("inf"),
+        e = _first(recovered[vf].t if vf in recovered else float("inf"),
                    source="traffic", kind="traffic-back", pe=vf)
         if e is None:
             bad.append(vf)

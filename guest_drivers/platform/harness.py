@@ -62,16 +62,16 @@ class RamPages:
 
 
 class HarnessFunction(FunctionAccess):
-    """`posted_writes`: False (the default) waits for every write's reply, so a write is
-    done, for every function, when it returns; None posts BAR writes (MMIO, MSI-X table)
-    and waits for config-space writes, as QEMU's vfio-user-pci does (its
-    x-no-posted-writes is off by default); True posts every write. A posted write is
+    """`posted_writes`: None (the default) posts BAR writes (MMIO, MSI-X table) and waits
+    for config-space writes, as QEMU's vfio-user-pci does (its x-no-posted-writes is off
+    by default); False waits for every write's reply, so a write is done, for every
+    function, when it returns; True posts every write. A posted write is
     answered by nobody; it is handled before anything sent after it on the same socket
     (a read after a write still sees it), but not necessarily before what another
     function's socket carries (a frame another VF sends right after it, say)."""
 
     def __init__(self, info: FunctionInfo, *, ram_size: int = DEFAULT_RAM,
-                 posted_writes: bool | None = False, timeout: float = 10.0,
+                 posted_writes: bool | None = None, timeout: float = 10.0,
                  connect_s: float = 5.0) -> None:
         from vfio_user import Client, GuestRam, VfioUserError
 
@@ -155,7 +155,7 @@ class HarnessBackend(PlatformBackend):
     mode = "harness"
 
     def __init__(self, hcall: str, *, ram_size: int = DEFAULT_RAM,
-                 posted_writes: bool | None = False, timeout: float = 30.0) -> None:
+                 posted_writes: bool | None = None, timeout: float = 30.0) -> None:
         super().__init__(Channel.unix(hcall, timeout=timeout))
         self.hcall = hcall
         self.ram_size = ram_size

@@ -204,7 +204,7 @@ class PePolicy:
             rec.reset_failures = 0
             self._emit("pe-reset-done", rec, {"reset": ev.data.get("reset")},
                        event="pe-reset-done", owners=self._owners_below(rec))
-            self._refresh_isolated()
+            self._refresh_isolated(rec)
         elif ev.kind is EventKind.PE_RESET_FAILED and ev.pe is not None:
             self._reset_failed(self.records[ev.pe], str(ev.data.get("reset")))
 
@@ -264,8 +264,9 @@ class PePolicy:
             self._emit("permanent-failure", r, data, event="permanent-failure",
                        owners=(r.owner,) if r.owner else ())
 
-    def _refresh_isolated(self) -> None:
-        for rec in self.records.values():
+    def _refresh_isolated(self, top: PeRecord) -> None:
+        """`top` or a PE below it may have come back to state 0: no longer isolated."""
+        for rec in [top] + [self.records[d.address] for d in top.pe.descendants()]:
             if PeFlag.ISOLATED in rec.flags and not rec.flags & (
                     PeFlag.PERMANENT | PeFlag.LOCKED_OUT) \
                     and _code(rec.pe) is PeState.NORMAL:
@@ -309,7 +310,7 @@ class PePolicy:
             return CallResult(Status(result), why=f"PE in state {int(pe.status().code)}")
         self._emit("mmio-thawed" if opt is EehOption.THAW_MMIO else "dma-thawed", rec,
                    {"state": int(pe.status().code)})
-        self._refresh_isolated()
+        self._refresh_isolated(rec)
         return CallResult(Status.SUCCESS)
 
     def set_slot_reset(self, rec: PeRecord, function: int) -> CallResult:
@@ -368,7 +369,7 @@ class PePolicy:
                 self._emit("lockout-lifted", rec, {}, event="lockout-lifted",
                            owners=(rec.owner,) if rec.owner else ())
         adapter_rec.flags &= ~PeFlag.RECOVERING
-        self._refresh_isolated()
+        self._refresh_isolated(adapter_rec)
         return CallResult(Status.SUCCESS, ret={"allowed": allowed})
 
     def recovered(self, rec: PeRecord) -> None:

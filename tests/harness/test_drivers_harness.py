@@ -144,10 +144,12 @@ def test_adapter_error_under_traffic_recovers_every_driver_in_order(rig: Rig) ->
         allow = handled.index(("open-sriov-allow-unfreeze", pf_pe, None, 0))
         for vf in vfs:
             pe = vf.pe
-            assert handled.index(("set-eeh-option", pe, 2, 0)) > allow, vf.name
+            # frozen with the adapter: straight to the VF's reset, after the lockout
+            assert handled.index(("set-slot-reset", pe, None, 0)) > allow, vf.name
             steps = [s for s, p in reports if p == pe]
-            assert steps.index("error-detected") < steps.index("mmio-thawed") \
-                < steps.index("config-lost") < steps.index("reset") \
+            assert "mmio-thawed" not in steps, steps
+            assert steps.index("error-detected") < steps.index("unfreeze-refused") \
+                < steps.index("lockout-lifted") < steps.index("reset") \
                 < steps.index("pf-reset-done") < steps.index("config-restored") \
                 < steps.index("resume") < steps.index("recovered"), steps
             by = {d["by"] for d in rig.plat.report_details("lockout-lifted", pe)}

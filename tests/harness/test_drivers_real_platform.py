@@ -84,14 +84,15 @@ def test_adapter_error_under_traffic_every_driver_recovers_in_order(plat: Platfo
         allow = index(tl, "policy", "allow-unfreeze", "adapter")
         for vf in vfs:
             name = vf.name
-            vf_order = [("driver", "error-detected"), ("policy", "lockout-lifted"),
-                        ("policy", "mmio-thawed"), ("driver", "config-lost"),
-                        ("driver", "reset"), ("driver", "pf-reset-done"),
-                        ("driver", "config-restored"), ("driver", "resume"),
-                        ("driver", "recovered")]
+            # frozen with the adapter: straight to the VF's reset, after the lockout
+            vf_order = [("driver", "error-detected"), ("policy", "unfreeze-refused"),
+                        ("policy", "lockout-lifted"), ("policy", "reset-hot"),
+                        ("policy", "pe-thawed"), ("driver", "reset"),
+                        ("driver", "pf-reset-done"), ("driver", "config-restored"),
+                        ("driver", "resume"), ("driver", "recovered")]
             pos = [index(tl, s, k, name) for s, k in vf_order]
             assert pos == sorted(pos), (name, list(zip(vf_order, pos, strict=True)))
-            assert index(tl, "policy", "mmio-thawed", name) > allow
+            assert index(tl, "policy", "reset-hot", name) > allow
             woken = [e.data.get("by") for e in tl
                      if (e.source, e.kind, e.pe) == ("driver", "lockout-lifted", name)]
             assert woken and set(woken) == {"event"}, (name, woken)
