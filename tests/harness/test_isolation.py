@@ -253,6 +253,9 @@ def test_a_vf_reaches_another_only_by_the_switchs_rules(tmp_path: Path) -> None:
             vf0.fn.write32(nic.MAC_LO, int.from_bytes(vf2.mac[0:4], "little"))
             vf0.fn.write32(nic.MAC_HI, int.from_bytes(vf2.mac[4:6], "little")
                            | nic.MacHi.VALID)
+            # BAR writes are posted (as QEMU's vfio-user-pci posts them): a read on the
+            # same function flushes them, as a driver's readl after writel does
+            vf0.fn.read32(nic.MAC_HI), vf1.fn.read32(nic.VLAN)
             vf1.send(vf2.mac + vf1.mac + body("escape"))
             vf1.send(vf0.mac + vf1.mac + body("escape0"))
             assert not got(vf2, "escape") and not got(vf0, "escape0")
@@ -263,6 +266,7 @@ def test_a_vf_reaches_another_only_by_the_switchs_rules(tmp_path: Path) -> None:
             assert vf1.fn.read32(nic.VLAN) & nic.VLAN_VID == 100
             # an unforced VF may join a VLAN of its own accord (the switch's rule)
             vf2.fn.write32(nic.VLAN, int(nic.Vlan.EN) | 100)
+            vf2.fn.read32(nic.VLAN)  # flush the posted write before vf1's frame
             vf1.send(vf2.mac + vf1.mac + body("joined"))
             assert got(vf2, "joined", 2)
             for vf in (vf0, vf1, vf2):
