@@ -29,6 +29,9 @@ Per recovery, from the platform's timeline (t0 = just before the injection call)
 - `adapter_ms`: t0 -> the adapter driver reported adapter-recovered;
 - `release_ms`: t0 -> allow-unfreeze (the lockout release);
 - `resume_ms` (one per VF): that VF's lockout-lifted -> its driver's `resume` report;
+  `unfreeze_accepted_ms` (one per VF): lockout-lifted -> the platform accepted that VF
+  driver's first unfreeze after it (its reset or thaw call answered 0): how fast a
+  locked-out driver hears of the release and acts, without its own recovery's work;
 - `cpu_s`: host CPU seconds (user + system, every thread of the point's process:
   time.process_time) from t0 until every VF passed traffic; `idle_cpu_s`: the same
   process's CPU over an equally long quiet window under the same traffic just before,
@@ -422,12 +425,18 @@ def _measure(entries: list[Entry], names: list[str], t0: float, t_back: list[flo
     informed = [_first(entries, "driver", "error-detected", n) for n in ["adapter", *names]]
     adapter = _first(entries, "driver", "adapter-recovered", "adapter")
     allow = _first(entries, "policy", "allow-unfreeze")
-    resume = []
+    resume, unfrozen = [], []
     for n in names:
         lift = _first(entries, "policy", "lockout-lifted", n)
         res = _first(entries, "driver", "resume", n)
         if lift is not None and res is not None:
             resume.append(round((res.t - lift.t) * 1000, 3))
+        if lift is not None:  # the VF driver's first accepted unfreeze (reset or thaw)
+            ok = next((e for e in entries if e.t >= lift.t and e.pe == n
+                       and e.source == "call" and e.data.get("status") == 0
+                       and e.kind in ("set-slot-reset", "set-eeh-option")), None)
+            if ok is not None:
+                unfrozen.append(round((ok.t - lift.t) * 1000, 3))
     vf_rec = [_first(entries, "driver", "recovered", n) for n in names]
     total = max(t_back) - t0
     return {
@@ -440,6 +449,7 @@ def _measure(entries: list[Entry], names: list[str], t0: float, t_back: list[flo
         "release_ms": ms(allow.t) if allow else None,
         "vfs_recovered_ms": ms(max(e.t for e in vf_rec if e)) if all(vf_rec) else None,
         "resume_ms": resume,
+        "unfreeze_accepted_ms": unfrozen,
         "cpu_s": round(cpu, 4), "idle_cpu_s": round(idle_rate * total, 4),
     }
 
@@ -481,6 +491,7 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
             return [r[key] for r in recs if r.get(key) is not None]
 
         resume = [v for r in recs for v in r["resume_ms"]]
+        accepted = [v for r in recs for v in r.get("unfreeze_accepted_ms", [])]
         per_vf_back = [v for r in recs for v in r["traffic_back_ms"]]
         cpu = col("cpu_s")
         idle = col("idle_cpu_s")
@@ -495,6 +506,7 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
              "lockout_release": dist(col("release_ms"), "ms"),
              "vfs_recovered": dist(col("vfs_recovered_ms"), "ms"),
              "resume_after_release": dist(resume, "ms"),
+             "unfreeze_accepted_after_release": dist(accepted, "ms"),
              "cpu": dist(cpu, "s"), "idle_cpu_same_window": dist(idle, "s"),
              "cpu_excess": dist([c - i for c, i in zip(cpu, idle, strict=False)], "s"),
              "cpu_by_thread": {g: dist([r["cpu_by_thread_s"].get(g, 0.0) for r in recs], "s")

@@ -91,6 +91,17 @@ def table(results: dict[str, Any]) -> str:
             lines.append(f"| harness, spec: lockout release -> VF resumed, p99 by VFs "
                          f"(includes the VF's own FLR, 100 ms) | {', '.join(parts)} ms | - "
                          "| - |")
+    for timing in ("fast", "spec"):
+        parts = []
+        for n in rec.get("config", {}).get("vfs", []):
+            p = _point(rec, timing, n)
+            d = (p or {}).get("unfreeze_accepted_after_release") or {}
+            if d.get("n"):
+                parts.append(f"{n}: {d['p50']:.1f} / {d['p99']:.1f}")
+        if parts:
+            lines.append(f"| harness, {timing}: lockout release -> the VF's first unfreeze "
+                         "accepted (the lockout's own latency), p50 / p99 by VFs | "
+                         f"{', '.join(parts)} ms | - | - |")
     ratios = [r for r in rec.get("ratios", []) if r["vfs"] in (16, 64)]
     if ratios:
         lines.append("| harness: recovery p50 parallel / serial (serial = one VF after "
