@@ -41,6 +41,7 @@ from typing import TextIO
 from hypervisor_shim.vm.bytecode import compile_guest_bytecode
 from hypervisor_shim.vm.cpio import CpioWriter
 from hypervisor_shim.vm.errors import AssetError, QemuNotFound
+from hypervisor_shim.vm.pvh import ensure_pvh_kernel
 from hypervisor_shim.vm.qemu_fixes import FixedBinary, ensure_fixed
 from hypervisor_shim.vm.rootfs_lock import (
     LOCK_FILE,
@@ -135,6 +136,7 @@ class GuestAssets:
     qemu: QemuBinary
     # how the root fs compares with its lock
     rootfs_lock: LockStatus = field(default_factory=LockStatus)
+    pvh_kernel: Path | None = None  # the kernel uncompressed, for a PVH boot (vm.pvh)
 
 
 @contextlib.contextmanager
@@ -412,11 +414,17 @@ def ensure_assets(cfg: AssetConfig, log: io.TextIOBase | None = None) -> GuestAs
     if not pyc.ok:
         print(f"assets: guest bytecode not compiled ({pyc.detail}); guests compile the "
               "project's modules at every start", file=log or sys.stderr)
-    return GuestAssets(rootfs=rootfs, kernel=find_kernel(rootfs),
+    kernel = find_kernel(rootfs)
+    pvh, why = ensure_pvh_kernel(kernel, rootfs, cfg.cache_dir)  # ~0.6 s less per boot
+    if pvh is None:
+        print(f"assets: no PVH kernel ({why}); guests boot the compressed kernel",
+              file=log or sys.stderr)
+    return GuestAssets(rootfs=rootfs, kernel=kernel,
                        initramfs=ensure_initramfs(cfg, rootfs),
                        qemu=find_qemu(rootfs, fixed_dir=cfg.cache_dir / "qemu-fixed",
                                       host_fixes=cfg.host_qemu_fixes),
-                       rootfs_lock=lock_status(cfg.repo / LOCK_FILE, rootfs))
+                       rootfs_lock=lock_status(cfg.repo / LOCK_FILE, rootfs),
+                       pvh_kernel=pvh)
 
 
 def main(argv: list[str]) -> int:

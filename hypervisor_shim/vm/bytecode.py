@@ -5,7 +5,7 @@ Guests import `guest_drivers` and `eeh_abi` from this repository, mounted read-o
 start in a guest compiles those modules from source, which under TCG costs about 1.5 s
 of the guest's CPU (`python3 -X importtime -c "import guest_drivers.agent"`: 2.5 s, most
 of it the project's own modules). So before guests boot, the root fs's own python3 runs
-on the host (through the root fs's dynamic loader, as its QEMU does) and `compileall`s
+on the host (vm.rootfs_python: through the root fs's dynamic loader) and `compileall`s
 those packages into their `__pycache__` directories (`*.cpython-3NN.pyc`, ignored by git;
 the host's Python uses its own tag, so the two never clash), with the guest's paths
 (/mnt/repo/...) in the code objects. The guest checks each .pyc against its source's
@@ -16,10 +16,10 @@ Failing to compile is not an error: the guest then compiles in memory, as before
 
 from __future__ import annotations
 
-import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from hypervisor_shim.vm.rootfs_python import run_rootfs_python
 
 GUEST_PACKAGES = ("eeh_abi", "guest_drivers")
 GUEST_REPO = "/mnt/repo"  # where guests mount this repository (vm.config, initramfs)
@@ -40,30 +40,13 @@ class GuestBytecode:
     detail: str = ""
 
 
-def guest_python(rootfs: Path) -> Path | None:
-    """The root fs's python3.N (the highest N), if any."""
-    found = [p for p in (rootfs / "usr/bin").glob("python3.*")
-             if p.name.removeprefix("python3.").isdigit()]
-    return max(found, key=lambda p: int(p.name.removeprefix("python3."))) if found else None
-
-
 def compile_guest_bytecode(rootfs: Path, repo: Path,
                            packages: tuple[str, ...] = GUEST_PACKAGES,
                            timeout: float = 120.0) -> GuestBytecode:
-    python = guest_python(rootfs)
-    loader = rootfs / "lib64/ld-linux-x86-64.so.2"
-    if python is None or not loader.exists():
-        return GuestBytecode(False, "", f"no python3 or loader in {rootfs}")
-    libs = f"{rootfs}/lib/x86_64-linux-gnu:{rootfs}/usr/lib/x86_64-linux-gnu"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    argv = [str(loader), "--library-path", libs, str(python), "-c", _SCRIPT, GUEST_REPO,
-            *packages]
-    try:
-        p = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True,
-                           timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return GuestBytecode(False, python.name, f"could not run {python.name}: {e}")
+    name, p = run_rootfs_python(rootfs, _SCRIPT, [GUEST_REPO, *packages], repo, timeout)
+    if isinstance(p, str):
+        return GuestBytecode(False, name, p)
     if p.returncode != 0:
-        return GuestBytecode(False, python.name,
+        return GuestBytecode(False, name,
                              f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}")
-    return GuestBytecode(True, python.name)
+    return GuestBytecode(True, name)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from hypervisor_shim.vm.assets import COMPLETE, AssetConfig
-from hypervisor_shim.vm.bytecode import GUEST_REPO, compile_guest_bytecode, guest_python
+from hypervisor_shim.vm.bytecode import GUEST_REPO, compile_guest_bytecode
+from hypervisor_shim.vm.rootfs_python import guest_python
 
 
 def test_guest_python_is_the_highest_python3_minor(tmp_path: Path) -> None:
