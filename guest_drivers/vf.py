@@ -376,6 +376,7 @@ class VfDriver(Driver):
             gen = self._cfg_gen
             want_mac, want_vlan, want_mtu = self._want_mac, self._want_vlan, self._want_mtu
             vlan_set = self._vlan_set
+        hi = None  # MAC_HI as last read, when nothing was written to it since
         if want_mac is not None:
             fn.write32(nic.MAC_LO, int.from_bytes(want_mac[0:4], "little"))
             fn.write32(nic.MAC_HI, int.from_bytes(want_mac[4:6], "little") | nic.MacHi.VALID)
@@ -383,10 +384,13 @@ class VfDriver(Driver):
             hi = fn.read32(nic.MAC_HI)
             if hi != ALL_ONES32 and not hi & nic.MacHi.VALID:
                 fn.write32(nic.MAC_HI, hi | nic.MacHi.VALID)
+                hi = None
         if vlan_set:
             fn.write32(nic.VLAN, 0 if want_vlan is None else int(nic.Vlan.EN) | want_vlan)
         fn.write32(nic.MTU, want_mtu)
-        lo, hi = fn.read32(nic.MAC_LO), fn.read32(nic.MAC_HI)
+        lo = fn.read32(nic.MAC_LO)  # a read: every write above has reached the function
+        if hi is None:
+            hi = fn.read32(nic.MAC_HI)
         self._hw_mac = lo.to_bytes(4, "little") + (hi & nic.MAC_HI_ADDR).to_bytes(2, "little")
         vlan = fn.read32(nic.VLAN)
         self._hw_vlan = vlan & nic.VLAN_VID if vlan & nic.Vlan.EN else None
