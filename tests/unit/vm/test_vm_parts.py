@@ -51,6 +51,7 @@ def test_command_line_has_shared_memfd_shares_and_console(tmp_path: Path) -> Non
     assert "memory-backend-memfd,id=mem,size=768M,share=on" in _after(argv, "-object")
     assert _after(argv, "-machine") == ["q35,memory-backend=mem"]
     assert _after(argv, "-accel") == ["tcg"]
+    assert _after(argv, "-cpu") == ["qemu64,+rdrand"]  # the kernel's RNG ready at boot
     fsdevs = _after(argv, "-fsdev")
     assert any(f"path={tmp_path / 'root'}" in f and "readonly=on" in f for f in fsdevs)
     assert any(f"path={tmp_path / 'repo'}" in f and "readonly=on" in f for f in fsdevs)
