@@ -19,7 +19,9 @@ done
 
 p9="trans=virtio,version=9p2000.L,msize=262144"
 mount -t 9p -o "ro,cache=loose,$p9" root /newroot || die "mount root fs"
-mount -t 9p -o "ro,$p9" repo /newroot/mnt/repo || die "mount repository"
+# the repository with cache=loose too: read-only here, and what a guest reads (its
+# code, the bytecode) is not rewritten on the host while it runs; ~0.1 s less per start
+mount -t 9p -o "ro,cache=loose,$p9" repo /newroot/mnt/repo || die "mount repository"
 mount -t 9p -o "rw,$p9" results /newroot/mnt/results || die "mount results"
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs -o mode=755 tmpfs /newroot/run
