@@ -380,6 +380,39 @@ def test_vf_waits_for_pf_reset_done_and_a_new_freeze_restarts_its_recovery(
         stop_all(vf, pf)
 
 
+def test_a_vf_whose_config_space_is_lost_while_it_waits_for_the_pf_is_reset_again(
+        world: World) -> None:
+    """The VF driver waits in slot_reset for MBX.rstd; meanwhile the PF re-creates its VFs
+    (VF Enable off and on: a fresh config space, memory decoding off). Waiting on would
+    never end (every read is all-ones): the driver reports config-lost and asks for
+    another reset."""
+    pf = world.pf()
+    vf = world.vf(0)
+    try:
+        def adapter_reset_then_vf_error() -> None:
+            world.adapter.pf.region_write(0, nic.CTRL, int(nic.Ctrl.RST).to_bytes(4, "little"))
+            world.adapter.inject_vf_error(0)
+        world.model(adapter_reset_then_vf_error)
+        assert wait_for(lambda: "configure" in world.plat.steps(0x18000), 10)
+        time.sleep(0.1)  # the VF driver now waits in slot_reset for MBX.rstd
+        assert "pf-reset-done" not in world.plat.steps(0x18000)
+        world.model(lambda: world.adapter.pf.enable_vfs(3))  # off and on again
+        assert wait_for(lambda: "config-lost" in world.plat.steps(0x18000), 10), \
+            world.plat.steps(0x18000)
+        world.model(lambda: world.adapter.pf.region_write(
+            0, nic.ADAPTER_CTRL, int(nic.AdapterCtrl.PF_RESET_DONE).to_bytes(4, "little")))
+        assert wait_for(lambda: vf.recovery is not None and vf.recovery.recovered == 1, 10), \
+            world.plat.steps(0x18000)
+        steps = world.plat.steps(0x18000)
+        assert steps.count("reset") == 2, steps
+        lost = steps.index("config-lost")
+        assert "reset" in steps[lost:] and "pf-reset-done" in steps[lost:], steps
+        assert "pf-reset-timeout" not in steps
+        assert vf.state is DriverState.UP
+    finally:
+        stop_all(vf, pf)
+
+
 def test_a_vf_that_is_not_the_configured_one_refuses_to_probe(world: World) -> None:
     # the PF driver forces another MAC on vf1 than the platform says vf1 has: the VF
     # driver is looking at a function that is not its VF (as after a wrong slot lookup)
