@@ -23,12 +23,11 @@ from guest_drivers.vf import VfDriver, mac_str
 from tests.support.frames import payload
 from tests.unit.drivers.drivers_fakes import (
     HOST,
-    InProcessBackend,
-    InProcessFunction,
     ModelPlatform,
     locked_runner,
     wait_for,
 )
+from tests.unit.drivers.drivers_inprocess import InProcessBackend, InProcessFunction
 
 POLL = PollConfig(max_sleep_s=0.005, health_s=0.05)
 UPLINK_MAC = bytes.fromhex("02aa00000001")

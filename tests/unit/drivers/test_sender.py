@@ -12,11 +12,11 @@ from guest_drivers.sender import EVENT, REPORT, BenchSender
 from guest_drivers.vf import VfDriver
 from tests.unit.drivers.drivers_fakes import (
     HOST,
-    InProcessBackend,
     ModelPlatform,
     locked_runner,
     wait_for,
 )
+from tests.unit.drivers.drivers_inprocess import InProcessBackend
 
 POLL = PollConfig(max_sleep_s=0.005, health_s=0.05)
 

@@ -15,11 +15,11 @@ from guest_drivers.agent import Agent
 from guest_drivers.driver import DriverState
 from guest_drivers.poll import PollConfig
 from tests.unit.drivers.drivers_fakes import (
-    InProcessBackend,
     ModelPlatform,
     locked_runner,
     wait_for,
 )
+from tests.unit.drivers.drivers_inprocess import InProcessBackend
 
 POLL = PollConfig(max_sleep_s=0.005, health_s=0.05)
 NVFS = 3
