@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import select
 import socket
 import threading
@@ -243,6 +242,25 @@ class LineBuffer:
 EventHandler = Callable[[Event], None]
 
 
+class _Slot:
+    """Where the reader thread leaves one call's reply: a lock held until the reply is
+    in (lighter than a Queue: one lock, no condition variables). Filled at most once."""
+
+    __slots__ = ("_lock", "reply")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.reply: Reply | None = None
+
+    def put(self, reply: Reply) -> None:
+        self.reply = reply
+        self._lock.release()
+
+    def get(self, timeout: float) -> Reply | None:
+        return self.reply if self._lock.acquire(timeout=timeout) else None
+
+
 class Channel:
     """Synchronous client of the platform calls over a file descriptor.
 
@@ -262,7 +280,7 @@ class Channel:
         self._wlock = threading.Lock()
         self._lock = threading.Lock()
         self._next_id = 1
-        self._waiting: dict[int, queue.Queue[Reply]] = {}
+        self._waiting: dict[int, _Slot] = {}
         self._posted: dict[int, Callable[[Reply], None] | None] = {}  # id -> on_reply
         self._handlers: list[EventHandler] = []
         self._closed = threading.Event()
@@ -306,7 +324,7 @@ class Channel:
         """One platform call; blocks for its reply (other threads may call meanwhile)."""
         if self._closed.is_set():
             raise ChannelClosed("channel closed")
-        slot: queue.Queue[Reply] = queue.Queue(1)
+        slot = _Slot()
         with self._lock:
             msg_id = self._next_id
             self._next_id += 1
@@ -316,14 +334,13 @@ class Channel:
             limit = self.timeout if timeout is None else timeout
             deadline = time.monotonic() + limit
             while True:
-                try:
-                    return slot.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    if self._closed.is_set():
-                        raise ChannelClosed("channel closed while waiting for a reply") \
-                            from None
-                    if time.monotonic() >= deadline:
-                        raise CallTimeout(call, limit) from None
+                reply = slot.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+                if reply is not None:
+                    return reply
+                if self._closed.is_set():
+                    raise ChannelClosed("channel closed while waiting for a reply")
+                if time.monotonic() >= deadline:
+                    raise CallTimeout(call, limit)
         except OSError as e:
             self._closed.set()
             raise ChannelClosed(f"channel write failed: {e}") from None
@@ -402,7 +419,8 @@ class Channel:
         if isinstance(msg, Reply):
             on_reply = None
             with self._lock:
-                slot = self._waiting.get(msg.id) if msg.id is not None else None
+                # taken out: a second reply with the same id finds no slot
+                slot = self._waiting.pop(msg.id, None) if msg.id is not None else None
                 posted = slot is None and msg.id is not None and msg.id in self._posted
                 if posted:
                     on_reply = self._posted.pop(msg.id)  # type: ignore[arg-type]

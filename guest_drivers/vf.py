@@ -409,8 +409,8 @@ class VfDriver(Driver):
         self._tx_next = self._tx_clean = 0
         with self._lock:
             self._in_ring = 0
-        for i, buf in enumerate(self._rx_bufs):
-            self._rx_desc.write(i * nic.DESC_SIZE, nic.DESC.pack(buf.bus, self.buf_size, 0, 0, 0))
+        pack, size = nic.DESC.pack, self.buf_size  # every RX buffer posted, in one write
+        self._rx_desc.write(0, b"".join(pack(buf.bus, size, 0, 0, 0) for buf in self._rx_bufs))
         self._rx_next = 0
         for base, ring, count in ((nic.TX_BASE_LO, self._tx_desc, self.tx_ring),
                                   (nic.RX_BASE_LO, self._rx_desc, self.rx_ring)):
