@@ -351,20 +351,25 @@ def test_scapy_packets_in_and_out(world: World) -> None:
         stop_all(vf0, vf2, pf)
 
 
+def vf0_waits_for_pf_reset_done(world: World) -> None:
+    """The adapter's NIC reset behind the PF driver's back (every mailbox says "PF reset
+    in progress" until someone writes pf_reset_done) and an error on vf0: its driver
+    recovers up to slot_reset and waits there for MBX.rstd."""
+    def adapter_reset_then_vf_error() -> None:
+        world.adapter.pf.region_write(0, nic.CTRL, int(nic.Ctrl.RST).to_bytes(4, "little"))
+        world.adapter.inject_vf_error(0)
+    world.model(adapter_reset_then_vf_error)
+    assert wait_for(lambda: "configure" in world.plat.steps(0x18000), 10)
+    time.sleep(0.1)
+    assert "pf-reset-done" not in world.plat.steps(0x18000)
+
+
 def test_vf_waits_for_pf_reset_done_and_a_new_freeze_restarts_its_recovery(
         world: World) -> None:
     pf = world.pf()
     vf = world.vf(0)
     try:
-        def adapter_reset_then_vf_error() -> None:
-            # the adapter's NIC reset behind the PF driver's back: every mailbox says
-            # "PF reset in progress" until someone writes pf_reset_done
-            world.adapter.pf.region_write(0, nic.CTRL, int(nic.Ctrl.RST).to_bytes(4, "little"))
-            world.adapter.inject_vf_error(0)
-        world.model(adapter_reset_then_vf_error)
-        assert wait_for(lambda: "configure" in world.plat.steps(0x18000), 10)
-        time.sleep(0.1)  # the VF driver now waits in slot_reset for MBX.rstd
-        assert "pf-reset-done" not in world.plat.steps(0x18000)
+        vf0_waits_for_pf_reset_done(world)
         world.model(lambda: world.adapter.pes.vf(0).freeze("again"))
         assert wait_for(lambda: "restart" in world.plat.steps(0x18000), 10)
         world.model(lambda: world.adapter.pf.region_write(
@@ -388,13 +393,7 @@ def test_a_vf_whose_config_space_is_lost_while_it_waits_for_the_pf_is_reset_agai
     pf = world.pf()
     vf = world.vf(0)
     try:
-        def adapter_reset_then_vf_error() -> None:
-            world.adapter.pf.region_write(0, nic.CTRL, int(nic.Ctrl.RST).to_bytes(4, "little"))
-            world.adapter.inject_vf_error(0)
-        world.model(adapter_reset_then_vf_error)
-        assert wait_for(lambda: "configure" in world.plat.steps(0x18000), 10)
-        time.sleep(0.1)  # the VF driver now waits in slot_reset for MBX.rstd
-        assert "pf-reset-done" not in world.plat.steps(0x18000)
+        vf0_waits_for_pf_reset_done(world)
         world.model(lambda: world.adapter.pf.enable_vfs(3))  # off and on again
         assert wait_for(lambda: "config-lost" in world.plat.steps(0x18000), 10), \
             world.plat.steps(0x18000)
