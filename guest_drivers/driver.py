@@ -43,6 +43,9 @@ log = logging.getLogger("guest_drivers")
 ALL_ONES32 = 0xFFFFFFFF
 
 
+MEM_BME = int(nic.Command.MEMORY | nic.Command.BUS_MASTER)
+
+
 class DriverError(PlatformError):
     """A driver could not do what was asked (probe failed, bad setting)."""
 
@@ -220,6 +223,16 @@ class Driver(abc.ABC):
             return rec.run()
         finally:
             lock.release()
+
+    def enable_function(self) -> None:
+        """The first step of a probe (Linux's pci_enable_device + pci_set_master): the
+        function enabled, then memory decoding and bus mastering in its Command register."""
+        fn = self.fn
+        fn.enable()
+        cmd = fn.config_read(nic.CFG_COMMAND, 2)
+        if cmd == 0xFFFF:
+            raise DriverError(f"{self.name}: config space reads all-ones (frozen or absent)")
+        fn.config_write(nic.CFG_COMMAND, 2, cmd | MEM_BME)
 
     def check_health(self) -> None:
         value = self.fn.read32(self.health_register)

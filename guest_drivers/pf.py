@@ -41,7 +41,6 @@ from guest_drivers.recovery import RecoveryPolicy
 from guest_drivers.services import Services
 from guest_drivers.vf import mac_str, parse_mac
 
-_MEM_BME = int(nic.Command.MEMORY | nic.Command.BUS_MASTER)
 FIRST_VF_OFFSET = 0x80  # the adapter's SR-IOV First VF Offset and VF Stride, for PE
 VF_STRIDE = 1  # addresses when the platform does not list them (docs/registers.md)
 
@@ -112,11 +111,7 @@ class PfDriver(Driver):
     # ------------------------------------------------------------------ probe
     def probe(self) -> None:
         fn = self.fn
-        fn.enable()
-        cmd = fn.config_read(nic.CFG_COMMAND, 2)
-        if cmd == 0xFFFF:
-            raise DriverError(f"{self.name}: config space reads all-ones (frozen or absent)")
-        fn.config_write(nic.CFG_COMMAND, 2, cmd | _MEM_BME)
+        self.enable_function()
         status = self._wait_ready()
         if status is None:
             raise DriverError(f"{self.name}: the adapter is not ready (ADAPTER_STATUS)")

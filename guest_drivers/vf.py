@@ -43,7 +43,7 @@ from typing import Any
 
 from eeh_abi import nic, traffic
 from eeh_abi.papr import ChannelState, ErsResult
-from guest_drivers.driver import ALL_ONES32, Driver, DriverError, DriverState
+from guest_drivers.driver import ALL_ONES32, MEM_BME, Driver, DriverError, DriverState
 from guest_drivers.ledger import RxLedger, TxLedger
 from guest_drivers.platform.base import PAGE, DmaBuffer, DmaUnavailable, FunctionAccess
 from guest_drivers.poll import PollConfig
@@ -52,7 +52,6 @@ from guest_drivers.services import Services
 
 ReceiveCallback = Callable[[bytes], None]
 
-_MEM_BME = int(nic.Command.MEMORY | nic.Command.BUS_MASTER)
 _DD = int(nic.DescStatus.DD)
 _ERR = int(nic.DescStatus.ERR)
 _FRAME_OVERHEAD = nic.ETH_HEADER + nic.VLAN_TAG
@@ -294,11 +293,7 @@ class VfDriver(Driver):
     # ------------------------------------------------------------------ probe
     def probe(self) -> None:
         fn = self.fn
-        fn.enable()
-        cmd = fn.config_read(nic.CFG_COMMAND, 2)
-        if cmd == 0xFFFF:
-            raise DriverError(f"{self.name}: config space reads all-ones (frozen or absent)")
-        fn.config_write(nic.CFG_COMMAND, 2, cmd | _MEM_BME)
+        self.enable_function()
         waited = self._wait_pf_ready()
         if waited is None or waited < 0:
             raise DriverError(f"{self.name}: the PF did not finish its reset within "
@@ -600,7 +595,7 @@ class VfDriver(Driver):
     def _config_lost(self) -> str | None:
         fn = self.fn
         cmd = fn.config_read(nic.CFG_COMMAND, 2)
-        if cmd == 0xFFFF or cmd & _MEM_BME != _MEM_BME:
+        if cmd == 0xFFFF or cmd & MEM_BME != MEM_BME:
             return f"command {cmd:#06x}"
         if fn.read32(nic.STATUS) == ALL_ONES32:
             return "STATUS reads all-ones"
