@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ASSETS := $(PY) -m hypervisor_shim.vm.assets
 PYTEST := $(PY) tests/run_pytest.py
 
-.PHONY: setup rootfs test lint typecheck unit vm-test soak demo bench bench-quick bench-boot clean distclean
+.PHONY: setup host-setup rootfs test lint typecheck unit vm-test soak demo bench bench-quick bench-boot clean distclean
 
 setup: $(STAMP)
 
@@ -20,8 +20,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -r $(VENV)/requirements.txt
 	touch $@
 
+# Host programs (host-packages.txt: tcpdump, mmdebstrap), installed with apt if missing.
+host-setup:
+	bash qemu/host-setup.sh
+
 # The guest root fs (and the QEMU it carries), cached outside the tree, keyed by recipe hash.
-rootfs: setup
+rootfs: setup host-setup
 	$(ASSETS) build
 
 lint: setup
