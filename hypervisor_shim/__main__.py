@@ -120,6 +120,7 @@ async def _story(args: argparse.Namespace) -> int:
     assets = ensure_assets(cfg_assets)
     accel, why = await resolve_accel(args.accel, assets, cfg_assets, args.runs)
     print(f"demo: {assets.qemu.describe()}; accelerator {accel} ({why})", flush=True)
+    print(f"demo: {assets.qemu.removal()}", flush=True)
     _warn_drift(assets)
     run_dir = new_run_dir(args.runs, f"demo-{args.kind}")
     story = Story(StoryConfig(topo, kind=args.kind, vf=args.vf, accel=accel), assets, run_dir,

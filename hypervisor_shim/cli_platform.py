@@ -128,6 +128,7 @@ async def up(args: argparse.Namespace) -> int:
     accel, why = await resolve_accel(args.accel, assets, cfg_assets, args.runs)
     print(f"up: {topo.source}: {len(topo.guests)} guest(s); {assets.qemu.describe()}; "
           f"accelerator {accel} ({why})", flush=True)
+    print(f"up: {assets.qemu.removal()}", flush=True)
     run_dir = new_run_dir(args.runs, "up")
     command = (lambda g: args.command) if args.command else None
     system = System(topo, run_dir, assets, accel=accel, guest_command=command)

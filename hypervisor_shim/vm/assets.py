@@ -42,7 +42,7 @@ from hypervisor_shim.vm.bytecode import compile_guest_bytecode
 from hypervisor_shim.vm.cpio import CpioWriter
 from hypervisor_shim.vm.errors import AssetError, QemuNotFound
 from hypervisor_shim.vm.pvh import ensure_pvh_kernel
-from hypervisor_shim.vm.qemu_fixes import FixedBinary, ensure_fixed
+from hypervisor_shim.vm.qemu_fixes import VFIO_USER_MSIX_TEARDOWN, FixedBinary, ensure_fixed
 from hypervisor_shim.vm.rootfs_lock import (
     LOCK_FILE,
     LockStatus,
@@ -120,7 +120,25 @@ class QemuBinary:
     env: tuple[tuple[str, str], ...]
     version: str
     source: str  # "host" or "rootfs"
-    fixes: tuple[str, ...] = ()  # upstream fixes applied to this binary (qemu_fixes)
+    # upstream fixes this binary has: applied to it (qemu_fixes), present upstream, or
+    # declared by its owner (EEH_QEMU_FIXES)
+    fixes: tuple[str, ...] = ()
+    findings: tuple[str, ...] = ()  # what each known fix found in it (Verdict.describe)
+
+    @property
+    def removal_works(self) -> bool:
+        """Whether device_del of an MSI-X vfio-user function leaves this QEMU alive."""
+        return VFIO_USER_MSIX_TEARDOWN.name in self.fixes
+
+    def removal(self) -> str:
+        """One line on VF removal (device_del) with this QEMU, and why."""
+        name = VFIO_USER_MSIX_TEARDOWN.name
+        why = next((f.removeprefix(f"{name}: ") for f in self.findings
+                    if f.startswith(f"{name}: ")), None)
+        if self.removal_works:
+            return f"VF removal works ({name}: {why or 'declared by EEH_QEMU_FIXES'})"
+        return (f"VF removal refused: this QEMU's vfio-user-pci would abort ({name}: "
+                f"{why or 'not examined'}; set EEH_QEMU_FIXES={name} if it has the fix)")
 
     def describe(self) -> str:
         binary = self.argv[0] if self.source == "host" else self.argv[3]
@@ -388,7 +406,8 @@ def find_qemu(rootfs: Path, prefer_host: bool = True, fixed_dir: Path | None = N
         if ver and ver >= MIN_QEMU and _has_vfio_user([host], env):
             fixed = _with_fixes(Path(host), fixed_dir)
             fixes = tuple(dict.fromkeys(fixed.fixes + host_fixes))
-            return QemuBinary((str(fixed.path),), (), ".".join(map(str, ver)), "host", fixes)
+            return QemuBinary((str(fixed.path),), (), ".".join(map(str, ver)), "host", fixes,
+                              tuple(v.describe() for v in fixed.verdicts))
     loader = rootfs / "lib64/ld-linux-x86-64.so.2"
     libs = f"{rootfs}/lib/x86_64-linux-gnu:{rootfs}/usr/lib/x86_64-linux-gnu"
     binary = rootfs / "usr/bin/qemu-system-x86_64"
@@ -401,7 +420,8 @@ def find_qemu(rootfs: Path, prefer_host: bool = True, fixed_dir: Path | None = N
     if ver is None or ver < MIN_QEMU or not _has_vfio_user(argv, env):
         raise QemuNotFound(f"no QEMU >= {'.'.join(map(str, MIN_QEMU))} with vfio-user-pci "
                            f"(root fs QEMU version {ver})")
-    return QemuBinary(tuple(argv), extra, ".".join(map(str, ver)), "rootfs", fixed.fixes)
+    return QemuBinary(tuple(argv), extra, ".".join(map(str, ver)), "rootfs", fixed.fixes,
+                      tuple(v.describe() for v in fixed.verdicts))
 
 
 def ensure_assets(cfg: AssetConfig, log: io.TextIOBase | None = None) -> GuestAssets:
@@ -444,6 +464,7 @@ def main(argv: list[str]) -> int:
             print(f"assets: kernel    {assets.kernel}")
             print(f"assets: initramfs {assets.initramfs}")
             print(f"assets: using {assets.qemu.describe()}")
+            print(f"assets: {assets.qemu.removal()}")
             print(f"assets: {assets.rootfs_lock.summary()}")
             return 0
         if args.cmd == "lock":

@@ -68,12 +68,14 @@ class QemuExited(GuestError):
 class UnplugRefused(VmError):
     """device_del of this function would make this QEMU abort, killing the guest."""
 
-    def __init__(self, device: str, qemu_version: str) -> None:
+    def __init__(self, device: str, qemu_version: str, why: str = "") -> None:
         super().__init__(
             f"not removing {device}: QEMU {qemu_version}'s vfio-user-pci aborts when a "
             "device with MSI-X is removed (vfio_user_msix_teardown assertion) and the guest "
             "would die with it; a QEMU with the fix is needed (set "
-            "EEH_QEMU_FIXES=vfio-user-msix-teardown if the host's QEMU was built with it)")
+            "EEH_QEMU_FIXES=vfio-user-msix-teardown if the host's QEMU was built with it)"
+            + (f": {why}" if why else ""))
         self.device = device
         self.qemu_version = qemu_version
+        self.why = why
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hypervisor_shim.vm.errors import AssetError
-from hypervisor_shim.vm.qemu_fixes import KNOWN_FIXES, VFIO_USER_MSIX_TEARDOWN, sha256_of
+from hypervisor_shim.vm.qemu_fixes import VFIO_USER_MSIX_TEARDOWN, examine
 
 LOCK_FILE = "qemu/rootfs.lock"
 REFRESH_COMMAND = "python -m hypervisor_shim.vm.assets lock"
@@ -40,9 +40,9 @@ _VERSION = re.compile(r"[0-9A-Za-z.+~:-]+")
 # What a different version of a package changes for this project, first match wins.
 _EFFECTS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("qemu-system-x86",),
-     "the root fs QEMU differs from the tested one, so VF removal will be refused unless "
-     f"the fix applies ({VFIO_USER_MSIX_TEARDOWN.name}, bound by vm/qemu_fixes.py to one "
-     "binary by its SHA-256)"),
+     "the root fs QEMU differs from the tested one: VF removal works only where the fix "
+     f"{VFIO_USER_MSIX_TEARDOWN.name} (vm/qemu_fixes.py) finds its call site, or the call "
+     "is gone upstream"),
     (("qemu-*", "seabios", "ipxe-qemu", "libslirp0", "libfdt1"),
      "QEMU's modules, firmware or libraries differ from the tested set"),
     (("linux-image-*",),
@@ -170,14 +170,11 @@ def compare(locked: Mapping[str, str], built: Mapping[str, str]) -> tuple[Packag
 
 
 def qemu_fix_note(rootfs: Path) -> str:
-    """Whether the root fs's QEMU binary is one that vm/qemu_fixes.py can fix."""
+    """What vm/qemu_fixes.py finds in the root fs's QEMU binary."""
     binary = rootfs / "usr/bin/qemu-system-x86_64"
     if not binary.is_file():
         return "the root fs has no QEMU binary"
-    digest = sha256_of(binary)
-    if any(f.binary_sha256 == digest for f in KNOWN_FIXES):
-        return "its binary is the one vm/qemu_fixes.py knows: the fix applies"
-    return "vm/qemu_fixes.py does not know its binary: the fix does not apply"
+    return "; ".join(v.describe() for v in examine(binary))
 
 
 def lock_status(lock_path: Path, rootfs: Path, lock_name: str = LOCK_FILE) -> LockStatus:

@@ -37,6 +37,14 @@ def accel(assets: GuestAssets) -> str:
 
 
 @pytest.fixture
+def removal(assets: GuestAssets) -> None:
+    """For tests that need VF removal (device_del): a QEMU that would abort on it fails
+    the test with the reason, rather than skipping while the feature is broken."""
+    if not assets.qemu.removal_works:
+        pytest.fail(f"{assets.qemu.describe()}: {assets.qemu.removal()}", pytrace=False)
+
+
+@pytest.fixture
 def machine_config(accel: str) -> MachineConfig:
     return dataclasses.replace(MachineConfig(name="test"), accel=accel)
 

@@ -35,7 +35,7 @@ handlers = false
 
 
 def test_driver_without_handlers_is_removed_and_added_back(
-        assets: GuestAssets, accel: str, run_dir: Callable[..., Path]) -> None:
+        assets: GuestAssets, accel: str, run_dir: Callable[..., Path], removal: None) -> None:
     d = run_dir()
     topo = parse_topology(TOPOLOGY, "no-handlers")
     mac = topo.vf_config(0).mac

@@ -21,19 +21,14 @@ from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
 from hypervisor_shim.scenario import GUEST_COMMAND, PATTERN, Echo, run_with_guest
 from hypervisor_shim.vm.assets import REPO, GuestAssets
 from hypervisor_shim.vm.config import MachineConfig
-from hypervisor_shim.vm.machine import UNPLUG_FIX, Machine
-from hypervisor_shim.vm.qemu_fixes import VFIO_USER_MSIX_TEARDOWN, sha256_of
+from hypervisor_shim.vm.machine import Machine
 
 
 def test_pf_and_vfs_served_to_a_guest(
-    assets: GuestAssets, machine_config: MachineConfig, run_dir: Callable[..., Path]
+    assets: GuestAssets, machine_config: MachineConfig, run_dir: Callable[..., Path],
+    removal: None,
 ) -> None:
     d = run_dir()
-    rootfs_qemu = assets.rootfs / "usr/bin/qemu-system-x86_64"
-    if assets.qemu.source == "rootfs" and \
-            sha256_of(rootfs_qemu) == VFIO_USER_MSIX_TEARDOWN.binary_sha256:
-        # the root fs's Debian binary is the one qemu_fixes knows: the fix must be applied
-        assert UNPLUG_FIX in assets.qemu.fixes, assets.qemu.describe()
     results = d / "results"
     record: dict[str, object] = {}
     with AdapterHost(AdapterHostConfig(total_vfs=4, enabled_vfs=3)) as host:
@@ -88,12 +83,7 @@ def test_pf_and_vfs_served_to_a_guest(
     assert out["freeze"]["mtu_after_thaw"] == 9000  # the frozen write of 1234 was dropped
     hp = out["hotplug"]
     assert len(hp["added"]) == 1, hp  # device_add over QMP reached the guest
-    if UNPLUG_FIX not in assets.qemu.fixes:
-        # this QEMU would abort on device_del of an MSI-X function: refused, VM survives
-        assert str(record["unplug"]).startswith("refused"), record
-        assert set(hp["added"]) <= set(hp["after_unplug"])
-    else:
-        assert record["unplug"] == "removed"
-        assert not set(hp["added"]) & set(hp["after_unplug"])
-        # plugged again on the same socket: the server took QEMU's new connection
-        assert hp["replug"] == "added" and hp["readded"] == hp["added"], hp
+    assert record["unplug"] == "removed"  # the `removal` fixture: this QEMU can remove
+    assert not set(hp["added"]) & set(hp["after_unplug"])
+    # plugged again on the same socket: the server took QEMU's new connection
+    assert hp["replug"] == "added" and hp["readded"] == hp["added"], hp

@@ -113,6 +113,6 @@ def test_a_drifted_root_fs_is_one_warning_line(
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1
     assert err[0].startswith("warning: root fs differs from qemu/rootfs.lock in 1 package(s)")
-    assert "VF removal will be refused unless the fix applies" in err[0]
+    assert "VF removal works only where the fix vfio-user-msix-teardown" in err[0]
     cli._warn_drift(dataclasses.replace(assets, rootfs_lock=LockStatus()))
     assert capsys.readouterr().err == ""

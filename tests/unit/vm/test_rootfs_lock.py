@@ -6,7 +6,6 @@ file, with the versions "the archive" has today.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import textwrap
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_shim.vm import rootfs_lock
 from hypervisor_shim.vm.assets import (
     BUILD_SCRIPT,
     COMPLETE,
@@ -27,7 +25,6 @@ from hypervisor_shim.vm.assets import (
 from hypervisor_shim.vm.config import MachineConfig
 from hypervisor_shim.vm.errors import AssetError
 from hypervisor_shim.vm.machine import Machine
-from hypervisor_shim.vm.qemu_fixes import VFIO_USER_MSIX_TEARDOWN, sha256_of
 from hypervisor_shim.vm.rootfs_lock import (
     LOCK_FILE,
     NO_KNOWN_EFFECT,
@@ -115,7 +112,7 @@ def test_drift_says_what_it_changes() -> None:
     qemu = PackageDrift("qemu-system-x86", QEMU_LOCKED, QEMU_NEWER)
     assert qemu.describe().startswith(
         f"qemu-system-x86 differs: locked {QEMU_LOCKED}, built {QEMU_NEWER}: ")
-    assert "VF removal will be refused unless the fix applies" in qemu.describe()
+    assert "VF removal works only where the fix vfio-user-msix-teardown" in qemu.describe()
     kernel = PackageDrift("linux-image-6.12.120+deb13-amd64", None, "6.12.120-1")
     assert kernel.describe().startswith(
         "linux-image-6.12.120+deb13-amd64 is not in the lock (built 6.12.120-1): "
@@ -193,8 +190,8 @@ def test_a_pinned_version_gone_from_the_archive_is_reported(tmp_path: Path) -> N
     assert "assets: warning: the root fs differs from qemu/rootfs.lock" in text
     assert (f"assets:   qemu-system-x86 differs: locked {QEMU_LOCKED}, built {QEMU_NEWER}: "
             in text)
-    assert "VF removal will be refused unless the fix applies" in text
-    assert "vm/qemu_fixes.py does not know its binary: the fix does not apply" in text
+    assert "VF removal works only where the fix vfio-user-msix-teardown" in text
+    assert "vfio-user-msix-teardown: no match (cannot read" in text
     assert "python -m hypervisor_shim.vm.assets lock" in text
     assert "bash" not in text  # matched its pin
     info = json.loads((rootfs / COMPLETE).read_text())
@@ -205,27 +202,24 @@ def test_a_pinned_version_gone_from_the_archive_is_reported(tmp_path: Path) -> N
     assets = GuestAssets(rootfs=rootfs, kernel=tmp_path / "k", initramfs=tmp_path / "i",
                          qemu=q, rootfs_lock=status)
     vm = Machine(MachineConfig(), assets, run_dir=tmp_path / "run", repo=repo)
-    vm.paths.sock_dir.rmdir()
     recorded = json.loads(json.dumps(vm.summary))["rootfs_lock"]
     assert recorded["matches"] is False
     assert recorded["differs"] == [
-        PackageDrift("qemu-system-x86", QEMU_LOCKED, QEMU_NEWER,
-                     "vm/qemu_fixes.py does not know its binary: the fix does not apply"
+        PackageDrift("qemu-system-x86", QEMU_LOCKED, QEMU_NEWER, qemu_fix_note(rootfs)
                      ).describe()]
+    assert "no match" in recorded["differs"][0]
 
 
-def test_the_qemu_note_says_whether_the_fix_applies(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_qemu_note_says_what_the_fix_finds(tmp_path: Path) -> None:
+    # what it finds in real binaries: tests/unit/vm/test_qemu_fixes.py (cut fixtures)
+    # and tests/vm/test_qemu_fix.py (the root fs's own QEMU)
     assert qemu_fix_note(tmp_path) == "the root fs has no QEMU binary"
     binary = tmp_path / "usr/bin/qemu-system-x86_64"
     binary.parent.mkdir(parents=True)
     binary.write_bytes(b"\xe8\xc0\x5f\x06\x00 a QEMU")
-    assert qemu_fix_note(tmp_path).endswith("the fix does not apply")
-    known = dataclasses.replace(VFIO_USER_MSIX_TEARDOWN, binary_sha256=sha256_of(binary))
-    monkeypatch.setattr(rootfs_lock, "KNOWN_FIXES", (known,))
-    assert qemu_fix_note(tmp_path) == (
-        "its binary is the one vm/qemu_fixes.py knows: the fix applies")
+    assert qemu_fix_note(tmp_path).startswith(
+        "vfio-user-msix-teardown: no match (cannot read ")
+    assert "not an ELF file" in qemu_fix_note(tmp_path)
 
 
 def test_a_pinned_build_that_apt_cannot_resolve_is_redone_unpinned(tmp_path: Path) -> None:
