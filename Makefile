@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ASSETS := $(PY) -m hypervisor_shim.vm.assets
 PYTEST := $(PY) tests/run_pytest.py
 
-.PHONY: setup host-setup rootfs test lint typecheck unit vm-test soak demo bench bench-quick bench-boot clean distclean
+.PHONY: setup host-setup rootfs drift-check test lint typecheck unit vm-test soak demo bench bench-quick bench-boot clean distclean
 
 setup: $(STAMP)
 
@@ -27,6 +27,13 @@ host-setup:
 # The guest root fs (and the QEMU it carries), cached outside the tree, keyed by recipe hash.
 rootfs: setup host-setup
 	$(ASSETS) build
+
+# Before users meet it: the root fs from the archive's current versions (its own cache
+# key; qemu/rootfs.lock untouched), which packages moved and what every QEMU fix finds,
+# then the VM tests on it. Then adopt the versions: python -m hypervisor_shim.vm.assets lock
+drift-check: setup host-setup
+	EEH_ROOTFS=current $(ASSETS) drift || true
+	EEH_ROOTFS=current $(PYTEST) -m vm
 
 lint: setup
 	$(VENV)/bin/ruff check .

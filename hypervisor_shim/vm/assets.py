@@ -16,6 +16,12 @@ changes, is printed by the build and recorded in each run's machine.json.
     python -m hypervisor_shim.vm.assets show      # print what would be used
     python -m hypervisor_shim.vm.assets lock      # refresh qemu/rootfs.lock (unpinned build)
     python -m hypervisor_shim.vm.assets lock --from ROOTFS   # ... from a built root fs
+    python -m hypervisor_shim.vm.assets drift     # what the archive's versions change
+
+With EEH_ROOTFS=current (`make drift-check`), the root fs is built from the archive's
+current versions instead of the lock's, under a cache key of its own (one build a day),
+and the lock is left as it is: which packages moved, and whether every QEMU fix still
+finds its code, is seen before a user's new machine meets it.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from hypervisor_shim.vm.pvh import ensure_pvh_kernel
 from hypervisor_shim.vm.qemu_fixes import VFIO_USER_MSIX_TEARDOWN, FixedBinary, ensure_fixed
 from hypervisor_shim.vm.rootfs_lock import (
     LOCK_FILE,
+    REFRESH_COMMAND,
     LockStatus,
     compare,
     format_lock,
@@ -71,6 +78,7 @@ RECIPE_FILES = (BUILD_SCRIPT, "qemu/rootfs-packages.txt", LOCK_FILE)
 INIT_FILE = "qemu/initramfs-init.sh"
 INITRAMFS_MODULES = ("9pnet_virtio", "9p",)  # plus everything modules.dep says they need
 MIN_QEMU = (10, 1, 1)
+TRACKS = ("lock", "current")
 COMPLETE = ".complete"
 
 
@@ -93,6 +101,13 @@ class AssetConfig:
     repo: Path = REPO
     # fixes the host's own QEMU was built with (qemu_fixes names), declared by its owner
     host_qemu_fixes: tuple[str, ...] = ()
+    # "lock": the root fs pinned to qemu/rootfs.lock; "current": the archive's current
+    # versions, for the drift check (a key of its own, a build a day; the lock untouched)
+    track: str = "lock"
+
+    def __post_init__(self) -> None:
+        if self.track not in TRACKS:
+            raise AssetError(f"EEH_ROOTFS: {self.track!r} is not one of {', '.join(TRACKS)}")
 
     @classmethod
     def from_env(cls) -> AssetConfig:
@@ -101,10 +116,19 @@ class AssetConfig:
         )
         declared = os.environ.get("EEH_QEMU_FIXES", "")
         return cls(cache_dir=Path(base),
-                   host_qemu_fixes=tuple(f for f in declared.replace(",", " ").split() if f))
+                   host_qemu_fixes=tuple(f for f in declared.replace(",", " ").split() if f),
+                   track=os.environ.get("EEH_ROOTFS", "lock") or "lock")
+
+    @property
+    def pinned(self) -> bool:
+        return self.track == "lock" and (self.repo / LOCK_FILE).exists()
 
     @property
     def rootfs_key(self) -> str:
+        if self.track == "current":
+            day = time.strftime("%Y%m%d").encode()
+            return "current-" + _digest([self.repo / f for f in RECIPE_FILES[:-1]],
+                                        extra=b"current " + day)
         return _digest([self.repo / f for f in RECIPE_FILES])
 
     @property
@@ -218,12 +242,17 @@ def ensure_rootfs(cfg: AssetConfig, log: io.TextIOBase | None = None) -> Path:
         for stale in cfg.cache_dir.glob(f"rootfs-{cfg.rootfs_key}.tmp-*"):
             print(f"assets: removing interrupted build {stale}", file=out)
             shutil.rmtree(stale, ignore_errors=True)
+        if cfg.track == "current":  # an earlier day's drift build: superseded
+            for old in cfg.cache_dir.glob("rootfs-current-*"):
+                if old.is_dir() and not old.name.startswith(f"rootfs-{cfg.rootfs_key}"):
+                    shutil.rmtree(old, ignore_errors=True)
         if final.exists():  # present but never completed: not trustworthy
             shutil.rmtree(final, ignore_errors=True)
         tmp = cfg.cache_dir / f"rootfs-{cfg.rootfs_key}.tmp-{os.getpid()}"
         lock = cfg.repo / LOCK_FILE
-        pinned = lock.exists()
-        how = f"pinned to {LOCK_FILE}" if pinned else "unpinned: no lock file"
+        pinned = cfg.pinned
+        how = (f"pinned to {LOCK_FILE}" if pinned else "the archive's current versions"
+               if cfg.track == "current" else "unpinned: no lock file")
         print(f"assets: building root fs {final.name} (mmdebstrap, {how}, about a minute)",
               file=out)
         start = time.monotonic()
@@ -447,11 +476,38 @@ def ensure_assets(cfg: AssetConfig, log: io.TextIOBase | None = None) -> GuestAs
                        pvh_kernel=pvh)
 
 
+def drift_report(cfg: AssetConfig, out: TextIO) -> int:
+    """The root fs of `cfg` (built if needed) against the lock: every package that
+    differs, and what each QEMU fix finds in its QEMU. 1 if VF removal would not work."""
+    assets = ensure_assets(cfg)
+    status = assets.rootfs_lock
+    what = ("the archive's current versions" if cfg.track == "current"
+            else f"the root fs of {LOCK_FILE}")
+    print(f"drift: {what}: {assets.rootfs}", file=out)
+    if not status.drift:
+        print(f"drift: no package differs from {LOCK_FILE}", file=out)
+    else:
+        print(f"drift: {len(status.drift)} package(s) differ from {LOCK_FILE}:", file=out)
+        for d in status.drift:
+            print(f"drift:   {d.describe()}", file=out)
+    print(f"drift: using {assets.qemu.describe()}", file=out)
+    for finding in assets.qemu.findings:
+        print(f"drift: fix {finding}", file=out)
+    print(f"drift: {assets.qemu.removal()}", file=out)
+    if status.drift and cfg.track == "current":
+        print(f"drift: once the VM tests pass on these versions, adopt them: "
+              f"{REFRESH_COMMAND} (then commit {LOCK_FILE})", file=out)
+    return 0 if assets.qemu.removal_works else 1
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m hypervisor_shim.vm.assets")
     sub = p.add_subparsers(dest="cmd")
     sub.add_parser("build", help="ensure root fs + initramfs, print paths")
     sub.add_parser("show", help="print what would be used")
+    sub.add_parser("drift", help="build (EEH_ROOTFS=current: from the archive's current "
+                   "versions) and say which packages differ from the lock and what every "
+                   "QEMU fix finds")
     lock = sub.add_parser("lock", help=f"rewrite {LOCK_FILE} from a fresh unpinned build")
     lock.add_argument("--from", dest="source", type=Path, metavar="ROOTFS",
                       help="take the versions from this built root fs instead")
@@ -470,6 +526,8 @@ def main(argv: list[str]) -> int:
         if args.cmd == "lock":
             refresh_lock(cfg, args.source)
             return 0
+        if args.cmd == "drift":
+            return drift_report(cfg, sys.stdout)
     except (AssetError, OSError) as e:
         print(f"assets: error: {e}", file=sys.stderr)
         return 1

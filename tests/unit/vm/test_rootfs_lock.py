@@ -6,6 +6,7 @@ file, with the versions "the archive" has today.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import textwrap
@@ -277,3 +278,32 @@ def test_refresh_from_a_built_rootfs(tmp_path: Path) -> None:
     assert not (tmp_path / "cache").exists()  # nothing built
     with pytest.raises(AssetError, match="cannot read the root fs's package list"):
         refresh_lock(cfg, source=tmp_path / "nowhere", out=out)
+
+
+def test_the_drift_build_takes_current_versions_under_its_own_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = tmp_path / "repo"
+    _fake_recipe(repo, QEMU_NEWER)  # what the archive has today
+    _lock(repo)
+    locked = AssetConfig(cache_dir=tmp_path / "cache", repo=repo)
+    monkeypatch.setenv("EEH_ROOTFS", "current")
+    monkeypatch.setenv("EEH_CACHE_DIR", str(tmp_path / "cache"))
+    current = dataclasses.replace(AssetConfig.from_env(), repo=repo)
+    assert current.track == "current" and not current.pinned and locked.pinned
+    assert current.rootfs_key.startswith("current-") and current.rootfs_key != locked.rootfs_key
+    lock_before = (repo / LOCK_FILE).read_text()
+    out = io.StringIO()
+    rootfs = ensure_rootfs(current, out)
+    assert "the archive's current versions" in out.getvalue()
+    log = (tmp_path / "cache" / f"rootfs-{current.rootfs_key}.build.log").read_text()
+    assert "with lock ''" in log  # the recipe got no lock
+    assert (repo / LOCK_FILE).read_text() == lock_before  # the lock is untouched
+    status = lock_status(repo / LOCK_FILE, rootfs)
+    assert [d.package for d in status.drift] == ["qemu-system-x86"]
+    # the lock does not enter the drift build's key: a new lock reuses it
+    keys = current.rootfs_key, locked.rootfs_key
+    _lock(repo, QEMU_NEWER)
+    assert current.rootfs_key == keys[0] and locked.rootfs_key != keys[1]
+    monkeypatch.setenv("EEH_ROOTFS", "newest")
+    with pytest.raises(AssetError, match="EEH_ROOTFS: 'newest' is not one of lock, current"):
+        AssetConfig.from_env()
