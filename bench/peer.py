@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -200,7 +200,11 @@ async def run_peer_once(assets: GuestAssets, accel: str, run_dir: Path, kind: st
     names = ["pf", *(f"vf{i}" for i in range(nvfs))]
     macs = [bytes.fromhex(m.replace(":", "")) for m in [PF_MAC, *vf_macs]]
     sock_dir = Path(tempfile.mkdtemp(prefix="eeh-peer-"))
-    probes = Probes(sock_dir, macs, rate_hz)
+    try:
+        probes = Probes(sock_dir, macs, rate_hz)
+    except BaseException:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        raise
     extra = ("-device", f"pcie-root-port,id={ROOT_PORT},chassis=30,slot=30,x-speed=5",
              "-netdev", f"dgram,id=peer0,local.type=unix,local.path={probes.qemu_path},"
                         f"remote.type=unix,remote.path={probes.host_path}",
@@ -254,10 +258,7 @@ async def run_peer_once(assets: GuestAssets, accel: str, run_dir: Path, kind: st
                 out["aer_recovery_successful"] = text.count("AER: device recovery successful")
     finally:
         probes.stop()
-        for p in (probes.host_path, probes.qemu_path):
-            p.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            sock_dir.rmdir()
+        shutil.rmtree(sock_dir, ignore_errors=True)
     return out
 
 

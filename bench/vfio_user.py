@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -234,11 +235,15 @@ def main() -> int:
 
 def _measure_and_report(n: int) -> float:
     """One full measurement in the current placement; returns the read p50 (s)."""
-    tmp = Path(tempfile.mkdtemp(prefix="vub", dir="/tmp"))
-    server = _spawn("--serve", str(tmp))
-    echo = _spawn("--echo", str(tmp / "echo.sock"))
-    aecho = _spawn("--echo-asyncio", str(tmp / "aecho.sock"))
+    tmp = Path(tempfile.mkdtemp(prefix="eeh-vub-", dir="/tmp"))  # AF_UNIX paths are short
+    children: list[subprocess.Popen[str]] = []
     try:
+        server = _spawn("--serve", str(tmp))
+        children.append(server)
+        echo = _spawn("--echo", str(tmp / "echo.sock"))
+        children.append(echo)
+        aecho = _spawn("--echo-asyncio", str(tmp / "aecho.sock"))
+        children.append(aecho)
         ping = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         ping.connect(str(tmp / "echo.sock"))
         aping = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -298,16 +303,14 @@ def _measure_and_report(n: int) -> float:
         aecho_stats = json.loads(aecho.stdout.readline())
         aecho_busy = aecho_stats["busy_ns"] / 1e9 / max(1, aecho_stats["messages"])
     finally:
-        for p in (server, echo, aecho):
+        for p in children:
             if p.stdin is not None:
                 p.stdin.close()
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        for f in tmp.iterdir():
-            f.unlink()
-        tmp.rmdir()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     us = 1e6
     print(f"cpus={os.cpu_count()} n={len(samples['read'])} per kind, interleaved in "

@@ -20,12 +20,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import TypeVar
 
 from device_model import Adapter, AdapterConfig, AsyncioClock, PeStateCode, QueueUplink
@@ -34,6 +31,7 @@ from device_model.reset import ResetTiming
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.uplink import HostPort, QueueHostPort, TapHostPort, TapUplink
 from hypervisor_shim.vm.config import MachineConfig, VfioUserDevice
+from hypervisor_shim.vm.sockdir import SocketDir
 from hypervisor_shim.vm.state import require
 from vfio_user import ServerThread
 
@@ -95,7 +93,10 @@ class AdapterHost:
                                uplink=self.tap if self.tap is not None else self.uplink)
         if cfg.enabled_vfs:
             self.adapter.pf.enable_vfs(cfg.enabled_vfs)
-        self.sock_dir = Path(tempfile.mkdtemp(prefix="eeh-adapter-"))
+        # The sockets' directory: named now, created on entering (a host never entered
+        # leaves nothing), removed on leaving.
+        self._sock_dir = SocketDir("eeh-adapter-")
+        self.sock_dir = self._sock_dir.path
         functions = {f.name: f for f in self.adapter.functions()}
         self.host_cpus = colocated_cpu() if cfg.host_cpus is None else cfg.host_cpus
         self.server = ServerThread(functions, self.sock_dir, loop=self.loop,
@@ -105,12 +106,13 @@ class AdapterHost:
     @require(HostState.CREATED)
     def __enter__(self) -> AdapterHost:
         try:
+            self._sock_dir.create()
             self.server.start()
         except BaseException:
             self.state = HostState.CLOSED
             if self.tap is not None:
                 self.tap.close()
-            shutil.rmtree(self.sock_dir, ignore_errors=True)
+            self._sock_dir.remove()
             raise
         self.state = HostState.SERVING
         return self
@@ -120,7 +122,7 @@ class AdapterHost:
         self.server.stop()
         if self.tap is not None:
             self.tap.close()
-        shutil.rmtree(self.sock_dir, ignore_errors=True)
+        self._sock_dir.remove()
 
     def host_port(self) -> HostPort:
         """The host's end of the adapter's uplink (for traffic and captures)."""

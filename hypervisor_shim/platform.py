@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +38,7 @@ from hypervisor_shim.pe import HOST, Notice, PeFlag, PePolicy, PeRecord, PolicyC
 from hypervisor_shim.pe.removal import NoHandlerRecovery, Stage
 from hypervisor_shim.timeline import Timeline
 from hypervisor_shim.topology import Topology, format_mac
+from hypervisor_shim.vm.sockdir import SocketDir
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -105,7 +104,10 @@ class Platform:
             total_vfs=cfg.total_vfs, enabled_vfs=cfg.enabled_vfs, timing=cfg.timing,
             host_cpus=cfg.host_cpus, uplink=cfg.uplink, tap_name=cfg.tap_name))
         self.adapter = self.host.adapter
-        self.chan_dir = Path(tempfile.mkdtemp(prefix="eeh-hcall-"))
+        # The channels' sockets' directory: named now, created by start() (a platform never
+        # started leaves nothing), removed by stop().
+        self._chan_dir = SocketDir("eeh-hcall-")
+        self.chan_dir = self._chan_dir.path
         self.slots: dict[str, int] = {}  # function -> the guest's PCIe slot (VM mode)
         self.notice_listeners: list[Callable[[Notice], None]] = []
         self.policy = PePolicy(self.adapter, cfg.owners, config=cfg.policy,
@@ -131,7 +133,12 @@ class Platform:
         self.stop()
 
     def start(self) -> None:
-        self.host.__enter__()
+        self._chan_dir.create()
+        try:
+            self.host.__enter__()
+        except BaseException:
+            self._chan_dir.remove()
+            raise
         try:
             for owner in self.cfg.owner_names:
                 self.add_channel(owner)
@@ -152,7 +159,7 @@ class Platform:
             except Exception:
                 pass
         self.host.__exit__(None, None, None)
-        shutil.rmtree(self.chan_dir, ignore_errors=True)
+        self._chan_dir.remove()
         self.timeline.close()
 
     @property

@@ -28,8 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +40,7 @@ from hypervisor_shim.topology import GuestSpec, Topology
 from hypervisor_shim.vm.assets import REPO, GuestAssets
 from hypervisor_shim.vm.config import MachineConfig, VfioUserDevice
 from hypervisor_shim.vm.machine import Machine
+from hypervisor_shim.vm.sockdir import SocketDir
 
 HCALL_PORT = "eeh.hcall"
 AGENT_COMMAND = "python3 -m guest_drivers.agent"
@@ -69,7 +68,10 @@ class System:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg = platform_config or PlatformConfig.from_topology(topo, host_cpus=())
         self.platform = Platform(cfg, run_dir)
-        self.console_dir = Path(tempfile.mkdtemp(prefix="eeh-console-"))
+        # The console's sockets' directory: named now, created on entering (a System never
+        # entered leaves nothing), removed on leaving.
+        self._console_dir = SocketDir("eeh-console-")
+        self.console_dir = self._console_dir.path
         self.console = Console(self.console_dir, PlatformConsoleApi(self.platform))
         self.machines: dict[str, Machine] = {}
         self._stack = contextlib.AsyncExitStack()
@@ -97,6 +99,7 @@ class System:
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         plat = self.platform
+        self._console_dir.create()
         await asyncio.to_thread(plat.start)
         await self.console.start()
         host = plat.host
@@ -221,4 +224,4 @@ class System:
             await self._stack.aclose()
         finally:
             await asyncio.to_thread(self.platform.stop)
-            shutil.rmtree(self.console_dir, ignore_errors=True)
+            self._console_dir.remove()

@@ -3,11 +3,13 @@
     async with Machine(cfg, assets, run_dir=..., command="python3 -c 'import scapy'") as vm:
         result = await vm.wait_exit(timeout=60)
 
-Entering starts QEMU (own session; killed if this process dies), accepts its QMP
-connection, and waits for the guest's readiness marker. Leaving stops QEMU (gracefully
-if all went well, SIGKILL otherwise: also on Ctrl-C and on test failure) and removes the
-socket directory. A guest that does not get ready or does not finish in time raises a
-GuestError carrying the last console lines and the artifacts directory.
+Entering creates the socket directory (named, not created, when the Machine is made, so
+the command line is known before and a Machine never entered leaves nothing), starts QEMU
+(own session; killed if this process dies), accepts its QMP connection, and waits for the
+guest's readiness marker. Leaving stops QEMU (gracefully if all went well, SIGKILL
+otherwise: also on Ctrl-C and on test failure) and removes the socket directory. A guest
+that does not get ready or does not finish in time raises a GuestError carrying the last
+console lines and the artifacts directory.
 
 A Machine goes CREATED -> STARTING -> RUNNING -> STOPPED (`MachineState`), once; QMP
 commands, hot-plug, removal and waiting for the guest need RUNNING (`@require`), and a
@@ -24,9 +26,7 @@ import functools
 import json
 import os
 import shlex
-import shutil
 import signal
-import tempfile
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -56,6 +56,7 @@ from hypervisor_shim.vm.errors import (
     UnplugRefused,
 )
 from hypervisor_shim.vm.qemu_fixes import VFIO_USER_MSIX_TEARDOWN
+from hypervisor_shim.vm.sockdir import SocketDir
 from hypervisor_shim.vm.state import require
 
 # The console is a regular file that QEMU's `file` chardev appends to: a regular file is
@@ -144,8 +145,10 @@ class Machine:
         self.cfg = cfg
         self.assets = assets
         self.command = command
-        self.paths = RunPaths(run_dir=run_dir,
-                              sock_dir=Path(tempfile.mkdtemp(prefix="eeh-vm-")), repo=repo)
+        # The sockets' directory is named now (the command line names the sockets) and
+        # created only when the machine starts: a machine never entered leaves nothing.
+        self._sock_dir = SocketDir("eeh-vm-")
+        self.paths = RunPaths(run_dir=run_dir, sock_dir=self._sock_dir.path, repo=repo)
         self.cmdline = build_command(cfg, assets, self.paths)
         self.console = ConsoleWatcher(self.paths.console_log)
         self.qmp_client = QMPClient(cfg.name)
@@ -200,6 +203,7 @@ class Machine:
 
     async def _start(self) -> None:
         p = self.paths
+        self._sock_dir.create()
         p.results.mkdir(parents=True, exist_ok=True)
         (p.run_dir / "qemu-cmdline.txt").write_text(self.show_command() + "\n")
         if self.command is not None:
@@ -394,7 +398,7 @@ class Machine:
         if self._qmp_log is not None:
             self._qmp_log.close()
             self._qmp_log = None
-        shutil.rmtree(self.paths.sock_dir, ignore_errors=True)
+        self._sock_dir.remove()
         with contextlib.suppress(OSError):
             (self.paths.run_dir / "machine.json").write_text(
                 json.dumps(self.summary, indent=2) + "\n")

@@ -4,6 +4,7 @@ thread, as `hypervisor_shim.system.System` runs it, for harness tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -30,8 +31,13 @@ class ConsoleThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.console = Console(directory, PlatformConsoleApi(plat))
-        self.run(self.console.start())
+        try:
+            self.console = Console(directory, PlatformConsoleApi(plat))
+            self.run(self.console.start())
+        except BaseException:
+            with contextlib.suppress(Exception):  # the loop is stopped, the directory
+                self.close()                      # removed, whatever stop() says
+            raise
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

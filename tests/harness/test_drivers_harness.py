@@ -61,16 +61,19 @@ class Rig:
 
 def make_rig(total: int, enabled: int) -> Iterator[Rig]:
     sock_dir = short_tmp("hc")
-    with AdapterHost(AdapterHostConfig(total_vfs=total, enabled_vfs=enabled,
-                                       host_cpus=())) as host:
-        plat = ModelPlatform(host.adapter, host.call, sockets=host.server.paths,
-                             vf_settings={k: v for k, v in VF_SETTINGS.items() if k < enabled})
-        server = HcallSocketServer(plat, sock_dir)
-        try:
-            yield Rig(host, plat, server)
-        finally:
-            server.close()
-            shutil.rmtree(sock_dir, ignore_errors=True)
+    try:
+        with AdapterHost(AdapterHostConfig(total_vfs=total, enabled_vfs=enabled,
+                                           host_cpus=())) as host:
+            plat = ModelPlatform(host.adapter, host.call, sockets=host.server.paths,
+                                 vf_settings={k: v for k, v in VF_SETTINGS.items()
+                                              if k < enabled})
+            server = HcallSocketServer(plat, sock_dir)
+            try:
+                yield Rig(host, plat, server)
+            finally:
+                server.close()
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,7 +75,12 @@ def test_ctrl_c_stops_qemu_and_removes_sockets(tmp_path: Path) -> None:
 
 
 def test_qemu_dies_with_a_killed_launcher(tmp_path: Path) -> None:
-    proc, pids, _ = _start_and_wait_ready(tmp_path)
-    proc.kill()
-    proc.wait(timeout=30)
-    assert _gone(pids, 10), f"QEMU {pids} outlived its launcher"
+    proc, pids, run_dir = _start_and_wait_ready(tmp_path)
+    sock_dir = _sock_dir(run_dir)
+    try:
+        proc.kill()
+        proc.wait(timeout=30)
+        assert _gone(pids, 10), f"QEMU {pids} outlived its launcher"
+    finally:
+        # a SIGKILLed launcher cannot remove its socket directory: the test does
+        shutil.rmtree(sock_dir, ignore_errors=True)

@@ -171,7 +171,6 @@ def test_stock_qmp_shell_through_the_console_to_a_guest(
         assets: GuestAssets, machine_config: MachineConfig,
         run_dir: Callable[..., Path]) -> None:
     d = run_dir()
-    sock_dir = Path(tempfile.mkdtemp(prefix="eeh-con-", dir="/tmp"))
     with AdapterHost(AdapterHostConfig(total_vfs=2, enabled_vfs=2)) as host:
         cfg = host.machine_config(dataclasses.replace(machine_config, name="con"),
                                   ["pf", "vf0"])
@@ -188,6 +187,7 @@ def test_stock_qmp_shell_through_the_console_to_a_guest(
                     "".join(json.dumps(h, default=str) + "\n" for h in history))
                 return out, hmp
 
+        sock_dir = Path(tempfile.mkdtemp(prefix="eeh-con-", dir="/tmp"))
         try:
             out, hmp = asyncio.run(go())
         finally:

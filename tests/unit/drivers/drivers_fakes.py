@@ -577,8 +577,10 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0, step: float = 0.00
 
 
 def short_tmp(prefix: str = "drv") -> Path:
+    """A new directory /tmp/eeh-<prefix>-*: short (AF_UNIX paths are), and named so the
+    test session's leak check (tests/conftest.py) sees it if it is left behind."""
     import tempfile
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    return Path(tempfile.mkdtemp(prefix=f"eeh-{prefix}-", dir="/tmp"))
 
 
 __all__ = ["HOST", "FakeConfig", "FakePe", "HcallSocketServer", "LocalChannel",

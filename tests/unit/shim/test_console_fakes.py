@@ -302,7 +302,7 @@ class RawClient:
 
 @pytest.fixture
 def sock_dir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="con", dir="/tmp"))  # AF_UNIX paths are short
+    d = Path(tempfile.mkdtemp(prefix="eeh-con-", dir="/tmp"))  # AF_UNIX paths are short
     yield d
     shutil.rmtree(d, ignore_errors=True)
 

@@ -7,7 +7,6 @@ import dataclasses
 import enum
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -148,7 +147,6 @@ def _running_machine(tmp_path: Path, fixes: tuple[str, ...] = (UNPLUG_FIX,)) -> 
     a = _assets(tmp_path)
     a = dataclasses.replace(a, qemu=dataclasses.replace(a.qemu, fixes=fixes))
     vm = Machine(MachineConfig(), a, run_dir=tmp_path / "run", repo=tmp_path)
-    shutil.rmtree(vm.paths.sock_dir)
     vm.proc = _RunningQemu()  # type: ignore[assignment]
     vm.state = MachineState.RUNNING
     return vm
@@ -242,8 +240,9 @@ def test_unplug_reports_a_qemu_that_dies_or_a_device_that_stays(tmp_path: Path) 
 def test_machine_methods_need_a_running_machine(tmp_path: Path) -> None:
     dev = VfioUserDevice(id="vf2", socket=tmp_path / "vf2.sock", root_port="rp3")
     vm = Machine(MachineConfig(), _assets(tmp_path), run_dir=tmp_path / "run", repo=tmp_path)
-    shutil.rmtree(vm.paths.sock_dir)
     assert vm.state is MachineState.CREATED
+    assert not vm.paths.sock_dir.exists()  # named (the command line has it), not created
+    assert str(vm.paths.sock_dir / "qmp.sock") in vm.show_command()
     calls = [vm.execute("query-status"), vm.hotplug(dev), vm.unplug(dev), vm.wait_exit(1)]
     for call in calls:
         with pytest.raises(StateError) as info:
