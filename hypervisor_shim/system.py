@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from hypervisor_shim.console.console import Console
+from hypervisor_shim.errors import ShimError
 from hypervisor_shim.platform import Platform, PlatformConfig
 from hypervisor_shim.platform_api import PlatformConsoleApi
 from hypervisor_shim.topology import GuestSpec, Topology
@@ -53,12 +54,34 @@ def hcall_args(socket: Path) -> tuple[str, ...]:
             "-device", f"virtserialport,bus=hcallbus.0,chardev=hcall,name={HCALL_PORT}")
 
 
+class RemovalUnavailable(ShimError):
+    """The topology has drivers without error handlers, whose recovery removes and adds
+    back their functions (device_del), and this QEMU cannot remove a vfio-user device."""
+
+    def __init__(self, source: str, guests: list[str], why: str) -> None:
+        super().__init__(
+            f"topology {source}: guest(s) {', '.join(guests)} have handlers = false: "
+            "their VFs are recovered by removal and re-adding (device_del), which this "
+            f"QEMU cannot do: {why}")
+        self.guests = guests
+
+
+def check_removal(topo: Topology, assets: GuestAssets) -> None:
+    """Refuse, before anything starts, a topology whose recovery needs VF removal on a
+    QEMU that would abort on it (the VF would stay stranded after an adapter error)."""
+    needs = [g.name for g in topo.guests if not g.handlers
+             and any(fn != "pf" for fn in g.functions)]
+    if needs and not assets.qemu.removal_works:
+        raise RemovalUnavailable(topo.source, needs, assets.qemu.removal())
+
+
 class System:
     def __init__(self, topo: Topology, run_dir: Path, assets: GuestAssets, *,
                  accel: str = "tcg",
                  guest_command: Callable[[GuestSpec], str] | None = None,
                  platform_config: PlatformConfig | None = None,
                  boot_timeout: float = 180.0) -> None:
+        check_removal(topo, assets)
         self.topo = topo
         self.run_dir = run_dir
         self.assets = assets

@@ -160,6 +160,7 @@ class Machine:
         self._vm_stopped = asyncio.Event()
         self.summary: dict[str, Any] = {"name": cfg.name, "accel": cfg.accel,
                                         "qemu": assets.qemu.describe(),
+                                        "qemu_removal": assets.qemu.removal(),
                                         "rootfs_lock": assets.rootfs_lock.as_json()}
 
     # ---- artifacts -------------------------------------------------------------------
@@ -311,8 +312,8 @@ class Machine:
         QEMU dies meanwhile; GuestError if the event does not come within `timeout`.
         """
         qemu = self.assets.qemu
-        if dev.msix and UNPLUG_FIX not in qemu.fixes:
-            raise UnplugRefused(dev.id, self.assets.qemu.version)
+        if dev.msix and not qemu.removal_works:
+            raise UnplugRefused(dev.id, qemu.version, qemu.removal())
         dev_id = dev.id
 
         def this_device(event: Message) -> bool:
