@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-ASSETS := $(PY) -m hypervisor_shim.vm.assets
+ASSETS := $(PY) -m qemu_launcher.assets
 PYTEST := $(PY) tests/run_pytest.py
 
 .PHONY: setup host-setup rootfs drift-check test lint typecheck unit vm-test soak demo bench bench-quick bench-boot clean distclean
@@ -30,7 +30,7 @@ rootfs: setup host-setup
 
 # Before users meet it: the root fs from the archive's current versions (its own cache
 # key; qemu/rootfs.lock untouched), which packages moved and what every QEMU fix finds,
-# then the VM tests on it. Then adopt the versions: python -m hypervisor_shim.vm.assets lock
+# then the VM tests on it. Then adopt the versions: python -m qemu_launcher.assets lock
 drift-check: setup host-setup
 	EEH_ROOTFS=current $(ASSETS) drift || true
 	EEH_ROOTFS=current $(PYTEST) -m vm
@@ -56,7 +56,7 @@ soak: setup
 	EEH_SOAK_CYCLES=1000 $(PYTEST) -s tests/harness/test_soak.py
 
 demo: rootfs
-	$(PY) -m hypervisor_shim demo
+	$(PY) -m eeh_sriov demo
 
 bench-boot: rootfs
 	$(PY) -m bench.boot

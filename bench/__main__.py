@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import guests, peer, recovery, report
-from hypervisor_shim.vm.assets import REPO
-from hypervisor_shim.vm.run import new_run_dir
+from qemu_launcher.assets import REPO
+from qemu_launcher.run import new_run_dir
 
 PARTS = ("recovery", "guests", "peer", "legacy")
 # the earlier benchmarks, a little shorter than their defaults (make bench-boot: 5 boots)

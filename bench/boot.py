@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 from bench.stats import describe
-from hypervisor_shim.vm.assets import COMPLETE, REPO, AssetConfig, ensure_assets, ensure_rootfs
-from hypervisor_shim.vm.config import MachineConfig
-from hypervisor_shim.vm.run import new_run_dir, resolve_accel, run_command
+from eeh_sriov.system import asset_config
+from qemu_launcher.assets import COMPLETE, REPO, AssetConfig, ensure_assets, ensure_rootfs
+from qemu_launcher.config import MachineConfig
+from qemu_launcher.run import new_run_dir, resolve_accel, run_command
 
 GOAL_READY_S = 6.0
 
@@ -32,7 +33,7 @@ def _uptime(console: str, marker: str) -> float | None:
 
 
 async def boot_runs(n: int) -> dict[str, object]:
-    cfg_assets = AssetConfig.from_env()
+    cfg_assets = asset_config()
     assets = ensure_assets(cfg_assets)
     runs = REPO / "runs" / "bench"
     accel, why = await resolve_accel("auto", assets, cfg_assets, runs)

@@ -28,7 +28,7 @@ from collections import deque
 from bench.stats import describe, percentile
 from device_model import Adapter, AdapterConfig, EventHistory, EventKind, ManualClock, QueueUplink
 from device_model.nic import registers as R
-from tests.support.testkit import IrqRecorder, MiniDriver, PfDriver, RamGuest, frame
+from device_model.testkit import IrqRecorder, MiniDriver, PfDriver, RamGuest, frame
 from vfio_user.contract import RegionIndex
 
 FREEZE_GOAL_S = 1e-3

@@ -20,11 +20,12 @@ import statistics
 import sys
 
 from bench.stats import describe
+from eeh_sriov.system import asset_config
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
-from hypervisor_shim.vm.assets import REPO, AssetConfig, GuestAssets, ensure_assets
-from hypervisor_shim.vm.config import MachineConfig
-from hypervisor_shim.vm.machine import Machine
-from hypervisor_shim.vm.run import new_run_dir, resolve_accel
+from qemu_launcher.assets import REPO, GuestAssets, ensure_assets
+from qemu_launcher.config import MachineConfig
+from qemu_launcher.machine import Machine
+from qemu_launcher.run import new_run_dir, resolve_accel
 
 GOAL_READ_P50_US = 100.0
 PLACEMENTS: dict[str, tuple[int, ...] | None] = {"colocated": None, "spread": ()}
@@ -48,7 +49,7 @@ async def one_run(assets: GuestAssets, accel: str, n: int, placement: str
 
 
 async def run(n: int, rounds: int) -> dict[str, tuple[dict[str, list[float]], list[float]]]:
-    cfg_assets = AssetConfig.from_env()
+    cfg_assets = asset_config()
     assets = ensure_assets(cfg_assets)
     accel, _ = await resolve_accel("auto", assets, cfg_assets, REPO / "runs" / "bench")
     out: dict[str, tuple[dict[str, list[float]], list[float]]] = {

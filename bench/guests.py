@@ -4,7 +4,7 @@
                                      [--fps-seconds S] [--json FILE]
 
 One topology boot per reset timing (fast, then spec), each run as `make demo` runs it
-(hypervisor_shim.system.System: the platform, three QEMU guests running the drivers'
+(eeh_sriov.system.System: the platform, three QEMU guests running the drivers'
 agent with its own probe traffic, the console), with the policy's max_freezes raised so
 that repeated adapter errors never make the adapter permanently failed. Measured:
 
@@ -47,14 +47,13 @@ from qemu.qmp import QMPClient
 
 from bench.stats import dist, scalar
 from eeh_abi import traffic as T
+from eeh_sriov.system import AGENT_COMMAND, System, asset_config
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, Topology, format_mac, load_topology
+from eeh_sriov.traffic import PEER_MAC, Target, UplinkTraffic
 from hypervisor_shim.claim import check_claim, first_failure
-from hypervisor_shim.platform import PlatformConfig
-from hypervisor_shim.system import AGENT_COMMAND, System
 from hypervisor_shim.timeline import Entry
-from hypervisor_shim.topology import DEFAULT_TOPOLOGY, Topology, format_mac, load_topology
-from hypervisor_shim.traffic import PEER_MAC, Target, UplinkTraffic
-from hypervisor_shim.vm.assets import REPO, AssetConfig, GuestAssets, ensure_assets
-from hypervisor_shim.vm.run import new_run_dir, resolve_accel
+from qemu_launcher.assets import REPO, GuestAssets, ensure_assets
+from qemu_launcher.run import new_run_dir, resolve_accel
 
 GOAL_READY_S = 6.0
 GOAL_FPS = 5000.0
@@ -230,7 +229,7 @@ async def run_timing(timing: str, injections: int, fps_seconds: float, rate_hz: 
         assert c.mac is not None
         targets[fn] = Target(c.mac, c.vlan)
     # the TAP uplink under a name of its own: a concurrent demo or test may hold eehup0
-    pcfg = PlatformConfig.from_topology(topo, host_cpus=(), tap_name=f"eehb{os.getpid() % 10**6}")
+    pcfg = topo.platform_config(host_cpus=(), tap_name=f"eehb{os.getpid() % 10**6}")
     pcfg = dataclasses.replace(pcfg, policy=dataclasses.replace(pcfg.policy,
                                                                 max_freezes=100_000))
     wanted = {"adapter" if f == "pf" else f for g in topo.guests for f in g.functions}
@@ -365,7 +364,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def run_all(timings: Sequence[str], injections: dict[str, int], fps_seconds: float,
                   rate_hz: float, out_dir: Path | None, say: Any = print) -> dict[str, Any]:
-    cfg_assets = AssetConfig.from_env()
+    cfg_assets = asset_config()
     assets = ensure_assets(cfg_assets)
     runs_dir = REPO / "runs" / "bench"
     accel, why = await resolve_accel("auto", assets, cfg_assets, runs_dir)

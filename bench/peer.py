@@ -45,10 +45,11 @@ from typing import Any
 
 from bench.stats import dist, scalar
 from eeh_abi import traffic as T
-from hypervisor_shim.vm.assets import REPO, AssetConfig, GuestAssets, ensure_assets
-from hypervisor_shim.vm.config import MachineConfig
-from hypervisor_shim.vm.machine import Machine
-from hypervisor_shim.vm.run import new_run_dir, resolve_accel
+from eeh_sriov.system import asset_config
+from qemu_launcher.assets import REPO, GuestAssets, ensure_assets
+from qemu_launcher.config import MachineConfig
+from qemu_launcher.machine import Machine
+from qemu_launcher.run import new_run_dir, resolve_accel
 
 PF_MAC = "02:ee:00:00:02:00"
 HOST_MAC = bytes.fromhex("02aabbccdd03")
@@ -319,7 +320,7 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
 
 async def run_all(kinds: list[str], nvfs: int, rate_hz: float, limit_s: float,
                   quiet_s: float, out_dir: Path | None, say: Any = print) -> dict[str, Any]:
-    cfg_assets = AssetConfig.from_env()
+    cfg_assets = asset_config()
     assets = ensure_assets(cfg_assets)
     runs_dir = REPO / "runs" / "bench"
     ok, why = has_igb(assets)

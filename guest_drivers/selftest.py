@@ -1,7 +1,7 @@
 """Guest-side self-test of the platform path: `python3 -m guest_drivers.selftest`.
 
 Runs INSIDE a guest (python3, stdlib) and exercises the PF served over vfio-user; the
-host side is hypervisor_shim.scenario.transport_host_side (make demo and the VM tests).
+host side is eeh_sriov.transport_demo.transport_host_side (make demo and the VM tests).
 
 Steps, each recorded in /mnt/results/transport.json:
   regs     BAR0 read (MAC), write + read back (MTU)

@@ -30,9 +30,9 @@ from device_model.function import Function
 from device_model.reset import ResetTiming
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.uplink import HostPort, QueueHostPort, TapHostPort, TapUplink
-from hypervisor_shim.vm.config import MachineConfig, VfioUserDevice
-from hypervisor_shim.vm.sockdir import SocketDir
-from hypervisor_shim.vm.state import require
+from qemu_launcher.config import MachineConfig, VfioUserDevice
+from qemu_launcher.sockdir import SocketDir
+from qemu_launcher.state import require
 from vfio_user import ServerThread
 
 T = TypeVar("T")

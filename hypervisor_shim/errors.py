@@ -1,8 +1,9 @@
-"""The root of every exception hypervisor_shim raises.
+"""The root of every exception hypervisor_shim (the platform core) raises.
 
 Each subpackage declares its data-carrying subclasses next to the code that raises them
-(vm.errors, adapter_host, topology, pe, hcall, console); the CLI catches `ShimError` and
-prints its message as one line.
+(adapter_host, pe, hcall, console); the application (eeh_sriov: topology, system, CLI)
+raises subclasses too, and its CLI catches `ShimError` (and the launcher's `VmError`) and
+prints the message as one line.
 """
 
 from __future__ import annotations

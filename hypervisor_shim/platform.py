@@ -1,6 +1,6 @@
 """The platform for one adapter: the device model, its PE policy and the guests' channels.
 
-    with Platform(PlatformConfig.from_topology(topo), run_dir) as plat:
+    with Platform(topo.platform_config(), run_dir) as plat:   # eeh_sriov.topology
         plat.hcall_path("g1")          # the unix socket of g1's platform channel
         plat.inject_adapter_error()    # what the console's eeh-inject does
         plat.timeline.entries          # everything, in order
@@ -37,8 +37,7 @@ from hypervisor_shim.hcall.server import HcallServer
 from hypervisor_shim.pe import HOST, Notice, PeFlag, PePolicy, PeRecord, PolicyConfig
 from hypervisor_shim.pe.removal import NoHandlerRecovery, Stage
 from hypervisor_shim.timeline import Timeline
-from hypervisor_shim.topology import Topology, format_mac
-from hypervisor_shim.vm.sockdir import SocketDir
+from qemu_launcher.sockdir import SocketDir
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -68,27 +67,6 @@ class PlatformConfig:
     host_cpus: tuple[int, ...] | None = ()
     uplink: str = "queue"  # or "tap" (a TAP interface on the host; root only)
     tap_name: str = "eehup0"
-
-    @classmethod
-    def from_topology(cls, topo: Topology, **changes: Any) -> PlatformConfig:
-        owners = {}
-        for fn in topo.all_functions:
-            owner = topo.owner_of(fn)
-            if owner is not None:
-                owners[fn] = owner
-        vfs = {}
-        for n in range(topo.adapter.enabled_vfs):
-            c = topo.vf_config(n)
-            assert c.mac is not None and c.mtu is not None
-            vfs[n] = VfSettings(format_mac(c.mac), c.vlan, c.mtu, bool(c.anti_spoof))
-        p = topo.policy
-        cfg = cls(total_vfs=topo.adapter.total_vfs, enabled_vfs=topo.adapter.enabled_vfs,
-                  timing=topo.reset_timing, owners=owners,
-                  policy=PolicyConfig(max_freezes=p.max_freezes, window_s=p.window_s,
-                                      retry_hint_ms=p.retry_hint_ms, errinjct=p.errinjct),
-                  vf_settings=vfs, handlers={g.name: g.handlers for g in topo.guests},
-                  uplink=topo.uplink.resolved_kind(), tap_name=topo.uplink.tap_name)
-        return dataclasses.replace(cfg, **changes)
 
     @property
     def owner_names(self) -> list[str]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the guest root fs into the (empty or absent) directory $1, with every package
 # pinned to the version in the lock file $2 if one is given (qemu/rootfs.lock).
-# Called by `python -m hypervisor_shim.vm.assets build` (pinned) and `... assets lock`
+# Called by `python -m qemu_launcher.assets build` (pinned) and `... assets lock`
 # (unpinned), which own caching, locking, the atomic rename and the comparison of the
 # result with the lock: never point this at a directory that is in use.
 set -euo pipefail

@@ -23,7 +23,7 @@ import pytest
 # The project's pytest plugin (fixtures eeh_system, eeh_console, eeh_timeline): loaded
 # through its entry point when the package is installed, from the tree otherwise.
 if not any(ep.name == "eeh_sriov" for ep in entry_points(group="pytest11")):
-    pytest_plugins = ["hypervisor_shim.pytest_plugin"]
+    pytest_plugins = ["eeh_sriov.pytest_plugin"]
 
 
 @pytest.hookimpl(hookwrapper=True)

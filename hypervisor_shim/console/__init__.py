@@ -3,7 +3,7 @@
 `Console` owns one unix socket per guest (QEMU's commands and events passed through,
 plus the PE commands and platform events) and a "platform" socket (PE commands and
 platform events only). The PE side is a `PlatformApi` (backend.py); a guest's QEMU is a
-`QemuTarget` (target.py), which `hypervisor_shim.vm.machine.Machine` satisfies.
+`QemuTarget` (target.py), which `qemu_launcher.machine.Machine` satisfies.
 """
 
 from hypervisor_shim.console.backend import (

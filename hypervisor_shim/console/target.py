@@ -1,6 +1,6 @@
 """What the console needs from a guest's QEMU: `QemuTarget`.
 
-`hypervisor_shim.vm.machine.Machine` satisfies it as it is: `execute()` sends one QMP
+`qemu_launcher.machine.Machine` satisfies it as it is: `execute()` sends one QMP
 command to QEMU and returns its `return` value, raising `qemu.qmp.ExecuteError` for an
 error reply (the console passes its class and desc on unchanged); `qmp_client` is the
 connected `qemu.qmp.QMPClient`, on which the console registers an event listener to

@@ -1,5 +1,5 @@
 """The platform's QMP console (the real Console over the real platform) on its own loop
-thread, as `hypervisor_shim.system.System` runs it, for harness tests."""
+thread, as `eeh_sriov.system.System` runs it, for harness tests."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig, NotAttachable
-from hypervisor_shim.vm.config import MachineConfig
+from qemu_launcher.config import MachineConfig
 from vfio_user import Client
 from vfio_user.contract import RegionIndex
 

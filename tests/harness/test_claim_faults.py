@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from device_model import ResetTiming
+from eeh_sriov.traffic import Target, UplinkTraffic
 from guest_drivers.agent import Agent
 from guest_drivers.driver import DriverState
 from guest_drivers.platform.harness import HarnessBackend
@@ -18,7 +19,6 @@ from guest_drivers.poll import PollConfig
 from hypervisor_shim.claim import check_claim, first_failure
 from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
-from hypervisor_shim.traffic import Target, UplinkTraffic
 from tests.unit.drivers.drivers_fakes import wait_for
 
 NVFS = 4

@@ -188,8 +188,9 @@ def test_vf_without_handlers_is_detached_and_probed_again_over_vfio_user(rig: Ri
         vf = agent.drivers["vf0"]
         assert isinstance(vf, VfDriver)
         rig.host.call(lambda: rig.host.adapter.inject_vf_error(0))
-        assert wait_for(lambda: vf.probes == 2 and vf.state is DriverState.UP, 15), \
-            agent.hotplug_log
+        # the probe count moves before the agent logs the hot-plug it handled: wait for both
+        assert wait_for(lambda: vf.probes == 2 and vf.state is DriverState.UP
+                        and len(agent.hotplug_log) >= 2, 15), agent.hotplug_log
         assert [h[1:4] for h in agent.hotplug_log] == [("removed", "vf0", "detached"),
                                                        ("added", "vf0", "probed")]
         vf.send(frame(vf.mac, tag="back"))

@@ -203,8 +203,11 @@ def test_vf_drivers_without_handlers_are_removed_and_added_back(plat: Platform,
         else:
             plat.inject_adapter_error()
             gone = ["vf0", "vf1"]
-        assert wait_for(lambda: all(agent.drivers[n].probes == 2 and agent.drivers[n].state
-                                    is DriverState.UP for n in gone), 20), agent.hotplug_log
+        def probed_twice(name: str) -> bool:  # by the driver, and on the platform's books
+            return agent.drivers[name].probes == 2 and agent.drivers[name].state is \
+                DriverState.UP and sum(1 for e in plat.timeline.snapshot() if (
+                    e.source, e.kind, e.pe) == ("driver", "probe", name)) == 2
+        assert wait_for(lambda: all(probed_twice(n) for n in gone), 20), agent.hotplug_log
         tl = list(plat.timeline.entries)
         for name in gone:
             order = [("policy", "function-removed"), ("policy", "platform-reset"),

@@ -28,6 +28,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from device_model import ResetTiming
 from eeh_abi.hcall import Channel, ChannelClosed
+from eeh_sriov.traffic import Target, UplinkTraffic
 from guest_drivers.agent import Agent
 from guest_drivers.driver import DriverState
 from guest_drivers.platform.harness import HarnessBackend
@@ -35,7 +36,6 @@ from guest_drivers.poll import PollConfig
 from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
 from hypervisor_shim.timeline import Entry
-from hypervisor_shim.traffic import Target, UplinkTraffic
 from tests.harness.console_rig import ConsoleThread
 from tests.unit.drivers.drivers_fakes import wait_for
 

@@ -33,13 +33,13 @@ from typing import Any
 import pytest
 
 from eeh_abi import traffic as T
+from eeh_sriov.traffic import Target, UplinkTraffic
 from guest_drivers.agent import Agent
 from guest_drivers.platform.harness import HarnessBackend
 from guest_drivers.poll import PollConfig
 from guest_drivers.vf import VfDriver
 from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
-from hypervisor_shim.traffic import Target, UplinkTraffic
 from tests.unit.drivers.drivers_fakes import wait_for
 
 CYCLES = int(os.environ.get("EEH_SOAK_CYCLES", "100"))

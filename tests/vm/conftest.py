@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_shim.vm.assets import REPO, AssetConfig, GuestAssets, ensure_assets
-from hypervisor_shim.vm.config import MachineConfig
-from hypervisor_shim.vm.run import new_run_dir, resolve_accel
+from eeh_sriov.system import asset_config
+from qemu_launcher.assets import REPO, GuestAssets, ensure_assets
+from qemu_launcher.config import MachineConfig
+from qemu_launcher.run import new_run_dir, resolve_accel
 
 RUNS = REPO / "runs" / "tests"
 
@@ -25,12 +26,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def assets() -> GuestAssets:
-    return ensure_assets(AssetConfig.from_env())
+    return ensure_assets(asset_config())
 
 
 @pytest.fixture(scope="session")
 def accel(assets: GuestAssets) -> str:
-    chosen, why = asyncio.run(resolve_accel("auto", assets, AssetConfig.from_env(), RUNS))
+    chosen, why = asyncio.run(resolve_accel("auto", assets, asset_config(), RUNS))
     print(f"\nvm tests: {assets.qemu.describe()}; accelerator {chosen} ({why}); "
           f"{assets.rootfs_lock.summary()}")
     return chosen

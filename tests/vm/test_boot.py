@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_shim.vm.assets import REPO, GuestAssets
-from hypervisor_shim.vm.config import READY_MARKER, MachineConfig
-from hypervisor_shim.vm.errors import BootTimeout, GuestTimeout
-from hypervisor_shim.vm.machine import Machine
-from hypervisor_shim.vm.run import run_command
+from qemu_launcher.assets import REPO, GuestAssets
+from qemu_launcher.config import READY_MARKER, MachineConfig
+from qemu_launcher.errors import BootTimeout, GuestTimeout
+from qemu_launcher.machine import Machine
+from qemu_launcher.run import run_command
 
 RunDir = Callable[..., Path]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_shim.vm.assets import REPO
+from qemu_launcher.assets import REPO
 
 
 def _qemu_pids(marker: str) -> list[int]:
@@ -31,7 +31,7 @@ def _qemu_pids(marker: str) -> list[int]:
 
 def _start_and_wait_ready(runs: Path) -> tuple[subprocess.Popen[bytes], list[int], Path]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hypervisor_shim", "--runs", str(runs), "--accel", "tcg",
+        [sys.executable, "-m", "eeh_sriov", "--runs", str(runs), "--accel", "tcg",
          "vm", "--timeout", "600", "--", "sleep 100000"], cwd=REPO)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

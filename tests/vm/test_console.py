@@ -28,9 +28,9 @@ from device_model import Event, EventKind, OpStatus, Pe, ResetKind
 from eeh_abi.papr import MAX_FREEZES
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
 from hypervisor_shim.console import Console, PlatformApiError, PlatformListener
-from hypervisor_shim.vm.assets import REPO, GuestAssets
-from hypervisor_shim.vm.config import MachineConfig
-from hypervisor_shim.vm.machine import Machine
+from qemu_launcher.assets import REPO, GuestAssets
+from qemu_launcher.config import MachineConfig
+from qemu_launcher.machine import Machine
 
 pytestmark = pytest.mark.vm
 

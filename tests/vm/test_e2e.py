@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_shim.story import Story, StoryConfig, StoryResult
-from hypervisor_shim.topology import DEFAULT_TOPOLOGY, load_topology
-from hypervisor_shim.vm.assets import GuestAssets
+from eeh_sriov.recovery_demo import Story, StoryConfig, StoryResult
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
+from qemu_launcher.assets import GuestAssets
 
 
 def tell(cfg: StoryConfig, assets: GuestAssets, run_dir: Path) -> StoryResult:
@@ -85,7 +85,7 @@ def test_without_the_lockout_the_ordering_check_fails_naming_the_step(
 @pytest.mark.eeh_topology(str(DEFAULT_TOPOLOGY))
 def test_a_user_recovery_test_with_the_plugin_fixtures(
         eeh_system: object, eeh_console: object, eeh_timeline: object) -> None:
-    from hypervisor_shim.pytest_plugin import ConsoleClient, RunningSystem, TimelineView
+    from eeh_sriov.pytest_plugin import ConsoleClient, RunningSystem, TimelineView
 
     assert isinstance(eeh_system, RunningSystem)
     assert isinstance(eeh_console, ConsoleClient) and isinstance(eeh_timeline, TimelineView)

@@ -21,12 +21,11 @@ from pathlib import Path
 
 from qemu.qmp import QMPClient
 
+from eeh_sriov.system import System
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
+from eeh_sriov.traffic import Target, UplinkTraffic
 from hypervisor_shim.claim import check_claim, first_failure
-from hypervisor_shim.platform import PlatformConfig
-from hypervisor_shim.system import System
-from hypervisor_shim.topology import DEFAULT_TOPOLOGY, load_topology
-from hypervisor_shim.traffic import Target, UplinkTraffic
-from hypervisor_shim.vm.assets import GuestAssets
+from qemu_launcher.assets import GuestAssets
 from vfio_user import EndpointState
 
 
@@ -45,11 +44,11 @@ def test_one_qemu_killed_the_others_carry_on(assets: GuestAssets, accel: str,
 
 
 async def scenario(topo: object, assets: GuestAssets, accel: str, d: Path) -> None:
-    from hypervisor_shim.topology import Topology
+    from eeh_sriov.topology import Topology
 
     assert isinstance(topo, Topology)
     system = System(topo, d, assets, accel=accel,
-                    platform_config=PlatformConfig.from_topology(topo, host_cpus=(),
+                    platform_config=topo.platform_config(host_cpus=(),
                                                                   uplink="queue"))
     async with system:
         plat = system.platform

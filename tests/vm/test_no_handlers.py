@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hypervisor_shim.system import AGENT_COMMAND, System
-from hypervisor_shim.topology import parse_topology
-from hypervisor_shim.traffic import Target, UplinkTraffic
-from hypervisor_shim.vm.assets import GuestAssets
+from eeh_sriov.system import AGENT_COMMAND, System
+from eeh_sriov.topology import parse_topology
+from eeh_sriov.traffic import Target, UplinkTraffic
+from qemu_launcher.assets import GuestAssets
 
 TOPOLOGY = """
 [adapter]

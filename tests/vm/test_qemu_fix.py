@@ -7,9 +7,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from hypervisor_shim.vm.assets import GuestAssets
-from hypervisor_shim.vm.elf import CutImage, ElfImage, cut
-from hypervisor_shim.vm.qemu_fixes import (
+from qemu_launcher.assets import GuestAssets
+from qemu_launcher.elf import CutImage, ElfImage, cut
+from qemu_launcher.qemu_fixes import (
     NOP5,
     VFIO_USER_MSIX_TEARDOWN,
     Outcome,
@@ -21,7 +21,7 @@ FIXTURES = Path(__file__).parents[1] / "unit" / "vm" / "fixtures"
 
 
 def _nm_symbol(binary: Path, name: str) -> int:
-    """The symbol's address as binutils reads it: a second opinion on vm.elf's."""
+    """The symbol's address as binutils reads it: a second opinion on qemu_launcher.elf's."""
     out = subprocess.run(["nm", "-D", "--defined-only", str(binary)], check=True,
                          capture_output=True, text=True).stdout
     for line in out.splitlines():

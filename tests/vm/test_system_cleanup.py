@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_shim.story import Story, StoryConfig, StoryError
-from hypervisor_shim.system import System
-from hypervisor_shim.topology import DEFAULT_TOPOLOGY, load_topology
-from hypervisor_shim.vm.assets import REPO, GuestAssets
-from hypervisor_shim.vm.errors import GuestError
+from eeh_sriov.recovery_demo import Story, StoryConfig, StoryError
+from eeh_sriov.system import System
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
+from qemu_launcher.assets import REPO, GuestAssets
+from qemu_launcher.errors import GuestError
 
 
 def qemu_pids(marker: str) -> list[int]:
@@ -98,9 +98,9 @@ def test_clean_after_success_failure_and_timeout(
 
 def test_clean_after_ctrl_c_while_guests_boot(tmp_path: Path) -> None:
     """Ctrl-C while the guests are still starting (asyncio.run's own handling could let
-    the command run on: hypervisor_shim.interrupt)."""
+    the command run on: eeh_sriov.interrupt)."""
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "hypervisor_shim", "--runs", str(runs),
+    proc = subprocess.Popen([sys.executable, "-m", "eeh_sriov", "--runs", str(runs),
                              "--accel", "tcg", "up", "--command", "sleep 600"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
@@ -116,7 +116,7 @@ def test_clean_after_ctrl_c_while_guests_boot(tmp_path: Path) -> None:
 def test_clean_after_ctrl_c_of_up(tmp_path: Path) -> None:
     before = temp_dirs()
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "hypervisor_shim", "--runs", str(runs),
+    proc = subprocess.Popen([sys.executable, "-m", "eeh_sriov", "--runs", str(runs),
                              "--accel", "tcg", "up", "--command", "sleep 600"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None

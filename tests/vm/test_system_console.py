@@ -14,9 +14,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from hypervisor_shim.system import System
-from hypervisor_shim.topology import parse_topology
-from hypervisor_shim.vm.assets import GuestAssets
+from eeh_sriov.system import System
+from eeh_sriov.topology import parse_topology
+from qemu_launcher.assets import GuestAssets
 from tests.support.qmpshell import run_qmp_shell
 
 TOPOLOGY = """

@@ -17,11 +17,11 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from eeh_sriov.transport_demo import GUEST_COMMAND, PATTERN, Echo, run_with_guest
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
-from hypervisor_shim.scenario import GUEST_COMMAND, PATTERN, Echo, run_with_guest
-from hypervisor_shim.vm.assets import REPO, GuestAssets
-from hypervisor_shim.vm.config import MachineConfig
-from hypervisor_shim.vm.machine import Machine
+from qemu_launcher.assets import REPO, GuestAssets
+from qemu_launcher.config import MachineConfig
+from qemu_launcher.machine import Machine
 
 
 def test_pf_and_vfs_served_to_a_guest(

@@ -8,7 +8,7 @@ import pytest
 from dm_helpers import bring_up, check_clean, make_adapter
 
 from device_model import Adapter, EventHistory, ManualClock, QueueUplink, ResetTiming
-from tests.support.testkit import MiniDriver, PfDriver, RamGuest
+from device_model.testkit import MiniDriver, PfDriver, RamGuest
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from device_model import Adapter, AdapterConfig, ManualClock, QueueUplink, ResetTiming
 from device_model.function import Function
 from device_model.regs import Access, Field, Register, RegisterFile
-from tests.support.testkit import MiniDriver, PfDriver, RamGuest
+from device_model.testkit import MiniDriver, PfDriver, RamGuest
 
 
 def make_adapter(clock: ManualClock, uplink: QueueUplink | None = None, *, total_vfs: int = 4,

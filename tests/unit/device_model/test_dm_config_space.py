@@ -9,7 +9,7 @@ from device_model import Adapter
 from device_model.nic import registers as R
 from device_model.pci import ids
 from device_model.pci.layouts import AER_CAP, MSIX_CAP, PCIE_CAP, SRIOV_CAP
-from tests.support.testkit import MiniDriver, PfDriver, RamGuest
+from device_model.testkit import MiniDriver, PfDriver, RamGuest
 from vfio_user.contract import RegionIndex
 
 CONFIG = RegionIndex.CONFIG

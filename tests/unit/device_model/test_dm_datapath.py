@@ -9,7 +9,7 @@ from device_model.nic import registers as R
 from device_model.nic.descriptor import DD, DescError, error_status
 from device_model.pci import ids
 from device_model.pci.layouts import AER_CAP
-from tests.support.testkit import MiniDriver, PfDriver, RamGuest, frame
+from device_model.testkit import MiniDriver, PfDriver, RamGuest, frame
 from vfio_user.memory import DmaMap, GuestMemory
 
 Up = tuple[PfDriver, list[MiniDriver]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from device_model import Adapter, EventHistory, EventKind, ManualClock, PeStateCode, ResetKind
 from device_model.nic import registers as R
 from device_model.nic.descriptor import DESC_SIZE, DESCRIPTOR
-from tests.support.testkit import PfDriver, RamGuest
+from device_model.testkit import PfDriver, RamGuest
 from vfio_user import DmaMap
 
 TOP = 1 << 64

@@ -20,7 +20,7 @@ from device_model.nic import registers as R
 from device_model.pci import ids
 from device_model.pci.ids import AerUncorrectable as U
 from device_model.pci.layouts import AER_CAP
-from tests.support.testkit import MiniDriver, RamGuest, frame
+from device_model.testkit import MiniDriver, RamGuest, frame
 
 OTHER = bytes.fromhex("020000000099")
 EXPECTED = {  # function -> (class of access, AER bit, PCI Status bits)

@@ -11,8 +11,8 @@ import pytest
 from device_model import Adapter, ResetKind
 from device_model.function import Function
 from device_model.nic import registers as R
+from device_model.testkit import MiniDriver, PfDriver
 from eeh_abi import nic
-from tests.support.testkit import MiniDriver, PfDriver
 
 Up = tuple[PfDriver, list[MiniDriver]]
 RX_PENDING = 1 << nic.Vector.RX

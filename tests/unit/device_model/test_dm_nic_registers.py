@@ -8,7 +8,7 @@ from device_model import Adapter, EventHistory, EventKind
 from device_model.nic import registers as R
 from device_model.nic.registers import Mbx, PfMbx
 from device_model.pci import ids
-from tests.support.testkit import IrqRecorder, MiniDriver, PfDriver, RamGuest
+from device_model.testkit import IrqRecorder, MiniDriver, PfDriver, RamGuest
 from vfio_user.contract import IrqIndex, RegionIndex
 
 BAR0 = RegionIndex.BAR0

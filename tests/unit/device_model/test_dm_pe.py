@@ -16,8 +16,8 @@ from device_model import (
 )
 from device_model.errors import UnknownPeError
 from device_model.nic import registers as R
+from device_model.testkit import MiniDriver, PfDriver, frame
 from eeh_abi.papr import RECOVERY_SIDE_EFFECT
-from tests.support.testkit import MiniDriver, PfDriver, frame
 from vfio_user.contract import RegionIndex
 
 Up = tuple[PfDriver, list[MiniDriver]]

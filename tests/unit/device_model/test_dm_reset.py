@@ -19,8 +19,8 @@ from device_model.nic import registers as R
 from device_model.nic.registers import Mbx
 from device_model.pci import ids
 from device_model.pci.layouts import AER_CAP, SRIOV_CAP
+from device_model.testkit import PfDriver, RamGuest, frame
 from eeh_abi.papr import RECOVERY_RESET, RECOVERY_SIDE_EFFECT
-from tests.support.testkit import PfDriver, RamGuest, frame
 
 OTHER = bytes.fromhex("020000000099")
 

@@ -14,7 +14,7 @@ from device_model import Adapter, ErrorFunction, ErrorSource, PeStateCode
 from device_model.function import Function
 from device_model.nic import registers as R
 from device_model.nic.descriptor import DESC_SIZE, DESCRIPTOR, STATUS_OFFSET
-from tests.support.testkit import IrqRecorder, MiniDriver, PfDriver, RamGuest
+from device_model.testkit import IrqRecorder, MiniDriver, PfDriver, RamGuest
 from vfio_user import DmaMap, GuestMemory
 
 RO_RING = 0x7000_0000

@@ -35,7 +35,7 @@ from device_model import Adapter, AdapterConfig, ManualClock, PeStateCode, Queue
 from device_model.nic import registers as R
 from device_model.nic.descriptor import DESC_SIZE, DESCRIPTOR
 from device_model.pci import ids
-from tests.support.testkit import MiniDriver, PfDriver, RamGuest, frame
+from device_model.testkit import MiniDriver, PfDriver, RamGuest, frame
 from vfio_user import DmaMap, GuestMemory
 
 TOP = 1 << 64

@@ -29,7 +29,7 @@ from device_model import (
 from device_model.function import Function
 from device_model.nic import registers as R
 from device_model.pci.layouts import PCIE_CAP, SRIOV_CAP
-from tests.support.testkit import MiniDriver, PfDriver, RamGuest, frame
+from device_model.testkit import MiniDriver, PfDriver, RamGuest, frame
 from vfio_user.contract import RegionIndex
 from vfio_user.memory import GuestMemory
 

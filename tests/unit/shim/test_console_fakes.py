@@ -22,7 +22,7 @@ from qemu.qmp import QMPClient
 
 from hypervisor_shim.console import Console, PlatformApi, PlatformApiError, QemuTarget
 from hypervisor_shim.console.backend import PlatformListener
-from hypervisor_shim.vm.machine import Machine
+from qemu_launcher.machine import Machine
 
 TIMEOUT = 10.0
 

@@ -27,6 +27,7 @@ def test_console_script_and_pytest_plugin_resolve() -> None:
 def test_every_package_and_the_topologies_are_shipped() -> None:
     tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     include = tool["packages"]["find"]["include"]
-    for pkg in ("device_model", "eeh_abi", "guest_drivers", "hypervisor_shim", "vfio_user"):
+    for pkg in ("device_model", "eeh_abi", "eeh_sriov", "guest_drivers", "hypervisor_shim",
+                "qemu_launcher", "vfio_user"):
         assert f"{pkg}*" in include and (ROOT / pkg / "__init__.py").exists(), pkg
-    assert "topologies/*.toml" in tool["package-data"]["hypervisor_shim"]
+    assert "topologies/*.toml" in tool["package-data"]["eeh_sriov"]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_shim.system import RemovalUnavailable, check_removal
-from hypervisor_shim.topology import parse_topology
-from hypervisor_shim.vm.assets import GuestAssets, QemuBinary
-from hypervisor_shim.vm.qemu_fixes import VFIO_USER_MSIX_TEARDOWN
+from eeh_sriov.system import RemovalUnavailable, check_removal
+from eeh_sriov.topology import parse_topology
+from qemu_launcher.assets import GuestAssets, QemuBinary
+from qemu_launcher.qemu_fixes import VFIO_USER_MSIX_TEARDOWN
 
 TOPOLOGY = """
 [adapter]

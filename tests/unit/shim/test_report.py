@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from eeh_sriov.report import mermaid, pe_paths, write_summary, write_timeline_md
 from hypervisor_shim.claim import check_claim
-from hypervisor_shim.report import mermaid, pe_paths, write_summary, write_timeline_md
 from hypervisor_shim.timeline import Entry
 from tests.unit.shim.test_claim import VFS, good
 

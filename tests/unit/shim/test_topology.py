@@ -11,8 +11,7 @@ import pytest
 from device_model.adapter import AdapterConfig
 from device_model.reset import ResetTiming
 from eeh_abi.papr import FREEZE_WINDOW_S, MAX_FREEZES, RETRY_HINT_MS
-from hypervisor_shim.errors import ShimError
-from hypervisor_shim.topology import (
+from eeh_sriov.topology import (
     DEFAULT_TOPOLOGY,
     HOST,
     GuestSpec,
@@ -23,6 +22,7 @@ from hypervisor_shim.topology import (
     load_topology,
     parse_topology,
 )
+from hypervisor_shim.errors import ShimError
 
 TOPOLOGIES = DEFAULT_TOPOLOGY.parent
 

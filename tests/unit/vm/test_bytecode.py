@@ -1,4 +1,4 @@
-"""Guest bytecode compiled on the host by the root fs's python3 (hypervisor_shim.vm.bytecode):
+"""Guest bytecode compiled on the host by the root fs's python3 (qemu_launcher.bytecode):
 the interpreter it picks, graceful failure, and (when the root fs is built) real .pyc
 files with the guest's paths that the guest's python3 accepts for the sources."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_shim.vm.assets import COMPLETE, AssetConfig
-from hypervisor_shim.vm.bytecode import GUEST_REPO, compile_guest_bytecode
-from hypervisor_shim.vm.rootfs_python import guest_python
+from qemu_launcher.assets import COMPLETE, AssetConfig
+from qemu_launcher.bytecode import GUEST_REPO, compile_guest_bytecode
+from qemu_launcher.rootfs_python import guest_python
 
 
 def test_guest_python_is_the_highest_python3_minor(tmp_path: Path) -> None:
@@ -26,14 +26,15 @@ def test_guest_python_is_the_highest_python3_minor(tmp_path: Path) -> None:
 
 
 def test_no_interpreter_is_not_an_error(tmp_path: Path) -> None:
-    r = compile_guest_bytecode(tmp_path, tmp_path)
+    r = compile_guest_bytecode(tmp_path, tmp_path, ("eeh_abi",))
     assert not r.ok and r.python == "" and "no python3" in r.detail
 
 
+@pytest.mark.vm  # needs the built root fs: runs with the VM tests, after make rootfs
 def test_compiles_a_package_for_the_guest(tmp_path: Path) -> None:
     rootfs = AssetConfig.from_env().rootfs_dir
     if not (rootfs / COMPLETE).exists():
-        pytest.skip("the root fs is not built here (make rootfs)")
+        pytest.fail("the root fs is not built here (make rootfs)", pytrace=False)
     repo = tmp_path / "repo"
     pkg = repo / "demo_pkg"
     pkg.mkdir(parents=True)

@@ -12,14 +12,14 @@ from qemu.qmp import ExecuteError
 from qemu.qmp.message import Message
 from qemu.qmp.models import ErrorResponse
 
-import hypervisor_shim.__main__ as cli
+import eeh_sriov.__main__ as cli
 from device_model.errors import DeviceModelError
-from hypervisor_shim.__main__ import _parser
+from eeh_sriov.__main__ import _parser
+from eeh_sriov.transport_demo import ScenarioTimeout
 from hypervisor_shim.adapter_host import AdapterHost
-from hypervisor_shim.scenario import ScenarioTimeout
-from hypervisor_shim.vm.assets import GuestAssets, QemuBinary
-from hypervisor_shim.vm.errors import AssetError
-from hypervisor_shim.vm.rootfs_lock import LockStatus, PackageDrift
+from qemu_launcher.assets import GuestAssets, QemuBinary
+from qemu_launcher.errors import AssetError
+from qemu_launcher.rootfs_lock import LockStatus, PackageDrift
 from vfio_user.errors import VfioUserError
 
 

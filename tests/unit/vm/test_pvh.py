@@ -1,4 +1,4 @@
-"""The uncompressed kernel for a PVH boot (hypervisor_shim.vm.pvh): the bzImage payload
+"""The uncompressed kernel for a PVH boot (qemu_launcher.pvh): the bzImage payload
 it finds, the ELF note it requires, the command line that uses it (TCG only), and (when
 the root fs is built) a real kernel decompressed by the root fs's python3 + libzstd."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_shim.vm.assets import COMPLETE, AssetConfig, GuestAssets, QemuBinary, find_kernel
-from hypervisor_shim.vm.config import MachineConfig, RunPaths, build_command
-from hypervisor_shim.vm.pvh import ZSTD_MAGIC, ensure_pvh_kernel, has_pvh_entry, zstd_payload
+from qemu_launcher.assets import COMPLETE, AssetConfig, GuestAssets, QemuBinary, find_kernel
+from qemu_launcher.config import MachineConfig, RunPaths, build_command
+from qemu_launcher.pvh import ZSTD_MAGIC, ensure_pvh_kernel, has_pvh_entry, zstd_payload
 
 
 def _bzimage(payload: bytes, setup_sects: int = 2, version: int = 0x20F,
@@ -78,10 +78,11 @@ def test_pvh_kernel_is_booted_under_tcg_only(tmp_path: Path) -> None:
     assert kernel(MachineConfig(accel="tcg"), none) == str(tmp_path / "vmlinuz")
 
 
+@pytest.mark.vm  # needs the built root fs: runs with the VM tests, after make rootfs
 def test_real_kernel_is_decompressed_once(tmp_path: Path) -> None:
     rootfs = AssetConfig.from_env().rootfs_dir
     if not (rootfs / COMPLETE).exists():
-        pytest.skip("the root fs is not built here (make rootfs)")
+        pytest.fail("the root fs is not built here (make rootfs)", pytrace=False)
     path, why = ensure_pvh_kernel(find_kernel(rootfs), rootfs, tmp_path)
     assert path is not None, why
     assert has_pvh_entry(path.read_bytes())

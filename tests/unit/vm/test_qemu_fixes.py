@@ -1,6 +1,6 @@
 """Binary fixes bound to the code: found from the binary's symbols and unwind ranges, on
 fixtures cut from real Debian QEMU binaries (tests/unit/vm/fixtures, written by
-`python -m hypervisor_shim.vm.qemu_fixes BINARY --cut OUT`; tests/vm/test_qemu_fix.py
+`python -m qemu_launcher.qemu_fixes BINARY --cut OUT`; tests/vm/test_qemu_fix.py
 checks a cut answers as its whole binary does)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_shim.vm.assets import AssetConfig
-from hypervisor_shim.vm.elf import CutImage, ElfImage, branches_to
-from hypervisor_shim.vm.qemu_fixes import (
+from qemu_launcher.assets import AssetConfig
+from qemu_launcher.elf import CutImage, ElfImage, branches_to
+from qemu_launcher.qemu_fixes import (
     NOP5,
     VFIO_USER_MSIX_TEARDOWN,
     CallSiteFix,

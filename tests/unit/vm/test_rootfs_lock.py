@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_shim.vm.assets import (
+from qemu_launcher.assets import (
     BUILD_SCRIPT,
     COMPLETE,
     AssetConfig,
@@ -23,10 +23,10 @@ from hypervisor_shim.vm.assets import (
     ensure_rootfs,
     refresh_lock,
 )
-from hypervisor_shim.vm.config import MachineConfig
-from hypervisor_shim.vm.errors import AssetError
-from hypervisor_shim.vm.machine import Machine
-from hypervisor_shim.vm.rootfs_lock import (
+from qemu_launcher.config import MachineConfig
+from qemu_launcher.errors import AssetError
+from qemu_launcher.machine import Machine
+from qemu_launcher.rootfs_lock import (
     LOCK_FILE,
     NO_KNOWN_EFFECT,
     LockStatus,
@@ -87,7 +87,7 @@ def test_format_and_parse_round_trip() -> None:
     packages = {"zlib1g": "1:1.3.dfsg+really1.3.1-1+b1", "adduser": "3.152"}
     text = format_lock(packages)
     assert text.startswith("#")
-    assert "python -m hypervisor_shim.vm.assets lock" in text
+    assert "python -m qemu_launcher.assets lock" in text
     body = [line for line in text.splitlines() if not line.startswith("#")]
     assert body == ["adduser=3.152", "zlib1g=1:1.3.dfsg+really1.3.1-1+b1"]  # sorted
     assert parse_lock(text) == packages
@@ -193,7 +193,7 @@ def test_a_pinned_version_gone_from_the_archive_is_reported(tmp_path: Path) -> N
             in text)
     assert "VF removal works only where the fix vfio-user-msix-teardown" in text
     assert "vfio-user-msix-teardown: no match (cannot read" in text
-    assert "python -m hypervisor_shim.vm.assets lock" in text
+    assert "python -m qemu_launcher.assets lock" in text
     assert "bash" not in text  # matched its pin
     info = json.loads((rootfs / COMPLETE).read_text())
     assert info["rootfs_lock"]["matches"] is False

@@ -12,19 +12,19 @@ from pathlib import Path
 import pytest
 from qemu.qmp.message import Message
 
-from hypervisor_shim.errors import ShimError
-from hypervisor_shim.vm.assets import GuestAssets, QemuBinary, _module_closure
-from hypervisor_shim.vm.config import MachineConfig, RunPaths, VfioUserDevice, build_command
-from hypervisor_shim.vm.cpio import CpioWriter
-from hypervisor_shim.vm.errors import (
+from qemu_launcher.assets import GuestAssets, QemuBinary, _module_closure
+from qemu_launcher.config import MachineConfig, RunPaths, VfioUserDevice, build_command
+from qemu_launcher.cpio import CpioWriter
+from qemu_launcher.errors import (
     AssetError,
     GuestError,
     QemuExited,
     StateError,
     UnplugRefused,
+    VmError,
 )
-from hypervisor_shim.vm.machine import UNPLUG_FIX, ConsoleWatcher, Machine, MachineState
-from hypervisor_shim.vm.state import require
+from qemu_launcher.machine import UNPLUG_FIX, ConsoleWatcher, Machine, MachineState
+from qemu_launcher.state import require
 
 
 def _assets(tmp: Path) -> GuestAssets:
@@ -249,7 +249,7 @@ def test_machine_methods_need_a_running_machine(tmp_path: Path) -> None:
             asyncio.run(call)
         assert info.value.state is MachineState.CREATED
         assert info.value.required == (MachineState.RUNNING,)
-        assert isinstance(info.value, ShimError)
+        assert isinstance(info.value, VmError)
     assert "Machine: hotplug needs state RUNNING, but the state is CREATED" in str(
         StateError("Machine", "hotplug", MachineState.CREATED, (MachineState.RUNNING,)))
     vm.state = MachineState.STOPPED  # a machine is entered once

@@ -1,4 +1,4 @@
-"""Just enough of an x86-64 ELF executable to find code by its symbols (vm.qemu_fixes).
+"""Just enough of an x86-64 ELF executable to find code by its symbols (qemu_launcher.qemu_fixes).
 
 A `CodeImage` answers four questions about a binary's code, by virtual address:
   - where a dynamic symbol is (`symbol`),
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from hypervisor_shim.vm.errors import AssetError
+from qemu_launcher.errors import AssetError
 
 CALL_REL32 = 0xE8
 JMP_REL32 = 0xE9

@@ -2,7 +2,7 @@
 
     async with System(topo, run_dir, assets, accel="tcg") as sys_:
         sys_.console.platform_path       # qmp-shell this
-        sys_.machines["g1"]              # hypervisor_shim.vm.machine.Machine
+        sys_.machines["g1"]              # qemu_launcher.machine.Machine
         sys_.platform.timeline           # events.jsonl
 
 Each guest gets its functions cold-plugged on its own PCIe root ports (function i of the
@@ -33,17 +33,25 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from eeh_sriov.topology import GuestSpec, Topology
 from hypervisor_shim.console.console import Console
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.platform import Platform, PlatformConfig
 from hypervisor_shim.platform_api import PlatformConsoleApi
-from hypervisor_shim.topology import GuestSpec, Topology
-from hypervisor_shim.vm.assets import REPO, GuestAssets
-from hypervisor_shim.vm.config import MachineConfig, VfioUserDevice
-from hypervisor_shim.vm.machine import Machine
-from hypervisor_shim.vm.sockdir import SocketDir
+from qemu_launcher.assets import REPO, AssetConfig, GuestAssets
+from qemu_launcher.config import MachineConfig, VfioUserDevice
+from qemu_launcher.machine import Machine
+from qemu_launcher.sockdir import SocketDir
 
 HCALL_PORT = "eeh.hcall"
+# What guests import from the shared checkout (compiled for the guest's python3 first).
+GUEST_PACKAGES = ("eeh_abi", "guest_drivers")
+
+
+def asset_config() -> AssetConfig:
+    """The guest assets' configuration (environment read here: EEH_CACHE_DIR,
+    EEH_QEMU_FIXES, EEH_ROOTFS) with this application's guest payload."""
+    return AssetConfig.from_env(guest_packages=GUEST_PACKAGES)
 AGENT_COMMAND = "python3 -m guest_drivers.agent"
 
 
@@ -89,7 +97,7 @@ class System:
         self.guest_command = guest_command or (lambda g: AGENT_COMMAND)
         self.boot_timeout = boot_timeout
         run_dir.mkdir(parents=True, exist_ok=True)
-        cfg = platform_config or PlatformConfig.from_topology(topo, host_cpus=())
+        cfg = platform_config or topo.platform_config(host_cpus=())
         self.platform = Platform(cfg, run_dir)
         # The console's sockets' directory: named now, created on entering (a System never
         # entered leaves nothing), removed on leaving.
@@ -129,7 +137,7 @@ class System:
         pending = []
         for g in self.topo.guests:
             for i, fn in enumerate(g.functions):
-                plat.slots[fn] = i + 1  # root port rp<i> has slot i + 1 (vm.config)
+                plat.slots[fn] = i + 1  # root port rp<i> has slot i + 1 (qemu_launcher.config)
             base = MachineConfig(name=g.name, memory_mib=g.memory_mib, cpus=g.cpus,
                                  accel=self.accel, boot_timeout=self.boot_timeout,
                                  extra_args=hcall_args(plat.hcall_path(g.name)))

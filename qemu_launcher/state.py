@@ -19,7 +19,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, TypeVar, cast
 
-from hypervisor_shim.vm.errors import StateError
+from qemu_launcher.errors import StateError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

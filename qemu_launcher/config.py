@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypervisor_shim.vm.assets import GuestAssets
+from qemu_launcher.assets import GuestAssets
 
 READY_MARKER = "EEH-GUEST-READY"
 EXIT_MARKER = "EEH-GUEST-EXIT"
@@ -103,7 +103,7 @@ TCG_CPU = "qemu64,+rdrand"
 
 
 def boot_kernel(cfg: MachineConfig, assets: GuestAssets) -> Path:
-    """Under TCG the uncompressed kernel (PVH entry: no emulated decompressor, vm.pvh);
+    """Under TCG the uncompressed kernel (PVH entry: no emulated decompressor, qemu_launcher.pvh);
     else, or if there is none, the compressed one. (qboot instead of SeaBIOS saves only
     ~0.05 s more with PVH, and numbers the root ports' buses in reverse.)"""
     return assets.pvh_kernel if cfg.accel == "tcg" and assets.pvh_kernel else assets.kernel

@@ -65,12 +65,14 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from device_model.nic.registers import MAX_VFS, MTU_DEFAULT, MTU_MAX, MTU_MIN
 from device_model.reset import ResetTiming
 from eeh_abi.papr import FREEZE_WINDOW_S, MAX_FREEZES
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.pe import PolicyConfig
+from hypervisor_shim.platform import PlatformConfig, VfSettings
 
 DEFAULT_TOPOLOGY: Path = Path(__file__).parent / "topologies" / "default.toml"
 
@@ -243,6 +245,28 @@ class Topology:
             mtu=given.mtu if given.mtu is not None else MTU_DEFAULT,
             anti_spoof=bool(given.anti_spoof),
         )
+
+    def platform_config(self, **changes: Any) -> PlatformConfig:
+        """The platform's configuration for this topology (`changes` override fields)."""
+        owners = {}
+        for fn in self.all_functions:
+            owner = self.owner_of(fn)
+            if owner is not None:
+                owners[fn] = owner
+        vfs = {}
+        for n in range(self.adapter.enabled_vfs):
+            c = self.vf_config(n)
+            assert c.mac is not None and c.mtu is not None
+            vfs[n] = VfSettings(format_mac(c.mac), c.vlan, c.mtu, bool(c.anti_spoof))
+        p = self.policy
+        cfg = PlatformConfig(
+            total_vfs=self.adapter.total_vfs, enabled_vfs=self.adapter.enabled_vfs,
+            timing=self.reset_timing, owners=owners,
+            policy=PolicyConfig(max_freezes=p.max_freezes, window_s=p.window_s,
+                                retry_hint_ms=p.retry_hint_ms, errinjct=p.errinjct),
+            vf_settings=vfs, handlers={g.name: g.handlers for g in self.guests},
+            uplink=self.uplink.resolved_kind(), tap_name=self.uplink.tap_name)
+        return dataclasses.replace(cfg, **changes)
 
     def _vf_number(self, function: str) -> int | None:
         if function == PF:

@@ -1,5 +1,5 @@
 """Guest assets: the root fs (with the QEMU it carries), the kernel, the initramfs, and
-the guest packages' bytecode for the root fs's python3 (vm.bytecode).
+the guest packages' bytecode for the root fs's python3 (qemu_launcher.bytecode).
 
 The root fs is built by `qemu/build-rootfs.sh` into a cache outside the tracked tree,
 keyed by a hash of the recipe (script, package list and lock), so it is rebuilt only when
@@ -12,11 +12,11 @@ pinned version the archive no longer has is replaced by what it has (and a pinne
 that apt cannot resolve is redone unpinned); which packages differ, and what that
 changes, is printed by the build and recorded in each run's machine.json.
 
-    python -m hypervisor_shim.vm.assets build     # ensure root fs + initramfs, print paths
-    python -m hypervisor_shim.vm.assets show      # print what would be used
-    python -m hypervisor_shim.vm.assets lock      # refresh qemu/rootfs.lock (unpinned build)
-    python -m hypervisor_shim.vm.assets lock --from ROOTFS   # ... from a built root fs
-    python -m hypervisor_shim.vm.assets drift     # what the archive's versions change
+    python -m qemu_launcher.assets build     # ensure root fs + initramfs, print paths
+    python -m qemu_launcher.assets show      # print what would be used
+    python -m qemu_launcher.assets lock      # refresh qemu/rootfs.lock (unpinned build)
+    python -m qemu_launcher.assets lock --from ROOTFS   # ... from a built root fs
+    python -m qemu_launcher.assets drift     # what the archive's versions change
 
 With EEH_ROOTFS=current (`make drift-check`), the root fs is built from the archive's
 current versions instead of the lock's, under a cache key of its own (one build a day),
@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from hypervisor_shim.vm.bytecode import compile_guest_bytecode
-from hypervisor_shim.vm.cpio import CpioWriter
-from hypervisor_shim.vm.errors import AssetError, QemuNotFound
-from hypervisor_shim.vm.pvh import ensure_pvh_kernel
-from hypervisor_shim.vm.qemu_fixes import VFIO_USER_MSIX_TEARDOWN, FixedBinary, ensure_fixed
-from hypervisor_shim.vm.rootfs_lock import (
+from qemu_launcher.bytecode import compile_guest_bytecode
+from qemu_launcher.cpio import CpioWriter
+from qemu_launcher.errors import AssetError, QemuNotFound
+from qemu_launcher.pvh import ensure_pvh_kernel
+from qemu_launcher.qemu_fixes import VFIO_USER_MSIX_TEARDOWN, FixedBinary, ensure_fixed
+from qemu_launcher.rootfs_lock import (
     LOCK_FILE,
     REFRESH_COMMAND,
     LockStatus,
@@ -101,6 +101,9 @@ class AssetConfig:
     repo: Path = REPO
     # fixes the host's own QEMU was built with (qemu_fixes names), declared by its owner
     host_qemu_fixes: tuple[str, ...] = ()
+    # the packages of `repo` that guests import: compiled for the guest's python3 before
+    # guests boot (launcher.bytecode); the application says which
+    guest_packages: tuple[str, ...] = ()
     # "lock": the root fs pinned to qemu/rootfs.lock; "current": the archive's current
     # versions, for the drift check (a key of its own, a build a day; the lock untouched)
     track: str = "lock"
@@ -110,14 +113,15 @@ class AssetConfig:
             raise AssetError(f"EEH_ROOTFS: {self.track!r} is not one of {', '.join(TRACKS)}")
 
     @classmethod
-    def from_env(cls) -> AssetConfig:
+    def from_env(cls, guest_packages: tuple[str, ...] = ()) -> AssetConfig:
         base = os.environ.get("EEH_CACHE_DIR") or os.path.join(
             os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "eeh-sriov"
         )
         declared = os.environ.get("EEH_QEMU_FIXES", "")
         return cls(cache_dir=Path(base),
                    host_qemu_fixes=tuple(f for f in declared.replace(",", " ").split() if f),
-                   track=os.environ.get("EEH_ROOTFS", "lock") or "lock")
+                   track=os.environ.get("EEH_ROOTFS", "lock") or "lock",
+                   guest_packages=guest_packages)
 
     @property
     def pinned(self) -> bool:
@@ -178,7 +182,7 @@ class GuestAssets:
     qemu: QemuBinary
     # how the root fs compares with its lock
     rootfs_lock: LockStatus = field(default_factory=LockStatus)
-    pvh_kernel: Path | None = None  # the kernel uncompressed, for a PVH boot (vm.pvh)
+    pvh_kernel: Path | None = None  # the kernel uncompressed, for a PVH boot (qemu_launcher.pvh)
 
 
 @contextlib.contextmanager
@@ -227,7 +231,7 @@ def report_lock(status: LockStatus, out: io.TextIOBase | TextIO) -> None:
         for d in status.drift:
             print(f"assets:   {d.describe()}", file=out)
         print("assets: every run records this in machine.json (rootfs_lock); to adopt "
-              "these versions: python -m hypervisor_shim.vm.assets lock", file=out)
+              "these versions: python -m qemu_launcher.assets lock", file=out)
 
 
 def ensure_rootfs(cfg: AssetConfig, log: io.TextIOBase | None = None) -> Path:
@@ -459,7 +463,8 @@ def ensure_assets(cfg: AssetConfig, log: io.TextIOBase | None = None) -> GuestAs
                          "guests need the guest image's recipe and the repository they "
                          "mount; run from a checkout of the project")
     rootfs = ensure_rootfs(cfg, log)
-    pyc = compile_guest_bytecode(rootfs, cfg.repo)  # guests start python3 ~1.5 s sooner
+    # guests start python3 ~1.5 s sooner
+    pyc = compile_guest_bytecode(rootfs, cfg.repo, cfg.guest_packages)
     if not pyc.ok:
         print(f"assets: guest bytecode not compiled ({pyc.detail}); guests compile the "
               "project's modules at every start", file=log or sys.stderr)
@@ -501,7 +506,7 @@ def drift_report(cfg: AssetConfig, out: TextIO) -> int:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m hypervisor_shim.vm.assets")
+    p = argparse.ArgumentParser(prog="python -m qemu_launcher.assets")
     sub = p.add_subparsers(dest="cmd")
     sub.add_parser("build", help="ensure root fs + initramfs, print paths")
     sub.add_parser("show", help="print what would be used")

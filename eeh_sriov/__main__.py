@@ -1,6 +1,7 @@
-"""Command line: `python -m hypervisor_shim ...`. Environment and flags are read here only.
+"""Command line: `python -m eeh_sriov ...`. Environment and flags are read here only.
 
-Errors end here: every exception of the project's packages (`ShimError`, the device
+Errors end here: every exception of the project's packages (`ShimError`, the launcher's
+`VmError`, the device
 model's `DeviceModelError`, the transport's `VfioUserError`), of qemu.qmp (`QMPError`:
 QEMU refused a command, or its connection was lost) and of the OS is reported as one
 line, `error: <message>`, on stderr with exit status 1 and no traceback. A guest
@@ -19,25 +20,27 @@ from pathlib import Path
 from qemu.qmp import QMPError
 
 from device_model.errors import DeviceModelError
-from hypervisor_shim import cli_platform
+from eeh_sriov import operator_cli
+from eeh_sriov.interrupt import Interrupted, until_signal
+from eeh_sriov.recovery_demo import KINDS, Story, StoryConfig
+from eeh_sriov.system import asset_config
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
+from eeh_sriov.transport_demo import GUEST_COMMAND, Echo, run_with_guest, summarize
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
 from hypervisor_shim.errors import ShimError
-from hypervisor_shim.interrupt import Interrupted, until_signal
-from hypervisor_shim.scenario import GUEST_COMMAND, Echo, run_with_guest, summarize
-from hypervisor_shim.story import KINDS, Story, StoryConfig
-from hypervisor_shim.topology import DEFAULT_TOPOLOGY, load_topology
-from hypervisor_shim.vm.assets import REPO, AssetConfig, GuestAssets, ensure_assets
-from hypervisor_shim.vm.config import MachineConfig
-from hypervisor_shim.vm.machine import GuestResult, Machine, MachineState
-from hypervisor_shim.vm.run import new_run_dir, resolve_accel, with_accel
+from qemu_launcher.assets import REPO, GuestAssets, ensure_assets
+from qemu_launcher.config import MachineConfig
+from qemu_launcher.errors import VmError
+from qemu_launcher.machine import GuestResult, Machine, MachineState
+from qemu_launcher.run import new_run_dir, resolve_accel, with_accel
 from vfio_user.errors import VfioUserError
 
 # What the command line reports as `error: ...` rather than a traceback.
-REPORTED = (ShimError, DeviceModelError, VfioUserError, QMPError, OSError)
+REPORTED = (ShimError, VmError, DeviceModelError, VfioUserError, QMPError, OSError)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hypervisor_shim")
+    p = argparse.ArgumentParser(prog="python -m eeh_sriov")
     p.add_argument("--runs", type=Path, default=REPO / "runs",
                    help="where run artifacts go (default: ./runs)")
     p.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
@@ -62,19 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     tdemo.add_argument("--host-cpus", type=_host_cpus, default=None, metavar="auto|none|N,M",
                       help="host CPUs for the device model and the guest (default auto: "
                            "one CPU shared by both; none: no pinning)")
-    cli_platform.add_subcommands(sub)
+    operator_cli.add_subcommands(sub)
     return p
 
 
 async def _vm(args: argparse.Namespace) -> int:
-    assets = ensure_assets(AssetConfig.from_env())
+    assets = ensure_assets(asset_config())
     command = " ".join(a for a in args.command if a != "--") or "true"
     cfg = MachineConfig(name="vm", memory_mib=args.memory)
     if args.show_command:
         m = Machine(cfg, assets, run_dir=Path("RUN_DIR"), repo=REPO, command=command)
         print(m.show_command())
         return 0
-    accel, why = await resolve_accel(args.accel, assets, AssetConfig.from_env(), args.runs)
+    accel, why = await resolve_accel(args.accel, assets, asset_config(), args.runs)
     print(f"vm: {assets.qemu.describe()}; accelerator {accel} ({why})", file=sys.stderr)
     _warn_drift(assets)
     run_dir = new_run_dir(args.runs, "vm")
@@ -116,7 +119,7 @@ async def _story(args: argparse.Namespace) -> int:
     if args.timing is not None:
         topo = dataclasses.replace(topo, adapter=dataclasses.replace(topo.adapter,
                                                                      timing=args.timing))
-    cfg_assets = AssetConfig.from_env()
+    cfg_assets = asset_config()
     assets = ensure_assets(cfg_assets)
     accel, why = await resolve_accel(args.accel, assets, cfg_assets, args.runs)
     print(f"demo: {assets.qemu.describe()}; accelerator {accel} ({why})", flush=True)
@@ -139,7 +142,7 @@ async def _story(args: argparse.Namespace) -> int:
 
 async def _demo(args: argparse.Namespace) -> int:
     """The transport alone: the adapter's PF and two VFs in a real guest."""
-    cfg_assets = AssetConfig.from_env()
+    cfg_assets = asset_config()
     assets = ensure_assets(cfg_assets)
     accel, why = await resolve_accel(args.accel, assets, cfg_assets, args.runs)
     print(f"demo: {assets.qemu.describe()}; accelerator {accel} ({why})")
@@ -177,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "vm":
             return asyncio.run(_vm(args))
-        if args.cmd in cli_platform.COMMANDS:
-            return cli_platform.run(args)
+        if args.cmd in operator_cli.COMMANDS:
+            return operator_cli.run(args)
         if args.cmd == "demo":
             return asyncio.run(_story(args))
         return asyncio.run(_demo(args))

@@ -34,15 +34,14 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
+from eeh_sriov.report import versions, write_summary, write_timeline_md
+from eeh_sriov.system import AGENT_COMMAND, System
+from eeh_sriov.topology import Topology, format_mac
+from eeh_sriov.traffic import Target, UplinkTraffic
 from hypervisor_shim.claim import Step, check_claim, first_failure
 from hypervisor_shim.errors import ShimError
-from hypervisor_shim.platform import PlatformConfig
-from hypervisor_shim.report import versions, write_summary, write_timeline_md
-from hypervisor_shim.system import AGENT_COMMAND, System
 from hypervisor_shim.timeline import Entry
-from hypervisor_shim.topology import Topology, format_mac
-from hypervisor_shim.traffic import Target, UplinkTraffic
-from hypervisor_shim.vm.assets import GuestAssets
+from qemu_launcher.assets import GuestAssets
 
 KINDS = ("adapter", "vf", "permanent")
 LIVE_STEPS = {
@@ -136,7 +135,7 @@ class Story:
     # ------------------------------------------------------------------ the run
     async def run(self) -> StoryResult:
         cfg, topo = self.cfg, self.cfg.topology
-        pcfg = PlatformConfig.from_topology(topo, host_cpus=())
+        pcfg = topo.platform_config(host_cpus=())
         pcfg = dataclasses.replace(pcfg, policy=dataclasses.replace(pcfg.policy,
                                                                     lockout=cfg.lockout))
         t_start = time.monotonic()

@@ -10,10 +10,10 @@ import platform
 import time
 from pathlib import Path
 
-from hypervisor_shim.vm.assets import REPO, AssetConfig, GuestAssets
-from hypervisor_shim.vm.config import MachineConfig
-from hypervisor_shim.vm.errors import GuestError
-from hypervisor_shim.vm.machine import GuestResult, Machine
+from qemu_launcher.assets import REPO, AssetConfig, GuestAssets
+from qemu_launcher.config import MachineConfig
+from qemu_launcher.errors import GuestError
+from qemu_launcher.machine import GuestResult, Machine
 
 KVM_PROBE_TIMEOUT = 40.0
 

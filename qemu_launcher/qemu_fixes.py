@@ -12,7 +12,7 @@ effects and nothing after it uses its (void) result.
 
 A fix is bound to the code, not to the file (a Debian rebuild with no source change gives
 new bytes elsewhere in the file; another build moves every address). `CallSiteFix.locate`
-finds the call from the binary's own tables (vm.elf):
+finds the call from the binary's own tables (qemu_launcher.elf):
   1. the callee's address from the dynamic symbol table;
   2. the enclosing function: the one (by the unwind table's ranges, since it is static)
      that also branches to every anchor symbol: `vfio_pci_put_device` and
@@ -29,8 +29,8 @@ The patched copy is written next to the root fs cache (temp file + rename), neve
 the root fs itself, keyed by the original's SHA-256 (so a different binary never reuses
 it).
 
-    python -m hypervisor_shim.vm.qemu_fixes BINARY            # the verdict for BINARY
-    python -m hypervisor_shim.vm.qemu_fixes BINARY --cut OUT  # cut a test fixture
+    python -m qemu_launcher.qemu_fixes BINARY            # the verdict for BINARY
+    python -m qemu_launcher.qemu_fixes BINARY --cut OUT  # cut a test fixture
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from hypervisor_shim.vm.elf import (
+from qemu_launcher.elf import (
     CALL_REL32,
     Branch,
     CodeImage,
@@ -54,7 +54,7 @@ from hypervisor_shim.vm.elf import (
     branches_to,
     cut,
 )
-from hypervisor_shim.vm.errors import AssetError
+from qemu_launcher.errors import AssetError
 
 NOP5 = bytes.fromhex("0f1f440000")  # nopl 0x0(%rax,%rax,1)
 
@@ -288,7 +288,7 @@ def ensure_fixed(binary: Path, out_dir: Path,
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m hypervisor_shim.vm.qemu_fixes",
+    p = argparse.ArgumentParser(prog="python -m qemu_launcher.qemu_fixes",
                                 description="what each known fix finds in a QEMU binary")
     p.add_argument("binary", type=Path)
     p.add_argument("--cut", type=Path, metavar="OUT.json",

@@ -31,13 +31,13 @@ from typing import Any, TypeVar
 import pytest
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from eeh_sriov.system import AGENT_COMMAND, System, asset_config
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, Topology, load_topology
 from hypervisor_shim.claim import Step, check_claim
 from hypervisor_shim.errors import ShimError
-from hypervisor_shim.system import AGENT_COMMAND, System
 from hypervisor_shim.timeline import Entry, Timeline
-from hypervisor_shim.topology import DEFAULT_TOPOLOGY, Topology, load_topology
-from hypervisor_shim.vm.assets import REPO, AssetConfig, GuestAssets, ensure_assets
-from hypervisor_shim.vm.run import new_run_dir, resolve_accel
+from qemu_launcher.assets import REPO, GuestAssets, ensure_assets
+from qemu_launcher.run import new_run_dir, resolve_accel
 
 T = TypeVar("T")
 
@@ -164,12 +164,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def eeh_assets() -> GuestAssets:
-    return ensure_assets(AssetConfig.from_env())
+    return ensure_assets(asset_config())
 
 
 @pytest.fixture(scope="session")
 def eeh_accel(eeh_assets: GuestAssets) -> str:
-    accel, _ = asyncio.run(resolve_accel("auto", eeh_assets, AssetConfig.from_env(),
+    accel, _ = asyncio.run(resolve_accel("auto", eeh_assets, asset_config(),
                                          REPO / "runs" / "tests"))
     return accel
 

@@ -1,9 +1,9 @@
 """The platform's subcommands: `up`, `status`, `inject` (wired into `__main__`).
 
-    python -m hypervisor_shim up [TOPOLOGY]        # bring a topology up; Ctrl-C takes it down
-    python -m hypervisor_shim status               # PE states, through the platform console
-    python -m hypervisor_shim inject adapter adapter-fatal
-    python -m hypervisor_shim inject vf1 errinjct --function 14
+    python -m eeh_sriov up [TOPOLOGY]        # bring a topology up; Ctrl-C takes it down
+    python -m eeh_sriov status               # PE states, through the platform console
+    python -m eeh_sriov inject adapter adapter-fatal
+    python -m eeh_sriov inject vf1 errinjct --function 14
 
 `up` writes `consoles.json` in its run directory and points `runs/latest` at it;
 `status` and `inject` find the platform console there unless `--console` names one.
@@ -23,12 +23,12 @@ from typing import Any
 
 from qemu.qmp import QMPClient, QMPError
 
+from eeh_sriov.interrupt import Interrupted, until_signal
+from eeh_sriov.system import System, asset_config
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
 from hypervisor_shim.errors import ShimError
-from hypervisor_shim.interrupt import Interrupted, until_signal
-from hypervisor_shim.system import System
-from hypervisor_shim.topology import DEFAULT_TOPOLOGY, load_topology
-from hypervisor_shim.vm.assets import AssetConfig, ensure_assets
-from hypervisor_shim.vm.run import new_run_dir, resolve_accel
+from qemu_launcher.assets import ensure_assets
+from qemu_launcher.run import new_run_dir, resolve_accel
 
 COMMANDS = ("up", "status", "inject")
 STATE_NAMES = {0: "normal", 1: "reset", 2: "frozen", 4: "dma-stopped", 5: "unavailable"}
@@ -70,7 +70,7 @@ def find_console(args: argparse.Namespace) -> Path:
         return Path(json.loads(info.read_text())["platform"])
     except (OSError, ValueError, KeyError) as e:
         raise ConsoleNotFound(f"no running topology found ({info}: {e}); start one with "
-                              "`python -m hypervisor_shim up` or pass --console") from None
+                              "`python -m eeh_sriov up` or pass --console") from None
 
 
 def format_pes(pes: list[dict[str, Any]]) -> str:
@@ -123,7 +123,7 @@ async def inject(args: argparse.Namespace) -> int:
 
 async def up(args: argparse.Namespace) -> int:
     topo = load_topology(args.topology)
-    cfg_assets = AssetConfig.from_env()
+    cfg_assets = asset_config()
     assets = ensure_assets(cfg_assets)
     accel, why = await resolve_accel(args.accel, assets, cfg_assets, args.runs)
     print(f"up: {topo.source}: {len(topo.guests)} guest(s); {assets.qemu.describe()}; "

@@ -9,7 +9,7 @@ directly (its XEN_ELFNOTE_PHYS32_ENTRY note names the 32-bit entry point) and ju
 The ELF is the bzImage's payload (boot protocol >= 2.08: `payload_offset` and
 `payload_length` in the setup header; the payload's last 4 bytes are the uncompressed
 size), decompressed once per kernel into the asset cache by the root fs's python3 with
-the root fs's libzstd (vm.rootfs_python: the host needs neither). Anything unexpected
+the root fs's libzstd (qemu_launcher.rootfs_python: the host needs neither). Anything unexpected
 (another compression, no PVH note, no libzstd) yields None and guests boot the bzImage.
 """
 
@@ -20,7 +20,7 @@ import os
 import struct
 from pathlib import Path
 
-from hypervisor_shim.vm.rootfs_python import run_rootfs_python
+from qemu_launcher.rootfs_python import run_rootfs_python
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 XEN_ELFNOTE_PHYS32_ENTRY = 18

@@ -5,11 +5,9 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from hypervisor_shim.errors import ShimError
 
-
-class VmError(ShimError):
-    """Root of every exception raised by hypervisor_shim.vm."""
+class VmError(Exception):
+    """Root of every exception raised by qemu_launcher."""
 
 
 class StateError(VmError):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from hypervisor_shim.adapter_host import AdapterHost
 from hypervisor_shim.errors import ShimError
-from hypervisor_shim.vm.errors import StateError, UnplugRefused
-from hypervisor_shim.vm.machine import Machine
+from qemu_launcher.errors import StateError, UnplugRefused
+from qemu_launcher.machine import Machine
 
 PATTERN = bytes(range(256))[16:116]
 PEER_MAC = bytes.fromhex("02aabbccddee")

@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypervisor_shim.vm.errors import AssetError
-from hypervisor_shim.vm.qemu_fixes import VFIO_USER_MSIX_TEARDOWN, examine
+from qemu_launcher.errors import AssetError
+from qemu_launcher.qemu_fixes import VFIO_USER_MSIX_TEARDOWN, examine
 
 LOCK_FILE = "qemu/rootfs.lock"
-REFRESH_COMMAND = "python -m hypervisor_shim.vm.assets lock"
+REFRESH_COMMAND = "python -m qemu_launcher.assets lock"
 LOCK_HEADER = f"""\
 # Exact package versions of the guest root fs (Debian trixie + trixie-backports), one
 # "name=version" a line: every package installed in the root fs this was taken from.
@@ -41,8 +41,8 @@ _VERSION = re.compile(r"[0-9A-Za-z.+~:-]+")
 _EFFECTS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("qemu-system-x86",),
      "the root fs QEMU differs from the tested one: VF removal works only where the fix "
-     f"{VFIO_USER_MSIX_TEARDOWN.name} (vm/qemu_fixes.py) finds its call site, or the call "
-     "is gone upstream"),
+     f"{VFIO_USER_MSIX_TEARDOWN.name} (qemu_launcher/qemu_fixes.py) finds its call site, "
+     "or the call is gone upstream"),
     (("qemu-*", "seabios", "ipxe-qemu", "libslirp0", "libfdt1"),
      "QEMU's modules, firmware or libraries differ from the tested set"),
     (("linux-image-*",),
@@ -170,7 +170,7 @@ def compare(locked: Mapping[str, str], built: Mapping[str, str]) -> tuple[Packag
 
 
 def qemu_fix_note(rootfs: Path) -> str:
-    """What vm/qemu_fixes.py finds in the root fs's QEMU binary."""
+    """What qemu_launcher/qemu_fixes.py finds in the root fs's QEMU binary."""
     binary = rootfs / "usr/bin/qemu-system-x86_64"
     if not binary.is_file():
         return "the root fs has no QEMU binary"

@@ -37,8 +37,8 @@ from typing import Any, TextIO
 from qemu.qmp import EventListener, QMPClient
 from qemu.qmp.message import Message
 
-from hypervisor_shim.vm.assets import GuestAssets
-from hypervisor_shim.vm.config import (
+from qemu_launcher.assets import GuestAssets
+from qemu_launcher.config import (
     EXIT_MARKER,
     INIT_FAILED_MARKER,
     READY_MARKER,
@@ -47,7 +47,7 @@ from hypervisor_shim.vm.config import (
     VfioUserDevice,
     build_command,
 )
-from hypervisor_shim.vm.errors import (
+from qemu_launcher.errors import (
     BootTimeout,
     GuestError,
     GuestTimeout,
@@ -55,9 +55,9 @@ from hypervisor_shim.vm.errors import (
     StateError,
     UnplugRefused,
 )
-from hypervisor_shim.vm.qemu_fixes import VFIO_USER_MSIX_TEARDOWN
-from hypervisor_shim.vm.sockdir import SocketDir
-from hypervisor_shim.vm.state import require
+from qemu_launcher.qemu_fixes import VFIO_USER_MSIX_TEARDOWN
+from qemu_launcher.sockdir import SocketDir
+from qemu_launcher.state import require
 
 # The console is a regular file that QEMU's `file` chardev appends to: a regular file is
 # always "readable" to select/epoll, so there is nothing to wait on but its growth. The

@@ -1,6 +1,6 @@
 """The root fs's own python3, run on the host through the root fs's dynamic loader (as
 its QEMU is run): for work that needs the guest's interpreter (bytecode in its format)
-or a library the host may lack (the kernel's zstd payload, vm.pvh)."""
+or a library the host may lack (the kernel's zstd payload, qemu_launcher.pvh)."""
 
 from __future__ import annotations
 
