@@ -1,0 +1,104 @@
+"""Strict JSON, one implementation for every JSON wire of the project.
+
+`loads` accepts exactly JSON: UTF-8 text only, no `NaN`/`Infinity`, no number beyond a
+double's range, no repeated key in an object, and (when asked) no nesting deeper than
+`max_depth`; anything else is a `JsonError` whose `reason` says why, never another
+exception, for any bytes at all. `dumps` writes the compact form (no spaces) and never
+writes what `loads` would refuse. Used by the platform calls (`eeh_abi.hcall`) and the
+operator's QMP console. Standard library only (runs in guests).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+
+class JsonError(ValueError):
+    """Not strict JSON; `reason` is a short lower-case explanation."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TooDeep(JsonError):
+    """Nested deeper than the limit."""
+
+
+def _no_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"repeated key '{key}'")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"'{name}' is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_repeated_keys, parse_constant=_no_constant,
+                            parse_float=_finite)
+
+
+def depth_ok(obj: object, limit: int) -> bool:
+    """No array or object nested deeper than `limit`, the outermost counting 1
+    (iterative: any depth is safe)."""
+    stack: list[tuple[object, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            items: Any = value.values()
+        elif isinstance(value, list):
+            items = value
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((v, depth + 1) for v in items)
+    return True
+
+
+def loads(data: bytes | str, *, max_depth: int | None = None) -> object:
+    """The value of one JSON text; JsonError if it is not strict JSON."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise JsonError("invalid UTF-8 sequence") from None
+    else:
+        text = data
+    try:
+        value: object = _DECODER.decode(text)
+    except json.JSONDecodeError as e:
+        raise JsonError(e.msg[:1].lower() + e.msg[1:]) from None
+    except RecursionError:
+        raise TooDeep("nested too deeply" if max_depth is None
+                      else f"nested deeper than {max_depth}") from None
+    except ValueError as e:  # the hooks' refusals, and int() of a huge number
+        raise JsonError(str(e)[:200]) from None
+    # fewer openers than the limit cannot nest deeper (the count is a C-speed scan)
+    if max_depth is not None and text.count("[") + text.count("{") > max_depth \
+            and not depth_ok(value, max_depth):
+        raise TooDeep(f"nested deeper than {max_depth}")
+    return value
+
+
+def dumps(obj: object, default: Callable[[Any], Any] | None = None) -> str:
+    """The compact JSON text of `obj` (`default` converts what JSON has no type for);
+    JsonError for a value that is not JSON (NaN, infinity, a circular structure)."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=default)
+    except (ValueError, TypeError, RecursionError) as e:
+        raise JsonError(f"not JSON: {str(e)[:200]}") from None
