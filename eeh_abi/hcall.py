@@ -8,8 +8,10 @@ MAX_LINE bytes). docs/platform-calls.md is the reference; in short:
     reply    {"v": 1, "id": 7, "status": 0, "ret": {"state": 5, "retry_ms": 1000, ...}}
     event    {"v": 1, "event": "lockout-lifted", "pe": 65664, "data": {...}, "t": 12.5}
 
-Replies carry the id of their request; events carry no id. A line that cannot be parsed
-is answered with status -3 and id null, and the stream goes on with the next line.
+The calls, their arguments and replies, and the pushed events are declared in
+`eeh_abi.schema`; the JSON is `eeh_abi.strict_json`'s. Replies carry the id of their
+request; events carry no id. A line that cannot be parsed is answered with status -3 and
+id null, and the stream goes on with the next line.
 
 `Channel` is the synchronous client (standard library only; runs in a guest): one reader
 thread demultiplexes replies (by id) and events (to subscribers); any number of driver
@@ -18,7 +20,6 @@ threads may call at once.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import socket
@@ -28,17 +29,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from eeh_abi import strict_json
+from eeh_abi.schema import Call
+
 VERSION = 1
 MAX_LINE = 64 * 1024
 MAX_DEPTH = 32  # JSON nesting of a message (arrays and objects), the message itself included
 
-CALLS = (
-    "query-functions", "register", "report",
-    "get-config-addr-info2", "read-slot-reset-state2", "set-eeh-option", "set-slot-reset",
-    "configure-pe", "slot-error-detail", "open-sriov-allow-unfreeze", "errinjct",
-)
-EVENTS = ("pe-frozen", "lockout-lifted", "permanent-failure", "pe-reset-done",
-          "function-removed", "function-added")
 
 
 class HcallError(Exception):
@@ -113,7 +110,10 @@ def encode(msg: Message) -> bytes:
             obj["error"] = msg.error
     else:
         obj.update(event=msg.name, pe=msg.pe, data=dict(msg.data), t=msg.t)
-    line = json.dumps(obj, separators=(",", ":"), default=_jsonable).encode() + b"\n"
+    try:
+        line = strict_json.dumps(obj, default=_jsonable).encode() + b"\n"
+    except strict_json.JsonError as e:
+        raise HcallError(f"message cannot be sent: {e.reason}") from None
     if len(line) > MAX_LINE:
         raise HcallError(f"message of {len(line)} bytes exceeds {MAX_LINE}")
     return line
@@ -127,37 +127,6 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"number {text} is out of range")
-    return value
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
-
-
-def _depth_ok(obj: object, limit: int) -> bool:
-    """No array or object nested deeper than `limit` (iterative: any depth is safe)."""
-    stack: list[tuple[object, int]] = [(obj, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            items: Any = value.values()
-        elif isinstance(value, list):
-            items = value
-        else:
-            continue
-        if depth > limit:
-            return False
-        stack.extend((v, depth + 1) for v in items)
-    return True
-
-
 def decode(line: bytes) -> Message:
     """One line (without or with its newline) to a message; DecodeError if malformed.
 
@@ -166,14 +135,11 @@ def decode(line: bytes) -> Message:
     if len(line) > MAX_LINE:
         raise DecodeError(f"line longer than {MAX_LINE} bytes")
     try:
-        obj = _DECODER.decode(line.decode("utf-8"))
-    except RecursionError:
-        raise DecodeError(f"nested deeper than {MAX_DEPTH}") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DecodeError(f"not JSON: {str(e)[:200]}") from None
-    # fewer openers than the limit cannot nest deeper (the count is a C-speed scan)
-    if line.count(b"[") + line.count(b"{") > MAX_DEPTH and not _depth_ok(obj, MAX_DEPTH):
-        raise DecodeError(f"nested deeper than {MAX_DEPTH}")
+        obj = strict_json.loads(line, max_depth=MAX_DEPTH)
+    except strict_json.TooDeep as e:
+        raise DecodeError(e.reason) from None
+    except strict_json.JsonError as e:
+        raise DecodeError(f"not JSON: {e.reason}") from None
     if not isinstance(obj, dict):
         raise DecodeError("a message is a JSON object")
     msg_id = obj.get("id")
@@ -266,9 +232,11 @@ class Channel:
 
         ch = Channel.unix("/run/eeh/host.hcall")       # harness mode
         ch = Channel.open_device("/dev/vport1p1")      # in a guest (virtio-serial)
-        r = ch.call("read-slot-reset-state2", pe=0x10000)
+        r = ch.call(Call.READ_SLOT_RESET_STATE2, pe=0x10000)
         ch.subscribe(handler)                          # pushed events, on the reader thread
-        ch.post("report", step="reset", pe=0x18000)    # no wait for the reply (reports)
+        ch.post(Call.REPORT, step=Kind.RESET, pe=0x18000)  # no wait for the reply (reports)
+
+    Call names and their arguments: `eeh_abi.schema`; report steps: `eeh_abi.vocabulary`.
     """
 
     def __init__(self, fd: int, *, close: Callable[[], None] | None = None,
@@ -320,7 +288,7 @@ class Channel:
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    def call(self, call: str, timeout: float | None = None, **args: Any) -> Reply:
+    def call(self, call: Call, timeout: float | None = None, **args: Any) -> Reply:
         """One platform call; blocks for its reply (other threads may call meanwhile)."""
         if self._closed.is_set():
             raise ChannelClosed("channel closed")
@@ -356,7 +324,7 @@ class Channel:
                 n = os.write(self._fd, view)
                 view = view[n:]
 
-    def post(self, call: str, on_reply: Callable[[Reply], None] | None = None,
+    def post(self, call: Call, on_reply: Callable[[Reply], None] | None = None,
              **args: Any) -> None:
         """A platform call whose reply is not waited for (a driver's step reports): the
         request is written now, in order with this channel's other requests; the platform

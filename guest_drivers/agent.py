@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from eeh_abi import traffic
+from eeh_abi.vocabulary import Kind
 from guest_drivers.driver import Driver, DriverError, DriverState
 from guest_drivers.pf import PfDriver
 from guest_drivers.platform.base import FunctionInfo, PlatformBackend
@@ -260,7 +261,7 @@ class TrafficLoop:
                     self._count(vf.name, 1 + n, frame)
             if time.monotonic() - last_report >= self.report_s:
                 last_report = time.monotonic()
-                self.agent.services.report("traffic", None, self.counters())
+                self.agent.services.report(Kind.TRAFFIC, None, self.counters())
 
     def _count(self, name: str, stream: int, frame: bytes) -> None:
         p = traffic.parse(frame)

@@ -26,6 +26,8 @@ from typing import Any
 from eeh_abi import nic
 from eeh_abi.hcall import ChannelClosed, HcallError
 from eeh_abi.papr import ChannelState, ErsResult
+from eeh_abi.schema import Call
+from eeh_abi.vocabulary import Kind
 from guest_drivers.platform.base import FunctionAccess, FunctionGone
 from guest_drivers.platform.errors import PlatformError
 from guest_drivers.poll import AdaptivePoller, PollConfig
@@ -139,7 +141,7 @@ class Driver(abc.ABC):
         except Exception:
             pass
         self.state = DriverState.DETACHED
-        self.services.report("detach", self.pe, {"driver": self.name, "reason": reason})
+        self.services.report(Kind.DETACH, self.pe, {"driver": self.name, "reason": reason})
 
     def reattach(self, fn: FunctionAccess, wait: float | None = 60.0) -> None:
         """The function is back (re-added by the platform): probe it again and run."""
@@ -163,14 +165,14 @@ class Driver(abc.ABC):
             else:
                 self.recovery = None
             self.state = DriverState.UP
-            self.services.report("probe", self.pe, {"driver": self.name,
+            self.services.report(Kind.PROBE, self.pe, {"driver": self.name,
                                                     "handlers": self.handlers,
                                                     **self.probe_detail()})
         except BaseException as e:  # reported to whoever waits for the probe
             self.probe_error = e
             self.state = DriverState.FAILED
             log.exception("%s: probe failed", self.name)
-            self.services.report("probe-failed", self.pe, {"driver": self.name,
+            self.services.report(Kind.PROBE_FAILED, self.pe, {"driver": self.name,
                                                            "error": repr(e)})
             return
         finally:
@@ -180,7 +182,7 @@ class Driver(abc.ABC):
         except Exception as e:
             log.exception("%s: driver thread failed", self.name)
             self.state = DriverState.FAILED
-            self.services.report("driver-error", self.pe, {"driver": self.name,
+            self.services.report(Kind.DRIVER_ERROR, self.pe, {"driver": self.name,
                                                            "error": repr(e)})
 
     def _loop(self) -> None:
@@ -206,7 +208,7 @@ class Driver(abc.ABC):
             except FunctionGone as e:
                 self.io_errors += 1
                 log.warning("%s: %s", self.name, e)
-                self.services.report("function-gone", self.pe, {"driver": self.name,
+                self.services.report(Kind.FUNCTION_GONE, self.pe, {"driver": self.name,
                                                                 "why": e.why})
                 self.state = DriverState.FAILED
                 return
@@ -250,7 +252,7 @@ class Driver(abc.ABC):
 
     def _register(self) -> None:
         try:
-            r = self.services.call("register", addr=self.addr, driver=self.driver_name,
+            r = self.services.call(Call.REGISTER, addr=self.addr, driver=self.driver_name,
                                    handlers=self.handlers)
         except (ChannelClosed, HcallError) as e:
             raise DriverError(f"{self.name}: register: {e}") from None
@@ -295,7 +297,7 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def resume(self) -> None: ...
 
-    def report(self, step: str, **detail: Any) -> None:
+    def report(self, step: Kind, **detail: Any) -> None:
         """A step of this driver (posted: guest_drivers.services)."""
         self.services.report(step, self.pe, {"driver": self.name, **detail}, wait=False)
 

@@ -34,6 +34,8 @@ from typing import Any
 from eeh_abi import nic
 from eeh_abi.hcall import HcallError
 from eeh_abi.papr import ChannelState, ErsResult
+from eeh_abi.schema import Call
+from eeh_abi.vocabulary import Kind
 from guest_drivers.driver import ALL_ONES32, Driver, DriverError
 from guest_drivers.platform.base import FunctionAccess
 from guest_drivers.poll import PollConfig
@@ -146,7 +148,7 @@ class PfDriver(Driver):
         present = (status & nic.ADAPTER_STATUS_NUM_VFS) >> 16
         num = self.settings.num_vfs if self.settings.num_vfs is not None else present
         if num != present:
-            self.report("vf-count-mismatch", configured=num, present=present)
+            self.report(Kind.VF_COUNT_MISMATCH, configured=num, present=present)
             num = min(num, present)
         self.num_vfs = num
         fn.write32(nic.SWITCH_CTRL, nic.SwitchCtrl.LOOPBACK | nic.SwitchCtrl.UPLINK)
@@ -209,7 +211,7 @@ class PfDriver(Driver):
         words = [fn.read32(nic.pf_mbx_mem(n) + 4 * i) for i in range(nic.MBX_MEM_SIZE // 4)]
         fn.write32(nic.pf_mbx(n), nic.PfMbx.ACK)
         self.mailbox_messages += 1
-        self.report("mailbox", vf=n, first_word=words[0])
+        self.report(Kind.MAILBOX, vf=n, first_word=words[0])
 
     # ------------------------------------------------------------------ recovery
     def error_detected(self, state: ChannelState) -> ErsResult:
@@ -218,14 +220,14 @@ class PfDriver(Driver):
         self._error_time = time.monotonic()
         self.recoveries += 1
         try:
-            r = self.services.call("slot-error-detail", pe=self.pe, function=1)
+            r = self.services.call(Call.SLOT_ERROR_DETAIL, pe=self.pe, function=1)
             log = list(r.get("log", [])) if r.ok else []
             last = log[-1] if log and isinstance(log[-1], Mapping) else {}
-            self.report("error-log", status=r.status, entries=len(log),
+            self.report(Kind.ERROR_LOG, status=r.status, entries=len(log),
                         last={k: last.get(k) for k in ("seq", "source", "detail", "function",
                                                        "error_function") if k in last})
         except HcallError as e:
-            self.report("error-log", error=repr(e))
+            self.report(Kind.ERROR_LOG, error=repr(e))
         return ErsResult.NEED_RESET
 
     def mmio_enabled(self) -> ErsResult:
@@ -235,10 +237,10 @@ class PfDriver(Driver):
     def slot_reset(self) -> ErsResult:
         status = self._wait_ready()
         if status is None:
-            self.report("adapter-not-ready", waited_s=self.ready_s)
+            self.report(Kind.ADAPTER_NOT_READY, waited_s=self.ready_s)
             return ErsResult.DISCONNECT
         self._configure_adapter(status)
-        self.report("adapter-recovered", num_vfs=self.num_vfs,
+        self.report(Kind.ADAPTER_RECOVERED, num_vfs=self.num_vfs,
                     ms=round((time.monotonic() - self._error_time) * 1000, 3))
         return ErsResult.RECOVERED
 
@@ -247,13 +249,13 @@ class PfDriver(Driver):
         if not pes:
             return
         try:
-            r = self.services.call("open-sriov-allow-unfreeze", pe=self.pe, vf_pes=pes)
+            r = self.services.call(Call.OPEN_SRIOV_ALLOW_UNFREEZE, pe=self.pe, vf_pes=pes)
         except HcallError as e:
-            self.report("allow-unfreeze", error=repr(e), vf_pes=pes)
+            self.report(Kind.ALLOW_UNFREEZE, error=repr(e), vf_pes=pes)
             return
         allowed = r.get("allowed", [])
         self.allowed = list(allowed) if isinstance(allowed, list) else []
-        self.report("allow-unfreeze", status=r.status, vf_pes=pes, allowed=self.allowed)
+        self.report(Kind.ALLOW_UNFREEZE, status=r.status, vf_pes=pes, allowed=self.allowed)
 
     def counters(self) -> dict[str, Any]:
         out = super().counters()

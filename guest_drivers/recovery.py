@@ -66,6 +66,8 @@ from eeh_abi.papr import (
     Status,
     merge_result,
 )
+from eeh_abi.schema import Call
+from eeh_abi.vocabulary import Kind
 from guest_drivers.platform.base import ConfigAccess
 from guest_drivers.services import Services
 
@@ -75,8 +77,8 @@ TIMINGS_KEPT = 64
 
 
 # Reports that wait for their reply: the outcomes of a round.
-_WAITED_STEPS = frozenset({"recovered", "permanent-failure", "disconnect", "aborted",
-                           "no-freeze"})
+_WAITED_STEPS = frozenset({Kind.RECOVERED, Kind.PERMANENT_FAILURE, Kind.DISCONNECT,
+                           Kind.ABORTED, Kind.NO_FREEZE})
 
 
 class ErrorHandlers(Protocol):
@@ -246,7 +248,7 @@ class PeRecovery:
         """A pushed platform event for this PE (reader thread: never blocks)."""
         wake = False
         with self._cv:
-            if ev.name == "pe-frozen":
+            if ev.name == Kind.PE_FROZEN:
                 self._frozen_seq += 1
                 self.last_freeze = dict(ev.data)
                 if self._running:
@@ -254,17 +256,17 @@ class PeRecovery:
                         self._restart = True
                 else:
                     self._pending = True
-                    self.trigger = "pe-frozen"
+                    self.trigger = Kind.PE_FROZEN
                     wake = True
-            elif ev.name == "lockout-lifted":
+            elif ev.name == Kind.LOCKOUT_LIFTED:
                 self._lift_seq += 1
-            elif ev.name == "permanent-failure":
+            elif ev.name == Kind.PERMANENT_FAILURE:
                 self._permanent = True
                 if not self._running:
                     self._pending = True
-                    self.trigger = "permanent-failure"
+                    self.trigger = Kind.PERMANENT_FAILURE
                     wake = True
-            elif ev.name == "pe-reset-done":
+            elif ev.name == Kind.PE_RESET_DONE:
                 self._reset_seq += 1
             else:
                 return
@@ -295,10 +297,10 @@ class PeRecovery:
         if st.state == PeState.NORMAL:
             self.false_alarms += 1
             if self.false_alarms <= 3:
-                self._report("all-ones-unconfirmed", register=register, value=value)
+                self._report(Kind.ALL_ONES_UNCONFIRMED, register=register, value=value)
             return False
         self.confirmed += 1
-        self._report("all-ones-confirmed", register=register, value=value, state=st.state)
+        self._report(Kind.ALL_ONES_CONFIRMED, register=register, value=value, state=st.state)
         self.request(f"all-ones {register}")
         return True
 
@@ -317,13 +319,13 @@ class PeRecovery:
                     outcome = self._round()
                 except _Restart:
                     self.restarts += 1
-                    self._report("restart", reason="a new freeze during recovery",
+                    self._report(Kind.RESTART, reason="a new freeze during recovery",
                                  freeze=dict(self.last_freeze))
                     continue
                 except _Fatal as e:
                     outcome = self._fail(e.reason, e.permanent)
                 except _Aborted:
-                    self._report("aborted", reason="the driver is stopping")
+                    self._report(Kind.ABORTED, reason="the driver is stopping")
                     outcome = Outcome.ABORTED
                 return outcome
         finally:
@@ -340,28 +342,28 @@ class PeRecovery:
         st = self._state()
         if st.state == PeState.NORMAL:
             # a freeze seen before this round thawed it: nothing is frozen any more
-            self._report("no-freeze", trigger=self.trigger)
+            self._report(Kind.NO_FREEZE, trigger=self.trigger)
             return Outcome.RECOVERED
         result = self._each("error_detected", ErsResult.NONE, ChannelState.FROZEN)
-        self._report("error-detected", result=result.name, state=st.state,
+        self._report(Kind.ERROR_DETECTED, result=result.name, state=st.state,
                      trigger=self.trigger, freeze=dict(self.last_freeze))
-        marks["error-detected"] = self._ms()
+        marks[Kind.ERROR_DETECTED] = self._ms()
         self._check()
         if result == ErsResult.DISCONNECT:
             raise _Fatal("a driver asked to disconnect", permanent=False)
         if result == ErsResult.CAN_RECOVER:
             self._thaw(EehOption.THAW_MMIO)
-            self._report("mmio-thawed")
-            marks["mmio-thawed"] = self._ms()
+            self._report(Kind.MMIO_THAWED)
+            marks[Kind.MMIO_THAWED] = self._ms()
             result = self._each("mmio_enabled", result)
-            self._report("mmio-enabled", result=result.name)
+            self._report(Kind.MMIO_ENABLED, result=result.name)
             self._check()
             if result == ErsResult.DISCONNECT:
                 raise _Fatal("a driver asked to disconnect", permanent=False)
         if result == ErsResult.CAN_RECOVER:
             self._thaw(EehOption.THAW_DMA)
-            self._report("dma-thawed")
-            marks["dma-thawed"] = self._ms()
+            self._report(Kind.DMA_THAWED)
+            marks[Kind.DMA_THAWED] = self._ms()
             result = ErsResult.RECOVERED
         tries = 0
         while result == ErsResult.NEED_RESET:
@@ -369,12 +371,12 @@ class PeRecovery:
             if tries > len(self.policy.reset_kinds):
                 raise _Fatal("the PE did not recover after resets")
             self._reset()
-            marks["reset"] = self._ms()
+            marks[Kind.RESET] = self._ms()
             self._configure()
-            marks["configure"] = self._ms()
+            marks[Kind.CONFIGURE] = self._ms()
             result = self._each("slot_reset", ErsResult.NONE)
-            self._report("slot-reset", result=result.name)
-            marks["slot-reset"] = self._ms()
+            self._report(Kind.SLOT_RESET, result=result.name)
+            marks[Kind.SLOT_RESET] = self._ms()
             self._check()
             if result == ErsResult.DISCONNECT:
                 raise _Fatal("a driver asked to disconnect", permanent=False)
@@ -383,10 +385,10 @@ class PeRecovery:
                 p.handlers.resume()
             except Exception as e:
                 log.exception("%s: resume failed", p.name)
-                self._report("driver-error", driver=p.name, callback="resume", error=repr(e))
-        self._report("resume")
-        marks["resume"] = self._ms()
-        self._report("recovered", ms=self._ms(), rounds=self.rounds, **self._details())
+                self._report(Kind.DRIVER_ERROR, driver=p.name, callback="resume", error=repr(e))
+        self._report(Kind.RESUME)
+        marks[Kind.RESUME] = self._ms()
+        self._report(Kind.RECOVERED, ms=self._ms(), rounds=self.rounds, **self._details())
         self.recovered += 1  # after the report: whoever watches this sees it reported
         return Outcome.RECOVERED
 
@@ -413,7 +415,7 @@ class PeRecovery:
                 r = ErsResult(getattr(p.handlers, callback)(*args))
             except Exception as e:
                 log.exception("%s: %s failed", p.name, callback)
-                self._report("driver-error", driver=p.name, callback=callback, error=repr(e))
+                self._report(Kind.DRIVER_ERROR, driver=p.name, callback=callback, error=repr(e))
                 r = ErsResult.DISCONNECT
             result = merge_result(result, r)
         return result
@@ -425,7 +427,7 @@ class PeRecovery:
                 p.handlers.error_detected(ChannelState.PERM_FAILURE)
             except Exception:
                 log.exception("%s: error_detected(PERM_FAILURE) failed", p.name)
-        self._report("permanent-failure" if permanent else "disconnect", reason=reason)
+        self._report(Kind.PERMANENT_FAILURE if permanent else Kind.DISCONNECT, reason=reason)
         return Outcome.DISCONNECTED
 
     # ------------------------------------------------------------------ steps
@@ -436,7 +438,7 @@ class PeRecovery:
         while True:
             self._check()
             seq = self._lift_seq
-            r = self._call("set-eeh-option", option=int(option))
+            r = self._call(Call.SET_EEH_OPTION, option=int(option))
             if r.status == Status.SUCCESS:
                 self._progressed = True
                 return
@@ -451,9 +453,9 @@ class PeRecovery:
                     # a reset asserted before this recovery was interrupted (a new freeze
                     # between activating and releasing it) is still held: release it once;
                     # the PE then settles and comes back thawed (waited for below)
-                    self._busy_call("set-slot-reset", deadline,
+                    self._busy_call(Call.SET_SLOT_RESET, deadline,
                                     function=int(SlotReset.DEACTIVATE))
-                    self._report("reset-released", why="held from an interrupted round")
+                    self._report(Kind.RESET_RELEASED, why="held from an interrupted round")
                     released = True
                 backoff = self._settle_wait(st, backoff, deadline, "thaw")
                 continue
@@ -467,23 +469,23 @@ class PeRecovery:
             why = self._reset_once(kind)
             if why is None:
                 self._progressed = True
-                self._report("reset", kind=kind.name.lower(), attempt=attempt,
+                self._report(Kind.RESET, kind=kind.name.lower(), attempt=attempt,
                              ms=round((self._clock() - t0) * 1000, 3))
                 return
-            self._report("reset-failed", kind=kind.name.lower(), attempt=attempt, why=why)
+            self._report(Kind.RESET_FAILED, kind=kind.name.lower(), attempt=attempt, why=why)
         raise _Fatal(f"reset failed {len(kinds)} times")
 
     def _reset_once(self, kind: SlotReset) -> str | None:
         """One reset: activate, release, wait for state 0. None when the PE is back."""
         deadline = self._clock() + self.policy.state_timeout_s / max(1, len(
             self.policy.reset_kinds))
-        r = self._busy_call("set-slot-reset", deadline, function=int(kind))
+        r = self._busy_call(Call.SET_SLOT_RESET, deadline, function=int(kind))
         if r.status == Status.NOT_SUPPORTED and kind is SlotReset.FUNDAMENTAL:
             kind = SlotReset.HOT  # a VF PE: fundamental is not supported, FLR is
-            r = self._busy_call("set-slot-reset", deadline, function=int(kind))
+            r = self._busy_call(Call.SET_SLOT_RESET, deadline, function=int(kind))
         if r.status != Status.SUCCESS:
             return f"set-slot-reset {int(kind)}: status {r.status} {r.error or ''}"
-        r = self._busy_call("set-slot-reset", deadline, function=int(SlotReset.DEACTIVATE))
+        r = self._busy_call(Call.SET_SLOT_RESET, deadline, function=int(SlotReset.DEACTIVATE))
         if r.status != Status.SUCCESS:
             return f"set-slot-reset 0: status {r.status} {r.error or ''}"
         backoff = self.policy.backoff_min_s
@@ -508,7 +510,7 @@ class PeRecovery:
 
     def _configure(self) -> None:
         deadline = self._clock() + self.policy.state_timeout_s
-        r = self._busy_call("configure-pe", deadline)
+        r = self._busy_call(Call.CONFIGURE_PE, deadline)
         if r.status != Status.SUCCESS:
             raise _Fatal(f"configure-pe: status {r.status} {r.error or ''}",
                          permanent=r.status == Status.HW_ERROR)
@@ -519,9 +521,9 @@ class PeRecovery:
                     restored[p.name] = p.saved.restore(p.config)
                 except Exception as e:  # the function went away: the driver will see it
                     restored[p.name] = {"error": repr(e)}
-        self._report("configure", restored=restored)
+        self._report(Kind.CONFIGURE, restored=restored)
 
-    def _busy_call(self, call: str, deadline: float, **args: Any) -> Reply:
+    def _busy_call(self, call: Call, deadline: float, **args: Any) -> Reply:
         """A reset/configure call, retried while the PE is locked out (-2), settling
         (-7), or the platform asks to call again later (990x)."""
         backoff = self.policy.backoff_min_s
@@ -557,7 +559,7 @@ class PeRecovery:
         retry_ms = reply.get("retry_ms", 0)
         retry_ms = retry_ms if isinstance(retry_ms, int) and retry_ms >= 0 else 0
         self.lockout_waits += 1
-        self._report("unfreeze-refused", call=call, retry_ms=retry_ms)
+        self._report(Kind.UNFREEZE_REFUSED, call=call, retry_ms=retry_ms)
         p = self.policy
         timeout = min(max(retry_ms / 1000, p.lockout_fallback_min_s), p.lockout_fallback_max_s)
         t0 = self._clock()
@@ -568,7 +570,7 @@ class PeRecovery:
             self.lockout_woken_by_event += 1
         else:
             self.lockout_fallbacks += 1
-        self._report("lockout-lifted", by=by, waited_ms=round((self._clock() - t0) * 1000, 3))
+        self._report(Kind.LOCKOUT_LIFTED, by=by, waited_ms=round((self._clock() - t0) * 1000, 3))
 
     # ------------------------------------------------------------------ plumbing
     def _wait(self, cond: Callable[[], bool], timeout: float) -> bool:
@@ -587,7 +589,7 @@ class PeRecovery:
             raise _Restart()
 
     def _state(self) -> PeStatus:
-        r = self._call("read-slot-reset-state2")
+        r = self._call(Call.READ_SLOT_RESET_STATE2)
         if r.status == Status.HW_ERROR:
             raise _Fatal("read-slot-reset-state2: status -1")
         if r.status != Status.SUCCESS:
@@ -600,7 +602,7 @@ class PeRecovery:
             raise _Fatal(f"the PE is permanently unavailable (state {st.state}, retry 0)")
         return st
 
-    def _call(self, call: str, **args: Any) -> Reply:
+    def _call(self, call: Call, **args: Any) -> Reply:
         for attempt in range(self.policy.call_retries + 1):
             try:
                 return self.services.call(call, pe=self.pe, **args)
@@ -615,7 +617,7 @@ class PeRecovery:
     def _ms(self) -> float:
         return round((self._clock() - self._t0) * 1000, 3)
 
-    def _report(self, step: str, **detail: Any) -> None:
+    def _report(self, step: Kind, **detail: Any) -> None:
         # intermediate steps are posted; an outcome waits, so that when `recovered` (the
         # count) moves, every step of the round is in the platform's timeline
         self.services.report(step, self.pe, {"driver": self.name, **detail},

@@ -24,13 +24,14 @@ from typing import Any
 
 from eeh_abi import traffic
 from eeh_abi.hcall import Event
+from eeh_abi.vocabulary import Kind
 from guest_drivers.driver import Driver
 from guest_drivers.services import Services
 from guest_drivers.vf import VfDriver
 
 EVENT = "bench-send"
-REPORT = "bench-sent"
-READY = "bench-sender-ready"
+REPORT = Kind.BENCH_SENT
+READY = Kind.BENCH_SENDER_READY
 DST = bytes.fromhex("02feeeeeee01")  # unknown unicast: the switch sends it to the uplink
 MAX_SECONDS = 60.0
 

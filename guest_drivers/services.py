@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from eeh_abi.hcall import ChannelClosed, Event, EventHandler, HcallError, Reply
+from eeh_abi.schema import Call
+from eeh_abi.vocabulary import Kind
 
 log = logging.getLogger("guest_drivers")
 
@@ -35,7 +37,7 @@ EventListener = Callable[[Event], None]
 class ChannelLike(Protocol):
     """The part of eeh_abi.hcall.Channel drivers use (tests pass fakes)."""
 
-    def call(self, call: str, timeout: float | None = None, **args: Any) -> Reply: ...
+    def call(self, call: Call, timeout: float | None = None, **args: Any) -> Reply: ...
     def subscribe(self, handler: EventHandler) -> None: ...
     def unsubscribe(self, handler: EventHandler) -> None: ...
 
@@ -84,10 +86,10 @@ class Services:
                 log.exception("event listener failed on %s", ev.name)
 
     # ---- calls
-    def call(self, call: str, **args: Any) -> Reply:
+    def call(self, call: Call, **args: Any) -> Reply:
         return self.channel.call(call, **args)
 
-    def report(self, step: str, pe: int | None = None,
+    def report(self, step: Kind, pe: int | None = None,
                detail: Mapping[str, Any] | None = None, *, wait: bool = True) -> bool:
         args: dict[str, Any] = {"step": step, "guest_time": time.monotonic()}
         if pe is not None:
@@ -100,9 +102,9 @@ class Services:
         post = None if wait else getattr(self.channel, "post", None)
         try:
             if post is not None:
-                post("report", on_reply=self._posted_reply, **args)
+                post(Call.REPORT, on_reply=self._posted_reply, **args)
                 return True
-            reply = self.channel.call("report", **args)
+            reply = self.channel.call(Call.REPORT, **args)
         except (ChannelClosed, HcallError, OSError):
             with self._lock:
                 self.reports_failed += 1

@@ -43,6 +43,7 @@ from typing import Any
 
 from eeh_abi import nic, traffic
 from eeh_abi.papr import ChannelState, ErsResult
+from eeh_abi.vocabulary import Kind
 from guest_drivers.driver import ALL_ONES32, MEM_BME, Driver, DriverError, DriverState
 from guest_drivers.ledger import RxLedger, TxLedger
 from guest_drivers.platform.base import PAGE, DmaBuffer, DmaUnavailable, FunctionAccess
@@ -342,7 +343,7 @@ class VfDriver(Driver):
             self._want_mtu = min(self._want_mtu, self.max_mtu)
             self._tx_bufs = [dma.alloc(self.buf_size, 64) for _ in range(self.tx_ring)]
             self._rx_bufs = [dma.alloc(self.buf_size, 64) for _ in range(self.rx_ring)]
-            self.report("mtu-capped", wanted=wanted, max_mtu=self.max_mtu, why=str(e))
+            self.report(Kind.MTU_CAPPED, wanted=wanted, max_mtu=self.max_mtu, why=str(e))
 
     def _wait_pf_ready(self) -> float | None:
         """Wait for the mailbox's "PF reset done"; seconds waited, None on timeout, -1.0
@@ -584,12 +585,12 @@ class VfDriver(Driver):
         harvested = self._rx_poll(self.rx_ring)
         lost = self._config_lost()
         if lost is not None:
-            self.report("config-lost", why=lost, reclaimed=reclaimed, harvested=harvested)
+            self.report(Kind.CONFIG_LOST, why=lost, reclaimed=reclaimed, harvested=harvested)
             return ErsResult.NEED_RESET
         self._apply_config()
         self._program_rings()
         self.fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
-        self.report("rings-rearmed", reclaimed=reclaimed, harvested=harvested)
+        self.report(Kind.RINGS_REARMED, reclaimed=reclaimed, harvested=harvested)
         return ErsResult.RECOVERED
 
     def _config_lost(self) -> str | None:
@@ -617,19 +618,19 @@ class VfDriver(Driver):
         self._tx_reclaim()
         waited = self._wait_pf_ready()
         if waited is not None and waited < 0:
-            self.report("config-lost", why="config space lost again after the reset")
+            self.report(Kind.CONFIG_LOST, why="config space lost again after the reset")
             return ErsResult.NEED_RESET  # the framework resets again (a bounded number)
         if waited is None:
             rec = self.recovery
             if rec is not None and rec.interrupted:
                 return ErsResult.NEED_RESET  # the framework restarts (or stops) anyway
-            self.report("pf-reset-timeout", waited_s=self.pf_wait_s)
+            self.report(Kind.PF_RESET_TIMEOUT, waited_s=self.pf_wait_s)
             return ErsResult.DISCONNECT
-        self.report("pf-reset-done", waited_ms=round(waited * 1000, 3))
+        self.report(Kind.PF_RESET_DONE, waited_ms=round(waited * 1000, 3))
         self._apply_config()
         self._program_rings()
         self.fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
-        self.report("config-restored", mac=mac_str(self._hw_mac), vlan=self._hw_vlan,
+        self.report(Kind.CONFIG_RESTORED, mac=mac_str(self._hw_mac), vlan=self._hw_vlan,
                     mtu=self._hw_mtu)
         return ErsResult.RECOVERED
 
@@ -637,7 +638,7 @@ class VfDriver(Driver):
         with self._lock:
             held = self._held
             self._stopped = False
-        self.report("replay", frames=held)
+        self.report(Kind.REPLAY, frames=held)
         self._wake.set()
 
     def config(self) -> dict[str, Any]:

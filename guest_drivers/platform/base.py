@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from eeh_abi.hcall import Channel
+from eeh_abi.schema import Call
 from guest_drivers.platform.errors import PlatformError
 
 PAGE = 4096
@@ -243,7 +244,7 @@ class PlatformBackend(abc.ABC):
 
     def query_functions(self) -> list[FunctionInfo]:
         """The functions this partition owns (platform call `query-functions`)."""
-        reply = self.channel.call("query-functions")
+        reply = self.channel.call(Call.QUERY_FUNCTIONS)
         if not reply.ok:
             raise PlatformError(f"query-functions failed: {reply.status} {reply.error or ''}")
         entries = reply.get("functions", [])

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from eeh_abi import nic
 from eeh_abi.hcall import Channel, Event
+from eeh_abi.vocabulary import Kind
 from guest_drivers.platform.base import (
     DmaAllocator,
     FunctionAccess,
@@ -291,12 +292,12 @@ class VmBackend(PlatformBackend):
         name = ev.data.get("name")
         if not isinstance(name, str) or not self._callbacks:
             return
-        if ev.name == "function-removed":
+        if ev.name == Kind.FUNCTION_REMOVED:
             with self._lock:
                 gone = self._addresses.pop(name, None) is not None
             if gone:
                 self._notify("removed", name)
-        elif ev.name == "function-added":
+        elif ev.name == Kind.FUNCTION_ADDED:
             info = next((i for i in self._known if i.name == name), None)
             if info is None or info.slot is None or not (self.slots / str(info.slot)).is_dir():
                 return  # without its slot the function cannot be told from another VF

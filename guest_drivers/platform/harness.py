@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from eeh_abi import nic
 from eeh_abi.hcall import Channel, Event
+from eeh_abi.vocabulary import Kind
 from guest_drivers.platform.base import (
     PAGE,
     Backing,
@@ -170,7 +171,8 @@ class HarnessBackend(PlatformBackend):
         self._callbacks.append(callback)
 
     def _on_event(self, ev: Event) -> None:
-        kind = {"function-removed": "removed", "function-added": "added"}.get(ev.name)
+        kinds: dict[str, str] = {Kind.FUNCTION_REMOVED: "removed", Kind.FUNCTION_ADDED: "added"}
+        kind = kinds.get(ev.name)
         name: Any = ev.data.get("name")
         if kind is None or not isinstance(name, str):
             return

@@ -3,7 +3,12 @@
 `PlatformCalls.handle(owner, request)` is synchronous and runs on the device model's
 loop thread (the policy and the model are single-threaded). It never raises for a
 caller's input: every mistake is a status (-3 with the reason in `error`).
-docs/platform-calls.md is the reference.
+
+Everything but the handlers comes from the schema (`eeh_abi.schema`): the call's name,
+its arguments' check, and its authorization (the `Action` it performs on the PE its
+`target` argument names, resolved and authorized here before the handler runs). Each
+call has one handler in `HANDLERS` (a test checks the two agree). docs/platform-calls.md
+is the reference (generated from the schema).
 """
 
 from __future__ import annotations
@@ -18,36 +23,22 @@ from device_model import ErrorFunction, PeKind
 from device_model.errors import DeviceModelError
 from eeh_abi.hcall import Reply, Request
 from eeh_abi.papr import SharingMode, Status
-from hypervisor_shim.pe import Action, CallResult, PePolicy, PeRecord, authorize
+from eeh_abi.schema import ArgError, Call, CallSpec, check_args, spec_of
+from eeh_abi.vocabulary import RECOVERED_STEPS, Source
+from hypervisor_shim.pe import CallResult, PePolicy, PeRecord, authorize
 from hypervisor_shim.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
-_INT = (int,)
-_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
-    "query-functions": {},
-    "register": {"addr": _INT, "driver": (str,), "handlers": (bool,)},
-    "report": {"step": (str,), "pe": _INT, "detail": (dict,), "guest_time": (int, float)},
-    "get-config-addr-info2": {"addr": _INT, "function": _INT},
-    "read-slot-reset-state2": {"pe": _INT},
-    "set-eeh-option": {"pe": _INT, "option": _INT},
-    "set-slot-reset": {"pe": _INT, "function": _INT},
-    "configure-pe": {"pe": _INT},
-    "slot-error-detail": {"pe": _INT, "function": _INT},
-    "open-sriov-allow-unfreeze": {"pe": _INT, "vf_pes": (list,)},
-    "errinjct": {"pe": _INT, "function": _INT, "address": _INT, "mask": _INT},
-}
-_OPTIONAL = {"report": {"pe", "detail", "guest_time"}, "register": {"handlers"},
-             "slot-error-detail": {"function"}, "errinjct": {"address", "mask"}}
-
+Args = Mapping[str, Any]
 
 MAX_ERROR = 300  # characters of a reason in a reply (it may quote the caller's input)
 MAX_RECORDED_ARGS = 2048  # bytes of a call's arguments kept in the timeline
 MAX_LOG_BYTES = 48 * 1024  # slot-error-detail: the newest entries that fit a reply line
 
 
-class BadArgs(Exception):
-    """Internal: a request whose arguments do not fit its call."""
+class BadArgs(ArgError):
+    """Internal: a request whose arguments do not fit its call (beyond the schema)."""
 
 
 def _short(text: str, limit: int = MAX_ERROR) -> str:
@@ -64,25 +55,6 @@ def _recorded(args: Mapping[str, Any]) -> dict[str, Any]:
     if size <= MAX_RECORDED_ARGS:
         return dict(args)
     return {"truncated": True, "bytes": size, "keys": _short(str(sorted(args)[:16]), 200)}
-
-
-def check_args(call: str, args: Mapping[str, Any]) -> None:
-    schema = _SCHEMAS[call]
-    unknown = set(args) - set(schema)
-    if unknown:
-        raise BadArgs(f"unknown argument(s) {sorted(unknown)} for {call}")
-    for name, types in schema.items():
-        if name not in args:
-            if name in _OPTIONAL.get(call, ()):
-                continue
-            raise BadArgs(f"{call} needs argument {name!r}")
-        value = args[name]
-        if isinstance(value, bool) and bool not in types:
-            raise BadArgs(f"argument {name!r} must be {types[0].__name__}, not bool")
-        if not isinstance(value, types):
-            raise BadArgs(f"argument {name!r} must be {types[0].__name__}")
-        if isinstance(value, int) and not -(1 << 63) <= value < 1 << 64:
-            raise BadArgs(f"argument {name!r} out of range")
 
 
 @dataclass
@@ -107,28 +79,39 @@ class PlatformCalls:
 
     def handle(self, owner: str, req: Request) -> Reply:
         try:
-            if req.call not in _SCHEMAS:
-                raise BadArgs(f"unknown call {_short(req.call, 64)!r}")
-            check_args(req.call, req.args)
-            method = getattr(self, "_" + req.call.replace("-", "_"))
-            result: CallResult = method(owner, req.args)
-        except BadArgs as e:
+            spec = spec_of(req.call)
+            check_args(spec, req.args)
+            rec = self._target(owner, spec, req.args)
+            result = HANDLERS[spec.call](self, owner, req.args, rec)
+        except ArgError as e:
             result = CallResult(Status.PARAM_ERROR, why=str(e))
         except DeviceModelError as e:
             result = CallResult(Status.PARAM_ERROR, why=str(e))
         except Exception as e:  # a bug here must not take the channel down
-            log.exception("platform call %s failed", req.call)
+            log.exception("platform call %s failed", _short(req.call, 64))
             result = CallResult(Status.HW_ERROR, why=f"internal error: {type(e).__name__}")
         ret = dict(result.ret)
         if result.status == Status.BUSY:
             ret["retry_ms"] = result.retry_ms
         why = _short(result.why) if result.why else None
-        if req.call != "report":
-            self.timeline.record("call", _short(req.call, 64), owner=owner,
+        if req.call != Call.REPORT:
+            self.timeline.record(Source.CALL, _short(req.call, 64), owner=owner,
                                  pe=self._pe_name(req.args),
                                  data={"args": _recorded(req.args), "status": int(result.status),
                                        **({"why": why} if why else {})})
         return Reply(req.id, int(result.status), ret, why)
+
+    def _target(self, owner: str, spec: CallSpec, args: Mapping[str, Any]) -> PeRecord | None:
+        """The PE the call acts on, the caller authorized for the call's action on it;
+        None for a call that names none (or leaves its optional target out)."""
+        if spec.target is None or spec.target not in args:
+            return None
+        assert spec.action is not None, f"{spec.call} names a target but no action"
+        addr = args[spec.target]
+        rec = self.policy.record(addr)
+        if rec is None or not authorize(owner, rec, spec.action, self.pf_owner):
+            raise BadArgs(f"no PE {addr:#x} in this partition")
+        return rec
 
     def _pe_name(self, args: Mapping[str, Any]) -> str | None:
         addr = args.get("pe", args.get("addr"))
@@ -137,76 +120,62 @@ class PlatformCalls:
             return rec.name if rec else None
         return None
 
-    # ------------------------------------------------------------------ helpers
-    def _pe(self, owner: str, addr: int, action: Action) -> PeRecord:
-        rec = self.policy.record(addr)
-        if rec is None or not authorize(owner, rec, action, self.pf_owner):
-            raise BadArgs(f"no PE {addr:#x} in this partition")
-        return rec
-
-    # ------------------------------------------------------------------ calls
-    def _query_functions(self, owner: str, args: Mapping[str, Any]) -> CallResult:
+    # ------------------------------------------------------------------ handlers
+    # Each gets the caller, the checked arguments and the PE its target argument names
+    # (authorized for the call's action; None when the call names none).
+    def _query_functions(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
         return CallResult(Status.SUCCESS, ret={"functions": [dict(f) for f in
                                                              self.directory(owner)]})
 
-    def _register(self, owner: str, args: Mapping[str, Any]) -> CallResult:
-        rec = self._pe(owner, args["addr"], Action.REGISTER)
+    def _register(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
+        rec = _named(rec)
         reg = Registration(owner, rec.address, args["driver"], args.get("handlers", True))
         self.registrations[rec.address] = reg
         return CallResult(Status.SUCCESS)
 
-    def _report(self, owner: str, args: Mapping[str, Any]) -> CallResult:
-        pe_name = None
-        if "pe" in args:
-            rec = self._pe(owner, args["pe"], Action.REPORT)
-            pe_name = rec.name
-            if args["step"] in ("recovered", "resume"):
-                self.policy.recovered(rec)
+    def _report(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
+        if rec is not None and args["step"] in RECOVERED_STEPS:
+            self.policy.recovered(rec)
         detail = args.get("detail", {})
         try:
             small = len(json.dumps(detail, default=str)) < 8192
         except (TypeError, ValueError, RecursionError):
             small = False
-        self.timeline.record("driver", str(args["step"])[:64], pe=pe_name, owner=owner,
+        self.timeline.record(Source.DRIVER, str(args["step"])[:64],
+                             pe=rec.name if rec else None, owner=owner,
                              data=detail if small else {"truncated": True},
                              guest_time=args.get("guest_time"))
         if self.on_report is not None:
             self.on_report(owner, args)
         return CallResult(Status.SUCCESS)
 
-    def _get_config_addr_info2(self, owner: str, args: Mapping[str, Any]) -> CallResult:
-        rec = self._pe(owner, args["addr"], Action.READ_STATE)
+    def _get_config_addr_info2(self, owner: str, args: Args, rec: PeRecord | None
+                               ) -> CallResult:
+        rec = _named(rec)
         if args["function"] == 0:
             return CallResult(Status.SUCCESS, ret={"pe": rec.address})
-        if args["function"] == 1:
-            shared = rec.pe.kind is PeKind.ADAPTER and bool(rec.pe.children)
-            mode = SharingMode.SHARED if shared else SharingMode.NOT_SHARED
-            return CallResult(Status.SUCCESS, ret={"mode": int(mode)})
-        raise BadArgs("function must be 0 (PE address) or 1 (sharing mode)")
+        shared = rec.pe.kind is PeKind.ADAPTER and bool(rec.pe.children)
+        mode = SharingMode.SHARED if shared else SharingMode.NOT_SHARED
+        return CallResult(Status.SUCCESS, ret={"mode": int(mode)})
 
-    def _read_slot_reset_state2(self, owner: str, args: Mapping[str, Any]) -> CallResult:
-        rec = self._pe(owner, args["pe"], Action.READ_STATE)
-        st = self.policy.state(rec)
+    def _read_slot_reset_state2(self, owner: str, args: Args, rec: PeRecord | None
+                                ) -> CallResult:
+        st = self.policy.state(_named(rec))
         return CallResult(Status.SUCCESS, ret={"state": int(st.state), "capabilities": 1,
                                                "retry_ms": st.retry_ms,
                                                "flags": st.flags.names()})
 
-    def _set_eeh_option(self, owner: str, args: Mapping[str, Any]) -> CallResult:
-        return self.policy.set_eeh_option(self._pe(owner, args["pe"], Action.THAW),
-                                          args["option"])
+    def _set_eeh_option(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
+        return self.policy.set_eeh_option(_named(rec), args["option"])
 
-    def _set_slot_reset(self, owner: str, args: Mapping[str, Any]) -> CallResult:
-        return self.policy.set_slot_reset(self._pe(owner, args["pe"], Action.RESET),
-                                          args["function"])
+    def _set_slot_reset(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
+        return self.policy.set_slot_reset(_named(rec), args["function"])
 
-    def _configure_pe(self, owner: str, args: Mapping[str, Any]) -> CallResult:
-        return self.policy.configure_pe(self._pe(owner, args["pe"], Action.CONFIGURE))
+    def _configure_pe(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
+        return self.policy.configure_pe(_named(rec))
 
-    def _slot_error_detail(self, owner: str, args: Mapping[str, Any]) -> CallResult:
-        rec = self._pe(owner, args["pe"], Action.ERROR_DETAIL)
-        if args.get("function", 1) not in (1, 2):
-            raise BadArgs("function must be 1 (temporary) or 2 (permanent)")
-        entries = [e.to_json() for e in rec.pe.error_log()]
+    def _slot_error_detail(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
+        entries = [e.to_json() for e in _named(rec).pe.error_log()]
         kept: list[dict[str, Any]] = []
         size = 0
         for e in reversed(entries):  # the newest entries that fit one reply line
@@ -220,22 +189,42 @@ class PlatformCalls:
             ret["omitted"] = len(entries) - len(kept)  # the oldest, left out
         return CallResult(Status.SUCCESS, ret=ret)
 
-    def _open_sriov_allow_unfreeze(self, owner: str, args: Mapping[str, Any]) -> CallResult:
-        rec = self._pe(owner, args["pe"], Action.ALLOW_UNFREEZE)
+    def _open_sriov_allow_unfreeze(self, owner: str, args: Args, rec: PeRecord | None
+                                   ) -> CallResult:
         vf_pes = args["vf_pes"]
-        if len(vf_pes) > len(self.policy.records) or not all(
-                isinstance(a, int) and not isinstance(a, bool) for a in vf_pes):
+        if len(vf_pes) > len(self.policy.records):
             raise BadArgs("vf_pes must be a list of VF PE addresses")
-        return self.policy.allow_unfreeze(rec, vf_pes)
+        return self.policy.allow_unfreeze(_named(rec), vf_pes)
 
-    def _errinjct(self, owner: str, args: Mapping[str, Any]) -> CallResult:
+    def _errinjct(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
         if not self.policy.config.errinjct:
             raise BadArgs("error injection by guests is not enabled in this topology")
-        rec = self._pe(owner, args["pe"], Action.INJECT)
-        try:
-            fn = ErrorFunction(args["function"])
-        except ValueError:
-            raise BadArgs("function must be 0..19") from None
-        inj = self.policy.adapter.inject(rec.pe, int(fn), args.get("address", 0) & (2**64 - 1),
+        fn = ErrorFunction(args["function"])
+        inj = self.policy.adapter.inject(_named(rec).pe, int(fn),
+                                         args.get("address", 0) & (2**64 - 1),
                                          args.get("mask", 0) & (2**64 - 1))
         return CallResult(Status.SUCCESS, ret={"id": inj.id})
+
+
+def _named(rec: PeRecord | None) -> PeRecord:
+    """The PE of a call whose target argument is required (so always resolved)."""
+    assert rec is not None
+    return rec
+
+
+Handler = Callable[[PlatformCalls, str, Args, PeRecord | None], CallResult]
+
+# One handler per call of the schema, and no other (tests/unit/abi/test_abi_schema.py).
+HANDLERS: Mapping[Call, Handler] = {
+    Call.QUERY_FUNCTIONS: PlatformCalls._query_functions,
+    Call.REGISTER: PlatformCalls._register,
+    Call.REPORT: PlatformCalls._report,
+    Call.GET_CONFIG_ADDR_INFO2: PlatformCalls._get_config_addr_info2,
+    Call.READ_SLOT_RESET_STATE2: PlatformCalls._read_slot_reset_state2,
+    Call.SET_EEH_OPTION: PlatformCalls._set_eeh_option,
+    Call.SET_SLOT_RESET: PlatformCalls._set_slot_reset,
+    Call.CONFIGURE_PE: PlatformCalls._configure_pe,
+    Call.SLOT_ERROR_DETAIL: PlatformCalls._slot_error_detail,
+    Call.OPEN_SRIOV_ALLOW_UNFREEZE: PlatformCalls._open_sriov_allow_unfreeze,
+    Call.ERRINJCT: PlatformCalls._errinjct,
+}

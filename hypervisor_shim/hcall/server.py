@@ -32,6 +32,7 @@ from eeh_abi.hcall import (
     encode,
 )
 from eeh_abi.papr import Status
+from eeh_abi.vocabulary import Kind, Source
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.hcall.calls import PlatformCalls
 from hypervisor_shim.pe import Notice
@@ -100,7 +101,7 @@ class HcallServer:
                      writer: asyncio.StreamWriter) -> None:
         conn = Connection(owner, writer)
         self.connections.setdefault(owner, []).append(conn)
-        self.timeline.record("shim", "channel-connected", owner=owner)
+        self.timeline.record(Source.SHIM, Kind.CHANNEL_CONNECTED, owner=owner)
         lines = LineBuffer()
         try:
             while not conn.closed:
@@ -121,7 +122,7 @@ class HcallServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-            self.timeline.record("shim", "channel-closed", owner=owner,
+            self.timeline.record(Source.SHIM, Kind.CHANNEL_CLOSED, owner=owner,
                                  data={"lines": conn.lines_in, "bad_lines": conn.bad_lines})
 
     def _answer_safely(self, owner: str, conn: Connection, item: bytes | DecodeError) -> Reply:

@@ -4,26 +4,17 @@ A caller acts only on PEs of functions it owns; the owner of the PF (the adapter
 driver) owns the adapter PE and may also read the state of the VF PEs below it (to follow
 their recovery) and lift their lockout. Everything else is refused; the platform answers
 -3 (a PE outside the partition), as PAPR does.
+
+Which action each platform call performs, and on which of its arguments' PE, is the
+call's entry in `eeh_abi.schema` (`CallSpec.action`, `CallSpec.target`); the server
+authorizes every call from it before its handler runs.
 """
 
 from __future__ import annotations
 
-import enum
-
 from device_model import PeKind
+from eeh_abi.schema import Action as Action  # declared with the calls that perform it
 from hypervisor_shim.pe.policy import PeRecord
-
-
-class Action(enum.Enum):
-    READ_STATE = "read-state"  # get-config-addr-info2, read-slot-reset-state2
-    THAW = "thaw"  # set-eeh-option
-    RESET = "reset"  # set-slot-reset
-    CONFIGURE = "configure"  # configure-pe
-    ERROR_DETAIL = "error-detail"  # slot-error-detail
-    ALLOW_UNFREEZE = "allow-unfreeze"  # open-sriov-allow-unfreeze (on the adapter PE)
-    INJECT = "inject"  # errinjct (also needs the policy's errinjct switch)
-    REGISTER = "register"
-    REPORT = "report"
 
 
 def authorize(caller: str, rec: PeRecord, action: Action, pf_owner: str | None) -> bool:
