@@ -11,13 +11,13 @@ from device_model.clock import AsyncioClock, Clock, ManualClock
 from device_model.events import Event, EventBus, EventHistory, EventKind
 from device_model.inject import Injection
 from device_model.nic.switch import QueueUplink, Uplink
-from device_model.pe import ErrorLogEntry, ErrorSource, OpStatus, Pe, PeKind, PeStateCode, PeStatus
+from device_model.pe import ErrorLogEntry, ErrorSource, Pe, PeKind, PeStateCode, PeStatus
 from device_model.reset import ResetKind, ResetTiming
 from eeh_abi.papr import ErrorFunction
 
 __all__ = [
     "Adapter", "AdapterConfig", "AsyncioClock", "Clock", "ErrorFunction", "ErrorLogEntry",
     "ErrorSource", "Event", "EventBus", "EventHistory", "EventKind", "Injection", "ManualClock",
-    "OpStatus", "Pe", "PeKind", "PeStateCode", "PeStatus", "QueueUplink", "ResetKind",
+    "Pe", "PeKind", "PeStateCode", "PeStatus", "QueueUplink", "ResetKind",
     "ResetTiming", "Uplink",
 ]

@@ -39,6 +39,7 @@ from eeh_abi.papr import (
     RECOVERY_RESET,
     RECOVERY_SIDE_EFFECT,
     PeState,
+    Status,
 )
 
 log = logging.getLogger(__name__)
@@ -48,16 +49,6 @@ ERROR_LOG_DEPTH = 256
 
 # PE states as ibm,read-slot-reset-state2 returns them (there is no 3).
 PeStateCode = PeState
-
-
-class OpStatus(enum.IntEnum):
-    """Results of PE operations, numbered like the RTAS statuses."""
-
-    OK = 0
-    HW_ERROR = -1
-    PARAM_ERROR = -3
-    UNEXPECTED_STATE = -7
-    NOT_SUPPORTED = -8  # fundamental reset of a VF PE
 
 
 class PeKind(enum.Enum):
@@ -269,42 +260,42 @@ class Pe:
                 return True
         return False
 
-    def thaw_mmio(self) -> OpStatus:
+    def thaw_mmio(self) -> Status:
         """Release MMIO: state 2 -> 4. A no-op (OK) if MMIO is not frozen."""
         if self.busy or self._ancestor_blocks(dma=False):
-            return OpStatus.UNEXPECTED_STATE
+            return Status.UNEXPECTED_STATE
         if not self._mmio_frozen:
-            return OpStatus.OK
+            return Status.SUCCESS
         self._mmio_frozen = False
         self._update()
         self._bus.emit(EventKind.PE_MMIO_THAWED, pe=self.address)
-        return OpStatus.OK
+        return Status.SUCCESS
 
-    def thaw_dma(self) -> OpStatus:
+    def thaw_dma(self) -> Status:
         """Release DMA: state 4 -> 0 (MMIO must be released first)."""
         if self.busy or self._ancestor_blocks(dma=True) or self._mmio_frozen:
-            return OpStatus.UNEXPECTED_STATE
+            return Status.UNEXPECTED_STATE
         if not self._dma_frozen:
-            return OpStatus.OK
+            return Status.SUCCESS
         self._dma_frozen = False
         self._update()
         self._bus.emit(EventKind.PE_DMA_THAWED, pe=self.address)
         self._hooks.dma_thawed(self)
-        return OpStatus.OK
+        return Status.SUCCESS
 
     # ---- reset
-    def activate_reset(self, kind: ResetKind | int) -> OpStatus:
+    def activate_reset(self, kind: ResetKind | int) -> Status:
         """Assert a reset (state 1). Functions are reset now; release with deactivate."""
         try:
             kind = ResetKind(kind)
         except ValueError:
-            return OpStatus.PARAM_ERROR
+            return Status.PARAM_ERROR
         if self.kind is PeKind.VF and kind is ResetKind.FUNDAMENTAL:
-            return OpStatus.NOT_SUPPORTED
+            return Status.NOT_SUPPORTED
         if any(a.busy for a in self.ancestors()):
-            return OpStatus.UNEXPECTED_STATE
+            return Status.UNEXPECTED_STATE
         if self._reset_active:
-            return OpStatus.OK
+            return Status.SUCCESS
         self._cancel_timer()
         self._settle_until = None
         self._reset_active = True
@@ -314,20 +305,20 @@ class Pe:
         self._update()
         self._bus.emit(EventKind.PE_RESET_ASSERTED, pe=self.address, reset=kind.name.lower())
         self._hooks.reset_asserted(self, kind)
-        return OpStatus.OK
+        return Status.SUCCESS
 
-    def deactivate_reset(self) -> OpStatus:
+    def deactivate_reset(self) -> Status:
         """Release the reset once its hold time has passed; then settle (state 5); then 0."""
         if not self._reset_active or self._release_requested:
-            return OpStatus.OK
+            return Status.SUCCESS
         self._release_requested = True
         self._after(self._hold_until - self._clock.now(), self._release)
-        return OpStatus.OK
+        return Status.SUCCESS
 
-    def reset(self, kind: ResetKind | int) -> OpStatus:
+    def reset(self, kind: ResetKind | int) -> Status:
         """Activate and release at once: the whole sequence, timed by the reset timing."""
         status = self.activate_reset(kind)
-        if status is OpStatus.OK:
+        if status is Status.SUCCESS:
             self.deactivate_reset()
         return status
 

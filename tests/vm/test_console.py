@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from device_model import Event, EventKind, OpStatus, Pe, ResetKind
-from eeh_abi.papr import MAX_FREEZES
+from device_model import Event, EventKind, Pe, ResetKind
+from eeh_abi.papr import MAX_FREEZES, Status
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
 from hypervisor_shim.console import Console, PlatformApiError, PlatformListener
 from qemu_launcher.assets import REPO, GuestAssets
@@ -104,7 +104,7 @@ class DeviceModelApi:
     async def reset_pe(self, pe: str, kind: str) -> dict[str, Any]:
         def go() -> dict[str, Any]:
             status = self._pe(pe).reset(ResetKind[kind.upper()])
-            if status is not OpStatus.OK:
+            if status is not Status.SUCCESS:
                 raise PlatformApiError(f"reset refused: {status.name}")
             return {"pe": pe, "kind": kind}
 

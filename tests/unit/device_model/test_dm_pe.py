@@ -9,7 +9,6 @@ from device_model import (
     Event,
     EventHistory,
     EventKind,
-    OpStatus,
     PeKind,
     PeStateCode,
     QueueUplink,
@@ -17,7 +16,7 @@ from device_model import (
 from device_model.errors import UnknownPeError
 from device_model.nic import registers as R
 from device_model.testkit import MiniDriver, PfDriver, frame
-from eeh_abi.papr import RECOVERY_SIDE_EFFECT
+from eeh_abi.papr import RECOVERY_SIDE_EFFECT, Status
 from vfio_user.contract import RegionIndex
 
 Up = tuple[PfDriver, list[MiniDriver]]
@@ -86,7 +85,7 @@ def test_frozen_mmio_loads_all_ones_and_drops_stores(adapter: Adapter, up: Up,
     fn = adapter.vf(0)
     assert fn.region_read(RegionIndex.BAR0, R.MTU, width) == b"\xff" * width
     fn.region_write(RegionIndex.BAR0, R.MTU, (0x55).to_bytes(width, "little"))
-    assert pe.thaw_mmio() is OpStatus.OK
+    assert pe.thaw_mmio() is Status.SUCCESS
     assert v0.read(R.MTU) == R.MTU_DEFAULT
 
 
@@ -105,18 +104,18 @@ def test_thaw_is_two_steps(adapter: Adapter, history: EventHistory, uplink: Queu
     pe = adapter.pes.vf(0)
     history.clear()
     pe.freeze("test")
-    assert pe.thaw_dma() is OpStatus.UNEXPECTED_STATE  # MMIO first
+    assert pe.thaw_dma() is Status.UNEXPECTED_STATE  # MMIO first
     assert pe.status().code is PeStateCode.FROZEN
-    assert pe.thaw_mmio() is OpStatus.OK
+    assert pe.thaw_mmio() is Status.SUCCESS
     assert pe.status().code is PeStateCode.DMA_STOPPED
     assert v0.read(R.MTU) == R.MTU_DEFAULT  # MMIO works in state 4
     uplink.inject(frame(v0.mac(), OTHER))
     assert v0.received() == [] and adapter.vf(0).nic.ledger.rx_missed == 1  # DMA does not
-    assert pe.thaw_dma() is OpStatus.OK
+    assert pe.thaw_dma() is Status.SUCCESS
     assert pe.status().code is PeStateCode.NORMAL and not pe.recovery_info
     uplink.inject(frame(v0.mac(), OTHER))
     assert len(v0.received()) == 1
-    assert pe.thaw_mmio() is OpStatus.OK and pe.thaw_dma() is OpStatus.OK  # idempotent
+    assert pe.thaw_mmio() is Status.SUCCESS and pe.thaw_dma() is Status.SUCCESS  # idempotent
     kinds = [e.kind for e in history if e.pe == pe.address]
     assert kinds == [EventKind.PE_FROZEN, EventKind.PE_MMIO_THAWED, EventKind.PE_DMA_THAWED]
 
@@ -124,14 +123,14 @@ def test_thaw_is_two_steps(adapter: Adapter, history: EventHistory, uplink: Queu
 def test_vf_pe_cannot_thaw_under_a_frozen_adapter_pe(adapter: Adapter) -> None:
     adapter.pes.adapter.freeze("test")
     vf_pe = adapter.pes.vf(1)
-    assert vf_pe.thaw_mmio() is OpStatus.UNEXPECTED_STATE
+    assert vf_pe.thaw_mmio() is Status.UNEXPECTED_STATE
     assert vf_pe.status().code is PeStateCode.FROZEN
     adapter.pes.adapter.thaw_mmio()
-    assert vf_pe.thaw_mmio() is OpStatus.OK
-    assert vf_pe.thaw_dma() is OpStatus.UNEXPECTED_STATE  # parent DMA still stopped
+    assert vf_pe.thaw_mmio() is Status.SUCCESS
+    assert vf_pe.thaw_dma() is Status.UNEXPECTED_STATE  # parent DMA still stopped
     assert vf_pe.status().code is PeStateCode.DMA_STOPPED
     adapter.pes.adapter.thaw_dma()
-    assert vf_pe.thaw_dma() is OpStatus.OK
+    assert vf_pe.thaw_dma() is Status.SUCCESS
     assert codes(adapter)[:3] == [0, 2, 0]  # VF 0 still frozen, VF 1 recovered
 
 

@@ -9,7 +9,6 @@ from device_model import (
     EventHistory,
     EventKind,
     ManualClock,
-    OpStatus,
     PeStateCode,
     PeStatus,
     QueueUplink,
@@ -20,7 +19,7 @@ from device_model.nic.registers import Mbx
 from device_model.pci import ids
 from device_model.pci.layouts import AER_CAP, SRIOV_CAP
 from device_model.testkit import PfDriver, RamGuest, frame
-from eeh_abi.papr import RECOVERY_RESET, RECOVERY_SIDE_EFFECT
+from eeh_abi.papr import RECOVERY_RESET, RECOVERY_SIDE_EFFECT, Status
 
 OTHER = bytes.fromhex("020000000099")
 
@@ -64,7 +63,7 @@ def test_adapter_hot_reset_states_and_effects(spec_adapter: Adapter, guest: RamG
     a.pf.config.record_uncorrectable(ids.AerUncorrectable.ECRC)
     pe.freeze("test")
     history.clear()
-    assert pe.activate_reset(ResetKind.HOT) is OpStatus.OK
+    assert pe.activate_reset(ResetKind.HOT) is Status.SUCCESS
     assert pe.status() == PeStatus(PeStateCode.RESET)
     assert a.pes.vf(0).status() == PeStatus(PeStateCode.UNAVAILABLE, 1000)  # no end known yet
     assert pf.cfg_read(0x00) == 0xFFFFFFFF
@@ -74,7 +73,7 @@ def test_adapter_hot_reset_states_and_effects(spec_adapter: Adapter, guest: RamG
     assert a.pes.vf(0).status() == PeStatus(PeStateCode.UNAVAILABLE, 150 + 1800)
     clock.advance(0.15)
     assert pe.status() == PeStatus(PeStateCode.UNAVAILABLE, 1800)
-    assert pe.thaw_mmio() is OpStatus.UNEXPECTED_STATE
+    assert pe.thaw_mmio() is Status.UNEXPECTED_STATE
     clock.advance(1.0)
     assert pe.status() == PeStatus(PeStateCode.UNAVAILABLE, 800)
     clock.advance(0.8)
@@ -114,16 +113,16 @@ def test_vf_pe_reset_is_an_flr(spec_adapter: Adapter, guest: RamGuest,
     a = spec_adapter
     pf, (v0, _) = bring_up(a, guest)
     pe = a.pes.vf(0)
-    assert pe.activate_reset(ResetKind.FUNDAMENTAL) is OpStatus.NOT_SUPPORTED
-    assert pe.activate_reset(7) is OpStatus.PARAM_ERROR
+    assert pe.activate_reset(ResetKind.FUNDAMENTAL) is Status.NOT_SUPPORTED
+    assert pe.activate_reset(7) is Status.PARAM_ERROR
     pe.freeze("test")
-    assert pe.reset(ResetKind.HOT) is OpStatus.OK
+    assert pe.reset(ResetKind.HOT) is Status.SUCCESS
     assert pe.status().code is PeStateCode.RESET
     clock.advance(0.1)
     assert pe.status().code is PeStateCode.NORMAL and pe.recovery_info >> 28 == 0b1011  # FLR
     assert v0.cfg_read(0x04, 2) == 0 and pf.read(R.VFLR, 8) == 1
     a.pes.adapter.activate_reset(ResetKind.HOT)
-    assert pe.activate_reset(ResetKind.HOT) is OpStatus.UNEXPECTED_STATE
+    assert pe.activate_reset(ResetKind.HOT) is Status.UNEXPECTED_STATE
     a.pes.adapter.deactivate_reset()
     clock.run_all()
 
@@ -148,7 +147,7 @@ def test_full_recovery_flow(adapter: Adapter, guest: RamGuest, uplink: QueueUpli
     history.clear()
     adapter.inject(adapter.pes.adapter, 12, now=True)
     assert all(c == PeStateCode.FROZEN for c in (pe.status().code for pe in adapter.pes))
-    assert adapter.pes.adapter.reset(ResetKind.HOT) is OpStatus.OK
+    assert adapter.pes.adapter.reset(ResetKind.HOT) is Status.SUCCESS
     pf.enable()
     pf.setup_rings()
     pf.enable_vfs(3)
@@ -157,7 +156,7 @@ def test_full_recovery_flow(adapter: Adapter, guest: RamGuest, uplink: QueueUpli
     pf.reset_done()
     for i, d in enumerate(vfs):
         pe = adapter.pes.vf(i)
-        assert pe.thaw_mmio() is OpStatus.OK and pe.thaw_dma() is OpStatus.OK
+        assert pe.thaw_mmio() is Status.SUCCESS and pe.thaw_dma() is Status.SUCCESS
         assert d.read(R.VF_MBX) == 0xFFFFFFFF  # a re-enabled VF decodes nothing yet
         d.enable()
         assert d.read(R.VF_MBX) & (Mbx.RSTI | Mbx.RSTD) == Mbx.RSTD
