@@ -26,6 +26,7 @@ from eeh_abi.vocabulary import Kind
 
 class Call(enum.StrEnum):
     QUERY_FUNCTIONS = "query-functions"
+    QUERY_PARTITION = "query-partition"
     REGISTER = "register"
     REPORT = "report"
     GET_CONFIG_ADDR_INFO2 = "get-config-addr-info2"
@@ -121,6 +122,18 @@ _SPECS = (
               "the adapter driver sets and the VF driver restores), the PF `adapter` "
               "(`num_vfs`, `vf_pes`, and `vfs`: every VF's `config`)"),),
         statuses=(_S,)),
+    CallSpec(Call.QUERY_PARTITION, "who the caller is to the platform, what it owns, and "
+             "the policy it recovers under", reply=(
+                 Field("owner", "the name the channel is bound to (a guest's name, `host`)"),
+                 Field("functions", "the names of the functions the caller owns"),
+                 Field("pes", "list of `{name, pe, kind (\"adapter\"/\"vf\")}`: the PEs the "
+                       "caller owns"),
+                 Field("pf_owner", "whether the caller owns the PF (is the adapter driver)"),
+                 Field("policy", "`retry_hint_ms` (the lockout's retry hint), `max_freezes` "
+                       "and `window_s` (more freezes within the window: permanent failure), "
+                       "`max_reset_failures`, `errinjct` (whether the caller may inject on "
+                       "its PEs)")),
+             statuses=(_S,)),
     CallSpec(Call.REGISTER, "a driver bound to a function", args=(
         Arg("addr", ArgType.INT, "config address of a function the caller owns"),
         Arg("driver", ArgType.TEXT, "the driver's name"),

@@ -127,6 +127,17 @@ class PlatformCalls:
         return CallResult(Status.SUCCESS, ret={"functions": [dict(f) for f in
                                                              self.directory(owner)]})
 
+    def _query_partition(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
+        cfg = self.policy.config
+        pes = [{"name": r.name, "pe": r.address, "kind": r.pe.kind.value}
+               for r in self.policy.records.values() if r.owner == owner]
+        return CallResult(Status.SUCCESS, ret={
+            "owner": owner, "functions": [str(f["name"]) for f in self.directory(owner)],
+            "pes": pes, "pf_owner": self.pf_owner == owner,
+            "policy": {"retry_hint_ms": cfg.retry_hint_ms, "max_freezes": cfg.max_freezes,
+                       "window_s": cfg.window_s, "max_reset_failures": cfg.max_reset_failures,
+                       "errinjct": cfg.errinjct}})
+
     def _register(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
         rec = _named(rec)
         reg = Registration(owner, rec.address, args["driver"], args.get("handlers", True))
@@ -217,6 +228,7 @@ Handler = Callable[[PlatformCalls, str, Args, PeRecord | None], CallResult]
 # One handler per call of the schema, and no other (tests/unit/abi/test_abi_schema.py).
 HANDLERS: Mapping[Call, Handler] = {
     Call.QUERY_FUNCTIONS: PlatformCalls._query_functions,
+    Call.QUERY_PARTITION: PlatformCalls._query_partition,
     Call.REGISTER: PlatformCalls._register,
     Call.REPORT: PlatformCalls._report,
     Call.GET_CONFIG_ADDR_INFO2: PlatformCalls._get_config_addr_info2,
