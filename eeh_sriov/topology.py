@@ -5,15 +5,21 @@
     topo.functions_of("g2")       # ("vf1", "vf2")
     topo.vf_config(1)             # VfConfig(index=1, mac=..., vlan=100, mtu=1500, ...)
 
-Every mistake is one `TopologyError` naming the key at fault as a dotted path
+Every mistake is one `TopologyError` naming the file and the key at fault as a dotted path
 (`adapter.enabled_vfs`, `guests[1].functions[0]`, `adapter.vf.3.mtu`); unknown keys are
 errors too, so a typo never silently falls back to a default. The parsed objects are frozen
 dataclasses; build them with `parse_topology` / `load_topology`, which validate, not by hand.
 
+One set of defaults and limits: a key's default and limit are those of the configuration
+field it fills (`LIMITED_KEYS`: `device_model.AdapterConfig`, `hypervisor_shim.pe.
+PolicyConfig`, `eeh_abi.vf_settings.VfSettings`, `GuestSpec`), declared there once
+(`eeh_abi.limits`), so what parses here is what the platform accepts, and the platform's
+configuration (`Topology.platform_config`) is built from checked values only.
+
 File format (every table and every key with a default may be left out):
 
 `[adapter]`
-    `total_vfs`    VFs the adapter has (SR-IOV TotalVFs), 1..64; default 8.
+    `total_vfs`    VFs the adapter has (SR-IOV TotalVFs), 0..64; default 8.
     `enabled_vfs`  VFs the platform enables at start (NumVFs), 0..total_vfs; default
                    total_vfs. vf0..vf(enabled_vfs - 1) exist at start.
     `timing`       "fast" (resets complete at once) or "spec" (real hardware's delays);
@@ -32,9 +38,9 @@ File format (every table and every key with a default may be left out):
                    characters); default "eehup0".
 `[policy]`
     `max_freezes`  freezes of one PE allowed within the window; one more makes the PE
-                   permanently failed (Linux's eeh_max_freezes); >= 0, default 5.
-    `window_s`     the window in seconds, > 0; default 3600.0.
-    `retry_hint_ms` the "unavailable, retry in" hint of PE state 5, >= 1; default 1000.
+                   permanently failed (Linux's eeh_max_freezes); 0..1000000, default 5.
+    `window_s`     the window in seconds, > 0 and <= 315360000 (ten years); default 3600.0.
+    `retry_hint_ms` the "unavailable, retry in" hint of PE state 5, 1..3600000; default 1000.
     `errinjct`     whether guests may call ibm,errinjct on their own PEs; default false.
 `[pf_driver]`
     `where`        required: the name of the guest that holds "pf" and runs the adapter
@@ -58,21 +64,25 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import os
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from device_model.nic.registers import MAX_VFS, MTU_DEFAULT, MTU_MAX, MTU_MIN
+from device_model.adapter_config import DEFAULT_BASE_MAC, DEFAULT_TOTAL_VFS, AdapterConfig
+from device_model.nic.registers import MTU_DEFAULT
 from device_model.reset import ResetTiming
-from eeh_abi.papr import FREEZE_WINDOW_S, MAX_FREEZES
+from eeh_abi.limits import Limit, limit, limits
+from eeh_abi.vf_settings import VfSettings
+from eeh_abi.vf_settings import format_mac as format_mac  # part of this module's API
+from hypervisor_shim.adapter_host import DEFAULT_TAP_NAME
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.pe import PolicyConfig
-from hypervisor_shim.platform import PlatformConfig, VfSettings
+from hypervisor_shim.platform import PlatformConfig
+from qemu_launcher.config import MachineConfig
 
 DEFAULT_TOPOLOGY: Path = Path(__file__).parent / "topologies" / "default.toml"
 
@@ -90,9 +100,6 @@ _INDEX = re.compile(r"0|[1-9][0-9]*")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _IFNAMSIZ = 16
-_MEMORY_MIB = (256, 65536)
-_CPUS = (1, 16)
-_INT32_MAX = 2**31 - 1
 
 
 class TopologyError(ShimError):
@@ -124,10 +131,10 @@ class VfConfig:
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    total_vfs: int = 8
-    enabled_vfs: int = 8
+    total_vfs: int = DEFAULT_TOTAL_VFS
+    enabled_vfs: int = DEFAULT_TOTAL_VFS  # every VF
     timing: TimingName = "fast"
-    base_mac: bytes = bytes.fromhex("02ee00000000")
+    base_mac: bytes = DEFAULT_BASE_MAC
     vfs: tuple[VfConfig, ...] = ()  # as given in the file, by index
 
     @property
@@ -143,21 +150,13 @@ class AdapterSpec:
 @dataclass(frozen=True)
 class UplinkSpec:
     kind: UplinkKind = "auto"
-    tap_name: str = "eehup0"
+    tap_name: str = DEFAULT_TAP_NAME
 
     def resolved_kind(self, euid: int | None = None) -> Literal["tap", "queue"]:
         """"tap" or "queue"; "auto" is a TAP when running as root (`euid`, default ours)."""
         if self.kind != "auto":
             return self.kind
         return "tap" if (os.geteuid() if euid is None else euid) == 0 else "queue"
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    max_freezes: int = MAX_FREEZES
-    window_s: float = FREEZE_WINDOW_S
-    retry_hint_ms: int = ResetTiming.FAST.retry_hint_ms
-    errinjct: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,8 +173,8 @@ class HarnessSpec:
 class GuestSpec:
     name: str
     functions: tuple[str, ...]
-    memory_mib: int = 512
-    cpus: int = 1
+    memory_mib: int = field(default=MachineConfig.memory_mib, metadata=limit(256, 65536))
+    cpus: int = field(default=MachineConfig.cpus, metadata=limit(1, 16))
     handlers: bool = True
 
 
@@ -184,7 +183,7 @@ class Topology:
     source: str
     adapter: AdapterSpec
     uplink: UplinkSpec
-    policy: PolicySpec
+    policy: PolicyConfig
     pf_driver: PfDriverSpec
     guests: tuple[GuestSpec, ...] = ()
     harness: HarnessSpec | None = None  # set exactly in harness mode
@@ -258,12 +257,9 @@ class Topology:
             c = self.vf_config(n)
             assert c.mac is not None and c.mtu is not None
             vfs[n] = VfSettings(format_mac(c.mac), c.vlan, c.mtu, bool(c.anti_spoof))
-        p = self.policy
         cfg = PlatformConfig(
             total_vfs=self.adapter.total_vfs, enabled_vfs=self.adapter.enabled_vfs,
-            timing=self.reset_timing, owners=owners,
-            policy=PolicyConfig(max_freezes=p.max_freezes, window_s=p.window_s,
-                                retry_hint_ms=p.retry_hint_ms, errinjct=p.errinjct),
+            timing=self.reset_timing, owners=owners, policy=self.policy,
             vf_settings=vfs, handlers={g.name: g.handlers for g in self.guests},
             uplink=self.uplink.resolved_kind(), tap_name=self.uplink.tap_name)
         return dataclasses.replace(cfg, **changes)
@@ -277,8 +273,33 @@ class Topology:
         return int(m.group(1))
 
 
-def format_mac(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
+# ---- the keys with a limit
+
+# Every key whose value has a limit, by its path (<n>: a VF's number, in either form of
+# its table; <i>: a guest's place), and the configuration field that declares the limit
+# and the default (eeh_abi.limits). The parser takes limits and defaults from here only.
+LIMITED_KEYS: dict[str, tuple[type[Any], str]] = {
+    "adapter.total_vfs": (AdapterConfig, "total_vfs"),
+    "adapter.vf.<n>.vlan": (VfSettings, "vlan"),
+    "adapter.vf.<n>.mtu": (VfSettings, "mtu"),
+    "policy.max_freezes": (PolicyConfig, "max_freezes"),
+    "policy.window_s": (PolicyConfig, "window_s"),
+    "policy.retry_hint_ms": (PolicyConfig, "retry_hint_ms"),
+    "guests[<i>].memory_mib": (GuestSpec, "memory_mib"),
+    "guests[<i>].cpus": (GuestSpec, "cpus"),
+}
+
+
+def key_limit(key: str) -> Limit:
+    """The limit of a key of `LIMITED_KEYS` (as the configuration field declares it)."""
+    cls, name = LIMITED_KEYS[key]
+    return limits(cls)[name]
+
+
+def key_default(key: str) -> Any:
+    """The default of a key of `LIMITED_KEYS` (the configuration field's)."""
+    cls, name = LIMITED_KEYS[key]
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
 # ---- loading
@@ -343,11 +364,13 @@ def _show(value: object) -> str:
 class _Table:
     """One TOML table at a dotted path; refuses keys it does not know on sight."""
 
-    def __init__(self, data: object, path: str, allowed: Sequence[str]) -> None:
+    def __init__(self, data: object, path: str, allowed: Sequence[str],
+                 template: str | None = None) -> None:
         if not isinstance(data, dict):
             raise _Invalid(path, f"must be a table, not {_kind(data)}")
         self.data: dict[str, object] = data
         self.path = path
+        self.template = path if template is None else template  # its path in LIMITED_KEYS
         for key in data:
             if key not in allowed:
                 hint = difflib.get_close_matches(key, allowed, n=1)
@@ -369,15 +392,14 @@ class _Table:
             return default
         return _int(self.key(name), value, lo, hi)
 
-    def number(self, name: str, default: float, *, above: float) -> float:
-        key, value = self.key(name), self.get(name)
+    def limited(self, name: str, default: Any = None) -> Any:
+        """A key of LIMITED_KEYS: its value within the configuration field's limit, or (absent)
+        `default`, else the field's default."""
+        key = _join(self.template, name)
+        value = self.get(name)
         if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Invalid(key, f"must be a number, not {_kind(value)} ({_show(value)})")
-        if not math.isfinite(value) or value <= above:
-            raise _Invalid(key, f"must be a finite number > {above:g}, not {value!r}")
-        return float(value)
+            return key_default(key) if default is None else default
+        return _limited(self.key(name), value, key_limit(key))
 
     def flag(self, name: str, default: bool) -> bool:
         value = self.get(name)
@@ -420,13 +442,22 @@ class _Table:
         return [(f"{self.key(name)}[{i}]", item) for i, item in enumerate(value)]
 
 
+def _limited(key: str, value: object, lim: Limit) -> Any:
+    """`value` if it is within `lim` (an int, or a float for a limit of numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (lim.integer and not isinstance(value, int)):
+        what = "an integer" if lim.integer else "a number"
+        raise _Invalid(key, f"must be {what}, not {_kind(value)} ({_show(value)})")
+    bad = lim.problem(value)
+    if bad is not None:
+        raise _Invalid(key, bad)
+    return value if lim.integer else float(value)
+
+
 def _int(key: str, value: object, lo: int, hi: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(key, f"must be an integer, not {_kind(value)} ({_show(value)})")
-    if value < lo or (hi is not None and value > hi):
-        span = f">= {lo}" if hi is None else f"{lo}..{hi}"
-        raise _Invalid(key, f"must be {span}, not {value}")
-    return value
+    """An integer in lo..hi where the bounds depend on other keys (enabled_vfs <= total_vfs)."""
+    result: int = _limited(key, value, Limit(lo, hi))
+    return result
 
 
 def _mac(key: str, value: object) -> bytes:
@@ -453,6 +484,7 @@ def _enabled_range(enabled: int) -> str:
 # ---- sections
 
 _TOP_KEYS = ("adapter", "uplink", "policy", "pf_driver", "harness", "guests")
+_POLICY_KEYS = ("max_freezes", "window_s", "retry_hint_ms", "errinjct")
 _ADAPTER_KEYS = ("total_vfs", "enabled_vfs", "timing", "base_mac", "vf", "vfs")
 _VF_KEYS = ("mac", "vlan", "mtu", "anti_spoof")
 _GUEST_KEYS = ("name", "functions", "memory_mib", "cpus", "handlers")
@@ -462,8 +494,7 @@ def _parse(data: dict[str, object], source: str) -> Topology:
     top = _Table(data, "", _TOP_KEYS)
     adapter = _parse_adapter(top.table("adapter", _ADAPTER_KEYS))
     uplink = _parse_uplink(top.table("uplink", ("kind", "tap_name")))
-    policy = _parse_policy(
-        top.table("policy", ("max_freezes", "window_s", "retry_hint_ms", "errinjct")), adapter)
+    policy = _parse_policy(top.table("policy", _POLICY_KEYS))
     guests = _parse_guests(top, adapter)
     where = top.table("pf_driver", ("where",)).string("where", None)
     harness = _parse_harness(top, adapter, where)
@@ -474,12 +505,12 @@ def _parse(data: dict[str, object], source: str) -> Topology:
 
 
 def _parse_adapter(t: _Table) -> AdapterSpec:
-    total = t.integer("total_vfs", 8, 1, MAX_VFS)
+    total: int = t.limited("total_vfs")
     enabled = t.integer("enabled_vfs", total, 0, total)
     timing: TimingName = "spec" if t.choice("timing", "fast", tuple(_TIMINGS)) == "spec" \
         else "fast"
     raw_mac = t.get("base_mac")
-    base_mac = _mac(t.key("base_mac"), "02:ee:00:00:00:00" if raw_mac is None else raw_mac)
+    base_mac = DEFAULT_BASE_MAC if raw_mac is None else _mac(t.key("base_mac"), raw_mac)
     base = int.from_bytes(base_mac, "big")
     if base + total >= 1 << 48 or (base + total) >> 40 != base >> 40:
         raise _Invalid(t.key("base_mac"), f"base_mac + {total} (the last VF's default MAC) "
@@ -491,15 +522,13 @@ def _parse_adapter(t: _Table) -> AdapterSpec:
             raise _Invalid(path, f"configures vf{index}, but {_enabled_range(enabled)}")
         if index in given:
             raise _Invalid(path, f"vf{index} is configured twice (also at {given[index][0]})")
-        vlan = vt.get("vlan")
-        mtu = vt.get("mtu")
         mac = vt.get("mac")
         spoof = vt.get("anti_spoof")
         given[index] = (path, VfConfig(
             index=index,
             mac=None if mac is None else _mac(vt.key("mac"), mac),
-            vlan=None if vlan is None else _int(vt.key("vlan"), vlan, 0, 4095),
-            mtu=None if mtu is None else _int(vt.key("mtu"), mtu, MTU_MIN, MTU_MAX),
+            vlan=vt.limited("vlan"),
+            mtu=vt.limited("mtu"),
             anti_spoof=None if spoof is None else vt.flag("anti_spoof", False),
         ))
 
@@ -512,9 +541,9 @@ def _parse_adapter(t: _Table) -> AdapterSpec:
             path = _join(t.key("vf"), name)
             if not _INDEX.fullmatch(name):
                 raise _Invalid(path, "must be a VF number: [adapter.vf.<n>], e.g. [adapter.vf.0]")
-            add(path, int(name), _Table(item, path, _VF_KEYS))
+            add(path, int(name), _Table(item, path, _VF_KEYS, "adapter.vf.<n>"))
     for path, item in t.tables("vfs"):
-        vt = _Table(item, path, ("index", *_VF_KEYS))
+        vt = _Table(item, path, ("index", *_VF_KEYS), "adapter.vf.<n>")
         add(path, vt.integer("index", None, 0), vt)
 
     _check_macs(base_mac, total, given)
@@ -551,13 +580,12 @@ def _parse_uplink(t: _Table) -> UplinkSpec:
     return UplinkSpec(kind, name)
 
 
-def _parse_policy(t: _Table, adapter: AdapterSpec) -> PolicySpec:
-    return PolicySpec(
-        max_freezes=t.integer("max_freezes", MAX_FREEZES, 0),
-        window_s=t.number("window_s", FREEZE_WINDOW_S, above=0.0),
-        retry_hint_ms=t.integer("retry_hint_ms", adapter.reset_timing.retry_hint_ms, 1,
-                            _INT32_MAX),
-        errinjct=t.flag("errinjct", False),
+def _parse_policy(t: _Table) -> PolicyConfig:
+    return PolicyConfig(
+        max_freezes=t.limited("max_freezes"),
+        window_s=t.limited("window_s"),
+        retry_hint_ms=t.limited("retry_hint_ms"),
+        errinjct=t.flag("errinjct", PolicyConfig.errinjct),
     )
 
 
@@ -584,7 +612,7 @@ def _parse_guests(top: _Table, adapter: AdapterSpec) -> list[tuple[GuestSpec, st
     names: dict[str, str] = {}
     holders: dict[str, tuple[str, str]] = {}  # function -> (guest, the key that gave it)
     for path, item in top.tables("guests"):
-        t = _Table(item, path, _GUEST_KEYS)
+        t = _Table(item, path, _GUEST_KEYS, "guests[<i>]")
         name = t.string("name", None)
         if not _GUEST_NAME.fullmatch(name):
             raise _Invalid(t.key("name"), f"{_show(name)} is not a guest name "
@@ -617,8 +645,8 @@ def _parse_guests(top: _Table, adapter: AdapterSpec) -> list[tuple[GuestSpec, st
         guests.append((GuestSpec(
             name=name,
             functions=tuple(functions),
-            memory_mib=t.integer("memory_mib", 512, *_MEMORY_MIB),
-            cpus=t.integer("cpus", 1, *_CPUS),
+            memory_mib=t.limited("memory_mib"),
+            cpus=t.limited("cpus"),
             handlers=t.flag("handlers", True),
         ), path))
     return guests

@@ -26,6 +26,7 @@ error_detected(PERM_FAILURE): the driver disconnects ("permanent-failure").
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,25 +36,17 @@ from eeh_abi import nic
 from eeh_abi.hcall import HcallError
 from eeh_abi.papr import ChannelState, ErsResult
 from eeh_abi.schema import Call
+from eeh_abi.vf_settings import VfSettings
 from eeh_abi.vocabulary import Kind
 from guest_drivers.driver import ALL_ONES32, Driver, DriverError
 from guest_drivers.platform.base import FunctionAccess
 from guest_drivers.poll import PollConfig
 from guest_drivers.recovery import RecoveryPolicy
 from guest_drivers.services import Services
-from guest_drivers.vf import mac_str, parse_mac
+from guest_drivers.vf import mac_str
 
 FIRST_VF_OFFSET = 0x80  # the adapter's SR-IOV First VF Offset and VF Stride, for PE
 VF_STRIDE = 1  # addresses when the platform does not list them (docs/registers.md)
-
-
-@dataclass(frozen=True)
-class VfSettings:
-    vf: int
-    mac: bytes | None = None
-    vlan: int | None = None
-    mtu: int | None = None
-    anti_spoof: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,11 +70,10 @@ class AdapterSettings:
             n = item.get("vf", item.get("index"))
             if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < nic.MAX_VFS:
                 raise DriverError(f"adapter entry: bad VF number in {item!r}")
-            vlan, mtu = item.get("vlan"), item.get("mtu")
-            vfs[n] = VfSettings(n, parse_mac(item.get("mac")),
-                                vlan if isinstance(vlan, int) else None,
-                                mtu if isinstance(mtu, int) else None,
-                                bool(item.get("anti_spoof", False)))
+            try:
+                vfs[n] = VfSettings.from_json(item)
+            except ValueError as e:
+                raise DriverError(f"adapter entry: vf{n}: {e}") from None
         return cls(num if isinstance(num, int) and not isinstance(num, bool) else None,
                    tuple(int(p) for p in pes) if isinstance(pes, list) else None, vfs)
 
@@ -127,8 +119,7 @@ class PfDriver(Driver):
 
     @staticmethod
     def _vf_json(s: VfSettings) -> dict[str, Any]:
-        return {"mac": mac_str(s.mac or b"\0" * 6), "vlan": s.vlan,
-                "anti_spoof": s.anti_spoof}
+        return {"mac": s.mac, "vlan": s.vlan, "anti_spoof": s.anti_spoof}
 
     def _wait_ready(self) -> int | None:
         t0 = time.monotonic()
@@ -155,9 +146,9 @@ class PfDriver(Driver):
         base_mac = int.from_bytes(self.pf_mac, "big")
         self.vf_config = {}
         for n in range(num):
-            s = self.settings.vfs.get(n) or VfSettings(n)
-            mac = s.mac or ((base_mac + 1 + n) % (1 << 48)).to_bytes(6, "big")
-            s = VfSettings(n, mac, s.vlan, s.mtu, s.anti_spoof)
+            s = self.settings.vfs.get(n) or VfSettings()
+            mac = s.mac_bytes or ((base_mac + 1 + n) % (1 << 48)).to_bytes(6, "big")
+            s = dataclasses.replace(s, mac=mac_str(mac))
             self.vf_config[n] = s
             block = nic.vfcfg(n)
             fn.write32(block + nic.VFCFG_MAC_LO, int.from_bytes(mac[0:4], "little"))

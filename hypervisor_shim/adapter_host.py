@@ -26,6 +26,7 @@ from enum import Enum
 from typing import TypeVar
 
 from device_model import Adapter, AdapterConfig, AsyncioClock, PeStateCode, QueueUplink
+from device_model.adapter_config import DEFAULT_TOTAL_VFS
 from device_model.function import Function
 from device_model.reset import ResetTiming
 from hypervisor_shim.errors import ShimError
@@ -51,10 +52,14 @@ class NotAttachable(AdapterHostError):
         self.reason = reason
 
 
+DEFAULT_TAP_NAME = "eehup0"  # the uplink's TAP interface unless configured
+
+
 @dataclass(frozen=True)
 class AdapterHostConfig:
-    total_vfs: int = 4
-    enabled_vfs: int = 2  # the platform enables this many VFs at start
+    # Defaults are the adapter's (device_model.adapter_config), every VF enabled.
+    total_vfs: int = DEFAULT_TOTAL_VFS
+    enabled_vfs: int = DEFAULT_TOTAL_VFS  # the platform enables this many VFs at start
     timing: ResetTiming = ResetTiming.FAST
     # Host CPUs for the device model's thread and the guests it serves. None: one CPU,
     # shared (colocated_cpu); (): no pinning. Every MMIO read is a round trip between
@@ -64,7 +69,7 @@ class AdapterHostConfig:
     # The adapter's uplink: "queue" (in-process) or "tap" (a TAP interface named
     # tap_name on the host: hypervisor_shim.uplink; needs root).
     uplink: str = "queue"
-    tap_name: str = "eehup0"
+    tap_name: str = DEFAULT_TAP_NAME
 
 
 class HostState(Enum):

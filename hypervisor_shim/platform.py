@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from device_model import Event, ResetKind, ResetTiming
-from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
+from device_model.adapter_config import DEFAULT_TOTAL_VFS
+from eeh_abi.vf_settings import VfSettings
+from hypervisor_shim.adapter_host import DEFAULT_TAP_NAME, AdapterHost, AdapterHostConfig
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.hcall.calls import PlatformCalls, Registration
 from hypervisor_shim.hcall.server import HcallServer
@@ -48,17 +50,9 @@ class PlatformError(ShimError):
 
 
 @dataclass(frozen=True)
-class VfSettings:
-    mac: str
-    vlan: int | None
-    mtu: int
-    anti_spoof: bool = False
-
-
-@dataclass(frozen=True)
 class PlatformConfig:
-    total_vfs: int = 8
-    enabled_vfs: int = 8
+    total_vfs: int = DEFAULT_TOTAL_VFS  # the defaults are the adapter's (AdapterHostConfig)
+    enabled_vfs: int = DEFAULT_TOTAL_VFS
     timing: ResetTiming = ResetTiming.FAST
     owners: Mapping[str, str] = field(default_factory=dict)  # function -> owner
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -66,7 +60,7 @@ class PlatformConfig:
     handlers: Mapping[str, bool] = field(default_factory=dict)  # owner -> has handlers
     host_cpus: tuple[int, ...] | None = ()
     uplink: str = "queue"  # or "tap" (a TAP interface on the host; root only)
-    tap_name: str = "eehup0"
+    tap_name: str = DEFAULT_TAP_NAME
 
     @property
     def owner_names(self) -> list[str]:

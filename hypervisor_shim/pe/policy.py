@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from device_model import Adapter, Event, EventKind, Pe, PeKind
+from eeh_abi.limits import limit, violation
 from eeh_abi.papr import (
     FREEZE_WINDOW_S,
     MAX_FREEZES,
@@ -58,22 +59,22 @@ class PolicyError(ShimError):
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    max_freezes: int = MAX_FREEZES
-    window_s: float = FREEZE_WINDOW_S
-    retry_hint_ms: int = RETRY_HINT_MS
+    """The policy's settings. Each limit is declared here, once (`eeh_abi.limits`): this
+    check and the topology file's parser (`eeh_sriov.topology`) both read it."""
+
+    max_freezes: int = field(default=MAX_FREEZES, metadata=limit(0, 1_000_000))
+    window_s: float = field(default=FREEZE_WINDOW_S,
+                            metadata=limit(0, 10 * 365 * 86400, integer=False, lo_open=True))
+    retry_hint_ms: int = field(default=RETRY_HINT_MS, metadata=limit(1, 3_600_000))
     lockout: bool = True  # False only to show that the ordering checks catch its absence
-    max_reset_failures: int = MAX_RESET_TRIES  # failed resets in a row: permanent failure
+    # failed resets in a row: permanent failure
+    max_reset_failures: int = field(default=MAX_RESET_TRIES, metadata=limit(1, 100))
     errinjct: bool = False  # guests may inject errors on their own PEs
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_freezes, bool) or not 0 <= self.max_freezes <= 1_000_000:
-            raise PolicyError("max_freezes", "must be an integer 0..1000000")
-        if not 0 < self.window_s <= 10 * 365 * 86400:
-            raise PolicyError("window_s", "must be a positive number of seconds")
-        if isinstance(self.retry_hint_ms, bool) or not 1 <= self.retry_hint_ms <= 3_600_000:
-            raise PolicyError("retry_hint_ms", "must be an integer 1..3600000")
-        if isinstance(self.max_reset_failures, bool) or not 1 <= self.max_reset_failures <= 100:
-            raise PolicyError("max_reset_failures", "must be an integer 1..100")
+        bad = violation(self)
+        if bad is not None:
+            raise PolicyError(*bad)
 
 
 def _code(pe: Pe) -> PeState:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from device_model import ResetTiming
+from eeh_abi.vf_settings import VfSettings
 from eeh_sriov.traffic import Target, UplinkTraffic
 from guest_drivers.agent import Agent
 from guest_drivers.platform.harness import HarnessBackend
@@ -16,7 +17,7 @@ from guest_drivers.poll import PollConfig
 from guest_drivers.vf import VfDriver
 from hypervisor_shim.claim import check_claim, first_failure
 from hypervisor_shim.pe import HOST
-from hypervisor_shim.platform import Platform, PlatformConfig, VfSettings
+from hypervisor_shim.platform import Platform, PlatformConfig
 from tests.unit.drivers.drivers_fakes import wait_for
 
 NVFS = 8

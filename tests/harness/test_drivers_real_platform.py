@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from eeh_abi.vf_settings import VfSettings
 from guest_drivers.agent import Agent, TrafficLoop
 from guest_drivers.driver import DriverState
 from guest_drivers.platform.harness import HarnessBackend
 from guest_drivers.poll import PollConfig
 from hypervisor_shim.pe import HOST, PolicyConfig
-from hypervisor_shim.platform import Platform, PlatformConfig, VfSettings
+from hypervisor_shim.platform import Platform, PlatformConfig
 from hypervisor_shim.timeline import Entry
 from tests.support.frames import payload
 from tests.unit.drivers.drivers_fakes import wait_for

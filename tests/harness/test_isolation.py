@@ -23,12 +23,13 @@ import pytest
 from device_model.nic.descriptor import DESC_SIZE, DESCRIPTOR
 from eeh_abi import nic
 from eeh_abi.hcall import Channel
+from eeh_abi.vf_settings import VfSettings
 from guest_drivers.agent import Agent
 from guest_drivers.platform.harness import HarnessBackend
 from guest_drivers.poll import PollConfig
 from guest_drivers.vf import VfDriver
 from hypervisor_shim.pe import HOST, PolicyConfig
-from hypervisor_shim.platform import Platform, PlatformConfig, VfSettings
+from hypervisor_shim.platform import Platform, PlatformConfig
 from tests.unit.drivers.drivers_fakes import wait_for
 from vfio_user import Client, GuestRam
 from vfio_user.errors import CommandFailed

@@ -16,7 +16,8 @@ import pytest
 
 from eeh_abi.hcall import MAX_LINE, Channel, Event
 from eeh_abi.papr import EehOption, PeState, SlotReset, Status
-from hypervisor_shim.platform import Platform, PlatformConfig, VfSettings
+from eeh_abi.vf_settings import VfSettings
+from hypervisor_shim.platform import Platform, PlatformConfig
 
 OWNERS = {"pf": "svc", "vf0": "g1", "vf1": "g2", "vf2": "g2"}
 PF, VF0, VF1, VF2 = 0x10000, 0x18000, 0x18100, 0x18200

@@ -22,7 +22,7 @@ from device_model.pci.layouts import pf_config_layout, vf_config_layout
 from device_model.regs import Layout, Register
 from eeh_abi import nic
 
-_C = AdapterConfig()
+_C = AdapterConfig(total_vfs=nic.MAX_VFS)  # the adapter fully provisioned
 PF_CFG = pf_config_layout(vendor_id=_C.vendor_id, device_id=_C.device_id,
                           vf_device_id=_C.vf_device_id, total_vfs=_C.total_vfs,
                           first_vf_offset=_C.first_vf_offset, vf_stride=_C.vf_stride)

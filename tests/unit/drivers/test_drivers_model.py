@@ -12,9 +12,10 @@ import pytest
 
 from device_model import Adapter, AdapterConfig, ManualClock, QueueUplink
 from eeh_abi import nic
+from eeh_abi.vf_settings import VfSettings
 from guest_drivers.agent import Agent
 from guest_drivers.driver import DriverError, DriverState
-from guest_drivers.pf import AdapterSettings, PfDriver, VfSettings
+from guest_drivers.pf import AdapterSettings, PfDriver
 from guest_drivers.platform.base import FunctionInfo
 from guest_drivers.poll import PollConfig
 from guest_drivers.recovery import RecoveryPolicy
@@ -415,7 +416,7 @@ def test_a_vf_that_is_not_the_configured_one_refuses_to_probe(world: World) -> N
     # the PF driver forces another MAC on vf1 than the platform says vf1 has: the VF
     # driver is looking at a function that is not its VF (as after a wrong slot lookup)
     pf = PfDriver(world.fn("pf"), world.services, poll=POLL, settings=AdapterSettings(
-        num_vfs=3, vfs={1: VfSettings(1, bytes.fromhex("02ee0000aaaa"))}))
+        num_vfs=3, vfs={1: VfSettings("02:ee:00:00:aa:aa")}))
     pf.start()
     try:
         vf1 = VfDriver(world.fn("vf1"), world.services, poll=POLL)

@@ -59,7 +59,7 @@ def test_adapter_settings_from_the_platform_entry() -> None:
                  "anti_spoof": False},
                 {"vf": 1, "mac": "02ee00000101", "vlan": 100, "anti_spoof": True}]})
     assert s.num_vfs == 3 and s.vf_pes == (0x18000, 0x18100, 0x18200)
-    assert s.vfs[0].mac == bytes.fromhex("02ee00000100") and s.vfs[0].vlan is None
+    assert s.vfs[0].mac == "02:ee:00:00:01:00" and s.vfs[0].vlan is None
     assert s.vfs[1].vlan == 100 and s.vfs[1].anti_spoof and s.vfs[1].mtu is None
     assert AdapterSettings.from_entry(None) == AdapterSettings()
     assert parse_mac(0x02EE00000001) == bytes.fromhex("02ee00000001")
