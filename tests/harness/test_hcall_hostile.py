@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from eeh_abi.hcall import MAX_LINE, Channel
@@ -131,6 +131,8 @@ def untouched(p: Platform) -> None:
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(batch=st.lists(st.one_of(lines, floods), min_size=1, max_size=6))
+@example(batch=[b"z" * (MAX_LINE + 1), b"x", b"q" * (3 * MAX_LINE)])  # over-long, in one read
+@example(batch=[b"   ", b"\r", b"\x0b", b"{}", b"\x00"])  # blank lines get no reply
 def test_any_lines_get_one_reply_each_and_the_channel_stays_up(
         plat: Platform, batch: list[bytes | list[bytes]]) -> None:
     flat: list[bytes] = []
