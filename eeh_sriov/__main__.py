@@ -1,8 +1,8 @@
 """Command line: `python -m eeh_sriov ...`. Environment and flags are read here only.
 
 Errors end here: every exception of the project's packages (`ShimError`, the launcher's
-`VmError`, the device
-model's `DeviceModelError`, the transport's `VfioUserError`), of qemu.qmp (`QMPError`:
+`VmError`, the device model's `DeviceModelError`, the transport's `VfioUserError`, the
+console server's `QmpServerError`), of qemu.qmp (`QMPError`:
 QEMU refused a command, or its connection was lost) and of the OS is reported as one
 line, `error: <message>`, on stderr with exit status 1 and no traceback. A guest
 failure's evidence (artifacts directory, last console lines) follows on indented lines.
@@ -33,10 +33,12 @@ from qemu_launcher.config import MachineConfig
 from qemu_launcher.errors import VmError
 from qemu_launcher.machine import GuestResult, Machine, MachineState
 from qemu_launcher.run import new_run_dir, resolve_accel, with_accel
+from qmp_server import QmpServerError
 from vfio_user.errors import VfioUserError
 
 # What the command line reports as `error: ...` rather than a traceback.
-REPORTED = (ShimError, VmError, DeviceModelError, VfioUserError, QMPError, OSError)
+REPORTED = (ShimError, VmError, DeviceModelError, VfioUserError, QMPError, QmpServerError,
+            OSError)
 
 
 def _parser() -> argparse.ArgumentParser:

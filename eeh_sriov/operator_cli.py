@@ -27,6 +27,8 @@ from eeh_sriov.interrupt import Interrupted, until_signal
 from eeh_sriov.system import System, asset_config
 from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.injection import INJECT_KINDS
+from hypervisor_shim.platform_api import PeInfo
 from qemu_launcher.assets import ensure_assets
 from qemu_launcher.run import new_run_dir, resolve_accel
 
@@ -51,9 +53,13 @@ def add_subcommands(sub: Any) -> None:
                        help="platform console socket (default: from runs/latest)")
         if name == "inject":
             p.add_argument("pe", help="adapter, vf0, vf1, ...")
-            p.add_argument("kind", choices=("adapter-fatal", "vf-error", "errinjct"))
+            p.add_argument("kind", choices=[str(k) for k in INJECT_KINDS],
+                           help="; ".join(f"{k}: {spec.summary}"
+                                          for k, spec in INJECT_KINDS.items()))
             p.add_argument("--function", default=None,
-                           help="errinjct function 0-19 or its name")
+                           help="the error function 0-19 or its name (kinds that take one: "
+                                + ", ".join(k for k, spec in INJECT_KINDS.items()
+                                            if spec.takes_function) + ")")
             p.add_argument("--address", type=lambda s: int(s, 0), default=0)
             p.add_argument("--mask", type=lambda s: int(s, 0), default=0)
 
@@ -175,15 +181,15 @@ async def _progress(t0: float, what: str) -> None:
 
 async def _watch(system: System) -> None:
     """Print the PE states whenever they change, until cancelled (Ctrl-C)."""
-    last: dict[str, Any] = {}
+    last: list[PeInfo] = []
     while True:
-        states = await asyncio.to_thread(system.platform.pe_states)
-        if states != last:
+        pes = await system.platform.query_pes()
+        if pes != last:
             stamp = time.strftime("%H:%M:%S")
             print(f"[{stamp}] " + "  ".join(
-                f"{n}={s['state']}{'(' + ','.join(s['flags']) + ')' if s['flags'] else ''}"
-                for n, s in states.items()), flush=True)
-            last = states
+                f"{p.pe}={p.state}{'(' + ','.join(p.flags) + ')' if p.flags else ''}"
+                for p in pes), flush=True)
+            last = pes
         await asyncio.sleep(0.5)
 
 

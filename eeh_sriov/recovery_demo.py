@@ -40,6 +40,7 @@ from eeh_sriov.topology import Topology, format_mac
 from eeh_sriov.traffic import Target, UplinkTraffic
 from hypervisor_shim.claim import Step, check_claim, first_failure
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.platform_api import PeInfo
 from hypervisor_shim.timeline import Entry
 from qemu_launcher.assets import GuestAssets
 
@@ -193,7 +194,7 @@ class Story:
                     raise StoryError(f"no baseline traffic through {name}")
             self.say("traffic flows through every VF (host probes via the uplink, "
                      "VF-to-VF across guests); injecting through the platform console")
-            self._shown_pes = {r.name for r in plat.present_records()}
+            self._shown_pes = {p.pe for p in await plat.query_pes()}
             await asyncio.sleep(self.cfg.before_s)  # traffic before the error
             plat.timeline.add_listener(self._live)
             try:
@@ -257,7 +258,7 @@ class Story:
                 if names <= got:
                     break
                 await asyncio.sleep(0.2)
-            return self._permanent_steps(system, names)
+            return self._permanent_steps(system, names, await plat.query_pes())
         wanted = {self.cfg.vf} if self.cfg.kind == "vf" else {"adapter", *vfs}
         while time.monotonic() < deadline:
             if wanted <= set(self._recovered_after(plat.timeline.snapshot(), wanted)):
@@ -301,16 +302,16 @@ class Story:
                           rec.t if rec else None, vfs.get(vf, "?")))
         return steps
 
-    def _permanent_steps(self, system: System, names: set[str]) -> list[Step]:
+    def _permanent_steps(self, system: System, names: set[str],
+                         pes: list[PeInfo]) -> list[Step]:
         assert self.t_inject is not None
         entries = [e for e in system.platform.timeline.snapshot() if e.t >= self.t_inject]
         pushed = {e.pe for e in entries if e.source == "policy"
                   and e.kind == "permanent-failure"}
         reported = {e.pe: e.t for e in entries if e.source == "driver"
                     and e.kind == "permanent-failure"}
-        states = system.platform.pe_states()
-        bad_state = sorted(n for n in names if (states[n]["state"], states[n]["retry_ms"])
-                           != (5, 0))
+        states = {p.pe: (p.state, p.retry_ms) for p in pes}
+        bad_state = sorted(n for n in names if states.get(n) != (5, 0))
         return [
             Step("pushed", "permanent failure pushed to every PE's owner", names <= pushed,
                  None, "platform", f"missing {sorted(names - pushed)}"),

@@ -34,10 +34,10 @@ from types import TracebackType
 from typing import Any
 
 from eeh_sriov.topology import GuestSpec, Topology
-from hypervisor_shim.console.console import Console
+from hypervisor_shim.console import Console
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.pe.removal import RemovalHooks
 from hypervisor_shim.platform import Platform, PlatformConfig
-from hypervisor_shim.platform_api import PlatformConsoleApi
 from qemu_launcher.assets import REPO, AssetConfig, GuestAssets
 from qemu_launcher.config import MachineConfig, VfioUserDevice
 from qemu_launcher.machine import Machine
@@ -98,12 +98,15 @@ class System:
         self.boot_timeout = boot_timeout
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg = platform_config or topo.platform_config(host_cpus=())
-        self.platform = Platform(cfg, run_dir)
+        # function i of a guest is on root port rp<i>, slot i + 1 (qemu_launcher.config)
+        slots = {fn: i + 1 for g in topo.guests for i, fn in enumerate(g.functions)}
+        self.platform = Platform(cfg, run_dir, slots=slots,
+                                 removal_hooks=RemovalHooks(self._on_remove, self._on_add))
         # The console's sockets' directory: named now, created on entering (a System never
         # entered leaves nothing), removed on leaving.
         self._console_dir = SocketDir("eeh-console-")
         self.console_dir = self._console_dir.path
-        self.console = Console(self.console_dir, PlatformConsoleApi(self.platform))
+        self.console = Console(self.console_dir, self.platform)
         self.machines: dict[str, Machine] = {}
         self._stack = contextlib.AsyncExitStack()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -112,8 +115,6 @@ class System:
         self._watchers: list[asyncio.Future[None]] = []
         self._stopping = False
         self.dead: dict[str, int] = {}  # guest -> QEMU's exit status, for guests that died
-        self.platform.removal.on_remove = self._on_remove
-        self.platform.removal.on_add = self._on_add
 
     async def __aenter__(self) -> System:
         try:
@@ -136,12 +137,11 @@ class System:
         host = plat.host
         pending = []
         for g in self.topo.guests:
-            for i, fn in enumerate(g.functions):
-                plat.slots[fn] = i + 1  # root port rp<i> has slot i + 1 (qemu_launcher.config)
             base = MachineConfig(name=g.name, memory_mib=g.memory_mib, cpus=g.cpus,
                                  accel=self.accel, boot_timeout=self.boot_timeout,
                                  extra_args=hcall_args(plat.hcall_path(g.name)))
-            cfg = host.machine_config(base, list(g.functions))
+            # blocking (it asks the model's loop whether each function is attachable)
+            cfg = await asyncio.to_thread(host.machine_config, base, list(g.functions))
             for dev in cfg.vfio_user:
                 self._devices[dev.id] = (g.name, dev)
             vm = Machine(cfg, self.assets, run_dir=self.run_dir / g.name, repo=REPO,
@@ -188,7 +188,7 @@ class System:
         tl.record("shim", "guest-cleaned-up", owner=name, data={"functions": functions})
         self._write_consoles()
 
-    # ---- functions of drivers without error handlers (PeRecovery's hooks) ------------
+    # ---- functions of drivers without error handlers (the platform's RemovalHooks) ----
     def _on_remove(self, name: str) -> None:  # on the model's thread: never block it
         self._schedule(name, self._unplug(name))
 

@@ -18,6 +18,7 @@ into the device model need SERVING (`@require`, StateError otherwise).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
@@ -139,6 +140,30 @@ class AdapterHost:
     def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the device model's loop thread (the only thread that may touch it)."""
         return self.server.call(fn)
+
+    @require(HostState.SERVING)
+    async def call_async(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Await `fn` run on the device model's loop thread, from another event loop: no
+        worker thread, the caller's loop goes on meanwhile. On the model's own loop (a
+        coroutine run there), `fn` runs at once."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            return fn()
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not result.set_running_or_notify_cancel():
+                return  # the caller gave up (cancelled, timed out): do nothing
+            try:
+                result.set_result(fn())
+            except BaseException as e:
+                result.set_exception(e)
+
+        self.loop.call_soon_threadsafe(run)
+        return await asyncio.wait_for(asyncio.wrap_future(result), timeout)
 
     def _check(self, name: str) -> Function:
         if self.server.died is not None:

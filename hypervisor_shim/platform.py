@@ -1,13 +1,32 @@
 """The platform for one adapter: the device model, its PE policy and the guests' channels.
+`Platform` is the one facade: the console, the CLI, the pytest plugin and the benches
+use it, and nothing outside writes its insides.
 
-    with Platform(topo.platform_config(), run_dir) as plat:   # eeh_sriov.topology
-        plat.hcall_path("g1")          # the unix socket of g1's platform channel
-        plat.inject_adapter_error()    # what the console's eeh-inject does
-        plat.timeline.entries          # everything, in order
+    plat = Platform(topo.platform_config(), run_dir,          # eeh_sriov.topology
+                    slots={"vf0": 2}, removal_hooks=RemovalHooks(on_remove, on_add))
+    with plat:
+        plat.hcall_path("g1")                        # the unix socket of g1's channel
+        pes = await plat.query_pes()                 # from any event loop: typed results
+        await plat.inject("adapter", InjectKind.ADAPTER_FATAL)
+        plat.add_listener(on_event)                  # PeStateChanged, RecoveryStep, ...
+        plat.timeline.entries                        # everything, in order
 
-Everything that touches the model or the policy runs on the device model's loop thread
-(`AdapterHost`): the vfio-user server, the policy's reaction to model events, the
-platform calls. `call(fn)` runs `fn` there from any thread.
+The operator API (`query_pes`, `inject`, `reset_pe`, `error_log`, `set_policy`,
+`query_policy`, `timeline_tail`, `add_listener`; types in `platform_api`) is awaitable.
+Synchronous code (harness tests, benches) has blocking shorthands that run the same
+operations: `pe_states`, `inject_adapter_error`, `inject_vf_error`, `fail_resets`.
+
+THE THREADING RULE. Everything that touches the device model, the PE policy, the
+platform-call server or the platform's tables (registrations, removal stages) runs on the
+device model's loop thread (`AdapterHost`), and only there. From anywhere else it is
+reached through this facade: awaited from another event loop (the awaitable methods hop
+to the loop thread with `AdapterHost.call_async`, no worker thread), or blocking from a
+thread that is not the loop's (`call(fn)` and the shorthands; never from an event loop,
+which it would stall). What others give the platform, they give at construction
+(`slots`, `removal_hooks`) or through `add_listener`; they never assign its attributes.
+Callbacks the platform makes (listeners, removal hooks) run on the loop thread, must not
+block, and hand their work to their own loop (`loop.call_soon_threadsafe`). The timeline
+is the one structure written from any thread (it locks per entry).
 
 If that thread dies (something run on it raised what asyncio does not catch), the
 platform fails cleanly rather than bring the model back (QEMU never reconnects a
@@ -27,26 +46,40 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
-from device_model import Event, ResetKind, ResetTiming
+from device_model import ErrorLogEntry, Event, ResetKind, ResetTiming
 from device_model.adapter_config import DEFAULT_TOTAL_VFS
 from eeh_abi.vf_settings import VfSettings
+from eeh_abi.vocabulary import Kind, Source
 from hypervisor_shim.adapter_host import DEFAULT_TAP_NAME, AdapterHost, AdapterHostConfig
-from hypervisor_shim.errors import ShimError
+from hypervisor_shim.directory import function_directory
 from hypervisor_shim.hcall.calls import PlatformCalls, Registration
 from hypervisor_shim.hcall.server import HcallServer
-from hypervisor_shim.pe import HOST, Notice, PeFlag, PePolicy, PeRecord, PolicyConfig
-from hypervisor_shim.pe.removal import NoHandlerRecovery, Stage
-from hypervisor_shim.timeline import Timeline
+from hypervisor_shim.injection import INJECT_KINDS, InjectKind, InjectRequest, inject
+from hypervisor_shim.listeners import Listeners
+from hypervisor_shim.pe import Notice, PeFlag, PePolicy, PeRecord, PolicyConfig, PolicyError
+from hypervisor_shim.pe.removal import NoHandlerRecovery, RemovalHooks, Stage
+from hypervisor_shim.platform_api import (
+    RESET_KINDS,
+    Injection,
+    PeInfo,
+    PlatformError,
+    PlatformEvent,
+    PlatformListener,
+    PolicyView,
+    RecoveryStep,
+    ResetDone,
+    events_of,
+)
+from hypervisor_shim.timeline import Entry, Timeline
 from qemu_launcher.sockdir import SocketDir
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-
-class PlatformError(ShimError):
-    """A platform request that cannot be carried out (unknown PE or owner, bad kind)."""
+__all__ = ["Platform", "PlatformConfig", "PlatformError", "VfSettings"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +101,12 @@ class PlatformConfig:
 
 
 class Platform:
-    def __init__(self, cfg: PlatformConfig, run_dir: Path | None = None) -> None:
+    def __init__(self, cfg: PlatformConfig, run_dir: Path | None = None, *,
+                 slots: Mapping[str, int] | None = None,
+                 removal_hooks: RemovalHooks | None = None) -> None:
+        """`slots`: function -> the PCIe slot its guest sees it in (VM mode; what
+        query-functions tells the guest). `removal_hooks`: what to do when a function of
+        a driver without error handlers is removed and added back (pe.removal)."""
         self.cfg = cfg
         self.run_dir = run_dir
         self.timeline = Timeline(run_dir / "events.jsonl" if run_dir is not None else None)
@@ -80,18 +118,21 @@ class Platform:
         # started leaves nothing), removed by stop().
         self._chan_dir = SocketDir("eeh-hcall-")
         self.chan_dir = self._chan_dir.path
-        self.slots: dict[str, int] = {}  # function -> the guest's PCIe slot (VM mode)
-        self.notice_listeners: list[Callable[[Notice], None]] = []
+        self.slots: Mapping[str, int] = MappingProxyType(dict(slots or {}))
         self.policy = PePolicy(self.adapter, cfg.owners, config=cfg.policy,
                                clock=self.adapter.clock.now, notify=self._notice,
                                enabled_vfs=cfg.enabled_vfs)
         self.calls = PlatformCalls(self.policy, self.timeline, self.directory)
         self.removal = NoHandlerRecovery(
             self.policy, handlers_of=self._handlers_of,
-            function_name=lambda rec: self.adapter.function_of(rec.pe).name)
-        self.notice_listeners.append(self.removal)
+            function_name=lambda rec: self.adapter.function_of(rec.pe).name,
+            hooks=removal_hooks or RemovalHooks())
         self.server = HcallServer(self.calls, self.timeline)
+        self._notice_listeners: Listeners[Notice] = Listeners("notice listener", log)
+        self._notice_listeners.add(self.removal)
+        self._listeners: Listeners[PlatformEvent] = Listeners("platform event listener", log)
         self.adapter.events.add_listener(self._model_event)
+        self.timeline.add_listener(self._on_entry)
         self._paths: dict[str, Path] = {}
         self.model_failure: str | None = None  # why the device model's thread died
         self.host.server.on_death = self._model_died
@@ -117,7 +158,7 @@ class Platform:
         except BaseException:
             self.stop()
             raise
-        self.timeline.record("shim", "platform-started",
+        self.timeline.record(Source.SHIM, Kind.PLATFORM_STARTED,
                              data={"owners": dict(self.cfg.owners),
                                    "enabled_vfs": self.cfg.enabled_vfs,
                                    "timing": dataclasses.asdict(self.cfg.timing),
@@ -128,8 +169,8 @@ class Platform:
             fut = asyncio.run_coroutine_threadsafe(self.server.close(), self.host.server.loop)
             try:
                 fut.result(timeout=10)
-            except Exception:
-                pass
+            except Exception:  # the channels are closed with the loop below anyway
+                log.exception("closing the platform channels")
         self.host.__exit__(None, None, None)
         self._chan_dir.remove()
         self.timeline.close()
@@ -154,56 +195,46 @@ class Platform:
             raise PlatformError(f"no platform channel for {owner!r}") from None
 
     def call(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the device model's loop thread and return its result."""
+        """Run `fn` on the device model's loop thread and return its result (blocking:
+        from a thread that runs no event loop)."""
         return self.host.call(fn)
 
     def _handlers_of(self, pe_address: int) -> bool | None:
         reg = self.calls.registrations.get(pe_address)
         return None if reg is None else reg.handlers
 
-    # ------------------------------------------------------------------ directory
     def directory(self, owner: str) -> list[dict[str, Any]]:
         """What `query-functions` tells `owner`: the functions it holds and where."""
-        out = []
-        for fn in self.adapter.functions():
-            if self.cfg.owners.get(fn.name) != owner:
-                continue
-            vf = getattr(fn, "index", None)
-            entry: dict[str, Any] = {
-                "name": fn.name, "kind": "vf" if vf is not None else "pf", "vf": vf,
-                "addr": fn.pe.address, "pe": fn.pe.address,
-                "slot": self.slots.get(fn.name),
-                "socket": str(self.host.server.paths[fn.name]) if owner == HOST
-                or self.slots.get(fn.name) is None else None,
-                "handlers": self.cfg.handlers.get(owner, True),
-            }
-            if vf is not None and vf in self.cfg.vf_settings:
-                entry["config"] = dataclasses.asdict(self.cfg.vf_settings[vf])
-            if vf is None:
-                entry["adapter"] = {
-                    "num_vfs": self.cfg.enabled_vfs,
-                    "vf_pes": [pe.address for pe in self.adapter.pes.vfs[:self.cfg.enabled_vfs]],
-                    "vfs": [dict(vf=n, **dataclasses.asdict(s))
-                            for n, s in sorted(self.cfg.vf_settings.items())]}
-            out.append(entry)
-        return out
+        return function_directory(self.adapter, self.cfg, owner, self.slots,
+                                  self.host.server.paths)
 
     # ------------------------------------------------------------------ events
+    def add_listener(self, callback: PlatformListener) -> None:
+        """Call `callback(event)` for every platform event from now on, on the model's loop
+        thread (it must not block). A callback that raises is logged, never fatal."""
+        self._listeners.add(callback)
+
+    def remove_listener(self, callback: PlatformListener) -> None:
+        self._listeners.remove(callback)
+
     def _model_event(self, ev: Event) -> None:
         rec = self.policy.record(ev.pe) if ev.pe is not None else None
-        self.timeline.record("model", ev.kind.value, pe=rec.name if rec else None,
+        self.timeline.record(Source.MODEL, ev.kind.value, pe=rec.name if rec else None,
                              data={k: v for k, v in ev.data.items()}
                              | ({"function": ev.function} if ev.function else {}), t=ev.time)
 
-    def _notice(self, n: Notice) -> None:
-        self.timeline.record("policy", n.kind, pe=n.pe,
+    def _notice(self, n: Notice) -> None:  # on the model's loop thread
+        self.timeline.record(Source.POLICY, n.kind, pe=n.pe,
                              data=dict(n.data) | ({"to": list(n.owners)} if n.event else {}))
         self.server.push(n)
-        for listener in list(self.notice_listeners):
-            try:
-                listener(n)
-            except Exception:
-                pass
+        self._notice_listeners.call(n)
+        rec = self.policy.record(n.address) if n.address is not None else None
+        for ev in events_of(n, rec, self.policy.state(rec) if rec is not None else None):
+            self._listeners.call(ev)
+
+    def _on_entry(self, e: Entry) -> None:
+        if e.source == Source.DRIVER:
+            self._listeners.call(RecoveryStep(e.owner, e.kind, e.pe, e.data))
 
     # ------------------------------------------------------------------ the model dies
     def _model_died(self, exc: BaseException) -> bool:
@@ -211,10 +242,10 @@ class Platform:
         closed: fail cleanly and keep the loop for the channels and the console."""
         self.model_failure = f"{type(exc).__name__}: {exc}"
         try:
-            self.policy.emit("device-model-died", self.policy.adapter_record,
+            self.policy.emit(Kind.DEVICE_MODEL_DIED, self.policy.adapter_record,
                              {"error": self.model_failure,
                               "functions_closed": sorted(self.host.server.paths)})
-            self.policy.fail_all("device-model-died")
+            self.policy.fail_all(Kind.DEVICE_MODEL_DIED)
         except Exception:  # the policy's own state may be what broke: still go on
             log.exception("marking the PEs failed after the device model died")
         return True
@@ -225,7 +256,7 @@ class Platform:
         ring or DMA state of the dead guest survives) if its PE can be, and from then on
         is recovered by the platform like a function whose driver has no error handlers
         (docs/platform-calls.md). The PF is left alone: resetting the adapter would hit
-        every other guest. Returns the VFs taken back."""
+        every other guest. Returns the VFs taken back. Blocking (see `call`)."""
         self._alive()
 
         def act() -> list[str]:
@@ -245,8 +276,8 @@ class Platform:
                         int(rec.pe.status().code) in (0, 2, 4):
                     status = int(rec.pe.reset(ResetKind.HOT))
                     state = "reset" if status == 0 else f"reset refused ({status})"
-                self.policy.emit("owner-gone", rec, {"owner": owner, "function": fn.name,
-                                                     "action": state})
+                self.policy.emit(Kind.OWNER_GONE, rec, {"owner": owner, "function": fn.name,
+                                                        "action": state})
                 taken.append(fn.name)
             return taken
         return self.call(act)
@@ -255,16 +286,113 @@ class Platform:
         if self.model_failure is not None:
             raise PlatformError(f"the device model is down ({self.model_failure})")
 
-    # ------------------------------------------------------------------ operator actions
-    def inject_adapter_error(self, detail: str = "operator: adapter fatal error") -> int:
-        self._alive()
-        return self.call(lambda: self.adapter.inject_adapter_fatal(detail).seq)
+    # ------------------------------------------------------------------ the operator API
+    def _rec(self, pe: str) -> PeRecord:
+        rec = self.policy.by_name(pe)
+        if rec is None:
+            names = ", ".join(r.name for r in self.policy.records.values())
+            raise PlatformError(f"no PE named {pe!r} (PEs: {names})")
+        return rec
 
-    def inject_vf_error(self, index: int, detail: str = "operator: VF error") -> int:
+    def _present(self) -> list[PeInfo]:
+        """The adapter PE and the PEs of the VFs that exist (enabled) or have an owner."""
+        out = []
+        for rec in self.policy.records.values():
+            vf = getattr(self.adapter.function_of(rec.pe), "index", None)
+            if vf is None or vf < self.cfg.enabled_vfs or rec.owner is not None:
+                st = self.policy.state(rec)
+                out.append(PeInfo(rec.name, rec.address, int(st.state), st.retry_ms,
+                                  rec.owner, rec.freezes.total, tuple(st.flags.names())))
+        return out
+
+    async def query_pes(self) -> list[PeInfo]:
+        """Every present PE, adapter first."""
+        return await self.host.call_async(self._present)
+
+    def _inject(self, pe: str, kind: InjectKind, function: int | None, address: int,
+                mask: int, by: str, detail: str | None) -> Callable[[], Injection]:
         self._alive()
+        spec = INJECT_KINDS[InjectKind(kind)]
+        why = detail if detail is not None else f"{by}: {spec.detail or kind}"
+        self.timeline.record(by, Kind.INJECT, pe=pe, data={"kind": str(kind),
+                                                           "function": function})
+        return lambda: inject(InjectKind(kind), InjectRequest(
+            self._rec(pe), self.adapter, function, address, mask, why))
+
+    async def inject(self, pe: str, kind: InjectKind | str = InjectKind.ERRINJCT, *,
+                     function: int | None = None, address: int = 0, mask: int = 0,
+                     by: str = Source.SHIM, detail: str | None = None) -> Injection:
+        """Inject an error of `kind` (hypervisor_shim.injection) on PE `pe`: `function` is
+        the ibm,errinjct code (errinjct only), `address`/`mask` 64-bit unsigned. `by`
+        (a timeline source) and `detail` say who asked, in the timeline and error log."""
+        return await self.host.call_async(
+            self._inject(pe, InjectKind(kind), function, address, mask, by, detail))
+
+    def _reset(self, pe: str, kind: str, by: str) -> Callable[[], ResetDone]:
+        self._alive()
+        if kind not in RESET_KINDS:
+            raise PlatformError(f"no reset kind {kind!r} ({', '.join(RESET_KINDS)})")
+        self.timeline.record(by, Kind.RESET_PE, pe=pe, data={"kind": kind})
+
+        def act() -> ResetDone:
+            rec = self._rec(pe)
+            status = rec.pe.reset(RESET_KINDS[kind])
+            if int(status) != 0:
+                raise PlatformError(f"reset of {pe} refused: status {int(status)} "
+                                    f"({status.name})")
+            self.policy.clear_permanent(rec)
+            return ResetDone(pe, kind, 0)
+        return act
+
+    async def reset_pe(self, pe: str, kind: str = "hot", *,
+                       by: str = Source.SHIM) -> ResetDone:
+        """Reset PE `pe` (`kind`: "hot" or "fundamental"); clears a permanent failure."""
+        return await self.host.call_async(self._reset(pe, kind, by))
+
+    async def error_log(self, pe: str) -> list[ErrorLogEntry]:
+        """The PE's error log, oldest first."""
+        return await self.host.call_async(lambda: list(self._rec(pe).pe.error_log()))
+
+    async def set_policy(self, max_freezes: int | None = None,
+                         window_s: float | None = None) -> PolicyView:
+        """Change the freeze policy (None: keep that value); the policy now in force."""
+        def act() -> PolicyView:
+            changes: dict[str, Any] = {}
+            if max_freezes is not None:
+                changes["max_freezes"] = max_freezes
+            if window_s is not None:
+                changes["window_s"] = window_s
+            try:
+                return PolicyView.of(self.policy.set_config(**changes))
+            except PolicyError as e:
+                raise PlatformError(str(e)) from None
+        return await self.host.call_async(act)
+
+    async def query_policy(self) -> PolicyView:
+        return await self.host.call_async(lambda: PolicyView.of(self.policy.config))
+
+    # ------------------------------------------------------------------ blocking shorthands
+    def pe_states(self) -> dict[str, dict[str, Any]]:
+        """`query_pes` as {pe: {state, retry_ms, flags, owner, freeze_count}}, blocking."""
+        return {p.pe: {"state": p.state, "retry_ms": p.retry_ms, "flags": list(p.flags),
+                       "owner": p.owner, "freeze_count": p.freeze_count}
+                for p in self.call(self._present)}
+
+    def inject_adapter_error(self, detail: str | None = None) -> int:
+        """`inject("adapter", ADAPTER_FATAL)`, blocking; the error log's seq."""
+        seq = self.call(self._inject("adapter", InjectKind.ADAPTER_FATAL, None, 0, 0,
+                                     Source.SHIM, detail)).log_seq
+        assert seq is not None
+        return seq
+
+    def inject_vf_error(self, index: int, detail: str | None = None) -> int:
+        """`inject(f"vf{index}", VF_ERROR)`, blocking; the error log's seq."""
         if not 0 <= index < self.cfg.total_vfs:
             raise PlatformError(f"no vf{index}")
-        return self.call(lambda: self.adapter.inject_vf_error(index, detail).seq)
+        seq = self.call(self._inject(f"vf{index}", InjectKind.VF_ERROR, None, 0, 0,
+                                     Source.SHIM, detail)).log_seq
+        assert seq is not None
+        return seq
 
     def fail_resets(self, pe: str, times: int) -> None:
         """Fault hook (tests): the next `times` resets of PE `pe` ("adapter", "vf0", ...)
@@ -276,23 +404,3 @@ class Platform:
         def arm() -> None:
             rec.pe.fail_resets = times
         self.call(arm)
-
-    def present_records(self) -> list[PeRecord]:
-        """The adapter PE and the PEs of the VFs that exist (enabled) or have an owner."""
-        out = []
-        for rec in self.policy.records.values():
-            vf = getattr(self.adapter.function_of(rec.pe), "index", None)
-            if vf is None or vf < self.cfg.enabled_vfs or rec.owner is not None:
-                out.append(rec)
-        return out
-
-    def pe_states(self) -> dict[str, dict[str, Any]]:
-        def read() -> dict[str, dict[str, Any]]:
-            out = {}
-            for rec in self.present_records():
-                st = self.policy.state(rec)
-                out[rec.name] = {"state": int(st.state), "retry_ms": st.retry_ms,
-                                 "flags": st.flags.names(), "owner": rec.owner,
-                                 "freeze_count": rec.freezes.total}
-            return out
-        return self.call(read)

@@ -1,181 +1,189 @@
-"""The console's `PlatformApi` on the real platform: PE policy, device model, timeline.
+"""The types of the platform's operator API (`hypervisor_shim.platform.Platform`).
 
-Requests run on the device model's loop thread (`Platform.call`, awaited from the
-console's loop through a worker thread). Platform events become QMP events:
+What the operator API returns is typed (frozen dataclasses); each type's `to_json()` is
+its form on the console's QMP wire (README "Console"), in the field order shown there:
 
-  policy notices about a PE's state   -> EEH_PE_STATE_CHANGED {pe, state, flags, cause}
-  lockout-lifted                      -> EEH_LOCKOUT_LIFTED {pe, owner}
-  permanent-failure                   -> EEH_PE_PERMANENT_FAILURE {pe, freeze-count}
-  other decisions and driver reports  -> EEH_RECOVERY_STEP {who, step, pe, detail}
+  PeInfo      query-pes entry     {pe, address, state, retry_ms, owner, freeze_count, flags}
+  Injection   eeh-inject          {pe, kind, log-seq} or {pe, kind, function, id, armed}, ...
+  ResetDone   eeh-reset-pe        {pe, kind, status}
+  PolicyView  query-eeh-policy    {max-freezes, window-s, retry-hint-ms, lockout, errinjct}
+
+What listeners receive (`Platform.add_listener`) is a `PlatformEvent`, its `name` the QMP
+event the console sends and its `to_json()` that event's data:
+
+  policy notices about a PE's state   -> PeStateChanged      EEH_PE_STATE_CHANGED
+  lockout-lifted                      -> LockoutLifted       EEH_LOCKOUT_LIFTED
+  permanent-failure                   -> PePermanentFailure  EEH_PE_PERMANENT_FAILURE
+  other decisions and driver reports  -> RecoveryStep        EEH_RECOVERY_STEP
+
+A request the platform refuses (an unknown PE, a kind that does not apply to that PE, a
+reset the PE refuses, a policy value out of range, the device model down) raises
+`PlatformError` with a message for the operator.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from device_model import ResetKind
-from device_model.errors import DeviceModelError
-from hypervisor_shim.console.backend import (
-    EVENT_LOCKOUT_LIFTED,
-    EVENT_PE_PERMANENT_FAILURE,
-    EVENT_PE_STATE_CHANGED,
-    EVENT_RECOVERY_STEP,
-    PlatformApiError,
-    PlatformListener,
-)
-from hypervisor_shim.pe import Notice, PeRecord, PolicyError
-from hypervisor_shim.platform import Platform
-from hypervisor_shim.timeline import Entry
-
-T = TypeVar("T")
-
-STATE_NOTICES = frozenset({"pe-frozen", "pe-thawed", "mmio-thawed", "dma-thawed",
-                           "pe-reset-done", "reset-hot", "reset-fundamental",
-                           "reset-deactivate", "permanent-cleared", "lockout-lifted",
-                           "permanent-failure"})
+from eeh_abi.vocabulary import Kind
+from hypervisor_shim.errors import ShimError
+from hypervisor_shim.pe import Notice, PeRecord, PolicyConfig, StateReply
 
 
-class PlatformConsoleApi:
-    """`hypervisor_shim.console.backend.PlatformApi` for a running `Platform`."""
+class PlatformError(ShimError):
+    """A platform request that cannot be carried out; the message is for the operator."""
 
-    def __init__(self, plat: Platform) -> None:
-        self.plat = plat
-        self._listeners: list[PlatformListener] = []
-        self._lock = threading.Lock()
-        plat.notice_listeners.append(self._on_notice)
-        plat.timeline.add_listener(self._on_entry)
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.to_thread(self.plat.call, fn)
+# eeh-reset-pe's kinds.
+RESET_KINDS: Mapping[str, ResetKind] = {"hot": ResetKind.HOT,
+                                        "fundamental": ResetKind.FUNDAMENTAL}
+# Flags a PE may carry (PeInfo.flags).
+PE_FLAGS = ("isolated", "recovering", "locked-out", "permanent")
 
-    def _rec(self, pe: str) -> PeRecord:
-        rec = self.plat.policy.by_name(pe)
-        if rec is None:
-            names = ", ".join(r.name for r in self.plat.policy.records.values())
-            raise PlatformApiError(f"no PE named {pe!r} (PEs: {names})")
-        return rec
 
-    # ------------------------------------------------------------------ requests
-    async def query_pes(self) -> list[dict[str, Any]]:
-        def read() -> list[dict[str, Any]]:
-            out = []
-            for rec in self.plat.present_records():
-                st = self.plat.policy.state(rec)
-                out.append({"pe": rec.name, "address": rec.address, "state": int(st.state),
-                            "retry_ms": st.retry_ms, "owner": rec.owner,
-                            "freeze_count": rec.freezes.total, "flags": st.flags.names()})
-            return out
-        return await self._run(read)
+# ---- results ----------------------------------------------------------------------------
 
-    def _alive(self) -> None:
-        if self.plat.model_failure is not None:
-            raise PlatformApiError(f"the device model is down ({self.plat.model_failure})")
+@dataclass(frozen=True)
+class PeInfo:
+    pe: str  # "adapter", "vf0", ...
+    address: int  # the PE's config address
+    state: int  # PAPR 0/1/2/4/5
+    retry_ms: int
+    owner: str | None  # the guest (or identity) holding the PE's function
+    freeze_count: int  # every freeze since start
+    flags: tuple[str, ...]  # of PE_FLAGS
 
-    async def inject(self, pe: str, kind: str, function: int | None, address: int,
-                     mask: int) -> dict[str, Any]:
-        self._alive()
+    def to_json(self) -> dict[str, Any]:
+        return {"pe": self.pe, "address": self.address, "state": self.state,
+                "retry_ms": self.retry_ms, "owner": self.owner,
+                "freeze_count": self.freeze_count, "flags": list(self.flags)}
 
-        def act() -> dict[str, Any]:
-            rec = self._rec(pe)
-            adapter = self.plat.adapter
-            try:
-                if kind == "adapter-fatal":
-                    if rec.pe is not adapter.pes.adapter:
-                        raise PlatformApiError("adapter-fatal is injected on the adapter PE")
-                    entry = adapter.inject_adapter_fatal("console: adapter fatal error")
-                    return {"pe": pe, "kind": kind, "log-seq": entry.seq}
-                if kind == "vf-error":
-                    fn = adapter.function_of(rec.pe)
-                    index = getattr(fn, "index", None)
-                    if index is None:
-                        raise PlatformApiError("vf-error is injected on a VF PE")
-                    entry = adapter.inject_vf_error(index, "console: VF error")
-                    return {"pe": pe, "kind": kind, "log-seq": entry.seq}
-                if kind == "errinjct" and function is not None:
-                    inj = adapter.inject(rec.pe, function, address, mask)
-                    return {"pe": pe, "kind": kind, "function": function, "id": inj.id,
-                            "armed": True}
-            except DeviceModelError as e:
-                raise PlatformApiError(str(e)) from None
-            raise PlatformApiError(f"cannot inject {kind!r} with function {function!r}")
-        self.plat.timeline.record("console", "inject", pe=pe,
-                                  data={"kind": kind, "function": function})
-        return await self._run(act)
 
-    async def reset_pe(self, pe: str, kind: str) -> dict[str, Any]:
-        self._alive()
+@dataclass(frozen=True)
+class Injection:
+    """What an injection did. Only the fields its kind sets are on the wire."""
 
-        def act() -> dict[str, Any]:
-            rec = self._rec(pe)
-            status = rec.pe.reset(ResetKind.HOT if kind == "hot" else ResetKind.FUNDAMENTAL)
-            if int(status) != 0:
-                raise PlatformApiError(f"reset of {pe} refused: status {int(status)} "
-                                       f"({status.name})")
-            self.plat.policy.clear_permanent(rec)
-            return {"pe": pe, "kind": kind, "status": 0}
-        self.plat.timeline.record("console", "reset-pe", pe=pe, data={"kind": kind})
-        return await self._run(act)
+    pe: str
+    kind: str  # an InjectKind (hypervisor_shim.injection)
+    function: int | None = None  # errinjct: the ibm,errinjct function code
+    id: int | None = None  # errinjct: the armed injection's id
+    armed: bool | None = None  # errinjct: waits for the next matching access
+    log_seq: int | None = None  # the error-log entry recorded (adapter-fatal, vf-error)
+    frozen: bool | None = None  # freeze: whether the PE was not frozen before
 
-    async def error_log(self, pe: str) -> list[dict[str, Any]]:
-        return await self._run(lambda: [e.to_json() for e in self._rec(pe).pe.error_log()])
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pe": self.pe, "kind": str(self.kind)}
+        for key, value in (("function", self.function), ("id", self.id),
+                           ("armed", self.armed), ("log-seq", self.log_seq),
+                           ("frozen", self.frozen)):
+            if value is not None:
+                out[key] = value
+        return out
 
-    async def set_policy(self, max_freezes: int | None,
-                         window_s: float | None) -> dict[str, Any]:
-        def act() -> dict[str, Any]:
-            changes: dict[str, Any] = {}
-            if max_freezes is not None:
-                changes["max_freezes"] = max_freezes
-            if window_s is not None:
-                changes["window_s"] = window_s
-            try:
-                self.plat.policy.set_config(**changes)
-            except PolicyError as e:
-                raise PlatformApiError(str(e)) from None
-            return self._policy()
-        return await self._run(act)
 
-    async def query_policy(self) -> dict[str, Any]:
-        return await self._run(self._policy)
+@dataclass(frozen=True)
+class ResetDone:
+    pe: str
+    kind: str  # of RESET_KINDS
+    status: int = 0
 
-    def _policy(self) -> dict[str, Any]:
-        c = self.plat.policy.config
-        return {"max-freezes": c.max_freezes, "window-s": c.window_s,
-                "retry-hint-ms": c.retry_hint_ms, "lockout": c.lockout,
-                "errinjct": c.errinjct}
+    def to_json(self) -> dict[str, Any]:
+        return {"pe": self.pe, "kind": self.kind, "status": self.status}
 
-    # ------------------------------------------------------------------ events
-    def add_listener(self, callback: PlatformListener) -> None:
-        with self._lock:
-            self._listeners.append(callback)
 
-    def _emit(self, name: str, data: dict[str, Any]) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for cb in listeners:
-            try:
-                cb(name, data)
-            except Exception:
-                pass
+@dataclass(frozen=True)
+class PolicyView:
+    max_freezes: int
+    window_s: float
+    retry_hint_ms: int
+    lockout: bool
+    errinjct: bool
 
-    def _on_notice(self, n: Notice) -> None:  # on the model's thread
-        rec = self.plat.policy.record(n.address) if n.address is not None else None
-        if n.kind == "lockout-lifted" and rec is not None:
-            self._emit(EVENT_LOCKOUT_LIFTED, {"pe": rec.name, "owner": rec.owner})
-        if n.kind == "permanent-failure" and rec is not None:
-            self._emit(EVENT_PE_PERMANENT_FAILURE,
-                       {"pe": rec.name, "freeze-count": n.data.get("freeze_count")})
-        if n.kind in STATE_NOTICES and rec is not None:
-            st = self.plat.policy.state(rec)
-            self._emit(EVENT_PE_STATE_CHANGED, {"pe": rec.name, "state": int(st.state),
-                                                "flags": st.flags.names(), "cause": n.kind})
-        elif n.kind not in STATE_NOTICES:
-            self._emit(EVENT_RECOVERY_STEP, {"who": "platform", "step": n.kind,
-                                             "pe": n.pe, "detail": dict(n.data)})
+    @classmethod
+    def of(cls, c: PolicyConfig) -> PolicyView:
+        return cls(c.max_freezes, c.window_s, c.retry_hint_ms, c.lockout, c.errinjct)
 
-    def _on_entry(self, e: Entry) -> None:
-        if e.source == "driver":
-            self._emit(EVENT_RECOVERY_STEP, {"who": e.owner, "step": e.kind, "pe": e.pe,
-                                             "detail": e.data})
+    def to_json(self) -> dict[str, Any]:
+        return {"max-freezes": self.max_freezes, "window-s": self.window_s,
+                "retry-hint-ms": self.retry_hint_ms, "lockout": self.lockout,
+                "errinjct": self.errinjct}
+
+
+# ---- events -----------------------------------------------------------------------------
+
+# Policy notices that change what query-pes shows of a PE: each is a PeStateChanged.
+STATE_NOTICES = frozenset({
+    Kind.PE_FROZEN, Kind.PE_THAWED, Kind.MMIO_THAWED, Kind.DMA_THAWED, Kind.PE_RESET_DONE,
+    Kind.RESET_HOT, Kind.RESET_FUNDAMENTAL, Kind.RESET_DEACTIVATE, Kind.PERMANENT_CLEARED,
+    Kind.LOCKOUT_LIFTED, Kind.PERMANENT_FAILURE})
+
+
+@dataclass(frozen=True)
+class PeStateChanged:
+    name: ClassVar[str] = "EEH_PE_STATE_CHANGED"
+    pe: str
+    state: int
+    flags: tuple[str, ...]
+    cause: str  # the policy notice
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pe": self.pe, "state": self.state, "flags": list(self.flags),
+                "cause": self.cause}
+
+
+@dataclass(frozen=True)
+class LockoutLifted:
+    name: ClassVar[str] = "EEH_LOCKOUT_LIFTED"
+    pe: str
+    owner: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pe": self.pe, "owner": self.owner}
+
+
+@dataclass(frozen=True)
+class PePermanentFailure:
+    name: ClassVar[str] = "EEH_PE_PERMANENT_FAILURE"
+    pe: str
+    freeze_count: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pe": self.pe, "freeze-count": self.freeze_count}
+
+
+@dataclass(frozen=True)
+class RecoveryStep:
+    name: ClassVar[str] = "EEH_RECOVERY_STEP"
+    who: str | None  # "platform", or the guest whose driver reported the step
+    step: str
+    pe: str | None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"who": self.who, "step": self.step, "pe": self.pe,
+                "detail": dict(self.detail)}
+
+
+PlatformEvent = PeStateChanged | LockoutLifted | PePermanentFailure | RecoveryStep
+PlatformListener = Callable[[PlatformEvent], None]
+"""Receives every platform event, on the device model's loop thread: it must not block
+(hand the event to your own loop with `loop.call_soon_threadsafe`)."""
+
+
+def events_of(n: Notice, rec: PeRecord | None, st: StateReply | None) -> list[PlatformEvent]:
+    """The platform events of a policy notice (`rec`, `st`: its PE's record and state)."""
+    out: list[PlatformEvent] = []
+    if n.kind == Kind.LOCKOUT_LIFTED and rec is not None:
+        out.append(LockoutLifted(rec.name, rec.owner))
+    if n.kind == Kind.PERMANENT_FAILURE and rec is not None:
+        out.append(PePermanentFailure(rec.name, n.data.get("freeze_count")))
+    if n.kind in STATE_NOTICES:
+        if rec is not None and st is not None:
+            out.append(PeStateChanged(rec.name, int(st.state), tuple(st.flags.names()),
+                                      n.kind))
+    else:
+        out.append(RecoveryStep("platform", n.kind, n.pe, dict(n.data)))
+    return out

@@ -7,18 +7,24 @@
 Each entry: `t` (host monotonic seconds, the same clock as the device model's
 AsyncioClock), `source` ("model", "policy", "call", "driver", "console", "shim"),
 `kind`, optional `pe`, `owner`, `data`, and for driver reports `guest_time` (the
-guest's own monotonic clock). Thread-safe; listeners see each entry as it is written.
+guest's own monotonic clock). Thread-safe; listeners see each entry as it is written, on
+the thread that recorded it (a listener that raises is logged: `hypervisor_shim.listeners`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from hypervisor_shim.listeners import Listeners
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,17 +67,14 @@ class Timeline:
         self._file: TextIO | None = open(path, "a") if path is not None else None
         self._keep = keep
         self.entries: list[Entry] = []
-        self._listeners: list[Listener] = []
+        self.listeners: Listeners[Entry] = Listeners("timeline listener", log)
         self.t0 = clock()
 
     def add_listener(self, listener: Listener) -> None:
-        with self._lock:
-            self._listeners.append(listener)
+        self.listeners.add(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+        self.listeners.remove(listener)
 
     def record(self, source: str, kind: str, *, pe: str | None = None,
                owner: str | None = None, data: dict[str, Any] | None = None,
@@ -84,12 +87,7 @@ class Timeline:
             if self._file is not None:
                 self._file.write(json.dumps(entry.to_json(), default=str) + "\n")
                 self._file.flush()
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(entry)
-            except Exception:  # a listener's bug must not stop the platform
-                pass
+        self.listeners.call(entry)  # a listener's bug must not stop the platform: logged
         return entry
 
     def snapshot(self) -> list[Entry]:

@@ -1,366 +1,56 @@
-"""The operator's QMP console: one socket per guest, one for the platform.
+"""The operator's QMP console: a `qmp_server.Server` with the PE commands and the
+platform's events, its own socket named "platform".
 
-    console = Console(directory, platform_api)
+    console = Console(directory, platform)         # hypervisor_shim.platform.Platform
     await console.start()                          # <directory>/platform.qmp
     path = await console.add_guest("g1", machine)  # <directory>/g1.qmp
     ...                                            # qmp-shell <path>
     await console.remove_guest("g1")
     await console.stop()                           # clients closed, sockets removed
 
-A guest's socket passes every command it does not know itself to that guest's QEMU and
-QEMU's reply back unchanged (so `human-monitor-command`, hence `qmp-shell -H`, works),
-and passes QEMU's events on. The platform socket has no QEMU behind it. Every socket
-adds the PE commands (hypervisor_shim.console.commands) and every platform event, and
-answers `qmp_capabilities` and `query-commands` itself; the platform socket answers
-`query-version` too.
+Every socket adds the PE commands (pe_commands.py) and every platform event
+(`Platform.add_listener`: each `PlatformEvent` as its QMP event, `name` and
+`to_json()`); a guest's socket passes everything else to that guest's QEMU.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import copy
-import json
-import logging
 import os
-import re
-import socket
-import stat
-import threading
-import time
-from collections import deque
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
-from qemu.qmp import EventListener, ExecuteError
-from qemu.qmp.message import Message
-
-from hypervisor_shim.console.backend import PlatformApi
-from hypervisor_shim.console.commands import BY_NAME, pe_command_names, run_pe_command
-from hypervisor_shim.console.errors import COMMAND_NOT_FOUND, ConsoleError, QmpError
-from hypervisor_shim.console.framing import MAX_MESSAGE
-from hypervisor_shim.console.session import Exchange, Session, encode
-from hypervisor_shim.console.target import QemuTarget
-
-log = logging.getLogger(__name__)
+from hypervisor_shim.console.pe_commands import pe_commands
+from hypervisor_shim.platform import Platform
+from hypervisor_shim.platform_api import PlatformEvent
+from qmp_server import MAX_MESSAGE, Server
+from qmp_server.server import HISTORY, EventCallback
 
 PLATFORM = "platform"
-SUFFIX = ".qmp"
-GUEST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
-SUN_PATH_MAX = 107  # bytes of an AF_UNIX path, without the terminating NUL
 # The platform socket's greeting and query-version: the shape QEMU uses (clients such as
 # qmp-shell read version.qemu), the numbers of eeh-sriov.
 PLATFORM_VERSION = {"qemu": {"major": 0, "minor": 1, "micro": 0},
                     "package": "eeh-sriov platform console"}
-NO_QEMU_VERSION = {"qemu": {"major": 0, "minor": 0, "micro": 0},
-                   "package": "eeh-sriov console (QEMU not connected)"}
-BUILTIN = ("qmp_capabilities", "query-commands", "query-version")
-HISTORY = 10_000
 
 
-def _no_arguments(args: dict[str, Any]) -> None:
-    for key in args:
-        raise QmpError(f"Parameter '{key}' is unexpected")
+class PlatformEvents:
+    """The platform's events as a `qmp_server.EventSource`: (QMP event name, data)."""
+
+    def __init__(self, plat: Platform) -> None:
+        self.plat = plat
+
+    def add_listener(self, callback: EventCallback) -> None:
+        def forward(ev: PlatformEvent) -> None:  # on the model's loop thread
+            callback(ev.name, ev.to_json())  # the server hands it to its own loop
+        self.plat.add_listener(forward)
 
 
-def _claim(path: Path) -> None:
-    """Make room for a socket at `path`: remove a stale one, refuse a live one."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ConsoleError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        path.unlink(missing_ok=True)  # nobody listens: left over from a dead process
-        return
-    except OSError as e:
-        raise ConsoleError(f"{path}: cannot tell whether it is in use: {e}") from None
-    finally:
-        probe.close()
-    raise ConsoleError(f"{path} is in use by another server")
-
-
-class _QemuEvents(EventListener):
-    """Hands each QEMU event straight to the guest's socket (no queue, no history)."""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        super().__init__()
-        self._endpoint = endpoint
-
-    async def put(self, event: Message) -> None:
-        if self.accept(event):
-            self._endpoint.forward(dict(event))
-
-
-class Endpoint:
-    """One console socket and its sessions: the platform's, or one guest's."""
-
-    def __init__(self, console: Console, name: str, path: Path,
-                 target: QemuTarget | None) -> None:
-        self.console = console
-        self.name = name
-        self.path = path
-        self.target = target
-        self.sessions: set[Session] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._server: asyncio.Server | None = None
-        self._listener = _QemuEvents(self) if target is not None else None
-        self._inode: int | None = None
-        self._count = 0
-        self._closing = False
-
-    def __repr__(self) -> str:
-        return f"<Endpoint {self.name} {self.path}>"
-
-    async def open(self) -> None:
-        _claim(self.path)
-        self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
-        os.chmod(self.path, 0o600)  # the console can freeze the adapter: owner only
-        self._inode = self.path.stat().st_ino
-        if self.target is not None and self._listener is not None:
-            self.target.qmp_client.register_listener(self._listener)
-
-    async def close(self) -> None:
-        self._closing = True
-        if self.target is not None and self._listener is not None:
-            with contextlib.suppress(Exception):
-                self.target.qmp_client.remove_listener(self._listener)
-        if self._server is not None:
-            self._server.close()
-        sessions = list(self.sessions)
-        for s in sessions:
-            s.close()
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for s in sessions:
-            s.close(abort=True)  # one that reads nothing would keep its transport forever
-        if self._server is not None:
-            await self._server.wait_closed()
-        with contextlib.suppress(OSError):
-            if self.path.lstat().st_ino == self._inode:
-                self.path.unlink()
-
-    async def _accept(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        if self._closing:
-            writer.close()
-            return
-        self._count += 1
-        session = Session(self, self._count, reader, writer, self.console.limit)
-        task = asyncio.current_task()
-        assert task is not None
-        self.sessions.add(session)
-        self._tasks.add(task)
-        try:
-            await session.serve()
-        except asyncio.CancelledError:
-            # close() cancelled it: the connection's task ends here, quietly (Python 3.11's
-            # StreamReaderProtocol logs a cancelled connection task as an error)
-            pass
-        finally:
-            self.sessions.discard(session)
-            self._tasks.discard(task)
-
-    # ---- what sessions ask of their socket ----------------------------------------------
-    def record(self, client: int, direction: str, message: object) -> None:
-        self.console.history.append(
-            Exchange(time.monotonic(), self.name, client, direction, message))
-
-    def greeting(self) -> dict[str, Any]:
-        version: object = PLATFORM_VERSION
-        if self.target is not None:
-            version = NO_QEMU_VERSION
-            with contextlib.suppress(Exception):
-                greeting = self.target.qmp_client.greeting
-                if greeting is not None:
-                    version = dict(greeting.QMP.version)
-        return {"QMP": {"version": copy.deepcopy(version), "capabilities": []}}
-
-    def builtin_commands(self) -> list[str]:
-        return [*BUILTIN, *pe_command_names()]
-
-    async def execute(self, name: str, args: dict[str, Any]) -> object:
-        if name in BY_NAME:
-            return await self._pe_command(name, args)
-        if name == "query-commands":
-            _no_arguments(args)
-            return await self._query_commands()
-        if self.target is None:
-            if name == "query-version":
-                _no_arguments(args)
-                return copy.deepcopy(PLATFORM_VERSION)
-            raise QmpError(f"The command {name} has not been found", COMMAND_NOT_FOUND)
-        return await self._qemu(name, args or None)
-
-    async def _pe_command(self, name: str, args: dict[str, Any]) -> object:
-        try:
-            return await run_pe_command(self.console.api, name, args)
-        except QmpError:
-            raise
-        except Exception as e:
-            log.exception("%s: platform backend failed in %s", self.name, name)
-            raise QmpError(f"internal error in {name}: {type(e).__name__}: {e}") from e
-
-    async def _query_commands(self) -> list[object]:
-        ours: list[object] = [{"name": n} for n in self.builtin_commands()]
-        if self.target is None:
-            return ours
-        qemu = await self._qemu("query-commands", None)
-        if not isinstance(qemu, list):
-            raise QmpError("QEMU's query-commands did not return a list")
-        known = {c.get("name") for c in qemu if isinstance(c, dict)}
-        return [*qemu, *(c for c in ours if isinstance(c, dict) and c["name"] not in known)]
-
-    async def _qemu(self, name: str, args: dict[str, Any] | None) -> object:
-        assert self.target is not None
-        try:
-            return await self.target.execute(name, args)
-        except ExecuteError as e:  # QEMU's own error: passed on unchanged
-            raise QmpError(e.error.error.desc, e.error.error.class_) from e
-        except Exception as e:
-            raise QmpError(f"QEMU did not answer {name}: {e or type(e).__name__}") from e
-
-    # ---- events -----------------------------------------------------------------------
-    def forward(self, msg: dict[str, Any]) -> None:
-        """A QEMU event, to this socket's negotiated clients."""
-        try:
-            data = encode(msg)
-        except (TypeError, ValueError) as e:
-            log.error("%s: QEMU event not serializable: %s", self.name, e)
-            return
-        self.broadcast(msg, data)
-
-    def broadcast(self, msg: dict[str, Any], data: bytes) -> None:
-        for s in list(self.sessions):
-            if s.negotiated:
-                s.send(msg, data)
-
-
-class Console:
-    """Owns the console sockets in `directory`; see the module docstring."""
-
-    def __init__(self, directory: str | os.PathLike[str], platform_api: PlatformApi, *,
+class Console(Server):
+    def __init__(self, directory: str | os.PathLike[str], platform: Platform, *,
                  history_size: int = HISTORY, limit: int = MAX_MESSAGE) -> None:
-        self.directory = Path(directory)
-        self.api = platform_api
-        self.limit = limit
-        self.history: deque[Exchange] = deque(maxlen=history_size)
-        self._endpoints: dict[str, Endpoint] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: int | None = None
-        self._running = False
-        self._listening = False
-
-    async def __aenter__(self) -> Console:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
-
-    # ---- sockets ----------------------------------------------------------------------
-    def path(self, name: str) -> Path:
-        """The socket of guest `name` (or of the platform: "platform")."""
-        p = self.directory / f"{name}{SUFFIX}"
-        if len(os.fsencode(p)) > SUN_PATH_MAX:
-            raise ConsoleError(f"socket path {p} is longer than {SUN_PATH_MAX} bytes")
-        return p
+        super().__init__(directory, pe_commands(platform), PlatformEvents(platform),
+                         local=PLATFORM, version=PLATFORM_VERSION,
+                         history_size=history_size, limit=limit)
+        self.platform = platform
 
     @property
     def platform_path(self) -> Path:
-        return self.path(PLATFORM)
-
-    @property
-    def guests(self) -> list[str]:
-        return [n for n in self._endpoints if n != PLATFORM]
-
-    def session_count(self, name: str | None = None) -> int:
-        """Clients connected to socket `name`, or to all sockets."""
-        eps = self._endpoints.values() if name is None else [self._endpoints[name]]
-        return sum(len(ep.sessions) for ep in eps)
-
-    async def start(self) -> None:
-        if self._running:
-            raise ConsoleError("the console is already started")
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.get_ident()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        ep = Endpoint(self, PLATFORM, self.platform_path, None)
-        await ep.open()
-        self._endpoints[PLATFORM] = ep
-        self._running = True
-        if not self._listening:
-            self.api.add_listener(self._on_platform_event)
-            self._listening = True
-
-    async def add_guest(self, name: str, target: QemuTarget) -> Path:
-        """Open `<directory>/<name>.qmp` in front of `target`; returns its path."""
-        if not self._running:
-            raise ConsoleError("start the console before adding guests")
-        if name == PLATFORM or not GUEST_NAME.fullmatch(name):
-            raise ConsoleError(f"bad guest name {name!r}: letters, digits, '_.+-', "
-                               f"not {PLATFORM!r}, at most 64")
-        if name in self._endpoints:
-            raise ConsoleError(f"guest {name} already has a console socket")
-        ep = Endpoint(self, name, self.path(name), target)
-        self._endpoints[name] = ep
-        try:
-            await ep.open()
-        except BaseException:
-            del self._endpoints[name]
-            await ep.close()
-            raise
-        return ep.path
-
-    async def remove_guest(self, name: str) -> None:
-        """Close the guest's socket and its clients (their commands are cancelled)."""
-        if name == PLATFORM or name not in self._endpoints:
-            raise ConsoleError(f"no console socket for guest {name!r}")
-        await self._endpoints.pop(name).close()
-
-    async def stop(self) -> None:
-        """Close every client and socket; remove the sockets. Platform events stop."""
-        self._running = False
-        eps = list(self._endpoints.values())
-        self._endpoints.clear()
-        await asyncio.gather(*(ep.close() for ep in eps))
-
-    # ---- platform events --------------------------------------------------------------
-    def _on_platform_event(self, name: str, data: dict[str, Any]) -> None:
-        """The backend's listener: any thread. Encoded here, so the caller may change
-        `data` afterwards; sent from the console's loop."""
-        now_us = time.time_ns() // 1000
-        if not self._running or self._loop is None:
-            return
-        if not isinstance(name, str) or not isinstance(data, dict):
-            log.error("platform event dropped: name %r, data %r", name, data)
-            return
-        seconds, micro = divmod(now_us, 1_000_000)
-        msg: dict[str, Any] = {"event": name, "data": data,
-                               "timestamp": {"seconds": seconds, "microseconds": micro}}
-        try:
-            encoded = encode(msg)
-        except (TypeError, ValueError) as e:
-            log.error("platform event %s dropped: not serializable: %s", name, e)
-            return
-        snapshot = json.loads(encoded)
-        if threading.get_ident() == self._thread:
-            self._broadcast(snapshot, encoded)  # in order with the reply of a command
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
-            self._loop.call_soon_threadsafe(self._broadcast, snapshot, encoded)
-
-    def _broadcast(self, msg: dict[str, Any], data: bytes) -> None:
-        if not self._running:
-            return
-        for ep in list(self._endpoints.values()):
-            ep.broadcast(msg, data)
+        return self.local_path

@@ -5,14 +5,17 @@ device before the reset and adds it back afterwards. Here, when a VF PE freezes 
 driver registered on it said `handlers: false`:
 
 1. the function is removed from its owner: `function-removed` is pushed (harness: the
-   backend detaches the driver) and `on_remove(name)` runs (VM mode: QMP device_del);
+   backend detaches the driver) and `hooks.on_remove(name)` runs (VM mode: QMP device_del);
 2. when the PE may be recovered (its lockout lifted, or at once after a VF-only error),
    the platform resets it (an FLR), which also thaws it;
-3. when the reset is done (state 0), `on_add(name)` runs (VM mode: device_add) and
+3. when the reset is done (state 0), `hooks.on_add(name)` runs (VM mode: device_add) and
    `function-added` is pushed; the driver probes the function as new.
 
 Every step is a policy notice in the timeline ("function-removed", "platform-reset",
-"function-added"). Runs on the model's loop thread, driven by the policy's notices.
+"function-added"). Runs on the model's loop thread, driven by the policy's notices. The
+hooks are given at construction (`Platform(..., removal_hooks=...)`), never assigned
+later; they run on the model's loop thread and must not block (hand the work to your own
+loop with `call_soon_threadsafe`, as `eeh_sriov.system.System` does).
 """
 
 from __future__ import annotations
@@ -26,6 +29,19 @@ from device_model import PeKind, ResetKind
 from hypervisor_shim.pe.policy import Notice, PeFlag, PePolicy, PeRecord
 
 
+def _nothing(name: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RemovalHooks:
+    """What the platform's owner does when a function is removed from its guest and added
+    back (VM mode: QMP device_del / device_add). Called on the model's loop thread."""
+
+    on_remove: Callable[[str], None] = _nothing
+    on_add: Callable[[str], None] = _nothing
+
+
 class Stage(enum.Enum):
     REMOVED = "removed"  # waiting for the lockout to lift
     RESETTING = "resetting"  # FLR under way
@@ -36,8 +52,7 @@ class NoHandlerRecovery:
     policy: PePolicy
     handlers_of: Callable[[int], bool | None]  # PE address -> the driver's handlers flag
     function_name: Callable[[PeRecord], str]
-    on_remove: Callable[[str], None] = lambda name: None
-    on_add: Callable[[str], None] = lambda name: None
+    hooks: RemovalHooks = field(default_factory=RemovalHooks)
     stages: dict[int, Stage] = field(default_factory=dict)
 
     def __call__(self, n: Notice) -> None:
@@ -59,7 +74,7 @@ class NoHandlerRecovery:
             del self.stages[rec.address]
             self.policy.recovered(rec)  # the platform recovered it: no longer recovering
             name = self.function_name(rec)
-            self.on_add(name)
+            self.hooks.on_add(name)
             self._notice("function-added", rec, {"name": name}, event=True)
 
     def _remove(self, rec: PeRecord) -> None:
@@ -67,7 +82,7 @@ class NoHandlerRecovery:
         self.stages[rec.address] = Stage.REMOVED
         self._notice("function-removed", rec, {"name": name, "reason": "no error handlers"},
                      event=True)
-        self.on_remove(name)
+        self.hooks.on_remove(name)
 
     def _maybe_reset(self, rec: PeRecord) -> None:
         if rec.flags & (PeFlag.LOCKED_OUT | PeFlag.PERMANENT):

@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 from hypervisor_shim.console import Console
 from hypervisor_shim.platform import Platform
-from hypervisor_shim.platform_api import PlatformConsoleApi
 
 T = TypeVar("T")
 
@@ -32,7 +31,7 @@ class ConsoleThread:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         try:
-            self.console = Console(directory, PlatformConsoleApi(plat))
+            self.console = Console(directory, plat)
             self.run(self.console.start())
         except BaseException:
             with contextlib.suppress(Exception):  # the loop is stopped, the directory

@@ -1,5 +1,5 @@
 """Console commands fuzzed (hypothesis) against the real console over the real platform
-(PlatformConsoleApi: PE policy, device model, timeline). The framing's own hostile tests
+(the Platform facade: PE policy, device model, timeline). The framing's own hostile tests
 (malformed JSON, huge and deep messages, control bytes, disconnects) run against a fake
 platform in tests/unit/shim/test_console_hostile.py; these send well-framed commands with
 any names and arguments and check, per example:
@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hypervisor_shim.console.commands import pe_command_names
+from hypervisor_shim.console import pe_command_names
 from hypervisor_shim.pe import PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
 from tests.harness.console_rig import ConsoleThread

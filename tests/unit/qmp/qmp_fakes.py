@@ -1,18 +1,16 @@
-"""Fakes for the console tests: a PlatformApi, a QEMU QMP server and a QemuTarget over
-it, and a raw client that reads the wire as it is. (Imported by the test_console_*
-modules; the tests here check the fakes themselves, so the others can trust them.)"""
+"""What the qmp_server tests run the server with: a command table of test commands, an
+event source the test fires, a QEMU QMP server and a QemuTarget over it, and a raw client
+that reads the wire as it is. (Imported by the test_qmp_* modules; test_qmp_fakes.py
+checks the fakes themselves, so the others can trust them.)"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import inspect
 import json
 import shutil
 import tempfile
 import threading
-import typing
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,34 +18,36 @@ from typing import Any
 import pytest
 from qemu.qmp import QMPClient
 
-from hypervisor_shim.console import Console, PlatformApi, PlatformApiError, QemuTarget
-from hypervisor_shim.console.backend import PlatformListener
-from qemu_launcher.machine import Machine
+from qmp_server import Command, CommandTable, EventCallback, QmpError, Server
+from qmp_server import args as a
 
 TIMEOUT = 10.0
+PREFIX = "__org.test_"
+VERSION = {"qemu": {"major": 7, "minor": 8, "micro": 9}, "package": "qmp_server tests"}
 
 
-# ---- the platform ----------------------------------------------------------------------
+# ---- the caller's side: commands and events ---------------------------------------------
 
-class FakePlatformApi:
-    """An adapter PE and `vfs` VF PEs with just enough behaviour to see commands land:
-    injection freezes (the adapter's freeze reaches every VF), a reset thaws, events say so.
-    `gate`: when set, inject() waits for it (a command that is in progress)."""
+class Backend:
+    """The test commands (every call recorded in `calls`) and the event source.
 
-    def __init__(self, vfs: int = 2) -> None:
-        names = ["adapter", *(f"vf{i}" for i in range(vfs))]
-        self.pes: dict[str, dict[str, Any]] = {
-            n: {"pe": n, "address": 0x100 * (i + 1), "state": 0, "retry_ms": 0,
-                "owner": None if n == "adapter" else f"guest{i}", "freeze_count": 0,
-                "flags": []}
-            for i, n in enumerate(names)}
-        self.logs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-        self.policy: dict[str, Any] = {"max-freezes": 5, "window-s": 3600.0}
+    ping                  -> {"pong": <number of pings so far>}
+    echo value=<any>      -> that value
+    slow                  -> waits for `gate` (when set; `entered` says it is waiting),
+                             emits SLOW_DONE, returns {}
+    boom                  -> a bug: RuntimeError("oops")
+    refuse why=<string>   -> QmpError(why): the command's own refusal
+    """
+
+    def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
-        self.listeners: list[PlatformListener] = []
+        self.listeners: list[EventCallback] = []
         self.gate: asyncio.Event | None = None
         self.entered = asyncio.Event()
-        self.boom: Exception | None = None  # raised by the next call, once
+
+    # the event source
+    def add_listener(self, callback: EventCallback) -> None:
+        self.listeners.append(callback)
 
     def emit(self, name: str, data: dict[str, Any]) -> None:
         for cb in self.listeners:
@@ -58,76 +58,41 @@ class FakePlatformApi:
         t.start()
         t.join()
 
-    def _pe(self, pe: str) -> dict[str, Any]:
-        if self.boom is not None:
-            e, self.boom = self.boom, None
-            raise e
-        if pe not in self.pes:
-            raise PlatformApiError(f"no PE named {pe!r} (have {', '.join(self.pes)})")
-        return self.pes[pe]
+    # the commands
+    async def _ping(self, args: a.Args) -> object:
+        self.calls.append(("ping",))
+        return {"pong": sum(1 for c in self.calls if c == ("ping",))}
 
-    def _set(self, pe: dict[str, Any], state: int, reason: str) -> None:
-        pe["state"] = state
-        if state == 2:
-            pe["freeze_count"] += 1
-            pe["flags"] = ["isolated"]
-        else:
-            pe["flags"] = []
-        self.emit("EEH_PE_STATE_CHANGED",
-                  {"pe": pe["pe"], "address": pe["address"], "state": state, "reason": reason})
+    async def _echo(self, args: a.Args) -> object:
+        self.calls.append(("echo", args.get("value")))
+        return args.get("value")
 
-    async def query_pes(self) -> list[dict[str, Any]]:
-        self.calls.append(("query_pes",))
-        if self.boom is not None:
-            self._pe("adapter")
-        return copy.deepcopy(list(self.pes.values()))
-
-    async def inject(self, pe: str, kind: str, function: int | None, address: int,
-                     mask: int) -> dict[str, Any]:
-        target = self._pe(pe)
+    async def _slow(self, args: a.Args) -> object:
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
-        if kind == "vf-error" and pe == "adapter":
-            raise PlatformApiError("vf-error needs a VF PE")
-        self.calls.append(("inject", pe, kind, function, address, mask))
-        hit = list(self.pes.values()) if kind == "adapter-fatal" else [target]
-        if kind == "adapter-fatal" and pe != "adapter":
-            raise PlatformApiError("adapter-fatal needs the adapter PE")
-        for p in hit:
-            self._set(p, 2, kind)
-        self.logs[pe].append({"seq": len(self.logs[pe]) + 1, "kind": kind,
-                              "function": function, "address": address})
-        return {"pe": pe, "kind": kind, "frozen": [p["pe"] for p in hit]}
+        self.calls.append(("slow",))
+        self.emit("SLOW_DONE", {"calls": len(self.calls)})
+        return {}
 
-    async def reset_pe(self, pe: str, kind: str) -> dict[str, Any]:
-        target = self._pe(pe)
-        if kind == "fundamental" and pe != "adapter":
-            raise PlatformApiError("a VF PE has no fundamental reset")
-        self.calls.append(("reset_pe", pe, kind))
-        self._set(target, 0, f"{kind} reset")
-        return {"pe": pe, "kind": kind, "state": 0}
+    async def _boom(self, args: a.Args) -> object:
+        raise RuntimeError("oops")
 
-    async def error_log(self, pe: str) -> list[dict[str, Any]]:
-        self._pe(pe)
-        self.calls.append(("error_log", pe))
-        return copy.deepcopy(self.logs[pe])
+    async def _refuse(self, args: a.Args) -> object:
+        raise QmpError(a.string(args, "why"))
 
-    async def set_policy(self, max_freezes: int | None,
-                         window_s: float | None) -> dict[str, Any]:
-        self.calls.append(("set_policy", max_freezes, window_s))
-        if max_freezes is not None:
-            self.policy["max-freezes"] = max_freezes
-        if window_s is not None:
-            self.policy["window-s"] = window_s
-        return dict(self.policy)
+    def table(self) -> CommandTable:
+        return CommandTable([
+            Command("ping", self._ping),
+            Command("echo", self._echo, ("value",)),
+            Command("slow", self._slow),
+            Command("boom", self._boom),
+            Command("refuse", self._refuse, ("why",)),
+        ], prefix=PREFIX)
 
-    async def query_policy(self) -> dict[str, Any]:
-        self.calls.append(("query_policy",))
-        return dict(self.policy)
 
-    def add_listener(self, callback: PlatformListener) -> None:
-        self.listeners.append(callback)
+COMMAND_NAMES = [n for c in ("ping", "echo", "slow", "boom", "refuse")
+                 for n in (PREFIX + c, c)]
 
 
 # ---- a QEMU ----------------------------------------------------------------------------
@@ -298,40 +263,42 @@ class RawClient:
             await self.writer.wait_closed()
 
 
-# ---- running a console in a test ------------------------------------------------------
+# ---- running a server in a test --------------------------------------------------------
 
 @pytest.fixture
 def sock_dir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="eeh-con-", dir="/tmp"))  # AF_UNIX paths are short
+    d = Path(tempfile.mkdtemp(prefix="eeh-qmp-", dir="/tmp"))  # AF_UNIX paths are short
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
 
-Body = Callable[[Console, FakePlatformApi], Awaitable[None]]
+Body = Callable[[Server, Backend], Awaitable[None]]
 
 
-def run_console(sock_dir: Path, body: Body, api: FakePlatformApi | None = None,
-                **kwargs: Any) -> None:
-    """Start a console over a FakePlatformApi, run `body`, stop it; fail after 60 s."""
-    api = api or FakePlatformApi()
+def run_server(sock_dir: Path, body: Body, backend: Backend | None = None,
+               **kwargs: Any) -> None:
+    """Start a server ("local" socket: `<sock_dir>/server/local.qmp`) with the Backend's
+    commands and events, run `body`, stop it; fail after 60 s."""
+    backend = backend or Backend()
 
     async def main() -> None:
-        console = Console(sock_dir / "console", api, **kwargs)
-        await console.start()
+        server = Server(sock_dir / "server", backend.table(), backend, local="local",
+                        version=VERSION, **kwargs)
+        await server.start()
         try:
-            await asyncio.wait_for(body(console, api), 60)
+            await asyncio.wait_for(body(server, backend), 60)
         finally:
-            await console.stop()
-        assert not list((sock_dir / "console").iterdir()), "sockets left behind"
+            await server.stop()
+        assert not list((sock_dir / "server").iterdir()), "sockets left behind"
 
     asyncio.run(main())
 
 
 class GuestRig:
-    """A FakeQemu, a QMPClient connected to it, and the console socket in front."""
+    """A FakeQemu, a QMPClient connected to it, and the server's socket in front."""
 
-    def __init__(self, console: Console, sock_dir: Path, name: str = "guest0") -> None:
-        self.console = console
+    def __init__(self, server: Server, sock_dir: Path, name: str = "guest0") -> None:
+        self.server = server
         self.qemu = FakeQemu(sock_dir / f"{name}-qemu.sock")
         self.client = QMPClient(name)
         self.target = FakeTarget(self.client)
@@ -341,43 +308,11 @@ class GuestRig:
     async def __aenter__(self) -> GuestRig:
         await self.qemu.start()
         await self.client.connect(str(self.qemu.path))
-        self.path = await self.console.add_guest(self.name, self.target)
+        self.path = await self.server.add_guest(self.name, self.target)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.name in self.console.guests:
-            await self.console.remove_guest(self.name)
+        if self.name in self.server.guests:
+            await self.server.remove_guest(self.name)
         await self.client.disconnect()
         await self.qemu.stop()
-
-
-# ---- the fakes are what they claim -----------------------------------------------------
-
-def _types(api: FakePlatformApi, target: FakeTarget, machine: Machine) -> None:
-    """For mypy (`.venv/bin/mypy --strict tests/unit/shim/test_console_fakes.py`): the
-    fakes and Machine, as it is, satisfy the protocols. Never called."""
-    _api: PlatformApi = api
-    _target: QemuTarget = target
-    _machine: QemuTarget = machine
-
-
-def test_machine_has_what_a_qemu_target_needs() -> None:
-    """The runtime half of _types: Machine.execute is a coroutine taking (cmd, args) and
-    a Machine carries a QMPClient as qmp_client."""
-    sig = inspect.signature(Machine.execute)
-    assert inspect.iscoroutinefunction(Machine.execute)
-    assert list(sig.parameters)[:3] == ["self", "cmd", "args"]
-    assert "qmp_client" in inspect.getsource(Machine.__init__)
-    hints = typing.get_type_hints(QemuTarget.qmp_client.fget)  # type: ignore[attr-defined]
-    assert hints["return"] is QMPClient
-
-
-def test_fake_platform_freezes_and_emits() -> None:
-    api = FakePlatformApi()
-    seen: list[tuple[str, dict[str, Any]]] = []
-    api.add_listener(lambda n, d: seen.append((n, d)))
-    asyncio.run(api.inject("adapter", "adapter-fatal", None, 0, 0))
-    assert [p["state"] for p in api.pes.values()] == [2, 2, 2]
-    assert [d["pe"] for _, d in seen] == ["adapter", "vf0", "vf1"]
-    with pytest.raises(PlatformApiError, match="no PE named"):
-        asyncio.run(api.reset_pe("vf9", "hot"))

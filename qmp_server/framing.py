@@ -18,16 +18,16 @@ Choices where the QMP specification leaves room (the README's "Console" says the
   dropped that way is reported with one error reply; a reset with nothing pending is silent.
 - Single-quoted strings (QEMU's extension, with the `\\'` escape) are accepted and
   rewritten to JSON before parsing.
-- Parsing is strict JSON: no NaN or Infinity, no number too large for a double, no
-  repeated key in an object, UTF-8 only.
+- Parsing is strict JSON (`eeh_abi.strict_json`, the project's one parser): no NaN or
+  Infinity, no number too large for a double, no repeated key in an object, UTF-8 only.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from dataclasses import dataclass
+
+from eeh_abi import strict_json
 
 MAX_MESSAGE = 1 << 20
 MAX_DEPTH = 64
@@ -208,38 +208,9 @@ class JsonSplitter:
         self._discard = False
 
 
-def _no_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"repeated key '{key}'")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"'{name}' is not JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
 def parse(text: Text) -> object | Malformed:
-    """The JSON value of `text`, or why it is not valid JSON."""
+    """The JSON value of `text`, or why it is not strict JSON (eeh_abi.strict_json)."""
     try:
-        s = text.data.decode("utf-8")
-    except UnicodeDecodeError:
-        return Malformed("JSON parse error, invalid UTF-8 sequence")
-    try:
-        value: object = json.loads(s, object_pairs_hook=_no_repeated_keys,
-                                   parse_constant=_no_constant, parse_float=_finite)
-    except json.JSONDecodeError as e:
-        msg = e.msg[:1].lower() + e.msg[1:]
-        return Malformed(f"JSON parse error, {msg}")
-    except (ValueError, RecursionError) as e:
-        return Malformed(f"JSON parse error, {e}")
-    return value
+        return strict_json.loads(text.data)
+    except strict_json.JsonError as e:
+        return Malformed(f"JSON parse error, {e.reason}")

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_console_fakes import FakePlatformApi, GuestRig, RawClient, run_console, sock_dir
+from qmp_fakes import Backend, GuestRig, RawClient, run_server, sock_dir
 
-from hypervisor_shim.console import Console, session
-from hypervisor_shim.console.framing import JsonSplitter, Malformed, Text, parse
+from qmp_server import Server, ServerError, session
+from qmp_server.framing import JsonSplitter, Malformed, Text, parse
 
 __all__ = ["sock_dir"]
 MIB = 1 << 20
-PING = b'{"execute": "query-eeh-policy", "id": "ping"}'
+PING = b'{"execute": "ping", "id": "ping"}'
 
 
 async def still_works(c: RawClient) -> None:
@@ -39,32 +39,32 @@ MALFORMED = [
     (b'{"execute" "x"}', "JSON parse error, expecting ':' delimiter"),
     (b"[1, 2]", "QMP input must be a JSON object"),
     (b"42 ", "QMP input must be a JSON object"),
-    (b'"query-pes"', "QMP input must be a JSON object"),
+    (b'"ping"', "QMP input must be a JSON object"),
     (b"null\n", "QMP input must be a JSON object"),
     (b"nonsense\n", "JSON parse error, expecting value"),
     (b"}", "JSON parse error, stray '}'"),
-    (b'{"execute": "query-pes", "execute": "quit"}', "JSON parse error, repeated key 'execute'"),
-    (b'{"execute": "query-pes", "id": NaN}', "JSON parse error, 'NaN' is not JSON"),
-    (b'{"execute": "query-pes", "id": 1e999}', "JSON parse error, number 1e999 is out of range"),
+    (b'{"execute": "ping", "execute": "quit"}', "JSON parse error, repeated key 'execute'"),
+    (b'{"execute": "ping", "id": NaN}', "JSON parse error, 'NaN' is not JSON"),
+    (b'{"execute": "ping", "id": 1e999}', "JSON parse error, number 1e999 is out of range"),
     (b'{"execute": "\xff', "JSON parse error, invalid character 0xff; pending input dropped"),
     (b'{"execute": "caf\xc3"}', "JSON parse error, invalid UTF-8 sequence"),
     (b'{"execute": 5}', "QMP input member 'execute' must be a string"),
     (b'{"arguments": {}}', "QMP input lacks member 'execute'"),
     (b'{}', "QMP input lacks member 'execute'"),
-    (b'{"execute": "query-pes", "arguments": [1]}',
+    (b'{"execute": "ping", "arguments": [1]}',
      "QMP input member 'arguments' must be an object"),
-    (b'{"execute": "query-pes", "argument": {}}', "QMP input member 'argument' is unexpected"),
-    (b'{"exec-oob": "query-pes"}', "QMP input member 'exec-oob' is unexpected"),
-    (b'{"execute": "query-pes", "control": 1}', "QMP input member 'control' is unexpected"),
-    (b'{"execute": "query-pes", "id": ' + b"9" * 5000 + b"}", None),  # int too long
+    (b'{"execute": "ping", "argument": {}}', "QMP input member 'argument' is unexpected"),
+    (b'{"exec-oob": "ping"}', "QMP input member 'exec-oob' is unexpected"),
+    (b'{"execute": "ping", "control": 1}', "QMP input member 'control' is unexpected"),
+    (b'{"execute": "ping", "id": ' + b"9" * 5000 + b"}", None),  # int too long
     (b"[" * 100 + b"]" * 100, "QMP input exceeds the nesting limit of 64"),
 ]
 
 
 def test_malformed_input_gets_an_error_and_the_connection_goes_on(sock_dir: Path) -> None:
-    async def body(console: Console, api: FakePlatformApi) -> None:
-        c = await RawClient.connect(console.platform_path)
-        other = await RawClient.connect(console.platform_path)
+    async def body(server: Server, be: Backend) -> None:
+        c = await RawClient.connect(server.local_path)
+        other = await RawClient.connect(server.local_path)
         for raw, desc in MALFORMED:
             await c.send(raw)
             r = await c.reply()
@@ -76,51 +76,51 @@ def test_malformed_input_gets_an_error_and_the_connection_goes_on(sock_dir: Path
                 assert r["error"]["desc"].startswith("JSON parse error"), r
             await still_works(c)
         # ...while these are objects, so their id comes back
-        await c.send(b'{"execute": "query-pes", "bogus": 1, "id": "x"}')
+        await c.send(b'{"execute": "ping", "bogus": 1, "id": "x"}')
         assert await c.reply() == {**generic("QMP input member 'bogus' is unexpected"),
                                    "id": "x"}
-        await c.send(b'{"execute": "query-pes", "arguments": 7, "id": 3}')
+        await c.send(b'{"execute": "ping", "arguments": 7, "id": 3}')
         assert (await c.reply())["id"] == 3
-        await c.send(b'{"exec-oob": "query-pes", "id": 4}')
+        await c.send(b'{"exec-oob": "ping", "id": 4}')
         assert await c.reply() == {**generic("QMP input member 'exec-oob' is unexpected"),
                                    "id": 4}
-        assert api.calls == [("query_policy",)] * len(MALFORMED)
+        assert be.calls == [("ping",)] * len(MALFORMED)
         await still_works(other)
         await c.close()
         await other.close()
 
-    run_console(sock_dir, body)
+    run_server(sock_dir, body)
 
 
 def test_framing_without_newlines_split_anywhere_and_single_quotes(sock_dir: Path) -> None:
-    async def body(console: Console, api: FakePlatformApi) -> None:
-        c = await RawClient.connect(console.platform_path)
+    async def body(server: Server, be: Backend) -> None:
+        c = await RawClient.connect(server.local_path)
         # three commands in one write, no separators (qemu.qmp sends none)
         await c.send(PING.replace(b"ping", b"a") + PING.replace(b"ping", b"b") +
-                     b'{"execute":"query-pes","id":"c"}')
+                     b'{"execute":"ping","id":"c"}')
         assert [(await c.reply())["id"] for _ in range(3)] == ["a", "b", "c"]
         # one command a byte at a time, spread over lines like a person at socat would
-        text = b'{\n  "execute": "query-eeh-policy",\n  "id": {"s": "}{\\" ]["}\n}\n'
+        text = b'{\n  "execute": "ping",\n  "id": {"s": "}{\\" ]["}\n}\n'
         for i in range(len(text)):
             await c.send(text[i:i + 1])
         assert (await c.reply())["id"] == {"s": '}{" ]['}
         # QEMU's single-quote extension, with \' and a double quote inside
-        await c.send(b"{'execute': 'query-eeh-policy', 'id': 'it\\'s \"q\"'}")
+        await c.send(b"{'execute': 'ping', 'id': 'it\\'s \"q\"'}")
         assert (await c.reply())["id"] == "it's \"q\""
         await c.close()
 
-    run_console(sock_dir, body)
+    run_server(sock_dir, body)
 
 
 def test_huge_lines(sock_dir: Path) -> None:
-    async def body(console: Console, api: FakePlatformApi) -> None:
-        c = await RawClient.connect(console.platform_path)
-        other = await RawClient.connect(console.platform_path)
+    async def body(server: Server, be: Backend) -> None:
+        c = await RawClient.connect(server.local_path)
+        other = await RawClient.connect(server.local_path)
         over = generic(f"QMP input exceeds the size limit of {MIB} bytes")
         huge = 2 * MIB
         cases = [
             # a well-formed object with a 2 MiB argument: dropped to its closing brace
-            b'{"execute": "eeh-inject", "arguments": {"pe": "' + b"A" * huge + b'"}}',
+            b'{"execute": "echo", "arguments": {"value": "' + b"A" * huge + b'"}}',
             # a 2 MiB line of garbage and one of an unterminated string
             b"x" * huge + b"\n",
             b'{"execute": "' + b"B" * huge + b"\n",
@@ -133,72 +133,71 @@ def test_huge_lines(sock_dir: Path) -> None:
             await send
             assert await c.reply() == over
             await still_works(c)
-        assert ("inject",) not in [x[:1] for x in api.calls]
+        assert ("echo",) not in [x[:1] for x in be.calls]
         # the limit is the limit: a 1 MiB - 1 text passes the framing
-        pad = MIB - len(b'{"execute": "query-eeh-policy", "id": ""}')
-        await c.send(b'{"execute": "query-eeh-policy", "id": "' + b"p" * pad + b'"}')
+        pad = MIB - len(b'{"execute": "ping", "id": ""}')
+        await c.send(b'{"execute": "ping", "id": "' + b"p" * pad + b'"}')
         assert len((await c.reply())["id"]) == pad
         await c.close()
         await other.close()
 
-    run_console(sock_dir, body)
+    run_server(sock_dir, body)
 
 
 def test_control_character_resets_the_parser(sock_dir: Path) -> None:
-    async def body(console: Console, api: FakePlatformApi) -> None:
-        c = await RawClient.connect(console.platform_path)
+    async def body(server: Server, be: Backend) -> None:
+        c = await RawClient.connect(server.local_path)
         # nothing pending: a silent reset (what a careful client sends first)
         await c.send(b"\xff")
         await c.send(b"\x00")
         assert await c.nothing_pending()
         # an unfinished command, then the reset: reported once, then all is well
-        await c.send(b'{"execute": "query-pes", "arguments": {"pe": [[[ \x1b')
+        await c.send(b'{"execute": "echo", "arguments": {"value": [[[ \x1b')
         r = await c.reply()
         assert r == generic("JSON parse error, invalid character 0x1b; pending input dropped")
         await still_works(c)
         await c.close()
 
-    run_console(sock_dir, body)
+    run_server(sock_dir, body)
 
 
 def test_disconnect_mid_command_disturbs_nothing(sock_dir: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="hypervisor_shim.console")
-    api = FakePlatformApi()
-    api.gate = asyncio.Event()
+    caplog.set_level(logging.WARNING, logger="qmp_server")
+    backend = Backend()
+    backend.gate = asyncio.Event()
 
-    async def body(console: Console, api: FakePlatformApi) -> None:
-        assert api.gate is not None
-        watcher = await RawClient.connect(console.platform_path)
-        c = await RawClient.connect(console.platform_path)
-        await c.send({"execute": "eeh-inject", "id": 1,
-                      "arguments": {"pe": "adapter", "kind": "adapter-fatal"}})
-        await api.entered.wait()  # the command is running in the backend
+    async def body(server: Server, be: Backend) -> None:
+        assert be.gate is not None
+        watcher = await RawClient.connect(server.local_path)
+        c = await RawClient.connect(server.local_path)
+        await c.send({"execute": "slow", "id": 1})
+        await be.entered.wait()  # the command is running
         c.writer.transport.abort()  # gone, without a goodbye
         await still_works(watcher)  # others are served while that command waits
-        api.gate.set()
+        be.gate.set()
         # the command completes (its effect stands, its events go out); the reply is dropped
-        assert (await watcher.event())["event"] == "EEH_PE_STATE_CHANGED"
+        assert (await watcher.event())["event"] == "SLOW_DONE"
         for _ in range(200):
-            if console.session_count() == 1:
+            if server.session_count() == 1:
                 break
             await asyncio.sleep(0.01)
-        assert console.session_count() == 1
-        assert ("inject", "adapter", "adapter-fatal", None, 0, 0) in api.calls
+        assert server.session_count() == 1
+        assert ("slow",) in be.calls
         # and gone in the middle of a message
-        d = await RawClient.connect(console.platform_path)
+        d = await RawClient.connect(server.local_path)
         await d.send(b'{"execute": "query-p')
         await d.close()
         await still_works(watcher)
         await watcher.close()
 
-    run_console(sock_dir, body, api=api)
+    run_server(sock_dir, body, backend=backend)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 def test_disconnect_while_qemu_works_on_a_command(sock_dir: Path) -> None:
-    async def body(console: Console, api: FakePlatformApi) -> None:
-        async with GuestRig(console, sock_dir) as g:
+    async def body(server: Server, be: Backend) -> None:
+        async with GuestRig(server, sock_dir) as g:
             g.qemu.hold = asyncio.Event()
             c = await RawClient.connect(g.path)
             other = await RawClient.connect(g.path)
@@ -206,25 +205,25 @@ def test_disconnect_while_qemu_works_on_a_command(sock_dir: Path) -> None:
             while not any(m["execute"] == "query-status" for m in g.qemu.received):
                 await asyncio.sleep(0.01)
             await c.close()
-            await other.send({"execute": "query-pes"})
-            assert "return" in await other.reply()  # the console does not wait for QEMU
+            await other.send({"execute": "ping"})
+            assert "return" in await other.reply()  # the server does not wait for QEMU
             g.qemu.hold.set()
             assert (await other.command("query-status"))["return"]["running"] is True
             await other.close()
 
-    run_console(sock_dir, body)
+    run_server(sock_dir, body)
 
 
 def test_a_client_that_never_reads_is_cut_off(sock_dir: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(session, "MAX_OUTPUT", 256 * 1024)
 
-    async def body(console: Console, api: FakePlatformApi) -> None:
+    async def body(server: Server, be: Backend) -> None:
         loop = asyncio.get_running_loop()
-        reader = await RawClient.connect(console.platform_path)
+        reader = await RawClient.connect(server.local_path)
         sleeper = socket.socket(socket.AF_UNIX)
         sleeper.setblocking(False)
-        await loop.sock_connect(sleeper, str(console.platform_path))
+        await loop.sock_connect(sleeper, str(server.local_path))
         await loop.sock_sendall(sleeper, b'{"execute": "qmp_capabilities"}')
         got = b""
         while got.count(b"\r\n") < 2:  # the greeting and the reply
@@ -232,64 +231,62 @@ def test_a_client_that_never_reads_is_cut_off(sock_dir: Path,
         # from now on it never reads
         blob = "z" * 64 * 1024
         for i in range(100):  # 6.4 MB of events, more than any socket buffer
-            api.emit("EEH_BULK", {"i": i, "blob": blob})
+            be.emit("BULK", {"i": i, "blob": blob})
             ev = await reader.event()
             assert ev["data"] == {"i": i, "blob": blob}
-        assert console.session_count() == 1  # the sleeper was dropped, the reader stays
+        assert server.session_count() == 1  # the sleeper was dropped, the reader stays
         await still_works(reader)
         await reader.close()
         sleeper.close()
 
-    run_console(sock_dir, body)
+    run_server(sock_dir, body)
 
 
 def test_remove_guest_and_stop_close_clients_and_sockets(sock_dir: Path) -> None:
-    async def body(console: Console, api: FakePlatformApi) -> None:
-        async with GuestRig(console, sock_dir) as g:
+    async def body(server: Server, be: Backend) -> None:
+        async with GuestRig(server, sock_dir) as g:
             c = await RawClient.connect(g.path)
             g.qemu.hold = asyncio.Event()  # a command in progress when the socket goes
             await c.send({"execute": "query-status"})
             await asyncio.sleep(0.05)
-            await console.remove_guest("guest0")
+            await server.remove_guest("guest0")
             assert not g.path.exists()
             with pytest.raises((EOFError, ConnectionError)):
                 await c.reply()
             g.qemu.hold.set()
-            # the guest's QMPClient still works for its owner, without the console's listener
+            # the guest's QMPClient still works for its owner, without the server's listener
             assert g.client.execute is not None
             assert (await g.target.execute("query-status"))["running"] is True  # type: ignore
             await c.close()
-        p = await RawClient.connect(console.platform_path)
-        await console.stop()
+        p = await RawClient.connect(server.local_path)
+        await server.stop()
         with pytest.raises((EOFError, ConnectionError)):
             await p.reply()
-        assert not console.platform_path.exists()
-        await console.start()  # a stopped console can start again
-        await still_works(await RawClient.connect(console.platform_path))
+        assert not server.local_path.exists()
+        await server.start()  # a stopped server can start again
+        await still_works(await RawClient.connect(server.local_path))
 
-    run_console(sock_dir, body)
+    run_server(sock_dir, body)
 
 
 def test_stale_socket_is_replaced_and_a_live_one_refused(sock_dir: Path) -> None:
-    from hypervisor_shim.console import ConsoleError
-
-    d = sock_dir / "console"
+    d = sock_dir / "server"
     d.mkdir()
     stale = socket.socket(socket.AF_UNIX)
-    stale.bind(str(d / "platform.qmp"))
+    stale.bind(str(d / "local.qmp"))
     stale.close()  # a socket file nobody listens on
 
-    async def body(console: Console, api: FakePlatformApi) -> None:
-        other = Console(d, FakePlatformApi())
-        with pytest.raises(ConsoleError, match="in use"):
+    async def body(server: Server, be: Backend) -> None:
+        other = Server(d, be.table(), local="local")
+        with pytest.raises(ServerError, match="in use"):
             await other.start()
         (d / "g.qmp").write_text("not a socket")
-        with pytest.raises(ConsoleError, match="not a socket"):
-            await console.add_guest("g", object())  # type: ignore[arg-type]
+        with pytest.raises(ServerError, match="not a socket"):
+            await server.add_guest("g", object())  # type: ignore[arg-type]
         (d / "g.qmp").unlink()
-        assert console.guests == []
+        assert server.guests == []
 
-    run_console(sock_dir, body)
+    run_server(sock_dir, body)
 
 
 # ---- the splitter on its own ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""One client of a console socket: greeting, negotiation, commands in order, events.
+"""One client of a server socket: greeting, negotiation, commands in order, events.
 
 A session reads, executes and answers one command after the other, as QEMU does for
 in-band commands; while a command runs it reads nothing more (the client's further input
@@ -17,12 +17,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hypervisor_shim.console.errors import COMMAND_NOT_FOUND, QmpError
-from hypervisor_shim.console.framing import JsonSplitter, Malformed, Text, parse
+from qmp_server.errors import COMMAND_NOT_FOUND, QmpError
+from qmp_server.framing import JsonSplitter, Malformed, Text, parse
 
 
 class Endpoint(Protocol):
-    """What a session needs from the socket it was accepted on (console.Endpoint)."""
+    """What a session needs from the socket it was accepted on (server.Endpoint)."""
 
     name: str
 
@@ -38,10 +38,10 @@ MAX_OUTPUT = 16 << 20
 
 @dataclass(frozen=True)
 class Exchange:
-    """One message in the console's history."""
+    """One message in the server's history."""
 
     time: float  # time.monotonic()
-    socket: str  # "platform" or the guest's name
+    socket: str  # the server's own socket's name ("platform") or the guest's
     client: int  # the connection's number on that socket, from 1
     direction: str  # "in" from the client, "out" to it (replies, greeting, events)
     message: object  # the JSON value; {"malformed": desc} for input that is not JSON

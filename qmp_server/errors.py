@@ -1,18 +1,20 @@
-"""Exceptions of the console."""
+"""Exceptions of the QMP server."""
 
 from __future__ import annotations
-
-from hypervisor_shim.errors import ShimError
 
 GENERIC_ERROR = "GenericError"
 COMMAND_NOT_FOUND = "CommandNotFound"
 
 
-class ConsoleError(ShimError):
-    """The console was used wrongly (bad guest name, socket in use, not started)."""
+class QmpServerError(Exception):
+    """Root of the exceptions of qmp_server."""
 
 
-class QmpError(ShimError):
+class ServerError(QmpServerError):
+    """The server was used wrongly (bad guest name, socket in use, not started)."""
+
+
+class QmpError(QmpServerError):
     """A QMP error reply: {"error": {"class": class_, "desc": desc}}."""
 
     def __init__(self, desc: str, class_: str = GENERIC_ERROR) -> None:
