@@ -19,7 +19,7 @@ from guest_drivers.poll import PollConfig
 from hypervisor_shim.claim import check_claim, first_failure
 from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
-from tests.unit.drivers.drivers_fakes import wait_for
+from tests.support.waiting import wait_for
 
 NVFS = 4
 # The adapter PE's reset is held 100 ms: long enough that every VF driver meets the

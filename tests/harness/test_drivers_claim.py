@@ -18,7 +18,7 @@ from guest_drivers.vf import VfDriver
 from hypervisor_shim.claim import check_claim, first_failure
 from hypervisor_shim.pe import HOST
 from hypervisor_shim.platform import Platform, PlatformConfig
-from tests.unit.drivers.drivers_fakes import wait_for
+from tests.support.waiting import wait_for
 
 NVFS = 8
 

@@ -1,7 +1,9 @@
 """The drivers against the real platform (hypervisor_shim.platform: device model, vfio-user
 server, PE policy with the lockout, platform-call server, timeline), in harness mode: the
 agent on the host reaches every function over vfio-user and the platform over its
-`host` channel. The order of recovery is read from the platform's own timeline."""
+`host` channel. Bring-up and traffic (VLAN, jumbo frames, VF to VF), recovery under
+traffic, permanent failure, drivers without handlers, the harness command line, 64 idle
+drivers. The order of recovery is read from the platform's own timeline."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from eeh_abi import nic
 from eeh_abi.vf_settings import VfSettings
 from guest_drivers.agent import Agent, TrafficLoop
 from guest_drivers.driver import DriverState
@@ -26,7 +29,8 @@ from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
 from hypervisor_shim.timeline import Entry
 from tests.support.frames import payload
-from tests.unit.drivers.drivers_fakes import wait_for
+from tests.support.platform_rig import frame, host_config, running
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 UPLINK_MAC = bytes.fromhex("02aa00000001")
@@ -108,8 +112,16 @@ def test_adapter_error_under_traffic_every_driver_recovers_in_order(plat: Platfo
             assert plat.call(lambda vf=vf: plat.adapter.function(vf.name).nic.ledger.tx_sent) \
                 == c["sent"]
         assert sum(seen.values()) == sum(v.tx.sent for v in vfs) == traffic.sent
+        assert traffic.refused == 0
         states = plat.pe_states()
         assert all(s["state"] == 0 and s["flags"] == [] for s in states.values()), states
+        # and traffic passes again, through every VF
+        for vf in vfs:
+            vf.send(frame(vf.mac, tag=f"{vf.name}-after"))
+        for vf in vfs:
+            assert vf.wait_tx_done(5)
+        assert {payload(f) for f in plat.call(plat.host.uplink.take)} == \
+            {f"{vf.name}-after" for vf in vfs}
     finally:
         agent.stop()
 
@@ -160,7 +172,12 @@ def test_harness_cli_against_the_platform(plat: Platform) -> None:
          "--vfs", "3", "--traffic", "20", "--duration", "1.5"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "drivers ready: pf vf0 vf1 vf2" in out.stdout.splitlines()
+    lines = out.stdout.splitlines()
+    assert "drivers ready: pf vf0 vf1 vf2" in lines
+    assert "drivers stopped" in lines
+    summary = next(line for line in lines if line.startswith("summary: "))
+    assert '"traffic": {' in summary
+    assert plat.call(plat.host.uplink.take), "the traffic loop sent nothing"
     probes = [e for e in plat.timeline.entries if e.source == "driver" and e.kind == "probe"]
     assert sorted(str(e.pe) for e in probes) == ["adapter", "vf0", "vf1", "vf2"]
 
@@ -209,6 +226,11 @@ def test_vf_drivers_without_handlers_are_removed_and_added_back(plat: Platform,
                 DriverState.UP and sum(1 for e in plat.timeline.snapshot() if (
                     e.source, e.kind, e.pe) == ("driver", "probe", name)) == 2
         assert wait_for(lambda: all(probed_twice(n) for n in gone), 20), agent.hotplug_log
+        # the agent logs a hot-plug after handling it: wait for both of each function
+        assert wait_for(lambda: len(agent.hotplug_log) >= 2 * len(gone), 10)
+        for name in gone:
+            assert [h[1:4] for h in agent.hotplug_log if h[2] == name] == [
+                ("removed", name, "detached"), ("added", name, "probed")], agent.hotplug_log
         tl = list(plat.timeline.entries)
         for name in gone:
             order = [("policy", "function-removed"), ("policy", "platform-reset"),
@@ -233,3 +255,65 @@ def test_vf_drivers_without_handlers_are_removed_and_added_back(plat: Platform,
         assert all(d.counters()["tx"]["balanced"] for d in agent.vf_drivers())
     finally:
         agent.stop()
+
+
+def test_pf_and_eight_vfs_come_up_and_pass_traffic(plat: Platform) -> None:
+    agent = agent_for(plat)
+    try:
+        names = agent.start()
+        assert names == ["pf"] + [f"vf{n}" for n in range(8)]
+        vfs = agent.vf_drivers()
+        vf0, vf1, vf2 = vfs[0], vfs[1], vfs[2]
+        assert vf2.mtu == 9000 and vf2.buf_size >= 9018  # from the platform's VF config
+        assert plat.call(lambda: plat.adapter.vf(2).bar0.stored("MTU")) == 9000
+        for vf in vfs:
+            assert vf.send(frame(vf.mac, tag=f"{vf.name}-up"))
+        for vf in vfs:
+            assert vf.wait_tx_done(5)
+        uplink = plat.host.uplink
+        assert sorted(payload(f) for f in plat.call(uplink.take)) == \
+            sorted(f"{v.name}-up" for v in vfs)
+        # uplink -> VF (untagged), and into VLAN 100 for vf1
+        plat.call(lambda: uplink.inject(frame(UPLINK_MAC, vf0.mac, "to-vf0")))
+        tagged = vf1.mac + UPLINK_MAC + b"\x81\x00" + (100).to_bytes(2, "big") + b"\x88\xb5" \
+            + b"to-vf1".ljust(46, b".")
+        plat.call(lambda: uplink.inject(tagged))
+        assert [payload(f) for f in vf0.recv(timeout=5)] == ["to-vf0"]
+        assert [payload(f) for f in vf1.recv(timeout=5)] == ["to-vf1"]
+        # VF to VF inside the adapter
+        vf0.send(frame(vf0.mac, vfs[3].mac, "v2v"))
+        assert [payload(f) for f in vfs[3].recv(timeout=5)] == ["v2v"]
+        # a jumbo frame through vf2 (MTU 9000)
+        big = UPLINK_MAC + vf2.mac + b"\x88\xb5" + bytes(9000)
+        assert vf2.send(big) and vf2.wait_tx_done(5)
+        assert [len(f) for f in plat.call(uplink.take)] == [len(big)]
+        for vf in vfs:
+            assert vf.ledger_balanced()
+    finally:
+        agent.stop()
+
+
+def test_sixty_four_vf_drivers_in_one_process_sleep_when_idle() -> None:
+    with running(host_config(nvfs=64)) as rig:
+        poll = PollConfig()  # the agent's defaults
+        agent = rig.agent(poll=poll)
+        t0 = time.monotonic()
+        names = agent.start()
+        up = time.monotonic() - t0
+        assert len(names) == 65
+        vfs = agent.vf_drivers()
+        for vf in vfs:
+            vf.send(frame(vf.mac, tag=vf.name))
+        for vf in vfs:
+            assert vf.wait_tx_done(10)
+        assert len(rig.uplink()) == 64
+        time.sleep(0.5)
+        wall0, cpu0 = time.monotonic(), time.process_time()
+        time.sleep(3.0)
+        cpu = time.process_time() - cpu0
+        wall = time.monotonic() - wall0
+        print(f"\n65 drivers up in {up:.1f} s; idle CPU of the process (drivers + device "
+              f"model + platform, poll max sleep {poll.max_sleep_s * 1000:.0f} ms, "
+              f"health 1/s): {cpu / wall * 100:.1f}% of one CPU")
+        assert cpu / wall < 0.6
+        assert nic.MAX_VFS == 64

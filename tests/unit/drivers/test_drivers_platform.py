@@ -26,7 +26,7 @@ from guest_drivers.platform.errors import DeviceNotFound
 from guest_drivers.platform.guest import VmBackend, find_port, resolve_addresses
 from guest_drivers.poll import AdaptivePoller, PollConfig
 from guest_drivers.vf import parse_mac
-from tests.unit.drivers.drivers_inprocess import MmapPages
+from tests.support.dma import MmapPages
 
 ROOT = Path(__file__).resolve().parents[3]
 

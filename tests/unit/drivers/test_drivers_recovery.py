@@ -1,6 +1,8 @@
-"""The recovery framework, stepped through exact sequences against a scripted platform:
-the order of callbacks, calls and reports; EEH's merge; the lockout wait (woken by the
-event, not the fallback); restarts; permanent failure; reset retries; detection."""
+"""The recovery framework, stepped through exact sequences against a scripted platform
+(held to the real one by test_platform_contract.py): the order of callbacks, calls and
+reports; EEH's merge; the lockout wait (woken by the event, not the fallback, also when
+the event comes between the refusal and the wait: on both platforms); restarts;
+permanent failure; reset retries; detection."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ import time
 
 import pytest
 
+from eeh_abi.hcall import Reply
 from eeh_abi.papr import (
     MAX_RESET_TRIES,
     ChannelState,
     ErsResult,
     PeState,
     SlotReset,
+    Status,
     merge_result,
 )
 from guest_drivers.recovery import (
@@ -25,7 +29,9 @@ from guest_drivers.recovery import (
     SavedConfig,
 )
 from guest_drivers.services import Services
-from tests.unit.drivers.drivers_fakes import FakeConfig, Recorder, ScriptedPlatform
+from tests.support.channels import TapChannel
+from tests.support.pe_subjects import KINDS, make_subject
+from tests.support.scripted_platform import FakeConfig, Recorder, ScriptedPlatform
 
 PE = 0x18000
 FAST = RecoveryPolicy(state_timeout_s=5.0, backoff_min_s=0.001, backoff_max_s=0.01,
@@ -156,23 +162,49 @@ def test_locked_out_thaw_waits_for_the_lockout_lifted_event_not_the_fallback() -
     assert rec.lockout_woken_by_event == 1 and rec.lockout_fallbacks == 0
 
 
-def test_a_lockout_lifted_during_the_refused_call_is_not_lost() -> None:
+@pytest.mark.parametrize("path", ["thaw", "reset"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_lockout_lifted_during_the_refused_call_is_not_lost(kind: str, path: str) -> None:
+    """The race the lockout-lifted event can lose: the platform refuses the VF driver's
+    unfreeze (-2: locked out), and the lift comes after that decision but before the
+    driver starts to wait, its event delivered before the -2 reply reaches the driver.
+    A driver that notes the lift sequence only after the refused call has returned
+    misses that event and sleeps out the whole fallback (the reply's retry_ms: 10 s here).
+    The lift is made in the channel, between the reply and the caller's return: on the
+    scripted platform and on the real one (the adapter driver's reset, configure-pe and
+    allow-unfreeze on its own channel; returns once the event was handed over)."""
     log: list[str] = []
-    plat, rec, _ = rig(Recorder("vf", log), locked=True, retry_ms=10_000)
-    lifted = []
+    detected = ErsResult.CAN_RECOVER if path == "thaw" else ErsResult.NEED_RESET
+    refused_call = "set-eeh-option" if path == "thaw" else "set-slot-reset"
+    with make_subject(kind) as s:
+        assert s.retry_ms == 10_000
+        tap = TapChannel(s.channel)
+        raced: list[str] = []
 
-    def lift_during_thaw(call: str, args: dict[str, object]) -> None:
-        if call == "set-eeh-option" and not lifted:
-            lifted.append(1)
-            # the event is delivered before the -2 reply reaches the caller
-            threading.Thread(target=lambda: plat.lift(PE)).start()
-            time.sleep(0.05)
-
-    plat.hooks.append(lift_during_thaw)
-    plat.freeze(PE)
-    t0 = time.monotonic()
-    assert rec.run() is Outcome.RECOVERED
-    assert time.monotonic() - t0 < 5.0
+        def lift_after_the_refusal(call: str, args: dict[str, object], reply: Reply) -> None:
+            if reply.status == Status.BUSY and not raced:
+                raced.append(call)
+                s.lift()  # decided -2 already; the driver has not started to wait
+        tap.after.append(lift_after_the_refusal)
+        rec = PeRecovery(Services(tap), s.pe, [Participant("vf", Recorder(
+            "vf", log, detected=detected))], name="t",
+            policy=RecoveryPolicy.for_vf(state_timeout_s=5.0, backoff_min_s=0.001,
+                                         backoff_max_s=0.01))
+        rec.attach()
+        try:
+            s.adapter_error()  # the VF PE frozen with the adapter, locked out
+            assert rec.pending
+            t0 = time.monotonic()
+            assert rec.run() is Outcome.RECOVERED
+            elapsed = time.monotonic() - t0
+        finally:
+            rec.detach()
+        assert raced == [refused_call]  # the race happened, on the call it is named for
+        assert elapsed < 3.0, f"recovered after {elapsed:.2f} s: the 10 s fallback, " \
+            "not the event delivered before the -2 reply"
+        assert (rec.lockout_waits, rec.lockout_woken_by_event, rec.lockout_fallbacks) == \
+            (1, 1, 0)
+        assert log[0] == "vf.error_detected" and log[-1] == "vf.resume"
 
 
 def test_the_fallback_timeout_bounds_a_wait_whose_event_never_comes() -> None:
