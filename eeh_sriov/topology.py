@@ -41,6 +41,8 @@ File format (every table and every key with a default may be left out):
                    permanently failed (Linux's eeh_max_freezes); 0..1000000, default 5.
     `window_s`     the window in seconds, > 0 and <= 315360000 (ten years); default 3600.0.
     `retry_hint_ms` the "unavailable, retry in" hint of PE state 5, 1..3600000; default 1000.
+    `max_reset_failures` failed resets of one PE in a row that make it (and every PE
+                   below it) permanently failed, 1..100; default 3 (Linux tries 3 times).
     `errinjct`     whether guests may call ibm,errinjct on their own PEs; default false.
 `[pf_driver]`
     `where`        required: the name of the guest that holds "pf" and runs the adapter
@@ -285,6 +287,7 @@ LIMITED_KEYS: dict[str, tuple[type[Any], str]] = {
     "policy.max_freezes": (PolicyConfig, "max_freezes"),
     "policy.window_s": (PolicyConfig, "window_s"),
     "policy.retry_hint_ms": (PolicyConfig, "retry_hint_ms"),
+    "policy.max_reset_failures": (PolicyConfig, "max_reset_failures"),
     "guests[<i>].memory_mib": (GuestSpec, "memory_mib"),
     "guests[<i>].cpus": (GuestSpec, "cpus"),
 }
@@ -484,7 +487,7 @@ def _enabled_range(enabled: int) -> str:
 # ---- sections
 
 _TOP_KEYS = ("adapter", "uplink", "policy", "pf_driver", "harness", "guests")
-_POLICY_KEYS = ("max_freezes", "window_s", "retry_hint_ms", "errinjct")
+_POLICY_KEYS = ("max_freezes", "window_s", "retry_hint_ms", "max_reset_failures", "errinjct")
 _ADAPTER_KEYS = ("total_vfs", "enabled_vfs", "timing", "base_mac", "vf", "vfs")
 _VF_KEYS = ("mac", "vlan", "mtu", "anti_spoof")
 _GUEST_KEYS = ("name", "functions", "memory_mib", "cpus", "handlers")
@@ -585,6 +588,7 @@ def _parse_policy(t: _Table) -> PolicyConfig:
         max_freezes=t.limited("max_freezes"),
         window_s=t.limited("window_s"),
         retry_hint_ms=t.limited("retry_hint_ms"),
+        max_reset_failures=t.limited("max_reset_failures"),
         errinjct=t.flag("errinjct", PolicyConfig.errinjct),
     )
 

@@ -10,7 +10,7 @@ import pytest
 
 from device_model.adapter import AdapterConfig
 from device_model.reset import ResetTiming
-from eeh_abi.papr import FREEZE_WINDOW_S, MAX_FREEZES, RETRY_HINT_MS
+from eeh_abi.papr import FREEZE_WINDOW_S, MAX_FREEZES, MAX_RESET_TRIES, RETRY_HINT_MS
 from eeh_sriov.topology import (
     DEFAULT_TOPOLOGY,
     HOST,
@@ -96,6 +96,7 @@ def test_default_topology() -> None:
     assert t.uplink.kind == "auto" and t.uplink.tap_name == "eehup0"
     assert t.policy.max_freezes == MAX_FREEZES and t.policy.window_s == FREEZE_WINDOW_S
     assert t.policy.retry_hint_ms == RETRY_HINT_MS and not t.policy.errinjct
+    assert t.policy.max_reset_failures == MAX_RESET_TRIES
     assert all(g.handlers for g in t.guests)
 
 
@@ -112,8 +113,8 @@ def test_default_topology_explains_every_key() -> None:
             assert lines[i - 1].startswith("#") or re.search(rf"\b{key}\b", comments), key
     assert keys == {"total_vfs", "enabled_vfs", "timing", "base_mac", "mac", "vlan", "mtu",
                     "anti_spoof", "kind", "tap_name", "max_freezes", "window_s",
-                    "retry_hint_ms", "errinjct", "where", "name", "functions", "memory_mib",
-                    "handlers"}
+                    "retry_hint_ms", "max_reset_failures", "errinjct", "where", "name",
+                    "functions", "memory_mib", "handlers"}
 
 
 def test_harness_topology() -> None:
@@ -142,6 +143,7 @@ def test_minimal_topology_takes_defaults() -> None:
     assert t.guests == (GuestSpec("a", ("pf",), memory_mib=512, cpus=1, handlers=True),)
     assert t.policy.max_freezes == 5 and t.policy.window_s == 3600.0
     assert t.policy.retry_hint_ms == 1000 and t.policy.errinjct is False
+    assert t.policy.max_reset_failures == 3
     assert t.owner_of("vf7") is None  # enabled, held by nobody
 
 

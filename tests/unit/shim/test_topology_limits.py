@@ -40,8 +40,7 @@ functions = ["vf0"]
 # file does not set (the adapter's identity and routing are the model's, not the user's).
 CONFIGS: tuple[type[Any], ...] = (AdapterConfig, PolicyConfig, VfSettings, GuestSpec)
 NOT_IN_TOPOLOGIES = {(AdapterConfig, f) for f in (
-    "vendor_id", "device_id", "vf_device_id", "bus", "first_vf_offset", "vf_stride")} | {
-    (PolicyConfig, "max_reset_failures")}
+    "vendor_id", "device_id", "vf_device_id", "bus", "first_vf_offset", "vf_stride")}
 
 
 def topology(key: str, value: str) -> list[tuple[str, str]]:
@@ -114,6 +113,7 @@ def test_the_policy_limit_fails_at_parse_naming_the_file_and_key(tmp_path: Path)
     ("policy.max_freezes", "1000001", "must be 0..1000000, not 1000001"),
     ("policy.window_s", "0.0", "must be > 0 and <= 315360000, not 0.0"),
     ("policy.window_s", "315360001", "must be > 0 and <= 315360000, not 315360001"),
+    ("policy.max_reset_failures", "0", "must be 1..100, not 0"),
     ("adapter.total_vfs", "65", "must be 0..64, not 65"),
     ("adapter.vf.<n>.mtu", "9217", "must be 68..9216, not 9217"),
     ("adapter.vf.<n>.vlan", "4096", "must be 0..4095, not 4096"),
