@@ -129,11 +129,20 @@ def test_adapter_error_while_idle(tmp_path: Path) -> None:
                   and e.kind == "pe-frozen" and e.data.get("to")}
         assert set(r.names()) <= pushed, pushed
         all_pes_normal(r)
+        payload = b"idle".ljust(46, b".")
         for vf in r.agent.vf_drivers():
             assert vf.send(bytes.fromhex("02aa00000001") + vf.mac + b"\x88\xb5"  # type: ignore[attr-defined]
-                           + b"idle".ljust(46, b"."))
-        assert wait_for(lambda: len(r.plat.call(r.plat.host.uplink.take)) >= 0 and all(
-            v.counters()["tx"]["sent"] >= 1 for v in r.agent.vf_drivers()), 5)
+                           + payload)
+        # each VF's frame leaves through the uplink (nothing else reads it: no traffic)
+        out: list[bytes] = []
+
+        def every_vf_frame_out() -> bool:
+            out.extend(r.plat.call(r.plat.host.uplink.take))
+            sources = {f[6:12] for f in out if f[:6] == bytes.fromhex("02aa00000001")
+                       and f[12:14] == b"\x88\xb5" and f[14:14 + len(payload)] == payload}
+            return sources == {v.mac for v in r.agent.vf_drivers()}  # type: ignore[attr-defined]
+        assert wait_for(every_vf_frame_out, 5), [f[:20].hex() for f in out]
+        assert all(v.counters()["tx"]["sent"] >= 1 for v in r.agent.vf_drivers())
         books_balance(r)
 
 
