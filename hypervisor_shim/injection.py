@@ -27,6 +27,7 @@ class InjectKind(enum.StrEnum):
     ERRINJCT = "errinjct"
     ADAPTER_FATAL = "adapter-fatal"
     VF_ERROR = "vf-error"
+    FREEZE = "freeze"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ def _vf_error(r: InjectRequest) -> Injection:
     return Injection(r.rec.name, InjectKind.VF_ERROR, log_seq=entry.seq)
 
 
+def _freeze(r: InjectRequest) -> Injection:
+    changed = r.rec.pe.freeze(r.detail)
+    return Injection(r.rec.name, InjectKind.FREEZE, frozen=changed)
+
+
 INJECT_KINDS: Mapping[InjectKind, InjectSpec] = {
     InjectKind.ERRINJCT: InjectSpec(
         "ibm,errinjct: an error function (0..19 or its name) armed on the PE, fired by "
@@ -81,6 +87,10 @@ INJECT_KINDS: Mapping[InjectKind, InjectSpec] = {
     InjectKind.VF_ERROR: InjectSpec(
         "an error local to one VF: its PE alone freezes, logged", False, _vf_error,
         "VF error"),
+    InjectKind.FREEZE: InjectSpec(
+        "freeze the PE (and the PEs below it) as a detected error would, with no "
+        "hardware cause: no error-log entry, no AER status (Linux's eeh_dev_break)",
+        False, _freeze, "freeze"),
 }
 
 
