@@ -184,7 +184,7 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
     for vf in vfs:
         e = _first(lifted.get(vf, t_allow), source="policy", kind="pe-thawed", pe=vf)
         early = _first(t_frozen, source="policy", kind="pe-thawed", pe=vf)
-        if e is None or vf not in lifted or (early is not None and early.t < t_allow):
+        if e is None or vf not in lifted or (early is not None and early.t < lifted[vf]):
             bad.append(vf)
         else:
             thawed[vf] = e.t
