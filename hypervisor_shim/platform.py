@@ -371,6 +371,11 @@ class Platform:
     async def query_policy(self) -> PolicyView:
         return await self.host.call_async(lambda: PolicyView.of(self.policy.config))
 
+    async def timeline_tail(self, last: int) -> list[Entry]:
+        """The timeline's last `last` entries, in the order recorded (the timeline locks
+        itself: no hop to the model's loop)."""
+        return self.timeline.snapshot()[-last:] if last > 0 else []
+
     # ------------------------------------------------------------------ blocking shorthands
     def pe_states(self) -> dict[str, dict[str, Any]]:
         """`query_pes` as {pe: {state, retry_ms, flags, owner, freeze_count}}, blocking."""

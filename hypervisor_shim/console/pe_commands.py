@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from eeh_abi import strict_json
 from eeh_abi.papr import ErrorFunction
 from eeh_abi.vocabulary import Source
 from hypervisor_shim.injection import INJECT_KINDS, InjectKind
@@ -34,6 +35,7 @@ from qmp_server import args as a
 from qmp_server.args import Args
 
 DOWNSTREAM_PREFIX = "__org.eeh-sriov_"
+TIMELINE_DEFAULT, MAX_TIMELINE = 20, 1000  # query-eeh-timeline's `last`
 ERROR_FUNCTION_NAMES = {f.name.lower().replace("_", "-"): int(f) for f in ErrorFunction}
 
 
@@ -98,6 +100,13 @@ async def _query_policy(plat: Platform, args: Args) -> object:
     return (await plat.query_policy()).to_json()
 
 
+async def _timeline(plat: Platform, args: Args) -> object:
+    last = a.optional_int(args, "last", 1, MAX_TIMELINE)
+    entries = await plat.timeline_tail(TIMELINE_DEFAULT if last is None else last)
+    # as events.jsonl has them (what JSON has no type for, as its str())
+    return [strict_json.loads(strict_json.dumps(e.to_json(), default=str)) for e in entries]
+
+
 Run = Callable[[Platform, Args], Awaitable[object]]
 
 
@@ -121,6 +130,7 @@ PE_COMMANDS = (
     PeCommand("eeh-set-policy", _set_policy, ("max-freezes", "window-s"),
               "[max-freezes=<int>] [window-s=<seconds>]"),
     PeCommand("query-eeh-policy", _query_policy),
+    PeCommand("query-eeh-timeline", _timeline, ("last",), f"[last=<1..{MAX_TIMELINE}>]"),
 )
 
 

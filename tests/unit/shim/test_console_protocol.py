@@ -21,7 +21,7 @@ from tests.unit.qmp.qmp_fakes import GuestRig, RawClient
 __all__ = ["sock_dir"]  # the fixture, imported
 
 PE_NAMES = ["query-pes", "eeh-inject", "eeh-reset-pe", "query-pe-error-log",
-            "eeh-set-policy", "query-eeh-policy"]
+            "eeh-set-policy", "query-eeh-policy", "query-eeh-timeline"]
 POLICY = {"max-freezes": 5, "window-s": 3600.0, "retry-hint-ms": 1000, "lockout": True,
           "errinjct": False}
 
@@ -179,7 +179,8 @@ def test_bad_arguments_are_refused_before_the_platform_is_asked(sock_dir: Path) 
 # Valid arguments for each PE command, to which the test adds one it does not take.
 VALID = {"query-pes": {}, "eeh-inject": {"pe": "vf0", "kind": "vf-error"},
          "eeh-reset-pe": {"pe": "vf0", "kind": "hot"}, "query-pe-error-log": {"pe": "vf0"},
-         "eeh-set-policy": {"max-freezes": 7}, "query-eeh-policy": {}}
+         "eeh-set-policy": {"max-freezes": 7}, "query-eeh-policy": {},
+         "query-eeh-timeline": {"last": 5}}
 
 
 @pytest.mark.parametrize("name", pe_command_names())

@@ -100,3 +100,38 @@ def test_stock_qmp_shell_on_a_guest_socket_qmp_and_hmp(sock_dir: Path) -> None:
             assert out == ["VM status: running\n "]  # text mode: \r\n read as \n
 
     run_console(sock_dir, body)
+
+
+def test_query_eeh_timeline_through_qmp_shell(sock_dir: Path) -> None:
+    """The run's timeline from the console: the last entries, in the order recorded
+    (as events.jsonl has them); `last` bounded."""
+    async def body(console: Console, plat: Platform) -> None:
+        _, out = await shell(console.platform_path, [
+            "eeh-inject pe=vf0 kind=vf-error",
+            "query-eeh-timeline last=1000",
+            "query-eeh-timeline last=2",
+            "query-eeh-timeline",
+            "query-eeh-timeline last=0",
+            "query-eeh-timeline last=1001",
+            "query-eeh-timeline pe=vf0",
+        ])
+        everything = qmp(out[1])["return"]
+        said = [(e["source"], e["kind"], e.get("pe")) for e in everything]
+        assert said[0] == ("shim", "platform-started", None)
+        # the console's request, then the hardware's freeze, then the policy's, in order
+        asked = said.index(("console", "inject", "vf0"))
+        assert said.index(("model", "pe-frozen", "vf0")) > asked
+        assert said.index(("policy", "pe-frozen", "vf0")) > asked
+        frozen = everything[said.index(("policy", "pe-frozen", "vf0"))]
+        assert frozen["data"]["to"] == ["g1"] and isinstance(frozen["t"], float)
+        assert all(set(e) <= {"t", "source", "kind", "pe", "owner", "data", "guest_time"}
+                   for e in everything)
+        assert qmp(out[2])["return"] == everything[-2:]
+        assert qmp(out[3])["return"] == everything[-20:]
+        assert qmp(out[4]) == {"error": {"class": "GenericError",
+                                         "desc": "Parameter 'last' does not accept value '0'"}}
+        assert qmp(out[5])["error"]["desc"] == \
+            "Parameter 'last' does not accept value '1001'"
+        assert qmp(out[6])["error"]["desc"] == "Parameter 'pe' is unexpected"
+
+    run_console(sock_dir, body)
