@@ -51,6 +51,7 @@ from eeh_sriov.system import AGENT_COMMAND, System, asset_config
 from eeh_sriov.topology import DEFAULT_TOPOLOGY, Topology, format_mac, load_topology
 from eeh_sriov.traffic import PEER_MAC, Target, UplinkTraffic
 from hypervisor_shim.claim import check_claim, first_failure
+from hypervisor_shim.readiness import pe_of, readiness, wait_drivers_ready_async
 from hypervisor_shim.timeline import Entry
 from qemu_launcher.assets import REPO, GuestAssets, ensure_assets
 from qemu_launcher.run import new_run_dir, resolve_accel
@@ -141,19 +142,6 @@ def lost_between(traffic: UplinkTraffic, name: str, t_from: float, t_to: float) 
                    if t_from <= t <= t_to and seq not in st.seen)
 
 
-async def wait_ready(system: System, wanted: set[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        probed = {e.pe for e in system.platform.timeline.snapshot()
-                  if e.source == "driver" and e.kind == "probe"}
-        if wanted <= probed:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"drivers not ready after {timeout:.0f} s "
-                               f"(missing {sorted(wanted - probed)})")
-        await asyncio.sleep(0.05)
-
-
 def boot_phases(system: System, t_start: float) -> dict[str, Any]:
     """Per guest: to the readiness marker, python start + imports, probe; from t_start."""
     entries = system.platform.timeline.snapshot()
@@ -164,8 +152,7 @@ def boot_phases(system: System, t_start: float) -> dict[str, Any]:
         t_marker = launched + ready_s
         query = next((e.t for e in entries if e.source == "call"
                       and e.kind == "query-functions" and e.owner == name), None)
-        probes = [e.t for e in entries if e.source == "driver" and e.kind == "probe"
-                  and e.owner == name]
+        ready = readiness(entries, {pe_of(f) for f in system.topo.functions_of(name)}).at
         console = (vm.paths.run_dir / "console.log").read_text(errors="replace")
         up = {m: float(v) for m, v in re.findall(r"^(EEH-GUEST-\w+) uptime=([\d.]+)",
                                                  console, re.M)}
@@ -174,8 +161,8 @@ def boot_phases(system: System, t_start: float) -> dict[str, Any]:
             "kernel_uptime_at_stage2_s": up.get("EEH-GUEST-STAGE2"),
             "uptime_at_marker_s": up.get("EEH-GUEST-READY"),
             "python_start_s": round(query - t_marker, 3) if query else None,
-            "probe_s": round(max(probes) - query, 3) if probes and query else None,
-            "drivers_ready_s": round(max(probes) - t_start, 3) if probes else None}
+            "probe_s": round(ready - query, 3) if ready and query else None,
+            "drivers_ready_s": round(ready - t_start, 3) if ready else None}
     return out
 
 
@@ -232,13 +219,12 @@ async def run_timing(timing: str, injections: int, fps_seconds: float, rate_hz: 
     pcfg = topo.platform_config(host_cpus=(), tap_name=f"eehb{os.getpid() % 10**6}")
     pcfg = dataclasses.replace(pcfg, policy=dataclasses.replace(pcfg.policy,
                                                                 max_freezes=100_000))
-    wanted = {"adapter" if f == "pf" else f for g in topo.guests for f in g.functions}
     out: dict[str, Any] = {"timing": timing, "recoveries": [], "run_dir": str(run_dir)}
     t_start = time.monotonic()
     system = System(topo, run_dir, assets, accel=accel, platform_config=pcfg,
                     guest_command=lambda g: guest_command(topo, g.name, targets))
     async with system:
-        await wait_ready(system, wanted, 180)
+        await wait_drivers_ready_async(system.platform.timeline, topo.guest_pes, 180)
         out["drivers_ready_s"] = round(time.monotonic() - t_start, 3)
         out["boot"] = boot_phases(system, t_start)
         say(f"  {timing}: drivers ready after {out['drivers_ready_s']:.1f} s "

@@ -70,6 +70,7 @@ from guest_drivers.platform.harness import HarnessBackend
 from hypervisor_shim.claim import check_claim, first_failure
 from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
+from hypervisor_shim.readiness import DriversNotReady, wait_drivers_ready
 from hypervisor_shim.timeline import Entry
 
 TIMINGS = {"fast": ResetTiming.FAST, "spec": ResetTiming.SPEC}
@@ -279,17 +280,15 @@ class ProcessDrivers:
 
     def start(self, nvfs: int) -> dict[str, bytes]:
         wanted = {"adapter", *(f"vf{n}" for n in range(nvfs))}
-        deadline = time.monotonic() + 120
-        while True:
-            probes = {e.pe: e for e in self.plat.timeline.snapshot()
-                      if e.source == "driver" and e.kind == "probe"}
-            if wanted <= set(probes):
-                return {n: bytes.fromhex(str(e.data["mac"]).replace(":", ""))
-                        for n, e in probes.items() if n != "adapter"}
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise RuntimeError(f"drivers' process not ready: {err[-500:]}")
-            time.sleep(0.05)
+        try:
+            r = wait_drivers_ready(self.plat.timeline, wanted, 120, check=lambda: (
+                "the drivers' process exited" if self.proc.poll() is not None else None))
+        except DriversNotReady as e:
+            err = self.proc.stderr.read() if self.proc.stderr and self.proc.poll() is not None \
+                else ""
+            raise RuntimeError(f"drivers' process not ready: {e} {err[-500:]}") from None
+        return {n: bytes.fromhex(str(e.data["mac"]).replace(":", ""))
+                for n, e in r.probes.items() if n != "adapter"}
 
     def cpu_s(self) -> float:
         try:

@@ -35,6 +35,7 @@ from eeh_sriov.system import AGENT_COMMAND, System, asset_config
 from eeh_sriov.topology import DEFAULT_TOPOLOGY, Topology, load_topology
 from hypervisor_shim.claim import Step, check_claim
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.readiness import DriversNotReady, wait_drivers_ready
 from hypervisor_shim.timeline import Entry, Timeline
 from qemu_launcher.assets import REPO, GuestAssets, ensure_assets
 from qemu_launcher.run import new_run_dir, resolve_accel
@@ -82,18 +83,11 @@ class RunningSystem:
         return self.system.console.path(guest)
 
     def wait_drivers_ready(self, timeout: float = 180.0) -> None:
-        """Every function held by a guest reported `probe`."""
-        wanted = {"adapter" if f == "pf" else f for g in self.topo.guests for f in g.functions}
-        deadline = time.monotonic() + timeout
-        while True:
-            probed = {e.pe for e in self.timeline.snapshot()
-                      if e.source == "driver" and e.kind == "probe"}
-            if wanted <= probed:
-                return
-            if time.monotonic() > deadline:
-                raise PluginTimeout(f"drivers not ready: {sorted(wanted - probed)}; "
-                                    f"see {self.run_dir}")
-            time.sleep(0.2)
+        """Every function held by a guest reported `probe` (hypervisor_shim.readiness)."""
+        try:
+            wait_drivers_ready(self.timeline, self.topo.guest_pes, timeout, interval=0.2)
+        except DriversNotReady as e:
+            raise PluginTimeout(f"drivers not ready: {e.missing}; see {self.run_dir}") from None
 
     def stop(self) -> None:
         try:

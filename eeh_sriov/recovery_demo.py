@@ -41,6 +41,7 @@ from eeh_sriov.traffic import Target, UplinkTraffic
 from hypervisor_shim.claim import Step, check_claim, first_failure
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.platform_api import PeInfo
+from hypervisor_shim.readiness import DriversNotReady, wait_drivers_ready_async
 from hypervisor_shim.timeline import Entry
 from qemu_launcher.assets import GuestAssets
 
@@ -165,22 +166,21 @@ class Story:
             self.say(f"  ... {time.monotonic() - t0:.0f} s")
 
     async def _wait_ready(self, system: System, t0: float) -> None:
-        wanted = {"adapter" if f == "pf" else f for g in self.cfg.topology.guests
-                  for f in g.functions}
-        deadline = time.monotonic() + self.cfg.ready_timeout
-        while True:
-            probed = {e.pe for e in system.platform.timeline.snapshot()
-                      if e.source == "driver" and e.kind == "probe"}
-            if wanted <= probed:
-                break
+        wanted = self.cfg.topology.guest_pes
+
+        def guest_stopped() -> str | None:
             for name, vm in system.machines.items():
                 if vm.proc is not None and vm.proc.returncode is not None:
-                    raise StoryError(f"guest {name} stopped before its drivers were ready; "
-                                     f"see {vm.paths.run_dir}/console.log")
-            if time.monotonic() > deadline:
-                raise StoryError(f"drivers not ready after {self.cfg.ready_timeout:.0f} s "
-                                 f"(missing: {sorted(wanted - probed)})")
-            await asyncio.sleep(0.2)
+                    return (f"guest {name} stopped before its drivers were ready; "
+                            f"see {vm.paths.run_dir}/console.log")
+            return None
+
+        try:
+            await wait_drivers_ready_async(system.platform.timeline, wanted,
+                                           self.cfg.ready_timeout, interval=0.2,
+                                           check=guest_stopped)
+        except DriversNotReady as e:
+            raise StoryError(str(e)) from None
         system.platform.timeline.record("shim", "drivers-ready",
                                         data={"s": round(time.monotonic() - t0, 3)})
         self.say(f"drivers ready after {time.monotonic() - t0:.1f} s: "

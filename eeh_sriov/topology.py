@@ -84,6 +84,7 @@ from hypervisor_shim.adapter_host import DEFAULT_TAP_NAME
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.pe import PolicyConfig
 from hypervisor_shim.platform import PlatformConfig
+from hypervisor_shim.readiness import pe_of
 from qemu_launcher.config import MachineConfig
 
 DEFAULT_TOPOLOGY: Path = Path(__file__).parent / "topologies" / "default.toml"
@@ -205,6 +206,12 @@ class Topology:
     def all_functions(self) -> tuple[str, ...]:
         """The functions that exist at start: "pf", then vf0..vf(enabled_vfs - 1)."""
         return (PF, *(f"vf{i}" for i in range(self.adapter.enabled_vfs)))
+
+    @property
+    def guest_pes(self) -> frozenset[str]:
+        """The PEs whose drivers run in guests ("adapter" for "pf"): the drivers a run waits
+        for (hypervisor_shim.readiness)."""
+        return frozenset(pe_of(f) for g in self.guests for f in g.functions)
 
     def guest(self, name: str) -> GuestSpec:
         for g in self.guests:
