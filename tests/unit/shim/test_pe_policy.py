@@ -173,3 +173,30 @@ def test_harness_owner_is_authorized_on_its_functions() -> None:
     assert authorize(HOST, w.vfs[0], Action.THAW, pf_owner=HOST)
     assert authorize(HOST, w.vfs[1], Action.READ_STATE, pf_owner=HOST)
     assert not authorize(HOST, w.vfs[1], Action.THAW, pf_owner=HOST)
+
+
+def test_an_adapter_freeze_counts_once_on_the_adapter_and_never_on_its_vfs() -> None:
+    """The rule (hypervisor_shim/pe/policy.py, "freeze counting"): freezes of VF PEs
+    caused by the adapter PE count against the adapter PE. A VF's own limit is for its
+    own errors: an adapter error must not bring any VF nearer to a permanent failure."""
+    w = World(max_freezes=1)
+    w.adapter.inject_adapter_fatal()
+    assert (w.a.freezes.count, w.a.freezes.total) == (1, 1)
+    assert [(v.name, v.freezes.count, v.freezes.total) for v in w.vfs] == [
+        ("vf0", 0, 0), ("vf1", 0, 0), ("vf2", 0, 0), ("vf3", 0, 0)]
+    side = [(n.pe, n.data["freeze_count"]) for n in w.notices
+            if n.kind == "pe-frozen" and n.data["side_effect"]]
+    assert side == [("vf0", 1), ("vf1", 1), ("vf2", 1), ("vf3", 1)]  # the adapter's count
+    w.recover_adapter()
+    assert w.policy.allow_unfreeze(w.a, [v.address for v in w.vfs[:3]]).status \
+        is Status.SUCCESS
+    for opt in (EehOption.THAW_MMIO, EehOption.THAW_DMA):
+        assert w.policy.set_eeh_option(w.vfs[0], opt).status is Status.SUCCESS
+    assert w.policy.state(w.vfs[0]).state is PeState.NORMAL
+    # vf0's own first error: within its limit of 1, whatever the adapter did before
+    w.notices.clear()
+    w.adapter.inject_vf_error(0)
+    assert (w.vfs[0].freezes.count, w.vfs[0].freezes.total) == (1, 1)
+    assert PeFlag.PERMANENT not in w.vfs[0].flags
+    assert [n.kind for n in w.notices if n.kind == "permanent-failure"] == []
+    assert w.policy.state(w.vfs[0]).state is PeState.FROZEN
