@@ -29,13 +29,10 @@ block, and hand their work to their own loop (`loop.call_soon_threadsafe`). The 
 is the one structure written from any thread (it locks per entry).
 
 If that thread dies (something run on it raised what asyncio does not catch), the
-platform fails cleanly rather than bring the model back (QEMU never reconnects a
-vfio-user device, and the model's state is suspect): every function's socket is closed at
-once (guests read all-ones without waiting), every PE becomes permanently failed
-(`permanent-failure` pushed to each owner, state 5 with hint 0, PE calls -1), the
-timeline and the console say `device-model-died`, and the loop goes on serving the
-platform channels and the console (which refuse injections and resets from then on).
-`model_failure` says why; `stop()` works as usual. (README: "When the device model dies".)
+platform fails cleanly (README "When the device model dies"): every function's socket is
+closed at once, every PE is permanently failed, the timeline and the console say
+`device-model-died`, and the loop goes on serving the channels and the console, which
+refuse injections and resets from then on; `model_failure` says why.
 """
 
 from __future__ import annotations
@@ -383,21 +380,20 @@ class Platform:
                        "owner": p.owner, "freeze_count": p.freeze_count}
                 for p in self.call(self._present)}
 
+    def _logged(self, pe: str, kind: InjectKind, detail: str | None) -> int:
+        seq = self.call(self._inject(pe, kind, None, 0, 0, Source.SHIM, detail)).log_seq
+        assert seq is not None  # these kinds log an error
+        return seq
+
     def inject_adapter_error(self, detail: str | None = None) -> int:
         """`inject("adapter", ADAPTER_FATAL)`, blocking; the error log's seq."""
-        seq = self.call(self._inject("adapter", InjectKind.ADAPTER_FATAL, None, 0, 0,
-                                     Source.SHIM, detail)).log_seq
-        assert seq is not None
-        return seq
+        return self._logged("adapter", InjectKind.ADAPTER_FATAL, detail)
 
     def inject_vf_error(self, index: int, detail: str | None = None) -> int:
         """`inject(f"vf{index}", VF_ERROR)`, blocking; the error log's seq."""
         if not 0 <= index < self.cfg.total_vfs:
             raise PlatformError(f"no vf{index}")
-        seq = self.call(self._inject(f"vf{index}", InjectKind.VF_ERROR, None, 0, 0,
-                                     Source.SHIM, detail)).log_seq
-        assert seq is not None
-        return seq
+        return self._logged(f"vf{index}", InjectKind.VF_ERROR, detail)
 
     def fail_resets(self, pe: str, times: int) -> None:
         """Fault hook (tests): the next `times` resets of PE `pe` ("adapter", "vf0", ...)
