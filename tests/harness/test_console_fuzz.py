@@ -1,7 +1,7 @@
 """Console commands fuzzed (hypothesis) against the real console over the real platform
 (the Platform facade: PE policy, device model, timeline). The framing's own hostile tests
-(malformed JSON, huge and deep messages, control bytes, disconnects) run against a fake
-platform in tests/unit/shim/test_console_hostile.py; these send well-framed commands with
+(malformed JSON, huge and deep messages, control bytes, disconnects) run against the
+generic server in tests/unit/qmp/test_qmp_hostile.py; these send well-framed commands with
 any names and arguments and check, per example:
 
 - every command gets exactly one reply, in order, with its id; a reply is `return` or an
@@ -57,12 +57,12 @@ values = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12),
                    st.sampled_from([*PES, "0x10", "-1", "dma-read-master-abort", "25", "hot",
                                           "fundamental", "adapter-fatal", "vf-error",
-                                          "errinjct", str(2**64)]),
+                                          "errinjct", "freeze", str(2**64)]),
                    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3),
                                                                         st.integers(),
                                                                         max_size=2))
 arg_names = st.sampled_from(["pe", "kind", "function", "address", "mask", "max-freezes",
-                             "window-s", "x"])
+                             "window-s", "last", "x"])
 commands = st.fixed_dictionaries(
     {"execute": st.one_of(st.sampled_from(pe_command_names()),
                           st.sampled_from(["query-commands", "query-version",
