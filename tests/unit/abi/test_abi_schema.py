@@ -4,6 +4,8 @@ it; the argument check refuses what does not fit, by the schema's own declaratio
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from eeh_abi.schema import (
     check_args,
     spec_of,
 )
+from eeh_abi.vocabulary import Kind
 from hypervisor_shim.hcall.calls import HANDLERS
 
 
@@ -139,3 +142,20 @@ def test_a_number_is_an_integer_or_a_float() -> None:
     check_args(spec, {"step": "probe", "guest_time": 3.25})
     with pytest.raises(ArgError):
         check_args(spec, {"step": "probe", "guest_time": "3"})
+
+
+def test_every_event_the_platform_pushes_is_declared() -> None:
+    """Every pushed event named in the platform's code (`event="..."`/`event=Kind.X`,
+    the removal's `_notice(kind, ..., event=True)`) has its EVENT_SPECS entry."""
+    root = Path(__file__).resolve().parents[3] / "hypervisor_shim"
+    named = re.compile(r'\bevent=(?:"([a-z][a-z0-9-]*)"|Kind\.([A-Z_]+))')
+    noticed = re.compile(r'_notice\(\s*(?:"([a-z][a-z0-9-]*)"|Kind\.([A-Z_]+))[^()]*'
+                         r'(?:\([^()]*\)[^()]*)*event=True')
+    found: set[str] = set()
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        for pattern in (named, noticed):
+            for m in pattern.finditer(text):
+                found.add(m.group(1) or Kind[m.group(2)].value)
+    assert {"pe-frozen", "lockout-lifted", "function-added"} <= found  # the scan sees them
+    assert found - {e.value for e in EVENT_SPECS} == set()
