@@ -137,15 +137,16 @@ def test_a_vf_reset_held_when_the_adapter_fails_is_released_after_the_lockout(
     interrupted) when the adapter PE froze: its release is refused during the lockout;
     the VF driver must release it afterwards and recover, not wait on state 1."""
     from eeh_abi.hcall import Channel
+    from eeh_abi.schema import Call
 
     with running(tmp_path) as (plat, _agent, traffic):
         vf0 = plat.policy.by_name("vf0")
         assert vf0 is not None
         with Channel.unix(str(plat.hcall_path(HOST))) as ch:
-            assert ch.call("set-slot-reset", pe=vf0.address, function=1).status == 0
+            assert ch.call(Call.SET_SLOT_RESET, pe=vf0.address, function=1).status == 0
             t = time.monotonic()
             plat.inject_adapter_error()
-            assert ch.call("set-slot-reset", pe=vf0.address, function=0).status == -2
+            assert ch.call(Call.SET_SLOT_RESET, pe=vf0.address, function=0).status == -2
         assert wait_for(lambda: any(e.source == "driver" and e.kind == "recovered"
                                     and e.pe == "vf0" and e.t > t
                                     for e in plat.timeline.entries), 20), \

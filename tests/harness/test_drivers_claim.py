@@ -6,9 +6,11 @@ the traffic's books (every probe echoed once, none lost) once it settles."""
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 from device_model import ResetTiming
+from device_model.nic.port import Ledger
 from eeh_abi.vf_settings import VfSettings
 from eeh_sriov.traffic import Target, UplinkTraffic
 from guest_drivers.agent import Agent
@@ -21,6 +23,11 @@ from hypervisor_shim.platform import Platform, PlatformConfig
 from tests.support.waiting import wait_for
 
 NVFS = 8
+
+
+def ledger(plat: Platform, name: str) -> Ledger:
+    """A copy of function `name`'s books in the device model (on its loop thread)."""
+    return plat.adapter.function(name).nic.ledger.copy()
 
 
 def test_claim_adapter_error_with_eight_vfs_under_traffic(tmp_path: Path) -> None:
@@ -69,7 +76,7 @@ def test_claim_adapter_error_with_eight_vfs_under_traffic(tmp_path: Path) -> Non
                 c = vf.counters()
                 assert c["tx"]["balanced"] and c["rx"]["balanced"], (vf.name, c)
                 assert c["tx"]["dropped"] == 0 and c["tx"]["errors"] == 0, (vf.name, c)
-                model = plat.call(lambda vf=vf: plat.adapter.function(vf.name).nic.ledger.copy())
+                model = plat.call(partial(ledger, plat, vf.name))
                 assert model.tx_sent == c["tx"]["sent"], vf.name
                 assert model.rx_delivered == c["rx"]["received"], vf.name
                 assert stats[vf.name]["echoed"] == c["echoed"], (vf.name, stats[vf.name])
@@ -78,8 +85,7 @@ def test_claim_adapter_error_with_eight_vfs_under_traffic(tmp_path: Path) -> Non
             # every probe that got no echo is on the model's books: missed by its frozen
             # VF, or dropped by the adapter's switch while the adapter was failed or in
             # reset (either way)
-            missed = sum(plat.call(lambda vf=vf: plat.adapter.function(vf.name)
-                                   .nic.ledger.rx_missed) for vf in vfs)
+            missed = sum(plat.call(partial(ledger, plat, vf.name)).rx_missed for vf in vfs)
             switch_dropped = plat.call(lambda: plat.adapter.switch.dropped_total)
             lost = sum(st["lost"] for st in stats.values())
             assert lost == missed + switch_dropped, (lost, missed, switch_dropped, stats)

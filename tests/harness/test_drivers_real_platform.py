@@ -15,6 +15,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,11 @@ def plat(tmp_path: Path) -> Iterator[Platform]:
 
 def agent_for(p: Platform, **kw: object) -> Agent:
     return Agent(HarnessBackend(str(p.hcall_path(HOST))), poll=POLL, **kw)  # type: ignore[arg-type]
+
+
+def tx_sent(p: Platform, name: str) -> int:
+    """Frames function `name` sent, by the device model's books (on its loop thread)."""
+    return p.adapter.function(name).nic.ledger.tx_sent
 
 
 def index(entries: list[Entry], source: str, kind: str, pe: str) -> int:
@@ -109,8 +115,7 @@ def test_adapter_error_under_traffic_every_driver_recovers_in_order(plat: Platfo
         for vf in vfs:
             c = vf.counters()["tx"]
             assert c["balanced"] and c["dropped"] == 0 and c["errors"] == 0, (vf.name, c)
-            assert plat.call(lambda vf=vf: plat.adapter.function(vf.name).nic.ledger.tx_sent) \
-                == c["sent"]
+            assert plat.call(partial(tx_sent, plat, vf.name)) == c["sent"]
         assert sum(seen.values()) == sum(v.tx.sent for v in vfs) == traffic.sent
         assert traffic.refused == 0
         states = plat.pe_states()

@@ -21,6 +21,7 @@ import time
 
 from eeh_abi.hcall import Channel
 from eeh_abi.papr import EehOption, PeState, SlotReset, Status
+from eeh_abi.schema import Call
 from guest_drivers.driver import DriverState
 from guest_drivers.vf import VfDriver
 from hypervisor_shim.pe import HOST, PolicyConfig
@@ -32,7 +33,7 @@ GUESTS = {"pf": "svc", "vf0": "g1", "vf1": "g2"}
 
 
 def state(ch: Channel, pe: int) -> tuple[int, int, list[str]]:
-    r = ch.call("read-slot-reset-state2", pe=pe)
+    r = ch.call(Call.READ_SLOT_RESET_STATE2, pe=pe)
     assert r.status == 0, r
     return r.get("state"), r.get("retry_ms"), list(r.get("flags"))
 
@@ -40,15 +41,15 @@ def state(ch: Channel, pe: int) -> tuple[int, int, list[str]]:
 def recover_adapter(svc: Channel) -> None:
     """What the adapter driver does before it may allow the VFs to unfreeze."""
     for fn in (SlotReset.HOT, SlotReset.DEACTIVATE):
-        assert svc.call("set-slot-reset", pe=ADAPTER, function=int(fn)).status == 0
+        assert svc.call(Call.SET_SLOT_RESET, pe=ADAPTER, function=int(fn)).status == 0
     assert wait_for(lambda: state(svc, ADAPTER)[0] == PeState.NORMAL, 10)
-    assert svc.call("configure-pe", pe=ADAPTER).status == 0
+    assert svc.call(Call.CONFIGURE_PE, pe=ADAPTER).status == 0
 
 
 def recover_vf(ch: Channel, pe: int) -> None:
     """A VF PE's reset (an FLR), released, until it is back in state 0."""
     for fn in (SlotReset.HOT, SlotReset.DEACTIVATE):
-        assert ch.call("set-slot-reset", pe=pe, function=int(fn)).status == 0
+        assert ch.call(Call.SET_SLOT_RESET, pe=pe, function=int(fn)).status == 0
     assert wait_for(lambda: state(ch, pe)[0] == PeState.NORMAL, 10)
 
 
@@ -61,10 +62,10 @@ def test_configure_pe_is_locked_out_until_that_vf_pe_is_allowed() -> None:
     cfg = host_config(nvfs=2, owners=GUESTS, policy=PolicyConfig(retry_hint_ms=250))
     with running(cfg) as rig:
         svc, g1, g2 = rig.channel("svc"), rig.channel("g1"), rig.channel("g2")
-        assert g1.call("configure-pe", pe=VF0).status == 0  # no lockout: allowed
+        assert g1.call(Call.CONFIGURE_PE, pe=VF0).status == 0  # no lockout: allowed
         rig.plat.inject_adapter_error()
         for ch, pe in ((g1, VF0), (g2, VF1)):
-            r = ch.call("configure-pe", pe=pe)
+            r = ch.call(Call.CONFIGURE_PE, pe=pe)
             assert (r.status, r.get("retry_ms")) == (Status.BUSY, 250), r
             assert state(ch, pe)[:2] == (PeState.UNAVAILABLE, 250)
         refused = [(e.pe, e.data.get("retry_ms")) for e in rig.policy("unfreeze-refused")]
@@ -73,12 +74,12 @@ def test_configure_pe_is_locked_out_until_that_vf_pe_is_allowed() -> None:
             ("g1", 0), ("g1", -2)]
         # the adapter recovered, but only vf0 allowed: vf1 stays locked out
         recover_adapter(svc)
-        assert g2.call("configure-pe", pe=VF1).status == Status.BUSY, \
+        assert g2.call(Call.CONFIGURE_PE, pe=VF1).status == Status.BUSY, \
             "recovering the adapter alone must not lift the lockout"
-        r = svc.call("open-sriov-allow-unfreeze", pe=ADAPTER, vf_pes=[VF0])
+        r = svc.call(Call.OPEN_SRIOV_ALLOW_UNFREEZE, pe=ADAPTER, vf_pes=[VF0])
         assert (r.status, r.get("allowed")) == (0, [VF0])
-        assert g1.call("configure-pe", pe=VF0).status == 0
-        r = g2.call("configure-pe", pe=VF1)
+        assert g1.call(Call.CONFIGURE_PE, pe=VF0).status == 0
+        r = g2.call(Call.CONFIGURE_PE, pe=VF1)
         assert (r.status, r.get("retry_ms")) == (Status.BUSY, 250)
         assert state(g2, VF1)[0] == PeState.UNAVAILABLE
 
@@ -116,7 +117,7 @@ def test_within_the_window_the_freeze_limit_holds() -> None:
         assert [e.pe for e in rig.policy("permanent-failure")] == ["vf0"]
         st, retry, flags = state(host, VF0)
         assert (st, retry) == (PeState.UNAVAILABLE, 0) and "permanent" in flags
-        assert host.call("set-slot-reset", pe=VF0, function=int(SlotReset.HOT)).status \
+        assert host.call(Call.SET_SLOT_RESET, pe=VF0, function=int(SlotReset.HOT)).status \
             == Status.HW_ERROR
 
 
@@ -129,10 +130,10 @@ def test_an_adapter_freeze_counts_once_on_the_adapter_and_not_on_each_vf() -> No
         counts = {n: s["freeze_count"] for n, s in rig.plat.pe_states().items()}
         assert counts == {"adapter": 1, "vf0": 0, "vf1": 0}
         recover_adapter(svc)
-        r = svc.call("open-sriov-allow-unfreeze", pe=ADAPTER, vf_pes=[VF0, VF1])
+        r = svc.call(Call.OPEN_SRIOV_ALLOW_UNFREEZE, pe=ADAPTER, vf_pes=[VF0, VF1])
         assert (r.status, r.get("allowed")) == (0, [VF0, VF1])
         for opt in (EehOption.THAW_MMIO, EehOption.THAW_DMA):
-            assert g1.call("set-eeh-option", pe=VF0, option=int(opt)).status == 0
+            assert g1.call(Call.SET_EEH_OPTION, pe=VF0, option=int(opt)).status == 0
         assert state(g1, VF0)[0] == PeState.NORMAL
         # vf0's own first error: within its limit of 1 whatever the adapter did before
         rig.plat.inject_vf_error(0)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from eeh_abi.hcall import Event, EventHandler, Reply
+from eeh_abi.schema import Call
 from guest_drivers.services import ChannelLike
 
 Before = Callable[[str, dict[str, Any]], None]
@@ -32,7 +33,7 @@ class TapChannel:
         self.dropped: list[Event] = []
         self._wrapped: dict[EventHandler, EventHandler] = {}
 
-    def call(self, call: str, timeout: float | None = None, **args: Any) -> Reply:
+    def call(self, call: Call, timeout: float | None = None, **args: Any) -> Reply:
         for hook in list(self.before):
             hook(call, dict(args))
         reply = self.inner.call(call, timeout=timeout, **args)

@@ -9,7 +9,7 @@ channel answers and receives.
 
     with make_subject("real") as s:
         s.adapter_error()                      # vf0's PE frozen with the adapter, locked out
-        s.channel.call("read-slot-reset-state2", pe=s.pe)
+        s.channel.call(Call.READ_SLOT_RESET_STATE2, pe=s.pe)
         s.lift()                               # the adapter recovered, allow-unfreeze
 """
 
@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from device_model import ResetTiming
 from eeh_abi.hcall import Channel, Event, Reply
 from eeh_abi.papr import PeState, SlotReset
+from eeh_abi.schema import Call
 from guest_drivers.services import ChannelLike
 from hypervisor_shim.pe import PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
@@ -58,7 +59,7 @@ class PeSubject(Protocol):
     def fail_next_reset(self) -> None:
         """The VF PE's next reset completes without bringing it back."""
 
-    def call(self, call: str, **args: Any) -> Reply: ...
+    def call(self, call: Call, **args: Any) -> Reply: ...
 
     def wait_event(self, name: str, n: int = 1) -> Event: ...
 
@@ -96,7 +97,7 @@ class ScriptedSubject(_Events):
         self.channel.subscribe(self.on_event)
         self._permanent_next = False
 
-    def call(self, call: str, **args: Any) -> Reply:
+    def call(self, call: Call, **args: Any) -> Reply:
         return self.channel.call(call, **args)
 
     def vf_error(self) -> None:
@@ -133,16 +134,16 @@ class RealSubject(_Events):
         self.retry_ms = plat.cfg.policy.retry_hint_ms
         self._g1 = Channel.unix(str(plat.hcall_path("g1")))
         self._svc = Channel.unix(str(plat.hcall_path("svc")))
-        self.channel = self._g1
+        self.channel: ChannelLike = self._g1
         self.channel.subscribe(self.on_event)
         for ch in (self._g1, self._svc):  # a reply: the platform serves the connection,
-            assert ch.call("query-functions").status == 0  # its events reach it from now
+            assert ch.call(Call.QUERY_FUNCTIONS).status == 0  # its events reach it from now
 
     def close(self) -> None:
         self._g1.close()
         self._svc.close()
 
-    def call(self, call: str, **args: Any) -> Reply:
+    def call(self, call: Call, **args: Any) -> Reply:
         return self.channel.call(call, **args)
 
     def _frozen(self, before: int) -> None:
@@ -168,11 +169,11 @@ class RealSubject(_Events):
         self.channel.subscribe(marker)
         try:
             for fn in (SlotReset.HOT, SlotReset.DEACTIVATE):
-                assert svc.call("set-slot-reset", pe=ADAPTER_PE, function=int(fn)).status == 0
-            assert wait_for(lambda: svc.call("read-slot-reset-state2", pe=ADAPTER_PE)
+                assert svc.call(Call.SET_SLOT_RESET, pe=ADAPTER_PE, function=int(fn)).status == 0
+            assert wait_for(lambda: svc.call(Call.READ_SLOT_RESET_STATE2, pe=ADAPTER_PE)
                             .get("state") == PeState.NORMAL, 10)
-            assert svc.call("configure-pe", pe=ADAPTER_PE).status == 0
-            r = svc.call("open-sriov-allow-unfreeze", pe=ADAPTER_PE, vf_pes=[self.pe])
+            assert svc.call(Call.CONFIGURE_PE, pe=ADAPTER_PE).status == 0
+            r = svc.call(Call.OPEN_SRIOV_ALLOW_UNFREEZE, pe=ADAPTER_PE, vf_pes=[self.pe])
             assert r.status == 0 and r.get("allowed") == [self.pe], r
             assert lifted.wait(10), "no lockout-lifted on the VF owner's channel"
         finally:

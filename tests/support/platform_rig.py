@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from device_model import ResetTiming
 from eeh_abi.hcall import Channel
+from eeh_abi.schema import Call
 from eeh_abi.vf_settings import VfSettings
 from guest_drivers.agent import Agent
 from guest_drivers.pf import AdapterSettings, PfDriver
@@ -142,7 +143,7 @@ class PlatformRig:
         ch = Channel.unix(str(self.plat.hcall_path(owner)), timeout=30.0)
         self._after_stop.append(ch.close)
         # one round trip: the platform has taken the connection, pushed events reach it
-        assert ch.call("query-functions").status == 0
+        assert ch.call(Call.QUERY_FUNCTIONS).status == 0
         return ch
 
     def services(self, owner: str = HOST) -> Services:
@@ -177,7 +178,7 @@ class PlatformRig:
     def backend(self, owner: str = HOST) -> HarnessBackend:
         b = HarnessBackend(str(self.plat.hcall_path(owner)))
         self._after_stop.append(b.close)
-        assert b.channel.call("query-functions").status == 0  # the connection is served
+        assert b.channel.call(Call.QUERY_FUNCTIONS).status == 0  # the connection is served
         return b
 
     def agent(self, owner: str = HOST, *, poll: PollConfig = POLL,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 
@@ -50,6 +51,10 @@ def services(rig: PlatformRig) -> Services:
     return rig.services()
 
 
+def recovered_once(d: PfDriver | VfDriver) -> bool:
+    return d.recovery is not None and d.recovery.recovered == 1
+
+
 def stop_all(*drivers: PfDriver | VfDriver) -> None:
     for d in drivers:
         d.stop()
@@ -73,7 +78,7 @@ def test_pf_probe_brings_the_adapter_up_and_configures_the_vfs(
     reg = rig.calls("register", "adapter")
     assert [(e.owner, e.data["args"]["driver"], e.data["args"].get("handlers", True),
              e.data["status"]) for e in reg] == [(HOST, "eeh-pf", True, 0)]
-    assert wait_for(lambda: rig.details("probe", "adapter"))
+    assert wait_for(lambda: bool(rig.details("probe", "adapter")))
     probe = rig.details("probe", "adapter")[0]
     assert probe["num_vfs"] == 3 and probe["pf_mac"] == "02:ee:00:00:00:00"
     assert pf.vf_pes() == [0x18000, 0x18100, 0x18200]
@@ -184,9 +189,8 @@ def test_adapter_error_recovers_pf_first_then_vfs_after_the_lockout(
         rig.plat.inject_adapter_error("test")
         for d in (vf0, vf1):  # sent while frozen: held, then replayed
             d.send(frame(d.mac, tag=f"{d.name}-during"))
-        for d in (pf, vf0, vf1):
-            assert wait_for(lambda d=d: d.recovery is not None and d.recovery.recovered == 1,
-                            15), (d.name, rig.reports())
+        for drv in (pf, vf0, vf1):
+            assert wait_for(partial(recovered_once, drv), 15), (drv.name, rig.reports())
         for d in (vf0, vf1):
             assert d.wait_tx_done(5)
         assert wait_for(lambda: all("recovered" in rig.steps(n)
@@ -266,7 +270,7 @@ def test_all_ones_read_is_confirmed_before_recovery_starts(
         assert wait_for(lambda: "recovered" in rig.steps("vf0"))
         steps = rig.steps("vf0")
         assert steps.index("all-ones-confirmed") < steps.index("error-detected")
-        assert vf.recovery.trigger.startswith("all-ones")
+        assert vf.recovery is not None and vf.recovery.trigger.startswith("all-ones")
     finally:
         stop_all(vf, pf)
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from eeh_abi.papr import EehOption, PeState, SlotReset, Status
+from eeh_abi.schema import Call
 from tests.support.pe_subjects import ADAPTER_PE, KINDS, PeSubject, make_subject
 from tests.support.waiting import wait_for
 
@@ -29,7 +30,7 @@ def s(request: pytest.FixtureRequest) -> Iterator[PeSubject]:
 
 
 def state(s: PeSubject) -> tuple[int, int, list[str]]:
-    r = s.call("read-slot-reset-state2", pe=s.pe)
+    r = s.call(Call.READ_SLOT_RESET_STATE2, pe=s.pe)
     assert r.status == 0, r
     assert {"state", "retry_ms", "flags", "capabilities"} <= set(r.ret), r.ret
     return r.get("state"), r.get("retry_ms"), list(r.get("flags"))
@@ -44,15 +45,15 @@ def test_a_pe_that_froze_alone_thaws_mmio_then_dma(s: PeSubject) -> None:
         (s.pe, False, False, s.pe)
     assert state(s)[:2] == (PeState.FROZEN, 0)
     # DMA before MMIO: unexpected state
-    assert s.call("set-eeh-option", pe=s.pe, option=EehOption.THAW_DMA).status == \
+    assert s.call(Call.SET_EEH_OPTION, pe=s.pe, option=EehOption.THAW_DMA).status == \
         Status.UNEXPECTED_STATE
-    assert s.call("set-eeh-option", pe=s.pe, option=EehOption.THAW_MMIO).status == 0
+    assert s.call(Call.SET_EEH_OPTION, pe=s.pe, option=EehOption.THAW_MMIO).status == 0
     assert state(s)[0] == PeState.DMA_STOPPED
-    assert s.call("set-eeh-option", pe=s.pe, option=EehOption.THAW_DMA).status == 0
+    assert s.call(Call.SET_EEH_OPTION, pe=s.pe, option=EehOption.THAW_DMA).status == 0
     assert state(s)[0] == PeState.NORMAL
     # a thaw of a PE that is not frozen is a no-op, not an error
-    assert s.call("set-eeh-option", pe=s.pe, option=EehOption.THAW_MMIO).status == 0
-    assert s.call("set-eeh-option", pe=s.pe, option=EehOption.THAW_DMA).status == 0
+    assert s.call(Call.SET_EEH_OPTION, pe=s.pe, option=EehOption.THAW_MMIO).status == 0
+    assert s.call(Call.SET_EEH_OPTION, pe=s.pe, option=EehOption.THAW_DMA).status == 0
 
 
 def test_a_pe_frozen_with_the_adapter_is_locked_out(s: PeSubject) -> None:
@@ -63,11 +64,11 @@ def test_a_pe_frozen_with_the_adapter_is_locked_out(s: PeSubject) -> None:
         (True, True, ADAPTER_PE)
     st, retry, flags = state(s)
     assert (st, retry) == (PeState.UNAVAILABLE, s.retry_ms) and "locked-out" in flags
-    for call, args in (("set-eeh-option", {"option": int(EehOption.THAW_MMIO)}),
-                       ("set-eeh-option", {"option": int(EehOption.THAW_DMA)}),
-                       ("set-slot-reset", {"function": int(SlotReset.HOT)}),
-                       ("set-slot-reset", {"function": int(SlotReset.DEACTIVATE)}),
-                       ("configure-pe", {})):
+    for call, args in ((Call.SET_EEH_OPTION, {"option": int(EehOption.THAW_MMIO)}),
+                       (Call.SET_EEH_OPTION, {"option": int(EehOption.THAW_DMA)}),
+                       (Call.SET_SLOT_RESET, {"function": int(SlotReset.HOT)}),
+                       (Call.SET_SLOT_RESET, {"function": int(SlotReset.DEACTIVATE)}),
+                       (Call.CONFIGURE_PE, {})):
         r = s.call(call, pe=s.pe, **args)
         assert (r.status, r.get("retry_ms")) == (Status.BUSY, s.retry_ms), (call, args, r)
     assert state(s)[0] == PeState.UNAVAILABLE  # refused calls changed nothing
@@ -80,8 +81,8 @@ def test_a_lifted_lockout_is_pushed_and_the_pe_is_still_frozen(s: PeSubject) -> 
     assert ev.pe == s.pe
     st, _, flags = state(s)
     assert st == PeState.FROZEN and "locked-out" not in flags  # the driver thaws it
-    assert s.call("set-eeh-option", pe=s.pe, option=EehOption.THAW_MMIO).status == 0
-    assert s.call("set-eeh-option", pe=s.pe, option=EehOption.THAW_DMA).status == 0
+    assert s.call(Call.SET_EEH_OPTION, pe=s.pe, option=EehOption.THAW_MMIO).status == 0
+    assert s.call(Call.SET_EEH_OPTION, pe=s.pe, option=EehOption.THAW_DMA).status == 0
     assert state(s)[0] == PeState.NORMAL
 
 
@@ -91,31 +92,31 @@ def test_a_permanently_failed_pe(s: PeSubject) -> None:
     assert ev.pe == s.pe and "freeze_count" in ev.data, ev
     st, retry, flags = state(s)
     assert (st, retry) == (PeState.UNAVAILABLE, 0) and "permanent" in flags
-    for call, args in (("set-eeh-option", {"option": int(EehOption.THAW_MMIO)}),
-                       ("set-slot-reset", {"function": int(SlotReset.HOT)}),
-                       ("configure-pe", {})):
+    for call, args in ((Call.SET_EEH_OPTION, {"option": int(EehOption.THAW_MMIO)}),
+                       (Call.SET_SLOT_RESET, {"function": int(SlotReset.HOT)}),
+                       (Call.CONFIGURE_PE, {})):
         assert s.call(call, pe=s.pe, **args).status == Status.HW_ERROR, (call, args)
 
 
 def test_a_reset_cycle(s: PeSubject) -> None:
     s.vf_error()
-    assert s.call("set-slot-reset", pe=s.pe, function=SlotReset.FUNDAMENTAL).status == \
+    assert s.call(Call.SET_SLOT_RESET, pe=s.pe, function=SlotReset.FUNDAMENTAL).status == \
         Status.NOT_SUPPORTED  # a VF PE: FLR only
-    assert s.call("set-slot-reset", pe=s.pe, function=SlotReset.HOT).status == 0
+    assert s.call(Call.SET_SLOT_RESET, pe=s.pe, function=SlotReset.HOT).status == 0
     assert state(s)[0] == PeState.RESET
-    assert s.call("configure-pe", pe=s.pe).status == Status.UNEXPECTED_STATE  # held
-    assert s.call("set-slot-reset", pe=s.pe, function=SlotReset.DEACTIVATE).status == 0
+    assert s.call(Call.CONFIGURE_PE, pe=s.pe).status == Status.UNEXPECTED_STATE  # held
+    assert s.call(Call.SET_SLOT_RESET, pe=s.pe, function=SlotReset.DEACTIVATE).status == 0
     done = s.wait_event("pe-reset-done")
     assert done.pe == s.pe and done.data.get("reset") == "hot" and not done.data.get("failed")
     assert wait_for(lambda: state(s)[0] == PeState.NORMAL, 10)
-    assert s.call("configure-pe", pe=s.pe).status == 0
+    assert s.call(Call.CONFIGURE_PE, pe=s.pe).status == 0
 
 
 def test_a_reset_that_does_not_bring_the_pe_back(s: PeSubject) -> None:
     s.vf_error()
     s.fail_next_reset()
-    assert s.call("set-slot-reset", pe=s.pe, function=SlotReset.HOT).status == 0
-    assert s.call("set-slot-reset", pe=s.pe, function=SlotReset.DEACTIVATE).status == 0
+    assert s.call(Call.SET_SLOT_RESET, pe=s.pe, function=SlotReset.HOT).status == 0
+    assert s.call(Call.SET_SLOT_RESET, pe=s.pe, function=SlotReset.DEACTIVATE).status == 0
     done = s.wait_event("pe-reset-done")
     assert (done.pe, done.data.get("failed")) == (s.pe, True), done
     assert wait_for(lambda: state(s)[0] == PeState.FROZEN, 10)
@@ -123,10 +124,10 @@ def test_a_reset_that_does_not_bring_the_pe_back(s: PeSubject) -> None:
 
 def test_error_detail_registration_and_reports(s: PeSubject) -> None:
     s.vf_error()
-    r = s.call("slot-error-detail", pe=s.pe, function=1)
+    r = s.call(Call.SLOT_ERROR_DETAIL, pe=s.pe, function=1)
     assert r.status == 0
     log = r.get("log")
     assert isinstance(log, list) and log and all(
         isinstance(e, dict) and isinstance(e.get("seq"), int) for e in log), log
-    assert s.call("register", addr=s.pe, driver="eeh-vf", handlers=True).status == 0
-    assert s.call("report", step="probe", pe=s.pe, detail={}).status == 0
+    assert s.call(Call.REGISTER, addr=s.pe, driver="eeh-vf", handlers=True).status == 0
+    assert s.call(Call.REPORT, step="probe", pe=s.pe, detail={}).status == 0
