@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from eeh_abi.hcall import Channel, ChannelClosed, Reply
+from eeh_abi.schema import Call
 from guest_drivers.services import Services
 from hypervisor_shim.platform import Platform, PlatformConfig
 from tests.unit.drivers.drivers_fakes import wait_for
@@ -28,9 +29,9 @@ def test_posted_calls_are_handled_in_order_with_the_waited_ones(tmp_path: Path) 
                 done.set()
 
         for n in range(50):
-            ch.post("report", on_reply=got, step=f"step-{n}", pe=VF0, guest_time=float(n))
-        ch.post("report")  # a bad one (no step): its reply is dropped, nothing breaks
-        r = ch.call("read-slot-reset-state2", pe=VF0)  # after every posted report
+            ch.post(Call.REPORT, on_reply=got, step=f"step-{n}", pe=VF0, guest_time=float(n))
+        ch.post(Call.REPORT)  # a bad one (no step): its reply is dropped, nothing breaks
+        r = ch.call(Call.READ_SLOT_RESET_STATE2, pe=VF0)  # after every posted report
         assert r.ok
         steps = [e.data.get("step", e.kind) for e in plat.timeline.snapshot()
                  if e.source == "driver" and e.owner == "g1"]
@@ -38,7 +39,7 @@ def test_posted_calls_are_handled_in_order_with_the_waited_ones(tmp_path: Path) 
         assert done.wait(5) and all(x.ok for x in replies)
         assert wait_for(lambda: ch.posted_pending == 0, 5)
     try:
-        ch.post("report", step="late", pe=VF0)
+        ch.post(Call.REPORT, step="late", pe=VF0)
     except ChannelClosed:
         pass
     else:
