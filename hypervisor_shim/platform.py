@@ -306,14 +306,16 @@ class Platform:
         """Every present PE, adapter first."""
         return await self.host.call_async(self._present)
 
-    def _inject(self, pe: str, kind: InjectKind, function: int | None, address: int,
+    def _inject(self, pe: str, kind: str, function: int | None, address: int,
                 mask: int, by: str, detail: str | None) -> Callable[[], Injection]:
         self._alive()
-        spec = INJECT_KINDS[InjectKind(kind)]
-        why = detail if detail is not None else f"{by}: {spec.detail or kind}"
-        self.timeline.record(by, Kind.INJECT, pe=pe, data={"kind": str(kind),
+        if kind not in INJECT_KINDS:
+            raise PlatformError(f"no error kind {kind!r} ({', '.join(INJECT_KINDS)})")
+        k = InjectKind(kind)
+        why = detail if detail is not None else f"{by}: {INJECT_KINDS[k].detail or k}"
+        self.timeline.record(by, Kind.INJECT, pe=pe, data={"kind": str(k),
                                                            "function": function})
-        return lambda: inject(InjectKind(kind), InjectRequest(
+        return lambda: inject(k, InjectRequest(
             self._rec(pe), self.adapter, function, address, mask, why))
 
     async def inject(self, pe: str, kind: InjectKind | str = InjectKind.ERRINJCT, *,
@@ -323,7 +325,7 @@ class Platform:
         the ibm,errinjct code (errinjct only), `address`/`mask` 64-bit unsigned. `by`
         (a timeline source) and `detail` say who asked, in the timeline and error log."""
         return await self.host.call_async(
-            self._inject(pe, InjectKind(kind), function, address, mask, by, detail))
+            self._inject(pe, kind, function, address, mask, by, detail))
 
     def _reset(self, pe: str, kind: str, by: str) -> Callable[[], ResetDone]:
         self._alive()

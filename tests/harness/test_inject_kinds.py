@@ -19,7 +19,7 @@ from qemu.qmp import ExecuteError, QMPClient
 
 from eeh_sriov.__main__ import _parser
 from hypervisor_shim.injection import INJECT_KINDS
-from hypervisor_shim.platform import Platform, PlatformConfig
+from hypervisor_shim.platform import Platform, PlatformConfig, PlatformError
 from tests.harness.console_rig import ConsoleThread
 
 OWNERS = {"pf": "svc", "vf0": "g1", "vf1": "g2"}
@@ -135,3 +135,14 @@ def test_the_console_and_the_cli_take_every_kind(plat: Platform) -> None:
         assert _parser().parse_args(["inject", "vf0", kind]).kind == kind
     with pytest.raises(SystemExit):
         _parser().parse_args(["inject", "vf0", "meteor"])
+
+
+def test_a_kind_not_in_the_table_is_refused(plat: Platform) -> None:
+    with pytest.raises(PlatformError, match="no error kind 'meteor'"):
+        asyncio.run(plat.inject("vf0", "meteor"))
+    with pytest.raises(PlatformError, match="kind errinjct needs error function"):
+        asyncio.run(plat.inject("vf0", "errinjct"))
+    # the timeline records what was asked of a known kind, refused or not
+    assert [e.data["kind"] for e in plat.timeline.snapshot() if e.kind == "inject"] == \
+        ["errinjct"]
+    assert plat.pe_states()["vf0"]["state"] == 0
