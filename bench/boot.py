@@ -18,13 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import goals
 from bench.stats import describe
 from eeh_sriov.system import asset_config
 from qemu_launcher.assets import COMPLETE, REPO, AssetConfig, ensure_assets, ensure_rootfs
 from qemu_launcher.config import MachineConfig
 from qemu_launcher.run import new_run_dir, resolve_accel, run_command
 
-GOAL_READY_S = 6.0
+GOAL_READY_S = goals.BOOT_READY.limit
 
 
 def _uptime(console: str, marker: str) -> float | None:

@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 
+from bench import goals
 from bench.stats import describe
 from eeh_sriov.system import asset_config
 from hypervisor_shim.adapter_host import AdapterHost, AdapterHostConfig
@@ -27,7 +28,7 @@ from qemu_launcher.config import MachineConfig
 from qemu_launcher.machine import Machine
 from qemu_launcher.run import new_run_dir, resolve_accel
 
-GOAL_READ_P50_US = 100.0
+GOAL_READ_P50_US = goals.GUEST_MMIO_READ.limit
 PLACEMENTS: dict[str, tuple[int, ...] | None] = {"colocated": None, "spread": ()}
 
 

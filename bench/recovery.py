@@ -62,6 +62,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import goals
 from bench.stats import dist, percentile, scalar, slope
 from device_model import ResetTiming
 from eeh_abi import traffic as T
@@ -74,12 +75,6 @@ from hypervisor_shim.readiness import DriversNotReady, wait_drivers_ready
 from hypervisor_shim.timeline import Entry
 
 TIMINGS = {"fast": ResetTiming.FAST, "spec": ResetTiming.SPEC}
-GOALS = {
-    "fast_64_ms": 150.0,  # fast timing, 64 VFs, injection -> traffic through every VF
-    "fast_slope_ms_per_vf": 2.0,
-    "spec_64_ms": 2300.0,  # floor ~2150 ms: one adapter reset (250 + 1800) + one FLR (100)
-    "resume_p99_ms": 10.0,  # lockout release -> VF resumed
-}
 PEER_MAC = bytes.fromhex("02aabbccdd02")
 
 
@@ -549,9 +544,9 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
             what="recovery p50, parallel / serial")})
     g = out["goals"]
 
-    def goal(name: str, value: float | None, limit: float, unit: str, what: str) -> None:
-        g[name] = {"value": None if value is None else round(value, 3), "goal": limit,
-                   "unit": unit, "met": value is not None and value <= limit, "what": what}
+    def goal(which: goals.Goal, suffix: str, value: float | None, what: str,
+             name: str | None = None) -> None:
+        g[(name or which.name) + suffix] = which.result(value, what)
 
     for where, suffix, what in (("in-process", "", ""),
                                 ("process", "_drivers_process",
@@ -561,19 +556,18 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
         sl = out["slopes"].get("fast-parallel" + ("-drivers-process" if suffix else ""))
         if suffix and not (f64 or s64 or sl):
             continue
-        goal("fast_64_vfs" + suffix, f64["recovery"]["p50"] if f64 else None,
-             GOALS["fast_64_ms"], "ms", f"fast timing, 64 VFs, recovery p50{what}")
-        goal("fast_slope" + suffix, sl["value"] if sl else None,
-             GOALS["fast_slope_ms_per_vf"], "ms/VF",
+        goal(goals.FAST_64, suffix, f64["recovery"]["p50"] if f64 else None,
+             f"fast timing, 64 VFs, recovery p50{what}")
+        goal(goals.FAST_SLOPE, suffix, sl["value"] if sl else None,
              f"fast timing, slope of recovery p50 over 1..64 VFs{what}")
-        goal("spec_64_vfs" + suffix, s64["recovery"]["p50"] if s64 else None,
-             GOALS["spec_64_ms"], "ms", f"spec timing, 64 VFs, recovery p50{what}")
+        goal(goals.SPEC_64, suffix, s64["recovery"]["p50"] if s64 else None,
+             f"spec timing, 64 VFs, recovery p50{what}")
         for n in sorted({k[1] for k in by_key}):  # fast only: in spec timing the VF's
             v = by_key.get(("fast", n, "parallel", where))  # own FLR follows the release
             if v is not None and v["resume_after_release"]["n"]:
-                goal(f"resume_p99_fast_{n}{suffix}", v["resume_after_release"]["p99"],
-                     GOALS["resume_p99_ms"], "ms",
-                     f"fast timing, {n} VFs: lockout release -> VF resumed, p99{what}")
+                goal(goals.RESUME_P99, suffix, v["resume_after_release"]["p99"],
+                     f"fast timing, {n} VFs: lockout release -> VF resumed, p99{what}",
+                     name=f"{goals.RESUME_P99.name}_{n}")
     return out
 
 

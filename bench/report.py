@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import goals
+
 
 def _d(x: dict[str, Any] | None, key: str = "p50", scale: float = 1.0, digits: int = 0) -> str:
     if not x or not x.get("n"):
@@ -32,6 +34,10 @@ def _met(g: dict[str, Any] | None) -> str:
     return "**met**" if g["met"] else "**missed**"
 
 
+def _limit(goal: goals.Goal) -> str:
+    return f"{goal.limit:g} {goal.unit}"
+
+
 def _point(rec: dict[str, Any], timing: str, n: int, mode: str = "parallel",
            drivers: str = "in-process") -> dict[str, Any] | None:
     for p in rec.get("points", []):
@@ -45,34 +51,36 @@ def table(results: dict[str, Any]) -> str:
     rec = results.get("recovery") or {}
     gst = results.get("guests") or {}
     peer = results.get("peer") or {}
-    goals = rec.get("goals", {})
+    judged = rec.get("goals", {})
     lines = ["| figure | ours | goal | peer: QEMU igb + Linux igb/igbvf + AER |",
              "|---|---|---|---|"]
     f64 = _point(rec, "fast", 64)
     s64 = _point(rec, "spec", 64)
-    g = goals.get("fast_64_vfs")
+    g = judged.get("fast_64_vfs")
     lines.append(f"| harness, fast timing, 64 VFs: injection -> traffic through every VF, "
-                 f"p50 / p99 | {_pair(f64 and f64['recovery'], 'ms')} | <= 150 ms p50: "
-                 f"{_met(g)} | - |")
-    g = goals.get("fast_slope")
+                 f"p50 / p99 | {_pair(f64 and f64['recovery'], 'ms')} | "
+                 f"{goals.FAST_64.text()}: {_met(g)} | - |")
+    g = judged.get("fast_slope")
     lines.append(f"| harness, fast: slope over 1..64 VFs | "
-                 f"{g['value'] if g and g['value'] is not None else '-'} ms/VF | <= 2 ms/VF: "
-                 f"{_met(g)} | - |")
-    g = goals.get("spec_64_vfs")
+                 f"{g['value'] if g and g['value'] is not None else '-'} ms/VF | "
+                 f"{goals.FAST_SLOPE.text()}: {_met(g)} | - |")
+    g = judged.get("spec_64_vfs")
     lines.append(f"| harness, spec timing, 64 VFs, p50 / p99 | "
-                 f"{_pair(s64 and s64['recovery'], 'ms')} | <= 2300 ms p50 (floor ~2150): "
+                 f"{_pair(s64 and s64['recovery'], 'ms')} | {goals.SPEC_64.text()}: "
                  f"{_met(g)} | - |")
     p64 = _point(rec, "fast", 64, drivers="process")
     ps64 = _point(rec, "spec", 64, drivers="process")
     if p64 or ps64:
-        g1, g2 = goals.get("fast_64_vfs_drivers_process"), goals.get("spec_64_vfs_drivers_process")
-        gs = goals.get("fast_slope_drivers_process")
+        g1 = judged.get("fast_64_vfs_drivers_process")
+        g2 = judged.get("spec_64_vfs_drivers_process")
+        gs = judged.get("fast_slope_drivers_process")
         lines.append(f"| harness, drivers in a process of their own (two interpreters), 64 VFs: "
                      f"fast p50 / p99; spec p50 / p99; fast slope | "
                      f"{_pair(p64 and p64['recovery'], 'ms')}; "
                      f"{_pair(ps64 and ps64['recovery'], 'ms')}; "
                      f"{gs['value'] if gs and gs['value'] is not None else '-'} ms/VF | "
-                     f"150 ms: {_met(g1)}; 2300 ms: {_met(g2)}; 2 ms/VF: {_met(gs)} | - |")
+                     f"{_limit(goals.FAST_64)}: {_met(g1)}; {_limit(goals.SPEC_64)}: "
+                     f"{_met(g2)}; {_limit(goals.FAST_SLOPE)}: {_met(gs)} | - |")
     for timing in ("fast", "spec"):
         parts = []
         worst = None
@@ -83,9 +91,9 @@ def table(results: dict[str, Any]) -> str:
                 parts.append(f"{n}: {v:.1f}")
                 worst = v if worst is None else max(worst, v)
         if parts and timing == "fast":
-            met = "met" if worst is not None and worst <= 10 else "missed"
+            met = "met" if goals.RESUME_P99.met(worst) else "missed"
             lines.append(f"| harness, fast: lockout release -> VF resumed, p99 by VFs | "
-                         f"{', '.join(parts)} ms | <= 10 ms: **{met}**"
+                         f"{', '.join(parts)} ms | {goals.RESUME_P99.text()}: **{met}**"
                          f"{' (all)' if met == 'met' else ' (not at every size)'} | - |")
         elif parts:
             lines.append(f"| harness, spec: lockout release -> VF resumed, p99 by VFs "
@@ -119,7 +127,8 @@ def table(results: dict[str, Any]) -> str:
     g = gg.get("drivers_ready")
     peer_ready = f"{peer.get('setup_s', '-')}"
     lines.append(f"| real guests (3, TCG): start -> every guest's drivers ready | "
-                 f"{_pair(gst.get('drivers_ready'), 's', 1, 1)} | <= 6 s: {_met(g)} | "
+                 f"{_pair(gst.get('drivers_ready'), 's', 1, 1)} | "
+                 f"{goals.DRIVERS_READY.text()}: {_met(g)} | "
                  f"igb + 3 VFs set up in one guest: {peer_ready} s |")
     runs = {r["timing"]: r for r in gst.get("runs", []) if "timing" in r and "recovery" in r}
     peer_nf = "-"
@@ -159,7 +168,7 @@ def table(results: dict[str, Any]) -> str:
         b, a = (r.get("fps_before") or {}).get("fps"), (r.get("fps_after") or {}).get("fps")
         fps.append(f"{t}: {b:.0f} before, {a:.0f} after" if b and a else f"{t}: -")
     lines.append(f"| frames/s through one VF (60 bytes, TCG guest) | {'; '.join(fps)} | "
-                 f">= 5000: {_met(g)} | - |")
+                 f"{goals.FPS_ONE_VF.text()}: {_met(g)} | - |")
     return "\n".join(lines)
 
 
@@ -247,7 +256,7 @@ def markdown(results: dict[str, Any]) -> str:
     out = [f"# Benchmarks, run {meta.get('run', '?')}", "",
            f"`{meta.get('command', 'make bench')}`: {meta.get('wall_s', '?')} s wall; "
            f"{meta.get('host', '')}", "",
-           "Ours against the goals (issue 12) and the peer. p50 / p99 over n measurements "
+           "Ours against the goals (bench.goals) and the peer. p50 / p99 over n measurements "
            "from this one run (the machine is shared: compare within a run).", "",
            table(results), "", "## Harness mode: every point", "", points_table(results), "",
            "## Real guests: where boot time goes", "", boot_table(results), "",
@@ -289,11 +298,12 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
                 hi = [p["recovery"]["p99"] - p["recovery"]["p50"] for p in ps]
                 ax.errorbar(x, y, yerr=[lo, hi], fmt=style, capsize=3,
                             label=f"{label} (p50, min..p99)")
-            if timing == "fast":
-                ax.axhline(150, color="red", lw=0.8, ls=":", label="goal at 64 VFs: 150 ms")
-            else:
-                ax.axhline(2300, color="red", lw=0.8, ls=":", label="goal at 64 VFs: 2.3 s")
-                ax.axhline(2150, color="grey", lw=0.8, ls=":", label="floor: reset + FLR")
+            goal = goals.FAST_64 if timing == "fast" else goals.SPEC_64
+            ax.axhline(goal.limit, color="red", lw=0.8, ls=":",
+                       label=f"goal at 64 VFs: {_limit(goal)}")
+            if goal.floor is not None:
+                ax.axhline(goal.floor, color="grey", lw=0.8, ls=":",
+                           label="floor: reset + FLR")
             ax.set_xscale("log", base=2)
             ax.set_xlabel("VFs")
             ax.set_ylabel("injection -> traffic through every VF (ms)")

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench import goals
 from bench.stats import describe, percentile
 from hypervisor_shim.adapter_host import colocated_cpu
 from vfio_user import Client, ServerConfig, Session, serve
@@ -37,7 +38,7 @@ from vfio_user.contract import IrqFlag, IrqInfo, IrqSink, RegionFlag, RegionInfo
 from vfio_user.framing import Frame
 from vfio_user.memory import GuestMemory
 
-GOAL_US = 30.0
+GOAL_US = goals.VFIO_USER_SERVER.limit
 PING_REQ, PING_REPLY = 32, 36
 
 

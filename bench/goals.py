@@ -1,0 +1,106 @@
+"""Every benchmark goal, once: what is measured, the limit, and why it is what it is.
+
+    FAST_64.met(272.0)                 # False
+    FAST_64.text()                     # "<= 150 ms p50"
+    FAST_64.result(272.0, what="...")  # the results.json entry (value, goal, unit, met, ...)
+
+Each benchmark module judges its figures with its goals (`Goal.bench` names it), the run's
+report and plots draw them (`bench.report`), and docs/benchmarks.md lists them with the
+latest run's values (`bench.docs`). A goal's `name` is its key under `goals` in its part
+of results.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Goal:
+    name: str  # its key in results.json (under its part's "goals")
+    bench: str  # the module that measures it
+    figure: str  # what is measured
+    limit: float
+    unit: str
+    stat: str = ""  # which statistic of the distribution: "p50", "p99", "" (one value)
+    at_most: bool = True  # the figure must be <= limit (False: >= limit)
+    floor: float | None = None  # what the figure cannot go below (drawn on the plots)
+    note: str = ""  # shown with the limit
+    why: str = ""  # what limits the figure, for docs/benchmarks.md when it is missed
+
+    def met(self, value: float | None) -> bool:
+        if value is None:
+            return False
+        return value <= self.limit if self.at_most else value >= self.limit
+
+    def text(self) -> str:
+        """The goal as a table shows it: "<= 150 ms p50", ">= 5000 frames/s"."""
+        stat = f" {self.stat}" if self.stat else ""
+        note = f" ({self.note})" if self.note else ""
+        return f"{'<=' if self.at_most else '>='} {self.limit:g} {self.unit}{stat}{note}"
+
+    def result(self, value: float | None, what: str | None = None) -> dict[str, Any]:
+        """The figure judged against the goal, as results.json keeps it."""
+        return {"value": None if value is None else round(value, 3), "goal": self.limit,
+                "unit": self.unit, "met": self.met(value), "what": what or self.figure,
+                "goal_is": "<=" if self.at_most else ">="}
+
+
+# ---- harness mode (bench.recovery): platform, model and drivers on the host, no VM
+FAST_64 = Goal(
+    "fast_64_vfs", "bench.recovery",
+    "harness, fast timing, 64 VFs: injection -> traffic through every VF", 150.0, "ms", "p50",
+    why="With everything in one interpreter (platform, device model and 65 drivers as "
+        "threads) the recovery is paid for by one GIL: every VF's recovery is some 25 "
+        "vfio-user messages and 17 platform-call lines, each a Python-level round trip. With "
+        "the drivers in a process of their own, as drivers in guests are, the same recovery "
+        "is compared in the same run (the `_drivers_process` figures).")
+FAST_SLOPE = Goal(
+    "fast_slope", "bench.recovery",
+    "harness, fast timing: slope of recovery p50 over 1..64 VFs", 2.0, "ms/VF",
+    why="The cost per VF is its messages (above) on the platform's one loop thread, "
+        "contended in one interpreter by the drivers' threads.")
+SPEC_64 = Goal(
+    "spec_64_vfs", "bench.recovery",
+    "harness, spec timing, 64 VFs: injection -> traffic through every VF", 2300.0, "ms",
+    "p50", floor=2150.0, note="floor ~2150",
+    why="The floor is one adapter reset (held 250 ms, settling 1.8 s) and one VF FLR "
+        "(100 ms); what is left above it is the per-VF work of the fast timing.")
+RESUME_P99 = Goal(
+    "resume_p99_fast", "bench.recovery",
+    "harness, fast timing: lockout release -> VF resumed, at every size", 10.0, "ms", "p99",
+    why="Met for one VF; N VFs released at once each do their own FLR and restore "
+        "(~1.5-2 ms of CPU a VF), so the last resumes about N times that later.")
+
+# ---- real guests (bench.guests): the default topology in three TCG guests
+DRIVERS_READY = Goal(
+    "drivers_ready", "bench.guests",
+    "real guests (3, TCG): start -> every guest's drivers ready, worst boot", 6.0, "s",
+    why="Three TCG guests share the host's CPUs (2 on the project's machines), and each "
+        "guest's emulated CPU needs ~3.3 s of host CPU to boot and start python3, so three "
+        "need ~5 s of both cores at best; the VF guests' probes finish only after the "
+        "service guest's PF driver is up.")
+FPS_ONE_VF = Goal(
+    "fps_one_vf", "bench.guests",
+    "frames/s through one VF (60 bytes, TCG guest), lowest of before and after recovery",
+    5000.0, "frames/s", at_most=False)
+
+# ---- the earlier benchmarks (make bench's "legacy" part: their own text output)
+BOOT_READY = Goal("boot_ready", "bench.boot", "QEMU start -> guest ready (TCG)", 6.0, "s",
+                  "p50")
+FREEZE_64 = Goal("freeze_64_vfs", "bench.device_model",
+                 "freeze propagation to 64 VF PEs (the model alone)", 1.0, "ms", "p99")
+PPS_ONE_VF = Goal("pps_one_vf", "bench.device_model",
+                  "frames per second through one VF (the model alone, TX and RX)", 50000.0,
+                  "frames/s", "p50", at_most=False)
+GUEST_MMIO_READ = Goal("guest_mmio_read", "bench.guest_mmio",
+                       "BAR0 read from a TCG guest, default placement (colocated)", 100.0,
+                       "us", "p50")
+VFIO_USER_SERVER = Goal("vfio_user_server_us", "bench.vfio_user",
+                        "vfio-user server cost per message", 30.0, "us")
+
+GOALS: tuple[Goal, ...] = (FAST_64, FAST_SLOPE, SPEC_64, RESUME_P99, DRIVERS_READY, FPS_ONE_VF,
+                           BOOT_READY, FREEZE_64, PPS_ONE_VF, GUEST_MMIO_READ,
+                           VFIO_USER_SERVER)
+BY_NAME: dict[str, Goal] = {g.name: g for g in GOALS}
