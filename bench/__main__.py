@@ -1,12 +1,14 @@
 """`make bench`: every benchmark in one run; `make bench-quick`: a smaller run.
 
-    .venv/bin/python -m bench [--quick] [--only recovery,guests,peer,legacy]
+    .venv/bin/python -m bench [--quick] [--only recovery,guests,peer,...,legacy]
 
-Writes runs/bench/<date>-<time>-bench[-quick]-<n>/ with:
+The benchmarks and how each is run: bench.registry. Writes
+runs/bench/<date>-<time>-bench[-quick]-<n>/ with:
 - results.json: every figure with its unit and n (bench.stats.dist/scalar), per part:
   `recovery` (harness mode at 1..64 VFs: bench.recovery), `guests` (the default topology
   in real TCG guests: bench.guests), `peer` (QEMU igb + Linux igb/igbvf + AER:
-  bench.peer), `legacy` (the earlier benchmarks' exit status and output files), `meta`;
+  bench.peer), one part per JSON benchmark of the registry (its --json output),
+  `legacy` (the earlier benchmarks' exit status and output files), `meta`;
 - results.md: ours against the goals and the peer, every harness point, boot phases;
 - recovery_vs_vfs.png, breakdown.png, guests_vs_peer.png;
 - the artifacts of each part (events.jsonl per point, guests' consoles, the peer's).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import subprocess
@@ -26,14 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import guests, peer, recovery, report
+from bench import guests, peer, recovery, registry, report
 from qemu_launcher.assets import REPO
 from qemu_launcher.run import new_run_dir
 
-PARTS = ("recovery", "guests", "peer", "legacy")
-# the earlier benchmarks, a little shorter than their defaults (make bench-boot: 5 boots)
-LEGACY = (("bench.boot", "--runs", "3"), ("bench.device_model",), ("bench.vfio_user",),
-          ("bench.guest_mmio", "--rounds", "1"))
+PARTS = (*(b.part for b in registry.BENCHMARKS if b.part is not None), "legacy")
 
 
 def say(text: str) -> None:
@@ -45,7 +45,8 @@ def legacy(out: Path) -> dict[str, Any]:
     d = out / "legacy"
     d.mkdir(exist_ok=True)
     res: dict[str, Any] = {}
-    for name, *opts in LEGACY:
+    for b in registry.legacy():
+        name, opts = b.module, b.args
         say(f"legacy: {name} {' '.join(opts)}")
         t0 = time.monotonic()
         p = subprocess.run([sys.executable, "-m", name, *opts], capture_output=True,
@@ -58,6 +59,20 @@ def legacy(out: Path) -> dict[str, Any]:
                      "wall_s": round(time.monotonic() - t0, 1),
                      "output": f"legacy/{name}.txt"}
     return res
+
+
+def json_part(b: registry.Benchmark, quick: bool, out: Path) -> dict[str, Any]:
+    """A JSON benchmark in a process of its own; its output kept next to its JSON."""
+    args = (b.quick or ()) if quick else b.args
+    say(f"{b.part}: {b.module} {' '.join(args)}")
+    path = out / f"{b.part}.json"
+    p = subprocess.run([sys.executable, "-m", b.module, *args, "--json", str(path)],
+                       capture_output=True, text=True, cwd=REPO, timeout=1800)
+    (out / f"{b.part}.txt").write_text(p.stdout + p.stderr)
+    if p.returncode != 0 or not path.exists():
+        return {"error": f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-600:]}"}
+    part: dict[str, Any] = json.loads(path.read_text())
+    return part
 
 
 def _git() -> str:
@@ -110,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         results["peer"] = pr
         if "error" in pr:
             failed.append("peer")
+    for b in registry.json_parts():
+        if b.part in parts and not (args.quick and b.quick is None):
+            results[b.part] = json_part(b, args.quick, out)
+            if "error" in results[b.part]:
+                failed.append(b.part)
     if "legacy" in parts:
         results["legacy"] = legacy(out)
         failed += [n for n, r in results["legacy"].items() if r["crashed"]]

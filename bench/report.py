@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import goals
+from bench import goals, registry
 
 
 def _d(x: dict[str, Any] | None, key: str = "p50", scale: float = 1.0, digits: int = 0) -> str:
@@ -227,6 +227,23 @@ def guest_steps_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def part_table(part: dict[str, Any]) -> str:
+    """A JSON part of the registry (bench.registry) as it is: its figures, then its goals."""
+    if "error" in part:
+        return f"failed: {part['error']}"
+    lines = ["| figure | p50 / p99 (n), or value | goal |", "|---|---|---|"]
+    for name, f in (part.get("figures") or {}).items():
+        shown = _pair(f, f["unit"], 1, 1) if "p50" in f else (
+            f"{f['value']:.3g} {f['unit']}" if isinstance(f.get("value"), float)
+            else f"{f.get('value')} {f['unit']}")
+        lines.append(f"| {f.get('what', name)} (`{name}`) | {shown} | - |")
+    for name, g in (part.get("goals") or {}).items():
+        goal = goals.BY_NAME.get(name)
+        text = goal.text() if goal else f"{g['goal_is']} {g['goal']:g} {g['unit']}"
+        lines.append(f"| goal: {g['what']} | {g['value']} {g['unit']} | {text}: {_met(g)} |")
+    return "\n".join(lines)
+
+
 def cost_notes(results: dict[str, Any]) -> list[str]:
     """Where the CPU of a 64-VF harness recovery goes (the goals' limiting factor)."""
     rec = results.get("recovery") or {}
@@ -261,6 +278,9 @@ def markdown(results: dict[str, Any]) -> str:
            table(results), "", "## Harness mode: every point", "", points_table(results), "",
            "## Real guests: where boot time goes", "", boot_table(results), "",
            "## Real guests: the claim's steps", "", guest_steps_table(results), ""]
+    for b in registry.json_parts():
+        if b.part in results:
+            out += [f"## {b.module}", "", b.what, "", part_table(results[b.part]), ""]
     notes = cost_notes(results) + list(results.get("notes") or [])
     for name, r in (results.get("legacy") or {}).items():
         notes.append(f"{name}: exit {r['exit']}, {r['goals_missed']} of its own goals "

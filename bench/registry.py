@@ -1,0 +1,83 @@
+"""Every benchmark of `make bench` and `make bench-quick`, once: what it measures and how
+the run (`python -m bench`) calls it.
+
+A benchmark is a module `bench.<name>` runnable on its own (`--help`). Three kinds:
+
+- built-in parts (recovery, guests, peer): called in-process by `bench.__main__` with the
+  arguments it gives them; each one's summary is a part of results.json that
+  `bench.report` lays out in its own tables;
+- JSON parts: run as `python -m MODULE [ARGS] --json FILE`, each in a process of its own;
+  the JSON (`{"figures": {...}, "goals": {...}, "config": {...}}`: figures made with
+  `bench.stats.dist` / `scalar`, goals with `bench.goals.Goal.result`) becomes the part
+  `part` of results.json, and the report and docs/benchmarks.md show it as it is;
+- the earlier benchmarks (`part` None): run as `python -m MODULE [ARGS]`, their text kept
+  under the run's legacy/ (make bench only).
+
+Adding one: docs/howto-benchmark.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    module: str
+    what: str  # what it measures (docs/benchmarks.md's table)
+    part: str | None = None  # its key in results.json; None: text output only (legacy/)
+    args: tuple[str, ...] = ()  # its arguments in make bench
+    quick: tuple[str, ...] | None = None  # its arguments in make bench-quick; None: not run
+    builtin: bool = False  # called in-process by bench.__main__
+
+
+BENCHMARKS: tuple[Benchmark, ...] = (
+    Benchmark(
+        "bench.recovery",
+        "harness mode (no VM), each point in a process of its own: platform, device model, "
+        "vfio-user, PF driver and 1/4/16/64 VF drivers under traffic; 10 adapter errors a "
+        "point (3 in bench-quick), fast and spec reset timing, VF drivers in parallel and one "
+        "after another (`Agent(serial_recovery=True)`, as Linux's single recovery thread), "
+        "and some points with the drivers in a process of their own; injection -> traffic "
+        "through every VF, and its parts from the timeline; host CPU (whole process, and by "
+        "thread) and peak RSS", part="recovery", quick=(), builtin=True),
+    Benchmark(
+        "bench.guests",
+        "the default topology in real TCG guests, fast and spec timing: boot to drivers ready "
+        "(split into kernel, python start, probe), adapter errors through the QMP console "
+        "until every VF passes traffic, frames lost per VF, frames/s through one VF before "
+        "and after (the agent's `--sender`)", part="guests", quick=(), builtin=True),
+    Benchmark(
+        "bench.peer",
+        "the peer: QEMU's igb with Linux igb/igbvf (VFs through sysfs) behind an `x-speed=5` "
+        "root port, same probe traffic, AER non-fatal and fatal over QMP "
+        "(`pcie_aer_inject_error`): time until each function passes traffic again, or \"not "
+        "back\" within 30 s", part="peer", quick=(), builtin=True),
+    Benchmark(
+        "bench.boot",
+        "QEMU start to guest ready (TCG), split into kernel and userspace; root fs build time",
+        args=("--runs", "3")),
+    Benchmark(
+        "bench.device_model",
+        "freeze propagation for 1, 8, 64 VFs; frames per second through one VF"),
+    Benchmark(
+        "bench.vfio_user",
+        "host client MMIO round trips, server cost per message, vs a bare AF_UNIX ping-pong"),
+    Benchmark(
+        "bench.guest_mmio",
+        "BAR0 reads and posted writes from a TCG guest, vs guest RAM reads; QEMU and the "
+        "device model on one host CPU (\"colocated\", the default) vs wherever the scheduler "
+        "puts them (\"spread\")", args=("--rounds", "1")),
+)
+
+BY_PART: dict[str, Benchmark] = {b.part: b for b in BENCHMARKS if b.part is not None}
+
+
+def json_parts() -> list[Benchmark]:
+    """The benchmarks run as a process whose JSON is a part of results.json."""
+    return [b for b in BENCHMARKS if b.part is not None and not b.builtin]
+
+
+def legacy() -> list[Benchmark]:
+    """The earlier benchmarks (text output only; make bench, not bench-quick)."""
+    return [b for b in BENCHMARKS if b.part is None]
