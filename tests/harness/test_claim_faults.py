@@ -19,12 +19,14 @@ from guest_drivers.poll import PollConfig
 from hypervisor_shim.claim import check_claim, first_failure
 from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
+from tests.support.platform_rig import holding_backend
 from tests.support.waiting import wait_for
 
 NVFS = 4
-# The adapter PE's reset is held 100 ms: long enough that every VF driver meets the
-# lockout even on a loaded machine (with no delay at all the adapter may be back before a
-# VF driver's first unfreeze attempt, and the claim's lockout step has nothing to see).
+# With the drivers on the host the adapter may be back before a VF driver's first unfreeze
+# attempt, and the claim's lockout step has nothing to see: the adapter driver's
+# allow-unfreeze waits until every VF driver met the lockout (holding_backend; a reset
+# held 100 ms alone was not enough on a loaded machine: vf2 once never tried in time).
 TIMING = ResetTiming(hold=0.1, settle=0.05, flr=0.01)
 
 
@@ -34,8 +36,10 @@ def running(tmp_path: Path, **policy: object) -> Iterator[tuple[Platform, Agent,
     cfg = PlatformConfig(total_vfs=NVFS, enabled_vfs=NVFS, owners=owners, timing=TIMING,
                          policy=PolicyConfig(**policy))  # type: ignore[arg-type]
     with Platform(cfg, tmp_path) as plat:
-        agent = Agent(HarnessBackend(str(plat.hcall_path(HOST))),
-                      poll=PollConfig(max_sleep_s=0.01))
+        names = [f"vf{n}" for n in range(NVFS)]
+        backend = holding_backend(plat, names) if policy.get("lockout", True) else \
+            HarnessBackend(str(plat.hcall_path(HOST)))
+        agent = Agent(backend, poll=PollConfig(max_sleep_s=0.01))
         try:
             agent.start()
             targets = {vf.name: Target(vf.mac, vf.vlan) for vf in agent.vf_drivers()}

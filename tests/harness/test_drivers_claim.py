@@ -14,12 +14,12 @@ from device_model.nic.port import Ledger
 from eeh_abi.vf_settings import VfSettings
 from eeh_sriov.traffic import Target, UplinkTraffic
 from guest_drivers.agent import Agent
-from guest_drivers.platform.harness import HarnessBackend
 from guest_drivers.poll import PollConfig
 from guest_drivers.vf import VfDriver
 from hypervisor_shim.claim import check_claim, first_failure
 from hypervisor_shim.pe import HOST
 from hypervisor_shim.platform import Platform, PlatformConfig
+from tests.support.platform_rig import holding_backend
 from tests.support.waiting import wait_for
 
 NVFS = 8
@@ -34,12 +34,13 @@ def test_claim_adapter_error_with_eight_vfs_under_traffic(tmp_path: Path) -> Non
     owners = {"pf": HOST, **{f"vf{n}": HOST for n in range(NVFS)}}
     settings = {1: VfSettings("02:ee:00:00:01:01", 100, 1500, True),
                 2: VfSettings("02:ee:00:00:01:02", None, 9000, False)}
-    # the adapter PE's reset is held 100 ms, so that every VF driver meets the lockout
-    # even on a loaded machine
+    # the adapter PE's reset is held 100 ms, and the adapter driver's allow-unfreeze waits
+    # until every VF driver met the lockout (on a loaded machine the hold alone was not
+    # always enough)
     cfg = PlatformConfig(total_vfs=NVFS, enabled_vfs=NVFS, owners=owners, vf_settings=settings,
                          timing=ResetTiming(hold=0.1, settle=0.05, flr=0.01))
     with Platform(cfg, tmp_path) as plat:
-        agent = Agent(HarnessBackend(str(plat.hcall_path(HOST))),
+        agent = Agent(holding_backend(plat, [f"vf{n}" for n in range(NVFS)]),
                       poll=PollConfig(max_sleep_s=0.01))
         try:
             agent.start()

@@ -16,7 +16,7 @@ statuses) is the platform's own timeline: nothing here keeps books of its own.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +35,8 @@ from guest_drivers.vf import VfDriver
 from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
 from hypervisor_shim.timeline import Entry
-from tests.support.channels import TapChannel
+from tests.support.channels import Before, TapChannel
+from tests.support.waiting import wait_for
 
 T = TypeVar("T")
 POLL = PollConfig(max_sleep_s=0.005, health_s=0.05)
@@ -69,6 +70,39 @@ def host_config(nvfs: int = 4, enabled: int | None = None, *,
         extra["timing"] = timing
     return PlatformConfig(total_vfs=nvfs, enabled_vfs=enabled, owners=dict(owners),
                           vf_settings=dict(vf_settings), **extra)
+
+
+def hold_allow_unfreeze(plat: Platform, vfs: Iterable[str], timeout: float = 20.0) -> Before:
+    """A `before` hook for the adapter driver's channel (TapChannel): its
+    open-sriov-allow-unfreeze goes out only once every VF PE in `vfs` has been refused an
+    unfreeze (the policy's unfreeze-refused) since the adapter PE last froze. With the
+    drivers on the host the adapter driver may otherwise recover before a VF driver has
+    even tried, and the lockout has nothing to show. After `timeout` it lets the call go
+    (the test's own checks then say which VF never met the lockout)."""
+    names = set(vfs)
+
+    def met() -> bool:
+        tl = plat.timeline.snapshot()
+        frozen = [e.t for e in tl if (e.source, e.kind, e.pe) == ("policy", "pe-frozen",
+                                                                   "adapter")]
+        since = frozen[-1] if frozen else 0.0
+        return names <= {e.pe for e in tl if e.source == "policy"
+                         and e.kind == "unfreeze-refused" and e.t >= since}
+
+    def before(call: str, args: dict[str, Any]) -> None:
+        if call == Call.OPEN_SRIOV_ALLOW_UNFREEZE:
+            wait_for(met, timeout)
+    return before
+
+
+def holding_backend(plat: Platform, vfs: Iterable[str], owner: str = HOST) -> HarnessBackend:
+    """A harness backend for an agent whose adapter driver waits with allow-unfreeze
+    until every VF PE in `vfs` met the lockout (hold_allow_unfreeze)."""
+    backend = HarnessBackend(str(plat.hcall_path(owner)))
+    tap = TapChannel(backend.channel)
+    tap.before.append(hold_allow_unfreeze(plat, vfs))
+    backend.channel = tap  # type: ignore[assignment]
+    return backend
 
 
 class PlatformRig:
