@@ -100,7 +100,18 @@ GUEST_MMIO_READ = Goal("guest_mmio_read", "bench.guest_mmio",
 VFIO_USER_SERVER = Goal("vfio_user_server_us", "bench.vfio_user",
                         "vfio-user server cost per message", 30.0, "us")
 
+# ---- platform calls (bench.hcall)
+HCALL_SERVER_WORK = Goal(
+    "hcall_server_work_p50", "bench.hcall",
+    "platform call round trip (read-slot-reset-state2) / the same call answered by a bare "
+    "server, p50", 2.0, "x",
+    why="The platform's server parses the line with the strict JSON parser, checks the "
+        "arguments against the schema, authorizes the caller for the PE, reads the PE's "
+        "state on the model's loop thread, records a timeline entry and writes the reply; "
+        "the bare server only reads the id. The client (its reader thread: a thread "
+        "wake-up per reply) is the same for both.")
+
 GOALS: tuple[Goal, ...] = (FAST_64, FAST_SLOPE, SPEC_64, RESUME_P99, DRIVERS_READY, FPS_ONE_VF,
                            BOOT_READY, FREEZE_64, PPS_ONE_VF, GUEST_MMIO_READ,
-                           VFIO_USER_SERVER)
+                           VFIO_USER_SERVER, HCALL_SERVER_WORK)
 BY_NAME: dict[str, Goal] = {g.name: g for g in GOALS}

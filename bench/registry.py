@@ -54,6 +54,13 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "(`pcie_aer_inject_error`): time until each function passes traffic again, or \"not "
         "back\" within 30 s", part="peer", quick=(), builtin=True),
     Benchmark(
+        "bench.hcall",
+        "platform-call round trips: `read-slot-reset-state2` through the real platform-call "
+        "server (the drivers' `Channel` client), the same call answered at once by a bare "
+        "asyncio server, and the line echoed by a bare unix-socket server, interleaved in "
+        "one process: distributions and ratios", part="hcall", args=("--n", "3000"),
+        quick=("--n", "1000")),
+    Benchmark(
         "bench.boot",
         "QEMU start to guest ready (TCG), split into kernel and userspace; root fs build time",
         args=("--runs", "3")),
