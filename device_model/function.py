@@ -92,6 +92,8 @@ class Function:
         self.memory: GuestMemory | None = None
         self.sink: IrqSink | None = None
         self.in_reset = False
+        self.resets = 0  # RESET_COUNT: not cleared by the resets it counts
+        self.bar0.on_read("RESET_COUNT", lambda: self.resets & 0xFFFFFFFF)
         self.pending_vectors = 0
         self.irq_delivered = 0
         self.irq_suppressed = 0
@@ -315,6 +317,7 @@ class Function:
     def reset_state(self, kind: FunctionReset) -> None:
         """Put registers back to reset values; pending TX descriptors are counted dropped."""
         if kind is not FunctionReset.SOFT:
+            self.resets += 1
             keep = kind not in (FunctionReset.FUNDAMENTAL, FunctionReset.VF_DISABLE)
             self.config.reset(keep_sticky=keep)
             self.msix.reset(keep_sticky=False)

@@ -90,6 +90,7 @@ class MsixVectorCtrl(enum.IntFlag):
 # ---- BAR0, every function
 CTRL, STATUS, MAC_LO, MAC_HI, MTU, VLAN = 0x000, 0x004, 0x008, 0x00C, 0x010, 0x014
 ICR, IMR = 0x020, 0x024
+RESET_COUNT = 0x028  # resets of this function since power-on; read-only, kept across them
 TX_BASE_LO, TX_BASE_HI, TX_LEN, TX_HEAD, TX_TAIL = 0x100, 0x104, 0x108, 0x10C, 0x110
 RX_BASE_LO, RX_BASE_HI, RX_LEN, RX_HEAD, RX_TAIL = 0x120, 0x124, 0x128, 0x12C, 0x130
 # a ring's registers relative to its BASE_LO

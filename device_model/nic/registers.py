@@ -49,6 +49,7 @@ from eeh_abi.nic import (
     PF_BAR0_SIZE,
     PF_MBX,
     PF_MBX_MEM,
+    RESET_COUNT,
     RING_ALIGN,
     RING_BASE_HI,
     RING_BASE_LO,
@@ -118,7 +119,8 @@ __all__ = [
     "ADAPTER_STATUS_TOTAL_VFS", "CTRL", "ERR_ADDR", "ICR", "IMR", "MAC_HI", "MAC_HI_ADDR",
     "MAC_LO", "MAX_VFS", "MBX_ACK", "MBX_MEM_SIZE", "MBX_REQ", "MSIX_BAR", "MSIX_BAR_SIZE",
     "MSIX_PBA_OFFSET", "MSIX_TABLE_OFFSET", "MSIX_VECTORS", "MTU", "MTU_DEFAULT", "MTU_MAX",
-    "MTU_MIN", "PF_BAR0_SIZE", "PF_MBX", "PF_MBX_MEM", "RING_MAX", "RING_MIN", "RX_BASE_HI",
+    "MTU_MIN", "PF_BAR0_SIZE", "PF_MBX", "PF_MBX_MEM", "RESET_COUNT", "RING_MAX", "RING_MIN",
+    "RX_BASE_HI",
     "RX_BASE_LO", "RX_HEAD", "RX_LEN", "RX_TAIL", "STATS", "STATUS", "STAT_NAMES", "SWITCH_CTRL",
     "SW_DROPPED", "SW_UPLINK_RX", "SW_UPLINK_TX", "TX_BASE_HI", "TX_BASE_LO", "TX_HEAD", "TX_LEN",
     "TX_TAIL", "UPLINK_STATUS", "VECTOR_CAUSES", "VFCFG", "VFCFG_STRIDE", "VFLR", "VF_BAR0_SIZE",
@@ -181,6 +183,11 @@ def _common(pf: bool) -> list[Register]:
             doc="port VLAN of this function"),
         Register("ICR", ICR, 4, _causes(pf, "cause"), doc="interrupt cause"),
         Register("IMR", IMR, 4, _causes(pf, "mask"), doc="interrupt enable (1 = enabled)"),
+        reg("RESET_COUNT", RESET_COUNT, 4, hw("count", 0, 32),
+            doc="resets of this function since power-on (FLR, device reset, PE hot or "
+                "fundamental reset, a VF appearing or vanishing with VF Enable; not "
+                "CTRL.RST), kept across them: a driver that reads a value it did not "
+                "expect was reset behind its back"),
         *_ring("TX", TX_BASE_LO),
         *_ring("RX", RX_BASE_LO),
     ]
