@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import queue
 import re
@@ -57,6 +58,7 @@ from hypervisor_shim.timeline import Entry
 from qemu_launcher.assets import REPO, GuestAssets, ensure_assets
 from qemu_launcher.run import new_run_dir, resolve_accel
 
+log = logging.getLogger("bench.guests")
 KICK_SEQ = 1 << 30  # sequence numbers of the probes sent at a VF's "recovered"
 FPS_VF = "vf0"
 
@@ -111,8 +113,8 @@ class Kicker:
             self.sent[(name, self._seq)] = time.monotonic()
             try:
                 self.traffic.port.send([frame])
-            except Exception:
-                pass
+            except Exception as e:  # the uplink went away mid-run: the probe counts as lost
+                log.debug("uplink send failed: %s", e)
 
     def close(self) -> None:
         self._q.put(None)

@@ -143,8 +143,8 @@ class Agent:
         for d in self.drivers.values():
             try:
                 d.fn.close()
-            except Exception:
-                pass
+            except Exception:  # stopping anyway: a function that will not close is let go
+                log.warning("closing %s failed", d.name, exc_info=True)
         self.services.close()
 
     # ------------------------------------------------------------------ hot-plug

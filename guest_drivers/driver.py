@@ -138,8 +138,8 @@ class Driver(abc.ABC):
         self.on_detach(reason)
         try:
             self.fn.close()
-        except Exception:
-            pass
+        except Exception:  # the function is gone already: closing what is left may fail
+            log.debug("%s: closing the removed function failed", self.name, exc_info=True)
         self.state = DriverState.DETACHED
         self.services.report(Kind.DETACH, self.pe, {"driver": self.name, "reason": reason})
 

@@ -35,6 +35,7 @@ Recovery (`error_detected` -> `mmio_enabled` -> [`slot_reset`] -> `resume`):
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -50,6 +51,8 @@ from guest_drivers.platform.base import PAGE, DmaBuffer, DmaUnavailable, Functio
 from guest_drivers.poll import PollConfig
 from guest_drivers.recovery import RecoveryPolicy
 from guest_drivers.services import Services
+
+log = logging.getLogger("guest_drivers.vf")
 
 ReceiveCallback = Callable[[bytes], None]
 
@@ -676,8 +679,8 @@ class VfDriver(Driver):
         try:
             if self._tx_desc is not None:
                 self._tx_reap()  # what completed before the removal counts as sent
-        except Exception:
-            pass
+        except Exception:  # the ring's memory or BAR may be gone with the function
+            log.debug("%s: reaping TX after removal failed", self.name, exc_info=True)
         with self._lock:
             self.tx.drop(f"detached: {reason}", self._in_ring + len(self._backlog))
             self._backlog.clear()
