@@ -52,10 +52,11 @@ FAST_64 = Goal(
     "fast_64_vfs", "bench.recovery",
     "harness, fast timing, 64 VFs: injection -> traffic through every VF", 150.0, "ms", "p50",
     why="With everything in one interpreter (platform, device model and 65 drivers as "
-        "threads) the recovery is paid for by one GIL: every VF's recovery is some 25 "
-        "vfio-user messages and 17 platform-call lines, each a Python-level round trip. With "
-        "the drivers in a process of their own, as drivers in guests are, the same recovery "
-        "is compared in the same run (the `_drivers_process` figures).")
+        "threads) the recovery is paid for by one GIL: every VF's recovery is a few dozen "
+        "vfio-user messages and platform-call lines (the run's counts are in its notes), "
+        "each a Python-level round trip. The same recovery with the drivers in a process of "
+        "their own, as drivers in guests are, is measured in the same run (the row \"drivers "
+        "in a process of their own\").")
 FAST_SLOPE = Goal(
     "fast_slope", "bench.recovery",
     "harness, fast timing: slope of recovery p50 over 1..64 VFs", 2.0, "ms/VF",
@@ -70,8 +71,9 @@ SPEC_64 = Goal(
 RESUME_P99 = Goal(
     "resume_p99_fast", "bench.recovery",
     "harness, fast timing: lockout release -> VF resumed, at every size", 10.0, "ms", "p99",
-    why="Met for one VF; N VFs released at once each do their own FLR and restore "
-        "(~1.5-2 ms of CPU a VF), so the last resumes about N times that later.")
+    why="One VF resumes within it on a quiet machine; N VFs released at once each do their "
+        "own FLR and restore (~1.5-2 ms of CPU a VF), so the last resumes about N times that "
+        "later.")
 
 # ---- real guests (bench.guests): the default topology in three TCG guests
 DRIVERS_READY = Goal(
