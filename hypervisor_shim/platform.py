@@ -29,10 +29,10 @@ block, and hand their work to their own loop (`loop.call_soon_threadsafe`). The 
 is the one structure written from any thread (it locks per entry).
 
 If that thread dies (something run on it raised what asyncio does not catch), the
-platform fails cleanly (README "When the device model dies"): every function's socket is
-closed at once, every PE is permanently failed, the timeline and the console say
-`device-model-died`, and the loop goes on serving the channels and the console, which
-refuse injections and resets from then on; `model_failure` says why.
+platform fails cleanly (docs/reliability.md, "When the device model dies"): every
+function's socket is closed at once, every PE is permanently failed, the timeline and
+the console say `device-model-died`, and the loop goes on serving the channels and the
+console, which refuse injections and resets from then on; `model_failure` says why.
 """
 
 from __future__ import annotations

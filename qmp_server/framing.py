@@ -6,7 +6,7 @@ QEMU's JSON streamer does, the splitter counts braces and brackets outside strin
 hands a text over when they balance (a top-level scalar ends at whitespace or at its
 closing quote). It never buffers more than one text, and that text at most `limit` bytes.
 
-Choices where the QMP specification leaves room (the README's "Console" says the same):
+Choices where the QMP specification leaves room (docs/console.md says the same):
 
 - A text larger than `limit` (1 MiB), or nested deeper than `max_depth` (64), gets one
   error reply ("QMP input exceeds ...") and is dropped up to its end: where its braces

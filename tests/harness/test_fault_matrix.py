@@ -341,7 +341,8 @@ def test_platform_channel_closed_mid_call(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- the model
 def test_the_device_model_thread_dying_fails_cleanly(tmp_path: Path) -> None:
     """Something run on the model's loop kills its thread (an exception asyncio does not
-    catch). The platform fails cleanly, as README "When the device model dies" says: every
+    catch). The platform fails cleanly, as docs/reliability.md ("When the device model
+    dies") says: every
     function's socket closes at once (a client sees the device gone immediately: QEMU
     then reads all-ones without its 5 s timeout per access), every PE is permanently
     failed and every driver told, the timeline and the console say so, the channels and
