@@ -49,6 +49,7 @@ from qemu.qmp import QMPClient
 from bench import goals
 from bench.stats import dist, scalar
 from eeh_abi import traffic as T
+from eeh_abi.vocabulary import Kind, Source
 from eeh_sriov.system import AGENT_COMMAND, System, asset_config
 from eeh_sriov.topology import DEFAULT_TOPOLOGY, Topology, format_mac, load_topology
 from eeh_sriov.traffic import PEER_MAC, Target, UplinkTraffic
@@ -97,7 +98,7 @@ class Kicker:
         self._thread.start()
 
     def on_entry(self, e: Entry) -> None:
-        if e.source == "driver" and e.kind == "recovered" and e.pe in self.names \
+        if e.source == Source.DRIVER and e.kind == Kind.RECOVERED and e.pe in self.names \
                 and e.t > self.t_inject:
             self._q.put(e.pe)
 
@@ -146,12 +147,12 @@ def lost_between(traffic: UplinkTraffic, name: str, t_from: float, t_to: float) 
 def boot_phases(system: System, t_start: float) -> dict[str, Any]:
     """Per guest: to the readiness marker, python start + imports, probe; from t_start."""
     entries = system.platform.timeline.snapshot()
-    launched = next(e.t for e in entries if e.kind == "guests-starting")
+    launched = next(e.t for e in entries if e.kind == Kind.GUESTS_STARTING)
     out: dict[str, Any] = {}
     for name, vm in system.machines.items():
         ready_s = float(vm.summary.get("ready_s", 0.0))
         t_marker = launched + ready_s
-        query = next((e.t for e in entries if e.source == "call"
+        query = next((e.t for e in entries if e.source == Source.CALL
                       and e.kind == "query-functions" and e.owner == name), None)
         ready = readiness(entries, {pe_of(f) for f in system.topo.functions_of(name)}).at
         console = (vm.paths.run_dir / "console.log").read_text(errors="replace")
@@ -176,14 +177,14 @@ async def blast(system: System, seconds: float) -> dict[str, Any]:
     got: list[dict[str, Any]] = []
 
     def listen(e: Entry) -> None:
-        if e.source == "driver" and e.kind == "bench-sent" and e.owner == owner:
+        if e.source == Source.DRIVER and e.kind == Kind.BENCH_SENT and e.owner == owner:
             got.append(e.data)
             done.set()
 
     ledger = lambda: plat.adapter.function(FPS_VF).nic.ledger.tx_sent  # noqa: E731
     deadline = time.monotonic() + 60  # the agent's sender listens once its drivers are up
-    while not any(e.source == "driver" and e.kind == "bench-sender-ready" and e.owner == owner
-                  for e in plat.timeline.snapshot()):
+    while not any(e.source == Source.DRIVER and e.kind == Kind.BENCH_SENDER_READY
+                  and e.owner == owner for e in plat.timeline.snapshot()):
         if time.monotonic() > deadline:
             return {"error": "the guest's sender never reported ready"}
         await asyncio.sleep(0.05)
@@ -259,14 +260,14 @@ async def run_timing(timing: str, injections: int, fps_seconds: float, rate_hz: 
                         await asyncio.sleep(0.01)
                     await asyncio.sleep(1.0)  # the last probes of the outage settle
                     for n, b in back.items():
-                        plat.timeline.record("traffic", "traffic-back", pe=n, t=b)
+                        plat.timeline.record(Source.TRAFFIC, Kind.TRAFFIC_BACK, pe=n, t=b)
                     entries = [e for e in plat.timeline.snapshot() if e.t >= t0 - 0.001]
                     steps = check_claim(entries, pf_owner=topo.owner_of("pf") or "", vfs=vfs,
                                         since=t0 - 0.001)
                     failed = first_failure(steps)
                     ledgers = {e.pe: bool((e.data.get("ledger") or {}).get("balanced"))
-                               for e in entries if e.source == "driver"
-                               and e.kind == "recovered" and e.pe in targets}
+                               for e in entries if e.source == Source.DRIVER
+                               and e.kind == Kind.RECOVERED and e.pe in targets}
                     rec = {"recovery_ms": round((max(back.values()) - t0) * 1000, 3)
                            if len(back) == len(names) else None,
                            "traffic_back_ms": {n: round((b - t0) * 1000, 3)

@@ -66,6 +66,7 @@ from bench import goals
 from bench.stats import dist, percentile, scalar, slope
 from device_model import ResetTiming
 from eeh_abi import traffic as T
+from eeh_abi.vocabulary import Kind, Source
 from guest_drivers.agent import Agent
 from guest_drivers.platform.harness import HarnessBackend
 from hypervisor_shim.claim import check_claim, first_failure
@@ -155,7 +156,7 @@ class PointTraffic:
 
     def _on_entry(self, e: Entry) -> None:
         # a VF reported recovered: probe it at once (on the model's loop, not re-entrantly)
-        if e.source == "driver" and e.kind == "recovered" and e.pe in self._index \
+        if e.source == Source.DRIVER and e.kind == Kind.RECOVERED and e.pe in self._index \
                 and e.t > self.t_inject:
             frame = self._probe(self._index[e.pe])
             self.plat.host.server.loop.call_soon_threadsafe(self._inject, [frame])
@@ -315,7 +316,7 @@ class ProcessDrivers:
 
 def _all_recovered(plat: Platform, pes: set[str], since: float) -> bool:
     got = {e.pe for e in plat.timeline.snapshot()
-           if e.source == "driver" and e.kind == "recovered" and e.t >= since}
+           if e.source == Source.DRIVER and e.kind == Kind.RECOVERED and e.t >= since}
     return pes <= got
 
 
@@ -376,10 +377,10 @@ def run_point(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
                             plat, {"adapter", *names}, t0):
                         time.sleep(0.005)
                     for n, b in zip(names, traffic.back, strict=True):
-                        plat.timeline.record("traffic", "traffic-back", pe=n, t=b)
+                        plat.timeline.record(Source.TRAFFIC, Kind.TRAFFIC_BACK, pe=n, t=b)
                     entries = [e for e in plat.timeline.snapshot() if e.t >= t0]
-                    fallbacks += sum(1 for e in entries if e.source == "driver"
-                                     and e.kind == "lockout-lifted"
+                    fallbacks += sum(1 for e in entries if e.source == Source.DRIVER
+                                     and e.kind == Kind.LOCKOUT_LIFTED
                                      and e.data.get("by") == "fallback")
                     recs.append(_measure(entries, names, t0, t_back, cpu, idle_rate)
                                 | {"cpu_by_thread_s": by_thread, "messages": msgs})
@@ -427,7 +428,7 @@ def _measure(entries: list[Entry], names: list[str], t0: float, t_back: list[flo
             resume.append(round((res.t - lift.t) * 1000, 3))
         if lift is not None:  # the VF driver's first accepted unfreeze (reset or thaw)
             ok = next((e for e in entries if e.t >= lift.t and e.pe == n
-                       and e.source == "call" and e.data.get("status") == 0
+                       and e.source == Source.CALL and e.data.get("status") == 0
                        and e.kind in ("set-slot-reset", "set-eeh-option")), None)
             if ok is not None:
                 unfrozen.append(round((ok.t - lift.t) * 1000, 3))

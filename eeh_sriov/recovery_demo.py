@@ -34,6 +34,7 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
+from eeh_abi.vocabulary import Kind, Source
 from eeh_sriov.report import versions, write_summary, write_timeline_md
 from eeh_sriov.system import AGENT_COMMAND, System
 from eeh_sriov.topology import Topology, format_mac
@@ -47,12 +48,14 @@ from qemu_launcher.assets import GuestAssets
 
 KINDS = ("adapter", "vf", "permanent")
 LIVE_STEPS = {
-    ("policy", "pe-frozen"), ("policy", "unfreeze-refused"), ("policy", "allow-unfreeze"),
-    ("policy", "lockout-lifted"), ("policy", "pe-thawed"), ("policy", "permanent-failure"),
-    ("policy", "function-removed"), ("policy", "function-added"),
-    ("driver", "error-detected"), ("driver", "adapter-recovered"), ("driver", "reset"),
-    ("driver", "recovered"), ("driver", "permanent-failure"), ("traffic", "traffic-back"),
-    ("console", "inject"),
+    *((Source.POLICY, k) for k in (
+        Kind.PE_FROZEN, Kind.UNFREEZE_REFUSED, Kind.ALLOW_UNFREEZE, Kind.LOCKOUT_LIFTED,
+        Kind.PE_THAWED, Kind.PERMANENT_FAILURE, Kind.FUNCTION_REMOVED, Kind.FUNCTION_ADDED)),
+    *((Source.DRIVER, k) for k in (
+        Kind.ERROR_DETECTED, Kind.ADAPTER_RECOVERED, Kind.RESET, Kind.RECOVERED,
+        Kind.PERMANENT_FAILURE)),
+    (Source.TRAFFIC, Kind.TRAFFIC_BACK),
+    (Source.CONSOLE, Kind.INJECT),
 }
 
 
@@ -181,7 +184,7 @@ class Story:
                                            check=guest_stopped)
         except DriversNotReady as e:
             raise StoryError(str(e)) from None
-        system.platform.timeline.record("shim", "drivers-ready",
+        system.platform.timeline.record(Source.SHIM, Kind.DRIVERS_READY,
                                         data={"s": round(time.monotonic() - t0, 3)})
         self.say(f"drivers ready after {time.monotonic() - t0:.1f} s: "
                  f"{' '.join(sorted(wanted))}")
@@ -214,9 +217,9 @@ class Story:
             return
         if e.pe is not None and e.pe not in self._shown_pes:
             return  # PEs of VFs that are neither enabled nor held by a guest
-        who = e.owner or ("platform" if e.source == "policy" else e.source)
+        who = e.owner or ("platform" if e.source == Source.POLICY else e.source)
         extra = ""
-        if e.kind == "pe-frozen":
+        if e.kind == Kind.PE_FROZEN:
             extra = " (side-effect, locked out)" if e.data.get("locked_out") else ""
         self.say(f"  {(e.t - self.t_inject) * 1000:8.1f} ms  {e.kind:<18} "
                  f"{e.pe or '':<8} {who}{extra}")
@@ -239,7 +242,7 @@ class Story:
         assert self.t_inject is not None
         out: dict[str, float] = {}
         for e in entries:
-            if e.source == "driver" and e.kind == "recovered" and e.t > self.t_inject \
+            if e.source == Source.DRIVER and e.kind == Kind.RECOVERED and e.t > self.t_inject \
                     and e.pe in names and e.pe not in out:
                 out[e.pe] = e.t
         return out
@@ -253,8 +256,8 @@ class Story:
         if self.cfg.kind == "permanent":
             names = {"adapter", *vfs}
             while time.monotonic() < deadline:
-                got = {e.pe for e in plat.timeline.snapshot() if e.source == "driver"
-                       and e.kind == "permanent-failure" and e.t > t0}
+                got = {e.pe for e in plat.timeline.snapshot() if e.source == Source.DRIVER
+                       and e.kind == Kind.PERMANENT_FAILURE and e.t > t0}
                 if names <= got:
                     break
                 await asyncio.sleep(0.2)
@@ -270,7 +273,7 @@ class Story:
             t = await asyncio.to_thread(traffic.wait_echo_after, name, after,
                                         max(1.0, deadline - time.monotonic()))
             if t is not None:
-                plat.timeline.record("traffic", "traffic-back", pe=name, t=t)
+                plat.timeline.record(Source.TRAFFIC, Kind.TRAFFIC_BACK, pe=name, t=t)
         entries = plat.timeline.snapshot()
         if self.cfg.kind == "vf":
             return self._vf_steps(entries, vfs)
@@ -281,17 +284,18 @@ class Story:
         assert self.t_inject is not None
         t0, vf = self.t_inject, self.cfg.vf
         after = [e for e in entries if e.t >= t0]
-        frozen = [e for e in after if e.source == "policy" and e.kind == "pe-frozen"]
+        frozen = [e for e in after if e.source == Source.POLICY and e.kind == Kind.PE_FROZEN]
         steps = [Step("vf-frozen", f"{vf} PE frozen", any(e.pe == vf for e in frozen),
                       next((e.t for e in frozen if e.pe == vf), None), "platform")]
         others = sorted({e.pe for e in frozen if e.pe != vf and e.pe is not None})
         steps.append(Step("not-escalated", "no other PE froze", not others, None,
                           "platform", f"also frozen: {others}" if others else ""))
-        rec = next((e for e in after if e.source == "driver" and e.kind == "recovered"
+        rec = next((e for e in after if e.source == Source.DRIVER and e.kind == Kind.RECOVERED
                     and e.pe == vf), None)
         steps.append(Step("vf-recovered", f"{vf} recovered", rec is not None,
                           rec.t if rec else None, vfs.get(vf, "?")))
-        back = {e.pe: e.t for e in after if e.source == "traffic" and e.kind == "traffic-back"}
+        back = {e.pe: e.t for e in after
+                if e.source == Source.TRAFFIC and e.kind == Kind.TRAFFIC_BACK}
         missing = sorted(set(vfs) - set(back))
         steps.append(Step("traffic-back", "traffic on every VF", not missing,
                           max(back.values(), default=None), "traffic",
@@ -306,10 +310,10 @@ class Story:
                          pes: list[PeInfo]) -> list[Step]:
         assert self.t_inject is not None
         entries = [e for e in system.platform.timeline.snapshot() if e.t >= self.t_inject]
-        pushed = {e.pe for e in entries if e.source == "policy"
-                  and e.kind == "permanent-failure"}
-        reported = {e.pe: e.t for e in entries if e.source == "driver"
-                    and e.kind == "permanent-failure"}
+        pushed = {e.pe for e in entries if e.source == Source.POLICY
+                  and e.kind == Kind.PERMANENT_FAILURE}
+        reported = {e.pe: e.t for e in entries if e.source == Source.DRIVER
+                    and e.kind == Kind.PERMANENT_FAILURE}
         states = {p.pe: (p.state, p.retry_ms) for p in pes}
         bad_state = sorted(n for n in names if states.get(n) != (5, 0))
         return [
@@ -332,12 +336,12 @@ class Story:
                  "permanent": "Permanent failure"}[self.cfg.kind]
         write_timeline_md(self.run_dir / "timeline.md", title, steps, entries, t0)
         guest_traffic = {e.owner: e.data for e in entries
-                         if e.source == "driver" and e.kind == "traffic"}
+                         if e.source == Source.DRIVER and e.kind == Kind.TRAFFIC}
         ledgers = {e.pe: e.data.get("ledger") for e in entries
-                   if e.source == "driver" and e.kind == "recovered" and e.t > t0}
+                   if e.source == Source.DRIVER and e.kind == Kind.RECOVERED and e.t > t0}
         counters = {n: {"uplink_probes": st, "driver_ledger": ledgers.get(n)}
                     for n, st in stats.items()}
-        ready = next((e.data.get("s") for e in entries if e.kind == "drivers-ready"), None)
+        ready = next((e.data.get("s") for e in entries if e.kind == Kind.DRIVERS_READY), None)
         extra = {"kind": self.cfg.kind, "topology": self.cfg.topology.source,
                  "accel": self.cfg.accel, "timing": self.cfg.topology.adapter.timing,
                  "drivers_ready_s": ready, "uplink_pcap_frames": frames,

@@ -15,24 +15,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from eeh_abi.vocabulary import Kind, Source
 from hypervisor_shim.claim import Step
 from hypervisor_shim.timeline import Entry
 
 # policy notice -> the PE state it leads to (for the diagram)
-_TRANSITIONS = {
-    "pe-frozen": "Frozen",
-    "lockout-start": None,
-    "unfreeze-refused": None,
-    "lockout-lifted": "Frozen",
-    "mmio-thawed": "MmioEnabled",
-    "dma-thawed": None,
-    "pe-thawed": "Normal",
-    "reset-hot": "Reset",
-    "reset-fundamental": "Reset",
-    "pe-reset-done": None,
-    "reset-failed": "Frozen",
-    "permanent-failure": "Permanent",
-    "permanent-cleared": "Frozen",
+_TRANSITIONS: dict[str, str | None] = {
+    Kind.PE_FROZEN: "Frozen",
+    Kind.LOCKOUT_START: None,
+    Kind.UNFREEZE_REFUSED: None,
+    Kind.LOCKOUT_LIFTED: "Frozen",
+    Kind.MMIO_THAWED: "MmioEnabled",
+    Kind.DMA_THAWED: None,
+    Kind.PE_THAWED: "Normal",
+    Kind.RESET_HOT: "Reset",
+    Kind.RESET_FUNDAMENTAL: "Reset",
+    Kind.PE_RESET_DONE: None,
+    Kind.RESET_FAILED: "Frozen",
+    Kind.PERMANENT_FAILURE: "Permanent",
+    Kind.PERMANENT_CLEARED: "Frozen",
 }
 _STATE_TEXT = {
     "Normal": "Normal: state 0",
@@ -49,10 +50,10 @@ def pe_paths(entries: Iterable[Entry], t0: float) -> dict[str, list[tuple[str, s
     state: dict[str, str] = {}
     paths: dict[str, list[tuple[str, str, float]]] = {}
     for e in entries:
-        if e.source != "policy" or e.pe is None or e.kind not in _TRANSITIONS:
+        if e.source != Source.POLICY or e.pe is None or e.kind not in _TRANSITIONS:
             continue
         to = _TRANSITIONS[e.kind]
-        if e.kind == "pe-frozen" and e.data.get("locked_out"):
+        if e.kind == Kind.PE_FROZEN and e.data.get("locked_out"):
             to = "LockedOut"
         if to is None:
             continue

@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from eeh_abi.vocabulary import Kind, Source
 from eeh_sriov.topology import GuestSpec, Topology
 from hypervisor_shim.console import Console
 from hypervisor_shim.errors import ShimError
@@ -147,7 +148,8 @@ class System:
             vm = Machine(cfg, self.assets, run_dir=self.run_dir / g.name, repo=REPO,
                          command=self.guest_command(g))
             pending.append((g.name, vm))
-        plat.timeline.record("shim", "guests-starting", data={"guests": [n for n, _ in pending]})
+        plat.timeline.record(Source.SHIM, Kind.GUESTS_STARTING,
+                             data={"guests": [n for n, _ in pending]})
         results = await asyncio.gather(
             *(self._stack.enter_async_context(vm) for _, vm in pending),
             return_exceptions=True)
@@ -155,7 +157,7 @@ class System:
             if isinstance(res, BaseException):
                 raise res
             self.machines[name] = vm
-            plat.timeline.record("shim", "guest-ready", owner=name,
+            plat.timeline.record(Source.SHIM, Kind.GUEST_READY, owner=name,
                                  data={"ready_s": vm.summary.get("ready_s")})
             await self.console.add_guest(name, vm)
             self._watchers.append(asyncio.ensure_future(self._watch(name, vm)))
@@ -174,7 +176,7 @@ class System:
         for fn in functions:  # never hot-plug into a guest that is gone
             del self._devices[fn]
         tl = self.platform.timeline
-        tl.record("shim", "guest-died", owner=name,
+        tl.record(Source.SHIM, Kind.GUEST_DIED, owner=name,
                   data={"returncode": status, "functions": functions})
         with contextlib.suppress(Exception):
             await self.console.remove_guest(name)
@@ -183,9 +185,9 @@ class System:
         try:
             await asyncio.to_thread(self.platform.guest_gone, name)
         except Exception as e:
-            tl.record("shim", "guest-cleanup-failed", owner=name, data={"error": str(e)})
+            tl.record(Source.SHIM, Kind.GUEST_CLEANUP_FAILED, owner=name, data={"error": str(e)})
             return
-        tl.record("shim", "guest-cleaned-up", owner=name, data={"functions": functions})
+        tl.record(Source.SHIM, Kind.GUEST_CLEANED_UP, owner=name, data={"functions": functions})
         self._write_consoles()
 
     # ---- functions of drivers without error handlers (the platform's RemovalHooks) ----
@@ -217,9 +219,9 @@ class System:
         tl = self.platform.timeline
         try:
             await self.machines[guest].unplug(dev)
-            tl.record("shim", "device-deleted", owner=guest, data={"function": name})
+            tl.record(Source.SHIM, Kind.DEVICE_DELETED, owner=guest, data={"function": name})
         except Exception as e:
-            tl.record("shim", "device-del-failed", owner=guest,
+            tl.record(Source.SHIM, Kind.DEVICE_DEL_FAILED, owner=guest,
                       data={"function": name, "error": str(e)})
 
     async def _plug(self, name: str) -> None:
@@ -228,9 +230,9 @@ class System:
         try:
             fresh = await asyncio.to_thread(self.platform.host.device, name, dev.root_port)
             await self.machines[guest].hotplug(fresh)
-            tl.record("shim", "device-added", owner=guest, data={"function": name})
+            tl.record(Source.SHIM, Kind.DEVICE_ADDED, owner=guest, data={"function": name})
         except Exception as e:
-            tl.record("shim", "device-add-failed", owner=guest,
+            tl.record(Source.SHIM, Kind.DEVICE_ADD_FAILED, owner=guest,
                       data={"function": name, "error": str(e)})
 
     def _write_consoles(self) -> None:
