@@ -5,12 +5,15 @@ the claim check must catch (naming the step)."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from device_model import ResetTiming
+from eeh_abi.schema import Call
 from eeh_sriov.traffic import Target, UplinkTraffic
 from guest_drivers.agent import Agent
 from guest_drivers.driver import DriverState
@@ -19,7 +22,8 @@ from guest_drivers.poll import PollConfig
 from hypervisor_shim.claim import check_claim, first_failure
 from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
-from tests.support.platform_rig import holding_backend
+from tests.support.channels import TapChannel
+from tests.support.platform_rig import hold_allow_unfreeze
 from tests.support.waiting import wait_for
 
 NVFS = 4
@@ -31,14 +35,20 @@ TIMING = ResetTiming(hold=0.1, settle=0.05, flr=0.01)
 
 
 @contextmanager
-def running(tmp_path: Path, **policy: object) -> Iterator[tuple[Platform, Agent, UplinkTraffic]]:
+def running(tmp_path: Path, tap: Callable[[TapChannel], None] | None = None,
+            **policy: object) -> Iterator[tuple[Platform, Agent, UplinkTraffic]]:
+    """The platform, the agent (its channel tapped: `tap` may add hooks) and traffic."""
     owners = {"pf": HOST, **{f"vf{n}": HOST for n in range(NVFS)}}
     cfg = PlatformConfig(total_vfs=NVFS, enabled_vfs=NVFS, owners=owners, timing=TIMING,
                          policy=PolicyConfig(**policy))  # type: ignore[arg-type]
     with Platform(cfg, tmp_path) as plat:
-        names = [f"vf{n}" for n in range(NVFS)]
-        backend = holding_backend(plat, names) if policy.get("lockout", True) else \
-            HarnessBackend(str(plat.hcall_path(HOST)))
+        backend = HarnessBackend(str(plat.hcall_path(HOST)))
+        channel = TapChannel(backend.channel)
+        if policy.get("lockout", True):
+            channel.before.append(hold_allow_unfreeze(plat, [f"vf{n}" for n in range(NVFS)]))
+        if tap is not None:
+            tap(channel)
+        backend.channel = channel  # type: ignore[assignment]
         agent = Agent(backend, poll=PollConfig(max_sleep_s=0.01))
         try:
             agent.start()
@@ -64,19 +74,38 @@ def mark_traffic(plat: Platform, traffic: UplinkTraffic, since: float) -> None:
         plat.timeline.record("traffic", "traffic-back", pe=name, t=t)
 
 
+class HoldVfConfigure:
+    """A `before` hook: each VF driver's configure-pe (the step after its PE's reset)
+    waits until `release` is set, once; the VF drivers are then all mid-recovery at a
+    known point: reset, not yet configured nor restored."""
+
+    def __init__(self, vf_pes: set[int]) -> None:
+        self.vf_pes = vf_pes
+        self.held: set[int] = set()
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, call: str, args: dict[str, Any]) -> None:
+        pe = args.get("pe")
+        if call != Call.CONFIGURE_PE or pe not in self.vf_pes or self.release.is_set():
+            return
+        with self._lock:
+            self.held.add(pe)
+        self.release.wait(20)
+
+
 def test_second_adapter_error_while_vfs_are_mid_recovery(tmp_path: Path) -> None:
-    with running(tmp_path) as (plat, agent, traffic):
+    hold = HoldVfConfigure({0x18000 + 0x100 * n for n in range(NVFS)})
+    with running(tmp_path, tap=lambda t: t.before.append(hold)) as (plat, agent, traffic):
         t1 = time.monotonic()
         plat.inject_adapter_error("first")
-        # wait until every VF driver is past its lockout (it thawed its PE: resetting or
-        # restoring its function, or done). One still waiting on the lockout would take
-        # the second freeze as the one it is handling and report no new error-detected.
-        # (its PE thawed by the MMIO thaw, or its reset done: the driver's "reset" step)
-        assert wait_for(lambda: {e.pe for e in plat.timeline.entries if e.t > t1 and (
-            (e.source, e.kind) in (("policy", "mmio-thawed"), ("driver", "reset")))}
-            >= set(traffic.targets), 20)
+        # every VF driver is past its lockout, its PE reset, and about to configure it:
+        # the second freeze is a new one to each of them (one still waiting on the lockout
+        # would take it as the one it is handling and report no new error-detected)
+        assert wait_for(lambda: hold.held == hold.vf_pes, 20), sorted(hold.held)
         t2 = time.monotonic()
         plat.inject_adapter_error("second, during the VFs' recovery")
+        hold.release.set()
         ok = wait_for(lambda: all_recovered(agent) and all(
             any(e.source == "driver" and e.kind == "recovered" and e.pe == n and e.t > t2
                 for e in plat.timeline.entries) for n in ["adapter", *traffic.targets]), 30)
@@ -141,7 +170,6 @@ def test_a_vf_reset_held_when_the_adapter_fails_is_released_after_the_lockout(
     interrupted) when the adapter PE froze: its release is refused during the lockout;
     the VF driver must release it afterwards and recover, not wait on state 1."""
     from eeh_abi.hcall import Channel
-    from eeh_abi.schema import Call
 
     with running(tmp_path) as (plat, _agent, traffic):
         vf0 = plat.policy.by_name("vf0")

@@ -1,9 +1,10 @@
 """A driver's platform channel with test hooks on the client side.
 
 The platform behind it is the real one; the hooks only choose *when* the driver sees
-what the platform did: hold a call back before it is sent (`before`), act after its reply
-came and before the caller gets it (`after`), or keep some pushed events from the driver
-(`drop`, a lost event). Nothing here answers a call in the platform's place.
+what the platform did: hold a call back before it is sent (`before`, posted calls too),
+act after its reply came and before the caller gets it (`after`), or keep some pushed
+events from the driver (`drop`, a lost event). Nothing here answers a call in the
+platform's place.
 
     tap = TapChannel(backend.channel)
     tap.after.append(lambda call, args, reply: ...)     # e.g. lift a lockout right there
@@ -56,4 +57,13 @@ class TapChannel:
             self.inner.unsubscribe(filtered)
 
     def __getattr__(self, name: str) -> Any:  # post, close, closed, ... as the inner has them
-        return getattr(self.inner, name)
+        attr = getattr(self.inner, name)
+        if name != "post":
+            return attr
+
+        def post(call: Call, on_reply: Any = None, **args: Any) -> None:
+            """A posted call (a driver's step report): `before` hooks run first too."""
+            for hook in list(self.before):
+                hook(call, dict(args))
+            attr(call, on_reply=on_reply, **args)
+        return post
