@@ -331,7 +331,15 @@ class PeRecovery:
         finally:
             with self._cv:
                 self._running = False
+                # a freeze pushed after the round's last check and before this return
+                # would be lost (on_event only marks a restart while running): start again
+                again = self._restart and not self._permanent and not self._closed
                 self._restart = False
+                if again:
+                    self._pending = True
+                    self.trigger = Kind.PE_FROZEN
+            if again:
+                self._wake()
 
     def _round(self) -> Outcome:
         self._t0 = self._clock()

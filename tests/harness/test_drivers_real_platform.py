@@ -330,13 +330,6 @@ def test_sixty_four_vf_drivers_in_one_process_sleep_when_idle() -> None:
         assert nic.MAX_VFS == 64
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "guest_drivers.recovery drops a pe-frozen that arrives after a recovery round's last "
-    "check and before run() returns (on_event sets only _restart while _running; run() "
-    "then ends with RECOVERED and the next run clears it): the new freeze is found only "
-    "by the health check's all-ones read, ~1 s later, or never on a VF that is not read. "
-    "Found by test_second_adapter_error_while_vfs_are_mid_recovery (flaky under load); "
-    "remove this mark when the driver is fixed"))
 def test_a_freeze_pushed_while_a_recovery_finishes_starts_a_new_one(plat: Platform) -> None:
     """A VF error, recovered; its PE freezes again just after the driver's last check of
     that round (at its "resume" report) and the pe-frozen event reaches the driver before
