@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from eeh_abi.vocabulary import Kind, Source
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.timeline import Entry
 
@@ -96,9 +97,9 @@ class _Index:
 
 def injection_time(entries: Iterable[Entry]) -> float | None:
     for e in entries:
-        if (e.source, e.kind) in (("console", "inject"), ("shim", "inject"),
+        if (e.source, e.kind) in ((Source.CONSOLE, Kind.INJECT), (Source.SHIM, Kind.INJECT),
                                   ("model", "injection-fired")) or \
-                (e.source == "model" and e.kind == "error-logged"):
+                (e.source == Source.MODEL and e.kind == "error-logged"):
             return e.t
     return None
 

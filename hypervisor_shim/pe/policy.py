@@ -43,6 +43,7 @@ from eeh_abi.papr import (
     SlotReset,
     Status,
 )
+from eeh_abi.vocabulary import Kind
 from hypervisor_shim.errors import ShimError
 
 HOST = "host"  # the owner name of drivers running on the host (harness mode)
@@ -190,7 +191,7 @@ class PePolicy:
 
     def set_config(self, **changes: Any) -> PolicyConfig:
         self.config = replace(self.config, **changes)
-        self._emit("policy-set", None, dict(max_freezes=self.config.max_freezes,
+        self._emit(Kind.POLICY_SET, None, dict(max_freezes=self.config.max_freezes,
                                             window_s=self.config.window_s))
         return self.config
 
@@ -203,8 +204,8 @@ class PePolicy:
         elif ev.kind is EventKind.PE_RESET_DONE and ev.pe is not None:
             rec = self.records[ev.pe]
             rec.reset_failures = 0
-            self._emit("pe-reset-done", rec, {"reset": ev.data.get("reset")},
-                       event="pe-reset-done", owners=self._owners_below(rec))
+            self._emit(Kind.PE_RESET_DONE, rec, {"reset": ev.data.get("reset")},
+                       event=Kind.PE_RESET_DONE, owners=self._owners_below(rec))
             self._refresh_isolated(rec)
         elif ev.kind is EventKind.PE_RESET_FAILED and ev.pe is not None:
             self._reset_failed(self.records[ev.pe], str(ev.data.get("reset")))
@@ -213,14 +214,14 @@ class PePolicy:
         rec.reset_failures += 1
         rec.flags |= PeFlag.ISOLATED | PeFlag.RECOVERING
         limit = self.config.max_reset_failures
-        self._emit("reset-failed", rec, {"reset": kind, "failures": rec.reset_failures,
+        self._emit(Kind.RESET_FAILED, rec, {"reset": kind, "failures": rec.reset_failures,
                                          "max_reset_failures": limit})
-        self._emit("pe-reset-done", rec, {"reset": kind, "failed": True},
-                   event="pe-reset-done", owners=self._owners_below(rec))
+        self._emit(Kind.PE_RESET_DONE, rec, {"reset": kind, "failed": True},
+                   event=Kind.PE_RESET_DONE, owners=self._owners_below(rec))
         if rec.reset_failures >= limit and PeFlag.PERMANENT not in rec.flags:
             self._make_permanent(rec, {"reset_failures": rec.reset_failures,
                                        "freeze_count": rec.freezes.count,
-                                       "origin": rec.address, "cause": "reset-failed"})
+                                       "origin": rec.address, "cause": Kind.RESET_FAILED})
 
     def _owners_below(self, rec: PeRecord) -> tuple[str, ...]:
         owners = [rec.owner] + [self.records[d.address].owner for d in rec.pe.descendants()]
@@ -236,17 +237,17 @@ class PePolicy:
         if lockout:
             for r in affected[1:]:
                 r.flags |= PeFlag.LOCKED_OUT
-        self._emit("pe-frozen", rec, {"reason": reason, "freeze_count": count,
+        self._emit(Kind.PE_FROZEN, rec, {"reason": reason, "freeze_count": count,
                                       "window_count": count, "side_effect": False,
                                       "origin": rec.address, "locked_out": False},
-                   event="pe-frozen", owners=(rec.owner,) if rec.owner else ())
+                   event=Kind.PE_FROZEN, owners=(rec.owner,) if rec.owner else ())
         for r in affected[1:]:
-            self._emit("pe-frozen", r, {"reason": reason, "side_effect": True,
+            self._emit(Kind.PE_FROZEN, r, {"reason": reason, "side_effect": True,
                                         "origin": rec.address, "freeze_count": count,
                                         "locked_out": lockout},
-                       event="pe-frozen", owners=(r.owner,) if r.owner else ())
+                       event=Kind.PE_FROZEN, owners=(r.owner,) if r.owner else ())
         if lockout:
-            self._emit("lockout-start", rec, {"vf_pes": [r.address for r in affected[1:]]})
+            self._emit(Kind.LOCKOUT_START, rec, {"vf_pes": [r.address for r in affected[1:]]})
         if count > self.config.max_freezes:
             self._make_permanent(rec, {"freeze_count": count,
                                        "max_freezes": self.config.max_freezes,
@@ -262,7 +263,7 @@ class PePolicy:
         """`rec` and every PE below it: permanently failed, pushed to their owners."""
         for r in [rec] + [self.records[d.address] for d in rec.pe.descendants()]:
             r.flags = (r.flags | PeFlag.PERMANENT) & ~PeFlag.LOCKED_OUT
-            self._emit("permanent-failure", r, data, event="permanent-failure",
+            self._emit(Kind.PERMANENT_FAILURE, r, data, event=Kind.PERMANENT_FAILURE,
                        owners=(r.owner,) if r.owner else ())
 
     def _refresh_isolated(self, top: PeRecord) -> None:
@@ -272,7 +273,7 @@ class PePolicy:
                     PeFlag.PERMANENT | PeFlag.LOCKED_OUT) \
                     and _code(rec.pe) is PeState.NORMAL:
                 rec.flags &= ~PeFlag.ISOLATED
-                self._emit("pe-thawed", rec, {})
+                self._emit(Kind.PE_THAWED, rec, {})
 
     # ------------------------------------------------------------------ state
     def state(self, rec: PeRecord) -> StateReply:
@@ -288,7 +289,7 @@ class PePolicy:
         if PeFlag.PERMANENT in rec.flags:
             return CallResult(Status.HW_ERROR, why="the PE is permanently failed")
         if PeFlag.LOCKED_OUT in rec.flags:
-            self._emit("unfreeze-refused", rec, {"retry_ms": self.config.retry_hint_ms})
+            self._emit(Kind.UNFREEZE_REFUSED, rec, {"retry_ms": self.config.retry_hint_ms})
             return CallResult(Status.BUSY, self.config.retry_hint_ms,
                               "locked out until the adapter has recovered")
         return None
@@ -309,7 +310,7 @@ class PePolicy:
         result = int(op())
         if result != 0:
             return CallResult(Status(result), why=f"PE in state {int(pe.status().code)}")
-        self._emit("mmio-thawed" if opt is EehOption.THAW_MMIO else "dma-thawed", rec,
+        self._emit(Kind.MMIO_THAWED if opt is EehOption.THAW_MMIO else Kind.DMA_THAWED, rec,
                    {"state": int(pe.status().code)})
         self._refresh_isolated(rec)
         return CallResult(Status.SUCCESS)
@@ -343,7 +344,7 @@ class PePolicy:
             pf = self.adapter.pf
             if not (pf.sriov_enabled and pf.num_vfs == self.enabled_vfs):
                 pf.enable_vfs(self.enabled_vfs)
-        self._emit("configured", rec, {"vfs": self.adapter.enabled_vfs()})
+        self._emit(Kind.CONFIGURED, rec, {"vfs": self.adapter.enabled_vfs()})
         return CallResult(Status.SUCCESS)
 
     def allow_unfreeze(self, adapter_rec: PeRecord, vf_addresses: Iterable[int]) -> CallResult:
@@ -362,12 +363,12 @@ class PePolicy:
                               why="the adapter PE has not recovered (state "
                                   f"{int(adapter_rec.pe.status().code)})")
         allowed = []
-        self._emit("allow-unfreeze", adapter_rec, {"vf_pes": [r.address for r in targets]})
+        self._emit(Kind.ALLOW_UNFREEZE, adapter_rec, {"vf_pes": [r.address for r in targets]})
         for rec in targets:
             if PeFlag.LOCKED_OUT in rec.flags:
                 rec.flags &= ~PeFlag.LOCKED_OUT
                 allowed.append(rec.address)
-                self._emit("lockout-lifted", rec, {}, event="lockout-lifted",
+                self._emit(Kind.LOCKOUT_LIFTED, rec, {}, event=Kind.LOCKOUT_LIFTED,
                            owners=(rec.owner,) if rec.owner else ())
         adapter_rec.flags &= ~PeFlag.RECOVERING
         self._refresh_isolated(adapter_rec)
@@ -384,7 +385,7 @@ class PePolicy:
             r.flags &= ~PeFlag.PERMANENT
             r.freezes = FreezeCounter()
             r.reset_failures = 0
-        self._emit("permanent-cleared", rec, {})
+        self._emit(Kind.PERMANENT_CLEARED, rec, {})
 
     # ------------------------------------------------------------------ notices
     def emit(self, kind: str, rec: PeRecord | None, data: Mapping[str, Any], *,

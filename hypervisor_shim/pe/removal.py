@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from device_model import PeKind, ResetKind
+from eeh_abi.vocabulary import Kind
 from hypervisor_shim.pe.policy import Notice, PeFlag, PePolicy, PeRecord
 
 
@@ -62,25 +63,25 @@ class NoHandlerRecovery:
         rec = self.policy.record(n.address)
         if rec is None or rec.pe.kind is not PeKind.VF:
             return
-        if n.kind == "pe-frozen" and self.handlers_of(rec.address) is False:
+        if n.kind == Kind.PE_FROZEN and self.handlers_of(rec.address) is False:
             if rec.address not in self.stages:
                 self._remove(rec)
             elif self.stages[rec.address] is Stage.RESETTING:
                 self.stages[rec.address] = Stage.REMOVED  # frozen again: start over
             self._maybe_reset(rec)
-        elif n.kind == "lockout-lifted" and self.stages.get(rec.address) is Stage.REMOVED:
+        elif n.kind == Kind.LOCKOUT_LIFTED and self.stages.get(rec.address) is Stage.REMOVED:
             self._maybe_reset(rec)
-        elif n.kind == "pe-thawed" and self.stages.get(rec.address) is Stage.RESETTING:
+        elif n.kind == Kind.PE_THAWED and self.stages.get(rec.address) is Stage.RESETTING:
             del self.stages[rec.address]
             self.policy.recovered(rec)  # the platform recovered it: no longer recovering
             name = self.function_name(rec)
             self.hooks.on_add(name)
-            self._notice("function-added", rec, {"name": name}, event=True)
+            self._notice(Kind.FUNCTION_ADDED, rec, {"name": name}, event=True)
 
     def _remove(self, rec: PeRecord) -> None:
         name = self.function_name(rec)
         self.stages[rec.address] = Stage.REMOVED
-        self._notice("function-removed", rec, {"name": name, "reason": "no error handlers"},
+        self._notice(Kind.FUNCTION_REMOVED, rec, {"name": name, "reason": "no error handlers"},
                      event=True)
         self.hooks.on_remove(name)
 
@@ -88,11 +89,11 @@ class NoHandlerRecovery:
         if rec.flags & (PeFlag.LOCKED_OUT | PeFlag.PERMANENT):
             return
         self.stages[rec.address] = Stage.RESETTING
-        self._notice("platform-reset", rec, {"reset": "hot"})
+        self._notice(Kind.PLATFORM_RESET, rec, {"reset": "hot"})
         status = rec.pe.reset(ResetKind.HOT)
         if int(status) != 0:
             self.stages[rec.address] = Stage.REMOVED
-            self._notice("platform-reset-failed", rec, {"status": int(status)})
+            self._notice(Kind.PLATFORM_RESET_FAILED, rec, {"status": int(status)})
 
     def _notice(self, kind: str, rec: PeRecord, data: Mapping[str, Any],
                 event: bool = False) -> None:
