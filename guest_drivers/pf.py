@@ -36,14 +36,13 @@ from eeh_abi import nic
 from eeh_abi.hcall import HcallError
 from eeh_abi.papr import ChannelState, ErsResult
 from eeh_abi.schema import Call
-from eeh_abi.vf_settings import VfSettings
+from eeh_abi.vf_settings import VfSettings, format_mac
 from eeh_abi.vocabulary import Kind
 from guest_drivers.driver import ALL_ONES32, Driver, DriverError
 from guest_drivers.platform.base import FunctionAccess
 from guest_drivers.poll import PollConfig
 from guest_drivers.recovery import RecoveryPolicy
 from guest_drivers.services import Services
-from guest_drivers.vf import mac_str
 
 FIRST_VF_OFFSET = 0x80  # the adapter's SR-IOV First VF Offset and VF Stride, for PE
 VF_STRIDE = 1  # addresses when the platform does not list them (docs/registers.md)
@@ -114,7 +113,7 @@ class PfDriver(Driver):
         self._configure_adapter(status)
 
     def probe_detail(self) -> dict[str, Any]:
-        return {"num_vfs": self.num_vfs, "pf_mac": mac_str(self.pf_mac),
+        return {"num_vfs": self.num_vfs, "pf_mac": format_mac(self.pf_mac),
                 "vfs": {n: self._vf_json(s) for n, s in sorted(self.vf_config.items())}}
 
     @staticmethod
@@ -148,7 +147,7 @@ class PfDriver(Driver):
         for n in range(num):
             s = self.settings.vfs.get(n) or VfSettings()
             mac = s.mac_bytes or ((base_mac + 1 + n) % (1 << 48)).to_bytes(6, "big")
-            s = dataclasses.replace(s, mac=mac_str(mac))
+            s = dataclasses.replace(s, mac=format_mac(mac))
             self.vf_config[n] = s
             block = nic.vfcfg(n)
             fn.write32(block + nic.VFCFG_MAC_LO, int.from_bytes(mac[0:4], "little"))

@@ -44,6 +44,8 @@ from typing import Any
 
 from eeh_abi import nic, traffic
 from eeh_abi.papr import ChannelState, ErsResult
+from eeh_abi.vf_settings import format_mac
+from eeh_abi.vf_settings import parse_mac as parse_mac_text
 from eeh_abi.vocabulary import Kind
 from guest_drivers.driver import ALL_ONES32, MEM_BME, Driver, DriverError, DriverState
 from guest_drivers.ledger import RxLedger, TxLedger
@@ -61,10 +63,6 @@ _ERR = int(nic.DescStatus.ERR)
 _FRAME_OVERHEAD = nic.ETH_HEADER + nic.VLAN_TAG
 
 
-def mac_str(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
-
-
 def parse_mac(value: object) -> bytes | None:
     """A MAC as "02:ee:00:00:01:00", "02ee00000100", 6 bytes or an int; None if absent."""
     if value is None:
@@ -73,14 +71,7 @@ def parse_mac(value: object) -> bytes | None:
         return bytes(value)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 48:
         return value.to_bytes(6, "big")
-    if isinstance(value, str):
-        text = value.replace(":", "").replace("-", "")
-        if len(text) == 12:
-            try:
-                return bytes.fromhex(text)
-            except ValueError:
-                pass
-    raise ValueError(f"not a MAC address: {value!r}")
+    return parse_mac_text(value)
 
 
 class VfDriver(Driver):
@@ -275,7 +266,7 @@ class VfDriver(Driver):
         with self._lock:
             out["tx"] = self.tx.to_json(self._in_ring, len(self._backlog), self._held)
             out["rx"] = self.rx.to_json(len(self._rxq))
-        out.update(mac=mac_str(self._hw_mac), vlan=self._hw_vlan, mtu=self._want_mtu,
+        out.update(mac=format_mac(self._hw_mac), vlan=self._hw_vlan, mtu=self._want_mtu,
                    recoveries=self.recoveries, resets=self.resets, echoed=self.echoed)
         return out
 
@@ -322,12 +313,12 @@ class VfDriver(Driver):
             return
         if expected is not None and self._want_mac is None and self._hw_mac != expected:
             raise DriverError(
-                f"{self.name}: the function shows MAC {mac_str(self._hw_mac)}, the platform "
-                f"configured {mac_str(expected)} for it: not this VF (or its PF driver "
+                f"{self.name}: the function shows MAC {format_mac(self._hw_mac)}, the platform "
+                f"configured {format_mac(expected)} for it: not this VF (or its PF driver "
                 "applies other settings)")
 
     def probe_detail(self) -> dict[str, Any]:
-        return {"mac": mac_str(self._hw_mac), "vlan": self._hw_vlan, "mtu": self._hw_mtu,
+        return {"mac": format_mac(self._hw_mac), "vlan": self._hw_vlan, "mtu": self._hw_mtu,
                 "tx_ring": self.tx_ring, "rx_ring": self.rx_ring, "buf_size": self.buf_size}
 
     def _alloc(self) -> None:
@@ -633,7 +624,7 @@ class VfDriver(Driver):
         self._apply_config()
         self._program_rings()
         self.fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
-        self.report(Kind.CONFIG_RESTORED, mac=mac_str(self._hw_mac), vlan=self._hw_vlan,
+        self.report(Kind.CONFIG_RESTORED, mac=format_mac(self._hw_mac), vlan=self._hw_vlan,
                     mtu=self._hw_mtu)
         return ErsResult.RECOVERED
 
@@ -646,7 +637,7 @@ class VfDriver(Driver):
 
     def config(self) -> dict[str, Any]:
         """MAC, VLAN and MTU as the function shows them (read back at the last change)."""
-        return {"mac": mac_str(self._hw_mac), "vlan": self._hw_vlan, "mtu": self._hw_mtu}
+        return {"mac": format_mac(self._hw_mac), "vlan": self._hw_vlan, "mtu": self._hw_mtu}
 
     def recovery_detail(self) -> dict[str, Any]:
         """Added to the "recovered" report: the books and the configuration before the

@@ -12,12 +12,12 @@ from functools import partial
 import pytest
 
 from eeh_abi import nic
-from eeh_abi.vf_settings import VfSettings
+from eeh_abi.vf_settings import VfSettings, format_mac
 from guest_drivers.driver import DriverError, DriverState
 from guest_drivers.pf import AdapterSettings, PfDriver
 from guest_drivers.poll import PollConfig
 from guest_drivers.services import Services
-from guest_drivers.vf import VfDriver, mac_str
+from guest_drivers.vf import VfDriver
 from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import PlatformConfig
 from tests.support.channels import TapChannel
@@ -89,7 +89,7 @@ def test_vf_traffic_to_and_from_the_uplink_and_between_vfs(
     pf = rig.pf_driver(services)
     vf0, vf2 = rig.vf_driver(services, 0), rig.vf_driver(services, 2)
     try:
-        assert mac_str(vf0.mac) == "02:ee:00:00:00:01"  # the PF's admin MAC
+        assert format_mac(vf0.mac) == "02:ee:00:00:00:01"  # the PF's admin MAC
         for i in range(20):
             assert vf0.send(frame(vf0.mac, tag=f"up{i}"))
         assert vf0.wait_tx_done(5)
@@ -300,11 +300,11 @@ def test_scapy_packets_in_and_out(rig: PlatformRig, services: Services) -> None:
     pf = rig.pf_driver(services)
     vf0, vf2 = rig.vf_driver(services, 0), rig.vf_driver(services, 2)
     try:
-        pkt = Ether(dst=mac_str(vf2.mac), src=mac_str(vf0.mac), type=0x88B5) / Raw(b"s" * 50)
+        pkt = Ether(dst=format_mac(vf2.mac), src=format_mac(vf0.mac), type=0x88B5) / Raw(b"s" * 50)
         assert vf0.send(pkt)
         got = vf2.recv_packets(timeout=5)
         assert len(got) == 1 and bytes(got[0][Raw]) == b"s" * 50
-        assert got[0].src == mac_str(vf0.mac)
+        assert got[0].src == format_mac(vf0.mac)
     finally:
         stop_all(vf0, vf2, pf)
 
