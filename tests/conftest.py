@@ -75,11 +75,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if session_tmp is None or before is None:
         return
     left = sorted(session_tmp.iterdir()) if session_tmp.is_dir() else []
+    if not left:  # kept only as the evidence of a leak in it
+        with contextlib.suppress(OSError):
+            session_tmp.rmdir()
     left += sorted(temp_entries({Path(os.environ["PYTEST_DEBUG_TEMPROOT"]), Path("/tmp")})
                    - before)
     if not left:
-        with contextlib.suppress(OSError):
-            session_tmp.rmdir()
         return
     lines = [f"temp leak: the test session left {len(left)} "
              "entr" + ("y" if len(left) == 1 else "ies") + " in the temp directory "

@@ -23,4 +23,4 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0, step: float = 0.00
 def short_tmp(prefix: str = "drv") -> Path:
     """A new directory /tmp/eeh-<prefix>-*: short (AF_UNIX paths are), and named so the
     test session's leak check (tests/conftest.py) sees it if it is left behind."""
-    return Path(tempfile.mkdtemp(prefix=f"eeh-{prefix}-", dir="/tmp"))
+    return Path(tempfile.mkdtemp(prefix=f"eeh-{prefix}-"))  # the session's short temp dir

@@ -93,7 +93,7 @@ def test_stock_qmp_shell_through_the_console_to_a_guest(
                     "".join(json.dumps(h, default=str) + "\n" for h in history))
                 return out, hmp
 
-        sock_dir = Path(tempfile.mkdtemp(prefix="eeh-con-", dir="/tmp"))
+        sock_dir = Path(tempfile.mkdtemp(prefix="eeh-con-"))  # the session's short temp dir
         try:
             out, hmp = asyncio.run(go())
         finally:
