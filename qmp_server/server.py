@@ -250,7 +250,7 @@ class Endpoint:
     def broadcast(self, msg: dict[str, Any], data: bytes) -> None:
         for s in list(self.sessions):
             if s.negotiated:
-                s.send(msg, data)
+                s.event(msg, data)
 
 
 class Server:
@@ -303,6 +303,14 @@ class Server:
         """Clients connected to socket `name`, or to all sockets."""
         eps = self._endpoints.values() if name is None else [self._endpoints[name]]
         return sum(len(ep.sessions) for ep in eps)
+
+    def output(self) -> list[dict[str, Any]]:
+        """Per client: what waits for it (bytes in the socket, events queued) and how many
+        events it missed (see qmp_server.session)."""
+        return [{"socket": ep.name, "client": s.number, "buffered": s.buffered(),
+                 "queued_events": len(s.queue), "dropped_events": s.dropped_total}
+                for ep in self._endpoints.values() for s in sorted(
+                    ep.sessions, key=lambda s: s.number)]
 
     async def start(self) -> None:
         if self._running:

@@ -5,8 +5,16 @@ in-band commands; while a command runs it reads nothing more (the client's furth
 waits in the socket). Events are written as they come, between replies, and only once
 the client has negotiated capabilities. A client that goes away, even while its command
 runs, costs nothing else: the command completes, its reply is dropped, the session ends.
-A client that does not read what it is sent is cut off once `MAX_OUTPUT` bytes are
-waiting for it, so it never holds memory or delays anyone else.
+A client that does not read is never cut off for its events: once `EVENT_BUFFER` bytes
+wait for it in the socket, further events wait in a queue of at most
+`MAX_QUEUED_EVENTS`; when the queue is full, the oldest queued event of the same type is
+dropped (else the oldest queued event), so a flood of one event type never pushes out the
+last event of another type (QEMU's rule for throttled events, `monitor_qapi_event_throttle`:
+per type, the latest event wins). When the client reads again it gets one
+`EVENTS_DROPPED` event, {"dropped": N, "since": <timestamp of the first event it missed>},
+then the queued events, then new ones. Only a client whose *replies* pile up beyond
+`MAX_OUTPUT` bytes is disconnected (logged with its numbers), so a client holds at most
+`EVENT_BUFFER` + `MAX_QUEUED_EVENTS` events' worth of memory and delays nobody else.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,7 +43,10 @@ class Endpoint(Protocol):
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
-MAX_OUTPUT = 16 << 20
+MAX_OUTPUT = 16 << 20  # bytes waiting for a client beyond which a reply disconnects it
+EVENT_BUFFER = 1 << 20  # bytes waiting in the socket beyond which events are queued
+MAX_QUEUED_EVENTS = 256  # events queued for a client that does not read, at most
+EVENTS_DROPPED = "EVENTS_DROPPED"  # the marker event: how many events a client missed
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,18 @@ def check_capabilities(args: dict[str, Any]) -> None:
         raise QmpError("Capability 'oob' not available")
 
 
+def _when_ts(ts: object) -> tuple[int, int]:
+    if isinstance(ts, dict):
+        sec, micro = ts.get("seconds"), ts.get("microseconds")
+        if isinstance(sec, int) and isinstance(micro, int):
+            return sec, micro
+    return (1 << 62, 0)  # no usable timestamp: never the earliest
+
+
+def _when(msg: dict[str, Any]) -> tuple[int, int]:
+    return _when_ts(msg.get("timestamp"))
+
+
 class Session:
     def __init__(self, endpoint: Endpoint, number: int, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, limit: int) -> None:
@@ -94,26 +119,100 @@ class Session:
         self.splitter = JsonSplitter(limit=limit)
         self.negotiated = False
         self.closed = False
+        self.queue: deque[tuple[dict[str, Any], bytes]] = deque()  # events not yet written
+        self.dropped = 0  # events dropped since the last EVENTS_DROPPED marker
+        self.dropped_total = 0
+        self.since: object = None  # the timestamp of the first of them
+        self._flusher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.endpoint.name}#{self.number}>"
 
     # ---- output -----------------------------------------------------------------------
-    def send(self, msg: dict[str, Any], data: bytes | None = None) -> None:
-        """Queue one message (non-blocking); `data` is its encoding if already made."""
-        if self.closed or self.writer.is_closing():
-            return
-        if data is None:
-            data = encode(msg)
+    def buffered(self) -> int:
+        """Bytes written for the client that it has not read yet."""
+        return self.writer.transport.get_write_buffer_size()
+
+    def _write(self, msg: dict[str, Any], data: bytes) -> bool:
         self.endpoint.record(self.number, "out", msg)
         try:
             self.writer.write(data)
         except (ConnectionError, OSError):
             self.close()
+            return False
+        return True
+
+    def send(self, msg: dict[str, Any], data: bytes | None = None) -> None:
+        """Queue one reply or greeting (non-blocking); `data` is its encoding if already
+        made. A client with more than `MAX_OUTPUT` bytes waiting is disconnected."""
+        if self.closed or self.writer.is_closing():
             return
-        if self.writer.transport.get_write_buffer_size() > MAX_OUTPUT:
-            log.warning("%r: client does not read its replies and events; disconnected", self)
+        if data is None:
+            data = encode(msg)
+        if not self._write(msg, data):
+            return
+        if self.buffered() > MAX_OUTPUT:
+            log.warning("%r: client does not read its replies: %d bytes wait for it "
+                        "(limit %d), %d events queued, %d dropped; disconnected", self,
+                        self.buffered(), MAX_OUTPUT, len(self.queue), self.dropped_total)
             self.close(abort=True)
+
+    def event(self, msg: dict[str, Any], data: bytes) -> None:
+        """Send one event (non-blocking): written at once while the client reads, else
+        queued (bounded, see the module docstring); never disconnects the client."""
+        if self.closed or self.writer.is_closing():
+            return
+        if not self.queue and not self.dropped and self.buffered() < EVENT_BUFFER:
+            self._write(msg, data)
+            return
+        if len(self.queue) >= MAX_QUEUED_EVENTS:
+            name = msg.get("event")
+            victim = next((i for i, (m, _) in enumerate(self.queue)
+                           if m.get("event") == name), 0)
+            old, _ = self.queue[victim]
+            del self.queue[victim]
+            if self.since is None or _when(old) < _when_ts(self.since):
+                self.since = old.get("timestamp")
+            if not self.dropped:
+                log.info("%r: client does not read; dropping events (queue of %d full)",
+                         self, MAX_QUEUED_EVENTS)
+            self.dropped += 1
+            self.dropped_total += 1
+        self.queue.append((msg, data))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Write the queued events as the client reads: the marker first if any were
+        dropped, then the queue, never more than `EVENT_BUFFER` bytes waiting."""
+        try:
+            while (self.queue or self.dropped) and not self.closed:
+                await self.writer.drain()  # until the client has read most of its buffer
+                if self.closed or self.writer.is_closing():
+                    return
+                if self.dropped:
+                    now_us = time.time_ns() // 1000
+                    seconds, micro = divmod(now_us, 1_000_000)
+                    marker: dict[str, Any] = {
+                        "event": EVENTS_DROPPED,
+                        "data": {"dropped": self.dropped, "since": self.since},
+                        "timestamp": {"seconds": seconds, "microseconds": micro}}
+                    log.info("%r: client reads again; it missed %d events", self,
+                             self.dropped)
+                    self.dropped, self.since = 0, None
+                    if not self._write(marker, encode(marker)):
+                        return
+                while self.queue and self.buffered() < EVENT_BUFFER:
+                    msg, data = self.queue.popleft()
+                    if not self._write(msg, data):
+                        return
+        except (ConnectionError, OSError):
+            self.close()
+        except Exception:
+            log.exception("%r: event queue failed", self)
+            self.close()
+        finally:
+            self._flusher = None
 
     async def reply(self, msg: dict[str, Any]) -> None:
         try:
@@ -135,7 +234,10 @@ class Session:
         """Close the connection: after what is queued for the client, or at once."""
         if not self.closed:
             self.closed = True
+            self.queue.clear()
             self.writer.close()
+            if self._flusher is not None and self._flusher is not asyncio.current_task():
+                self._flusher.cancel()
         if abort:
             self.writer.transport.abort()
 
