@@ -145,7 +145,7 @@ _SPECS = (
                    Arg("detail", ArgType.OBJECT, "recorded with the step", optional=True),
                    Arg("guest_time", ArgType.NUMBER, "the guest's monotonic seconds",
                        optional=True)),
-             action=Action.REPORT, target="pe"),
+             statuses=(_S, _BUSY, _PARAM), action=Action.REPORT, target="pe"),
     CallSpec(Call.GET_CONFIG_ADDR_INFO2, "a function's PE, or whether its PE is shared",
              args=(Arg("addr", ArgType.INT, "config address"),
                    Arg("function", ArgType.INT,

@@ -13,8 +13,11 @@ is the reference (generated from the schema).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +28,7 @@ from eeh_abi.hcall import Reply, Request
 from eeh_abi.papr import SharingMode, Status
 from eeh_abi.schema import ArgError, Call, CallSpec, check_args, spec_of
 from eeh_abi.vocabulary import RECOVERED_STEPS, Source
+from hypervisor_shim.hcall.budget import REPORT_BUDGET, Bucket, ReportBudget
 from hypervisor_shim.pe import CallResult, PePolicy, PeRecord, authorize
 from hypervisor_shim.timeline import Timeline
 
@@ -72,6 +76,9 @@ class PlatformCalls:
     directory: Callable[[str], Sequence[Mapping[str, Any]]]  # owner -> its functions
     registrations: dict[int, Registration] = field(default_factory=dict)
     on_report: Callable[[str, Mapping[str, Any]], None] | None = None
+    budget: ReportBudget = REPORT_BUDGET
+    clock: Callable[[], float] = time.monotonic
+    buckets: dict[str, Bucket] = field(default_factory=dict)  # owner -> report budget
 
     @property
     def pf_owner(self) -> str | None:
@@ -90,6 +97,8 @@ class PlatformCalls:
         except Exception as e:  # a bug here must not take the channel down
             log.exception("platform call %s failed", _short(req.call, 64))
             result = CallResult(Status.HW_ERROR, why=f"internal error: {type(e).__name__}")
+        if req.call == Call.REPORT:
+            self.close_windows()
         ret = dict(result.ret)
         if result.status == Status.BUSY:
             ret["retry_ms"] = result.retry_ms
@@ -144,17 +153,56 @@ class PlatformCalls:
         self.registrations[rec.address] = reg
         return CallResult(Status.SUCCESS)
 
+    # ------------------------------------------------------------------ budgets
+    def _over_budget(self, owner: str) -> CallResult | None:
+        """None if `owner` may make one more report now, else the refusal (counted)."""
+        now = self.clock()
+        b = self.buckets.get(owner)
+        if b is None:
+            b = self.buckets[owner] = Bucket(float(self.budget.burst), now)
+        if b.take(self.budget, now):
+            return None
+        if b.refused == 0:
+            b.window_start = now
+            with contextlib.suppress(RuntimeError):  # no loop: the next report closes it
+                asyncio.get_running_loop().call_later(self.budget.window_s + 0.01,
+                                                      self.close_windows)
+        b.refused += 1
+        b.refused_total += 1
+        return CallResult(Status.BUSY, retry_ms=self.budget.retry_ms,
+                          why=f"over budget: at most {self.budget.burst} reports at once, "
+                              f"{self.budget.rate_per_s:g} a second")
+
+    def close_windows(self, force: bool = False) -> None:
+        """Record one timeline entry for each owner's window of refused reports that is
+        over (every window with `force`)."""
+        now = self.clock()
+        for owner, b in self.buckets.items():
+            if b.refused and (force or now - b.window_start >= self.budget.window_s):
+                self.timeline.record(Source.CALL, Call.REPORT.value, owner=owner, data={
+                    "status": int(Status.BUSY), "over_budget": True, "refused": b.refused,
+                    "window_s": round(now - b.window_start, 3),
+                    "refused_total": b.refused_total})
+                log.warning("%s: %d reports over budget refused in %.1f s", owner,
+                            b.refused, now - b.window_start)
+                b.refused = 0
+
     def _report(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
-        if rec is not None and args["step"] in RECOVERED_STEPS:
-            self.policy.recovered(rec)
+        refused = self._over_budget(owner)
+        if refused is not None:
+            return refused
         detail = args.get("detail", {})
         try:
-            small = len(json.dumps(detail, default=str)) < 8192
+            size = len(json.dumps(detail, default=str))
         except (TypeError, ValueError, RecursionError):
-            small = False
+            size = self.budget.max_detail_bytes + 1
+        if size > self.budget.max_detail_bytes:
+            raise BadArgs(f"detail over budget: {size} bytes, at most "
+                          f"{self.budget.max_detail_bytes}")
+        if rec is not None and args["step"] in RECOVERED_STEPS:
+            self.policy.recovered(rec)
         self.timeline.record(Source.DRIVER, str(args["step"])[:64],
-                             pe=rec.name if rec else None, owner=owner,
-                             data=detail if small else {"truncated": True},
+                             pe=rec.name if rec else None, owner=owner, data=detail,
                              guest_time=args.get("guest_time"))
         if self.on_report is not None:
             self.on_report(owner, args)
