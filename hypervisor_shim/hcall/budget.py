@@ -2,7 +2,8 @@
 
 `report` is the one call a guest may make at will (any step, no PE needed) whose effect
 grows the host: a timeline entry, a line of `events.jsonl` and an `EEH_RECOVERY_STEP`
-pushed to every console client. Its budget, per caller (owner), is a token bucket:
+pushed to every console client. Its budget, per caller (owner) and per PE it reports on
+(its reports naming no PE share one more), is a token bucket:
 `rate_per_s` reports a second with bursts of `burst`; over it the call answers -2 (busy)
 with `retry_ms`, and the timeline records one summarized entry per `window_s` of
 refusals (how many were refused). A `detail` over `max_detail_bytes` (as JSON) answers
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ReportBudget:
-    rate_per_s: float = 100.0  # reports a second, per owner, sustained
-    burst: int = 200  # reports at once, per owner (the bucket's size)
+    rate_per_s: float = 500.0  # reports a second, per owner and PE, sustained
+    burst: int = 1000  # reports at once, per owner and PE (the bucket's size)
     max_detail_bytes: int = 8192  # a report's `detail`, as JSON
     window_s: float = 1.0  # refusals summarized in one timeline entry per window
     retry_ms: int = 100  # the hint in a -2 reply

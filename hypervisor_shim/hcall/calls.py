@@ -78,7 +78,9 @@ class PlatformCalls:
     on_report: Callable[[str, Mapping[str, Any]], None] | None = None
     budget: ReportBudget = REPORT_BUDGET
     clock: Callable[[], float] = time.monotonic
-    buckets: dict[str, Bucket] = field(default_factory=dict)  # owner -> report budget
+    # (owner, PE name or None) -> report budget: per PE the owner reports on, and one for
+    # its reports that name no PE
+    buckets: dict[tuple[str, str | None], Bucket] = field(default_factory=dict)
 
     @property
     def pf_owner(self) -> str | None:
@@ -154,12 +156,13 @@ class PlatformCalls:
         return CallResult(Status.SUCCESS)
 
     # ------------------------------------------------------------------ budgets
-    def _over_budget(self, owner: str) -> CallResult | None:
-        """None if `owner` may make one more report now, else the refusal (counted)."""
+    def _over_budget(self, owner: str, pe: str | None) -> CallResult | None:
+        """None if `owner` may make one more report on `pe` now, else the refusal
+        (counted)."""
         now = self.clock()
-        b = self.buckets.get(owner)
+        b = self.buckets.get((owner, pe))
         if b is None:
-            b = self.buckets[owner] = Bucket(float(self.budget.burst), now)
+            b = self.buckets[(owner, pe)] = Bucket(float(self.budget.burst), now)
         if b.take(self.budget, now):
             return None
         if b.refused == 0:
@@ -177,9 +180,9 @@ class PlatformCalls:
         """Record one timeline entry for each owner's window of refused reports that is
         over (every window with `force`)."""
         now = self.clock()
-        for owner, b in self.buckets.items():
+        for (owner, pe), b in self.buckets.items():
             if b.refused and (force or now - b.window_start >= self.budget.window_s):
-                self.timeline.record(Source.CALL, Call.REPORT.value, owner=owner, data={
+                self.timeline.record(Source.CALL, Call.REPORT.value, owner=owner, pe=pe, data={
                     "status": int(Status.BUSY), "over_budget": True, "refused": b.refused,
                     "window_s": round(now - b.window_start, 3),
                     "refused_total": b.refused_total})
@@ -188,7 +191,7 @@ class PlatformCalls:
                 b.refused = 0
 
     def _report(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
-        refused = self._over_budget(owner)
+        refused = self._over_budget(owner, rec.name if rec else None)
         if refused is not None:
             return refused
         detail = args.get("detail", {})
