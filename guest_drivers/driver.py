@@ -196,7 +196,8 @@ class Driver(abc.ABC):
                 if outcome is Outcome.DISCONNECTED:
                     self.state = DriverState.FAILED
                     self.on_disconnected()
-                    return
+                    if not self._wait_revival(rec):
+                        return
                 self.state = DriverState.UP
                 continue
             try:
@@ -213,6 +214,31 @@ class Driver(abc.ABC):
                 self.state = DriverState.FAILED
                 return
             self.poller.idle(did)
+
+    def _wait_revival(self, rec: PeRecovery) -> bool:
+        """FAILED: sleep until the driver stops (False) or its PE is reset and usable
+        again (the operator's reset after a permanent failure, which the platform pushes
+        as `pe-reset-done`): then probe the function again (True, the driver is UP)."""
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            if self._stop.is_set() or not rec.revive_requested or not rec.revivable():
+                continue
+            try:
+                self.probes += 1
+                self.probe()
+                self.saved = SavedConfig.save(self.fn)
+            except Exception as e:  # still failed: wait for the next reset
+                log.warning("%s: probe after the reset failed: %r", self.name, e)
+                self.services.report(Kind.PROBE_FAILED, self.pe, {
+                    "driver": self.name, "error": repr(e), "revived": False})
+                continue
+            rec.revive({self.name: self.saved})
+            self.services.report(Kind.PROBE, self.pe, {"driver": self.name,
+                                                    "handlers": self.handlers,
+                                                    "revived": True, **self.probe_detail()})
+            return True
+        return False
 
     def _run_recovery(self, rec: PeRecovery) -> Outcome:
         lock = self.recovery_lock

@@ -40,7 +40,25 @@ platform's timeline. Waiting is event driven:
 
 Detection: the platform's `pe-frozen` event (`on_event`), or a driver's all-ones read of
 a register that cannot be all-ones, which only counts once read-slot-reset-state2 confirms
-the PE is not in state 0 (`confirm_all_ones`).
+the PE is not in state 0 (`confirm_all_ones`), or that the function was reset (below).
+
+An unexpected reset is a recovery. A reset this recovery did not ask for (the operator's
+`eeh-reset-pe`, `Platform.reset_pe`, or the platform's own) leaves the PE in state 0 with
+a function that lost its setup (Command register, MAC/VLAN/MTU, rings). The platform's
+`pe-reset-done` for this PE pushed while no recovery runs starts one (trigger
+`pe-reset-done`), and so does a driver's own sighting: an all-ones read with the PE in
+state 0 whose function was reset, or a RESET_COUNT (BAR0 0x028) that moved. A driver says
+what it saw with its optional `reset_behind() -> str | None` (the VF driver: Command lost
+memory decoding / bus mastering, or RESET_COUNT differs from the value it last saw). Such a
+round skips the thaws, as the PE is not frozen, and runs what follows a reset of its own:
+
+    error_detected(FROZEN) on every driver     -> "error-detected" (trigger, `reset`: why)
+    configure-pe; the saved config space restored -> "configure"
+    slot_reset() on every driver                -> "slot-reset" (`reset`)
+    resume() on every driver                    -> "resume", "recovered"
+
+A `pe-reset-done` after which no driver sees a reset (its function as it was) ends the
+round at once, with no report.
 """
 
 from __future__ import annotations
@@ -207,6 +225,7 @@ class PeRecovery:
         self.last_freeze: Mapping[str, Any] = {}
         self.trigger = ""  # what started the pending recovery
         self.failed = False
+        self.revive_requested = False  # a pe-reset-done after the failure (see revive)
         self.rounds = 0  # recoveries run (restarts included)
         self.recovered = 0
         self.restarts = 0
@@ -268,6 +287,17 @@ class PeRecovery:
                     wake = True
             elif ev.name == Kind.PE_RESET_DONE:
                 self._reset_seq += 1
+                if not self._running and self.failed and not ev.data.get("failed"):
+                    # a reset after the failure (the operator's, which clears a permanent
+                    # failure): the driver may bring its function back (`revive`)
+                    self.revive_requested = True
+                    wake = True
+                elif not self._running and not self.failed and not self._permanent:
+                    # a reset this driver did not ask for (an operator's eeh-reset-pe, the
+                    # platform's): a recovery, the function may have lost its setup
+                    self._pending = True
+                    self.trigger = Kind.PE_RESET_DONE
+                    wake = True
             else:
                 return
             self._cv.notify_all()
@@ -283,6 +313,29 @@ class PeRecovery:
             self._cv.notify_all()
         self._wake()
 
+    def revivable(self) -> bool:
+        """After a failure, once a reset was pushed: whether the PE is usable again (state
+        0, not permanently failed: the operator's reset cleared the failure)."""
+        with self._cv:
+            self.revive_requested = False
+        try:
+            return self._state().state == PeState.NORMAL
+        except _Fatal:
+            return False
+
+    def revive(self, saved: Mapping[str, SavedConfig | None]) -> None:
+        """The driver set its function up again after a failure the platform cleared:
+        recovery starts afresh (`saved`: each participant's config space, by name)."""
+        with self._cv:
+            self.failed = False
+            self._permanent = False
+            self._pending = False
+            self._restart = False
+            self.revive_requested = False
+        for p in self.participants:
+            if p.name in saved:
+                p.saved = saved[p.name]
+
     def confirm_all_ones(self, register: str, value: int) -> bool:
         """`register` read all-ones although it cannot: ask the platform for the PE's
         state. Only a state other than 0 counts (then recovery is pending: True)."""
@@ -295,6 +348,13 @@ class PeRecovery:
                 return True
             return False
         if st.state == PeState.NORMAL:
+            why = self._reset_behind()
+            if why is not None:  # the function was reset behind this driver's back
+                self.confirmed += 1
+                self._report(Kind.ALL_ONES_CONFIRMED, register=register, value=value,
+                             state=st.state, reset=why)
+                self.request(Kind.PE_RESET_DONE)
+                return True
             self.false_alarms += 1
             if self.false_alarms <= 3:
                 self._report(Kind.ALL_ONES_UNCONFIRMED, register=register, value=value)
@@ -348,18 +408,33 @@ class PeRecovery:
         if self._permanent:
             raise _Fatal("the platform reported a permanent failure")
         st = self._state()
-        if st.state == PeState.NORMAL:
+        reset = self._reset_behind() if st.state == PeState.NORMAL else None
+        if st.state == PeState.NORMAL and reset is None:
+            if self.trigger == Kind.PE_RESET_DONE:
+                return Outcome.RECOVERED  # a reset that left this function as it was
             # a freeze seen before this round thawed it: nothing is frozen any more
             self._report(Kind.NO_FREEZE, trigger=self.trigger)
             return Outcome.RECOVERED
         result = self._each("error_detected", ErsResult.NONE, ChannelState.FROZEN)
+        detail: dict[str, Any] = {"reset": reset} if reset is not None else {}
         self._report(Kind.ERROR_DETECTED, result=result.name, state=st.state,
-                     trigger=self.trigger, freeze=dict(self.last_freeze))
+                     trigger=self.trigger, freeze=dict(self.last_freeze), **detail)
         marks[Kind.ERROR_DETECTED] = self._ms()
         self._check()
         if result == ErsResult.DISCONNECT:
             raise _Fatal("a driver asked to disconnect", permanent=False)
-        if result == ErsResult.CAN_RECOVER:
+        if reset is not None:
+            # the PE is back in state 0 after a reset it did not ask for: what follows a
+            # reset of its own (configure-pe, the config space restored, slot_reset)
+            self._configure()
+            marks[Kind.CONFIGURE] = self._ms()
+            result = self._each("slot_reset", ErsResult.NONE)
+            self._report(Kind.SLOT_RESET, result=result.name, reset=reset)
+            marks[Kind.SLOT_RESET] = self._ms()
+            self._check()
+            if result == ErsResult.DISCONNECT:
+                raise _Fatal("a driver asked to disconnect", permanent=False)
+        elif result == ErsResult.CAN_RECOVER:
             self._thaw(EehOption.THAW_MMIO)
             self._report(Kind.MMIO_THAWED)
             marks[Kind.MMIO_THAWED] = self._ms()
@@ -368,7 +443,7 @@ class PeRecovery:
             self._check()
             if result == ErsResult.DISCONNECT:
                 raise _Fatal("a driver asked to disconnect", permanent=False)
-        if result == ErsResult.CAN_RECOVER:
+        if result == ErsResult.CAN_RECOVER and reset is None:
             self._thaw(EehOption.THAW_DMA)
             self._report(Kind.DMA_THAWED)
             marks[Kind.DMA_THAWED] = self._ms()
@@ -415,6 +490,22 @@ class PeRecovery:
         if len(found) == 1:
             return next(iter(found.values()))
         return {"drivers": found} if found else {}
+
+    def _reset_behind(self) -> str | None:
+        """What a driver saw of a reset of its function it did not ask for (its optional
+        `reset_behind() -> str | None`), or None: nothing was reset."""
+        for p in self.participants:
+            fn = getattr(p.handlers, "reset_behind", None)
+            if fn is None:
+                continue
+            try:
+                why = fn()
+            except Exception as e:  # the function went away: the driver will see it
+                log.debug("%s: reset_behind failed: %r", p.name, e)
+                continue
+            if why:
+                return f"{p.name}: {why}"
+        return None
 
     def _each(self, callback: str, start: ErsResult, *args: Any) -> ErsResult:
         result = start

@@ -380,12 +380,17 @@ class PePolicy:
             rec.flags &= ~PeFlag.RECOVERING
 
     def clear_permanent(self, rec: PeRecord) -> None:
-        """Operator action (console): forget a permanent failure and its freeze count."""
+        """Operator action (console, with a reset of `rec`): forget a permanent failure and
+        its freeze count. A PE that was permanently failed leaves its `recovering` flag
+        too (no recovery of its driver is under way: the driver disconnected; it is told
+        by the reset's pushed `pe-reset-done`), and `isolated` once back in state 0."""
         for r in [rec] + [self.records[d.address] for d in rec.pe.descendants()]:
-            r.flags &= ~PeFlag.PERMANENT
+            if PeFlag.PERMANENT in r.flags:
+                r.flags &= ~(PeFlag.PERMANENT | PeFlag.RECOVERING)
             r.freezes = FreezeCounter()
             r.reset_failures = 0
         self._emit(Kind.PERMANENT_CLEARED, rec, {})
+        self._refresh_isolated(rec)
 
     # ------------------------------------------------------------------ notices
     def emit(self, kind: str, rec: PeRecord | None, data: Mapping[str, Any], *,

@@ -1,0 +1,89 @@
+"""The operator's PE commands on the real platform, with the drivers on the host (harness
+mode), as issue 19's console session met them:
+
+- an operator reset of a healthy VF PE (`eeh-reset-pe pe=vf0`, `Platform.reset_pe`) is a
+  recovery for its driver: it re-initialises the function and passes traffic again;
+- a reset after a permanent failure leaves consistent flags and tells the owner's driver;
+- injections and events name only PEs that exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from guest_drivers.agent import Agent
+from guest_drivers.driver import DriverState
+from guest_drivers.vf import VfDriver
+from hypervisor_shim.pe import PolicyConfig
+from tests.support.frames import payload
+from tests.support.platform_rig import PlatformRig, frame, host_config, running
+from tests.support.waiting import wait_for
+
+
+@pytest.fixture
+def rig() -> Iterator[PlatformRig]:
+    with running(host_config(nvfs=3)) as r:
+        yield r
+
+
+def _vf(agent: Agent, name: str) -> VfDriver:
+    d = agent.drivers[name]
+    assert isinstance(d, VfDriver)
+    return d
+
+
+def passes_traffic(rig: PlatformRig, vf: VfDriver, tag: str, timeout: float) -> bool:
+    """Frames sent through `vf` reach the uplink within `timeout` (sent again and again:
+    the driver may still be re-initialising its function when the first ones go)."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        vf.send(frame(vf.mac, tag=f"{tag}-{n}"))
+        if wait_for(lambda: any(payload(f).startswith(tag) for f in rig.uplink()), 0.2):
+            return True
+    return False
+
+
+def test_a_reset_of_a_healthy_vf_is_a_recovery_and_traffic_flows_again(
+        rig: PlatformRig) -> None:
+    agent = rig.agent(vfs=1)
+    agent.start()
+    vf0 = _vf(agent, "vf0")
+    assert passes_traffic(rig, vf0, "before", 5)
+    done = asyncio.run(rig.plat.reset_pe("vf0", "hot", by="console"))
+    assert done.status == 0
+    assert passes_traffic(rig, vf0, "after", 15), (rig.steps("vf0"), vf0.counters())
+    # the driver's report names the reset: a recovery started by the platform's
+    # pe-reset-done, not a freeze
+    detected = rig.details("error-detected", "vf0")
+    assert detected and detected[-1]["trigger"] == "pe-reset-done", detected
+    assert "all-ones-unconfirmed" not in rig.steps("vf0")
+    assert "recovered" in rig.steps("vf0")
+    assert vf0.state is DriverState.UP
+    assert rig.plat.pe_states()["vf0"]["flags"] == []
+
+
+def test_a_reset_after_a_permanent_failure_clears_the_flags_and_revives_the_driver(
+        ) -> None:
+    with running(host_config(nvfs=3, policy=PolicyConfig(max_freezes=0))) as rig:
+        agent = rig.agent(vfs=1)
+        agent.start()
+        vf0 = _vf(agent, "vf0")
+        rig.plat.inject_vf_error(0)
+        assert wait_for(lambda: vf0.state is DriverState.FAILED, 15)
+        assert "permanent" in rig.plat.pe_states()["vf0"]["flags"]
+        asyncio.run(rig.plat.reset_pe("vf0", "hot", by="console"))
+        # consistent flags: nothing stuck once the PE is back in state 0
+        assert wait_for(lambda: rig.plat.pe_states()["vf0"]["flags"] == [], 5), \
+            rig.plat.pe_states()["vf0"]
+        assert rig.plat.pe_states()["vf0"]["state"] == 0
+        # the owner's driver is told (the pushed pe-reset-done) and comes back
+        assert wait_for(lambda: vf0.state is DriverState.UP, 15), (vf0.state,
+                                                                   rig.steps("vf0"))
+        assert passes_traffic(rig, vf0, "revived", 15), (rig.steps("vf0"), vf0.counters())
+        assert rig.details("probe", "vf0")[-1].get("revived"), rig.details("probe", "vf0")
