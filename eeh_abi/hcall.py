@@ -11,7 +11,8 @@ MAX_LINE bytes). docs/platform-calls.md is the reference; in short:
 The calls, their arguments and replies, and the pushed events are declared in
 `eeh_abi.schema`; the JSON is `eeh_abi.strict_json`'s. Replies carry the id of their
 request; events carry no id. A line that cannot be parsed is answered with status -3 and
-id null, and the stream goes on with the next line.
+the request's id when the line's top-level `id` member could be read before it went wrong
+(e.g. nested too deep after the id), else id null; the stream goes on with the next line.
 
 `Channel` is the synchronous client (standard library only; runs in a guest): one reader
 thread demultiplexes replies (by id) and events (to subscribers); any number of driver
@@ -136,10 +137,9 @@ def decode(line: bytes) -> Message:
         raise DecodeError(f"line longer than {MAX_LINE} bytes")
     try:
         obj = strict_json.loads(line, max_depth=MAX_DEPTH)
-    except strict_json.TooDeep as e:
-        raise DecodeError(e.reason) from None
     except strict_json.JsonError as e:
-        raise DecodeError(f"not JSON: {e.reason}") from None
+        reason = e.reason if isinstance(e, strict_json.TooDeep) else f"not JSON: {e.reason}"
+        raise DecodeError(reason, _readable_id(line)) from None
     if not isinstance(obj, dict):
         raise DecodeError("a message is a JSON object")
     msg_id = obj.get("id")
@@ -171,6 +171,13 @@ def decode(line: bytes) -> Message:
             raise DecodeError("bad event")
         return Event(name, pe, data, float(t))
     raise DecodeError("neither a request, a reply nor an event", msg_id)
+
+
+def _readable_id(line: bytes) -> int | None:
+    """A refused line's request id, when its top-level `id` member could be read before
+    the line went wrong (a request id: an integer, 0 <= id < 2**53); else None."""
+    msg_id = strict_json.leading_int(line, "id", max_depth=MAX_DEPTH)
+    return msg_id if msg_id is not None and 0 <= msg_id < 1 << 53 else None
 
 
 class LineBuffer:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +94,60 @@ def loads(data: bytes | str, *, max_depth: int | None = None) -> object:
             and not depth_ok(value, max_depth):
         raise TooDeep(f"nested deeper than {max_depth}")
     return value
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,19})(?![0-9.eE])")
+_scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+
+
+def leading_int(data: bytes | str, key: str, *, max_depth: int) -> int | None:
+    """The integer value of the top-level object's member `key` when everything before it
+    (and the value itself) is strict JSON, whatever comes after it; None otherwise.
+
+    For a text `loads` refused: it reads left to right and stops at the first thing
+    wrong (bytes that are not UTF-8, a member before `key` that is not strict JSON or is
+    nested deeper than `max_depth` counting the object itself, a repeated key), so it
+    finds the member only when the text goes wrong after it. Linear in the text's length:
+    each member before `key` is parsed once; never raises."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            text = data[:e.start].decode("utf-8")  # what precedes the first bad byte
+    else:
+        text = data
+    try:
+        pos = _WS.match(text, 0).end()  # type: ignore[union-attr]
+        if text[pos:pos + 1] != "{":
+            return None
+        pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+        seen: set[str] = set()
+        while text[pos:pos + 1] == '"':
+            name, pos = _scanstring(text, pos + 1, True)
+            if name in seen:
+                return None
+            seen.add(name)
+            pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+            if text[pos:pos + 1] != ":":
+                return None
+            pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+            if name == key:
+                m = _INT.match(text, pos)
+                if m is None:
+                    return None
+                end = _WS.match(text, m.end()).end()  # type: ignore[union-attr]
+                return int(m.group()) if text[end:end + 1] in (",", "}") else None
+            value, pos = _DECODER.raw_decode(text, pos)
+            if not depth_ok(value, max_depth - 1):
+                return None
+            pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+            if text[pos:pos + 1] != ",":
+                return None
+            pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+    except (ValueError, RecursionError):  # JSONDecodeError, the hooks' refusals
+        return None
+    return None
 
 
 def dumps(obj: object, default: Callable[[Any], Any] | None = None) -> str:

@@ -75,3 +75,16 @@ json_values = st.recursive(
 @given(json_values)
 def test_round_trip(value: object) -> None:
     assert loads(dumps(value)) == value
+
+
+def test_leading_int_reads_a_member_only_before_the_fault() -> None:
+    from eeh_abi.strict_json import leading_int
+    deep = "[" * 5000
+    assert leading_int('{"v":1,"id":7,"x":' + deep, "id", max_depth=32) == 7
+    assert leading_int(b'{ "id" : 7 , "x":"\xff"}', "id", max_depth=32) == 7
+    assert leading_int('{"x":' + deep + '],"id":7}', "id", max_depth=32) is None
+    assert leading_int('{"x":' + "[" * 40 + "]" * 40 + ',"id":7}', "id", max_depth=32) is None
+    assert leading_int('{"x":[1],"id":7}', "id", max_depth=32) == 7
+    for bad in ('{"id":"7"}', '{"id":7.0}', '{"id":7e1}', '{"id":07}', '[{"id":7}]',
+                '{"v":NaN,"id":7}', '{"v":1,"v":1,"id":7}', '{"id":' + "9" * 5000 + "}", ""):
+        assert leading_int(bad, "id", max_depth=32) is None, bad
