@@ -8,6 +8,12 @@ pushed to every console client. Its budget, per caller (owner) and per PE it rep
 with `retry_ms`, and the timeline records one summarized entry per `window_s` of
 refusals (how many were refused). A `detail` over `max_detail_bytes` (as JSON) answers
 -3. The numbers are declared here, once; docs/platform-calls.md states them.
+
+`ChannelBudget` bounds the host memory one connection's unread output may take: replies
+and pushed events wait in the connection's write buffer while the caller does not read;
+when more than `max_unread_bytes` wait as the next reply or event is to be sent, the
+connection is aborted (its waiting output dropped), logged with the numbers and recorded
+as one `channel-closed` timeline entry carrying them (`over_budget: true`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ class ReportBudget:
 
 
 REPORT_BUDGET = ReportBudget()
+
+
+@dataclass(frozen=True)
+class ChannelBudget:
+    max_unread_bytes: int = 1 << 20  # replies and events waiting unread, per connection
+
+
+CHANNEL_BUDGET = ChannelBudget()
 
 
 @dataclass

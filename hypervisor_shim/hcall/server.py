@@ -4,8 +4,9 @@ In VM mode QEMU connects a guest's virtio-serial port (`eeh.hcall`) to the socke
 guest's owner; in harness mode host drivers connect to theirs. Each connection reads
 lines, answers each request in order, and receives the events pushed to its owner.
 A malformed line gets an error reply and the stream goes on; a connection that does not
-read its replies and events (more than MAX_BACKLOG bytes waiting) is closed, so one
-caller never holds up the others; the loop is yielded after every line. Every line gets
+read its replies and events (more than `ChannelBudget.max_unread_bytes` waiting, see
+budget.py) is aborted, logged and recorded with the numbers, so one caller never holds
+up the others nor grows the host; the loop is yielded after every line. Every line gets
 exactly one reply, whatever it holds: a bug met while answering is a -3 "internal error"
 reply (logged), a reply too long for a line is replaced by a -3 saying so; the connection
 is never lost to a caller's input. A caller that leaves mid-call: the call being answered
@@ -34,13 +35,12 @@ from eeh_abi.hcall import (
 from eeh_abi.papr import Status
 from eeh_abi.vocabulary import Kind, Source
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.hcall.budget import CHANNEL_BUDGET, ChannelBudget
 from hypervisor_shim.hcall.calls import PlatformCalls
 from hypervisor_shim.pe import Notice
 from hypervisor_shim.timeline import Timeline
 
 log = logging.getLogger(__name__)
-
-MAX_BACKLOG = 1 << 20
 
 
 class HcallServerError(ShimError):
@@ -61,13 +61,23 @@ class Connection:
     events_out: int = 0
     internal_errors: int = 0
     closed: bool = False
+    budget: ChannelBudget = CHANNEL_BUDGET
+    over_budget: dict[str, object] | None = None  # the numbers, once the budget acted
 
     def send(self, data: bytes) -> bool:
         if self.closed or self.writer.is_closing():
             return False
-        if self.writer.transport.get_write_buffer_size() > MAX_BACKLOG:
+        waiting = self.writer.transport.get_write_buffer_size()
+        if waiting > self.budget.max_unread_bytes:
             self.closed = True
-            self.writer.close()
+            self.over_budget = {"over_budget": True, "unread_bytes": waiting,
+                                "max_unread_bytes": self.budget.max_unread_bytes,
+                                "events_out": self.events_out}
+            log.warning("platform channel of %s: %d bytes of replies and events wait unread "
+                        "(at most %d); the channel is closed (its unread output dropped)",
+                        self.owner, waiting, self.budget.max_unread_bytes)
+            # abort, not close: close() would wait for a reader that never reads
+            self.writer.transport.abort()
             return False
         self.writer.write(data)
         return True
@@ -78,6 +88,7 @@ class HcallServer:
     calls: PlatformCalls
     timeline: Timeline
     clock_t0: float = 0.0
+    channel_budget: ChannelBudget = CHANNEL_BUDGET
     connections: dict[str, list[Connection]] = field(default_factory=dict)
     _servers: dict[str, asyncio.AbstractServer] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -99,7 +110,7 @@ class HcallServer:
 
     async def _serve(self, owner: str, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
-        conn = Connection(owner, writer)
+        conn = Connection(owner, writer, budget=self.channel_budget)
         self.connections.setdefault(owner, []).append(conn)
         self.timeline.record(Source.SHIM, Kind.CHANNEL_CONNECTED, owner=owner)
         lines = LineBuffer()
@@ -122,8 +133,10 @@ class HcallServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+            # one entry, with the budget's numbers when it was the budget that closed it
             self.timeline.record(Source.SHIM, Kind.CHANNEL_CLOSED, owner=owner,
-                                 data={"lines": conn.lines_in, "bad_lines": conn.bad_lines})
+                                 data={"lines": conn.lines_in, "bad_lines": conn.bad_lines,
+                                       **(conn.over_budget or {})})
 
     def _answer_safely(self, owner: str, conn: Connection, item: bytes | DecodeError) -> Reply:
         try:
