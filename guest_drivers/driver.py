@@ -56,7 +56,8 @@ class DriverState(enum.Enum):
     NEW = "new"
     UP = "up"
     RECOVERING = "recovering"
-    FAILED = "failed"  # permanent failure or disconnected: does nothing any more
+    FAILED = "failed"  # permanent failure or disconnected: does nothing until its PE
+    # is reset (the operator's reset clears a permanent failure): then it probes again
     DETACHED = "detached"  # its function was removed
     STOPPED = "stopped"
 

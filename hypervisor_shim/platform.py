@@ -295,8 +295,7 @@ class Platform:
         """The adapter PE and the PEs of the VFs that exist (enabled) or have an owner."""
         out = []
         for rec in self.policy.records.values():
-            vf = getattr(self.adapter.function_of(rec.pe), "index", None)
-            if vf is None or vf < self.cfg.enabled_vfs or rec.owner is not None:
+            if self.policy.present(rec):
                 st = self.policy.state(rec)
                 out.append(PeInfo(rec.name, rec.address, int(st.state), st.retry_ms,
                                   rec.owner, rec.freezes.total, tuple(st.flags.names())))
@@ -313,10 +312,17 @@ class Platform:
             raise PlatformError(f"no error kind {kind!r} ({', '.join(INJECT_KINDS)})")
         k = InjectKind(kind)
         why = detail if detail is not None else f"{by}: {INJECT_KINDS[k].detail or k}"
-        self.timeline.record(by, Kind.INJECT, pe=pe, data={"kind": str(k),
-                                                           "function": function})
-        return lambda: inject(k, InjectRequest(
-            self._rec(pe), self.adapter, function, address, mask, why))
+
+        def act() -> Injection:
+            rec = self._rec(pe)
+            if not self.policy.present(rec):  # refused before anything is recorded
+                names = ", ".join(p.pe for p in self._present())
+                raise PlatformError(f"PE {pe!r} is not present (its VF is not enabled; "
+                                    f"PEs: {names})")
+            self.timeline.record(by, Kind.INJECT, pe=pe, data={"kind": str(k),
+                                                               "function": function})
+            return inject(k, InjectRequest(rec, self.adapter, function, address, mask, why))
+        return act
 
     async def inject(self, pe: str, kind: InjectKind | str = InjectKind.ERRINJCT, *,
                      function: int | None = None, address: int = 0, mask: int = 0,

@@ -186,6 +186,13 @@ class PePolicy:
                 return rec
         return None
 
+    def present(self, rec: PeRecord) -> bool:
+        """The adapter PE, and a VF's PE if the VF is enabled or has an owner: the PEs
+        query-pes lists. Notices (pushed events, timeline, console events) name no
+        other PE; the platform refuses injections on them."""
+        index = getattr(self.adapter.function_of(rec.pe), "index", None)
+        return index is None or index < self.enabled_vfs or rec.owner is not None
+
     def vf_records(self) -> list[PeRecord]:
         return [self.records[pe.address] for pe in self.adapter.pes.vfs]
 
@@ -236,7 +243,8 @@ class PePolicy:
         lockout = rec.pe.kind is PeKind.ADAPTER and self.config.lockout
         if lockout:
             for r in affected[1:]:
-                r.flags |= PeFlag.LOCKED_OUT
+                if PeFlag.PERMANENT not in r.flags:  # no lockout (nor lift) for a dead PE
+                    r.flags |= PeFlag.LOCKED_OUT
         self._emit(Kind.PE_FROZEN, rec, {"reason": reason, "freeze_count": count,
                                       "window_count": count, "side_effect": False,
                                       "origin": rec.address, "locked_out": False},
@@ -244,10 +252,12 @@ class PePolicy:
         for r in affected[1:]:
             self._emit(Kind.PE_FROZEN, r, {"reason": reason, "side_effect": True,
                                         "origin": rec.address, "freeze_count": count,
-                                        "locked_out": lockout},
+                                        "locked_out": PeFlag.LOCKED_OUT in r.flags},
                        event=Kind.PE_FROZEN, owners=(r.owner,) if r.owner else ())
         if lockout:
-            self._emit(Kind.LOCKOUT_START, rec, {"vf_pes": [r.address for r in affected[1:]]})
+            self._emit(Kind.LOCKOUT_START, rec, {"vf_pes": [
+                r.address for r in affected[1:]
+                if PeFlag.LOCKED_OUT in r.flags and self.present(r)]})
         if count > self.config.max_freezes:
             self._make_permanent(rec, {"freeze_count": count,
                                        "max_freezes": self.config.max_freezes,
@@ -400,5 +410,7 @@ class PePolicy:
 
     def _emit(self, kind: str, rec: PeRecord | None, data: Mapping[str, Any], *,
               event: str | None = None, owners: tuple[str, ...] = ()) -> None:
+        if rec is not None and not self.present(rec):
+            return  # a VF that is not enabled: its PE is in no list, nothing names it
         self._notify(Notice(kind, rec.name if rec else None, rec.address if rec else None,
                             dict(data), owners, event))

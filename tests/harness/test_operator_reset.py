@@ -19,6 +19,7 @@ from guest_drivers.agent import Agent
 from guest_drivers.driver import DriverState
 from guest_drivers.vf import VfDriver
 from hypervisor_shim.pe import PolicyConfig
+from hypervisor_shim.platform_api import LockoutLifted, PlatformError, PlatformEvent
 from tests.support.frames import payload
 from tests.support.platform_rig import PlatformRig, frame, host_config, running
 from tests.support.waiting import wait_for
@@ -87,3 +88,52 @@ def test_a_reset_after_a_permanent_failure_clears_the_flags_and_revives_the_driv
                                                                    rig.steps("vf0"))
         assert passes_traffic(rig, vf0, "revived", 15), (rig.steps("vf0"), vf0.counters())
         assert rig.details("probe", "vf0")[-1].get("revived"), rig.details("probe", "vf0")
+
+
+def test_injection_on_a_vf_that_is_not_enabled_is_refused() -> None:
+    with running(host_config(nvfs=8, enabled=3)) as rig:
+        listed = set(rig.plat.pe_states())
+        assert "vf5" not in listed and "vf2" in listed
+        with pytest.raises(PlatformError, match=r"vf5.*not present"):
+            asyncio.run(rig.plat.inject("vf5", "vf-error", by="console"))
+        with pytest.raises(PlatformError, match=r"vf5.*not present"):
+            rig.plat.inject_vf_error(5)
+        assert rig.plat.pe_states()["vf2"]["state"] == 0
+        assert not rig.policy("pe-frozen")  # nothing froze
+        asyncio.run(rig.plat.inject("vf2", "vf-error", by="console"))  # present: accepted
+        assert wait_for(lambda: bool(rig.policy("pe-frozen", "vf2")), 5)
+
+
+def test_events_name_only_pes_that_exist() -> None:
+    with running(host_config(nvfs=8, enabled=3, policy=PolicyConfig(max_freezes=0))) as rig:
+        events: list[PlatformEvent] = []
+        rig.plat.add_listener(events.append)
+        listed = set(rig.plat.pe_states())
+        rig.plat.inject_adapter_error()  # frozen, then at once permanently failed
+        assert wait_for(lambda: rig.plat.pe_states()["vf2"]["flags"] != [], 5)
+        assert rig.policy("permanent-failure", "vf2")
+        named = {e.pe for e in rig.entries() if e.source == "policy" and e.pe is not None}
+        assert named <= listed, sorted(named - listed)
+        on_console = {getattr(e, "pe", None) for e in events} - {None}
+        assert on_console <= listed, sorted(on_console - listed)
+
+
+def test_no_lockout_lifted_for_a_permanently_failed_vf() -> None:
+    with running(host_config(nvfs=3, policy=PolicyConfig(max_freezes=1))) as rig:
+        events: list[PlatformEvent] = []
+        rig.plat.add_listener(events.append)
+        agent = rig.agent()
+        agent.start()
+        vf0, vf1 = _vf(agent, "vf0"), _vf(agent, "vf1")
+        for _ in range(2):  # the second freeze within the window: vf0 permanently failed
+            rig.plat.inject_vf_error(0)
+            assert wait_for(lambda: bool(rig.details("recovered", "vf0")) or
+                            vf0.state is DriverState.FAILED, 15)
+        assert wait_for(lambda: vf0.state is DriverState.FAILED, 15), rig.steps("vf0")
+        rig.plat.inject_adapter_error()
+        assert wait_for(lambda: bool(rig.policy("lockout-lifted", "vf1")), 15)
+        assert wait_for(lambda: vf1.recovery is not None and vf1.recovery.recovered >= 1, 15)
+        assert not rig.policy("lockout-lifted", "vf0")
+        assert not [e for e in events if isinstance(e, LockoutLifted) and e.pe == "vf0"]
+        assert "permanent" in rig.plat.pe_states()["vf0"]["flags"]
+        assert "locked-out" not in rig.plat.pe_states()["vf0"]["flags"]

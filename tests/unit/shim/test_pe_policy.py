@@ -98,8 +98,8 @@ def test_notices_in_order_and_pushed_to_owners() -> None:
     frozen = [(n.pe, n.owners, n.data["side_effect"], n.data["locked_out"])
               for n in w.notices if n.kind == "pe-frozen"]
     assert frozen == [("adapter", ("svc",), False, False), ("vf0", ("g1",), True, True),
-                      ("vf1", ("g2",), True, True), ("vf2", ("g2",), True, True),
-                      ("vf3", (), True, True)]
+                      ("vf1", ("g2",), True, True), ("vf2", ("g2",), True, True)]
+    # vf3 (not enabled, no owner) is no PE of query-pes: no notice names it (issue 19)
     # a second adapter error while recovering locks out again and counts again
     w.recover_adapter()
     w.policy.allow_unfreeze(w.a, [w.vfs[0].address])
@@ -186,7 +186,7 @@ def test_an_adapter_freeze_counts_once_on_the_adapter_and_never_on_its_vfs() -> 
         ("vf0", 0, 0), ("vf1", 0, 0), ("vf2", 0, 0), ("vf3", 0, 0)]
     side = [(n.pe, n.data["freeze_count"]) for n in w.notices
             if n.kind == "pe-frozen" and n.data["side_effect"]]
-    assert side == [("vf0", 1), ("vf1", 1), ("vf2", 1), ("vf3", 1)]  # the adapter's count
+    assert side == [("vf0", 1), ("vf1", 1), ("vf2", 1)]  # the adapter's count (vf3: absent)
     w.recover_adapter()
     assert w.policy.allow_unfreeze(w.a, [v.address for v in w.vfs[:3]]).status \
         is Status.SUCCESS

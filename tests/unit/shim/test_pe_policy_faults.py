@@ -50,8 +50,8 @@ def test_third_failed_reset_in_a_row_is_permanent_for_the_pe_and_below() -> None
     perm = [(n.pe, n.owners, n.data.get("cause")) for n in w.notices
             if n.kind == "permanent-failure"]
     assert perm == [("adapter", ("svc",), "reset-failed"), ("vf0", ("g1",), "reset-failed"),
-                    ("vf1", ("g2",), "reset-failed"), ("vf2", ("g2",), "reset-failed"),
-                    ("vf3", (), "reset-failed")]
+                    ("vf1", ("g2",), "reset-failed"), ("vf2", ("g2",), "reset-failed")]
+    # vf3, not enabled and unowned, is permanently failed too but named by no notice
     assert w.policy.set_slot_reset(w.a, SlotReset.HOT).status is Status.HW_ERROR
     assert w.policy.set_eeh_option(w.vfs[0], EehOption.THAW_MMIO).status is Status.HW_ERROR
     # the operator may clear it (console eeh-reset-pe): counts restart
@@ -96,3 +96,18 @@ def test_max_reset_failures_is_checked() -> None:
     with pytest.raises(PolicyError):
         PolicyConfig(max_reset_failures=0)
     assert PolicyConfig().max_reset_failures == 3
+
+
+def test_absent_vfs_are_named_by_no_notice_and_permanent_vfs_are_not_locked_out() -> None:
+    """Issue 19: notices (pushed events, the timeline, console events) name only the PEs
+    query-pes lists; a permanently failed VF PE is not locked out by an adapter freeze,
+    so no lockout-lifted is ever sent for it."""
+    w = World(max_freezes=0)
+    w.adapter.inject_vf_error(0)  # the first freeze is past the limit: permanent
+    assert PeFlag.PERMANENT in w.vfs[0].flags
+    w.policy.set_config(max_freezes=5)
+    w.adapter.inject_adapter_fatal()
+    assert PeFlag.LOCKED_OUT not in w.vfs[0].flags
+    assert PeFlag.LOCKED_OUT in w.vfs[1].flags
+    assert {n.pe for n in w.notices} - {None} <= {"adapter", "vf0", "vf1", "vf2"}
+    assert not w.policy.present(w.vfs[3]) and w.policy.present(w.vfs[2])
