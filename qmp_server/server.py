@@ -194,11 +194,14 @@ class Endpoint:
         return {"QMP": {"version": copy.deepcopy(version), "capabilities": []}}
 
     def builtin_commands(self) -> list[str]:
-        return [*BUILTIN, *self.server.commands.names()]
+        local = self.server.local_commands.names() if self.target is None else []
+        return [*BUILTIN, *self.server.commands.names(), *local]
 
     async def execute(self, name: str, args: dict[str, Any]) -> object:
         if name in self.server.commands:
-            return await self._command(name, args)
+            return await self._command(self.server.commands, name, args)
+        if self.target is None and name in self.server.local_commands:
+            return await self._command(self.server.local_commands, name, args)
         if name == "query-commands":
             _no_arguments(args)
             return await self._query_commands()
@@ -209,9 +212,9 @@ class Endpoint:
             raise QmpError(f"The command {name} has not been found", COMMAND_NOT_FOUND)
         return await self._qemu(name, args or None)
 
-    async def _command(self, name: str, args: dict[str, Any]) -> object:
+    async def _command(self, table: CommandTable, name: str, args: dict[str, Any]) -> object:
         try:
-            return await self.server.commands.run(name, args)
+            return await table.run(name, args)
         except QmpError:
             raise
         except Exception as e:
@@ -259,11 +262,14 @@ class Server:
     def __init__(self, directory: str | os.PathLike[str], commands: CommandTable,
                  events: EventSource | None = None, *, local: str = "server",
                  version: dict[str, Any] | None = None, history_size: int = HISTORY,
-                 limit: int = MAX_MESSAGE) -> None:
+                 limit: int = MAX_MESSAGE, local_commands: CommandTable | None = None) -> None:
         """`local`: the name of the server's own socket (`<directory>/<local>.qmp`), which
-        no guest may take; `version`: what it announces (greeting, query-version)."""
+        no guest may take; `version`: what it announces (greeting, query-version);
+        `local_commands`: commands of that socket only (a guest's socket passes the same
+        names to its QEMU, e.g. `human-monitor-command`)."""
         self.directory = Path(directory)
         self.commands = commands
+        self.local_commands = local_commands or CommandTable([])
         self.events = events
         self.local = local
         self.version = copy.deepcopy(version) if version is not None else DEFAULT_VERSION

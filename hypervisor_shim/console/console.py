@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hypervisor_shim.console.hmp import hmp_commands
 from hypervisor_shim.console.pe_commands import pe_commands
 from hypervisor_shim.platform import Platform
 from hypervisor_shim.platform_api import PlatformEvent
@@ -48,7 +49,8 @@ class Console(Server):
                  history_size: int = HISTORY, limit: int = MAX_MESSAGE) -> None:
         super().__init__(directory, pe_commands(platform), PlatformEvents(platform),
                          local=PLATFORM, version=PLATFORM_VERSION,
-                         history_size=history_size, limit=limit)
+                         history_size=history_size, limit=limit,
+                         local_commands=hmp_commands(platform))
         self.platform = platform
 
     @property

@@ -50,14 +50,19 @@ def test_platform_socket(sock_dir: Path) -> None:
         await c.command("qmp_capabilities")
         names = [x["name"] for x in (await c.command("query-commands"))["return"]]
         expected = ["qmp_capabilities", "query-commands", "query-version",
-                    *(n for p in PE_NAMES for n in (f"__org.eeh-sriov_{p}", p))]
+                    *(n for p in PE_NAMES for n in (f"__org.eeh-sriov_{p}", p)),
+                    "human-monitor-command"]  # the platform socket's own small HMP
         assert names == expected == ["qmp_capabilities", "query-commands", "query-version",
-                                     *pe_command_names()]
+                                     *pe_command_names(), "human-monitor-command"]
         r = await c.command("query-version")
         assert r["return"]["qemu"] == {"major": 0, "minor": 1, "micro": 0}
-        for cmd in ("query-status", "human-monitor-command", "quit"):
+        for cmd in ("query-status", "quit"):
             assert error(await c.command(cmd)) == (
                 "CommandNotFound", f"The command {cmd} has not been found")
+        hmp = await c.command("human-monitor-command", {"command-line": "info policy"})
+        assert "max-freezes: 5" in hmp["return"]
+        assert error(await c.command("human-monitor-command", {})) == (
+            "GenericError", "Parameter 'command-line' is missing")
         await c.close()
 
     run_console(sock_dir, body)

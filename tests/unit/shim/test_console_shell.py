@@ -135,3 +135,25 @@ def test_query_eeh_timeline_through_qmp_shell(sock_dir: Path) -> None:
         assert qmp(out[6])["error"]["desc"] == "Parameter 'pe' is unexpected"
 
     run_console(sock_dir, body)
+
+
+def test_stock_qmp_shell_hmp_mode_on_the_platform_socket(sock_dir: Path) -> None:
+    """qmp-shell -H on platform.qmp (no QEMU behind it) used to die on the CommandNotFound
+    reply (KeyError: 'return'); the platform socket's small HMP answers text instead."""
+    async def body(console: Console, plat: Platform) -> None:
+        await plat.inject("vf0", "vf-error")
+        banner, out = await shell(console.platform_path, [
+            "help", "info pes", "info policy", "info timeline 1", "info nothing", "frobnicate",
+        ], hmp=True)
+        assert banner.startswith("Welcome to the HMP shell!"), banner
+        assert out[0].startswith("help ") and "info pes" in out[0]
+        pes = [line.split() for line in out[1].splitlines() if line.strip()]
+        assert pes[0] == ["pe", "state", "flags", "owner", "freezes"]
+        vf0 = next(row for row in pes if row[0] == "vf0")
+        assert vf0[1] in ("2", "4", "5") and vf0[-1] == "1"  # frozen once by the VF error
+        assert "max-freezes: 5" in out[2]
+        assert len([line for line in out[3].splitlines() if line.strip()]) == 1
+        assert out[4].startswith("info: unknown subcommand: 'nothing'")
+        assert out[5].startswith("unknown command: 'frobnicate'")
+
+    run_console(sock_dir, body)
