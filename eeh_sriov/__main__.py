@@ -22,7 +22,7 @@ from qemu.qmp import QMPError
 from device_model.errors import DeviceModelError
 from eeh_sriov import operator_cli
 from eeh_sriov.interrupt import Interrupted, until_signal
-from eeh_sriov.recovery_demo import KINDS, Story, StoryConfig
+from eeh_sriov.recovery_demo import KINDS, OUTCOME, Story, StoryConfig
 from eeh_sriov.system import asset_config
 from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
 from eeh_sriov.transport_demo import GUEST_COMMAND, Echo, run_with_guest, summarize
@@ -136,7 +136,7 @@ async def _story(args: argparse.Namespace) -> int:
     except Interrupted:
         print("demo: interrupted; everything is down", flush=True)
         return 130
-    print(f"demo: {'every VF passes traffic again' if result.ok else result.failure}")
+    print(f"demo: {OUTCOME[args.kind] if result.ok else result.failure}")
     print(f"demo: artifacts in {run_dir} (events.jsonl, timeline.md, summary.json, "
           "uplink.pcap; per guest: console.log, qmp.jsonl)")
     return 0 if result.ok else 1

@@ -47,6 +47,12 @@ from hypervisor_shim.timeline import Entry
 from qemu_launcher.assets import GuestAssets
 
 KINDS = ("adapter", "vf", "permanent")
+# what a successful run of each kind shows (the demo's last line)
+OUTCOME = {"adapter": "every VF passes traffic again",
+           "vf": "the VF recovered alone and passes traffic again",
+           "permanent": "every PE permanently failed, every driver told, no traffic passes"}
+IN_FLIGHT_S = 0.5  # frames already in flight when a permanent failure is pushed
+DEAD_WATCH_S = 2.0  # how long traffic must stay dead after it
 LIVE_STEPS = {
     *((Source.POLICY, k) for k in (
         Kind.PE_FROZEN, Kind.UNFREEZE_REFUSED, Kind.ALLOW_UNFREEZE, Kind.LOCKOUT_LIFTED,
@@ -261,7 +267,8 @@ class Story:
                 if names <= got:
                     break
                 await asyncio.sleep(0.2)
-            return self._permanent_steps(system, names, await plat.query_pes())
+            steps = self._permanent_steps(system, names, await plat.query_pes())
+            return [*steps, await self._traffic_dead(system, traffic)]
         wanted = {self.cfg.vf} if self.cfg.kind == "vf" else {"adapter", *vfs}
         while time.monotonic() < deadline:
             if wanted <= set(self._recovered_after(plat.timeline.snapshot(), wanted)):
@@ -306,6 +313,20 @@ class Story:
                           rec.t if rec else None, vfs.get(vf, "?")))
         return steps
 
+    async def _traffic_dead(self, system: System, traffic: UplinkTraffic) -> Step:
+        """After a permanent failure no frame may pass any VF: watch DEAD_WATCH_S past the
+        last push (frames in flight at that moment get IN_FLIGHT_S)."""
+        assert self.t_inject is not None
+        pushed = [e.t for e in system.platform.timeline.snapshot() if e.t >= self.t_inject
+                  and e.source == Source.POLICY and e.kind == Kind.PERMANENT_FAILURE]
+        since = max(pushed, default=time.monotonic()) + IN_FLIGHT_S
+        await asyncio.sleep(max(0.0, since + DEAD_WATCH_S - time.monotonic()))
+        alive = sorted(name for name in traffic.targets
+                       if traffic.wait_echo_after(name, since, 0) is not None)
+        return Step("traffic-dead", "no traffic through any VF afterwards", not alive,
+                    time.monotonic(), "traffic",
+                    f"echoes after the permanent failure from {alive}" if alive else "")
+
     def _permanent_steps(self, system: System, names: set[str],
                          pes: list[PeInfo]) -> list[Step]:
         assert self.t_inject is not None
@@ -314,16 +335,18 @@ class Story:
                   and e.kind == Kind.PERMANENT_FAILURE}
         reported = {e.pe: e.t for e in entries if e.source == Source.DRIVER
                     and e.kind == Kind.PERMANENT_FAILURE}
+        pushed_at = max((e.t for e in entries if e.source == Source.POLICY
+                         and e.kind == Kind.PERMANENT_FAILURE), default=None)
         states = {p.pe: (p.state, p.retry_ms) for p in pes}
         bad_state = sorted(n for n in names if states.get(n) != (5, 0))
         return [
             Step("pushed", "permanent failure pushed to every PE's owner", names <= pushed,
-                 None, "platform", f"missing {sorted(names - pushed)}"),
+                 pushed_at, "platform", f"missing {sorted(names - pushed)}"),
             Step("reported", "every driver reported it", names <= set(reported),
                  max(reported.values(), default=None), "drivers",
                  f"missing {sorted(names - set(reported))}"),
-            Step("state", "every PE reads state 5 with hint 0", not bad_state, None,
-                 "platform", f"other state: {bad_state}"),
+            Step("state", "every PE reads state 5 with hint 0", not bad_state,
+                 time.monotonic(), "platform", f"other state: {bad_state}"),
         ]
 
     # ------------------------------------------------------------------ the end

@@ -72,6 +72,9 @@ def test_sixth_freeze_is_a_permanent_failure_in_real_guests(
     d = run_dir()
     result = tell(story_config(accel, kind="permanent"), assets, d)
     assert result.ok, f"{result.failure}; artifacts: {d}\n" + "\n".join(result.lines)
+    # every step has evidence, and the last one is that traffic stays dead afterwards
+    assert [s.key for s in result.steps] == ["pushed", "reported", "state", "traffic-dead"]
+    assert all(s.ok and s.t is not None for s in result.steps), result.steps
 
 
 def test_without_the_lockout_the_ordering_check_fails_naming_the_step(
