@@ -92,6 +92,7 @@ class Driver(abc.ABC):
         self.poller = AdaptivePoller(self.poll_cfg, self._wake)
         self._thread: threading.Thread | None = None
         self._last_health = 0.0
+        self._resets_seen = 0  # the function's RESET_COUNT when this driver last set it up
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.state.value}>"
@@ -267,6 +268,31 @@ class Driver(abc.ABC):
         value = self.fn.read32(self.health_register)
         if value == ALL_ONES32:
             self.saw_all_ones("STATUS", value)
+            return
+        rec = self.recovery
+        if rec is None or rec.pending or rec.running or rec.failed:
+            return
+        count = self.fn.read32(nic.RESET_COUNT)
+        if count != ALL_ONES32 and count != self._resets_seen:
+            # reset behind this driver's back and its pe-reset-done not seen (yet)
+            rec.request(Kind.PE_RESET_DONE)
+
+    def note_resets(self) -> None:
+        """The function is set up (probe, slot_reset): remember its RESET_COUNT."""
+        self._resets_seen = self.fn.read32(nic.RESET_COUNT)
+
+    def reset_behind(self) -> str | None:
+        """Whether the function was reset since this driver last set it up (an operator's
+        or the platform's reset, not asked for by its recovery): its Command register lost
+        memory decoding, or its RESET_COUNT moved. Asked by the recovery with the PE in
+        state 0 (guest_drivers.recovery: an unexpected reset is a recovery)."""
+        cmd = self.fn.config_read(nic.CFG_COMMAND, 2)
+        if cmd != 0xFFFF and cmd & MEM_BME != MEM_BME:
+            return f"command {cmd:#06x}: memory decoding or bus mastering off"
+        count = self.fn.read32(nic.RESET_COUNT)
+        if count != ALL_ONES32 and count != self._resets_seen:
+            return f"RESET_COUNT {self._resets_seen} -> {count}"
+        return None
 
     def saw_all_ones(self, register: str, value: int) -> bool:
         """A read returned all-ones where that cannot be: start recovery if the platform

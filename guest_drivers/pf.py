@@ -22,6 +22,10 @@ Recovery of the adapter PE (the order the host's timeline shows):
     resume:    open-sriov-allow-unfreeze for every VF PE -> "allow-unfreeze"
     framework: "resume", "recovered"
 error_detected(PERM_FAILURE): the driver disconnects ("permanent-failure").
+A reset of the adapter PE it did not ask for (the operator's `eeh-reset-pe pe=adapter`)
+is a recovery (guest_drivers.recovery): configure-pe (SR-IOV back), the config space,
+slot_reset and resume as above; the VF drivers then see their functions reset and
+re-initialise them.
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ class PfDriver(Driver):
         lo, hi = fn.read32(nic.MAC_LO), fn.read32(nic.MAC_HI)
         self.pf_mac = lo.to_bytes(4, "little") + (hi & nic.MAC_HI_ADDR).to_bytes(2, "little")
         self._configure_adapter(status)
+        self.note_resets()
 
     def probe_detail(self) -> dict[str, Any]:
         return {"num_vfs": self.num_vfs, "pf_mac": format_mac(self.pf_mac),
@@ -230,6 +235,7 @@ class PfDriver(Driver):
             self.report(Kind.ADAPTER_NOT_READY, waited_s=self.ready_s)
             return ErsResult.DISCONNECT
         self._configure_adapter(status)
+        self.note_resets()
         self.report(Kind.ADAPTER_RECOVERED, num_vfs=self.num_vfs,
                     ms=round((time.monotonic() - self._error_time) * 1000, 3))
         return ErsResult.RECOVERED

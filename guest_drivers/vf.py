@@ -145,7 +145,6 @@ class VfDriver(Driver):
         self.recoveries = 0
         self.resets = 0
         self._config_before: dict[str, Any] = {}
-        self._resets_seen = 0  # the function's RESET_COUNT when this driver last set it up
 
     # ------------------------------------------------------------------ public API
     @property
@@ -309,7 +308,7 @@ class VfDriver(Driver):
         self._check_identity()
         self._program_rings()
         fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
-        self._resets_seen = fn.read32(nic.RESET_COUNT)
+        self.note_resets()
 
     def _check_identity(self) -> None:
         """The PF forced the MAC the platform configured for this VF: a function showing
@@ -631,33 +630,10 @@ class VfDriver(Driver):
         self._apply_config()
         self._program_rings()
         self.fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
-        self._resets_seen = self.fn.read32(nic.RESET_COUNT)
+        self.note_resets()
         self.report(Kind.CONFIG_RESTORED, mac=format_mac(self._hw_mac), vlan=self._hw_vlan,
                     mtu=self._hw_mtu)
         return ErsResult.RECOVERED
-
-    def reset_behind(self) -> str | None:
-        """Whether the function was reset since this driver last set it up (an operator's
-        or the platform's reset, not asked for by its recovery): its Command register lost
-        memory decoding, or its RESET_COUNT moved. Asked by the recovery with the PE in
-        state 0 (guest_drivers.recovery: an unexpected reset is a recovery)."""
-        cmd = self.fn.config_read(nic.CFG_COMMAND, 2)
-        if cmd != 0xFFFF and cmd & MEM_BME != MEM_BME:
-            return f"command {cmd:#06x}: memory decoding or bus mastering off"
-        count = self.fn.read32(nic.RESET_COUNT)
-        if count != ALL_ONES32 and count != self._resets_seen:
-            return f"RESET_COUNT {self._resets_seen} -> {count}"
-        return None
-
-    def check_health(self) -> None:
-        super().check_health()
-        rec = self.recovery
-        if rec is None or rec.pending or rec.running or rec.failed:
-            return
-        count = self.fn.read32(nic.RESET_COUNT)
-        if count != ALL_ONES32 and count != self._resets_seen:
-            # reset behind this driver's back and its pe-reset-done not seen (yet)
-            rec.request(Kind.PE_RESET_DONE)
 
     def resume(self) -> None:
         with self._lock:

@@ -137,3 +137,16 @@ def test_no_lockout_lifted_for_a_permanently_failed_vf() -> None:
         assert not [e for e in events if isinstance(e, LockoutLifted) and e.pe == "vf0"]
         assert "permanent" in rig.plat.pe_states()["vf0"]["flags"]
         assert "locked-out" not in rig.plat.pe_states()["vf0"]["flags"]
+
+
+def test_a_reset_of_the_adapter_pe_is_a_recovery_for_every_driver(rig: PlatformRig) -> None:
+    agent = rig.agent()
+    agent.start()
+    vfs = [_vf(agent, f"vf{n}") for n in range(3)]
+    assert all(passes_traffic(rig, vf, f"before-{vf.name}", 5) for vf in vfs)
+    asyncio.run(rig.plat.reset_pe("adapter", "hot", by="console"))
+    for vf in vfs:
+        assert passes_traffic(rig, vf, f"after-{vf.name}", 15), (rig.steps(vf.name),
+                                                                 rig.steps("adapter"))
+    assert rig.details("error-detected", "adapter")[-1]["trigger"] == "pe-reset-done"
+    assert all(s["state"] == 0 and s["flags"] == [] for s in rig.plat.pe_states().values())
