@@ -31,13 +31,8 @@ from eeh_abi.vocabulary import Kind
 from guest_drivers.platform.base import FunctionAccess, FunctionGone
 from guest_drivers.platform.errors import PlatformError
 from guest_drivers.poll import AdaptivePoller, PollConfig
-from guest_drivers.recovery import (
-    Outcome,
-    Participant,
-    PeRecovery,
-    RecoveryPolicy,
-    SavedConfig,
-)
+from guest_drivers.recovery import PeRecovery
+from guest_drivers.recovery_types import Outcome, Participant, RecoveryPolicy, SavedConfig
 from guest_drivers.services import Services
 
 log = logging.getLogger("guest_drivers")

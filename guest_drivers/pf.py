@@ -45,7 +45,7 @@ from eeh_abi.vocabulary import Kind
 from guest_drivers.driver import ALL_ONES32, Driver, DriverError
 from guest_drivers.platform.base import FunctionAccess
 from guest_drivers.poll import PollConfig
-from guest_drivers.recovery import RecoveryPolicy
+from guest_drivers.recovery_types import RecoveryPolicy
 from guest_drivers.services import Services
 
 FIRST_VF_OFFSET = 0x80  # the adapter's SR-IOV First VF Offset and VF Stride, for PE

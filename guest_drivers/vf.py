@@ -56,7 +56,7 @@ from guest_drivers.driver import ALL_ONES32, MEM_BME, Driver, DriverError, Drive
 from guest_drivers.ledger import RxLedger, TxLedger
 from guest_drivers.platform.base import PAGE, DmaBuffer, DmaUnavailable, FunctionAccess
 from guest_drivers.poll import PollConfig
-from guest_drivers.recovery import RecoveryPolicy
+from guest_drivers.recovery_types import RecoveryPolicy
 from guest_drivers.services import Services
 
 log = logging.getLogger("guest_drivers.vf")

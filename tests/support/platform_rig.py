@@ -29,7 +29,7 @@ from guest_drivers.pf import AdapterSettings, PfDriver
 from guest_drivers.platform.base import FunctionInfo
 from guest_drivers.platform.harness import HarnessBackend, HarnessFunction
 from guest_drivers.poll import PollConfig
-from guest_drivers.recovery import RecoveryPolicy
+from guest_drivers.recovery_types import RecoveryPolicy
 from guest_drivers.services import Services
 from guest_drivers.vf import VfDriver
 from hypervisor_shim.pe import HOST, PolicyConfig

@@ -21,13 +21,8 @@ from eeh_abi.papr import (
     Status,
     merge_result,
 )
-from guest_drivers.recovery import (
-    Outcome,
-    Participant,
-    PeRecovery,
-    RecoveryPolicy,
-    SavedConfig,
-)
+from guest_drivers.recovery import PeRecovery
+from guest_drivers.recovery_types import Outcome, Participant, RecoveryPolicy, SavedConfig
 from guest_drivers.services import Services
 from tests.support.channels import TapChannel
 from tests.support.pe_subjects import KINDS, make_subject
