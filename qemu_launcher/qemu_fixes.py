@@ -198,7 +198,8 @@ def _function_starting_at(image: CodeImage, address: int) -> tuple[int, int] | N
 # In vfio_user_instance_finalize (hw/vfio-user/pci.c), with vfio_user_msix_teardown
 # inlined: `mov rdi, [rbx + rax*s + bars[].mr]`, then the call, then the load of
 # vdev->msix->pba_region for g_free: `mov rax, [rbx + msix]; mov rdi, [rax + pba]; call`.
-# Debian's trixie-backports build (GCC 14) and sid's (GCC 15) both have this shape.
+# Debian's trixie-backports build and sid's (built against glibc 2.43, with different code
+# generation: `imul` and a different SIB byte before the call) both have this shape.
 VFIO_USER_MSIX_TEARDOWN = CallSiteFix(
     name="vfio-user-msix-teardown",
     upstream="vfio-user: Do not delete the subregion (qemu-devel, 2025-10-10)",

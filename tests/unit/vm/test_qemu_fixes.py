@@ -23,9 +23,9 @@ from qemu_launcher.qemu_fixes import (
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIX = VFIO_USER_MSIX_TEARDOWN
-# trixie-backports qemu-system-x86 1:11.1.3+ds-2~bpo13+1 (GCC 14), the archive's current
+# trixie-backports qemu-system-x86 1:11.1.3+ds-2~bpo13+1, the archive's current
 BPO = "qemu-11.1.3+ds-2~bpo13+1.json"
-# sid qemu-system-x86 1:11.1.3+ds-1 (GCC 15, glibc 2.43): every address differs
+# sid qemu-system-x86 1:11.1.3+ds-1 (built against glibc 2.43): every address differs
 SID = "qemu-11.1.3+ds-1-sid.json"
 
 
