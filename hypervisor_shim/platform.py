@@ -291,6 +291,15 @@ class Platform:
             raise PlatformError(f"no PE named {pe!r} (PEs: {names})")
         return rec
 
+    def _present_rec(self, pe: str) -> PeRecord:
+        """PE `pe`, if query-pes lists it; operator actions on any other are refused."""
+        rec = self._rec(pe)
+        if not self.policy.present(rec):
+            names = ", ".join(p.pe for p in self._present())
+            raise PlatformError(f"PE {pe!r} is not present (its VF is not enabled; "
+                                f"PEs: {names})")
+        return rec
+
     def _present(self) -> list[PeInfo]:
         """The adapter PE and the PEs of the VFs that exist (enabled) or have an owner."""
         out = []
@@ -314,11 +323,7 @@ class Platform:
         why = detail if detail is not None else f"{by}: {INJECT_KINDS[k].detail or k}"
 
         def act() -> Injection:
-            rec = self._rec(pe)
-            if not self.policy.present(rec):  # refused before anything is recorded
-                names = ", ".join(p.pe for p in self._present())
-                raise PlatformError(f"PE {pe!r} is not present (its VF is not enabled; "
-                                    f"PEs: {names})")
+            rec = self._present_rec(pe)  # refused before anything is recorded
             self.timeline.record(by, Kind.INJECT, pe=pe, data={"kind": str(k),
                                                                "function": function})
             return inject(k, InjectRequest(rec, self.adapter, function, address, mask, why))
@@ -337,10 +342,10 @@ class Platform:
         self._alive()
         if kind not in RESET_KINDS:
             raise PlatformError(f"no reset kind {kind!r} ({', '.join(RESET_KINDS)})")
-        self.timeline.record(by, Kind.RESET_PE, pe=pe, data={"kind": kind})
 
         def act() -> ResetDone:
-            rec = self._rec(pe)
+            rec = self._present_rec(pe)  # refused before anything is recorded
+            self.timeline.record(by, Kind.RESET_PE, pe=pe, data={"kind": kind})
             status = rec.pe.reset(RESET_KINDS[kind])
             if int(status) != 0:
                 raise PlatformError(f"reset of {pe} refused: status {int(status)} "

@@ -104,6 +104,15 @@ def test_injection_on_a_vf_that_is_not_enabled_is_refused() -> None:
         assert wait_for(lambda: bool(rig.policy("pe-frozen", "vf2")), 5)
 
 
+def test_a_reset_of_a_vf_that_is_not_enabled_is_refused() -> None:
+    with running(host_config(nvfs=8, enabled=3)) as rig:
+        with pytest.raises(PlatformError, match=r"vf5.*not present"):
+            asyncio.run(rig.plat.reset_pe("vf5", "hot", by="console"))
+        assert not [e for e in rig.entries() if e.pe == "vf5"]  # nothing recorded for it
+        done = asyncio.run(rig.plat.reset_pe("vf2", "hot", by="console"))  # present
+        assert done.to_json() == {"pe": "vf2", "kind": "hot", "status": 0}
+
+
 def test_events_name_only_pes_that_exist() -> None:
     with running(host_config(nvfs=8, enabled=3, policy=PolicyConfig(max_freezes=0))) as rig:
         events: list[PlatformEvent] = []
