@@ -14,24 +14,9 @@ from eeh_sriov.system import AGENT_COMMAND, System
 from eeh_sriov.topology import parse_topology
 from eeh_sriov.traffic import Target, UplinkTraffic
 from qemu_launcher.assets import GuestAssets
+from tests.support.topologies import svc_and_g1
 
-TOPOLOGY = """
-[adapter]
-total_vfs = 2
-enabled_vfs = 2
-timing = "spec"
-[uplink]
-kind = "queue"
-[pf_driver]
-where = "svc"
-[[guests]]
-name = "svc"
-functions = ["pf"]
-[[guests]]
-name = "g1"
-functions = ["vf0"]
-handlers = false
-"""
+TOPOLOGY = svc_and_g1(handlers=False, timing="spec", uplink="queue")
 
 
 def test_driver_without_handlers_is_removed_and_added_back(

@@ -17,23 +17,9 @@ from eeh_sriov.system import AGENT_COMMAND, System
 from eeh_sriov.topology import parse_topology
 from eeh_sriov.traffic import Target, UplinkTraffic
 from qemu_launcher.assets import GuestAssets
+from tests.support.topologies import svc_and_g1
 
-TOPOLOGY = """
-[adapter]
-total_vfs = 2
-enabled_vfs = 2
-timing = "spec"
-[uplink]
-kind = "queue"
-[pf_driver]
-where = "svc"
-[[guests]]
-name = "svc"
-functions = ["pf"]
-[[guests]]
-name = "g1"
-functions = ["vf0"]
-"""
+TOPOLOGY = svc_and_g1(timing="spec", uplink="queue")
 BACK_WITHIN_S = 30.0  # a hang catcher; the measured time is printed (make bench times it)
 
 

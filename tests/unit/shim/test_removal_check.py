@@ -12,21 +12,8 @@ from eeh_sriov.system import RemovalUnavailable, check_removal
 from eeh_sriov.topology import parse_topology
 from qemu_launcher.assets import GuestAssets, QemuBinary
 from qemu_launcher.qemu_fixes import VFIO_USER_MSIX_TEARDOWN
+from tests.support.topologies import svc_and_g1
 
-TOPOLOGY = """
-[adapter]
-total_vfs = 2
-enabled_vfs = 2
-[pf_driver]
-where = "svc"
-[[guests]]
-name = "svc"
-functions = ["pf"]
-[[guests]]
-name = "g1"
-functions = ["vf0"]
-handlers = {handlers}
-"""
 NO_MATCH = (f"{VFIO_USER_MSIX_TEARDOWN.name}: no match (the calls of "
             "memory_region_del_subregion at 0x1 are not between the instructions the fix "
             "knows)")
@@ -38,7 +25,7 @@ def _assets(tmp: Path, fixes: tuple[str, ...], findings: tuple[str, ...]) -> Gue
 
 
 def test_handlerless_vfs_need_a_qemu_that_can_remove(tmp_path: Path) -> None:
-    topo = parse_topology(TOPOLOGY.format(handlers="false"), "t.toml")
+    topo = parse_topology(svc_and_g1(handlers=False), "t.toml")
     broken = _assets(tmp_path, (), (NO_MATCH,))
     with pytest.raises(RemovalUnavailable) as e:
         check_removal(topo, broken)
@@ -54,5 +41,5 @@ def test_handlerless_vfs_need_a_qemu_that_can_remove(tmp_path: Path) -> None:
 
 
 def test_drivers_with_handlers_need_no_removal(tmp_path: Path) -> None:
-    topo = parse_topology(TOPOLOGY.format(handlers="true"), "t.toml")
+    topo = parse_topology(svc_and_g1(), "t.toml")
     check_removal(topo, _assets(tmp_path, (), (NO_MATCH,)))
