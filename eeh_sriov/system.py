@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,7 +40,7 @@ from hypervisor_shim.errors import ShimError
 from hypervisor_shim.pe.removal import RemovalHooks
 from hypervisor_shim.platform import Platform, PlatformConfig
 from qemu_launcher.assets import REPO, AssetConfig, GuestAssets
-from qemu_launcher.config import MachineConfig, VfioUserDevice
+from qemu_launcher.config import GUEST_CWD, MachineConfig, Share, VfioUserDevice, env_pairs
 from qemu_launcher.machine import Machine
 from qemu_launcher.sockdir import SocketDir
 
@@ -89,7 +89,10 @@ class System:
                  accel: str = "tcg",
                  guest_command: Callable[[GuestSpec], str] | None = None,
                  platform_config: PlatformConfig | None = None,
-                 boot_timeout: float = 180.0) -> None:
+                 boot_timeout: float = 180.0, repo: Path = REPO,
+                 shares: tuple[Share, ...] = (),
+                 guest_env: Callable[[GuestSpec], Mapping[str, str]] | None = None,
+                 guest_cwd: str = GUEST_CWD) -> None:
         check_removal(topo, assets)
         self.topo = topo
         self.run_dir = run_dir
@@ -97,6 +100,12 @@ class System:
         self.accel = accel
         self.guest_command = guest_command or (lambda g: AGENT_COMMAND)
         self.boot_timeout = boot_timeout
+        # what guests mount (the checkout at /mnt/repo, `shares` at /mnt/<tag>) and the
+        # guest command's environment (EEH_GUEST always) and directory
+        self.repo = repo
+        self.shares = shares
+        self.guest_env = guest_env or (lambda g: {})
+        self.guest_cwd = guest_cwd
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg = platform_config or topo.platform_config(host_cpus=())
         # function i of a guest is on root port rp<i>, slot i + 1 (qemu_launcher.config)
@@ -140,12 +149,14 @@ class System:
         for g in self.topo.guests:
             base = MachineConfig(name=g.name, memory_mib=g.memory_mib, cpus=g.cpus,
                                  accel=self.accel, boot_timeout=self.boot_timeout,
-                                 extra_args=hcall_args(plat.hcall_path(g.name)))
+                                 extra_args=hcall_args(plat.hcall_path(g.name)),
+                                 shares=self.shares, guest_env=env_pairs(self.guest_env(g)),
+                                 guest_cwd=self.guest_cwd)
             # blocking (it asks the model's loop whether each function is attachable)
             cfg = await asyncio.to_thread(host.machine_config, base, list(g.functions))
             for dev in cfg.vfio_user:
                 self._devices[dev.id] = (g.name, dev)
-            vm = Machine(cfg, self.assets, run_dir=self.run_dir / g.name, repo=REPO,
+            vm = Machine(cfg, self.assets, run_dir=self.run_dir / g.name, repo=self.repo,
                          command=self.guest_command(g))
             pending.append((g.name, vm))
         plat.timeline.record(Source.SHIM, Kind.GUESTS_STARTING,

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Stage 2 (PID 1 on the 9p root fs): start udevd, announce readiness, run the command the
-# host wrote to the results share, hand its output and exit status back, power off.
+# host wrote to the results share (in the environment and directory of results/guest-env),
+# hand its output and exit status back, power off.
 # Markers on the console (the host's launcher reads them):
 #   EEH-GUEST-STAGE2 uptime=<s>     the 9p root fs is mounted (kernel boot done)
 #   EEH-GUEST-READY uptime=<s>      userspace is up, udevd runs
@@ -21,6 +22,9 @@ echo "EEH-GUEST-READY uptime=$up"
 status=0
 if [ -f "$R/guest-command" ]; then
     cd /mnt/repo
+    # the command's environment (EEH_GUEST=<this guest's name>, ...) and working
+    # directory, written by the host's launcher (MachineConfig.guest_env_script)
+    if [ -f "$R/guest-env" ]; then . "$R/guest-env"; fi
     { sh "$R/guest-command"; echo $? >"$R/guest-exit-status"; } 2>&1 | tee "$R/guest-output.log"
     read -r status <"$R/guest-exit-status"
 fi

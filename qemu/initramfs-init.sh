@@ -19,6 +19,22 @@ done
 
 p9="trans=virtio,version=9p2000.L,msize=262144"
 mount -t 9p -o "ro,cache=loose,$p9" root /newroot || die "mount root fs"
+# Extra read-only shares (kernel argument eeh.mnt=TAG,...: qemu_launcher.config.Share) go
+# at /mnt/TAG; the root fs has only /mnt/repo and /mnt/results, so /mnt becomes a tmpfs
+# holding the mount points (only then: a guest without extra shares is as before).
+shares=
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in eeh.mnt=*) shares=$(echo "${arg#eeh.mnt=}" | tr , ' ') ;; esac
+done
+if [ -n "$shares" ]; then
+    mount -t tmpfs -o mode=755 tmpfs /newroot/mnt || die "mount /mnt"
+    mkdir -p /newroot/mnt/repo /newroot/mnt/results
+    for tag in $shares; do
+        mkdir -p "/newroot/mnt/$tag" &&
+            mount -t 9p -o "ro,cache=loose,$p9" "$tag" "/newroot/mnt/$tag" ||
+            die "mount share $tag"
+    done
+fi
 # the repository with cache=loose too: read-only here, and what a guest reads (its
 # code, the bytecode) is not rewritten on the host while it runs; ~0.1 s less per start
 mount -t 9p -o "ro,cache=loose,$p9" repo /newroot/mnt/repo || die "mount repository"

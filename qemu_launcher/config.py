@@ -3,14 +3,49 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qemu_launcher.assets import GuestAssets
+from qemu_launcher.errors import VmError
 
 READY_MARKER = "EEH-GUEST-READY"
 EXIT_MARKER = "EEH-GUEST-EXIT"
 INIT_FAILED_MARKER = "EEH-GUEST-INIT-FAILED"
+# The shares every guest has (qemu/initramfs-init.sh mounts them): the root fs, the
+# checkout at /mnt/repo, the run's results at /mnt/results.
+BUILTIN_SHARES = ("root", "repo", "results")
+SHARE_TAG = re.compile(r"[a-z][a-z0-9_]{0,15}")
+# The kernel argument that names the extra shares to the initramfs (comma-separated tags)
+SHARES_ARG = "eeh.mnt"
+GUEST_CWD = "/mnt/repo"  # where the guest command runs unless told otherwise
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class ConfigError(VmError):
+    """A machine configuration that cannot be started (a bad share or guest variable)."""
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host directory every guest of a machine mounts read-only at /mnt/<tag> (9p)."""
+
+    tag: str
+    path: Path
+
+    def __post_init__(self) -> None:
+        if not SHARE_TAG.fullmatch(self.tag) or self.tag in BUILTIN_SHARES:
+            raise ConfigError(f"share tag {self.tag!r}: a lowercase letter, then up to 15 "
+                              f"of a-z, 0-9, _ (not {', '.join(BUILTIN_SHARES)})")
+        if not self.path.is_dir():
+            raise ConfigError(f"share {self.tag}: {self.path} is not a directory")
+
+    @property
+    def guest_path(self) -> str:
+        return f"/mnt/{self.tag}"
 
 
 @dataclass(frozen=True)
@@ -42,9 +77,40 @@ class MachineConfig:
     extra_args: tuple[str, ...] = ()
     boot_timeout: float = 120.0  # seconds until the readiness marker, or BootTimeout
     host_cpus: tuple[int, ...] = ()  # host CPUs QEMU's threads may run on (empty: any)
+    shares: tuple[Share, ...] = ()  # extra read-only directories, at /mnt/<tag>
+    # the guest command's environment besides EEH_GUEST (always the machine's name), and
+    # where it runs (default GUEST_CWD)
+    guest_env: tuple[tuple[str, str], ...] = ()
+    guest_cwd: str = GUEST_CWD
+
+    def __post_init__(self) -> None:
+        tags = [s.tag for s in self.shares]
+        if len(set(tags)) != len(tags):
+            raise ConfigError(f"machine {self.name}: a share tag twice: {tags}")
+        for key, value in self.guest_env:
+            if not ENV_NAME.fullmatch(key) or "\0" in value:
+                raise ConfigError(f"machine {self.name}: guest variable {key!r} "
+                                  "(a name of letters, digits and _, a value without NUL)")
+        if not self.guest_cwd.startswith("/") or "\0" in self.guest_cwd:
+            raise ConfigError(f"machine {self.name}: guest_cwd {self.guest_cwd!r} is not an "
+                              "absolute path")
 
     def root_port_ids(self) -> list[str]:
         return [f"rp{i}" for i in range(self.root_ports)]
+
+    def guest_environment(self) -> dict[str, str]:
+        """The variables the guest command gets: EEH_GUEST, then `guest_env`."""
+        return {"EEH_GUEST": self.name, **dict(self.guest_env)}
+
+    def guest_env_script(self) -> str:
+        """What qemu/guest-stage2.sh sources before the command (results/guest-env)."""
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in self.guest_environment().items()]
+        return "\n".join([*lines, f"cd {shlex.quote(self.guest_cwd)}"]) + "\n"
+
+
+def env_pairs(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """A mapping as MachineConfig.guest_env (ordered, hashable)."""
+    return tuple((str(k), str(v)) for k, v in env.items())
 
 
 @dataclass(frozen=True)
@@ -112,8 +178,9 @@ def boot_kernel(cfg: MachineConfig, assets: GuestAssets) -> Path:
 def build_command(cfg: MachineConfig, assets: GuestAssets, paths: RunPaths) -> CommandLine:
     """The QEMU argv for `cfg`: a list, never a shell string."""
     mem = f"{cfg.memory_mib}M"
+    mounts = (f"{SHARES_ARG}={','.join(s.tag for s in cfg.shares)}",) if cfg.shares else ()
     append = " ".join(("console=ttyS0", "quiet", "panic=-1", "mitigations=off",
-                       *FAST_BOOT_ARGS, *cfg.kernel_args))
+                       *FAST_BOOT_ARGS, *cfg.kernel_args, *mounts))
     a: list[str] = [*assets.qemu.argv]
     a += ["-name", cfg.name, "-machine", "q35,memory-backend=mem", "-accel", cfg.accel,
           "-cpu", TCG_CPU if cfg.accel == "tcg" else "host",
@@ -127,9 +194,10 @@ def build_command(cfg: MachineConfig, assets: GuestAssets, paths: RunPaths) -> C
           "-chardev", f"socket,id=qmp0,path={paths.qmp_socket}",
           "-mon", "chardev=qmp0,mode=control"]
     shares = (("root", assets.rootfs, True), ("repo", paths.repo, True),
-              ("results", paths.results, False))
+              ("results", paths.results, False), *((s.tag, s.path, True) for s in cfg.shares))
     for i, (tag, path, ro) in enumerate(shares):
-        a += ["-fsdev", f"local,id=fs{i},path={path},security_model=none"
+        a += ["-fsdev", f"local,id=fs{i},path={str(path).replace(',', ',,')},"
+              "security_model=none"
               + (",readonly=on" if ro else ""),
               "-device", f"virtio-9p-pci,fsdev=fs{i},mount_tag={tag}"]
     for i, rp in enumerate(cfg.root_port_ids()):

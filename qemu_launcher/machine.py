@@ -209,6 +209,7 @@ class Machine:
         (p.run_dir / "qemu-cmdline.txt").write_text(self.show_command() + "\n")
         if self.command is not None:
             (p.results / "guest-command").write_text(self.command + "\n")
+            (p.results / "guest-env").write_text(self.cfg.guest_env_script())
         self._qmp_log = open(p.qmp_log, "w")
         await self.qmp_client.start_server(str(p.qmp_socket))
         env = dict(os.environ) | dict(self.cmdline.env)
@@ -365,6 +366,19 @@ class Machine:
     def exited(self) -> bool:
         """QEMU has exited (on its own or stopped)."""
         return self.proc is not None and self.proc.returncode is not None
+
+    def gone(self) -> str | None:
+        """Why this guest will do nothing more, or None while it runs: its command
+        finished (qemu/guest-stage2.sh's exit marker: the guest then powers off) or its
+        QEMU exited. Reads what the console has appended (on the machine's event loop)."""
+        self.console.poll()
+        if EXIT_MARKER in self.console.marks:
+            return f"its command exited with status {self.console.marks[EXIT_MARKER][1]}"
+        if INIT_FAILED_MARKER in self.console.marks:
+            return f"its init failed: {self.console.marks[INIT_FAILED_MARKER][1]}"
+        if self.exited:
+            return f"QEMU exited with status {self._qemu.returncode}"
+        return None
 
     async def wait_qemu_exit(self) -> int:
         """Until QEMU exits, for whatever reason; its exit status."""
