@@ -60,6 +60,7 @@ class Kind(enum.StrEnum):
     PLATFORM_RESET_FAILED = "platform-reset-failed"
     FUNCTION_ADDED = "function-added"
     DEVICE_MODEL_DIED = "device-model-died"
+    DEVICE_MODEL_STALLED = "device-model-stalled"
     OWNER_GONE = "owner-gone"
     # ---- a driver's steps (Source.DRIVER: the report call's `step`)
     PROBE = "probe"
@@ -126,7 +127,7 @@ POLICY_KINDS = frozenset({
     Kind.RESET_FUNDAMENTAL, Kind.PE_RESET_DONE, Kind.RESET_FAILED, Kind.CONFIGURED,
     Kind.ALLOW_UNFREEZE, Kind.LOCKOUT_LIFTED, Kind.PERMANENT_FAILURE, Kind.PERMANENT_CLEARED,
     Kind.FUNCTION_REMOVED, Kind.PLATFORM_RESET, Kind.PLATFORM_RESET_FAILED,
-    Kind.FUNCTION_ADDED, Kind.DEVICE_MODEL_DIED, Kind.OWNER_GONE,
+    Kind.FUNCTION_ADDED, Kind.DEVICE_MODEL_DIED, Kind.DEVICE_MODEL_STALLED, Kind.OWNER_GONE,
 })
 DRIVER_KINDS = frozenset({
     Kind.PROBE, Kind.PROBE_FAILED, Kind.DETACH, Kind.DRIVER_ERROR, Kind.FUNCTION_GONE,

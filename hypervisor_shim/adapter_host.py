@@ -89,13 +89,13 @@ class AdapterHost:
 
     def __init__(self, cfg: AdapterHostConfig) -> None:
         self.cfg = cfg
-        self.loop = asyncio.new_event_loop()
+        loop = asyncio.new_event_loop()
         self.uplink = QueueUplink()
         self.tap: TapUplink | None = None
         if cfg.uplink == "tap":
-            self.tap = TapUplink.first_free(cfg.tap_name, self.loop)
+            self.tap = TapUplink.first_free(cfg.tap_name, loop)
         self.adapter = Adapter(AdapterConfig(total_vfs=cfg.total_vfs, timing=cfg.timing),
-                               clock=AsyncioClock(self.loop),
+                               clock=AsyncioClock(loop),
                                uplink=self.tap if self.tap is not None else self.uplink)
         if cfg.enabled_vfs:
             self.adapter.pf.enable_vfs(cfg.enabled_vfs)
@@ -105,9 +105,15 @@ class AdapterHost:
         self.sock_dir = self._sock_dir.path
         functions = {f.name: f for f in self.adapter.functions()}
         self.host_cpus = colocated_cpu() if cfg.host_cpus is None else cfg.host_cpus
-        self.server = ServerThread(functions, self.sock_dir, loop=self.loop,
+        self.server = ServerThread(functions, self.sock_dir, loop=loop,
                                    cpus=frozenset(self.host_cpus))
         self.state = HostState.CREATED
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The model's loop; after a stall (`ServerThread.abandon`), the loop that took
+        its place for the channels and the console."""
+        return self.server.loop
 
     @require(HostState.CREATED)
     def __enter__(self) -> AdapterHost:

@@ -33,6 +33,10 @@ platform fails cleanly (docs/reliability.md, "When the device model dies"): ever
 function's socket is closed at once, every PE is permanently failed, the timeline and
 the console say `device-model-died`, and the loop goes on serving the channels and the
 console, which refuse injections and resets from then on; `model_failure` says why.
+If that thread stalls instead (a callback that never returns), the watchdog
+(hypervisor_shim.watchdog, `PlatformConfig.watchdog_ms`) fails it the same way, with
+`device-model-stalled`, and a fresh loop thread takes its place for the channels and the
+console (`_model_stalled`).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ from hypervisor_shim.platform_api import (
     events_of,
 )
 from hypervisor_shim.timeline import Entry, Timeline
+from hypervisor_shim.watchdog import DEFAULT_WATCHDOG_MS, ModelStalled, Watchdog
 from qemu_launcher.sockdir import SocketDir
 
 T = TypeVar("T")
@@ -91,6 +96,8 @@ class PlatformConfig:
     host_cpus: tuple[int, ...] | None = ()
     uplink: str = "queue"  # or "tap" (a TAP interface on the host; root only)
     tap_name: str = DEFAULT_TAP_NAME
+    # the model's loop not answering for this long is a stall (0: no watchdog)
+    watchdog_ms: int = DEFAULT_WATCHDOG_MS
 
     @property
     def owner_names(self) -> list[str]:
@@ -104,6 +111,8 @@ class Platform:
         """`slots`: function -> the PCIe slot its guest sees it in (VM mode; what
         query-functions tells the guest). `removal_hooks`: what to do when a function of
         a driver without error handlers is removed and added back (pe.removal)."""
+        self.watchdog = Watchdog(lambda: self.host.server.loop, cfg.watchdog_ms,
+                                 self._model_stalled)  # first: its limit is checked
         self.cfg = cfg
         self.run_dir = run_dir
         self.timeline = Timeline(run_dir / "events.jsonl" if run_dir is not None else None)
@@ -149,6 +158,7 @@ class Platform:
         except BaseException:
             self._chan_dir.remove()
             raise
+        self.watchdog.start()
         try:
             for owner in self.cfg.owner_names:
                 self.add_channel(owner)
@@ -162,6 +172,7 @@ class Platform:
                                    "uplink": self.uplink_name})
 
     def stop(self) -> None:
+        self.watchdog.stop()
         if self.host.server.loop.is_running():
             fut = asyncio.run_coroutine_threadsafe(self.server.close(), self.host.server.loop)
             try:
@@ -237,15 +248,29 @@ class Platform:
     def _model_died(self, exc: BaseException) -> bool:
         """On the model's thread, its loop stopped, every function's socket already
         closed: fail cleanly and keep the loop for the channels and the console."""
+        self._model_failed(Kind.DEVICE_MODEL_DIED, exc)
+        return True
+
+    def _model_stalled(self, exc: ModelStalled) -> None:
+        """On the watchdog's thread, the model's loop stuck in a callback: every
+        function's client cut off, a fresh loop serving the channels, then as for a
+        death, on that loop (which is the platform's loop thread from now on)."""
+        loop = self.host.server.abandon(exc)
+
+        async def take_over() -> None:
+            await self.server.adopt()
+            self._model_failed(Kind.DEVICE_MODEL_STALLED, exc)
+        asyncio.run_coroutine_threadsafe(take_over(), loop).result(timeout=10)
+
+    def _model_failed(self, kind: Kind, exc: BaseException) -> None:
         self.model_failure = f"{type(exc).__name__}: {exc}"
         try:
-            self.policy.emit(Kind.DEVICE_MODEL_DIED, self.policy.adapter_record,
+            self.policy.emit(kind, self.policy.adapter_record,
                              {"error": self.model_failure,
                               "functions_closed": sorted(self.host.server.paths)})
-            self.policy.fail_all(Kind.DEVICE_MODEL_DIED)
+            self.policy.fail_all(kind)
         except Exception:  # the policy's own state may be what broke: still go on
-            log.exception("marking the PEs failed after the device model died")
-        return True
+            log.exception("marking the PEs failed after the device model failed")
 
     # ------------------------------------------------------------------ a guest is gone
     def guest_gone(self, owner: str) -> list[str]:

@@ -12,6 +12,16 @@ client then sees the device gone, instead of waiting on a server that no longer 
 records the exception in `died`, and calls `on_death(exc)`; if that returns True the loop
 runs on for whatever else it serves (the functions stay unserved), else the thread ends
 and `call` raises `ServerThreadDied`.
+
+If the loop thread stalls instead (a callback that never returns: an endless loop, a
+deadlock), nothing run on that loop can help. A watchdog outside it calls `abandon(exc)`
+(from any other thread): every function's client is cut off at once (its socket shut
+down, the listening sockets' paths removed, so a client sees the device gone), `died`
+records `exc`, and a fresh loop on a new thread ("vfio-user-rescue") takes the stalled
+one's place: `loop` and `call` use it from then on, for whatever else the owner serves.
+The stalled thread cannot be killed in Python: if its callback ever returns, its loop
+stops after the callbacks already due in that iteration and the thread ends without
+serving anything again; until then it keeps its sockets' descriptors (shut down).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -55,6 +66,8 @@ class ServerThread:
         self._started: Future[None] = Future()
         self.died: BaseException | None = None
         self.on_death: Callable[[BaseException], bool] | None = None
+        self._stalled_loop: asyncio.AbstractEventLoop | None = None  # set by abandon()
+        self._rescue: threading.Thread | None = None
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -75,16 +88,19 @@ class ServerThread:
             self._loop.close()
             return
         self._started.set_result(None)
+        loop = self._loop
         while True:
             try:
-                self._loop.run_forever()
+                loop.run_forever()
                 break
             except BaseException as e:  # the loop died: fail cleanly
+                if self._stalled_loop is loop:
+                    break  # abandoned before: the platform failed it already
                 if self.died is None:
                     self.died = e
                 log.critical("vfio-user server loop died: %r; closing every socket", e)
                 with contextlib.suppress(BaseException):
-                    self._loop.run_until_complete(self.server.stop())
+                    loop.run_until_complete(self.server.stop())
                 keep = False
                 if self.on_death is not None:
                     try:
@@ -93,9 +109,11 @@ class ServerThread:
                         log.exception("on_death failed")
                 if not keep:
                     break
+        if self._stalled_loop is loop:
+            return  # abandoned: its clients are cut off, nothing more is run on it
         with contextlib.suppress(BaseException):
-            self._loop.run_until_complete(self.server.stop())
-        self._loop.close()
+            loop.run_until_complete(self.server.stop())
+        loop.close()
 
     def start(self) -> ServerThread:
         self._thread.start()
@@ -104,7 +122,7 @@ class ServerThread:
 
     def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
         """Run `fn` on the server's loop thread and return its result."""
-        if self.died is not None and not self._thread.is_alive():
+        if self.died is not None and self._rescue is None and not self._thread.is_alive():
             raise ServerThreadDied(f"the server's loop thread died: {self.died!r}")
         result: Future[T] = Future()
 
@@ -117,7 +135,58 @@ class ServerThread:
         self._loop.call_soon_threadsafe(run)
         return result.result(timeout=timeout)
 
+    @property
+    def stalled(self) -> bool:
+        return self._stalled_loop is not None
+
+    def abandon(self, exc: BaseException) -> asyncio.AbstractEventLoop:
+        """The loop thread stalled (see the module's docstring): from another thread, cut
+        every function's client off, record `exc` in `died` and serve on a fresh loop,
+        which is returned (the same one if already abandoned)."""
+        if self._stalled_loop is not None:
+            return self._loop
+        stalled = self._stalled_loop = self._loop
+        if self.died is None:
+            self.died = exc
+        log.critical("vfio-user server loop stalled: %r; cutting every client off", exc)
+        for ep in self.server.endpoints.values():
+            # only system calls on sockets the stalled thread does not touch now: it is
+            # stuck in a callback; it finds them shut down if it ever comes back
+            with contextlib.suppress(OSError, FileNotFoundError):
+                os.unlink(ep.path)
+            conn = ep.connection
+            if conn is not None:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+        fresh = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(fresh)
+            with contextlib.suppress(OSError):
+                if self.cpus:
+                    os.sched_setaffinity(0, self.cpus)
+            fresh.call_soon(started.set)
+            try:
+                fresh.run_forever()
+            finally:
+                fresh.close()
+
+        self._rescue = threading.Thread(target=run, name="vfio-user-rescue", daemon=True)
+        self._rescue.start()
+        started.wait(10)
+        self._loop = fresh
+        with contextlib.suppress(RuntimeError):  # runs once the stalled callback returns
+            stalled.call_soon_threadsafe(stalled.stop)
+        return fresh
+
     def stop(self) -> None:
+        if self._rescue is not None:
+            if self._rescue.is_alive():
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._rescue.join(timeout=30)
+            self._thread.join(timeout=0.1)  # the stalled thread: only if it came back
+            return
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)

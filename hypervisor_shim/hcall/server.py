@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,7 @@ class HcallServer:
     channel_budget: ChannelBudget = CHANNEL_BUDGET
     connections: dict[str, list[Connection]] = field(default_factory=dict)
     _servers: dict[str, asyncio.AbstractServer] = field(default_factory=dict)
+    _paths: dict[str, Path] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def listen(self, owner: str, path: Path) -> Path:
@@ -105,14 +107,41 @@ class HcallServer:
         except OSError as e:
             raise HcallServerError(owner, f"cannot listen on {path}: {e}") from e
         self._servers[owner] = server
+        self._paths[owner] = path
         self.connections.setdefault(owner, [])
         return path
+
+    async def adopt(self) -> None:
+        """Serve every channel on the running loop from now on: the loop that served them
+        stalled (hypervisor_shim.watchdog; it is stuck in a callback and touches none of
+        this). Each owner's socket listens again at its path; each connection goes on
+        over a duplicate of its socket. What the stalled loop had read of a connection and
+        not answered, or not yet written to it, is lost (those calls time out)."""
+        paths = dict(self._paths)
+        self._servers.clear()
+        for owner, path in paths.items():
+            await self.listen(owner, path)
+        for conns in self.connections.values():
+            for conn in list(conns):
+                old = conn.writer.get_extra_info("socket")
+                if conn.closed or old is None:
+                    conns.remove(conn)
+                    continue
+                sock = socket.socket(fileno=os.dup(old.fileno()))
+                reader, conn.writer = await asyncio.open_unix_connection(sock=sock)
+                task = asyncio.get_running_loop().create_task(self._serve_conn(conn, reader))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, owner: str, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
         conn = Connection(owner, writer, budget=self.channel_budget)
         self.connections.setdefault(owner, []).append(conn)
         self.timeline.record(Source.SHIM, Kind.CHANNEL_CONNECTED, owner=owner)
+        await self._serve_conn(conn, reader)
+
+    async def _serve_conn(self, conn: Connection, reader: asyncio.StreamReader) -> None:
+        owner = conn.owner
         lines = LineBuffer()
         try:
             while not conn.closed:
@@ -130,9 +159,9 @@ class HcallServer:
             conn.closed = True
             with contextlib.suppress(ValueError):
                 self.connections[owner].remove(conn)
-            writer.close()
+            conn.writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                await conn.writer.wait_closed()
             # one entry, with the budget's numbers when it was the budget that closed it
             self.timeline.record(Source.SHIM, Kind.CHANNEL_CLOSED, owner=owner,
                                  data={"lines": conn.lines_in, "bad_lines": conn.bad_lines,
