@@ -68,7 +68,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from eeh_abi.hcall import CallTimeout, ChannelClosed, Event, HcallError, Reply
@@ -176,9 +175,11 @@ class PeRecovery:
 
     def attach(self) -> None:
         self.services.listen_pe(self.pe, self.on_event)
+        self.services.listen(self._on_reset_above)
 
     def detach(self) -> None:
         self.services.unlisten_pe(self.pe, self.on_event)
+        self.services.unlisten(self._on_reset_above)
         with self._cv:
             self._closed = True
             self._cv.notify_all()
@@ -224,6 +225,20 @@ class PeRecovery:
         if wake:
             self._wake()
 
+    def _on_reset_above(self, ev: Event) -> None:
+        """Any event of the partition (reader thread: never blocks). The platform pushes a
+        PE's `pe-reset-done` to the owners of every PE below it, so one for another PE may
+        be a reset of the PE above this one (the adapter PE above a VF PE), which clears
+        a permanent failure of every PE below it: a failed recovery may revive."""
+        if ev.name != Kind.PE_RESET_DONE or ev.pe == self.pe or ev.data.get("failed"):
+            return
+        with self._cv:
+            if self._running or not self.failed:
+                return
+            self.revive_requested = True
+            self._cv.notify_all()
+        self._wake()
+
     def request(self, trigger: str) -> None:
         """Start a recovery (a driver's own detection, already confirmed)."""
         with self._cv:
@@ -234,14 +249,32 @@ class PeRecovery:
         self._wake()
 
     def revivable(self) -> bool:
-        """After a failure, once a reset was pushed: whether the PE is usable again (state
-        0, not permanently failed: the operator's reset cleared the failure)."""
+        """After a failure, once a reset was pushed (this PE's or one above it): whether
+        the PE is usable again, and if so made ready for the driver's new probe. Not while
+        it is permanently failed (state 5, retry 0). A PE still frozen (a VF PE frozen
+        with the adapter PE: the adapter's reset cleared the failure below it but thaws
+        only itself) is reset as a recovery would; then configure-pe (the adapter PE:
+        SR-IOV back, so its VFs exist again) and the saved config space restored."""
         with self._cv:
             self.revive_requested = False
         try:
-            return self._state().state == PeState.NORMAL
+            st = self._state()
         except _Fatal:
             return False
+        with self._cv:
+            self._permanent = self._restart = False
+            self._running = True  # the reset below is this recovery's own
+        try:
+            if st.state != PeState.NORMAL:
+                self._reset()
+            self._configure()
+            return True
+        except (_Fatal, _Restart, _Aborted) as e:
+            log.warning("%s: not revived: %r", self.name, e)
+            return False
+        finally:
+            with self._cv:
+                self._running = False
 
     def revive(self, saved: Mapping[str, SavedConfig | None]) -> None:
         """The driver set its function up again after a failure the platform cleared:
@@ -641,25 +674,3 @@ class PeRecovery:
         # count) moves, every step of the round is in the platform's timeline
         self.services.report(step, self.pe, {"driver": self.name, **detail},
                              wait=step in _WAITED_STEPS)
-
-
-@dataclass
-class RecoveryStats:
-    """A summary for agents and tests."""
-
-    rounds: int = 0
-    recovered: int = 0
-    restarts: int = 0
-    lockout_waits: int = 0
-    lockout_woken_by_event: int = 0
-    lockout_fallbacks: int = 0
-    confirmed: int = 0
-    false_alarms: int = 0
-    failed: bool = False
-    timings: list[dict[str, float]] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, r: PeRecovery) -> RecoveryStats:
-        return cls(r.rounds, r.recovered, r.restarts, r.lockout_waits,
-                   r.lockout_woken_by_event, r.lockout_fallbacks, r.confirmed,
-                   r.false_alarms, r.failed, list(r.timings))

@@ -73,6 +73,11 @@ class Services:
         with self._lock:
             self._all.append(listener)
 
+    def unlisten(self, listener: EventListener) -> None:
+        with self._lock:
+            if listener in self._all:
+                self._all.remove(listener)
+
     def _dispatch(self, ev: Event) -> None:
         with self._lock:
             targets = list(self._all)

@@ -36,6 +36,8 @@ Recovery (`error_detected` -> `mmio_enabled` -> [`slot_reset`] -> `resume`):
   `pe-reset-done`, an all-ones read with the function's Command register cleared, or its
   RESET_COUNT (read at each health check) differing from the value read after the last
   setup; then the same restore as after slot_reset: MAC/VLAN/MTU, rings, replay.
+- after a failure the platform cleared (a reset of its PE or of the adapter PE above):
+  probed again (Driver._wait_revival) once its function is back (SR-IOV re-enabled).
 """
 
 from __future__ import annotations
@@ -185,24 +187,7 @@ class VfDriver(Driver):
 
     def send(self, frame: Any) -> bool:
         """Queue a frame (bytes or a scapy packet). False if refused (counted dropped)."""
-        data = frame if isinstance(frame, bytes) else bytes(frame)
-        with self._lock:
-            self.tx.submitted += 1
-            if self._disconnected or self.state in (DriverState.FAILED, DriverState.DETACHED):
-                self.tx.drop("down")
-                return False
-            if len(data) < nic.ETH_HEADER:
-                self.tx.drop("runt")
-                return False
-            if len(data) > self._want_mtu + _FRAME_OVERHEAD:
-                self.tx.drop("too-long")
-                return False
-            if len(self._backlog) >= self.backlog_limit:
-                self.tx.drop("backlog-full")
-                return False
-            self._backlog.append(data)
-        self._wake.set()
-        return True
+        return self.send_batch([frame if isinstance(frame, bytes) else bytes(frame)]) == 1
 
     def send_batch(self, frames: list[bytes]) -> int:
         """Queue several frames (bytes) at once: one lock and one wake-up for all of them.
@@ -293,6 +278,13 @@ class VfDriver(Driver):
     # ------------------------------------------------------------------ probe
     def probe(self) -> None:
         fn = self.fn
+        rec = self.recovery
+        if rec is not None and rec.failed and self._poll_pf(
+                lambda: self.fn.config_read(nic.CFG_COMMAND, 2) != 0xFFFF) is None:
+            # a probe after a failure the platform cleared (Driver._wait_revival): the
+            # adapter's reset took the VFs away until the PF driver brings SR-IOV back
+            raise DriverError(f"{self.name}: the function did not come back within "
+                              f"{self.pf_wait_s} s (its config space reads all-ones)")
         self.enable_function()
         waited = self._wait_pf_ready()
         if waited is None or waited < 0:
@@ -349,22 +341,28 @@ class VfDriver(Driver):
         """Wait for the mailbox's "PF reset done"; seconds waited, None on timeout, -1.0
         when the function lost its config space again while waiting (the PF re-created
         its VFs after this VF's reset: only another reset brings it back)."""
-        t0 = time.monotonic()
-        delay = 0.001
-        while True:
+        def ready() -> bool | None:
             mbx = self.fn.read32(nic.VF_MBX)
             if mbx != ALL_ONES32 and not mbx & nic.Mbx.RSTI and mbx & nic.Mbx.RSTD:
-                return time.monotonic() - t0
-            if mbx == ALL_ONES32:
-                cmd = self.fn.config_read(nic.CFG_COMMAND, 2)
-                if cmd != 0xFFFF and not cmd & nic.Command.MEMORY:
-                    return -1.0
+                return True
+            cmd = self.fn.config_read(nic.CFG_COMMAND, 2) if mbx == ALL_ONES32 else 0xFFFF
+            return None if cmd != 0xFFFF and not cmd & nic.Command.MEMORY else False
+        return self._poll_pf(ready)
+
+    def _poll_pf(self, look: Callable[[], bool | None]) -> float | None:
+        """Poll `look` (1 ms, doubling to 50 ms) while the PF driver sets the adapter up:
+        seconds until it says True, -1.0 if it says None (give up), None after pf_wait_s,
+        when the driver stops or its recovery is interrupted."""
+        t0 = time.monotonic()
+        delay = 0.001
+        while (seen := look()) is False:
             rec = self.recovery
             if time.monotonic() - t0 > self.pf_wait_s or self._stop.is_set() or (
                     rec is not None and rec.running and rec.interrupted):
                 return None
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+        return -1.0 if seen is None else time.monotonic() - t0
 
     def _apply_config(self) -> None:
         fn = self.fn

@@ -18,7 +18,7 @@ import pytest
 from guest_drivers.agent import Agent
 from guest_drivers.driver import DriverState
 from guest_drivers.vf import VfDriver
-from hypervisor_shim.pe import PolicyConfig
+from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform_api import LockoutLifted, PlatformError, PlatformEvent
 from tests.support.frames import payload
 from tests.support.platform_rig import PlatformRig, frame, host_config, running
@@ -159,3 +159,50 @@ def test_a_reset_of_the_adapter_pe_is_a_recovery_for_every_driver(rig: PlatformR
                                                                  rig.steps("adapter"))
     assert rig.details("error-detected", "adapter")[-1]["trigger"] == "pe-reset-done"
     assert all(s["state"] == 0 and s["flags"] == [] for s in rig.plat.pe_states().values())
+
+
+def _revived_after_an_adapter_permanent_failure(rig: PlatformRig, agents: list[Agent]
+                                                ) -> None:
+    """The adapter PE fails permanently (every PE below with it, every driver told and
+    disconnected); the operator's reset of the adapter PE clears the failure and pushes
+    `pe-reset-done` for the adapter PE to the owners below: the PF driver brings the
+    adapter back (SR-IOV), every VF driver probes its function again and passes traffic."""
+    drivers = [d for a in agents for d in a.drivers.values()]
+    vfs = [d for d in drivers if isinstance(d, VfDriver)]
+    assert len(vfs) == 3
+    assert all(passes_traffic(rig, vf, f"before-{vf.name}", 5) for vf in vfs)
+    rig.plat.inject_adapter_error()  # max_freezes=0: the adapter's last freeze
+    assert wait_for(lambda: all(d.state is DriverState.FAILED for d in drivers), 20), \
+        {d.name: d.state for d in drivers}
+    assert all("permanent" in s["flags"] for s in rig.plat.pe_states().values())
+    done = asyncio.run(rig.plat.reset_pe("adapter", "hot", by="console"))
+    assert done.status == 0
+    assert wait_for(lambda: all(d.state is DriverState.UP for d in drivers), 30), \
+        ({d.name: d.state for d in drivers}, {vf.name: rig.steps(vf.name) for vf in vfs})
+    for vf in vfs:
+        assert passes_traffic(rig, vf, f"after-{vf.name}", 15), (rig.steps(vf.name),
+                                                                 vf.counters())
+        assert rig.details("probe", vf.name)[-1].get("revived"), rig.details("probe",
+                                                                             vf.name)
+    assert wait_for(lambda: all(s["state"] == 0 and s["flags"] == []
+                                for s in rig.plat.pe_states().values()), 10), \
+        rig.plat.pe_states()
+
+
+def test_an_adapter_reset_after_its_permanent_failure_revives_every_driver() -> None:
+    with running(host_config(nvfs=3, policy=PolicyConfig(max_freezes=0))) as rig:
+        agent = rig.agent()
+        agent.start()
+        _revived_after_an_adapter_permanent_failure(rig, [agent])
+
+
+def test_vfs_of_another_partition_are_revived_by_the_adapter_reset_too() -> None:
+    # as in the VM topology: the VFs' partition owns no adapter PE; it hears of the
+    # adapter's reset because it owns PEs below it
+    owners = {"pf": HOST, **{f"vf{n}": "g1" for n in range(3)}}
+    with running(host_config(nvfs=3, owners=owners,
+                             policy=PolicyConfig(max_freezes=0))) as rig:
+        svc, g1 = rig.agent(HOST), rig.agent("g1")
+        svc.start()
+        g1.start()
+        _revived_after_an_adapter_permanent_failure(rig, [svc, g1])
