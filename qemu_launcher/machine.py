@@ -367,6 +367,11 @@ class Machine:
         """QEMU has exited (on its own or stopped)."""
         return self.proc is not None and self.proc.returncode is not None
 
+    @property
+    def artifacts(self) -> Path:
+        """This guest's artifacts: console.log, qemu.log, qmp.jsonl, machine.json, results/."""
+        return self.paths.run_dir
+
     def gone(self) -> str | None:
         """Why this guest will do nothing more, or None while it runs: its command
         finished (qemu/guest-stage2.sh's exit marker: the guest then powers off) or its

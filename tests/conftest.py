@@ -1,5 +1,6 @@
-"""Shared pytest plumbing: artifacts directories are named in failure reports, and a run
-that leaves a temporary file or directory behind fails.
+"""Shared pytest plumbing: the project's plugin (which names artifacts directories in
+failure reports) is loaded, and a run that leaves a temporary file or directory behind
+fails.
 
 The leak check: each test session gets a temp directory of its own,
 /tmp/eeh-session-XXXXXXXX, made TMPDIR (and `tempfile.gettempdir()`) for the session and
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Generator
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -28,14 +28,8 @@ import pytest
 if not any(ep.name == "eeh_sriov" for ep in entry_points(group="pytest11")):
     pytest_plugins = ["eeh_sriov.pytest_plugin"]
 
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None]:
-    outcome = yield
-    report = outcome.get_result()
-    dirs = getattr(item, "eeh_run_dirs", [])
-    if report.failed and dirs:
-        report.sections.append(("artifacts", "\n".join(str(d) for d in dirs)))
+# The artifacts directories a test made (item.eeh_run_dirs) are named in its failure
+# report by the plugin's own hook (eeh_sriov.pytest_plugin.pytest_runtest_makereport).
 
 
 # ---- nothing left in the temp directory -------------------------------------------------
