@@ -21,6 +21,7 @@ from qemu.qmp import QMPError
 
 from device_model.errors import DeviceModelError
 from eeh_sriov import operator_cli
+from eeh_sriov.campaign import cli as campaign_cli
 from eeh_sriov.interrupt import Interrupted, until_signal
 from eeh_sriov.recovery_demo import KINDS, OUTCOME, Story, StoryConfig
 from eeh_sriov.system import asset_config
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="host CPUs for the device model and the guest (default auto: "
                            "one CPU shared by both; none: no pinning)")
     operator_cli.add_subcommands(sub)
+    campaign_cli.add_subcommand(sub)
     return p
 
 
@@ -184,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_vm(args))
         if args.cmd in operator_cli.COMMANDS:
             return operator_cli.run(args)
+        if args.cmd == campaign_cli.COMMAND:
+            return campaign_cli.run(args, args.runs)
         if args.cmd == "demo":
             return asyncio.run(_story(args))
         return asyncio.run(_demo(args))

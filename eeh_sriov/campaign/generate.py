@@ -1,0 +1,154 @@
+"""Exhaustive mode: every fault at every event of a clean recovery.
+
+    events = trigger_points(clean_timeline)          # [(source, kind, pe), ...] sorted
+    scenarios, excluded = exhaustive(events, topology="default")
+
+The clean scenario is an adapter error and nothing else. Each distinct (source, kind, PE)
+of its timeline after the error that is a trigger event (`model.TRIGGER_EVENTS`) is a point
+E; each fault variant F that makes sense at E makes one scenario "adapter error, then F at
+the first E". Coverage = pairs run / pairs possible, where the possible pairs are these.
+
+So that every worker and every shard generates the same list, the points come from a
+recorded clean timeline shipped with the package (`reference/<topology>.triggers.jsonl`,
+written by `python -m eeh_sriov campaign reference`), not from a run of the moment: which
+steps a clean run shows can vary with timing (a VF driver's unfreeze attempt may come
+before or after the adapter is back).
+
+What is not generated, and why (`excluded` lists each pair with its reason):
+- guest-killed: VM mode only;
+- a "same"-target VF fault (vf-error, vf-driver-crash) at an event of the adapter PE: the
+  adapter has no VF of its own ("other" covers it);
+- a channel or PE fault at an event without a PE (none in a clean run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from eeh_sriov.campaign.errors import CampaignError
+from eeh_sriov.campaign.model import TRIGGER_EVENTS, Fault, Scenario, Trigger
+from hypervisor_shim.timeline import Entry
+
+REFERENCE = Path(__file__).parent / "reference"
+FIRST = Fault("adapter-fatal")
+Point = tuple[str, str, str | None]  # (source, kind, pe)
+
+
+def fault_variants(pe: str | None) -> list[tuple[Fault, str | None]]:
+    """The faults at an event of PE `pe`: (fault, None) when it makes sense there,
+    (fault, why not) when it does not."""
+    vf = pe is not None and pe.startswith("vf")
+    same_vf = None if vf else "the adapter has no VF of its own (\"other\" covers it)"
+    no_pe = None if pe is not None else "the event names no PE"
+    return [
+        (Fault("adapter-fatal"), None),
+        (Fault("vf-error", "same"), same_vf),
+        (Fault("vf-error", "other"), None),
+        (Fault("errinjct", "same", {"function": 1}), no_pe),  # MMIO load data parity
+        (Fault("errinjct", "same", {"function": 17}), no_pe),  # DMA write data parity
+        *((Fault("reset-fails", "same", {"times": n}), no_pe) for n in (1, 2, 3)),
+        (Fault("freeze-limit"), None),
+        (Fault("pf-driver-crash"), None),
+        (Fault("vf-driver-crash", "same"), same_vf),
+        (Fault("vf-driver-crash", "other"), None),
+        (Fault("channel-closed", "same"), no_pe),
+        (Fault("console-client-gone"), None),
+        (Fault("model-killed"), None),
+        (Fault("guest-killed", "same"), "VM mode only"),
+    ]
+
+
+def trigger_points(entries: Iterable[Entry], since: float = 0.0) -> list[Point]:
+    """The distinct trigger points of a timeline from `since` on, sorted."""
+    points = {(e.source, e.kind, e.pe) for e in entries
+              if e.t >= since and (e.source, e.kind) in TRIGGER_EVENTS}
+    return sorted(points, key=lambda p: (p[0], p[1], p[2] or ""))
+
+
+def seed_of(*parts: str) -> int:
+    return int(hashlib.sha256("|".join(parts).encode()).hexdigest()[:15], 16)
+
+
+def exhaustive(points: Sequence[Point], *, topology: str = "default", timing: str = "fast",
+               traffic: bool = True) -> tuple[list[Scenario], list[tuple[str, str, str]]]:
+    """Every (point, fault) pair that makes sense, as scenarios in a fixed order; and the
+    pairs left out: (trigger label, fault label, why)."""
+    out: list[Scenario] = []
+    excluded = []
+    for source, kind, pe in points:
+        trig = Trigger(kind, pe, source)
+        for fault, why in fault_variants(pe):
+            if why is not None:
+                excluded.append((trig.label(), fault.label(), why))
+                continue
+            out.append(Scenario.build(FIRST, ((trig, fault),), topology=topology,
+                                      timing=timing, traffic=traffic,
+                                      seed=seed_of(topology, trig.label(), fault.label())))
+    return out, excluded
+
+
+def clean_scenario(topology: str = "default", timing: str = "fast") -> Scenario:
+    return Scenario.build(FIRST, topology=topology, timing=timing, seed=0)
+
+
+def reference_path(topology: str, timing: str = "fast") -> Path:
+    return REFERENCE / f"{Path(topology).stem}-{timing}.triggers.jsonl"
+
+
+def write_reference(path: Path, points: Sequence[Point]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"source": s, "kind": k, "pe": p}) + "\n"
+                            for s, k, p in points))
+
+
+def read_reference(path: Path) -> list[Point]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise CampaignError(f"no reference timeline {path} ({e.strerror}): write it with "
+                            "`python -m eeh_sriov campaign reference`") from None
+    out: list[Point] = []
+    for n, line in enumerate(lines, 1):
+        try:
+            o = json.loads(line)
+            point = (str(o["source"]), str(o["kind"]), o["pe"])
+        except (ValueError, KeyError, TypeError):
+            raise CampaignError(f"{path}:{n}: not a trigger point") from None
+        if (point[0], point[1]) not in TRIGGER_EVENTS or not (
+                point[2] is None or isinstance(point[2], str)):
+            raise CampaignError(f"{path}:{n}: {point} is not a trigger event")
+        out.append(point)
+    return out
+
+
+def campaign(topology: str = "default", timing: str = "fast", *,
+             exhaustive_mode: bool = True) -> list[Scenario]:
+    """The scenarios of `campaign run`: exhaustive from the shipped reference, or the
+    hand-picked matrix (docs/reliability.md) as scenarios."""
+    if exhaustive_mode:
+        return exhaustive(read_reference(reference_path(topology, timing)),
+                          topology=topology, timing=timing)[0]
+    return matrix(topology, timing)
+
+
+def matrix(topology: str = "default", timing: str = "fast") -> list[Scenario]:
+    """docs/reliability.md's fault matrix, as scenarios (plus a VF-first isolation case)."""
+    def s(first: Fault, *ups: tuple[Trigger, Fault], traffic: bool = True) -> Scenario:
+        return Scenario.build(first, tuple(ups), topology=topology, timing=timing,
+                              traffic=traffic, seed=seed_of(topology, first.label(),
+                                                            *(f.label() for _, f in ups)))
+    pol = "policy"
+    return [
+        s(FIRST), s(FIRST, traffic=False), s(Fault("vf-error", "vf1")),
+        s(FIRST, (Trigger("pe-frozen", "vf0", pol, delay_ms=1), Fault("adapter-fatal"))),
+        s(FIRST, (Trigger("reset-hot", "adapter", pol), Fault("adapter-fatal"))),
+        s(FIRST, (Trigger("lockout-lifted", "vf1", pol), Fault("adapter-fatal"))),
+        *(s(Fault("reset-fails", "adapter", {"times": n})) for n in (1, 2, 3)),
+        s(Fault("freeze-limit")), s(Fault("model-killed")),
+        s(FIRST, (Trigger("reset-hot", "adapter", pol), Fault("console-client-gone"))),
+        s(FIRST, (Trigger("reset-hot", "adapter", pol), Fault("channel-closed", "g1"))),
+        s(Fault("vf-driver-crash", "vf0")), s(Fault("pf-driver-crash")),
+    ]

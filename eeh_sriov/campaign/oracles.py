@@ -1,0 +1,310 @@
+"""The oracles, checked for every scenario: safety, liveness, isolation, resources.
+
+    violations = check(obs)           # obs: eeh_sriov.campaign.observe.Observation
+    [v.to_json() for v in violations] # {"oracle", "rule", "detail", "t", "pe"}
+
+Each rule reads recorded facts only (the timeline, the model's books sampled at every
+policy decision, the uplink's probes, the end state), so it can be checked again on a
+recorded run. The rules (docs/campaign.md, "Oracles"):
+
+safety
+  thaw-before-allow-unfreeze  a VF PE locked out by an adapter freeze is not thawed, reset
+                              or let out of the lockout before the adapter driver's next
+                              allow-unfreeze (the claim's order, hypervisor_shim.claim)
+  dma-while-frozen            no frame sent or delivered (DMA) and no interrupt from a
+                              function while its PE is not in state 0
+  duplicate-frame             no probe's echo reaches the uplink twice
+  loss-outside-recovery       a probe is lost only if sent while its VF was down: from its
+                              PE's freeze (or its driver's fault) to its driver's recovery
+  books-unbalanced            every function's own ledger balances at the end
+liveness
+  settle-bound                within the bound, every PE is healthy or permanently failed
+                              and every driver idle
+  end-state                   every PE ends in state 0 without flags, or permanently failed
+  unexpected-permanent-failure  permanent only where the policy says so for this scenario
+                              (3 failed resets, one freeze past max_freezes, model dead)
+  expected-permanent-failure  and permanently failed where it must be
+  driver-not-idle             every driver ends up and idle, or failed with its PE
+  traffic-not-back            every healthy VF echoes after its last recovery
+isolation
+  pe-disturbed                a PE outside the faults' scope is not frozen, reset or failed
+  driver-disturbed            its driver does not enter recovery
+  traffic-disturbed           its traffic loses nothing
+resources
+  fds, threads                back to the baseline after the teardown
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from eeh_abi.vocabulary import Kind, Source
+from eeh_sriov.campaign.model import FAULT_KINDS
+from eeh_sriov.campaign.observe import Observation
+from hypervisor_shim.timeline import Entry
+
+ORACLES = ("safety", "liveness", "isolation", "resources")
+LOSS_SLACK_BEFORE_S = 0.25  # probes already in the VF's ring when it froze are lost too
+LOSS_SLACK_AFTER_S = 0.05
+# What lets a VF PE out of a freeze or touches it as a reset does (the policy's entries).
+THAWS = frozenset({Kind.MMIO_THAWED, Kind.DMA_THAWED, Kind.PE_THAWED, Kind.RESET_HOT,
+                   Kind.RESET_FUNDAMENTAL, Kind.LOCKOUT_LIFTED, Kind.PLATFORM_RESET})
+DISTURBS = frozenset({Kind.PE_FROZEN, Kind.RESET_HOT, Kind.RESET_FUNDAMENTAL,
+                      Kind.PERMANENT_FAILURE, Kind.FUNCTION_REMOVED, Kind.PLATFORM_RESET})
+DRIVER_DISTURBED = frozenset({Kind.ERROR_DETECTED, Kind.RESET, Kind.RESTART,
+                              Kind.PERMANENT_FAILURE, Kind.DISCONNECT})
+DOWN_ENDS = frozenset({Kind.RECOVERED, Kind.RESUME, Kind.PROBE})
+PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class Violation:
+    oracle: str
+    rule: str
+    detail: str
+    t: float | None  # seconds since the first fault
+    pe: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"oracle": self.oracle, "rule": self.rule, "detail": self.detail,
+                "t": self.t, "pe": self.pe}
+
+
+def check(obs: Observation) -> list[Violation]:
+    out: list[Violation] = []
+    for fn in (thaw_before_allow_unfreeze, dma_while_frozen, duplicates, loss, books,
+               settle, end_state, permanence, drivers, traffic_back, isolation, resources):
+        out.extend(fn(obs))
+    return out
+
+
+def _policy(e: Entry) -> bool:
+    return e.source == Source.POLICY
+
+
+# ---------------------------------------------------------------------------- safety
+def thaw_before_allow_unfreeze(obs: Observation) -> Iterable[Violation]:
+    entries = obs.entries
+    for i, e in enumerate(entries):
+        if not (_policy(e) and e.kind == Kind.PE_FROZEN and e.data.get("locked_out")):
+            continue
+        vf = e.pe
+        for later in entries[i + 1:]:
+            if not _policy(later):
+                continue
+            if later.kind == Kind.ALLOW_UNFREEZE and later.pe == "adapter":
+                break
+            if later.pe == vf and later.kind in THAWS:
+                yield Violation("safety", "thaw-before-allow-unfreeze",
+                                f"{vf}: {later.kind} after its lockout began "
+                                f"({obs.rel(e.t)} s) and before the adapter's allow-unfreeze",
+                                obs.rel(later.t), vf)
+                break
+            if later.pe == vf and later.kind == Kind.PE_FROZEN and later.data.get(
+                    "locked_out"):
+                break  # a new round: its own window
+
+
+def dma_while_frozen(obs: Observation) -> Iterable[Violation]:
+    names = ("frames sent (DMA read)", "frames delivered (DMA write)", "interrupts")
+    seen: set[tuple[str, int]] = set()
+    for a, b in zip(obs.books, obs.books[1:], strict=False):
+        for fn, before in a.counters.items():
+            pe = "adapter" if fn == "pf" else fn
+            sa, sb = a.states.get(pe), b.states.get(pe)
+            after = b.counters.get(fn)
+            if sa is None or sb is None or after is None or sa[0] == 0 or sb[0] == 0:
+                continue
+            for k, name in enumerate(names):
+                if after[k] != before[k] and (fn, k) not in seen:
+                    seen.add((fn, k))
+                    yield Violation("safety", "dma-while-frozen",
+                                    f"{fn}: {name} {before[k]} -> {after[k]} while its PE "
+                                    f"was in state {sa[0]}..{sb[0]} ({a.kind} .. {b.kind})",
+                                    obs.rel(b.t), pe)
+
+
+def duplicates(obs: Observation) -> Iterable[Violation]:
+    for vf, tr in obs.traffic.items():
+        if tr.duplicates:
+            yield Violation("safety", "duplicate-frame",
+                            f"{vf}: {tr.duplicates} echo(es) on the uplink twice", None, vf)
+
+
+def down_intervals(obs: Observation, vf: str) -> list[tuple[float, float]]:
+    """When `vf` may lose traffic: from its PE's freeze, a reset of it, a fault on its
+    driver or owner, to its driver's next recovered/resume/probe (or the end)."""
+    starts = [e.t for e in obs.entries if e.pe == vf and _policy(e) and e.kind in (
+        Kind.PE_FROZEN, Kind.RESET_HOT, Kind.RESET_FUNDAMENTAL, Kind.FUNCTION_REMOVED,
+        Kind.PERMANENT_FAILURE)]
+    starts += [f.t for f in obs.faults if f.error is None and (
+        f.target in (vf, "adapter", "pf", None) or f.target == _owner_of(obs, vf))]
+    ends = sorted(e.t for e in obs.entries if e.source == Source.DRIVER and e.pe == vf
+                  and e.kind in DOWN_ENDS)
+    out = []
+    for s in sorted(starts):
+        end = next((t for t in ends if t > s), float("inf"))
+        out.append((s - LOSS_SLACK_BEFORE_S, end + LOSS_SLACK_AFTER_S))
+    return out
+
+
+def _owner_of(obs: Observation, vf: str) -> str | None:
+    for e in obs.entries:
+        if e.source == Source.SHIM and e.kind == Kind.PLATFORM_STARTED:
+            owner = e.data.get("owners", {}).get(vf)
+            return owner if isinstance(owner, str) else None
+    return None
+
+
+def loss(obs: Observation) -> Iterable[Violation]:
+    for vf, tr in obs.traffic.items():
+        down = down_intervals(obs, vf)
+        bad = [(seq, t) for seq, t in tr.lost if not any(a <= t <= b for a, b in down)]
+        if bad:
+            yield Violation("safety", "loss-outside-recovery",
+                            f"{vf}: {len(bad)} probe(s) lost while it was up, first seq "
+                            f"{bad[0][0]} sent at {obs.rel(bad[0][1])} s", obs.rel(bad[0][1]),
+                            vf)
+
+
+def books(obs: Observation) -> Iterable[Violation]:
+    bad = sorted(fn for fn, ok in obs.model_books.items() if not ok)
+    if bad:
+        yield Violation("safety", "books-unbalanced",
+                        f"the model's ledger does not balance for {bad}", None, None)
+
+
+# ---------------------------------------------------------------------------- liveness
+def settle(obs: Observation) -> Iterable[Violation]:
+    if obs.unsettled:
+        yield Violation("liveness", "settle-bound",
+                        f"not settled within {obs.bound_s} s: {'; '.join(obs.unsettled)}",
+                        None, None)
+
+
+def end_state(obs: Observation) -> Iterable[Violation]:
+    for pe, (state, flags) in obs.pe_end.items():
+        if PERMANENT not in flags and (state != 0 or flags):
+            yield Violation("liveness", "end-state",
+                            f"{pe} ends in state {state} with flags {list(flags)}", None, pe)
+
+
+def _applied(obs: Observation, kind: str) -> list[str | None]:
+    return [f.target for f in obs.faults if f.kind == kind and f.error is None]
+
+
+def may_fail(obs: Observation, pe: str) -> bool:
+    """The policy's documented reasons for a permanent failure, in this scenario."""
+    if _applied(obs, "model-killed") or _applied(obs, "freeze-limit"):
+        return True
+    fails = sum(int(f.params["times"]) for f in (obs.scenario.first, *(
+        f for _, f in obs.scenario.follow_ups)) if f.kind == "reset-fails")
+    targets = set(_applied(obs, "reset-fails"))
+    return fails >= obs.max_reset_failures and ("adapter" in targets or pe in targets)
+
+
+def must_fail(obs: Observation) -> bool:
+    first = obs.scenario.first
+    return bool(_applied(obs, "model-killed") or _applied(obs, "freeze-limit")) or (
+        first.kind == "reset-fails" and first.target in ("adapter", "pf")
+        and int(first.params["times"]) >= obs.max_reset_failures
+        and any(f.first and f.error is None for f in obs.faults))
+
+
+def permanence(obs: Observation) -> Iterable[Violation]:
+    permanent = sorted(pe for pe, (_, flags) in obs.pe_end.items() if PERMANENT in flags)
+    for pe in permanent:
+        if not may_fail(obs, pe):
+            yield Violation("liveness", "unexpected-permanent-failure",
+                            f"{pe} is permanently failed; no fault of this scenario is a "
+                            "documented reason", None, pe)
+    if must_fail(obs) and "adapter" not in permanent:
+        yield Violation("liveness", "expected-permanent-failure",
+                        "the adapter PE should be permanently failed and is not", None,
+                        "adapter")
+
+
+def drivers(obs: Observation) -> Iterable[Violation]:
+    permanent = {pe for pe, (_, flags) in obs.pe_end.items() if PERMANENT in flags}
+    for name, state in obs.drivers_end.items():
+        pe = "adapter" if name == "pf" else name
+        if state == "up" or (state == "failed" and pe in permanent):
+            continue
+        yield Violation("liveness", "driver-not-idle", f"driver {name} ends {state!r}"
+                        + (" with its PE healthy" if pe not in permanent else ""), None, pe)
+
+
+def traffic_back(obs: Observation) -> Iterable[Violation]:
+    for vf, tr in obs.traffic.items():
+        state, flags = obs.pe_end.get(vf, (0, ()))
+        if state != 0 or flags:
+            continue
+        ends = [e.t for e in obs.entries if e.source == Source.DRIVER and e.pe == vf
+                and e.kind in DOWN_ENDS]
+        last = max(ends, default=obs.t0)
+        if tr.last_echo is None or tr.last_echo <= last:
+            yield Violation("liveness", "traffic-not-back",
+                            f"{vf}: no echo after its last recovery ({obs.rel(last)} s)",
+                            obs.rel(last), vf)
+
+
+# ---------------------------------------------------------------------------- isolation
+def scope(obs: Observation) -> set[str] | None:
+    """The PEs the applied faults may disturb; None: every PE (an adapter-wide fault)."""
+    pes: set[str] = set()
+    owners = {}
+    for e in obs.entries:
+        if e.source == Source.SHIM and e.kind == Kind.PLATFORM_STARTED:
+            owners = dict(e.data.get("owners", {}))
+    for f in obs.faults:
+        spec = FAULT_KINDS[f.kind]
+        if spec.scope == "adapter" or f.target in ("adapter", "pf"):
+            return None
+        if spec.scope == "none" or f.target is None:
+            continue
+        if f.target.startswith("vf"):
+            pes.add(f.target)
+        else:  # an owner: every PE of its functions
+            pes |= {("adapter" if fn == "pf" else fn) for fn, o in owners.items()
+                    if o == f.target}
+            if "adapter" in pes:
+                return None
+    return pes
+
+
+def isolation(obs: Observation) -> Iterable[Violation]:
+    touched = scope(obs)
+    if touched is None:
+        return
+    for e in obs.entries:
+        if e.t < obs.t0 or e.pe is None or e.pe in touched:
+            continue
+        if _policy(e) and e.kind in DISTURBS:
+            yield Violation("isolation", "pe-disturbed",
+                            f"{e.pe}: {e.kind} though no fault of this scenario reaches it "
+                            f"(faults reach {sorted(touched)})", obs.rel(e.t), e.pe)
+            touched = touched | {e.pe}  # once per PE
+        elif e.source == Source.DRIVER and e.kind in DRIVER_DISTURBED:
+            yield Violation("isolation", "driver-disturbed",
+                            f"{e.pe}'s driver reports {e.kind} though no fault reaches it",
+                            obs.rel(e.t), e.pe)
+            touched = touched | {e.pe}
+    for vf, tr in obs.traffic.items():
+        if vf not in touched and tr.lost:
+            yield Violation("isolation", "traffic-disturbed",
+                            f"{vf}: {len(tr.lost)} probe(s) lost though no fault reaches it",
+                            obs.rel(tr.lost[0][1]), vf)
+
+
+# ---------------------------------------------------------------------------- resources
+def resources(obs: Observation) -> Iterable[Violation]:
+    for what in ("fds", "threads"):
+        r = obs.resources.get(what)
+        if not isinstance(r, dict):
+            continue
+        if r["after"] > r["before"]:
+            yield Violation("resources", what,
+                            f"{what}: {r['before']} before, {r['after']} after the teardown "
+                            f"(extra: {r.get('extra', [])})", None, None)

@@ -1,0 +1,309 @@
+"""Run one scenario in harness mode and judge it: the runner behind `campaign run`,
+`campaign replay` and the pytest items.
+
+    result = run_scenario(scenario, out_dir)     # one results.jsonl line (a dict)
+    append_result(out_dir / "results.jsonl", result)
+
+A run: the topology's platform and drivers start (`rig.HarnessRig`), traffic flows, the
+first fault is applied after a delay drawn from the seed (0-20 ms: where the traffic's
+probes are when it hits), and each follow-up fault waits for its trigger: a timeline
+listener counts the entries that match it from the first fault on and, at the nth, hands
+the fault to the campaign's own thread (a listener runs on the thread that recorded the
+entry, often the model's loop: it must not block), which waits `delay_ms` and applies it.
+Then the run waits, within a bound, until every PE is healthy or permanently failed and
+every driver idle, takes the facts (`observe.Observation`), tears everything down,
+counts fds and threads against the baseline taken before the start, and asks the oracles.
+
+Artifacts, in `<out>/scenarios/<id>/`: events.jsonl (the platform's timeline),
+trace.jsonl (the platform calls, driver steps and faults in order), timeline.md (the
+claim's table, the PE diagram, the violations), observation.json (what the oracles read),
+scenario.json; error.txt when the run itself failed (verdict "error").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import shutil
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from eeh_abi.vocabulary import Source
+from eeh_sriov.campaign.errors import CampaignError
+from eeh_sriov.campaign.faults import Applied, Context, apply
+from eeh_sriov.campaign.model import Scenario, Trigger
+from eeh_sriov.campaign.observe import Observation, VfTraffic
+from eeh_sriov.campaign.oracles import Violation, check
+from eeh_sriov.campaign.rig import HarnessRig, Sample, topology_config
+from eeh_sriov.report import write_timeline_md
+from guest_drivers.driver import DriverState
+from hypervisor_shim.claim import check_claim
+from hypervisor_shim.timeline import Entry
+
+RESULTS_NAME = "results.jsonl"
+BOUND_S = {"fast": 5.0, "spec": 30.0}  # the liveness bound: settled within this
+IN_FLIGHT_S = 0.15  # after pausing the traffic, echoes still on their way
+
+
+class FaultScheduler:
+    """Counts the timeline entries matching each follow-up's trigger (from `arm` on) and
+    applies the fault on its own thread when the nth comes (+ delay_ms)."""
+
+    def __init__(self, rig: HarnessRig, scenario: Scenario) -> None:
+        self.rig = rig
+        self.scenario = scenario
+        self.applied: list[Applied] = []
+        self.fired: list[bool] = [False] * len(scenario.follow_ups)
+        self._counts = [0] * len(scenario.follow_ups)
+        self._armed = False
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[int, float, str | None] | None] = queue.Queue()
+        self._outstanding = 0
+        self._thread = threading.Thread(target=self._run, name="campaign-faults",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self.rig.plat.timeline.add_listener(self._on_entry)
+        self._thread.start()
+
+    def arm(self) -> None:
+        self._armed = True
+
+    def busy(self) -> bool:
+        with self._lock:
+            return self._outstanding > 0
+
+    def close(self) -> None:
+        self.rig.plat.timeline.remove_listener(self._on_entry)
+        self._queue.put(None)
+        self._thread.join(30)
+
+    def _on_entry(self, e: Entry) -> None:  # any thread: count, hand over, never block
+        if not self._armed or e.source not in (Source.POLICY, Source.DRIVER):
+            return
+        with self._lock:
+            for i, (trig, _) in enumerate(self.scenario.follow_ups):
+                if self.fired[i] or not trig.matches(e.source, e.kind, e.pe):
+                    continue
+                self._counts[i] += 1
+                if self._counts[i] == trig.nth:
+                    self.fired[i] = True
+                    self._outstanding += 1
+                    self._queue.put((i, time.monotonic() + trig.delay_ms / 1000, e.pe))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            i, due, pe = item
+            time.sleep(max(0.0, due - time.monotonic()))
+            _, fault = self.scenario.follow_ups[i]
+            ctx = Context(random.Random(f"{self.scenario.seed}:{i}"), pe)
+            self.applied.append(apply(self.rig, fault, ctx, first=False))
+            with self._lock:
+                self._outstanding -= 1
+
+
+def resources_now() -> dict[str, Any]:
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+    return {"fds": fds, "threads": sorted(t.name for t in threading.enumerate())}
+
+
+def _resources(before: dict[str, Any], wait_s: float = 3.0) -> dict[str, Any]:
+    """fds and threads after the teardown against `before` (waiting for stragglers)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        now = resources_now()
+        ok = len(now["fds"]) <= len(before["fds"]) and \
+            len(now["threads"]) <= len(before["threads"])
+        if ok or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    extra_fds = sorted({v for k, v in now["fds"].items() if before["fds"].get(k) != v})
+    extra_threads = list(now["threads"])
+    for name in before["threads"]:
+        if name in extra_threads:
+            extra_threads.remove(name)
+    return {"fds": {"before": len(before["fds"]), "after": len(now["fds"]),
+                    "extra": extra_fds[:20]},
+            "threads": {"before": len(before["threads"]), "after": len(now["threads"]),
+                        "extra": extra_threads[:20]}}
+
+
+def _drivers_end(rig: HarnessRig) -> dict[str, str]:
+    out = {}
+    for name, d in rig.drivers().items():
+        rec = d.recovery
+        busy = rec is not None and (rec.pending or rec.running)
+        if d.state is DriverState.UP and not busy:
+            out[name] = "up"
+        else:
+            out[name] = d.state.value + (", recovery under way" if busy else "")
+    return out
+
+
+def _traffic(rig: HarnessRig) -> dict[str, VfTraffic]:
+    tr = rig.traffic
+    if tr is None:
+        return {}
+    tr.pause()
+    time.sleep(IN_FLIGHT_S)
+    tr.stop()  # its thread joined: its books are ours to read
+    rig.traffic = None
+    out = {}
+    for name, st in tr.streams.items():
+        lost = tuple((seq, t) for seq, t in sorted(st.send_times.items()) if seq not in st.seen)
+        out[name] = VfTraffic(lost, st.duplicates, st.sent,
+                              st.echo_times[-1][0] if st.echo_times else None)
+    return out
+
+
+def observe(scenario: Scenario, artifacts: Path) -> Observation:
+    """Run `scenario` in harness mode; the facts for the oracles (resources not yet)."""
+    if scenario.mode != "harness":
+        raise CampaignError(f"{scenario.id}: VM mode is not run here (harness only)")
+    rng = random.Random(scenario.seed)
+    cfg = topology_config(scenario.topology, scenario.timing)
+    bound = BOUND_S[scenario.timing]
+    rig = HarnessRig(cfg, artifacts, traffic=scenario.traffic)
+    with rig:
+        sched = FaultScheduler(rig, scenario)
+        sched.start()
+        try:
+            time.sleep(rng.uniform(0.0, 0.02))
+            sched.arm()
+            first = apply(rig, scenario.first, Context(rng), first=True)
+            unsettled = rig.settled(bound, busy=sched.busy)
+        finally:
+            sched.close()
+        traffic = _traffic(rig)
+        pe_end = rig.pe_states()
+        drivers_end = _drivers_end(rig)
+        plat = rig.plat
+        books: dict[str, bool] = {}
+        if plat.model_failure is None:
+            books = plat.call(lambda: {f.name: f.nic.balanced
+                                       for f in plat.adapter.functions()})
+        entries = tuple(plat.timeline.snapshot())
+    return Observation(scenario, first.t, entries, (first, *sched.applied), tuple(rig.books),
+                       traffic, pe_end, drivers_end, tuple(unsettled), bound, books,
+                       cfg.policy.max_reset_failures)
+
+
+def pe_history(books: tuple[Sample, ...], t0: float) -> list[dict[str, Any]]:
+    """The PE-state history for the swimlanes: each PE's (state, flags) at the first fault
+    (t 0) and whenever it changed after, in seconds since the first fault."""
+    start: dict[str, tuple[int, tuple[str, ...]]] = {}
+    last: dict[str, tuple[int, tuple[str, ...]]] = {}
+    out: list[dict[str, Any]] = []
+    for s in books:
+        if s.t < t0:
+            start.update(s.states)
+            last.update(s.states)
+            continue
+        for pe, st in s.states.items():
+            if last.get(pe) != st:
+                last[pe] = st
+                out.append({"t": round(s.t - t0, 6), "pe": pe, "state": st[0],
+                            "flags": list(st[1])})
+    return [{"t": 0.0, "pe": pe, "state": st[0], "flags": list(st[1])}
+            for pe, st in sorted(start.items())] + out
+
+
+def write_trace(path: Path, obs: Observation) -> None:
+    """The platform calls, the drivers' steps and the faults, in order."""
+    lines = [(e.t, e.to_json()) for e in obs.entries
+             if e.source in (Source.CALL, Source.DRIVER)]
+    lines += [(f.t, f.to_json()) for f in obs.faults]
+    with path.open("w") as out:
+        for _, obj in sorted(lines, key=lambda x: x[0]):
+            out.write(json.dumps(obj, default=str) + "\n")
+
+
+def write_artifacts(artifacts: Path, obs: Observation, violations: list[Violation]) -> None:
+    (artifacts / "observation.json").write_text(json.dumps(obs.to_json(), default=str))
+    write_trace(artifacts / "trace.jsonl", obs)
+    vfs = {n: o for n, o in _owners(obs).items() if n != "pf"}
+    steps = check_claim(obs.entries, pf_owner=_owners(obs).get("pf", ""), vfs=vfs,
+                        since=obs.t0)
+    write_timeline_md(artifacts / "timeline.md", f"{obs.scenario.id}: "
+                      f"{obs.scenario.label()}", steps, obs.entries, obs.t0)
+    with (artifacts / "timeline.md").open("a") as f:
+        f.write("## Violations\n\n" + ("\n".join(
+            f"- **{v.oracle}/{v.rule}** ({v.pe or '-'}, t={v.t}): {v.detail}"
+            for v in violations) or "none") + "\n\n## Faults\n\n" + "\n".join(
+            f"- {f.t - obs.t0:+.4f} s {f.label} -> {f.target}"
+            + (f" (not applied: {f.error})" if f.error else "") for f in obs.faults) + "\n")
+
+
+def _owners(obs: Observation) -> dict[str, str]:
+    for e in obs.entries:
+        if e.source == Source.SHIM and e.kind == "platform-started":
+            return {str(k): str(v) for k, v in e.data.get("owners", {}).items()}
+    return {}
+
+
+def run_scenario(scenario: Scenario, out: Path, *, worker: str = "main",
+                 shard: str | None = None) -> dict[str, Any]:
+    """Run and judge `scenario`; its results line (the contract in docs/campaign.md)."""
+    artifacts = out / "scenarios" / scenario.id
+    if artifacts.exists():
+        shutil.rmtree(artifacts)
+    artifacts.mkdir(parents=True)
+    (artifacts / "scenario.json").write_text(json.dumps(scenario.to_json(), indent=1))
+    started = time.monotonic()
+    before = resources_now()
+    verdict, violations, history, fired = "error", [], [], False
+    try:
+        obs = observe(scenario, artifacts)
+        obs = Observation(**{**obs.__dict__, "resources": _resources(before)})
+        violations = check(obs)
+        verdict = "fail" if violations else "pass"
+        history = pe_history(obs.books, obs.t0)
+        fired = any(not f.first for f in obs.faults)
+        write_artifacts(artifacts, obs, violations)
+    except Exception:
+        (artifacts / "error.txt").write_text(traceback.format_exc())
+    return {"id": scenario.id, "scenario": scenario.to_json(), "verdict": verdict,
+            "violations": [v.to_json() for v in violations],
+            "duration_s": round(time.monotonic() - started, 3), "artifacts": str(artifacts),
+            "pe_states": history, "trigger_fired": fired, "worker": worker, "shard": shard,
+            "version": 1}
+
+
+def append_result(path: Path, result: dict[str, Any]) -> None:
+    """One line, written whole (O_APPEND: lines of parallel writers do not interleave)."""
+    data = (json.dumps(result, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def read_results(path: Path) -> dict[str, dict[str, Any]]:
+    """The results in `path` by scenario id (the last line of an id wins)."""
+    out = {}
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise CampaignError(f"cannot read {path}: {e.strerror}") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            obj = json.loads(line)
+            out[str(obj["id"])] = obj
+        except (ValueError, KeyError, TypeError):
+            raise CampaignError(f"{path}:{n}: not a results line") from None
+    return out
+
+
+def trigger_of(scenario: Scenario) -> Trigger | None:
+    return scenario.follow_ups[0][0] if scenario.follow_ups else None
