@@ -16,7 +16,12 @@ the request's id when the line's top-level `id` member could be read before it w
 
 `Channel` is the synchronous client (standard library only; runs in a guest): one reader
 thread demultiplexes replies (by id) and events (to subscribers); any number of driver
-threads may call at once.
+threads may call at once. A channel never blocks its callers for good: once the platform
+has closed it (a socket's end of file; in a guest, the port's end of file after the
+platform had answered: QEMU never reconnects the port), every call and post fails with
+ChannelClosed, those waiting included; a write the platform does not take within the
+channel's `timeout` (it stopped reading) fails with ChannelClosed and closes the channel
+(part of a line may have gone out: the stream cannot be trusted after it).
 """
 
 from __future__ import annotations
@@ -249,7 +254,9 @@ class Channel:
     def __init__(self, fd: int, *, close: Callable[[], None] | None = None,
                  timeout: float = 30.0, eof_closes: bool = True) -> None:
         self._fd = fd
+        os.set_blocking(fd, False)  # writes wait in select, so they can give up
         self._eof_closes = eof_closes
+        self._answered = False  # a line came from the platform: its end is connected
         self._close_fn = close
         self.timeout = timeout
         self._wlock = threading.Lock()
@@ -306,7 +313,7 @@ class Channel:
             self._waiting[msg_id] = slot
         try:
             self._write(encode(Request(msg_id, call, args)))
-            limit = self.timeout if timeout is None else timeout
+            limit = self.timeout if timeout is None else timeout  # for the reply
             deadline = time.monotonic() + limit
             while True:
                 reply = slot.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
@@ -324,12 +331,27 @@ class Channel:
                 self._waiting.pop(msg_id, None)
 
     def _write(self, data: bytes) -> None:
-        """One whole message, not interleaved with another thread's."""
+        """One whole message, not interleaved with another thread's; ChannelClosed once
+        the channel is closed or the platform takes nothing for `timeout` seconds."""
         with self._wlock:
             view = memoryview(data)
+            deadline = time.monotonic() + self.timeout
             while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+                if self._closed.is_set():
+                    raise ChannelClosed("channel closed")
+                try:
+                    n = os.write(self._fd, view)
+                except BlockingIOError:
+                    n = 0
+                if n:
+                    view = view[n:]
+                    deadline = time.monotonic() + self.timeout
+                    continue
+                if time.monotonic() >= deadline:
+                    self._closed.set()
+                    raise ChannelClosed(f"the platform took nothing written for "
+                                        f"{self.timeout:g} s: channel closed")
+                select.select([], [self._fd], [], 0.1)
 
     def post(self, call: Call, on_reply: Callable[[Reply], None] | None = None,
              **args: Any) -> None:
@@ -369,12 +391,16 @@ class Channel:
                 r, _, _ = select.select([self._fd], [], [], 0.5)
                 if not r:
                     continue
-                data = os.read(self._fd, 65536)
+                try:
+                    data = os.read(self._fd, 65536)
+                except BlockingIOError:
+                    continue
                 if not data:  # a socket: the peer closed; a virtio port: no host end now
-                    if self._eof_closes:
-                        break
+                    if self._eof_closes or self._answered:
+                        break  # (a port's host end, once there, never comes back)
                     time.sleep(0.05)
                     continue
+                self._answered = True
                 for item in lines.feed(data):
                     if isinstance(item, DecodeError):
                         self.bad_lines += 1
