@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eeh_sriov.campaign import merge
 from eeh_sriov.campaign.errors import CampaignError
 from eeh_sriov.campaign.generate import (
     campaign,
@@ -61,6 +62,7 @@ def add_subcommand(sub: Any) -> None:
     ref = csub.add_parser("reference", help="record the clean timeline exhaustive mode "
                                             "generates from")
     _common(ref)
+    merge.add_subcommands(csub)  # merge, report (eeh_sriov.campaign.merge)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -71,6 +73,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, runs: Path) -> int:
     cmd = args.campaign_cmd
+    if cmd in merge.COMMANDS:
+        return merge.run(args)
     if cmd == "list":
         topology_path(args.topology)
         for s in campaign(args.topology, args.timing, exhaustive_mode=args.exhaustive):
