@@ -147,6 +147,22 @@ class Agent:
                 log.warning("closing %s failed", d.name, exc_info=True)
         self.services.close()
 
+    def restart_driver(self, name: str) -> Driver | None:
+        """The driver of function `name` died (its thread stopped where it was, its
+        connection to the function closed, as a crashed process's): a new driver probes it
+        on a new connection, as a reloaded module would (the fault campaigns' driver
+        crash). Returns the new driver (None: the function could not be opened)."""
+        old = self.drivers[name]
+        old.stop()
+        try:
+            old.fn.close()
+        except Exception:  # a dead driver's connection may be half gone already
+            log.debug("closing %s after its crash failed", name, exc_info=True)
+        d = self._create(self.infos[name])
+        if d is not None:
+            d.start(wait=None)
+        return d
+
     # ------------------------------------------------------------------ hot-plug
     def _on_hotplug(self, kind: str, name: str) -> None:
         # called on the channel's reader (or udev) thread: a probe makes platform calls,

@@ -65,7 +65,11 @@ def trigger_points(entries: Iterable[Entry], since: float = 0.0) -> list[Point]:
     """The distinct trigger points of a timeline from `since` on, sorted."""
     points = {(e.source, e.kind, e.pe) for e in entries
               if e.t >= since and (e.source, e.kind) in TRIGGER_EVENTS}
-    return sorted(points, key=lambda p: (p[0], p[1], p[2] or ""))
+    return sorted(points, key=_point_key)
+
+
+def _point_key(p: Point) -> tuple[str, str, str]:
+    return p[0], p[1], p[2] or ""
 
 
 def seed_of(*parts: str) -> int:
@@ -78,7 +82,7 @@ def exhaustive(points: Sequence[Point], *, topology: str = "default", timing: st
     pairs left out: (trigger label, fault label, why)."""
     out: list[Scenario] = []
     excluded = []
-    for source, kind, pe in points:
+    for source, kind, pe in sorted(set(points), key=_point_key):
         trig = Trigger(kind, pe, source)
         for fault, why in fault_variants(pe):
             if why is not None:

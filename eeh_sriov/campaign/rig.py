@@ -159,15 +159,9 @@ class HarnessRig:
         return "adapter" if function == "pf" else function
 
     def restart_driver(self, function: str) -> None:
-        """The driver of `function` dies (its thread stops where it is, its connection to
-        the function is closed as a dead process's would be) and starts again: a probe on
-        a new connection. Blocking; not on the model's loop."""
-        agent = self.agent_of(function)
-        d = agent.drivers[function]
-        d.stop(timeout=10)
-        with contextlib.suppress(Exception):
-            d.fn.close()
-        d.reattach(agent.backend.open_function(agent.infos[function]), wait=None)
+        """The driver of `function` dies and a new one probes it (Agent.restart_driver).
+        Blocking; not on the model's loop."""
+        self.agent_of(function).restart_driver(function)
 
     def restart_agent(self, owner: str) -> None:
         """`owner`'s channel closes under its agent; the agent starts again on a new one."""
