@@ -7,6 +7,12 @@
 
 `up` writes `consoles.json` in its run directory and points `runs/latest` at it;
 `status` and `inject` find the platform console there unless `--console` names one.
+`up --traffic` runs the test traffic (eeh_sriov.traffic): the agents' own probes and the
+host's probes from the uplink to every VF, echoed back; after each recovery of a VF the
+first echo through it is a `traffic-back` step (timeline and live output). When `up` ends
+(Ctrl-C, SIGTERM, every guest gone) it leaves what `demo` leaves: events.jsonl,
+timeline.md and summary.json (eeh_sriov.report, the session's steps) and uplink.pcap
+(the uplink, captured with or without --traffic).
 """
 
 from __future__ import annotations
@@ -23,17 +29,35 @@ from typing import Any
 
 from qemu.qmp import QMPClient, QMPError
 
+from eeh_abi.vocabulary import Kind, Source
 from eeh_sriov.interrupt import Interrupted, until_signal
+from eeh_sriov.report import (
+    session_injections,
+    session_steps,
+    versions,
+    write_summary,
+    write_timeline_md,
+)
 from eeh_sriov.system import System, asset_config
 from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
+from eeh_sriov.traffic import TrafficBack, UplinkTraffic, guest_traffic_command, vf_targets
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.injection import INJECT_KINDS
 from hypervisor_shim.platform_api import PeInfo
+from hypervisor_shim.readiness import DriversNotReady, wait_drivers_ready_async
+from hypervisor_shim.timeline import Entry
 from qemu_launcher.assets import ensure_assets
 from qemu_launcher.run import new_run_dir, resolve_accel
 
 COMMANDS = ("up", "status", "inject")
 STATE_NAMES = {0: "normal", 1: "reset", 2: "frozen", 4: "dma-stopped", 5: "unavailable"}
+HOST_PROBES_HZ = 25.0  # up --traffic: host probes per VF per second (as demo)
+GUEST_PPS = 10.0  # up --traffic: each VF's own probes per second (as demo)
+READY_TIMEOUT_S = 180.0
+# what up --traffic prints as it happens (besides the PE state lines)
+LIVE = {(Source.CONSOLE, Kind.INJECT), (Source.CONSOLE, Kind.RESET_PE),
+        (Source.DRIVER, Kind.RECOVERED), (Source.DRIVER, Kind.PERMANENT_FAILURE),
+        (Source.TRAFFIC, Kind.TRAFFIC_BACK)}
 
 
 class ConsoleNotFound(ShimError):
@@ -46,6 +70,11 @@ def add_subcommands(sub: Any) -> None:
                     help="topology file (default: the shipped default.toml)")
     up.add_argument("--command", default=None,
                     help="guest command instead of the drivers' agent")
+    up.add_argument("--traffic", action="store_true",
+                    help="test traffic: every VF probes the uplink and its peers, the host "
+                         f"probes every VF ({HOST_PROBES_HZ:g}/s) and prints when traffic "
+                         "comes back after each recovery (a traffic-back step). Without "
+                         "it (the default) no traffic runs; the uplink is only captured")
     for name, text in (("status", "PE states of a running topology"),
                        ("inject", "inject an error into a running topology")):
         p = sub.add_parser(name, help=text)
@@ -136,7 +165,8 @@ async def up(args: argparse.Namespace) -> int:
           f"accelerator {accel} ({why})", flush=True)
     print(f"up: {assets.qemu.removal()}", flush=True)
     run_dir = new_run_dir(args.runs, "up")
-    command = (lambda g: args.command) if args.command else None
+    command = (lambda g: args.command) if args.command else (
+        (lambda g: guest_traffic_command(topo, g.name, GUEST_PPS)) if args.traffic else None)
     system = System(topo, run_dir, assets, accel=accel, guest_command=command)
     try:
         return await until_signal(_up(args, system, run_dir), lambda: system.stopping)
@@ -167,7 +197,14 @@ async def _up(args: argparse.Namespace, system: System, run_dir: Path) -> int:
             print("  try: query-pes | eeh-inject pe=adapter kind=adapter-fatal | "
                   "query-pe-error-log pe=adapter")
             print("  Ctrl-C takes everything down.", flush=True)
-            await _watch(system)
+            session = Session(args, system, run_dir, t0)
+            with UplinkTraffic(system.platform, vf_targets(system.topo),
+                               rate_hz=HOST_PROBES_HZ, probing=args.traffic) as traffic:
+                session.start(traffic)
+                try:
+                    await _watch(system)
+                finally:  # no await here: a second Ctrl-C cannot cut it short
+                    session.finish(traffic)
     finally:
         boot.cancel()
     return 0
@@ -179,17 +216,149 @@ async def _progress(t0: float, what: str) -> None:
         print(f"up: {what} ... {time.monotonic() - t0:.0f} s", flush=True)
 
 
+class Session:
+    """What `up` does besides its PE state lines: the drivers' readiness, the live steps,
+    with --traffic the traffic-back watch, and the artifacts when it ends."""
+
+    def __init__(self, args: argparse.Namespace, system: System, run_dir: Path,
+                 t0: float) -> None:
+        self.args = args
+        self.system = system
+        self.run_dir = run_dir
+        self.t0 = t0
+        self.back: TrafficBack | None = None
+        self._loop = asyncio.get_running_loop()
+        self._tasks: list[asyncio.Future[None]] = []
+
+    def start(self, traffic: UplinkTraffic) -> None:
+        if self.args.traffic:
+            self.back = TrafficBack(traffic, self.system.platform.timeline)
+            self.back.start()
+            self.system.platform.timeline.add_listener(self._live)
+        if not self.args.command:  # the drivers' agent runs: say when it is ready
+            self._tasks.append(asyncio.ensure_future(self._ready(traffic)))
+
+    async def _ready(self, traffic: UplinkTraffic) -> None:
+        plat = self.system.platform
+        try:
+            await wait_drivers_ready_async(plat.timeline, self.system.topo.guest_pes,
+                                           READY_TIMEOUT_S, interval=0.2)
+        except DriversNotReady as e:
+            print(f"up: {e}", flush=True)
+            return
+        plat.timeline.record(Source.SHIM, Kind.DRIVERS_READY,
+                             data={"s": round(time.monotonic() - self.t0, 3)})
+        print(f"up: drivers ready after {time.monotonic() - self.t0:.1f} s", flush=True)
+        if not self.args.traffic:
+            return
+        for name in traffic.targets:
+            if await asyncio.to_thread(traffic.wait_echo_after, name, 0.0, 60) is None:
+                print(f"up: no traffic through {name} (no echo within 60 s)", flush=True)
+                return
+        print(f"up: traffic flows through every VF ({', '.join(traffic.targets)})",
+              flush=True)
+
+    def _live(self, e: Entry) -> None:  # any thread: printed on the loop's
+        if (e.source, e.kind) in LIVE:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                self._loop.call_soon_threadsafe(_say, live_line(e))
+
+    def finish(self, traffic: UplinkTraffic) -> None:
+        """Stop watching, then write timeline.md, summary.json and uplink.pcap (blocking:
+        nothing here may be interrupted half-way); events.jsonl is written as it goes."""
+        plat = self.system.platform
+        plat.timeline.remove_listener(self._live)
+        for task in self._tasks:
+            task.cancel()
+        if self.back is not None:
+            self.back.stop()
+        traffic.stop()
+        stats = traffic.stats(in_flight_s=0.5) if self.args.traffic else {}
+        frames = traffic.write_pcap(self.run_dir / "uplink.pcap")
+        paths = write_session(self.system, self.run_dir, traffic=self.args.traffic,
+                              stats=stats, frames=frames, t0=self.t0)
+        print(f"up: wrote {', '.join(p.name for p in paths)} ({frames} frames) and "
+              f"events.jsonl in {self.run_dir}", flush=True)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def live_line(e: Entry) -> str:
+    """One step as `up --traffic` prints it as it happens."""
+    who = e.owner or e.source
+    extra = ""
+    if e.kind == Kind.TRAFFIC_BACK:
+        extra = f", {e.data.get('ms', '?')} ms after its driver's {e.data.get('after', '?')}"
+    elif e.source == Source.CONSOLE:
+        extra = "".join(f" {k}={v}" for k, v in e.data.items())
+    return f"[{time.strftime('%H:%M:%S')}] {e.kind:<18} {e.pe or '':<8} {who}{extra}"
+
+
+def write_session(system: System, run_dir: Path, *, traffic: bool,
+                  stats: dict[str, dict[str, int]], frames: int, t0: float) -> list[Path]:
+    """timeline.md and summary.json of an `up` session (eeh_sriov.report's writers):
+    the steps since the drivers were ready (or, if they never were, since the guests)."""
+    entries = system.platform.timeline.snapshot()
+    ready = next((e for e in entries if e.kind == Kind.DRIVERS_READY), None)
+    start = ready.t if ready is not None else t0
+    topo = system.topo
+    steps = session_steps(entries, vf_targets(topo), traffic=traffic)
+    md, js = run_dir / "timeline.md", run_dir / "summary.json"
+    write_timeline_md(md, f"Operator session (up {topo.source})", steps, entries, start,
+                      since="drivers ready" if ready is not None else "guests ready")
+    injections = session_injections(entries, start)
+    first = injections[0]["traffic_back_ms"] if injections else {}
+    ledgers = {e.pe: e.data.get("ledger") for e in entries
+               if e.source == Source.DRIVER and e.kind == Kind.RECOVERED}
+    write_summary(js, steps=steps, t0=start, counters={
+        n: {"uplink_probes": st, "driver_ledger": ledgers.get(n)} for n, st in stats.items()},
+        extra={"kind": "up", "topology": topo.source, "traffic": traffic,
+               # the first console action's: until the last VF's traffic came back
+               "recovery_ms": max(first.values()) if first else None,
+               "injections": injections, "accel": system.accel,
+               "timing": topo.adapter.timing,
+               "drivers_ready_s": ready.data.get("s") if ready is not None else None,
+               "uplink_pcap_frames": frames,
+               "guests": {n: vm.summary for n, vm in system.machines.items()},
+               "versions": versions({"qemu": system.assets.qemu.describe()})})
+    return [md, js, run_dir / "uplink.pcap"]
+
+
+def state_line(pes: list[PeInfo]) -> str:
+    """The PE states as `up` prints them: PE=state(flags) for each PE."""
+    return "  ".join(f"{p.pe}={p.state}{'(' + ','.join(p.flags) + ')' if p.flags else ''}"
+                     for p in pes)
+
+
+class StateLines:
+    """The state lines `up` prints: a line only when it differs from the last one printed
+    (what it shows, not the PEs' other fields: a freeze count or retry hint that moved
+    alone printed the same line twice)."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def changed(self, pes: list[PeInfo]) -> str | None:
+        line = state_line(pes)
+        if line == self.last:
+            return None
+        self.last = line
+        return line
+
+
 async def _watch(system: System) -> None:
-    """Print the PE states whenever they change, until cancelled (Ctrl-C)."""
-    last: list[PeInfo] = []
+    """Print the PE states whenever they change, until cancelled (Ctrl-C) or every
+    guest is gone."""
+    lines = StateLines()
     while True:
-        pes = await system.platform.query_pes()
-        if pes != last:
-            stamp = time.strftime("%H:%M:%S")
-            print(f"[{stamp}] " + "  ".join(
-                f"{p.pe}={p.state}{'(' + ','.join(p.flags) + ')' if p.flags else ''}"
-                for p in pes), flush=True)
-            last = pes
+        line = lines.changed(await system.platform.query_pes())
+        if line is not None:
+            print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+        if system.machines and len(system.dead) == len(system.machines):
+            print("up: every guest is gone", flush=True)
+            return
         await asyncio.sleep(0.5)
 
 

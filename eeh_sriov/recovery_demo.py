@@ -36,9 +36,15 @@ from qemu.qmp import QMPClient
 
 from eeh_abi.vocabulary import Kind, Source
 from eeh_sriov.report import versions, write_summary, write_timeline_md
-from eeh_sriov.system import AGENT_COMMAND, System
-from eeh_sriov.topology import Topology, format_mac
-from eeh_sriov.traffic import Target, UplinkTraffic
+from eeh_sriov.system import System
+from eeh_sriov.topology import Topology
+from eeh_sriov.traffic import (
+    Target,
+    UplinkTraffic,
+    guest_traffic_command,
+    vf_names,
+    vf_targets,
+)
 from hypervisor_shim.claim import Step, check_claim, first_failure
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.platform_api import PeInfo
@@ -116,32 +122,14 @@ class Story:
     # ------------------------------------------------------------------ set-up
     def vf_names(self) -> dict[str, str]:
         """VF -> owner, for the VFs the guests hold."""
-        topo = self.cfg.topology
-        out = {}
-        for fn in topo.all_functions:
-            owner = topo.owner_of(fn)
-            if fn != "pf" and owner is not None:
-                out[fn] = owner
-        return out
+        return vf_names(self.cfg.topology)
 
     def targets(self) -> dict[str, Target]:
-        topo = self.cfg.topology
-        out = {}
-        for fn in self.vf_names():
-            c = topo.vf_config(int(fn[2:]))
-            assert c.mac is not None
-            out[fn] = Target(c.mac, c.vlan)
-        return out
+        return vf_targets(self.cfg.topology)
 
     def guest_command(self, guest: str) -> str:
         """The agent, with traffic to the VFs of other guests in the same VLAN."""
-        topo = self.cfg.topology
-        mine = set(topo.functions_of(guest))
-        my_vlans = {topo.vf_config(int(f[2:])).vlan for f in mine if f != "pf"}
-        peers = [format_mac(t.mac) for fn, t in self.targets().items()
-                 if fn not in mine and t.vlan in my_vlans]
-        cmd = f"{AGENT_COMMAND} --traffic {self.cfg.guest_pps:g}"
-        return cmd + (f" --peers {','.join(peers)}" if peers else "")
+        return guest_traffic_command(self.cfg.topology, guest, self.cfg.guest_pps)
 
     # ------------------------------------------------------------------ the run
     async def run(self) -> StoryResult:

@@ -8,19 +8,28 @@
 Probes (eeh_abi.traffic) go into the switch from the uplink, addressed to each VF's MAC
 (802.1Q-tagged with its port VLAN if it has one); a VF driver answers each with an echo,
 which leaves through the uplink. Every uplink frame both ways is kept with its host time
-for the capture (`write_pcap`).
+for the capture (`write_pcap`). `probing=False`: a capture only, nothing sent.
+
+    vf_targets(topo)                         # every VF a guest holds -> Target
+    guest_traffic_command(topo, "g1", 10.0)  # the agent, with its VFs' own traffic
+    back = TrafficBack(traffic, timeline)    # `traffic-back` after each VF's recovery
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from eeh_abi import traffic as T
+from eeh_abi.vocabulary import Kind, Source
+from eeh_sriov.system import AGENT_COMMAND
+from eeh_sriov.topology import Topology, format_mac
 from hypervisor_shim.platform import Platform
+from hypervisor_shim.timeline import Entry, Timeline
 
 PEER_MAC = bytes.fromhex("02aabbccdd01")
 
@@ -47,9 +56,37 @@ class StreamStats:
                 "lost": lost, "in_flight": self.sent - len(settled)}
 
 
+def vf_names(topo: Topology) -> dict[str, str]:
+    """VF -> owner, for the VFs the guests hold."""
+    return {fn: owner for fn in topo.all_functions
+            if fn != "pf" and (owner := topo.owner_of(fn)) is not None}
+
+
+def vf_targets(topo: Topology) -> dict[str, Target]:
+    """Every VF a guest holds: its MAC and port VLAN, as the uplink probes address it."""
+    out = {}
+    for fn in vf_names(topo):
+        c = topo.vf_config(int(fn[2:]))
+        assert c.mac is not None  # the topology gives every VF one
+        out[fn] = Target(c.mac, c.vlan)
+    return out
+
+
+def guest_traffic_command(topo: Topology, guest: str, pps: float) -> str:
+    """The drivers' agent with test traffic: each of the guest's VFs sends `pps` probes a
+    second to the uplink and to the VFs of other guests in its VLAN."""
+    mine = set(topo.functions_of(guest))
+    my_vlans = {topo.vf_config(int(f[2:])).vlan for f in mine if f != "pf"}
+    peers = [format_mac(t.mac) for fn, t in vf_targets(topo).items()
+             if fn not in mine and t.vlan in my_vlans]
+    cmd = f"{AGENT_COMMAND} --traffic {pps:g}"
+    return cmd + (f" --peers {','.join(peers)}" if peers else "")
+
+
 class UplinkTraffic:
     def __init__(self, plat: Platform, targets: Mapping[str, Target], *,
-                 rate_hz: float = 50.0, keep_frames: int = 200_000) -> None:
+                 rate_hz: float = 50.0, keep_frames: int = 200_000,
+                 probing: bool = True) -> None:
         self.plat = plat
         self.port = plat.host.host_port()
         self.targets = dict(targets)
@@ -64,6 +101,8 @@ class UplinkTraffic:
         self._thread = threading.Thread(target=self._run, name="uplink-traffic", daemon=True)
         self.errors: list[str] = []
         self.other_frames = 0
+        if not probing:
+            self.pause()
 
     def __enter__(self) -> UplinkTraffic:
         self._thread.start()
@@ -74,6 +113,8 @@ class UplinkTraffic:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()  # waiters (wait_echo_after) give up at once
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         self.port.close()
@@ -144,7 +185,8 @@ class UplinkTraffic:
 
     # ------------------------------------------------------------------ queries
     def wait_echo_after(self, name: str, t: float, timeout: float) -> float | None:
-        """Host time of the first echo from `name` received after `t` (None: timeout)."""
+        """Host time of the first echo from `name` received after `t` (None: timeout, or
+        the traffic stopped)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -152,7 +194,7 @@ class UplinkTraffic:
                     if et > t:
                         return et
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self._stop.is_set():
                     return None
                 self._cond.wait(min(left, 0.2))
 
@@ -174,5 +216,68 @@ class UplinkTraffic:
             pkt = Ether(raw)
             pkt.time = t + offset
             packets.append(pkt)
-        wrpcap(str(path), packets)
+        wrpcap(str(path), packets, linktype=1)  # Ethernet, also when nothing was seen
         return len(packets)
+
+
+# A VF's driver is back: its recovery's outcome, or a probe after a failure the platform
+# cleared (Driver._wait_revival).
+_BACK_AFTER = {Kind.RECOVERED, Kind.PROBE}
+
+
+class TrafficBack:
+    """After each recovery of a VF its traffic is watched for: the first echo through it
+    after its driver reported `recovered` (or `probe` with `revived`) is a `traffic-back`
+    entry in the timeline (source traffic, the VF's PE, the echo's host time; data: the
+    driver's step and `ms` since it). A newer recovery of the same VF replaces the wait.
+
+        back = TrafficBack(traffic, timeline, on_back=say)
+        back.start()        # in the event loop; then every recovery is watched
+        back.stop()
+    """
+
+    def __init__(self, traffic: UplinkTraffic, timeline: Timeline, *, timeout: float = 60.0,
+                 on_back: Callable[[Entry], None] | None = None) -> None:
+        self.traffic = traffic
+        self.timeline = timeline
+        self.timeout = timeout
+        self.on_back = on_back
+        self.back: list[Entry] = []  # the traffic-back entries recorded
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: dict[str, asyncio.Future[None]] = {}
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.timeline.add_listener(self._entry)
+
+    def stop(self) -> None:
+        """No more waits (a wait already in a thread ends with the traffic's stop)."""
+        self.timeline.remove_listener(self._entry)
+        for task in self._tasks.values():
+            task.cancel()
+
+    def _entry(self, e: Entry) -> None:  # any thread: never blocks
+        if e.source != Source.DRIVER or e.kind not in _BACK_AFTER or \
+                e.pe not in self.traffic.targets or self._loop is None:
+            return
+        if e.kind == Kind.PROBE and not e.data.get("revived"):
+            return  # the first probe is no recovery
+        self._loop.call_soon_threadsafe(self._watch, e)
+
+    def _watch(self, e: Entry) -> None:
+        assert e.pe is not None
+        old = self._tasks.get(e.pe)
+        if old is not None:
+            old.cancel()
+        self._tasks[e.pe] = asyncio.ensure_future(self._wait(e))
+
+    async def _wait(self, e: Entry) -> None:
+        assert e.pe is not None
+        t = await asyncio.to_thread(self.traffic.wait_echo_after, e.pe, e.t, self.timeout)
+        if t is None:
+            return
+        entry = self.timeline.record(Source.TRAFFIC, Kind.TRAFFIC_BACK, pe=e.pe, t=t, data={
+            "after": e.kind, "ms": round((t - e.t) * 1000, 3)})
+        self.back.append(entry)
+        if self.on_back is not None:
+            self.on_back(entry)
