@@ -136,6 +136,14 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def _runs(config: pytest.Config) -> Plan | None:
+    """The plan, if this process runs the campaign and gathers its results: not an xdist
+    worker, and not a session that only collects."""
+    if _is_worker(config) or config.getoption("collectonly"):
+        return None
+    return config.stash.get(_plan, None)
+
+
 def _worker(config: pytest.Config) -> str:
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
     return str(workerinput.get("workerid", "main"))
@@ -243,7 +251,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if plan is None:
         return
     parent = CampaignCollector.from_parent(session, name=f"campaign/{plan.name}",
-                                           path=plan.out)
+                                           nodeid=f"campaign/{plan.name}", path=plan.out)
     items[:] = [ScenarioItem.from_parent(parent, name=s.id, scenario=s, plan=plan)
                 for s in plan.scenarios]
 
@@ -259,8 +267,8 @@ def _clear(out: Path) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    plan = session.config.stash.get(_plan, None)
-    if plan is None or _is_worker(session.config):
+    plan = _runs(session.config)
+    if plan is None:
         return
     plan.out.mkdir(parents=True, exist_ok=True)
     _clear(plan.out)
@@ -286,8 +294,8 @@ _lines = pytest.StashKey[Sequence[str]]()
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    plan = config.stash.get(_plan, None)
-    if plan is None or _is_worker(config) or _started not in config.stash:
+    plan = _runs(config)
+    if plan is None or _started not in config.stash:
         return
     try:
         lines = gather(plan, time.monotonic() - config.stash[_started])

@@ -97,7 +97,8 @@ def test_collection_is_the_campaign_only(tmp_path: Path) -> None:
     p = pytest_run(f"--eeh-campaign={campaign}", "--co", "-q")
     assert p.returncode == 0, p.stderr
     listed = [x for x in p.stdout.splitlines() if "::" in x]
-    assert sorted(x.rsplit("::", 1)[1] for x in listed) == sorted(s.id for s in HARNESS)
+    assert sorted(listed) == sorted(f"campaign/t::{s.id}" for s in HARNESS)
+    assert not (REPO / "runs" / "campaign" / "t").exists()  # collecting runs nothing
     one = HARNESS[1].id
     p = pytest_run(f"--eeh-campaign={campaign}", "--co", "-q", "-k", one)
     assert [x.rsplit("::", 1)[1] for x in p.stdout.splitlines() if "::" in x] == [one]
