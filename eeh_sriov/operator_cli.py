@@ -56,8 +56,8 @@ GUEST_PPS = 10.0  # up --traffic: each VF's own probes per second (as demo)
 READY_TIMEOUT_S = 180.0
 # what up --traffic prints as it happens (besides the PE state lines)
 LIVE = {(Source.CONSOLE, Kind.INJECT), (Source.CONSOLE, Kind.RESET_PE),
-        (Source.DRIVER, Kind.RECOVERED), (Source.DRIVER, Kind.PERMANENT_FAILURE),
-        (Source.TRAFFIC, Kind.TRAFFIC_BACK)}
+        (Source.POLICY, Kind.PE_FROZEN), (Source.DRIVER, Kind.RECOVERED),
+        (Source.DRIVER, Kind.PERMANENT_FAILURE), (Source.TRAFFIC, Kind.TRAFFIC_BACK)}
 
 
 class ConsoleNotFound(ShimError):
@@ -259,7 +259,7 @@ class Session:
               flush=True)
 
     def _live(self, e: Entry) -> None:  # any thread: printed on the loop's
-        if (e.source, e.kind) in LIVE:
+        if (e.source, e.kind) in LIVE and not e.data.get("side_effect"):
             with contextlib.suppress(RuntimeError):  # the loop is closing
                 self._loop.call_soon_threadsafe(_say, live_line(e))
 
@@ -292,7 +292,9 @@ def live_line(e: Entry) -> str:
     if e.kind == Kind.TRAFFIC_BACK:
         extra = f", {e.data.get('ms', '?')} ms after its driver's {e.data.get('after', '?')}"
     elif e.source == Source.CONSOLE:
-        extra = "".join(f" {k}={v}" for k, v in e.data.items())
+        extra = "".join(f" {k}={v}" for k, v in e.data.items() if v is not None)
+    elif e.kind == Kind.PE_FROZEN:
+        extra = f" ({e.data.get('reason') or 'frozen'})"
     return f"[{time.strftime('%H:%M:%S')}] {e.kind:<18} {e.pe or '':<8} {who}{extra}"
 
 
