@@ -67,6 +67,7 @@ class Timeline:
         self._file: TextIO | None = open(path, "a") if path is not None else None
         self._keep = keep
         self.entries: list[Entry] = []
+        self.bytes_written = 0  # of JSON lines, file or not (what budgets charge)
         self.listeners: Listeners[Entry] = Listeners("timeline listener", log)
         self.t0 = clock()
 
@@ -81,11 +82,13 @@ class Timeline:
                guest_time: float | None = None, t: float | None = None) -> Entry:
         entry = Entry(self._clock() if t is None else t, source, kind, pe, owner,
                       dict(data or {}), guest_time)
+        line = json.dumps(entry.to_json(), default=str) + "\n"
         with self._lock:
+            self.bytes_written += len(line)
             if self._keep:
                 self.entries.append(entry)
             if self._file is not None:
-                self._file.write(json.dumps(entry.to_json(), default=str) + "\n")
+                self._file.write(line)
                 self._file.flush()
         self.listeners.call(entry)  # a listener's bug must not stop the platform: logged
         return entry

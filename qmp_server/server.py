@@ -56,7 +56,8 @@ DEFAULT_VERSION = {"qemu": {"major": 0, "minor": 0, "micro": 0}, "package": "qmp
 NO_QEMU_VERSION = {"qemu": {"major": 0, "minor": 0, "micro": 0},
                    "package": "QMP server (QEMU not connected)"}
 BUILTIN = ("qmp_capabilities", "query-commands", "query-version")
-HISTORY = 10_000
+HISTORY = 10_000  # messages the history keeps, at most
+HISTORY_BYTES = 4 << 20  # and their bytes (as JSON), at most: the oldest go first
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 """Receives an event: (QMP event name, data object). May be called from any thread."""
@@ -179,9 +180,16 @@ class Endpoint:
             self._tasks.discard(task)
 
     # ---- what sessions ask of their socket ----------------------------------------------
-    def record(self, client: int, direction: str, message: object) -> None:
-        self.server.history.append(
-            Exchange(time.monotonic(), self.name, client, direction, message))
+    def record(self, client: int, direction: str, message: object,
+               size: int | None = None) -> None:
+        """`size`: the message's bytes on the wire, if known."""
+        if size is None:
+            try:
+                size = len(json.dumps(message, default=str))
+            except (TypeError, ValueError, RecursionError):
+                size = 0
+        self.server.remember(Exchange(time.monotonic(), self.name, client, direction,
+                                      message), size)
 
     def greeting(self) -> dict[str, Any]:
         version: object = self.server.version
@@ -274,12 +282,28 @@ class Server:
         self.local = local
         self.version = copy.deepcopy(version) if version is not None else DEFAULT_VERSION
         self.limit = limit
+        # every message in and out, newest last: at most history_size of them and
+        # HISTORY_BYTES of their JSON (a flood of big events must not grow the host)
         self.history: deque[Exchange] = deque(maxlen=history_size)
+        self._sizes: deque[int] = deque()  # of the messages in history, in order
+        self.history_bytes = 0
         self._endpoints: dict[str, Endpoint] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._running = False
         self._listening = False
+
+    def remember(self, exchange: Exchange, size: int) -> None:
+        """Add a message to the history (see `history`)."""
+        if self.history.maxlen is not None and len(self.history) >= self.history.maxlen:
+            self.history.popleft()
+            self.history_bytes -= self._sizes.popleft()
+        self.history.append(exchange)
+        self._sizes.append(size)
+        self.history_bytes += size
+        while self.history_bytes > HISTORY_BYTES and len(self.history) > 1:
+            self.history.popleft()
+            self.history_bytes -= self._sizes.popleft()
 
     async def __aenter__(self) -> Server:
         await self.start()

@@ -36,7 +36,8 @@ class Endpoint(Protocol):
 
     name: str
 
-    def record(self, client: int, direction: str, message: object) -> None: ...
+    def record(self, client: int, direction: str, message: object,
+               size: int | None = None) -> None: ...
     def greeting(self) -> dict[str, Any]: ...
     async def execute(self, name: str, args: dict[str, Any]) -> object: ...
 
@@ -134,7 +135,7 @@ class Session:
         return self.writer.transport.get_write_buffer_size()
 
     def _write(self, msg: dict[str, Any], data: bytes) -> bool:
-        self.endpoint.record(self.number, "out", msg)
+        self.endpoint.record(self.number, "out", msg, len(data))
         try:
             self.writer.write(data)
         except (ConnectionError, OSError):

@@ -9,6 +9,13 @@ with `retry_ms`, and the timeline records one summarized entry per `window_s` of
 refusals (how many were refused). A `detail` over `max_detail_bytes` (as JSON) answers
 -3. The numbers are declared here, once; docs/platform-calls.md states them.
 
+`RecordBudget` bounds what any call of an owner makes the host write and push: the bytes
+of timeline entries (each also a line of `events.jsonl`; the console's events mirror
+them) written while its calls are answered, its own entries and the policy's notices
+they cause. Over it any call answers -2 with `retry_ms` (when the budget holds bytes
+again), is not run nor recorded, and one summarized entry per owner per `window_s`
+counts the refusals (`RecordBudgets`).
+
 `ChannelBudget` bounds the host memory one connection's unread output may take: replies
 and pushed events wait in the connection's write buffer while the caller does not read;
 when more than `max_unread_bytes` wait as the next reply or event is to be sent, the
@@ -18,7 +25,11 @@ as one `channel-closed` timeline entry carrying them (`over_budget: true`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -59,3 +70,91 @@ class Bucket:
             self.tokens -= 1.0
             return True
         return False
+
+
+@dataclass(frozen=True)
+class RecordBudget:
+    """What one owner's calls may make the platform write to its timeline (events.jsonl
+    and the entries kept in memory), in bytes of JSON lines: every entry written while
+    one of its calls is answered (the call's own entry or report, the policy's notices it
+    causes) is charged to it."""
+
+    bytes_per_s: int = 1 << 20  # sustained, per owner
+    burst_bytes: int = 8 << 20  # at once, per owner (the bucket's size)
+    window_s: float = 1.0  # refusals summarized in one timeline entry per call per window
+    min_retry_ms: int = 10  # the least hint in a -2 reply
+
+
+RECORD_BUDGET = RecordBudget()
+
+
+@dataclass
+class RecordBucket:
+    """One owner's record budget: its tokens (bytes; below zero after a costly call) and
+    its open window of refusals."""
+
+    tokens: float
+    last: float
+    refused: dict[str, int] = field(default_factory=dict)  # call -> refusals this window
+    window_start: float = 0.0
+    refused_total: int = 0
+
+
+OTHER_CALLS = "(other)"  # a summary's key for names beyond the first 16 refused
+
+
+class RecordBudgets:
+    """Every owner's `RecordBudget`: `admit` before answering a call, `charge` what
+    answering it wrote, `due` the summaries of refusals whose window is over. A call is
+    admitted while the owner's bucket holds any bytes, so an owner writes at most
+    `burst_bytes + bytes_per_s * t` bytes in t seconds, plus one call's worth (the last
+    one admitted, charged after the fact: a reply or report, under 64 KiB)."""
+
+    def __init__(self, budget: RecordBudget = RECORD_BUDGET,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.budget = budget
+        self.clock = clock
+        self.buckets: dict[str, RecordBucket] = {}
+
+    def _bucket(self, owner: str, now: float) -> RecordBucket:
+        b = self.buckets.get(owner)
+        if b is None:
+            b = self.buckets[owner] = RecordBucket(float(self.budget.burst_bytes), now)
+        b.tokens = min(float(self.budget.burst_bytes),
+                       b.tokens + (now - b.last) * self.budget.bytes_per_s)
+        b.last = now
+        return b
+
+    def admit(self, owner: str, call: str) -> int | None:
+        """None if `owner` may make `call` now; else the refusal is counted and its
+        retry hint (ms: when the bucket holds bytes again) returned."""
+        now = self.clock()
+        b = self._bucket(owner, now)
+        if b.tokens > 0:
+            return None
+        if not b.refused:
+            b.window_start = now
+        key = call[:64] if call in b.refused or len(b.refused) < 16 else OTHER_CALLS
+        b.refused[key] = b.refused.get(key, 0) + 1
+        b.refused_total += 1
+        return max(self.budget.min_retry_ms,
+                   math.ceil((1.0 - b.tokens) / self.budget.bytes_per_s * 1000))
+
+    def charge(self, owner: str, nbytes: int) -> None:
+        self._bucket(owner, self.clock()).tokens -= nbytes
+
+    def due(self, force: bool = False) -> list[tuple[str, str, dict[str, Any]]]:
+        """(owner, the call refused most, data) for each window of refusals that is over
+        (every open one with `force`); those windows are closed."""
+        now = self.clock()
+        out = []
+        for owner, b in self.buckets.items():
+            if b.refused and (force or now - b.window_start >= self.budget.window_s):
+                top = max(b.refused, key=lambda k: b.refused[k])
+                out.append((owner, top, {
+                    "status": -2, "over_budget": True, "budget": "records",
+                    "refused": sum(b.refused.values()), "calls": dict(b.refused),
+                    "window_s": round(now - b.window_start, 3),
+                    "refused_total": b.refused_total}))
+                b.refused = {}
+        return out

@@ -36,7 +36,7 @@ from eeh_abi.hcall import (
 from eeh_abi.papr import Status
 from eeh_abi.vocabulary import Kind, Source
 from hypervisor_shim.errors import ShimError
-from hypervisor_shim.hcall.budget import CHANNEL_BUDGET, ChannelBudget
+from hypervisor_shim.hcall.budget import CHANNEL_BUDGET, ChannelBudget, RecordBudgets
 from hypervisor_shim.hcall.calls import PlatformCalls
 from hypervisor_shim.pe import Notice
 from hypervisor_shim.timeline import Timeline
@@ -90,6 +90,7 @@ class HcallServer:
     timeline: Timeline
     clock_t0: float = 0.0
     channel_budget: ChannelBudget = CHANNEL_BUDGET
+    records: RecordBudgets = field(default_factory=RecordBudgets)
     connections: dict[str, list[Connection]] = field(default_factory=dict)
     _servers: dict[str, asyncio.AbstractServer] = field(default_factory=dict)
     _paths: dict[str, Path] = field(default_factory=dict)
@@ -191,7 +192,31 @@ class HcallServer:
         if not isinstance(msg, Request):
             conn.bad_lines += 1
             return Reply(None, int(Status.PARAM_ERROR), error="only requests are accepted")
-        return self.calls.handle(owner, msg)
+        self.close_windows()
+        retry_ms = self.records.admit(owner, msg.call)
+        if retry_ms is not None:
+            self._window_later()
+            b = self.records.budget
+            return Reply(msg.id, int(Status.BUSY), {"retry_ms": retry_ms},
+                         error=f"over budget: at most {b.burst_bytes} bytes of records at "
+                               f"once, {b.bytes_per_s} a second")
+        before = self.timeline.bytes_written
+        try:
+            return self.calls.handle(owner, msg)
+        finally:  # what answering it wrote, notices included
+            self.records.charge(owner, self.timeline.bytes_written - before)
+
+    def _window_later(self) -> None:
+        with contextlib.suppress(RuntimeError):  # no loop: the next call closes it
+            asyncio.get_running_loop().call_later(self.records.budget.window_s + 0.01,
+                                                  self.close_windows)
+
+    def close_windows(self, force: bool = False) -> None:
+        """One timeline entry per owner for its window of refused calls that is over."""
+        for owner, call, data in self.records.due(force):
+            self.timeline.record(Source.CALL, call, owner=owner, data=data)
+            log.warning("platform channel of %s: %d calls over the record budget refused "
+                        "in %.1f s", owner, data["refused"], data["window_s"])
 
     def push(self, notice: Notice) -> None:
         """Send a policy notice's event to its owners' connections (on the loop thread)."""
