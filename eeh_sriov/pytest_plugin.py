@@ -76,7 +76,7 @@ from eeh_sriov.plugin.settings import (
     topology_path,
 )
 from eeh_sriov.system import AGENT_COMMAND, asset_config
-from eeh_sriov.topology import Topology, load_topology
+from eeh_sriov.topology import Topology, TopologyError, load_topology
 from qemu_launcher.assets import AssetConfig, GuestAssets, ensure_assets
 from qemu_launcher.run import new_run_dir, resolve_accel
 
@@ -205,7 +205,7 @@ def eeh_topology(request: pytest.FixtureRequest) -> Topology:
     try:
         return load_topology(topology_path(marker.args[0] if marker and marker.args else None,
                                            request.node.path))
-    except PluginError as e:
+    except (PluginError, TopologyError) as e:
         raise _fail(e) from None
 
 

@@ -17,9 +17,11 @@ then stops the guests, the console and the platform.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,7 @@ class RunningSystem:
         """Every function held by a guest reported `probe` (hypervisor_shim.readiness).
         A guest that is gone meanwhile (its command exited, or its QEMU) ends the wait at
         once: GuestGone names it, why, its artifacts and its last console lines."""
+        __tracebackhide__ = True  # the failure is the test's, not the plugin's
         wait = wait_drivers_ready_async(self.timeline, self.topo.guest_pes, timeout,
                                         interval=0.2, check=guests_gone(self.system.machines))
         try:  # on the system's loop: the check reads the guests' consoles there
@@ -130,7 +133,8 @@ class RunningSystem:
         frames = 0
         if self.capture is not None:
             self.capture.stop()
-            frames = self.capture.write_pcap(self.run_dir / "uplink.pcap")
+            with _quiet_scapy():  # an empty capture: scapy warns it cannot tell the link type
+                frames = self.capture.write_pcap(self.run_dir / "uplink.pcap")
         entries = self.timeline.snapshot()
         t0, steps = self._claim_steps(entries)
         write_timeline_md(self.run_dir / "timeline.md", title, steps, entries, t0)
@@ -138,11 +142,15 @@ class RunningSystem:
                  "accel": self.accel, "timing": self.topo.adapter.timing,
                  "uplink_pcap_frames": frames,
                  "guests": {n: vm.summary for n, vm in self.system.machines.items()},
-                 "guests_gone": dict(self.system.dead),
+                 "guests_gone": self.run(self._gone(), timeout=10),
                  "versions": versions({"qemu": self.assets.qemu.describe(),
                                        "rootfs_lock": self.assets.rootfs_lock.summary()})}
         write_summary(self.run_dir / "summary.json", steps=steps, t0=t0, counters={},
                       extra=extra)
+
+    async def _gone(self) -> dict[str, str]:
+        """Why each guest that is gone is (on the loop: it reads their consoles)."""
+        return {n: why for n, vm in self.system.machines.items() if (why := vm.gone())}
 
     def _claim_steps(self, entries: list[Entry]) -> tuple[float, list[Step]]:
         """The claim's steps since the first adapter injection through the console (none
@@ -152,6 +160,17 @@ class RunningSystem:
         if inject is None:
             return (entries[0].t if entries else time.monotonic()), []
         return inject.t, claim_steps(self.topo, entries, inject.t - 0.001)
+
+
+@contextlib.contextmanager
+def _quiet_scapy() -> Iterator[None]:
+    log = logging.getLogger("scapy.runtime")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def claim_steps(topo: Topology, entries: list[Entry], since: float) -> list[Step]:
