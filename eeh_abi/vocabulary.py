@@ -62,6 +62,12 @@ class Kind(enum.StrEnum):
     DEVICE_MODEL_DIED = "device-model-died"
     DEVICE_MODEL_STALLED = "device-model-stalled"
     OWNER_GONE = "owner-gone"
+    # a dead or stuck adapter driver (hypervisor_shim.pe.driver_watch)
+    ADAPTER_DRIVER_LOST = "adapter-driver-lost"  # noticed: channel closed, guest gone, deadline
+    GUEST_RESTART = "guest-restart"  # decided: the service guest is restarted
+    PLATFORM_RECOVERY = "platform-recovery"  # decided: the platform recovers the adapter
+    PLATFORM_RECOVERED = "platform-recovered"  # ... and it has (the VFs' lockout lifted)
+    ADAPTER_FAILED = "adapter-failed"  # decided: the adapter PE is permanently failed
     # ---- a driver's steps (Source.DRIVER: the report call's `step`)
     PROBE = "probe"
     PROBE_FAILED = "probe-failed"
@@ -86,6 +92,7 @@ class Kind(enum.StrEnum):
     ERROR_LOG = "error-log"
     ADAPTER_NOT_READY = "adapter-not-ready"
     ADAPTER_RECOVERED = "adapter-recovered"
+    FOUND_FROZEN = "found-frozen"  # at probe: the adapter PE frozen or left recovering
     VF_COUNT_MISMATCH = "vf-count-mismatch"
     MAILBOX = "mailbox"
     # a VF driver
@@ -114,6 +121,9 @@ class Kind(enum.StrEnum):
     DEVICE_ADDED = "device-added"
     DEVICE_ADD_FAILED = "device-add-failed"
     DRIVERS_READY = "drivers-ready"
+    GUEST_RESTARTING = "guest-restarting"
+    GUEST_RESTARTED = "guest-restarted"
+    GUEST_RESTART_FAILED = "guest-restart-failed"
     # ---- the operator's console (Source.CONSOLE; also Source.SHIM for INJECT)
     INJECT = "inject"
     RESET_PE = "reset-pe"
@@ -128,6 +138,8 @@ POLICY_KINDS = frozenset({
     Kind.ALLOW_UNFREEZE, Kind.LOCKOUT_LIFTED, Kind.PERMANENT_FAILURE, Kind.PERMANENT_CLEARED,
     Kind.FUNCTION_REMOVED, Kind.PLATFORM_RESET, Kind.PLATFORM_RESET_FAILED,
     Kind.FUNCTION_ADDED, Kind.DEVICE_MODEL_DIED, Kind.DEVICE_MODEL_STALLED, Kind.OWNER_GONE,
+    Kind.ADAPTER_DRIVER_LOST, Kind.GUEST_RESTART, Kind.PLATFORM_RECOVERY,
+    Kind.PLATFORM_RECOVERED, Kind.ADAPTER_FAILED,
 })
 DRIVER_KINDS = frozenset({
     Kind.PROBE, Kind.PROBE_FAILED, Kind.DETACH, Kind.DRIVER_ERROR, Kind.FUNCTION_GONE,
@@ -136,7 +148,8 @@ DRIVER_KINDS = frozenset({
     Kind.RESET_FAILED, Kind.RESET_RELEASED, Kind.CONFIGURE, Kind.UNFREEZE_REFUSED,
     Kind.LOCKOUT_LIFTED, Kind.RESUME, Kind.RECOVERED, Kind.RESTART, Kind.ABORTED,
     Kind.DISCONNECT, Kind.PERMANENT_FAILURE, Kind.ERROR_LOG, Kind.ADAPTER_NOT_READY,
-    Kind.ADAPTER_RECOVERED, Kind.ALLOW_UNFREEZE, Kind.VF_COUNT_MISMATCH, Kind.MAILBOX,
+    Kind.ADAPTER_RECOVERED, Kind.FOUND_FROZEN, Kind.ALLOW_UNFREEZE, Kind.VF_COUNT_MISMATCH,
+    Kind.MAILBOX,
     Kind.CONFIG_LOST, Kind.RINGS_REARMED, Kind.PF_RESET_DONE, Kind.PF_RESET_TIMEOUT,
     Kind.CONFIG_RESTORED, Kind.MTU_CAPPED, Kind.REPLAY, Kind.TRAFFIC, Kind.BENCH_SENT,
     Kind.BENCH_SENDER_READY,
@@ -145,7 +158,8 @@ SHIM_KINDS = frozenset({
     Kind.PLATFORM_STARTED, Kind.CHANNEL_CONNECTED, Kind.CHANNEL_CLOSED, Kind.GUESTS_STARTING,
     Kind.GUEST_READY, Kind.GUEST_DIED, Kind.GUEST_CLEANUP_FAILED, Kind.GUEST_CLEANED_UP,
     Kind.DEVICE_DELETED, Kind.DEVICE_DEL_FAILED, Kind.DEVICE_ADDED, Kind.DEVICE_ADD_FAILED,
-    Kind.DRIVERS_READY, Kind.INJECT,
+    Kind.DRIVERS_READY, Kind.INJECT, Kind.GUEST_RESTARTING, Kind.GUEST_RESTARTED,
+    Kind.GUEST_RESTART_FAILED,
 })
 CONSOLE_KINDS = frozenset({Kind.INJECT, Kind.RESET_PE})
 TRAFFIC_KINDS = frozenset({Kind.TRAFFIC_BACK})

@@ -44,6 +44,17 @@ File format (every table and every key with a default may be left out):
     `max_reset_failures` failed resets of one PE in a row that make it (and every PE
                    below it) permanently failed, 1..100; default 3 (Linux tries 3 times).
     `errinjct`     whether guests may call ibm,errinjct on their own PEs; default false.
+    `adapter_driver_deadline_ms` while the adapter PE is frozen or recovering, the
+                   longest the adapter driver may go without a recovery step before it is
+                   taken for lost, 100..3600000; default 10000 (hypervisor_shim.pe.policy
+                   says why).
+    `on_adapter_driver_lost` what the platform does when the adapter driver is lost
+                   (its channel closed, its guest died, or the deadline passed):
+                   "restart-guest" (restart the service guest; its driver recovers the
+                   adapter at probe; where there is no guest, as in harness mode, this is
+                   "platform-recover"), "platform-recover" (the platform resets and
+                   reconfigures the adapter itself) or "fail" (the adapter and every VF
+                   permanently failed). Default "restart-guest".
 `[pf_driver]`
     `where`        required: the name of the guest that holds "pf" and runs the adapter
                    driver, or "host" (harness mode: the adapter driver runs on the host,
@@ -91,7 +102,7 @@ from eeh_sriov.topology_types import (
     VfConfig,
 )
 from hypervisor_shim.errors import ShimError
-from hypervisor_shim.pe import PolicyConfig
+from hypervisor_shim.pe import OnDriverLost, PolicyConfig
 
 __all__ = [  # the topology's types (eeh_sriov.topology_types) and what reads them
     "DEFAULT_TOPOLOGY", "HOST", "LIMITED_KEYS", "PF", "AdapterSpec", "GuestSpec",
@@ -135,6 +146,7 @@ LIMITED_KEYS: dict[str, tuple[type[Any], str]] = {
     "policy.window_s": (PolicyConfig, "window_s"),
     "policy.retry_hint_ms": (PolicyConfig, "retry_hint_ms"),
     "policy.max_reset_failures": (PolicyConfig, "max_reset_failures"),
+    "policy.adapter_driver_deadline_ms": (PolicyConfig, "adapter_driver_deadline_ms"),
     "guests[<i>].memory_mib": (GuestSpec, "memory_mib"),
     "guests[<i>].cpus": (GuestSpec, "cpus"),
 }
@@ -334,7 +346,8 @@ def _enabled_range(enabled: int) -> str:
 # ---- sections
 
 _TOP_KEYS = ("adapter", "uplink", "policy", "pf_driver", "harness", "guests")
-_POLICY_KEYS = ("max_freezes", "window_s", "retry_hint_ms", "max_reset_failures", "errinjct")
+_POLICY_KEYS = ("max_freezes", "window_s", "retry_hint_ms", "max_reset_failures", "errinjct",
+                "adapter_driver_deadline_ms", "on_adapter_driver_lost")
 _ADAPTER_KEYS = ("total_vfs", "enabled_vfs", "timing", "base_mac", "vf", "vfs")
 _VF_KEYS = ("mac", "vlan", "mtu", "anti_spoof")
 _GUEST_KEYS = ("name", "functions", "memory_mib", "cpus", "handlers")
@@ -437,6 +450,10 @@ def _parse_policy(t: _Table) -> PolicyConfig:
         retry_hint_ms=t.limited("retry_hint_ms"),
         max_reset_failures=t.limited("max_reset_failures"),
         errinjct=t.flag("errinjct", PolicyConfig.errinjct),
+        adapter_driver_deadline_ms=t.limited("adapter_driver_deadline_ms"),
+        on_adapter_driver_lost=OnDriverLost(t.choice(
+            "on_adapter_driver_lost", PolicyConfig.on_adapter_driver_lost,
+            [o.value for o in OnDriverLost])),
     )
 
 

@@ -88,6 +88,7 @@ class Driver(abc.ABC):
         self._thread: threading.Thread | None = None
         self._last_health = 0.0
         self._resets_seen = 0  # the function's RESET_COUNT when this driver last set it up
+        self.set_up = False  # probed (the function set up by this driver) at least once
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.state.value}>"
@@ -151,14 +152,19 @@ class Driver(abc.ABC):
     def _main(self) -> None:
         try:
             self.probes += 1
-            self.probe()
-            self.saved = SavedConfig.save(self.fn)
+            found = self.found_unrecovered() if self.handlers else None
+            if found is None:
+                self.probe()
+                self.set_up = True
+                self.saved = SavedConfig.save(self.fn)
             self._register()
             if self.handlers:
                 self.recovery = PeRecovery(
                     self.services, self.pe, [Participant(self.name, self, self.fn, self.saved)],
                     name=self.name, policy=self.recovery_policy(), wake=self.wake)
                 self.recovery.attach()
+                if found is not None:
+                    self._recover_at_probe(self.recovery, found)
             else:
                 self.recovery = None
             self.state = DriverState.UP
@@ -211,6 +217,22 @@ class Driver(abc.ABC):
                 self.state = DriverState.FAILED
                 return
             self.poller.idle(did)
+
+    def _recover_at_probe(self, rec: PeRecovery, found: dict[str, Any]) -> None:
+        """The PE was found frozen or left recovering (`found_unrecovered`): the probe is
+        a recovery of it (the driver's slot_reset sets the function up, as its probe
+        would), run on this thread before the driver is UP."""
+        self.services.report(Kind.FOUND_FROZEN, self.pe, {"driver": self.name, **found})
+        self.state = DriverState.RECOVERING
+        rec.request(Kind.FOUND_FROZEN)
+        outcome = self._run_recovery(rec)
+        if outcome is not Outcome.RECOVERED or not self.set_up:
+            raise DriverError(f"{self.name}: the PE found unrecovered at probe "
+                              f"({found}) did not recover: {outcome.name.lower()}")
+        self.saved = SavedConfig.save(self.fn)
+        for p in rec.participants:
+            if p.name == self.name:
+                p.saved = self.saved
 
     def _wait_revival(self, rec: PeRecovery) -> bool:
         """FAILED: sleep until the driver stops (False) or its PE is reset and usable
@@ -280,7 +302,10 @@ class Driver(abc.ABC):
         """Whether the function was reset since this driver last set it up (an operator's
         or the platform's reset, not asked for by its recovery): its Command register lost
         memory decoding, or its RESET_COUNT moved. Asked by the recovery with the PE in
-        state 0 (guest_drivers.recovery: an unexpected reset is a recovery)."""
+        state 0 (guest_drivers.recovery: an unexpected reset is a recovery). A function
+        this driver never set up (found left recovering at probe) counts as reset."""
+        if not self.set_up:
+            return "not set up yet: found left recovering at probe"
         cmd = self.fn.config_read(nic.CFG_COMMAND, 2)
         if cmd != 0xFFFF and cmd & MEM_BME != MEM_BME:
             return f"command {cmd:#06x}: memory decoding or bus mastering off"
@@ -322,6 +347,12 @@ class Driver(abc.ABC):
 
     def probe_detail(self) -> dict[str, Any]:
         return {}
+
+    def found_unrecovered(self) -> dict[str, Any] | None:
+        """Before the probe: what the platform says of this driver's PE if it is not usable
+        as it is and this driver recovers it first (the adapter driver: a frozen adapter
+        PE, or one its previous driver left recovering); None: probe as usual."""
+        return None
 
     def recovery_policy(self) -> RecoveryPolicy:
         return self.policy or RecoveryPolicy()

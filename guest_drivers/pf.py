@@ -30,13 +30,13 @@ re-initialise them.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from eeh_abi import nic
+from eeh_abi.adapter_setup import adapter_setup, pf_mac_of
 from eeh_abi.hcall import HcallError
 from eeh_abi.papr import ChannelState, ErsResult
 from eeh_abi.schema import Call
@@ -112,10 +112,26 @@ class PfDriver(Driver):
         status = self._wait_ready()
         if status is None:
             raise DriverError(f"{self.name}: the adapter is not ready (ADAPTER_STATUS)")
-        lo, hi = fn.read32(nic.MAC_LO), fn.read32(nic.MAC_HI)
-        self.pf_mac = lo.to_bytes(4, "little") + (hi & nic.MAC_HI_ADDR).to_bytes(2, "little")
+        self.pf_mac = pf_mac_of(fn.read32(nic.MAC_LO), fn.read32(nic.MAC_HI))
         self._configure_adapter(status)
         self.note_resets()
+
+    def found_unrecovered(self) -> dict[str, Any] | None:
+        """The adapter PE as the platform shows it before the probe, if it is frozen (the
+        adapter failed while no adapter driver ran) or still recovering (the driver before
+        this one died mid-recovery, the VFs locked out): this driver's probe is then a
+        recovery (Driver._main). None when the PE is normal, or permanently failed, or the
+        platform cannot say (the probe then goes as it would)."""
+        try:
+            r = self.services.call(Call.READ_SLOT_RESET_STATE2, pe=self.pe)
+        except HcallError:
+            return None
+        flags = r.get("flags", [])
+        flags = [str(f) for f in flags] if isinstance(flags, list) else []
+        state = r.get("state", 0)
+        if not r.ok or "permanent" in flags or (state == 0 and "recovering" not in flags):
+            return None
+        return {"state": state, "flags": flags, "retry_ms": r.get("retry_ms", 0)}
 
     def probe_detail(self) -> dict[str, Any]:
         return {"num_vfs": self.num_vfs, "pf_mac": format_mac(self.pf_mac),
@@ -126,19 +142,25 @@ class PfDriver(Driver):
         return {"mac": s.mac, "vlan": s.vlan, "anti_spoof": s.anti_spoof}
 
     def _wait_ready(self) -> int | None:
+        """ADAPTER_STATUS once READY; None after ready_s, when the driver stops or when its
+        recovery is interrupted (the adapter froze again while this waits: all-ones)."""
         t0 = time.monotonic()
         delay = 0.001
         while True:
             status = self.fn.read32(nic.ADAPTER_STATUS)
             if status != ALL_ONES32 and status & nic.AdapterStatus.READY:
                 return status
-            if time.monotonic() - t0 > self.ready_s or self._stop.is_set():
+            rec = self.recovery
+            if time.monotonic() - t0 > self.ready_s or self._stop.is_set() or (
+                    rec is not None and rec.running and rec.interrupted):
                 return None
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
     def _configure_adapter(self, status: int) -> None:
-        """Everything the adapter driver owns, from scratch (probe and after a reset)."""
+        """Everything the adapter driver owns, from scratch (probe and after a reset):
+        eeh_abi.adapter_setup, the sequence the platform also applies when it recovers
+        the adapter without this driver."""
         fn = self.fn
         present = (status & nic.ADAPTER_STATUS_NUM_VFS) >> 16
         num = self.settings.num_vfs if self.settings.num_vfs is not None else present
@@ -146,28 +168,13 @@ class PfDriver(Driver):
             self.report(Kind.VF_COUNT_MISMATCH, configured=num, present=present)
             num = min(num, present)
         self.num_vfs = num
-        fn.write32(nic.SWITCH_CTRL, nic.SwitchCtrl.LOOPBACK | nic.SwitchCtrl.UPLINK)
-        base_mac = int.from_bytes(self.pf_mac, "big")
-        self.vf_config = {}
-        for n in range(num):
-            s = self.settings.vfs.get(n) or VfSettings()
-            mac = s.mac_bytes or ((base_mac + 1 + n) % (1 << 48)).to_bytes(6, "big")
-            s = dataclasses.replace(s, mac=format_mac(mac))
-            self.vf_config[n] = s
-            block = nic.vfcfg(n)
-            fn.write32(block + nic.VFCFG_MAC_LO, int.from_bytes(mac[0:4], "little"))
-            fn.write32(block + nic.VFCFG_MAC_HI,
-                       int.from_bytes(mac[4:6], "little") | nic.VfcfgMacHi.ADMIN)
-            fn.write32(block + nic.VFCFG_VLAN,
-                       0 if s.vlan is None else int(nic.VfcfgVlan.EN) | (s.vlan & nic.VLAN_VID))
-            fn.write32(block + nic.VFCFG_FLAGS, nic.VfcfgFlags.ANTI_SPOOF if s.anti_spoof else 0)
-        mask = (1 << num) - 1
-        fn.write64(nic.VF_TXEN, mask)
-        fn.write64(nic.VF_RXEN, mask)
-        fn.write32(nic.ADAPTER_ERR, ALL_ONES32)  # RW1C: the causes were logged
-        fn.write64(nic.VF_ERR, (1 << 64) - 1)
-        fn.write64(nic.VFLR, (1 << 64) - 1)
-        fn.write32(nic.ADAPTER_CTRL, nic.AdapterCtrl.PF_RESET_DONE)
+        setup = adapter_setup(self.pf_mac, num, self.settings.vfs)
+        self.vf_config = dict(setup.vfs)
+        for w in setup.writes:
+            if w.width == 8:
+                fn.write64(w.offset, w.value)
+            else:
+                fn.write32(w.offset, w.value)
 
     def vf_pes(self) -> list[int]:
         pes = self.settings.vf_pes
@@ -230,7 +237,19 @@ class PfDriver(Driver):
         return ErsResult.NEED_RESET
 
     def slot_reset(self) -> ErsResult:
+        if not self.set_up:  # found frozen at probe: the probe is this slot_reset
+            try:
+                self.probe()
+            except DriverError as e:
+                self.report(Kind.ADAPTER_NOT_READY, waited_s=self.ready_s, error=str(e))
+                return ErsResult.DISCONNECT
+            self.set_up = True
+            self.report(Kind.ADAPTER_RECOVERED, num_vfs=self.num_vfs, at_probe=True,
+                        ms=round((time.monotonic() - self._error_time) * 1000, 3))
+            return ErsResult.RECOVERED
         status = self._wait_ready()
+        if status is None and self.recovery is not None and self.recovery.interrupted:
+            return ErsResult.NEED_RESET  # frozen again: the recovery restarts (or stops)
         if status is None:
             self.report(Kind.ADAPTER_NOT_READY, waited_s=self.ready_s)
             return ErsResult.DISCONNECT

@@ -61,6 +61,8 @@ from hypervisor_shim.hcall.server import HcallServer
 from hypervisor_shim.injection import INJECT_KINDS, InjectKind, InjectRequest, inject
 from hypervisor_shim.listeners import Listeners
 from hypervisor_shim.pe import Notice, PeFlag, PePolicy, PeRecord, PolicyConfig, PolicyError
+from hypervisor_shim.pe.adapter_recovery import PlatformRecovery
+from hypervisor_shim.pe.driver_watch import DriverWatch
 from hypervisor_shim.pe.removal import NoHandlerRecovery, RemovalHooks, Stage
 from hypervisor_shim.platform_api import (
     RESET_KINDS,
@@ -107,10 +109,15 @@ class PlatformConfig:
 class Platform:
     def __init__(self, cfg: PlatformConfig, run_dir: Path | None = None, *,
                  slots: Mapping[str, int] | None = None,
-                 removal_hooks: RemovalHooks | None = None) -> None:
+                 removal_hooks: RemovalHooks | None = None,
+                 restart_guest: Callable[[str], None] | None = None) -> None:
         """`slots`: function -> the PCIe slot its guest sees it in (VM mode; what
         query-functions tells the guest). `removal_hooks`: what to do when a function of
-        a driver without error handlers is removed and added back (pe.removal)."""
+        a driver without error handlers is removed and added back (pe.removal).
+        `restart_guest(owner)`: restart the guest of the lost adapter driver (VM mode;
+        called on the model's thread, must not block; report the outcome with
+        `guest_restarted`); without it "restart-guest" falls back to "platform-recover"
+        (pe.driver_watch)."""
         self.watchdog = Watchdog(lambda: self.host.server.loop, cfg.watchdog_ms,
                                  self._model_stalled)  # first: its limit is checked
         self.cfg = cfg
@@ -136,6 +143,16 @@ class Platform:
         self.server = HcallServer(self.calls, self.timeline)
         self._notice_listeners: Listeners[Notice] = Listeners("notice listener", log)
         self._notice_listeners.add(self.removal)
+        # a dead or stuck adapter driver (pe.driver_watch) and the platform's own
+        # recovery of the adapter (pe.adapter_recovery)
+        self.platform_recovery = PlatformRecovery(self.policy, cfg.vf_settings,
+                                                  clock=self.adapter.clock.now)
+        self.driver_watch = DriverWatch(
+            self.policy, self.platform_recovery, clock=self.adapter.clock.now,
+            connected=lambda owner: bool(self.server.connections.get(owner)),
+            restart=restart_guest)
+        self._notice_listeners.add(self.platform_recovery)
+        self._notice_listeners.add(self.driver_watch.on_notice)
         self._listeners: Listeners[PlatformEvent] = Listeners("platform event listener", log)
         self.adapter.events.add_listener(self._model_event)
         self.timeline.add_listener(self._on_entry)
@@ -172,6 +189,7 @@ class Platform:
                                    "uplink": self.uplink_name})
 
     def stop(self) -> None:
+        self.driver_watch.stopping = True  # the channels closing now lose no driver
         self.watchdog.stop()
         if self.host.server.loop.is_running():
             fut = asyncio.run_coroutine_threadsafe(self.server.close(), self.host.server.loop)
@@ -241,6 +259,7 @@ class Platform:
             self._listeners.call(ev)
 
     def _on_entry(self, e: Entry) -> None:
+        self.driver_watch.on_entry(e)
         if e.source == Source.DRIVER:
             self._listeners.call(RecoveryStep(e.owner, e.kind, e.pe, e.data))
 
@@ -278,7 +297,8 @@ class Platform:
         ring or DMA state of the dead guest survives) if its PE can be, and from then on
         is recovered by the platform like a function whose driver has no error handlers
         (docs/platform-calls.md). The PF is left alone: resetting the adapter would hit
-        every other guest. Returns the VFs taken back. Blocking (see `call`)."""
+        every other guest; if `owner` ran the adapter driver, the driver watch acts on
+        its loss (pe.driver_watch). Returns the VFs taken back. Blocking (see `call`)."""
         self._alive()
 
         def act() -> list[str]:
@@ -301,8 +321,15 @@ class Platform:
                 self.policy.emit(Kind.OWNER_GONE, rec, {"owner": owner, "function": fn.name,
                                                         "action": state})
                 taken.append(fn.name)
+            self.driver_watch.guest_gone(owner)
             return taken
         return self.call(act)
+
+    def guest_restarted(self, owner: str, ok: bool, **detail: Any) -> None:
+        """The restart of `owner`'s guest asked by `restart_guest` is over: it is up again
+        (`ok`; its adapter driver now has the deadline to recover the adapter), or it
+        could not be restarted (the platform recovers the adapter). Blocking."""
+        self.call(lambda: self.driver_watch.guest_restarted(owner, ok, detail))
 
     def _alive(self) -> None:
         if self.model_failure is not None:

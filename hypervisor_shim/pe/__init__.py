@@ -10,6 +10,7 @@ from hypervisor_shim.pe.policy import (
     CallResult,
     FreezeCounter,
     Notice,
+    OnDriverLost,
     PeFlag,
     PePolicy,
     PeRecord,
@@ -19,6 +20,6 @@ from hypervisor_shim.pe.policy import (
 )
 
 __all__ = [
-    "HOST", "Action", "CallResult", "FreezeCounter", "Notice", "PeFlag", "PePolicy",
-    "PeRecord", "PolicyConfig", "PolicyError", "StateReply", "authorize",
+    "HOST", "Action", "CallResult", "FreezeCounter", "Notice", "OnDriverLost", "PeFlag",
+    "PePolicy", "PeRecord", "PolicyConfig", "PolicyError", "StateReply", "authorize",
 ]

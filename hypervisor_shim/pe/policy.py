@@ -49,6 +49,25 @@ from hypervisor_shim.errors import ShimError
 HOST = "host"  # the owner name of drivers running on the host (harness mode)
 
 
+# The adapter driver's deadline (`PolicyConfig.adapter_driver_deadline_ms`): while the
+# adapter PE is frozen or recovering, its driver takes at most this long between two steps
+# (a report or a call on the adapter PE). The slowest step is a reset: with "spec" timing
+# an adapter reset is held 250 ms and settles 1.8 s (device_model.ResetTiming.SPEC), and
+# a driver tries at most max_reset_failures (3) of them in a row, 6.2 s in all; 10 s is
+# that with 3.8 s to spare for a slow (TCG) guest, so a driver that is working is never
+# taken for a stuck one, even if it went silent through all three resets.
+ADAPTER_DRIVER_DEADLINE_MS = 10_000
+
+
+class OnDriverLost(enum.StrEnum):
+    """What the platform does when the adapter driver is lost (hypervisor_shim.pe.
+    driver_watch): restart its guest, recover the adapter itself, or fail the adapter."""
+
+    RESTART_GUEST = "restart-guest"
+    PLATFORM_RECOVER = "platform-recover"
+    FAIL = "fail"
+
+
 class PolicyError(ShimError):
     """A policy setting that cannot be applied."""
 
@@ -71,11 +90,24 @@ class PolicyConfig:
     # failed resets in a row: permanent failure
     max_reset_failures: int = field(default=MAX_RESET_TRIES, metadata=limit(1, 100))
     errinjct: bool = False  # guests may inject errors on their own PEs
+    # the adapter driver's deadline (see ADAPTER_DRIVER_DEADLINE_MS) and what to do when
+    # the driver is lost (OnDriverLost; restart-guest falls back to platform-recover
+    # where there is no guest to restart: harness mode)
+    adapter_driver_deadline_ms: int = field(default=ADAPTER_DRIVER_DEADLINE_MS,
+                                            metadata=limit(100, 3_600_000))
+    on_adapter_driver_lost: OnDriverLost = OnDriverLost.RESTART_GUEST
 
     def __post_init__(self) -> None:
         bad = violation(self)
         if bad is not None:
             raise PolicyError(*bad)
+        try:
+            object.__setattr__(self, "on_adapter_driver_lost",
+                               OnDriverLost(self.on_adapter_driver_lost))
+        except ValueError:
+            raise PolicyError("on_adapter_driver_lost", "must be one of " + ", ".join(
+                o.value for o in OnDriverLost) + f", not {self.on_adapter_driver_lost!r}"
+            ) from None
 
 
 def _code(pe: Pe) -> PeState:

@@ -97,6 +97,8 @@ def test_default_topology() -> None:
     assert t.policy.max_freezes == MAX_FREEZES and t.policy.window_s == FREEZE_WINDOW_S
     assert t.policy.retry_hint_ms == RETRY_HINT_MS and not t.policy.errinjct
     assert t.policy.max_reset_failures == MAX_RESET_TRIES
+    assert t.policy.adapter_driver_deadline_ms == 10_000
+    assert t.policy.on_adapter_driver_lost == "restart-guest"
     assert all(g.handlers for g in t.guests)
 
 
@@ -113,7 +115,8 @@ def test_default_topology_explains_every_key() -> None:
             assert lines[i - 1].startswith("#") or re.search(rf"\b{key}\b", comments), key
     assert keys == {"total_vfs", "enabled_vfs", "timing", "base_mac", "mac", "vlan", "mtu",
                     "anti_spoof", "kind", "tap_name", "max_freezes", "window_s",
-                    "retry_hint_ms", "max_reset_failures", "errinjct", "where", "name",
+                    "retry_hint_ms", "max_reset_failures", "errinjct",
+                    "adapter_driver_deadline_ms", "on_adapter_driver_lost", "where", "name",
                     "functions", "memory_mib", "handlers"}
 
 
