@@ -152,6 +152,10 @@ def down_intervals(obs: Observation, vf: str) -> list[tuple[float, float]]:
         Kind.PERMANENT_FAILURE)]
     restarts = [f.t for f in obs.faults if f.error is None and f.kind in RESTARTS and (
         f.target == vf or f.target == _owner_of(obs, vf))]
+    # a PE permanently failed or removed is down until its driver probes it again: a
+    # "recovered" reported just after is a round that ended as the platform failed the PE
+    restarts += [e.t for e in obs.entries if e.pe == vf and _policy(e) and e.kind in (
+        Kind.PERMANENT_FAILURE, Kind.FUNCTION_REMOVED)]
     starts += [f.t for f in obs.faults if f.error is None and (
         f.target in (vf, "adapter", "pf", None) or f.target == _owner_of(obs, vf))]
     ends = sorted(e.t for e in obs.entries if e.source == Source.DRIVER and e.pe == vf
@@ -161,7 +165,7 @@ def down_intervals(obs: Observation, vf: str) -> list[tuple[float, float]]:
     out = []
     for s in sorted(starts):
         # a restarted driver is down until its new instance probed (the old one may still
-        # report its recovery's last steps)
+        # report its recovery's last steps); so is a failed or removed PE
         end = next((t for t in (probes if s in restarts else ends) if t > s), float("inf"))
         out.append((s - LOSS_SLACK_BEFORE_S, end + LOSS_SLACK_AFTER_S))
     return out

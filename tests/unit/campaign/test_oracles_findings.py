@@ -1,0 +1,33 @@
+"""Oracle rules the exhaustive campaign showed too strict, on the recorded runs that showed
+it (tests/unit/campaign/observations, calls left out; docs/campaign.md, "Findings")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from eeh_sriov.campaign.observe import Observation
+from eeh_sriov.campaign.oracles import check, down_intervals
+
+HERE = Path(__file__).parent / "observations"
+
+
+def recorded(name: str) -> Observation:
+    return Observation.from_json(json.loads((HERE / f"{name}.observation.json").read_text()))
+
+
+def test_a_recovered_reported_after_the_permanent_failure_does_not_end_the_down_time() -> None:
+    """adapter-fatal ; freeze-limit at driver/config-restored@vf0 (s-cb2f7592c49a): the
+    second adapter freeze is one past the limit and fails every PE while vf2's driver
+    finishes its first recovery: its `recovered` comes 0.4 ms after the platform's
+    permanent-failure for vf2. The probes lost after that are lost to a failed PE (down
+    until a probe revives it), not while vf2 was up."""
+    obs = recorded("freeze-limit-late-recovered")
+    failed = next(e.t for e in obs.entries if e.source == "policy"
+                  and e.kind == "permanent-failure" and e.pe == "vf2")
+    late = next(e.t for e in obs.entries if e.source == "driver" and e.kind == "recovered"
+                and e.pe == "vf2" and e.t > failed)
+    assert late - failed < 0.01
+    assert any(a <= failed and b == float("inf") for a, b in down_intervals(obs, "vf2"))
+    assert obs.traffic["vf2"].lost  # probes were lost ...
+    assert check(obs) == []  # ... while vf2 was down: nothing violated
