@@ -156,7 +156,9 @@ def pytest_report_collectionfinish(config: pytest.Config,
         return []
     try:
         assets, accel, why = _assets_and_accel(config)
-    except Exception as e:  # reported again, with its cause, by the tests that need it
+    except PluginError as e:  # reported again by each test that needs guests
+        return [str(e)]
+    except Exception as e:
         return [f"eeh-sriov: guests unavailable: {e}"]
     lock = assets.rootfs_lock
     drifts = not lock.locked or bool(lock.drift)
