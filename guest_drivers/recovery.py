@@ -101,6 +101,29 @@ _WAITED_STEPS = frozenset({Kind.RECOVERED, Kind.PERMANENT_FAILURE, Kind.DISCONNE
                            Kind.ABORTED, Kind.NO_FREEZE})
 
 
+def found_unrecovered(services: Services, pe: int) -> dict[str, Any] | None:
+    """Before a driver's probe: the PE as the platform shows it if it is frozen (or locked
+    out) or left recovering by a driver before this one (crashed mid-recovery): the probe
+    is then a recovery (Driver._recover_at_probe). None when it is normal, permanently
+    failed, or the platform cannot say (the probe goes as it would)."""
+    try:
+        r = services.call(Call.READ_SLOT_RESET_STATE2, pe=pe)
+    except (ChannelClosed, HcallError, OSError):
+        return None
+    st = pe_status(r)
+    if not r.ok or st.permanent or (st.state == PeState.NORMAL
+                                    and "recovering" not in st.flags):
+        return None
+    return {"state": st.state, "flags": list(st.flags), "retry_ms": st.retry_ms}
+
+
+def pe_status(r: Reply) -> PeStatus:
+    """A read-slot-reset-state2 reply as a PeStatus."""
+    flags = r.get("flags", [])
+    return PeStatus(int(r.get("state", 0)), int(r.get("retry_ms", 0) or 0),
+                    tuple(str(f) for f in flags) if isinstance(flags, list) else ())
+
+
 class _Restart(Exception):
     """A new freeze arrived after recovery changed the PE's state."""
 
@@ -647,9 +670,7 @@ class PeRecovery:
         if r.status != Status.SUCCESS:
             raise _Fatal(f"read-slot-reset-state2: status {r.status} {r.error or ''}",
                          permanent=False)
-        flags = r.get("flags", [])
-        st = PeStatus(int(r.get("state", 0)), int(r.get("retry_ms", 0) or 0),
-                      tuple(str(f) for f in flags) if isinstance(flags, list) else ())
+        st = pe_status(r)
         if st.permanent:
             raise _Fatal(f"the PE is permanently unavailable (state {st.state}, retry 0)")
         return st

@@ -3,16 +3,13 @@
     vf = VfDriver(fn, services)        # fn: a FunctionAccess from the backend
     vf.start()                         # probe + worker thread
     vf.send(frame)                     # bytes or a scapy packet (bytes(pkt))
-    vf.recv(timeout=1.0)               # list of received frames
-                                       # (test-traffic probes are answered, not queued)
+    vf.recv(timeout=1.0)               # received frames (test probes: echoed instead)
     vf.mac, vf.vlan, vf.mtu            # settable; restored after a recovery
     vf.counters()                      # the ledger (guest_drivers.ledger), exact
 
-Data path: one TX ring and one RX ring of 16-byte descriptors in DMA memory, each slot
-with its own buffer. `send()` only queues (any thread) and wakes the worker; the worker
-posts frames, reaps TX completions (DD written back by the device) and harvests RX
-descriptors, all by looking at DMA memory: an idle driver costs no MMIO round trip
-except the periodic health read.
+Data path: a TX and an RX ring of 16-byte descriptors in DMA memory, a buffer per slot.
+`send()` only queues (any thread) and wakes the worker, which posts frames, reaps TX
+completions and harvests RX descriptors by looking at DMA memory (no MMIO when idle).
 
 Recovery (`error_detected` -> `mmio_enabled` -> [`slot_reset`] -> `resume`):
 - error_detected(FROZEN): stop the queues; nothing is freed: frames not completed stay
@@ -31,13 +28,13 @@ Recovery (`error_detected` -> `mmio_enabled` -> [`slot_reset`] -> `resume`):
   mailbox's "PF reset done" (MBX.RSTD), restore MAC/VLAN/MTU, reprogram the rings.
 - resume: restart the queues; held frames go out first (`replayed`).
 - error_detected(PERM_FAILURE): disconnect; every pending frame is counted dropped.
-- a reset of the function it did not ask for (an operator's `eeh-reset-pe`): a recovery
-  (guest_drivers.recovery, "An unexpected reset is a recovery"): the platform's pushed
-  `pe-reset-done`, an all-ones read with the function's Command register cleared, or its
-  RESET_COUNT (read at each health check) differing from the value read after the last
-  setup; then the same restore as after slot_reset: MAC/VLAN/MTU, rings, replay.
+- a reset of the function it did not ask for (an operator's `eeh-reset-pe`, seen by the
+  pushed `pe-reset-done`, Command cleared or RESET_COUNT moved): a recovery with the
+  restore of slot_reset (guest_drivers.recovery, "An unexpected reset is a recovery").
 - after a failure the platform cleared (a reset of its PE or of the adapter PE above):
   probed again (Driver._wait_revival) once its function is back (SR-IOV re-enabled).
+- a PE found frozen or left recovering at probe (e.g. a crashed driver's rings unmapped
+  under the device): a recovery (Driver._recover_at_probe) whose slot_reset probes.
 """
 
 from __future__ import annotations
@@ -58,6 +55,7 @@ from guest_drivers.driver import ALL_ONES32, MEM_BME, Driver, DriverError, Drive
 from guest_drivers.ledger import RxLedger, TxLedger
 from guest_drivers.platform.base import PAGE, DmaBuffer, DmaUnavailable, FunctionAccess
 from guest_drivers.poll import PollConfig
+from guest_drivers.recovery import found_unrecovered
 from guest_drivers.recovery_types import RecoveryPolicy
 from guest_drivers.services import Services
 
@@ -564,6 +562,8 @@ class VfDriver(Driver):
         if state is ChannelState.PERM_FAILURE:
             self._disconnect("permanent-failure")
             return ErsResult.DISCONNECT
+        if not self.set_up:  # found unrecovered at probe: reset, then probe (slot_reset)
+            return ErsResult.NEED_RESET
         with self._lock:
             self._stopped = True
             if not self._config_before:  # the first round of this recovery
@@ -610,6 +610,11 @@ class VfDriver(Driver):
 
     def slot_reset(self) -> ErsResult:
         self.resets += 1
+        if not self.set_up:  # found unrecovered at probe: the function reset, now probed
+            self.probe()  # its DriverError: reported by the recovery, DISCONNECT
+            self.set_up = True
+            self.report(Kind.CONFIG_RESTORED, at_probe=True, **self.config())
+            return ErsResult.RECOVERED
         # what completed before the freeze is still in DMA memory: take it (a no-op when
         # mmio_enabled already did), then every unfinished TX descriptor back for replay
         self._rx_poll(self.rx_ring)
@@ -690,3 +695,6 @@ class VfDriver(Driver):
 
     def recovery_policy(self) -> RecoveryPolicy:
         return self.policy or RecoveryPolicy.for_vf()
+
+    def found_unrecovered(self) -> dict[str, Any] | None:
+        return found_unrecovered(self.services, self.pe)
