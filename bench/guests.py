@@ -50,9 +50,9 @@ from bench import goals
 from bench.stats import dist, scalar
 from eeh_abi import traffic as T
 from eeh_abi.vocabulary import Kind, Source
-from eeh_sriov.system import AGENT_COMMAND, System, asset_config
-from eeh_sriov.topology import DEFAULT_TOPOLOGY, Topology, format_mac, load_topology
-from eeh_sriov.traffic import PEER_MAC, Target, UplinkTraffic
+from eeh_sriov.system import System, asset_config
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, Topology, load_topology
+from eeh_sriov.traffic import PEER_MAC, Target, UplinkTraffic, guest_traffic_command
 from hypervisor_shim.claim import check_claim, first_failure
 from hypervisor_shim.readiness import pe_of, readiness, wait_drivers_ready_async
 from hypervisor_shim.timeline import Entry
@@ -69,18 +69,11 @@ def topology(timing: str) -> Topology:
     return dataclasses.replace(topo, adapter=dataclasses.replace(topo.adapter, timing=timing))
 
 
-def guest_command(topo: Topology, guest: str, targets: dict[str, Target]) -> str:
-    """The agent as Story runs it (probe traffic to the uplink and to the VFs of other
-    guests in the same VLAN), with the benchmark sender in the guest that holds vf0."""
-    mine = set(topo.functions_of(guest))
-    vlans = {topo.vf_config(int(f[2:])).vlan for f in mine if f != "pf"}
-    peers = [format_mac(t.mac) for fn, t in targets.items() if fn not in mine and t.vlan in vlans]
-    cmd = f"{AGENT_COMMAND} --traffic 10"
-    if peers:
-        cmd += f" --peers {','.join(peers)}"
-    if FPS_VF in mine:
-        cmd += " --sender"
-    return cmd
+def guest_command(topo: Topology, guest: str) -> str:
+    """The agent as the demo runs it (eeh_sriov.traffic.guest_traffic_command), with the
+    benchmark sender in the guest that holds vf0."""
+    cmd = guest_traffic_command(topo, guest, 10)
+    return cmd + " --sender" if FPS_VF in topo.functions_of(guest) else cmd
 
 
 class Kicker:
@@ -224,7 +217,7 @@ async def run_timing(timing: str, injections: int, fps_seconds: float, rate_hz: 
     out: dict[str, Any] = {"timing": timing, "recoveries": [], "run_dir": str(run_dir)}
     t_start = time.monotonic()
     system = System(topo, run_dir, assets, accel=accel, platform_config=pcfg,
-                    guest_command=lambda g: guest_command(topo, g.name, targets))
+                    guest_command=lambda g: guest_command(topo, g.name))
     async with system:
         await wait_drivers_ready_async(system.platform.timeline, topo.guest_pes, 180)
         out["drivers_ready_s"] = round(time.monotonic() - t_start, 3)
