@@ -359,11 +359,11 @@ class Story:
                  "guest_traffic": guest_traffic,
                  "guests": {n: vm.summary for n, vm in system.machines.items()},
                  "versions": versions({"qemu": self.assets.qemu.describe()})}
+        if self.cfg.kind != "adapter":  # its first traffic-back, whatever the other steps
+            back = [s.t for s in steps if s.key == "traffic-back" and s.t is not None]
+            extra["recovery_ms"] = round((back[0] - t0) * 1000, 3) if back else None
         summary = write_summary(self.run_dir / "summary.json", steps=steps, t0=t0,
                                 counters=counters, extra=extra)
-        if self.cfg.kind != "adapter":
-            back = [s.t for s in steps if s.key == "traffic-back" and s.t is not None]
-            summary["recovery_ms"] = round((back[0] - t0) * 1000, 3) if back else None
         failed = first_failure(steps)
         self.say("")
         self.say(f"{'step':<56} {'since injection':>16}  who")

@@ -65,6 +65,9 @@ def test_vf_only_error_does_not_escalate(
     assert result.ok, f"{result.failure}; artifacts: {d}\n" + "\n".join(result.lines)
     assert [s.key for s in result.steps if s.ok] == [
         "vf-frozen", "not-escalated", "vf-recovered", "traffic-back", "accounting"]
+    # summary.json is what the demo returned (its recovery time was set after writing)
+    on_disk = json.loads((d / "summary.json").read_text())
+    assert on_disk["recovery_ms"] == result.summary["recovery_ms"] is not None
 
 
 def test_sixth_freeze_is_a_permanent_failure_in_real_guests(
