@@ -205,10 +205,12 @@ _EVENT_SPECS = (
     EventSpec(Kind.LOCKOUT_LIFTED, "the adapter driver allowed this VF PE to unfreeze"),
     EventSpec(Kind.PERMANENT_FAILURE, "the PE froze more than `max_freezes` times within "
               "`window_s`, or its reset failed `max_reset_failures` times in a row, or the "
-              "device model died or stalled; state 5 with hint 0 from now on",
+              "device model died or stalled, or the adapter driver was lost under "
+              "`on_adapter_driver_lost = \"fail\"`; state 5 with hint 0 from now on",
               (Field("freeze_count", ""),
                Field("cause", "`device-model-died` or `device-model-stalled` when the "
-                     "device model died or stalled"))),
+                     "device model died or stalled, `adapter-driver-lost` when the "
+                     "adapter driver was"))),
     EventSpec(Kind.PE_RESET_DONE, "a reset of the PE (or of the adapter PE above it) "
               "completed", (Field("reset", "`hot`/`fundamental`"),
                             Field("failed", "true when it completed without bringing the PE "

@@ -21,6 +21,15 @@ held is reset and from then on recovered by the platform, as a function whose dr
 no error handlers; the PF is left as it is, since a reset of the adapter would hit every
 other guest). Its vfio-user connections and platform channel closed with QEMU: the
 server unmapped its memory and closed its eventfds.
+
+If that guest ran the adapter driver, the platform's driver watch decides what follows
+(`policy.on_adapter_driver_lost`, hypervisor_shim.pe.driver_watch). Under "restart-guest"
+(the default) it asks this System to restart the guest (`_restart`): the same machine
+configuration and command, booted again (a guest whose driver is stuck, its QEMU still
+running, is killed first); its adapter driver finds the adapter PE frozen or left
+recovering at probe and recovers it. `guest-restarting`, `guest-restarted` (or
+`guest-restart-failed`, after which the platform recovers the adapter itself) in the
+timeline; `restarted` counts restarts per guest.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -111,7 +122,8 @@ class System:
         # function i of a guest is on root port rp<i>, slot i + 1 (qemu_launcher.config)
         slots = {fn: i + 1 for g in topo.guests for i, fn in enumerate(g.functions)}
         self.platform = Platform(cfg, run_dir, slots=slots,
-                                 removal_hooks=RemovalHooks(self._on_remove, self._on_add))
+                                 removal_hooks=RemovalHooks(self._on_remove, self._on_add),
+                                 restart_guest=self._on_restart)
         # The console's sockets' directory: named now, created on entering (a System never
         # entered leaves nothing), removed on leaving.
         self._console_dir = SocketDir("eeh-console-")
@@ -123,6 +135,9 @@ class System:
         self._devices: dict[str, tuple[str, VfioUserDevice]] = {}  # function -> guest, dev
         self._hotplug: dict[str, asyncio.Future[None]] = {}
         self._watchers: list[asyncio.Future[None]] = []
+        self._watch_of: dict[str, asyncio.Future[None]] = {}  # guest -> its QEMU's watch
+        self._restarts: list[asyncio.Future[None]] = []
+        self.restarted: dict[str, int] = {}  # guest -> times restarted
         self._stopping = False
         self.dead: dict[str, int] = {}  # guest -> QEMU's exit status, for guests that died
 
@@ -171,8 +186,13 @@ class System:
             plat.timeline.record(Source.SHIM, Kind.GUEST_READY, owner=name,
                                  data={"ready_s": vm.summary.get("ready_s")})
             await self.console.add_guest(name, vm)
-            self._watchers.append(asyncio.ensure_future(self._watch(name, vm)))
+            self._start_watch(name, vm)
         self._write_consoles()
+
+    def _start_watch(self, name: str, vm: Machine) -> None:
+        fut = asyncio.ensure_future(self._watch(name, vm))
+        self._watchers.append(fut)
+        self._watch_of[name] = fut
 
     # ---- a guest whose QEMU dies ------------------------------------------------------
     async def _watch(self, name: str, vm: Machine) -> None:
@@ -200,6 +220,56 @@ class System:
             return
         tl.record(Source.SHIM, Kind.GUEST_CLEANED_UP, owner=name, data={"functions": functions})
         self._write_consoles()
+
+    # ---- the service guest restarted (the platform's restart_guest hook) -------------
+    def _on_restart(self, name: str) -> None:  # on the model's thread: never block it
+        loop = self._loop
+        if loop is None or self._stopping:
+            return
+
+        def start() -> None:
+            self._restarts.append(asyncio.ensure_future(self._restart(name)))
+        loop.call_soon_threadsafe(start)
+
+    async def _restart(self, name: str) -> None:
+        """Restart guest `name` (its adapter driver was lost: pe.driver_watch) with the
+        same machine configuration and command: QEMU killed if it still runs, the death
+        cleaned up after as for any (`_guest_died`), then a new Machine booted (its run
+        directory `<name>.restart<n>`); the platform is told the outcome."""
+        tl = self.platform.timeline
+        old = self.machines.get(name)
+        n = self.restarted.get(name, 0) + 1
+        tl.record(Source.SHIM, Kind.GUEST_RESTARTING, owner=name,
+                  data={"restart": n, "running": old is not None and not old.exited})
+        try:
+            if old is None:
+                raise ShimError(f"no guest {name!r}")
+            if not old.exited and old.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(old.proc.pid, signal.SIGKILL)
+            watch = self._watch_of.get(name)
+            if watch is not None:
+                await asyncio.shield(watch)  # its death handled (guest_gone) first
+            vm = Machine(old.cfg, self.assets, run_dir=self.run_dir / f"{name}.restart{n}",
+                         repo=REPO, command=old.command)
+            await self._stack.enter_async_context(vm)
+        except Exception as e:
+            tl.record(Source.SHIM, Kind.GUEST_RESTART_FAILED, owner=name,
+                      data={"restart": n, "error": str(e)[:500]})
+            await asyncio.to_thread(self.platform.guest_restarted, name, False,
+                                    error=str(e)[:500])
+            return
+        self.restarted[name] = n
+        self.machines[name] = vm
+        self.dead.pop(name, None)
+        for dev in vm.cfg.vfio_user:
+            self._devices[dev.id] = (name, dev)
+        await self.console.add_guest(name, vm)
+        self._start_watch(name, vm)
+        self._write_consoles()
+        tl.record(Source.SHIM, Kind.GUEST_RESTARTED, owner=name,
+                  data={"restart": n, "ready_s": vm.summary.get("ready_s")})
+        await asyncio.to_thread(self.platform.guest_restarted, name, True)
 
     # ---- functions of drivers without error handlers (the platform's RemovalHooks) ----
     def _on_remove(self, name: str) -> None:  # on the model's thread: never block it
@@ -260,7 +330,7 @@ class System:
 
     async def _stop(self) -> None:
         self._stopping = True
-        for fut in [*self._hotplug.values(), *self._watchers]:
+        for fut in [*self._hotplug.values(), *self._watchers, *self._restarts]:
             fut.cancel()
         with contextlib.suppress(Exception):
             await self.console.stop()

@@ -150,7 +150,7 @@ class Platform:
         self.driver_watch = DriverWatch(
             self.policy, self.platform_recovery, clock=self.adapter.clock.now,
             connected=lambda owner: bool(self.server.connections.get(owner)),
-            restart=restart_guest)
+            registered=self._adapter_driver_of, restart=restart_guest)
         self._notice_listeners.add(self.platform_recovery)
         self._notice_listeners.add(self.driver_watch.on_notice)
         self._listeners: Listeners[PlatformEvent] = Listeners("platform event listener", log)
@@ -224,6 +224,11 @@ class Platform:
         """Run `fn` on the device model's loop thread and return its result (blocking:
         from a thread that runs no event loop)."""
         return self.host.call(fn)
+
+    def _adapter_driver_of(self, owner: str) -> bool:
+        """Whether `owner` registered a driver on the adapter PE (the driver watch)."""
+        reg = self.calls.registrations.get(self.policy.adapter_record.address)
+        return reg is not None and reg.owner == owner
 
     def _handlers_of(self, pe_address: int) -> bool | None:
         reg = self.calls.registrations.get(pe_address)

@@ -5,7 +5,9 @@ driver calls open-sriov-allow-unfreeze: without that driver they would wait fore
 watch notices a lost adapter driver (`adapter-driver-lost`, with `why`):
 
 - `channel-closed`: the PF owner's last platform channel closed (its QEMU died, or in
-  harness mode the driver's process or channel went away);
+  harness mode the driver's process or channel went away), the PF owner having
+  registered a driver on the adapter PE (a channel that never ran an adapter driver, as
+  a test's or an operator's, loses none);
 - `guest-gone`: the System says the PF owner's QEMU exited (`Platform.guest_gone`);
 - `deadline`: the adapter PE is frozen or recovering and the PF owner made no recovery
   step (a `report` or any call naming the adapter PE) for
@@ -15,8 +17,10 @@ and then acts by `PolicyConfig.on_adapter_driver_lost` (pe.policy.OnDriverLost):
 
 - `restart-guest` (the default): the service guest is restarted (`guest-restart`; the
   `restart` hook, given by eeh_sriov.system.System, boots it again with the same machine
-  configuration and command); its adapter driver finds the adapter PE frozen or left
-  recovering at probe and recovers it (guest_drivers.pf). Once the guest is back
+  configuration and command); its adapter driver finds the adapter PE left recovering
+  (or frozen) at probe and recovers it (guest_drivers.pf). A frozen adapter PE is reset
+  by the platform first (`slot_reset: true`; the restart is asked at its pe-reset-done):
+  QEMU cannot realize a function whose config space reads all-ones. Once the guest is back
   (`guest_restarted`) the deadline runs again for its driver. Where there is no guest to
   restart (no hook: harness mode, or the PF held by "host"), or the guest was already
   restarted once in this adapter recovery, or a restart failed, it falls back to
@@ -48,6 +52,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from device_model import ResetKind
 from eeh_abi.vocabulary import Kind, Source
 from hypervisor_shim.pe.adapter_recovery import PlatformRecovery
 from hypervisor_shim.pe.policy import HOST, Notice, OnDriverLost, PeFlag, PePolicy
@@ -67,6 +72,7 @@ class DriverWatch:
     policy: PePolicy
     recovery: PlatformRecovery
     connected: Callable[[str], bool]  # the owner has an open platform channel
+    registered: Callable[[str], bool]  # the owner registered a driver on the adapter PE
     clock: Callable[[], float]
     restart: Callable[[str], None] | None = None  # restart the owner's guest (async)
     lost: Why | None = None  # the PF owner's driver is known lost (None: not known)
@@ -76,6 +82,7 @@ class DriverWatch:
     last_step: float = 0.0  # the PF owner's last step on the adapter PE, or the freeze
     stopping: bool = False  # the platform is stopping: its channels close, nothing is lost
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    _slot_reset: bool = False  # the slot's reset before a restart is under way
 
     @property
     def owner(self) -> str | None:
@@ -107,6 +114,11 @@ class DriverWatch:
                 self._arm()
         elif n.kind == Kind.PERMANENT_FAILURE:
             self._cancel()
+            self._slot_reset = False
+        elif n.kind == Kind.PE_RESET_DONE and self._slot_reset and self.owner is not None:
+            self._slot_reset = False  # (a failed one too: the new driver resets again)
+            assert self.restart is not None
+            self.restart(self.owner)
 
     def on_entry(self, e: Entry) -> None:
         """A timeline entry: the PF owner's steps on the adapter PE and its channels."""
@@ -114,7 +126,7 @@ class DriverWatch:
         if owner is None or e.owner != owner or not _on_loop():
             return
         if e.source == Source.SHIM and e.kind == Kind.CHANNEL_CLOSED:
-            if not self.connected(owner):
+            if not self.connected(owner) and self.registered(owner):
                 self._lost(Why.CHANNEL_CLOSED, {"lines": e.data.get("lines")})
         elif e.source in (Source.DRIVER, Source.CALL) and \
                 e.pe == self.policy.adapter_record.name:
@@ -193,10 +205,24 @@ class DriverWatch:
         self.restarting = True
         self.restarts += 1
         self._cancel()
-        self.policy.emit(Kind.GUEST_RESTART, self.policy.adapter_record,
+        rec = self.policy.adapter_record
+        # A booting QEMU cannot take a frozen function (its config space reads all-ones:
+        # vfio-user-pci's realize never completes). So the slot is reset first, as
+        # firmware resets a partition's slots when it activates it; the VFs stay locked
+        # out and the adapter recovering until the new driver allows the unfreeze.
+        frozen = int(rec.pe.status().code) != 0
+        self.policy.emit(Kind.GUEST_RESTART, rec,
                          {"owner": self.owner, "why": str(why), "restarts": self.restarts,
-                          "recovering": self.recovering()})
-        self.restart(self.owner)
+                          "recovering": self.recovering(), "slot_reset": frozen})
+        if not frozen:
+            self.restart(self.owner)
+            return
+        self._slot_reset = True
+        status = rec.pe.reset(ResetKind.HOT)
+        if int(status) != 0:  # then the restart goes ahead: its driver will say
+            self._slot_reset = False
+            self.policy.emit(Kind.PLATFORM_RESET_FAILED, rec, {"status": int(status)})
+            self.restart(self.owner)
 
     # ------------------------------------------------------------------ the deadline
     def _arm(self) -> None:
