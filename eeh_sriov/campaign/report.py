@@ -102,6 +102,7 @@ class Summary:
     pairs_judged: int
     runs: tuple[RunPart, ...]
     missing_shards: tuple[str, ...]
+    rules: Mapping[str, int]  # "oracle/rule" -> how many scenarios violated it, most first
 
     @property
     def coverage(self) -> float:
@@ -129,7 +130,10 @@ def summarize(results: Sequence[Result], manifests: Sequence[Manifest] = (),
         counts=Counter(r.verdict for r in results),
         not_fired=sum(not fired(r) for r in results),
         pairs_possible=len(grid.cells), pairs_judged=len(judged), runs=runs,
-        missing_shards=tuple(missing_shards))
+        missing_shards=tuple(missing_shards),
+        rules=dict(Counter(f"{v.oracle}/{v.rule}" for r in results
+                           for v in {(v.oracle, v.rule): v for v in r.violations}.values()
+                           ).most_common()))
 
 
 # ---- report.md ----------------------------------------------------------------------------
@@ -168,6 +172,10 @@ def markdown(s: Summary) -> str:
     out += ["", "## Violations", ""]
     if not s.failures:
         out.append("None.")
+    if s.rules:
+        out += ["| oracle/rule | scenarios |", "|---|---|"]
+        out += [f"| {rule} | {n} |" for rule, n in s.rules.items()]
+        out.append("")
     for r in s.failures:
         event, fault = r.cell
         out.append(f"### {r.verdict.upper()} {r.id}: {_md_cell(fault)} at {_md_cell(event)}")

@@ -84,6 +84,15 @@ def _violation_block(r: Result) -> str:
     return "\n".join(out)
 
 
+def _rules(s: Summary) -> str:
+    if not s.rules:
+        return ""
+    rows = "".join(f"<tr><td>{escape(rule)}</td><td>{n}</td></tr>" for rule, n in
+                   s.rules.items())
+    return f'<table class="violations"><tr><th>oracle/rule</th><th>scenarios</th></tr>{rows}' \
+        "</table>"
+
+
 def _grid(s: Summary) -> str:
     g = s.grid
     out = ['<table class="grid"><tr><th></th>']
@@ -130,14 +139,17 @@ def html(s: Summary) -> str:
         f"<h1>Fault campaign {escape(s.campaign)}</h1>",
         '<ul class="headline">' + "".join(f"<li>{escape(line)}</li>" for line in headline(s))
         + "</ul>",
-        f"<h2>Violations ({len(failures)})</h2>",
+        '<p class="toc"><a href="#violations">violations</a> · <a href="#grid">grid</a> · '
+        '<a href="#scenarios">scenarios</a></p>',
+        f'<h2 id="violations">Violations ({len(failures)})</h2>',
+        _rules(s),
         f'<p class="legend">{legend()}</p>' if failures else "<p>None.</p>",
         *(_violation_block(r) for r in failures),
-        "<h2>Grid: event (rows) x fault (columns)</h2>",
+        '<h2 id="grid">Grid: event (rows) x fault (columns)</h2>',
         "<p>FAIL: a violation; ERR: the run broke; ok: passed; n/f: passed but the trigger "
         "never fired; -: not run; blank: not a pair of this campaign.</p>",
         _grid(s),
-        f"<h2>Scenarios ({len(s.results)})</h2>",
+        f'<h2 id="scenarios">Scenarios ({len(s.results)})</h2>',
         _scenarios(s),
         "</body></html>",
     ]

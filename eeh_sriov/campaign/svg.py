@@ -4,8 +4,10 @@ Drawn from a result's `pe_states` (each sample: a PE entered a PAPR state with f
 t seconds since the first fault). A lane is a row of segments: each segment runs from one
 sample of its PE to the next (the last one to the end of the axis), filled with the
 colour of its state, or of its first flag that has a colour of its own (a permanently
-failed PE is black whatever its code). Violations that carry a time are drawn as marks
-at that time, on their PE's lane or across every lane. The time axis is in ms.
+failed PE is black whatever its code); the other flags a PE holds (isolated, recovering,
+locked-out) are thin stripes along the segment's bottom. Violations that carry a time
+are drawn as marks at that time, on their PE's lane or across every lane. The time axis
+is in ms.
 
 Every element a reader (or a test) looks for carries a class and data attributes:
 `g.lane[data-pe]`, `rect.seg[data-pe][data-state][data-flags][data-t0-ms][data-t1-ms]`,
@@ -38,6 +40,14 @@ UNKNOWN_STATE_COLOUR = "#bdbdbd"
 FLAG_COLOURS: dict[str, str] = {
     "permanent": "#212121",  # permanently failed: state 5 with no retry
 }
+# Flags drawn as stripes along the bottom of a segment, one per flag held, stacked in
+# this order from the bottom (a PE back in state 0 but still "recovering" shows it).
+STRIPE_COLOURS: dict[str, str] = {
+    "isolated": "#546e7a",  # blue grey
+    "recovering": "#fdd835",  # yellow
+    "locked-out": "#6d4c41",  # brown
+}
+STRIPE_H = 3
 VIOLATION_COLOUR = "#d81b60"
 
 LABEL_W = 70  # px for the PE names left of the lanes
@@ -130,6 +140,14 @@ def swimlanes(samples: Iterable[PeSample], violations: Iterable[Violation] = (),
                 f'data-flags={quoteattr(",".join(s.flags))} data-t0-ms="{_fmt(t0)}" '
                 f'data-t1-ms="{_fmt(t1)}" x="{x0}" y="{y}" width="{x1 - x0}" '
                 f'height="{LANE_H}" fill="{fill}"><title>{escape(title)}</title></rect>')
+            if fill in FLAG_COLOURS.values():
+                continue  # the flag that coloured it says it all
+            held = [f for f in STRIPE_COLOURS if f in s.flags]
+            for k, flag in enumerate(held):
+                out.append(f'<rect class="flag" data-pe={quoteattr(pe)} data-flag="{flag}" '
+                           f'x="{x0}" y="{y + LANE_H - STRIPE_H * (k + 1)}" '
+                           f'width="{x1 - x0}" height="{STRIPE_H}" '
+                           f'fill="{STRIPE_COLOURS[flag]}"/>')
         out.append("</g>")
     lanes_h = len(pes) * (LANE_H + LANE_GAP)
     for v in marks:
@@ -165,6 +183,7 @@ def legend() -> str:
     """The colours' key, as an HTML fragment of inline SVG swatches."""
     items = [(STATE_COLOURS[c], f"{int(c)} {state_name(c)}") for c in sorted(STATE_COLOURS)]
     items += [(col, flag) for flag, col in FLAG_COLOURS.items()]
+    items += [(col, f"{flag} (stripe)") for flag, col in STRIPE_COLOURS.items()]
     items.append((VIOLATION_COLOUR, "violation"))
     return " ".join(
         f'<span class="key"><svg xmlns="{SVG_NS}" width="12" height="12"><rect width="12" '

@@ -68,7 +68,9 @@ def test_coverage_counts_judged_pairs_of_the_whole_campaign(tmp_path: Path) -> N
     assert s.grid.cell("policy/reset-hot@adapter", "vf-error:other") is Cell.NOT_RUN
     assert s.counts == {"pass": 2, "fail": 1, "error": 1}
     assert s.not_fired == 1
+    assert s.rules == {"safety/thaw-before-allow-unfreeze": 1}
     text = markdown(s)
+    assert "| safety/thaw-before-allow-unfreeze | 1 |" in text
     assert "coverage: 1 / 4 (event, fault) pairs judged (25.0%)" in text
     assert "throughput (run): 4 scenarios in 10.0 s on 2 worker(s) = 0.40 scenarios/s" in text
 

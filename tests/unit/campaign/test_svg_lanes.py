@@ -11,6 +11,8 @@ from eeh_sriov.campaign.svg import (
     LABEL_W,
     PLOT_W,
     STATE_COLOURS,
+    STRIPE_COLOURS,
+    STRIPE_H,
     VIOLATION_COLOUR,
     nice_step,
     swimlanes,
@@ -24,7 +26,7 @@ def _parse(svg: str) -> ET.Element:
 
 
 def _segs(root: ET.Element, pe: str) -> list[ET.Element]:
-    return root.findall(f".//s:g[@data-pe='{pe}']/s:rect", NS)
+    return root.findall(f".//s:g[@data-pe='{pe}']/s:rect[@class='seg']", NS)
 
 
 SAMPLES = [PeSample(0.0, "vf10", 2, ()), PeSample(0.0, "adapter", 2, ()),
@@ -96,3 +98,26 @@ def test_samples_before_the_first_fault_and_odd_input_still_draw() -> None:
     assert int(vf0[0].get("x", "")) == LABEL_W and vf0[0].get("data-t0-ms") == "-10"
     assert "state 3" in (_segs(root, "vf1")[0].findtext("s:title", "", NS))
     assert _parse(swimlanes([])).get("class") == "swimlanes"  # nothing to draw: empty lanes
+
+
+def test_flags_held_are_stripes_at_the_segment_bottom() -> None:
+    samples = [PeSample(0.0, "vf0", 2, ("isolated", "recovering")),
+               PeSample(0.02, "vf0", 0, ("recovering",)),  # healthy, still recovering
+               PeSample(0.05, "vf0", 0, ()),
+               PeSample(0.0, "vf1", 5, ("isolated", "permanent"))]
+    root = _parse(swimlanes(samples, end_s=0.1))
+    vf0 = root.find("s:g[@data-pe='vf0']", NS)
+    assert vf0 is not None
+    stripes = [(r.get("data-flag"), r.get("x"), r.get("width"), r.get("y"), r.get("fill"))
+               for r in vf0.findall("s:rect[@class='flag']", NS)]
+    seg = _segs(root, "vf0")
+    bottom = int(seg[0].get("y", "")) + int(seg[0].get("height", ""))
+    assert stripes == [
+        ("isolated", seg[0].get("x"), seg[0].get("width"), str(bottom - STRIPE_H),
+         STRIPE_COLOURS["isolated"]),
+        ("recovering", seg[0].get("x"), seg[0].get("width"), str(bottom - 2 * STRIPE_H),
+         STRIPE_COLOURS["recovering"]),
+        ("recovering", seg[1].get("x"), seg[1].get("width"), str(bottom - STRIPE_H),
+         STRIPE_COLOURS["recovering"])]
+    # a permanently failed PE is black: no stripes over it
+    assert root.findall("s:g[@data-pe='vf1']/s:rect[@class='flag']", NS) == []
