@@ -115,3 +115,21 @@ def test_merge_command_line_refusal_is_one_error_line(tmp_path: Path) -> None:
                         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert "merge: coverage: 2 / 2 (event, fault) pairs judged (100.0%)" in ok.stdout
+
+
+def test_report_of_a_run_without_manifest_counts_its_own_pairs(tmp_path: Path) -> None:
+    """`campaign report DIR` on what `campaign run` writes (results.jsonl alone)."""
+    d = _shard(tmp_path, 1, 1)
+    (d / "campaign.json").unlink()
+    (d / "report.md").unlink(missing_ok=True)
+    p = subprocess.run([sys.executable, "-m", "eeh_sriov", "campaign", "report", str(d)],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "report: coverage: 2 / 2 (event, fault) pairs judged (100.0%)" in p.stdout
+    assert "campaign (no manifest): 9 scenarios, 8 passed, 1 failed" in \
+        (d / "report.md").read_text()
+    (d / "results.jsonl").write_text("{}\n")
+    p = subprocess.run([sys.executable, "-m", "eeh_sriov", "campaign", "report", str(d)],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    assert p.stderr.strip() == f"error: {d / 'results.jsonl'}:1: missing member 'version'"
