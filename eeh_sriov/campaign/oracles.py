@@ -162,11 +162,20 @@ def down_intervals(obs: Observation, vf: str) -> list[tuple[float, float]]:
                   and e.kind in DOWN_ENDS)
     probes = sorted(e.t for e in obs.entries if e.source == Source.DRIVER and e.pe == vf
                     and e.kind == Kind.PROBE)
+    freezes = {e.t for e in obs.entries if e.pe == vf and _policy(e) and e.kind in (
+        Kind.PE_FROZEN, Kind.RESET_HOT, Kind.RESET_FUNDAMENTAL)}
+    backs = sorted(e.t for e in obs.entries if e.pe == vf and _policy(e) and e.kind in (
+        Kind.PE_THAWED, Kind.PE_RESET_DONE))
     out = []
     for s in sorted(starts):
         # a restarted driver is down until its new instance probed (the old one may still
-        # report its recovery's last steps); so is a failed or removed PE
-        end = next((t for t in (probes if s in restarts else ends) if t > s), float("inf"))
+        # report its recovery's last steps); so is a failed or removed PE. A frozen or
+        # reset PE is down until its driver's first recovered/resume/probe after the PE is
+        # back in state 0: a round ending as a new freeze arrives reports `recovered`
+        # before its driver hears of the freeze (it starts again at once)
+        after = s if s not in freezes else next((b for b in backs if b > s), float("inf"))
+        end = next((t for t in (probes if s in restarts else ends) if t > after),
+                   float("inf"))
         out.append((s - LOSS_SLACK_BEFORE_S, end + LOSS_SLACK_AFTER_S))
     return out
 
@@ -257,10 +266,18 @@ def drivers(obs: Observation) -> Iterable[Violation]:
                         + (" with its PE healthy" if pe not in permanent else ""), None, pe)
 
 
+def killed(obs: Observation) -> set[str]:
+    """The VFs of guests the scenario killed (VM mode): no driver is left to echo for
+    them (the platform took them back)."""
+    owners = {f.target for f in obs.faults if f.kind == "guest-killed" and f.error is None}
+    return {vf for vf in obs.traffic if _owner_of(obs, vf) in owners} if owners else set()
+
+
 def traffic_back(obs: Observation) -> Iterable[Violation]:
+    gone = killed(obs)
     for vf, tr in obs.traffic.items():
         state, flags = obs.pe_end.get(vf, (0, ()))
-        if state != 0 or flags:
+        if state != 0 or flags or vf in gone:
             continue
         ends = [e.t for e in obs.entries if e.source == Source.DRIVER and e.pe == vf
                 and e.kind in DOWN_ENDS]

@@ -31,3 +31,20 @@ def test_a_recovered_reported_after_the_permanent_failure_does_not_end_the_down_
     assert any(a <= failed and b == float("inf") for a, b in down_intervals(obs, "vf2"))
     assert obs.traffic["vf2"].lost  # probes were lost ...
     assert check(obs) == []  # ... while vf2 was down: nothing violated
+
+
+def test_a_recovered_reported_as_a_new_freeze_arrives_does_not_end_the_down_time() -> None:
+    """VM mode, adapter-fatal ; vf-error:same at driver/config-restored@vf2
+    (s-bda9022aa73f): vf2 froze again (0.738 s) while its driver finished the round; the
+    driver, not yet told, reported `recovered` (1.08 s) and started again at once. vf2 is
+    down until the first recovery after its PE is back in state 0 (pe-thawed, 2.12 s)."""
+    obs = recorded("vm-freeze-at-round-end")
+    thawed = max(e.t for e in obs.entries if e.source == "policy" and e.kind == "pe-thawed"
+                 and e.pe == "vf2")
+    early = [e.t for e in obs.entries if e.source == "driver" and e.kind == "recovered"
+             and e.pe == "vf2" and e.t < thawed]
+    assert early
+    lost = [t for _, t in obs.traffic["vf2"].lost if t > max(early)]
+    assert lost  # probes lost after the early `recovered` ...
+    assert all(any(a <= t <= b for a, b in down_intervals(obs, "vf2")) for t in lost)
+    assert [v for v in check(obs) if v.pe == "vf2"] == []  # ... while vf2 was down
