@@ -2,6 +2,7 @@
 record the reference timeline exhaustive mode generates from.
 
     campaign run [--exhaustive] [--topology T] [--timing fast|spec] [--out DIR]
+    campaign run --vm [--subset vm-default] [--accel auto|kvm|tcg] [--out DIR]
     campaign replay <scenario-id> --results DIR/results.jsonl [--out DIR]
     campaign list [--exhaustive] [--topology T]
     campaign reference [--topology T] [--timing fast|spec]
@@ -16,6 +17,7 @@ same (exit status 0 when it is).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from pathlib import Path
@@ -35,7 +37,11 @@ from eeh_sriov.campaign.generate import (
 from eeh_sriov.campaign.model import Scenario, ScenarioError
 from eeh_sriov.campaign.rig import topology_path
 from eeh_sriov.campaign.run import RESULTS_NAME, append_result, observe, read_results, run_scenario
+from eeh_sriov.campaign.vm import run_vm, vm_subset
+from eeh_sriov.system import asset_config
 from hypervisor_shim.timeline import load
+from qemu_launcher.assets import ensure_assets
+from qemu_launcher.run import resolve_accel
 
 COMMAND = "campaign"
 
@@ -51,6 +57,9 @@ def add_subcommand(sub: Any) -> None:
                           "hand-picked fault matrix)")
     run.add_argument("--out", type=Path, default=None,
                      help="results directory (default: <runs>/campaign-<time>)")
+    _vm_options(run)
+    run.add_argument("--accel", default="auto",
+                     help="VM mode: QEMU accelerator (auto, kvm, tcg; default auto)")
     rep = csub.add_parser("replay", help="re-run one recorded scenario")
     rep.add_argument("scenario_id")
     rep.add_argument("--results", type=Path, required=True, help="its results.jsonl")
@@ -59,6 +68,7 @@ def add_subcommand(sub: Any) -> None:
     ls = csub.add_parser("list", help="list a campaign's scenarios")
     _common(ls)
     ls.add_argument("--exhaustive", action="store_true")
+    _vm_options(ls)
     ref = csub.add_parser("reference", help="record the clean timeline exhaustive mode "
                                             "generates from")
     _common(ref)
@@ -71,23 +81,56 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing", choices=("fast", "spec"), default="fast")
 
 
+def _vm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vm", action="store_true",
+                   help="VM mode: a subset in real guests (one boot serves every scenario)")
+    p.add_argument("--subset", default="vm-default",
+                   help="with --vm: the subset to run (default: vm-default)")
+
+
+def _scenarios(args: argparse.Namespace) -> list[Scenario]:
+    topology_path(args.topology)
+    if args.vm:
+        if args.exhaustive:
+            raise CampaignError("--vm runs a subset (--subset), not --exhaustive")
+        return vm_subset(args.subset, args.timing)
+    return campaign(args.topology, args.timing, exhaustive_mode=args.exhaustive)
+
+
 def run(args: argparse.Namespace, runs: Path) -> int:
     cmd = args.campaign_cmd
     if cmd in merge.COMMANDS:
         return merge.run(args)
     if cmd == "list":
-        topology_path(args.topology)
-        for s in campaign(args.topology, args.timing, exhaustive_mode=args.exhaustive):
+        for s in _scenarios(args):
             print(f"{s.id}  {s.label()}")
         return 0
     if cmd == "reference":
         return _reference(args.topology, args.timing, runs)
     if cmd == "replay":
         return _replay(args.scenario_id, args.results, args.out)
-    topology_path(args.topology)
+    scenarios = _scenarios(args)
     out = args.out or runs / time.strftime("campaign-%Y%m%d-%H%M%S")
-    return run_campaign(campaign(args.topology, args.timing,
-                                 exhaustive_mode=args.exhaustive), out)
+    if args.vm:
+        return asyncio.run(_run_vm(scenarios, out, args, runs))
+    return run_campaign(scenarios, out)
+
+
+async def _run_vm(scenarios: list[Scenario], out: Path, args: argparse.Namespace,
+                  runs: Path) -> int:
+    cfg_assets = asset_config()
+    assets = ensure_assets(cfg_assets)
+    accel, why = await resolve_accel(args.accel, assets, cfg_assets, runs)
+    print(f"campaign --vm: {assets.qemu.describe()}; accelerator {accel} ({why})", flush=True)
+    started = time.monotonic()
+    results = await run_vm(scenarios, out, assets, topology=args.topology,
+                           timing=args.timing, accel=accel,
+                           say=lambda line: print(line, flush=True))
+    counts = {v: sum(r["verdict"] == v for r in results) for v in ("pass", "fail", "error")}
+    print(f"campaign --vm: {len(results)} scenarios, {counts['pass']} pass, "
+          f"{counts['fail']} fail, {counts['error']} error in "
+          f"{time.monotonic() - started:.1f} s; results in {out / RESULTS_NAME}")
+    return 0 if counts["fail"] == counts["error"] == 0 else 1
 
 
 def run_campaign(scenarios: list[Scenario], out: Path, say: Any = print) -> int:

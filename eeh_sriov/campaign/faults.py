@@ -24,7 +24,7 @@ from typing import Any
 from eeh_sriov.campaign.console import ConsoleThread
 from eeh_sriov.campaign.errors import CampaignError
 from eeh_sriov.campaign.model import Fault
-from eeh_sriov.campaign.rig import HarnessRig
+from eeh_sriov.campaign.rig import Rig
 from hypervisor_shim.injection import InjectKind
 
 
@@ -51,7 +51,7 @@ class Applied:
                          "first": self.first, "error": self.error}}
 
 
-def resolve_vf(rig: HarnessRig, fault: Fault, ctx: Context) -> str:
+def resolve_vf(rig: Rig, fault: Fault, ctx: Context) -> str:
     vfs = [n for n in rig.vf_names()]
     if fault.target == "same":
         if ctx.trigger_pe not in vfs:
@@ -68,7 +68,7 @@ def resolve_vf(rig: HarnessRig, fault: Fault, ctx: Context) -> str:
     raise CampaignError(f"{fault.label()}: no VF {fault.target!r} driven here ({vfs})")
 
 
-def resolve_pe(rig: HarnessRig, fault: Fault, ctx: Context) -> str:
+def resolve_pe(rig: Rig, fault: Fault, ctx: Context) -> str:
     if fault.target in ("adapter", "pf"):
         return "adapter"
     if fault.target == "same" and ctx.trigger_pe == "adapter":
@@ -76,8 +76,8 @@ def resolve_pe(rig: HarnessRig, fault: Fault, ctx: Context) -> str:
     return resolve_vf(rig, fault, ctx)
 
 
-def resolve_owner(rig: HarnessRig, fault: Fault, ctx: Context) -> str:
-    owners = sorted(rig.agents)
+def resolve_owner(rig: Rig, fault: Fault, ctx: Context) -> str:
+    owners = rig.owners()
     mine = rig.cfg.owners.get("pf" if ctx.trigger_pe == "adapter" else
                               str(ctx.trigger_pe))
     if fault.target == "same":
@@ -94,7 +94,7 @@ def resolve_owner(rig: HarnessRig, fault: Fault, ctx: Context) -> str:
     return str(fault.target)
 
 
-def apply(rig: HarnessRig, fault: Fault, ctx: Context, *, first: bool) -> Applied:
+def apply(rig: Rig, fault: Fault, ctx: Context, *, first: bool) -> Applied:
     """Apply `fault` now; what was done (with the error if it could not be)."""
     t = time.monotonic()
     target: str | None = None
@@ -105,7 +105,7 @@ def apply(rig: HarnessRig, fault: Fault, ctx: Context, *, first: bool) -> Applie
     return Applied(t, fault.kind, target, fault.label(), first)
 
 
-def _act(rig: HarnessRig, fault: Fault, ctx: Context, first: bool) -> str | None:
+def _act(rig: Rig, fault: Fault, ctx: Context, first: bool) -> str | None:
     plat = rig.plat
     k = fault.kind
     why = f"campaign: {fault.label()}"
@@ -152,10 +152,14 @@ def _act(rig: HarnessRig, fault: Fault, ctx: Context, first: bool) -> str | None
     if k == "model-killed":
         _kill_model(rig)
         return "adapter"
+    if k == "guest-killed":
+        owner = resolve_owner(rig, fault, ctx)
+        rig.kill_guest(owner)
+        return owner
     raise CampaignError(f"fault {k!r} is not available in harness mode")
 
 
-def _console_client_gone(rig: HarnessRig) -> None:
+def _console_client_gone(rig: Rig) -> None:
     """A QMP client of the platform's console asks for the PEs and leaves in the middle
     of its next command (the console is started on first use, stopped with the rig)."""
     con = ConsoleThread(rig.plat)
@@ -172,7 +176,7 @@ def _console_client_gone(rig: HarnessRig) -> None:
         s.close()
 
 
-def _kill_model(rig: HarnessRig) -> None:
+def _kill_model(rig: Rig) -> None:
     """Something run on the model's loop raises what asyncio does not catch: its thread
     dies (docs/reliability.md, "When the device model dies")."""
     def die() -> None:

@@ -75,104 +75,48 @@ class Sample:
     states: dict[str, tuple[int, tuple[str, ...]]]
 
 
-class HarnessRig:
-    def __init__(self, cfg: PlatformConfig, run_dir: Path, *, traffic: bool = True) -> None:
+class Rig:
+    """What the faults and the runner need of a running topology, in either mode: the
+    platform, its config, the owners, the books, settling. HarnessRig runs the drivers in
+    this process; eeh_sriov.campaign.vm.VmRig in real guests."""
+
+    quiet_s = QUIET_S
+
+    def __init__(self, cfg: PlatformConfig, plat: Platform) -> None:
         self.cfg = cfg
-        self.plat = Platform(cfg, run_dir)
-        self.run_dir = run_dir
-        self.want_traffic = traffic
-        self.agents: dict[str, Agent] = {}
-        self.old_agents: list[Agent] = []  # replaced by a restart; stopped at the end
+        self.plat = plat
         self.traffic: UplinkTraffic | None = None
         self.books: list[Sample] = []
         self._index = 0
         self._lock = threading.Lock()
         self.closers: list[Callable[[], None]] = []  # what faults started (a console)
 
-    # ------------------------------------------------------------------ lifecycle
-    def __enter__(self) -> HarnessRig:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        self.plat.timeline.add_listener(self._sample)
-        self.plat.start()
-        try:
-            pf_owner = self.cfg.owners.get("pf")
-            for owner in sorted(self.cfg.owner_names, key=lambda o: o != pf_owner):
-                self.agents[owner] = self.new_agent(owner)  # the adapter's owner first
-            if self.want_traffic:
-                targets = {vf.name: Target(vf.mac, vf.vlan)
-                           for a in self.agents.values() for vf in a.vf_drivers()}
-                self.traffic = UplinkTraffic(self.plat, targets, rate_hz=100).__enter__()
-                for name in targets:
-                    if self.traffic.wait_echo_after(name, 0.0, 10) is None:
-                        raise CampaignError(f"no traffic through {name} before the fault")
-        except BaseException:
-            self.stop()
-            raise
-
-    def new_agent(self, owner: str) -> Agent:
-        agent = Agent(HarnessBackend(str(self.plat.hcall_path(owner))), poll=POLL)
-        try:
-            agent.start(probe_timeout=10)
-        except BaseException:
-            agent.backend.close()
-            raise
-        return agent
-
-    def stop(self) -> None:
-        """Traffic, drivers, what faults started, the platform; then the channels (their
-        reader threads see the end of the stream at once once the platform is down)."""
-        if self.traffic is not None:
-            self.traffic.stop()
-        agents = list(self.agents.values()) + self.old_agents
-        for a in sorted(agents, key=lambda a: any(d.kind == "pf" for d in a.drivers.values())):
-            with contextlib.suppress(Exception):
-                a.stop()
-        while self.closers:
-            with contextlib.suppress(Exception):
-                self.closers.pop()()
-        self.plat.stop()
-        for a in agents:
-            with contextlib.suppress(Exception):
-                a.backend.close()
-        self.plat.timeline.remove_listener(self._sample)
-
-    # ------------------------------------------------------------------ the drivers
-    def drivers(self) -> dict[str, Driver]:
-        return {n: d for a in self.agents.values() for n, d in a.drivers.items()}
-
-    def agent_of(self, function: str) -> Agent:
-        owner = self.cfg.owners.get(function)
-        if owner is None or owner not in self.agents:
-            raise CampaignError(f"no agent drives {function!r}")
-        return self.agents[owner]
+    def owners(self) -> list[str]:
+        """The owners (guests or agents) a fault may name, sorted."""
+        raise NotImplementedError
 
     def vf_names(self) -> list[str]:
-        return sorted((n for n in self.drivers() if n != "pf"), key=lambda n: int(n[2:]))
+        """The VFs driven, in index order."""
+        raise NotImplementedError
+
+    def restart_driver(self, function: str) -> None:
+        raise CampaignError(f"a driver crash of {function} needs harness mode")
+
+    def restart_agent(self, owner: str) -> None:
+        raise CampaignError(f"a closed channel of {owner} needs harness mode")
+
+    def kill_guest(self, owner: str) -> None:
+        raise CampaignError(f"killing guest {owner} needs VM mode")
+
+    def drivers_state(self) -> dict[str, tuple[str, bool]]:
+        """Each driver's (state, recovery pending or running)."""
+        raise NotImplementedError
 
     def pe_of(self, function: str) -> str:
         return "adapter" if function == "pf" else function
 
-    def restart_driver(self, function: str) -> None:
-        """The driver of `function` dies and a new one probes it (Agent.restart_driver).
-        Blocking; not on the model's loop."""
-        self.agent_of(function).restart_driver(function)
-
-    def restart_agent(self, owner: str) -> None:
-        """`owner`'s channel closes under its agent; the agent starts again on a new one."""
-        old = self.agents[owner]
-        old.backend.channel.close()
-        old.stop()
-        self.old_agents.append(old)
-        self.agents[owner] = self.new_agent(owner)
-
     # ------------------------------------------------------------------ the books
-    def _sample(self, e: Entry) -> None:
+    def sample(self, e: Entry) -> None:
         """Timeline listener: on the model's loop thread for policy entries (the policy
         records them there), so the model is read where it may be."""
         with self._lock:
@@ -209,18 +153,15 @@ class HarnessRig:
                 permanent.add(pe)
             elif state != 0 or flags:
                 why.append(f"{pe}: state {state} {list(flags)}")
-        for name, d in self.drivers().items():
-            rec = d.recovery
-            if d.state is DriverState.UP and (rec is None or not (rec.pending or rec.running)):
+        for name, (dstate, busy) in self.drivers_state().items():
+            if dstate == DriverState.UP.value and not busy:
                 continue
-            if d.state is DriverState.FAILED and self.pe_of(name) in permanent:
+            if dstate == DriverState.FAILED.value and self.pe_of(name) in permanent:
                 continue
-            why.append(f"driver {name}: {d.state.value}" + (
-                f", recovery {'pending' if rec.pending else 'running'}"
-                if rec is not None and (rec.pending or rec.running) else ""))
+            why.append(f"driver {name}: {dstate}" + (", recovery under way" if busy else ""))
         last = [e.t for e in self.plat.timeline.snapshot()[-50:]
                 if e.source in (Source.POLICY, Source.DRIVER)]
-        if last and time.monotonic() - max(last) < QUIET_S:
+        if last and time.monotonic() - max(last) < self.quiet_s:
             why.append("recent steps")
         return why
 
@@ -234,6 +175,105 @@ class HarnessRig:
             if not why or time.monotonic() >= deadline:
                 return why
             time.sleep(0.02)
+
+
+
+class HarnessRig(Rig):
+    def __init__(self, cfg: PlatformConfig, run_dir: Path, *, traffic: bool = True) -> None:
+        super().__init__(cfg, Platform(cfg, run_dir))
+        self.run_dir = run_dir
+        self.want_traffic = traffic
+        self.agents: dict[str, Agent] = {}
+        self.old_agents: list[Agent] = []  # replaced by a restart; stopped at the end
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> HarnessRig:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.plat.timeline.add_listener(self.sample)
+        self.plat.start()
+        try:
+            pf_owner = self.cfg.owners.get("pf")
+            for owner in sorted(self.cfg.owner_names, key=lambda o: o != pf_owner):
+                self.agents[owner] = self.new_agent(owner)  # the adapter's owner first
+            if self.want_traffic:
+                targets = {vf.name: Target(vf.mac, vf.vlan)
+                           for a in self.agents.values() for vf in a.vf_drivers()}
+                self.traffic = UplinkTraffic(self.plat, targets, rate_hz=100).__enter__()
+                for name in targets:
+                    if self.traffic.wait_echo_after(name, 0.0, 10) is None:
+                        raise CampaignError(f"no traffic through {name} before the fault")
+        except BaseException:
+            self.stop()
+            raise
+
+    def owners(self) -> list[str]:
+        return sorted(self.agents)
+
+    def vf_names(self) -> list[str]:
+        return sorted((n for n in self.drivers() if n != "pf"), key=lambda n: int(n[2:]))
+
+    def drivers_state(self) -> dict[str, tuple[str, bool]]:
+        out = {}
+        for name, d in self.drivers().items():
+            rec = d.recovery
+            out[name] = (d.state.value, rec is not None and (rec.pending or rec.running))
+        return out
+
+    def new_agent(self, owner: str) -> Agent:
+        agent = Agent(HarnessBackend(str(self.plat.hcall_path(owner))), poll=POLL)
+        try:
+            agent.start(probe_timeout=10)
+        except BaseException:
+            agent.backend.close()
+            raise
+        return agent
+
+    def stop(self) -> None:
+        """Traffic, drivers, what faults started, the platform; then the channels (their
+        reader threads see the end of the stream at once once the platform is down)."""
+        if self.traffic is not None:
+            self.traffic.stop()
+        agents = list(self.agents.values()) + self.old_agents
+        for a in sorted(agents, key=lambda a: any(d.kind == "pf" for d in a.drivers.values())):
+            with contextlib.suppress(Exception):
+                a.stop()
+        while self.closers:
+            with contextlib.suppress(Exception):
+                self.closers.pop()()
+        self.plat.stop()
+        for a in agents:
+            with contextlib.suppress(Exception):
+                a.backend.close()
+        self.plat.timeline.remove_listener(self.sample)
+
+    # ------------------------------------------------------------------ the drivers
+    def drivers(self) -> dict[str, Driver]:
+        return {n: d for a in self.agents.values() for n, d in a.drivers.items()}
+
+    def agent_of(self, function: str) -> Agent:
+        owner = self.cfg.owners.get(function)
+        if owner is None or owner not in self.agents:
+            raise CampaignError(f"no agent drives {function!r}")
+        return self.agents[owner]
+
+    def restart_driver(self, function: str) -> None:
+        """The driver of `function` dies and a new one probes it (Agent.restart_driver).
+        Blocking; not on the model's loop."""
+        self.agent_of(function).restart_driver(function)
+
+    def restart_agent(self, owner: str) -> None:
+        """`owner`'s channel closes under its agent; the agent starts again on a new one."""
+        old = self.agents[owner]
+        old.backend.channel.close()
+        old.stop()
+        self.old_agents.append(old)
+        self.agents[owner] = self.new_agent(owner)
 
     def config(self) -> dict[str, Any]:
         return dataclasses.asdict(self.cfg.policy)

@@ -39,7 +39,7 @@ from eeh_sriov.campaign.faults import Applied, Context, apply
 from eeh_sriov.campaign.model import Scenario, Trigger
 from eeh_sriov.campaign.observe import Observation, VfTraffic
 from eeh_sriov.campaign.oracles import Violation, check
-from eeh_sriov.campaign.rig import HarnessRig, Sample, topology_config
+from eeh_sriov.campaign.rig import HarnessRig, Rig, Sample, topology_config
 from eeh_sriov.report import write_timeline_md
 from guest_drivers.driver import DriverState
 from hypervisor_shim.claim import check_claim
@@ -54,7 +54,7 @@ class FaultScheduler:
     """Counts the timeline entries matching each follow-up's trigger (from `arm` on) and
     applies the fault on its own thread when the nth comes (+ delay_ms)."""
 
-    def __init__(self, rig: HarnessRig, scenario: Scenario) -> None:
+    def __init__(self, rig: Rig, scenario: Scenario) -> None:
         self.rig = rig
         self.scenario = scenario
         self.applied: list[Applied] = []
@@ -138,19 +138,18 @@ def _resources(before: dict[str, Any], wait_s: float = 3.0) -> dict[str, Any]:
                         "extra": extra_threads[:20]}}
 
 
-def _drivers_end(rig: HarnessRig) -> dict[str, str]:
+def drivers_end(rig: Rig) -> dict[str, str]:
     out = {}
-    for name, d in rig.drivers().items():
-        rec = d.recovery
-        busy = rec is not None and (rec.pending or rec.running)
-        if d.state is DriverState.UP and not busy:
+    for name, (state, busy) in rig.drivers_state().items():
+        if state == DriverState.UP.value and not busy:
             out[name] = "up"
         else:
-            out[name] = d.state.value + (", recovery under way" if busy else "")
+            out[name] = state + (", recovery under way" if busy else "")
     return out
 
 
-def _traffic(rig: HarnessRig) -> dict[str, VfTraffic]:
+def traffic_books(rig: Rig) -> dict[str, VfTraffic]:
+    """Stop the rig's traffic (echoes in flight given IN_FLIGHT_S): each VF's probes."""
     tr = rig.traffic
     if tr is None:
         return {}
@@ -184,18 +183,19 @@ def observe(scenario: Scenario, artifacts: Path) -> Observation:
             unsettled = rig.settled(bound, busy=sched.busy)
         finally:
             sched.close()
-        traffic = _traffic(rig)
-        pe_end = rig.pe_states()
-        drivers_end = _drivers_end(rig)
-        plat = rig.plat
-        books: dict[str, bool] = {}
-        if plat.model_failure is None:
-            books = plat.call(lambda: {f.name: f.nic.balanced
-                                       for f in plat.adapter.functions()})
-        entries = tuple(plat.timeline.snapshot())
-    return Observation(scenario, first.t, entries, (first, *sched.applied), tuple(rig.books),
-                       traffic, pe_end, drivers_end, tuple(unsettled), bound, books,
-                       cfg.policy.max_reset_failures)
+        traffic = traffic_books(rig)
+        return Observation(scenario, first.t, tuple(rig.plat.timeline.snapshot()),
+                           (first, *sched.applied), tuple(rig.books), traffic,
+                           rig.pe_states(), drivers_end(rig), tuple(unsettled), bound,
+                           model_books(rig), cfg.policy.max_reset_failures)
+
+
+def model_books(rig: Rig) -> dict[str, bool]:
+    """Whether each function's own ledger balances (nothing when the model is dead)."""
+    plat = rig.plat
+    if plat.model_failure is not None:
+        return {}
+    return plat.call(lambda: {f.name: f.nic.balanced for f in plat.adapter.functions()})
 
 
 def pe_history(books: tuple[Sample, ...], t0: float) -> list[dict[str, Any]]:
