@@ -8,7 +8,7 @@ policy decision, the uplink's probes, the end state), so it can be checked again
 recorded run. The rules (docs/campaign.md, "Oracles"):
 
 safety
-  thaw-before-allow-unfreeze  a VF PE locked out by an adapter freeze is not thawed, reset
+  thaw-before-allow-unfreeze  a VF PE frozen by an adapter freeze is not thawed, reset
                               or let out of the lockout before the adapter driver's next
                               allow-unfreeze (the claim's order, hypervisor_shim.claim)
   dma-while-frozen            no frame sent or delivered (DMA) and no interrupt from a
@@ -90,7 +90,9 @@ def _policy(e: Entry) -> bool:
 def thaw_before_allow_unfreeze(obs: Observation) -> Iterable[Violation]:
     entries = obs.entries
     for i, e in enumerate(entries):
-        if not (_policy(e) and e.kind == Kind.PE_FROZEN and e.data.get("locked_out")):
+        # every VF PE frozen by an adapter freeze (side effect), whatever the policy says
+        # of its lockout: the order is the claim's, not the policy's own flag
+        if not (_policy(e) and e.kind == Kind.PE_FROZEN and e.data.get("side_effect")):
             continue
         vf = e.pe
         for later in entries[i + 1:]:
@@ -105,7 +107,7 @@ def thaw_before_allow_unfreeze(obs: Observation) -> Iterable[Violation]:
                                 obs.rel(later.t), vf)
                 break
             if later.pe == vf and later.kind == Kind.PE_FROZEN and later.data.get(
-                    "locked_out"):
+                    "side_effect"):
                 break  # a new round: its own window
 
 

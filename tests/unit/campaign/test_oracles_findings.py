@@ -3,11 +3,13 @@ it (tests/unit/campaign/observations, calls left out; docs/campaign.md, "Finding
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from eeh_sriov.campaign.observe import Observation
 from eeh_sriov.campaign.oracles import check, down_intervals
+from hypervisor_shim.timeline import Entry
 
 HERE = Path(__file__).parent / "observations"
 
@@ -48,3 +50,19 @@ def test_a_recovered_reported_as_a_new_freeze_arrives_does_not_end_the_down_time
     assert lost  # probes lost after the early `recovered` ...
     assert all(any(a <= t <= b for a, b in down_intervals(obs, "vf2")) for t in lost)
     assert [v for v in check(obs) if v.pe == "vf2"] == []  # ... while vf2 was down
+
+
+def test_the_lockout_order_is_judged_by_the_side_effect_not_the_policys_flag() -> None:
+    """A VF PE frozen by the adapter's freeze whose pe-frozen says it is not locked out
+    (the policy losing the lockout: the campaign's planted bug, docs/campaign.md) and then
+    reset before the adapter driver's allow-unfreeze breaks the claim's order."""
+    obs = recorded("adapter")
+    i = next(i for i, e in enumerate(obs.entries) if e.source == "policy"
+             and e.kind == "pe-frozen" and e.pe == "vf1")
+    frozen = obs.entries[i]
+    lost = dataclasses.replace(frozen, data={**frozen.data, "locked_out": False})
+    early = Entry(frozen.t, "policy", "reset-hot", "vf1")
+    bad = dataclasses.replace(obs, entries=(*obs.entries[:i], lost, early,
+                                            *obs.entries[i + 1:]))
+    assert {(v.rule, v.pe) for v in check(bad) if v.oracle == "safety"} >= {
+        ("thaw-before-allow-unfreeze", "vf1")}
