@@ -160,7 +160,10 @@ def traffic_books(rig: Rig) -> dict[str, VfTraffic]:
     time.sleep(IN_FLIGHT_S)
     healthy = [tr.streams[n] for n, (state, flags) in rig.pe_states().items()
                if n in tr.streams and state == 0 and not flags]
-    while any(len(st.seen) < st.sent for st in healthy) and time.monotonic() < deadline:
+    # the last probe of each healthy VF echoed: those before it have come back too (one
+    # path, in order) or were lost for good
+    while any(st.sent and st.sent - 1 not in st.seen for st in healthy) and \
+            time.monotonic() < deadline:
         time.sleep(0.01)
     tr.stop()  # its thread joined: its books are ours to read
     rig.traffic = None
