@@ -11,6 +11,7 @@ import pytest
 from eeh_sriov.__main__ import main
 from eeh_sriov.campaign.model import Fault, Scenario, Trigger
 from eeh_sriov.campaign.run import RESULTS_NAME, append_result, run_scenario
+from eeh_sriov.topology import DEFAULT_TOPOLOGY
 
 SCENARIOS = {
     "clean": Scenario.build(Fault("adapter-fatal"), seed=1),
@@ -55,16 +56,21 @@ def test_replay_reproduces_the_verdict(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_a_failing_scenario_names_oracle_rule_and_artifacts(tmp_path: Path) -> None:
-    """A VF driver restarted while its PE is still frozen fails its probe and stays
-    failed (docs/campaign.md, Findings): the campaign says so, and the replay agrees."""
-    s = Scenario.build(Fault("adapter-fatal"), (
-        (Trigger("adapter-recovered", "adapter", "driver"), Fault("vf-driver-crash", "vf0")),),
-        seed=6)
+    """A topology whose freeze limit is 0 fails the adapter PE for good at its first
+    error: the campaign, which expects a single adapter error to be recovered, says which
+    rule that breaks and where the artifacts are, and the replay agrees. (The driver
+    restarted while its PE was frozen, which this test used to show, is fixed:
+    docs/campaign.md, Findings.)"""
+    topo = tmp_path / "limit0.toml"
+    topo.write_text(DEFAULT_TOPOLOGY.read_text().replace("max_freezes = 5",
+                                                         "max_freezes = 0"))
+    s = Scenario.build(Fault("adapter-fatal"), topology=str(topo), seed=6)
     r = run_scenario(s, tmp_path)
     assert r["verdict"] == "fail"
-    assert {(v["oracle"], v["rule"]) for v in r["violations"]} >= {
-        ("liveness", "driver-not-idle")}
+    assert ("liveness", "unexpected-permanent-failure", "adapter") in {
+        (v["oracle"], v["rule"], v["pe"]) for v in r["violations"]}
     assert Path(r["artifacts"]).name == s.id
+    assert "unexpected-permanent-failure" in (Path(r["artifacts"]) / "timeline.md").read_text()
     append_result(tmp_path / RESULTS_NAME, r)
     assert main(["campaign", "replay", s.id, "--results", str(tmp_path / RESULTS_NAME)]) == 0
 
