@@ -330,6 +330,7 @@ class System:
 
     async def _stop(self) -> None:
         self._stopping = True
+        self.platform.stopping()  # the guests going now lose no adapter driver
         for fut in [*self._hotplug.values(), *self._watchers, *self._restarts]:
             fut.cancel()
         with contextlib.suppress(Exception):

@@ -188,8 +188,14 @@ class Platform:
                                    "timing": dataclasses.asdict(self.cfg.timing),
                                    "uplink": self.uplink_name})
 
+    def stopping(self) -> None:
+        """The platform's owner is taking everything down (guests first): from now on a
+        channel that closes or a guest that goes loses no adapter driver (no restart, no
+        platform recovery). `stop` does this too."""
+        self.driver_watch.stopping = True
+
     def stop(self) -> None:
-        self.driver_watch.stopping = True  # the channels closing now lose no driver
+        self.stopping()  # the channels closing now lose no driver
         self.watchdog.stop()
         if self.host.server.loop.is_running():
             fut = asyncio.run_coroutine_threadsafe(self.server.close(), self.host.server.loop)
