@@ -543,7 +543,6 @@ class PeRecovery:
             t0 = self._clock()
             why = self._reset_once(kind)
             if why is None:
-                self._progressed = True
                 self._report(Kind.RESET, kind=kind.name.lower(), attempt=attempt,
                              ms=round((self._clock() - t0) * 1000, 3))
                 return
@@ -560,6 +559,8 @@ class PeRecovery:
             r = self._busy_call(Call.SET_SLOT_RESET, deadline, function=int(kind))
         if r.status != Status.SUCCESS:
             return f"set-slot-reset {int(kind)}: status {r.status} {r.error or ''}"
+        # the reset changed the PE's state: a pe-frozen pushed from now on is a new freeze
+        self._progressed = True
         r = self._busy_call(Call.SET_SLOT_RESET, deadline, function=int(SlotReset.DEACTIVATE))
         if r.status != Status.SUCCESS:
             return f"set-slot-reset 0: status {r.status} {r.error or ''}"

@@ -29,6 +29,12 @@ WHY = {
     # slot_reset (guest_drivers.pf: the wait gives up when the recovery is interrupted)
     "s-a6f30ca075d8": "errinjct MMIO load parity on the adapter at its error-detected: "
                       "fires on slot_reset's ADAPTER_STATUS read, the adapter refreezes",
+    # a VF error heard just after the VF's own reset brought its PE back was taken as the
+    # freeze being handled (guest_drivers.recovery: progressed from the reset's start).
+    # Timing-dependent here (it failed twice in a row, then passed without the fix); the
+    # deterministic check is tests/unit/drivers/test_recovery_reset_race.py
+    "s-29ce73008e76": "vf-error on vf1 at vf2's reset-deactivate: vf1's own reset just "
+                      "done, the freeze lost, its driver waits on a frozen function",
 }
 
 
