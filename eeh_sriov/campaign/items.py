@@ -38,7 +38,7 @@ import pytest
 from eeh_sriov.campaign.errors import CampaignError
 from eeh_sriov.campaign.merge import shard_ids
 from eeh_sriov.campaign.model import Scenario
-from eeh_sriov.campaign.report import headline, summarize
+from eeh_sriov.campaign.report import headline, replay_command, summarize
 from eeh_sriov.campaign.report_data import (
     MANIFEST_NAME,
     RESULTS_NAME,
@@ -196,7 +196,7 @@ class ScenarioFailed(Exception):
         self.result = result
 
 
-def failure_text(result: dict[str, Any]) -> str:
+def failure_text(result: dict[str, Any], results: Path) -> str:
     scenario = Scenario.from_json(result["scenario"])
     event, fault = scenario_cell(scenario)
     lines = [f"scenario {result['id']} {result['verdict'].upper()}: {fault} at {event} "
@@ -212,7 +212,7 @@ def failure_text(result: dict[str, Any]) -> str:
         tail = error.read_text().strip().splitlines()[-3:]
         lines.append("  the run itself failed: " + " / ".join(x.strip() for x in tail))
     lines.append(f"artifacts: {artifacts} (events.jsonl, trace.jsonl, timeline.md)")
-    lines.append(f"replay: python -m eeh_sriov campaign replay {result['id']}")
+    lines.append(f"replay: {replay_command(result['id'], str(results))}")
     return "\n".join(lines)
 
 
@@ -236,7 +236,7 @@ class ScenarioItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: Any = None) -> str | Any:
         if isinstance(excinfo.value, ScenarioFailed):
-            return failure_text(excinfo.value.result)
+            return failure_text(excinfo.value.result, self.plan.out / RESULTS_NAME)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:

@@ -166,7 +166,12 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(s: Summary) -> str:
+def replay_command(scenario_id: str, results: str) -> str:
+    return f"python -m eeh_sriov campaign replay {scenario_id} --results {results}"
+
+
+def markdown(s: Summary, results: str = "results.jsonl") -> str:
+    """The report; `results`: the results file replay commands name."""
     out = [f"# Fault campaign report: {_md_cell(s.campaign)}", ""]
     out += [f"- {line}" for line in headline(s)]
     out += ["", "## Violations", ""]
@@ -181,7 +186,7 @@ def markdown(s: Summary) -> str:
         out.append(f"### {r.verdict.upper()} {r.id}: {_md_cell(fault)} at {_md_cell(event)}")
         out.append("")
         out.append(f"artifacts: `{r.artifacts}` (events.jsonl, trace.jsonl, timeline.md); "
-                   f"replay: `python -m eeh_sriov campaign replay {r.id}`")
+                   f"replay: `{replay_command(r.id, results)}`")
         out.append("")
         if r.violations:
             out += ["| oracle | rule | t (ms) | PE | detail |", "|---|---|---|---|---|"]

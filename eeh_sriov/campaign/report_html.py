@@ -13,7 +13,15 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from eeh_sriov.campaign.report import CELL_TEXT, Cell, Summary, fired, headline, markdown
+from eeh_sriov.campaign.report import (
+    CELL_TEXT,
+    Cell,
+    Summary,
+    fired,
+    headline,
+    markdown,
+    replay_command,
+)
 from eeh_sriov.campaign.report_data import Result
 from eeh_sriov.campaign.svg import legend, swimlanes
 
@@ -57,14 +65,13 @@ svg.swimlanes {{ display: block; margin: 6px 0; }}
 """
 
 
-def _violation_block(r: Result) -> str:
+def _violation_block(r: Result, results: str) -> str:
     event, fault = r.cell
     out = [f'<div class="violation {escape(r.verdict)}" id="s-{escape(r.id)}">',
            f"<h3>{escape(r.verdict.upper())} {escape(r.id)}: {escape(fault)} at "
            f"{escape(event)}</h3>",
            f"<p>artifacts: <code>{escape(r.artifacts)}</code> (events.jsonl, trace.jsonl, "
-           f"timeline.md); replay: <code>python -m eeh_sriov campaign replay "
-           f"{escape(r.id)}</code></p>"]
+           f"timeline.md); replay: <code>{escape(replay_command(r.id, results))}</code></p>"]
     if r.violations:
         out.append('<table class="violations"><tr><th>oracle</th><th>rule</th>'
                    "<th>t (ms)</th><th>PE</th><th>detail</th></tr>")
@@ -129,7 +136,8 @@ def _scenarios(s: Summary) -> str:
     return "\n".join(out)
 
 
-def html(s: Summary) -> str:
+def html(s: Summary, results: str = "results.jsonl") -> str:
+    """The page; `results`: the results file replay commands name."""
     failures = s.failures
     parts = [
         "<!DOCTYPE html>",
@@ -144,7 +152,7 @@ def html(s: Summary) -> str:
         f'<h2 id="violations">Violations ({len(failures)})</h2>',
         _rules(s),
         f'<p class="legend">{legend()}</p>' if failures else "<p>None.</p>",
-        *(_violation_block(r) for r in failures),
+        *(_violation_block(r, results) for r in failures),
         '<h2 id="grid">Grid: event (rows) x fault (columns)</h2>',
         "<p>FAIL: a violation; ERR: the run broke; ok: passed; n/f: passed but the trigger "
         "never fired; -: not run; blank: not a pair of this campaign.</p>",
@@ -159,6 +167,7 @@ def html(s: Summary) -> str:
 def write_reports(directory: Path, s: Summary) -> tuple[Path, Path]:
     """`report.md` and `report.html` in `directory`."""
     md, page = directory / "report.md", directory / "report.html"
-    md.write_text(markdown(s))
-    page.write_text(html(s))
+    results = str(directory / "results.jsonl")
+    md.write_text(markdown(s, results))
+    page.write_text(html(s, results))
     return md, page

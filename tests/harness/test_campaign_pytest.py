@@ -57,7 +57,8 @@ def test_scenarios_run_as_items_on_two_workers(tmp_path: Path) -> None:
     text = cases[VM.id].findtext("failure") or ""
     assert f"scenario {VM.id} ERROR: adapter-fatal at (start)" in text
     assert "VM mode is not run here" in text
-    assert f"replay: python -m eeh_sriov campaign replay {VM.id}" in text
+    assert f"replay: python -m eeh_sriov campaign replay {VM.id} --results " \
+        f"{out / 'results.jsonl'}" in text
     assert f"artifacts: {out / 'scenarios' / VM.id}" in text
     # the results of both workers gathered into one file, the manifest, the reports
     results = read_results(out / "results.jsonl")

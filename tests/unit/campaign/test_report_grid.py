@@ -87,6 +87,8 @@ def test_violations_come_first_in_both_reports(tmp_path: Path) -> None:
     text = md.read_text()
     assert text.index(bad.id) < text.index("## Grid") < text.index(ok[0].id)
     assert "| liveness | pe-not-healthy-in-bound |  | vf1 |" in text
+    assert f"python -m eeh_sriov campaign replay {bad.id} --results {d / 'results.jsonl'}" \
+        in text
     body = page.read_text()
     assert body.index(f'id="s-{bad.id}"') < body.index('class="grid"')
 
