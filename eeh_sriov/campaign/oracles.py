@@ -237,9 +237,17 @@ def may_fail(obs: Observation, pe: str) -> bool:
     return fails >= obs.max_reset_failures and ("adapter" in targets or pe in targets)
 
 
+def _past_the_limit(obs: Observation) -> bool:
+    """A freeze-limit fault's adapter error froze the adapter anew. An error on a PE that is
+    still frozen is not a new freeze (nothing is counted): the limit is not passed."""
+    times = [f.t for f in obs.faults if f.kind == "freeze-limit" and f.error is None]
+    return any(_policy(e) and e.kind == Kind.PE_FROZEN and e.pe == "adapter" and e.t >= t
+               for t in times for e in obs.entries)
+
+
 def must_fail(obs: Observation) -> bool:
     first = obs.scenario.first
-    return bool(_applied(obs, "model-killed") or _applied(obs, "freeze-limit")) or (
+    return bool(_applied(obs, "model-killed") or _past_the_limit(obs)) or (
         first.kind == "reset-fails" and first.target in ("adapter", "pf")
         and int(first.params["times"]) >= obs.max_reset_failures
         and any(f.first and f.error is None for f in obs.faults))

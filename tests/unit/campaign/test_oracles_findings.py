@@ -66,3 +66,16 @@ def test_the_lockout_order_is_judged_by_the_side_effect_not_the_policys_flag() -
                                             *obs.entries[i + 1:]))
     assert {(v.rule, v.pe) for v in check(bad) if v.oracle == "safety"} >= {
         ("thaw-before-allow-unfreeze", "vf1")}
+
+
+def test_a_freeze_limit_fault_on_a_frozen_adapter_is_not_expected_to_fail_it() -> None:
+    """adapter-fatal ; freeze-limit at policy/pe-frozen@adapter (s-4b4eff9cdf86): the
+    fault's adapter error hit the adapter while it was still frozen, which is no new
+    freeze (nothing counted past the lowered limit): the adapter recovers, as it should."""
+    obs = recorded("freeze-limit-while-frozen")
+    fault = next(f for f in obs.faults if f.kind == "freeze-limit")
+    assert fault.error is None
+    assert not [e for e in obs.entries if e.source == "policy" and e.kind == "pe-frozen"
+                and e.pe == "adapter" and e.t >= fault.t]
+    assert obs.pe_end["adapter"] == (0, ())
+    assert check(obs) == []
