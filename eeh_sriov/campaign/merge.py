@@ -154,7 +154,8 @@ def report_command(directory: Path) -> int:
     manifest, if it has one: without, the possible pairs are the pairs run)."""
     results = read_results(directory / RESULTS_NAME)
     manifest = read_manifest(directory)
-    summary = summarize(results, [manifest] if manifest else [])
+    summary = summarize(results, [manifest] if manifest else [],
+                        name=f"{directory.resolve().name} (no manifest)")
     md, page = write_reports(directory, summary)
     for line in headline(summary):
         print(f"report: {line}")

@@ -114,7 +114,8 @@ class Summary:
 
 
 def summarize(results: Sequence[Result], manifests: Sequence[Manifest] = (),
-              *, missing_shards: Sequence[str] = ()) -> Summary:
+              *, missing_shards: Sequence[str] = (), name: str = "(no manifest)") -> Summary:
+    """`name`: the campaign's, when no manifest says it."""
     possible: list[tuple[str, str]] | None = None
     if manifests:
         possible = sorted({p for m in manifests for p in m.pairs})
@@ -126,7 +127,7 @@ def summarize(results: Sequence[Result], manifests: Sequence[Manifest] = (),
                  for m in sorted(manifests, key=lambda m: m.shard or ""))
     names = sorted({m.campaign for m in manifests})
     return Summary(
-        campaign=", ".join(names) or "(no manifest)", results=ordered, grid=grid,
+        campaign=", ".join(names) or name, results=ordered, grid=grid,
         counts=Counter(r.verdict for r in results),
         not_fired=sum(not fired(r) for r in results),
         pairs_possible=len(grid.cells), pairs_judged=len(judged), runs=runs,

@@ -126,7 +126,7 @@ def test_report_of_a_run_without_manifest_counts_its_own_pairs(tmp_path: Path) -
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "report: coverage: 2 / 2 (event, fault) pairs judged (100.0%)" in p.stdout
-    assert "campaign (no manifest): 9 scenarios, 8 passed, 1 failed" in \
+    assert f"campaign {d.name} (no manifest): 9 scenarios, 8 passed, 1 failed" in \
         (d / "report.md").read_text()
     (d / "results.jsonl").write_text("{}\n")
     p = subprocess.run([sys.executable, "-m", "eeh_sriov", "campaign", "report", str(d)],
