@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ASSETS := $(PY) -m qemu_launcher.assets
 PYTEST := $(PY) tests/run_pytest.py
 
-.PHONY: setup host-setup rootfs drift-check test lint typecheck unit vm-test soak demo bench bench-quick bench-boot clean distclean
+.PHONY: setup host-setup rootfs drift-check test lint typecheck unit vm-test soak demo bench bench-quick bench-boot campaign campaign-vm clean distclean
 
 setup: $(STAMP)
 
@@ -54,6 +54,21 @@ test: lint typecheck unit vm-test
 # 100 cycles). Figures: runs/tests/soak-last.json.
 soak: setup
 	EEH_SOAK_CYCLES=1000 $(PYTEST) -s tests/harness/test_soak.py
+
+# Fault campaigns (docs/campaign.md): every (event, fault) pair of the default topology in
+# harness mode, one pytest item per scenario on every core (pytest-xdist); results,
+# campaign.json, report.md, report.html, junit.xml in runs/campaign/exhaustive/.
+# run_pytest.py takes pytest's exit status 5 (nothing collected) as success.
+campaign: setup
+	$(PYTEST) -p eeh_sriov.campaign.items --eeh-campaign=exhaustive -n auto -q \
+	  --junitxml=runs/campaign/exhaustive/junit.xml
+
+# The documented VM subset (vm-default) in real guests, then its reports; the run's exit
+# status is kept.
+campaign-vm: rootfs
+	rm -rf runs/campaign/vm
+	$(PY) -m eeh_sriov campaign run --vm --subset vm-default --out runs/campaign/vm; \
+	  status=$$?; $(PY) -m eeh_sriov campaign report runs/campaign/vm && exit $$status
 
 demo: rootfs
 	$(PY) -m eeh_sriov demo
