@@ -7,10 +7,11 @@ runs/bench/<date>-<time>-bench[-quick]-<n>/ with:
 - results.json: every figure with its unit and n (bench.stats.dist/scalar), per part:
   `recovery` (harness mode at 1..64 VFs: bench.recovery), `guests` (the default topology
   in real TCG guests: bench.guests), `peer` (QEMU igb + Linux igb/igbvf + AER:
-  bench.peer), one part per JSON benchmark of the registry (its --json output),
+  bench.peer), `scale` (64 VFs in nine TCG guests, and the peer at its most VFs:
+  bench.scale), one part per JSON benchmark of the registry (its --json output),
   `legacy` (the earlier benchmarks' exit status and output files), `meta`;
 - results.md: ours against the goals and the peer, every harness point, boot phases;
-- recovery_vs_vfs.png, breakdown.png, guests_vs_peer.png;
+- recovery_vs_vfs.png, breakdown.png, guests_vs_peer.png, guests_vs_vfs.png;
 - the artifacts of each part (events.jsonl per point, guests' consoles, the peer's).
 The machine is shared and noisy: every comparison is made within the run (ratios,
 side-by-side), never against another run's numbers.
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import guests, peer, recovery, registry, report
+from bench import guests, peer, recovery, registry, report, scale
 from qemu_launcher.assets import REPO
 from qemu_launcher.run import new_run_dir
 
@@ -125,11 +126,18 @@ def main(argv: list[str] | None = None) -> int:
         results["peer"] = pr
         if "error" in pr:
             failed.append("peer")
+    if "scale" in parts:
+        inj = {"fast": 2, "spec": 1} if args.quick else {"fast": 5, "spec": 5}
+        sc = asyncio.run(scale.run_all(["fast", "spec"], inj, 10.0,
+                                       None if args.quick else scale.PEER_VFS, out, say))
+        results["scale"] = sc
+        failed += [f"scale {r['timing']}" for r in sc["runs"] if "error" in r]
     for b in registry.json_parts():
-        if b.part in parts and not (args.quick and b.quick is None):
-            results[b.part] = json_part(b, args.quick, out)
-            if "error" in results[b.part]:
-                failed.append(b.part)
+        key = b.part
+        if key is not None and key in parts and not (args.quick and b.quick is None):
+            results[key] = json_part(b, args.quick, out)
+            if "error" in results[key]:
+                failed.append(key)
     if "legacy" in parts:
         results["legacy"] = legacy(out)
         failed += [n for n, r in results["legacy"].items() if r["crashed"]]

@@ -30,7 +30,8 @@ INTRO = """\
 benchmark in one run and writes `runs/bench/<date>-<time>-bench-<n>/`: `results.json`
 (every figure with its unit and n), `results.md` (the tables below, every harness point,
 where boot time goes) and plots (`recovery_vs_vfs.png`, `breakdown.png`,
-`guests_vs_peer.png`, matplotlib from the dev extras), next to each part's artifacts.
+`guests_vs_peer.png`, `guests_vs_vfs.png`: real guests at 3 and 64 VFs, matplotlib from
+the dev extras), next to each part's artifacts.
 `make bench-quick` is a smaller run (3 recoveries a point, fewer guest errors, no earlier
 benchmarks; about 5 minutes). The machines are shared and noisy: compare within a run
 (ratios, side by side), never across runs.
@@ -151,6 +152,9 @@ def page(results: dict[str, Any]) -> str:
            "### Harness mode: every point", "", report.points_table(results), "",
            "### Real guests: where boot time goes", "", report.boot_table(results), "",
            "### Real guests: the claim's steps", "", report.guest_steps_table(results), ""]
+    if results.get("scale"):
+        out += ["### Real guests at 64 VFs: boot and recovery per guest", "",
+                report.scale_table(results), ""]
     for b in registry.json_parts():
         if b.part in results:
             out += [f"### `{b.module}`", "", b.what, "", report.part_table(results[b.part]),

@@ -51,7 +51,7 @@ from bench.stats import dist, scalar
 from eeh_abi import traffic as T
 from eeh_abi.vocabulary import Kind, Source
 from eeh_sriov.system import System, asset_config
-from eeh_sriov.topology import DEFAULT_TOPOLOGY, Topology, load_topology
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, TimingName, Topology, load_topology
 from eeh_sriov.traffic import PEER_MAC, Target, UplinkTraffic, guest_traffic_command
 from hypervisor_shim.claim import check_claim, first_failure
 from hypervisor_shim.readiness import pe_of, readiness, wait_drivers_ready_async
@@ -64,9 +64,13 @@ KICK_SEQ = 1 << 30  # sequence numbers of the probes sent at a VF's "recovered"
 FPS_VF = "vf0"
 
 
-def topology(timing: str) -> Topology:
-    topo = load_topology(DEFAULT_TOPOLOGY)
-    return dataclasses.replace(topo, adapter=dataclasses.replace(topo.adapter, timing=timing))
+def topology(timing: str, path: Path = DEFAULT_TOPOLOGY) -> Topology:
+    """The topology file at `path` with the adapter's reset timing set to `timing`."""
+    if timing not in ("fast", "spec"):
+        raise ValueError(f"timing {timing!r}: 'fast' or 'spec'")
+    name: TimingName = "spec" if timing == "spec" else "fast"
+    topo = load_topology(path)
+    return dataclasses.replace(topo, adapter=dataclasses.replace(topo.adapter, timing=name))
 
 
 def guest_command(topo: Topology, guest: str) -> str:
@@ -200,6 +204,75 @@ async def blast(system: System, seconds: float) -> dict[str, Any]:
     return r
 
 
+async def recover_once(system: System, traffic: UplinkTraffic, kicker: Kicker,
+                       client: QMPClient) -> dict[str, Any]:
+    """One adapter error through the platform's console, measured until every VF in
+    `traffic` passes traffic again (at most 60 s), then 1 s more for the last probes of
+    the outage; the claim is checked on the timeline since the injection."""
+    plat, topo = system.platform, system.topo
+    names = list(traffic.targets)
+    vfs = {n: topo.owner_of(n) or "" for n in names}
+    t0 = time.monotonic()
+    kicker.t_inject = t0
+    await client.execute("eeh-inject", {"pe": "adapter", "kind": "adapter-fatal"})
+    back: dict[str, float] = {}
+    deadline = t0 + 60
+    while len(back) < len(names) and time.monotonic() < deadline:
+        for n in names:
+            if n not in back:
+                b = back_time(traffic, kicker, n, t0)
+                if b is not None:
+                    back[n] = b
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(1.0)  # the last probes of the outage settle
+    for n, b in back.items():
+        plat.timeline.record(Source.TRAFFIC, Kind.TRAFFIC_BACK, pe=n, t=b)
+    entries = [e for e in plat.timeline.snapshot() if e.t >= t0 - 0.001]
+    steps = check_claim(entries, pf_owner=topo.owner_of("pf") or "", vfs=vfs,
+                        since=t0 - 0.001)
+    failed = first_failure(steps)
+    ledgers = {e.pe: bool((e.data.get("ledger") or {}).get("balanced"))
+               for e in entries if e.source == Source.DRIVER
+               and e.kind == Kind.RECOVERED and e.pe in vfs}
+    return {"recovery_ms": round((max(back.values()) - t0) * 1000, 3)
+            if len(back) == len(names) else None,
+            "traffic_back_ms": {n: round((b - t0) * 1000, 3) for n, b in back.items()},
+            "not_back": sorted(set(names) - set(back)),
+            "lost": {n: lost_between(traffic, n, t0 - 0.5, back.get(n, t0 + 60))
+                     for n in names},
+            "steps_ms": {s.key: round((s.t - t0) * 1000, 3) if s.t else None
+                         for s in steps},
+            "claim": "ok" if failed is None else f"{failed.key}: {failed.detail}",
+            "ledgers_balanced": ledgers}
+
+
+async def recoveries(system: System, traffic: UplinkTraffic, injections: int, label: str,
+                     say: Any = print) -> list[dict[str, Any]]:
+    """`injections` adapter errors one after another (1 s of traffic before each), each
+    measured by `recover_once`, with a probe sent to each VF at its `recovered`."""
+    plat = system.platform
+    kicker = Kicker(traffic, list(traffic.targets))
+    plat.timeline.add_listener(kicker.on_entry)
+    client = QMPClient("bench")
+    await client.connect(str(system.console.platform_path))
+    out = []
+    try:
+        for k in range(injections):
+            await asyncio.sleep(1.0)  # traffic before the error
+            rec = await recover_once(system, traffic, kicker, client)
+            out.append(rec)
+            lost = sum(rec["lost"].values())
+            not_back = f", not back {rec['not_back']}" if rec["not_back"] else ""
+            say(f"{label}: recovery {k + 1}: {rec['recovery_ms']} ms, lost {lost} "
+                f"({max(rec['lost'].values())} at most on one VF){not_back}, "
+                f"claim {rec['claim']}")
+    finally:
+        await client.disconnect()
+        plat.timeline.remove_listener(kicker.on_entry)
+        kicker.close()
+    return out
+
+
 async def run_timing(timing: str, injections: int, fps_seconds: float, rate_hz: float,
                      assets: GuestAssets, accel: str, run_dir: Path,
                      say: Any = print) -> dict[str, Any]:
@@ -214,7 +287,7 @@ async def run_timing(timing: str, injections: int, fps_seconds: float, rate_hz: 
     pcfg = topo.platform_config(host_cpus=(), tap_name=f"eehb{os.getpid() % 10**6}")
     pcfg = dataclasses.replace(pcfg, policy=dataclasses.replace(pcfg.policy,
                                                                 max_freezes=100_000))
-    out: dict[str, Any] = {"timing": timing, "recoveries": [], "run_dir": str(run_dir)}
+    out: dict[str, Any] = {"timing": timing, "run_dir": str(run_dir)}
     t_start = time.monotonic()
     system = System(topo, run_dir, assets, accel=accel, platform_config=pcfg,
                     guest_command=lambda g: guest_command(topo, g.name))
@@ -232,52 +305,8 @@ async def run_timing(timing: str, injections: int, fps_seconds: float, rate_hz: 
                     raise RuntimeError(f"no baseline traffic through {name}")
             out["fps_before"] = await blast(system, fps_seconds)
             say(f"  {timing}: {FPS_VF} {out['fps_before'].get('fps')} frames/s before")
-            kicker = Kicker(traffic, names)
-            plat.timeline.add_listener(kicker.on_entry)
-            client = QMPClient("bench")
-            await client.connect(str(system.console.platform_path))
-            try:
-                for k in range(injections):
-                    await asyncio.sleep(1.0)  # traffic before the error
-                    t0 = time.monotonic()
-                    kicker.t_inject = t0
-                    await client.execute("eeh-inject", {"pe": "adapter", "kind": "adapter-fatal"})
-                    back: dict[str, float] = {}
-                    deadline = t0 + 60
-                    while len(back) < len(names) and time.monotonic() < deadline:
-                        for n in names:
-                            if n not in back:
-                                b = back_time(traffic, kicker, n, t0)
-                                if b is not None:
-                                    back[n] = b
-                        await asyncio.sleep(0.01)
-                    await asyncio.sleep(1.0)  # the last probes of the outage settle
-                    for n, b in back.items():
-                        plat.timeline.record(Source.TRAFFIC, Kind.TRAFFIC_BACK, pe=n, t=b)
-                    entries = [e for e in plat.timeline.snapshot() if e.t >= t0 - 0.001]
-                    steps = check_claim(entries, pf_owner=topo.owner_of("pf") or "", vfs=vfs,
-                                        since=t0 - 0.001)
-                    failed = first_failure(steps)
-                    ledgers = {e.pe: bool((e.data.get("ledger") or {}).get("balanced"))
-                               for e in entries if e.source == Source.DRIVER
-                               and e.kind == Kind.RECOVERED and e.pe in targets}
-                    rec = {"recovery_ms": round((max(back.values()) - t0) * 1000, 3)
-                           if len(back) == len(names) else None,
-                           "traffic_back_ms": {n: round((b - t0) * 1000, 3)
-                                               for n, b in back.items()},
-                           "lost": {n: lost_between(traffic, n, t0 - 0.5, back.get(n, t0 + 60))
-                                    for n in names},
-                           "steps_ms": {s.key: round((s.t - t0) * 1000, 3) if s.t else None
-                                        for s in steps},
-                           "claim": "ok" if failed is None else f"{failed.key}: {failed.detail}",
-                           "ledgers_balanced": ledgers}
-                    out["recoveries"].append(rec)
-                    say(f"  {timing}: recovery {k + 1}: {rec['recovery_ms']} ms, lost "
-                        f"{rec['lost']}, claim {rec['claim']}")
-            finally:
-                await client.disconnect()
-                plat.timeline.remove_listener(kicker.on_entry)
-                kicker.close()
+            out["recoveries"] = await recoveries(system, traffic, injections,
+                                                 f"  {timing}", say)
             out["fps_after"] = await blast(system, fps_seconds)
             say(f"  {timing}: {FPS_VF} {out['fps_after'].get('fps')} frames/s after")
             traffic.pause()

@@ -319,7 +319,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run_all(kinds: list[str], nvfs: int, rate_hz: float, limit_s: float,
-                  quiet_s: float, out_dir: Path | None, say: Any = print) -> dict[str, Any]:
+                  quiet_s: float, out_dir: Path | None, say: Any = print,
+                  name: str = "peer-igb") -> dict[str, Any]:
     cfg_assets = asset_config()
     assets = ensure_assets(cfg_assets)
     runs_dir = REPO / "runs" / "bench"
@@ -328,7 +329,7 @@ async def run_all(kinds: list[str], nvfs: int, rate_hz: float, limit_s: float,
         say(f"peer: skipped: {why}")
         return {"skipped": why}
     accel, _ = await resolve_accel("auto", assets, cfg_assets, runs_dir)
-    d = (out_dir / "peer-igb") if out_dir else new_run_dir(runs_dir, "peer-igb")
+    d = (out_dir / name) if out_dir else new_run_dir(runs_dir, name)
     d.mkdir(parents=True, exist_ok=True)
     say(f"peer: QEMU igb + Linux igb/igbvf, {nvfs} VFs, AER {', '.join(kinds)}")
     try:
@@ -340,6 +341,7 @@ async def run_all(kinds: list[str], nvfs: int, rate_hz: float, limit_s: float,
     s = summarize(raw)
     s["accel"] = accel
     s["qemu"] = assets.qemu.describe()
+    s["vfs"] = nvfs
     return s
 
 

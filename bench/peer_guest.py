@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from eeh_abi import traffic
 
@@ -65,7 +66,7 @@ def find_pf(mac: str) -> tuple[str, Path]:
     raise RuntimeError(f"no interface with MAC {mac}")
 
 
-def setup(pf_mac: str, vf_macs: list[str]) -> dict[str, object]:
+def setup(pf_mac: str, vf_macs: list[str]) -> dict[str, Any]:
     steps: dict[str, float] = {}
     t = time.monotonic()
     sh("modprobe", "igb")
@@ -153,7 +154,7 @@ def main() -> int:
         return 1
     (out / "peer-ready.json").write_text(json.dumps(info) + "\n")
     print(f"peer: ready {json.dumps(info)}", flush=True)
-    names = [info["pf"]["ifname"]] + [v["ifname"] for v in info["vfs"]]  # type: ignore[index]
+    names = [info["pf"]["ifname"]] + [v["ifname"] for v in info["vfs"]]
     counts = echo_loop(names, out / "peer-stop")
     (out / "peer-echo.json").write_text(json.dumps(counts) + "\n")
     with open(out / "dmesg.txt", "w") as f:  # Linux's AER and driver messages

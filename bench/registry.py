@@ -3,7 +3,7 @@ the run (`python -m bench`) calls it.
 
 A benchmark is a module `bench.<name>` runnable on its own (`--help`). Three kinds:
 
-- built-in parts (recovery, guests, peer): called in-process by `bench.__main__` with the
+- built-in parts (recovery, guests, peer, scale): called in-process by `bench.__main__` with the
   arguments it gives them; each one's summary is a part of results.json that
   `bench.report` lays out in its own tables;
 - JSON parts: run as `python -m MODULE [ARGS] --json FILE`, each in a process of its own;
@@ -53,6 +53,15 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "root port, same probe traffic, AER non-fatal and fatal over QMP "
         "(`pcie_aer_inject_error`): time until each function passes traffic again, or \"not "
         "back\" within 30 s", part="peer", quick=(), builtin=True),
+    Benchmark(
+        "bench.scale",
+        "64 VFs in real TCG guests (`scale-8x8.toml`: the service guest and 8 client guests "
+        "with 8 VFs each), fast and spec timing: boot to all 65 drivers ready, adapter errors "
+        "through the QMP console until every VF passes traffic (5 a timing; 2 fast and 1 spec "
+        "in bench-quick), frames lost per VF, host CPU and memory per guest (each QEMU's "
+        "/proc); side by side, the peer at 7 VFs (QEMU's igb offers 8, Linux's igb enables "
+        "7), one non-fatal and one fatal error (make bench only)", part="scale", quick=(),
+        builtin=True),
     Benchmark(
         "bench.hcall",
         "platform-call round trips: `read-slot-reset-state2` through the real platform-call "

@@ -43,7 +43,8 @@ def _point(rec: dict[str, Any], timing: str, n: int, mode: str = "parallel",
     for p in rec.get("points", []):
         if p.get("timing") == timing and p.get("vfs") == n and p.get("mode") == mode \
                 and p.get("drivers", "in-process") == drivers and "error" not in p:
-            return p
+            point: dict[str, Any] = p
+            return point
     return None
 
 
@@ -122,8 +123,6 @@ def table(results: dict[str, Any]) -> str:
                      f"({_d(f64['idle_cpu_same_window'], 'p50', 1, 3)} s) / "
                      f"{f64['maxrss']['value']} MiB | - | - |")
     gg = gst.get("goals", {})
-    nf = (peer.get("by_kind") or {}).get("nonfatal")
-    fa = (peer.get("by_kind") or {}).get("fatal")
     g = gg.get("drivers_ready")
     peer_ready = f"{peer.get('setup_s', '-')}"
     lines.append(f"| real guests (3, TCG): start -> every guest's drivers ready | "
@@ -131,19 +130,7 @@ def table(results: dict[str, Any]) -> str:
                  f"{goals.DRIVERS_READY.text()}: {_met(g)} | "
                  f"igb + 3 VFs set up in one guest: {peer_ready} s |")
     runs = {r["timing"]: r for r in gst.get("runs", []) if "timing" in r and "recovery" in r}
-    peer_nf = "-"
-    if nf:
-        ev = nf["every_vf_back"]
-        peer_nf = (f"non-fatal: {_pair(ev, 'ms')}" if ev.get("n") else "non-fatal: -") + \
-            f"; VFs not back in {peer.get('limit_s')} s: {nf['vfs_never_back']['value']}" \
-            f"/{nf['vfs_never_back']['n']}"
-    peer_fa = "-"
-    if fa:
-        ev = fa["every_vf_back"]
-        peer_fa = (f"fatal: {_pair(ev, 'ms')}" if ev.get("n") else "fatal: -") + \
-            f"; VFs not back in {peer.get('limit_s')} s: {fa['vfs_never_back']['value']}" \
-            f"/{fa['vfs_never_back']['n']}; PF back " + \
-            _pair(fa["functions"]["pf"]["outage"], "ms")
+    peer_nf, peer_fa = _peer_recovery(peer, "nonfatal"), _peer_recovery(peer, "fatal")
     for timing, peer_txt in (("fast", peer_nf), ("spec", peer_fa)):
         r = runs.get(timing)
         if r:
@@ -153,15 +140,10 @@ def table(results: dict[str, Any]) -> str:
                          f"{_pair(r['recovery'], 'ms')} | - | {peer_txt} |")
     lost = [f"{t} {_d(r['lost_per_vf_per_recovery'], 'p50')} / "
             f"{_d(r['lost_per_vf_per_recovery'], 'max')}" for t, r in runs.items()]
-    peer_lost = []
-    if nf:
-        peer_lost.append(f"non-fatal {_d(nf['vf_lost'], 'p50')} / {_d(nf['vf_lost'], 'max')}")
-    if fa:
-        peer_lost.append(f"fatal {_d(fa['vf_lost'], 'p50')} / {_d(fa['vf_lost'], 'max')}")
     rate = next((r["probe_rate"]["value"] for r in runs.values()), None)
     if lost:
         lines.append(f"| frames lost per VF per error, p50 / max (host probes at {rate:g}/s "
-                     f"per VF) | {', '.join(lost)} | - | {', '.join(peer_lost) or '-'} |")
+                     f"per VF) | {', '.join(lost)} | - | {_peer_lost(peer)} |")
     g = gg.get("fps_one_vf")
     fps = []
     for t, r in runs.items():
@@ -169,6 +151,103 @@ def table(results: dict[str, Any]) -> str:
         fps.append(f"{t}: {b:.0f} before, {a:.0f} after" if b and a else f"{t}: -")
     lines.append(f"| frames/s through one VF (60 bytes, TCG guest) | {'; '.join(fps)} | "
                  f"{goals.FPS_ONE_VF.text()}: {_met(g)} | - |")
+    lines += scale_rows(results)
+    return "\n".join(lines)
+
+
+def _peer_recovery(peer: dict[str, Any], kind: str) -> str:
+    """The peer's figure comparable to ours: injection -> every VF passes traffic again
+    (and how many VF outages never ended); for a fatal error also the PF's outage."""
+    k = (peer.get("by_kind") or {}).get(kind)
+    if not k:
+        return "-"
+    title = "non-fatal" if kind == "nonfatal" else "fatal"
+    ev, nb = k["every_vf_back"], k["vfs_never_back"]
+    text = (f"{title}: {_pair(ev, 'ms')}" if ev.get("n") else f"{title}: -") + \
+        f"; VFs not back in {peer.get('limit_s')} s: {nb['value']}/{nb['n']}"
+    if kind == "fatal":
+        text += "; PF back " + _pair(k["functions"]["pf"]["outage"], "ms")
+    return text
+
+
+def _peer_lost(peer: dict[str, Any]) -> str:
+    out = []
+    for kind, title in (("nonfatal", "non-fatal"), ("fatal", "fatal")):
+        k = (peer.get("by_kind") or {}).get(kind)
+        if k:
+            out.append(f"{title} {_d(k['vf_lost'], 'p50')} / {_d(k['vf_lost'], 'max')}")
+    return ", ".join(out) or "-"
+
+
+def scale_rows(results: dict[str, Any]) -> list[str]:
+    """The rows of bench.scale (64 VFs in nine TCG guests) for the main table, the peer
+    at its most VFs beside them."""
+    sc = results.get("scale") or {}
+    if not sc:
+        return []
+    peer = sc.get("peer") or {}
+    gg = sc.get("goals", {})
+    nvf = peer.get("vfs", "-")
+    setup = peer.get("setup_s")
+    lines = [f"| real guests (9, TCG), 64 VFs: start -> all 65 drivers ready | "
+             f"{_pair(sc.get('drivers_ready'), 's', 1, 1)} | {goals.SCALE_READY.text()}: "
+             f"{_met(gg.get(goals.SCALE_READY.name))} | igb + {nvf} VFs set up in one guest: "
+             f"{setup if setup is not None else '-'} s |"]
+    runs = {r["timing"]: r for r in sc.get("runs", []) if "recovery" in r}
+    for timing, goal, kind in (("fast", goals.SCALE_FAST, "nonfatal"),
+                               ("spec", goals.SCALE_SPEC, "fatal")):
+        r = runs.get(timing)
+        if not r:
+            continue
+        claim, back = r["claim_ok"], r["every_vf_back"]
+        lines.append(f"| real guests, 64 VFs (8 guests x 8), {timing} timing: injection -> "
+                     f"traffic through every VF, p50 / p99 (claim ok {claim['value']}/"
+                     f"{claim['n']}, every VF back {back['value']}/{back['n']}) | "
+                     f"{_pair(r['recovery'], 'ms')} | {goal.text()}: "
+                     f"{_met(gg.get(goal.name))} | {nvf} VFs, {_peer_recovery(peer, kind)} |")
+    if runs:
+        lost = ", ".join(f"{t} {_d(r['lost_per_vf_per_recovery'], 'p50')} / "
+                         f"{_d(r['lost_per_vf_per_recovery'], 'max')}" for t, r in runs.items())
+        rate = next(iter(runs.values()))["probe_rate"]["value"]
+        g = gg.get(goals.SCALE_EVERY_VF.name)
+        lines.append(f"| real guests, 64 VFs: frames lost per VF per error, p50 / max (host "
+                     f"probes at {rate:g}/s per VF); recoveries with a VF not back | {lost}; "
+                     f"{g['value'] if g else '-'} | {goals.SCALE_EVERY_VF.text()}: {_met(g)} | "
+                     f"{nvf} VFs: {_peer_lost(peer)} |")
+        for t, r in runs.items():
+            h = r["host_per_guest"]
+            lines.append(
+                f"| real guests, 64 VFs, {t}: host per guest (QEMU process), p50 / max: CPU "
+                f"to drivers ready; CPU per s idle under probes; CPU per recovery; RSS (of it "
+                f"guest RAM) | {_d(h['cpu_to_ready'], 'p50', 1, 1)} / "
+                f"{_d(h['cpu_to_ready'], 'max', 1, 1)} s; {_d(h['cpu_idle'], 'p50', 1, 2)} / "
+                f"{_d(h['cpu_idle'], 'max', 1, 2)} s/s; "
+                f"{_d(h['cpu_per_recovery'], 'p50', 1, 2)} / "
+                f"{_d(h['cpu_per_recovery'], 'max', 1, 2)} s; {_d(h['rss'], 'p50')} / "
+                f"{_d(h['rss'], 'max')} MiB ({_d(h['rss_guest_ram'], 'p50')}) | - | - |")
+    return lines
+
+
+def scale_table(results: dict[str, Any]) -> str:
+    """bench.scale per boot: where the boot time goes per guest, and the claim's steps."""
+    sc = results.get("scale") or {}
+    runs = [r for r in sc.get("runs", []) if "recovery" in r]
+    if not runs:
+        errors = [f"{r['timing']}: {r['error']}" for r in sc.get("runs", []) if "error" in r]
+        return "; ".join(errors)
+    names = {"start_to_marker_s": "QEMU start -> guest ready marker",
+             "python_start_s": "marker -> agent's first platform call",
+             "probe_s": "first platform call -> last driver probe",
+             "drivers_ready_s": "start -> that guest's drivers ready"}
+    lines = ["| per guest, p50 / max s | " + " | ".join(r["timing"] for r in runs) + " |",
+             "|---|" + "---|" * len(runs)]
+    for k, title in names.items():
+        lines.append(f"| {title} | " + " | ".join(
+            f"{_d(r['boot_phases_per_guest'].get(k), 'p50', 1, 1)} / "
+            f"{_d(r['boot_phases_per_guest'].get(k), 'max', 1, 1)}" for r in runs) + " |")
+    lines.append("| VF back after injection, every VF of every error, p50 / p99 ms | " +
+                 " | ".join(f"{_d(r['per_vf_traffic_back'], 'p50')} / "
+                            f"{_d(r['per_vf_traffic_back'], 'p99')}" for r in runs) + " |")
     return "\n".join(lines)
 
 
@@ -278,6 +357,8 @@ def markdown(results: dict[str, Any]) -> str:
            table(results), "", "## Harness mode: every point", "", points_table(results), "",
            "## Real guests: where boot time goes", "", boot_table(results), "",
            "## Real guests: the claim's steps", "", guest_steps_table(results), ""]
+    if results.get("scale"):
+        out += ["## Real guests at 64 VFs (bench.scale)", "", scale_table(results), ""]
     for b in registry.json_parts():
         if b.part in results:
             out += [f"## {b.module}", "", b.what, "", part_table(results[b.part]), ""]
@@ -392,7 +473,54 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         fig.savefig(out / "guests_vs_peer.png", dpi=110)
         plt.close(fig)
         written.append("guests_vs_peer.png")
+    if guests_vs_vfs(results, out, plt):
+        written.append("guests_vs_vfs.png")
     return written
+
+
+def guests_vs_vfs(results: dict[str, Any], out: Path, plt: Any) -> bool:
+    """Real guests: recovery against the number of VFs (the default topology's 3, the
+    scale topology's 64), fast and spec, with the goals at 64 VFs and the peer's
+    non-fatal recovery at its 3 and its most VFs; False if there is nothing to draw."""
+    series: dict[str, list[tuple[int, dict[str, Any]]]] = {"fast": [], "spec": []}
+    for part, n in (("guests", 3), ("scale", 64)):
+        for r in (results.get(part) or {}).get("runs", []):
+            if r.get("timing") in series and (r.get("recovery") or {}).get("n"):
+                series[r["timing"]].append((r.get("vfs", n), r["recovery"]))
+    if not any(series.values()):
+        return False
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for timing, style in (("fast", "o-"), ("spec", "s-")):
+        pts = sorted(series[timing], key=lambda p: p[0])
+        if not pts:
+            continue
+        ax.errorbar([n for n, _ in pts], [d["p50"] for _, d in pts],
+                    yerr=[[d["p50"] - d["min"] for _, d in pts],
+                          [d["p99"] - d["p50"] for _, d in pts]],
+                    fmt=style, capsize=3, label=f"ours, {timing} timing (p50, min..p99)")
+    for goal, color in ((goals.SCALE_FAST, "tab:blue"), (goals.SCALE_SPEC, "tab:orange")):
+        ax.axhline(goal.limit, color=color, lw=0.8, ls=":",
+                   label=f"goal at 64 VFs: {_limit(goal)}")
+    peer_pts = []
+    for p in (results.get("peer") or {}, (results.get("scale") or {}).get("peer") or {}):
+        ev = ((p.get("by_kind") or {}).get("nonfatal") or {}).get("every_vf_back") or {}
+        if ev.get("n"):
+            peer_pts.append((int(p.get("vfs") or 3), ev["p50"]))
+    if peer_pts:
+        peer_pts.sort()
+        ax.plot([n for n, _ in peer_pts], [v for _, v in peer_pts], "^--", color="tab:red",
+                label="peer: igb + Linux AER, non-fatal (p50; fatal: VFs never back)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("VFs (3: default topology, 3 guests; 64: scale-8x8, 9 guests)")
+    ax.set_ylabel("injection -> traffic through every VF (ms)")
+    ax.set_title("real guests under TCG: recovery vs VFs")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "guests_vs_vfs.png", dpi=110)
+    plt.close(fig)
+    return True
 
 
 def write(results: dict[str, Any], out: Path) -> list[str]:
