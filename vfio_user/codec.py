@@ -11,13 +11,15 @@ All integers are little-endian.
 
 from __future__ import annotations
 
+import inspect
 import json
 import struct
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections import namedtuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import IntFlag
-from operator import attrgetter
-from typing import Any, ClassVar, Self, TypeVar, cast, dataclass_transform
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast, dataclass_transform
 
 from vfio_user.commands import Command as Command
 from vfio_user.commands import command_name as command_name
@@ -48,15 +50,23 @@ def raw8() -> bytes:
 
 
 class Wire:
-    """Base of every declared layout: pack to bytes, unpack with length checks."""
+    """Base of every declared layout: an immutable tuple of its fields in wire order,
+    packed and unpacked by its `struct.Struct` alone (no Python code per field)."""
 
+    __slots__ = ()
     STRUCT: ClassVar[struct.Struct]
     SIZE: ClassVar[int]
     NAMES: ClassVar[tuple[str, ...]]
+    # The layout from its field values in order, unchecked: for a caller that already
+    # checked the length (`layout.from_fields(layout.STRUCT.unpack_from(buf, offset))`).
+    from_fields: ClassVar[Callable[[Iterable[Any]], Any]]
+
+    if TYPE_CHECKING:
+        def __iter__(self) -> Iterator[Any]: ...  # a tuple at run time (see `wire`)
 
     def pack(self) -> bytes:
         try:
-            return self.STRUCT.pack(*_VALUES[type(self)](self))
+            return self.STRUCT.pack(*self)
         except struct.error as e:
             raise ValueError(f"{type(self).__name__}: {e}") from None
 
@@ -65,25 +75,29 @@ class Wire:
         """Decode the fixed part at `offset`; raises Malformed if `buf` is too short."""
         if len(buf) - offset < cls.SIZE:
             raise Malformed(f"{cls.__name__} needs {cls.SIZE} bytes, got {len(buf) - offset}")
-        return cls(*cls.STRUCT.unpack_from(buf, offset))
+        decoded: Self = cls.from_fields(cls.STRUCT.unpack_from(buf, offset))
+        return decoded
 
 
 W = TypeVar("W", bound=Wire)
-_VALUES: dict[type[Wire], Callable[[Any], Any]] = {}  # field values in layout order
 
 
 @dataclass_transform(field_specifiers=(u16, u32, u64, raw8))
 def wire(cls: type[W]) -> type[W]:
-    """Make `cls` a dataclass whose fields, in order, are its wire layout. Not frozen:
-    a frozen dataclass costs ~1 us more per message here; treat instances as values."""
-    dc = dataclass(slots=True)(cls)
-    flds = fields(cast(Any, dc))
-    dc.STRUCT = struct.Struct("<" + "".join(f.metadata["fmt"] for f in flds))
-    dc.SIZE = dc.STRUCT.size
-    dc.NAMES = tuple(f.name for f in flds)
-    getter = attrgetter(*dc.NAMES)
-    _VALUES[dc] = getter if len(dc.NAMES) > 1 else (lambda obj: (getter(obj),))
-    return dc
+    """Make `cls` a layout: its annotated fields, in order, with their widths. At run time
+    the class is a named tuple (fields read by name, compared and hashed as values),
+    declared for type checkers like a dataclass of those fields."""
+    names = tuple(inspect.get_annotations(cls))  # its own fields, in order
+    widths = [cls.__dict__[n].metadata["fmt"] for n in names]  # u16() & co. are fields
+    own = {k: v for k, v in cls.__dict__.items()
+           if k not in names and k not in ("__annotations__", "__dict__", "__weakref__")}
+    base = namedtuple(f"{cls.__name__}Fields", names)  # type: ignore[misc]  # dynamic names
+    layout: Any = type(cls.__name__, (base, *cls.__bases__), {**own, "__slots__": ()})
+    layout.STRUCT = struct.Struct("<" + "".join(widths))
+    layout.SIZE = layout.STRUCT.size
+    layout.NAMES = names
+    layout.from_fields = partial(tuple.__new__, layout)
+    return cast(type[W], layout)
 
 
 # --------------------------------------------------------------------------- header
@@ -130,7 +144,8 @@ def pack_message(msg_id: int, command: int, flags: int, payload: bytes = b"",
 
 
 def pack_reply(request: Header, payload: bytes = b"") -> bytes:
-    return pack_message(request.id, request.command, TYPE_REPLY, payload)
+    return _HEADER.pack(request.id, request.command, HEADER_SIZE + len(payload), TYPE_REPLY,
+                        0) + payload
 
 
 def pack_error(request: Header, errno: int) -> bytes:

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 
 from vfio_user.codec import (
     HEADER_SIZE,
-    TYPE_COMMAND,
     TYPE_MASK,
     TYPE_REPLY,
     Header,
 )
 from vfio_user.errors import FramingError
+
+_HEADER = Header.STRUCT
 
 
 @dataclass(slots=True)
@@ -66,14 +67,10 @@ class FrameReader:
         buf, start = self._buf, self._pos
         if len(buf) - start < HEADER_SIZE:
             return None
-        header = Header.unpack(buf, start)
+        header: Header = Header.from_fields(_HEADER.unpack_from(buf, start))  # all there
         size = header.size
-        if size < HEADER_SIZE:
-            raise FramingError(f"size {size} is smaller than the header")
-        if size > self.max_size:
-            raise FramingError(f"size {size} exceeds the limit {self.max_size}")
-        if header.flags & TYPE_MASK not in (TYPE_COMMAND, TYPE_REPLY):
-            raise FramingError(f"unknown message type {header.flags & TYPE_MASK}")
+        if not HEADER_SIZE <= size <= self.max_size or header.flags & TYPE_MASK > TYPE_REPLY:
+            raise _framing_error(header, self.max_size)
         end = start + size
         if len(buf) < end:
             return None
@@ -91,6 +88,14 @@ class FrameReader:
         """Close every descriptor no frame took (the connection is going away)."""
         while self._marks:
             close_fds(self._marks.popleft()[1])
+
+
+def _framing_error(header: Header, max_size: int) -> FramingError:
+    if header.size < HEADER_SIZE:
+        return FramingError(f"size {header.size} is smaller than the header")
+    if header.size > max_size:
+        return FramingError(f"size {header.size} exceeds the limit {max_size}")
+    return FramingError(f"unknown message type {header.flags & TYPE_MASK}")
 
 
 def close_fds(fds: list[int]) -> None:

@@ -12,7 +12,7 @@ tests drive this one message at a time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -99,6 +99,7 @@ class Session:
         self.function = function
         self.config = config
         self.state = SessionState.AWAITING_VERSION
+        self._commands = _BEFORE_VERSION  # what the state accepts (see _enter)
         self.stats = SessionStats()
         self.client_caps: c.Capabilities | None = None
         self.write_multiple = False
@@ -106,14 +107,20 @@ class Session:
         self.dma = DmaSpace(self.memory, config.max_dma_maps)
         self.irqs = IrqTable()
         self._regions: Sequence[RegionInfo] = _checked_regions(function)
-        self._access = [(r.size, int(r.flags)) for r in self._regions]  # hot path: ints
+        self._access = _access_table(self._regions)
         function.attach(self.memory, self.irqs)
+
+    def _enter(self, state: SessionState) -> None:
+        self.state = state
+        self._commands = (_AFTER_VERSION if state is SessionState.READY else
+                          _BEFORE_VERSION if state is SessionState.AWAITING_VERSION else
+                          _NONE)
 
     def close(self) -> None:
         """The client went away: stop the function's DMA and interrupts, keep its state."""
         if self.state is SessionState.CLOSED:
             return
-        self.state = SessionState.CLOSED
+        self._enter(SessionState.CLOSED)
         try:
             self.function.detach()
         except Exception:
@@ -162,21 +169,13 @@ class Session:
 
     def _dispatch(self, frame: Frame) -> bytes:
         header = frame.header
-        entry = _TABLE.get(header.command)
+        entry = self._commands.get(header.command)
         if entry is None:
-            fault = (Fault.UNSUPPORTED if header.command == c.Command.DEVICE_GET_REGION_IO_FDS
-                     else Fault.NO_SUCH_COMMAND)
-            raise Refused(fault, f"{c.command_name(header.command)} is not served")
+            raise self._refusal(header.command)
         command, handler, layout, size, tail_ok = entry
-        if self.state is not SessionState.READY:
-            if self.state is SessionState.CLOSED:
-                raise Refused(Fault.IO, "session closed")
-            if command is not c.Command.VERSION:
-                raise Refused(Fault.INVALID, "VERSION must come first")
-        elif command is c.Command.VERSION:
-            raise Refused(Fault.INVALID, "VERSION already done")
-        if frame.fds or frame.fds_truncated:
-            if frame.fds_truncated or len(frame.fds) > self.config.max_msg_fds:
+        fds = frame.fds
+        if fds or frame.fds_truncated:
+            if frame.fds_truncated or len(fds) > self.config.max_msg_fds:
                 raise Refused(Fault.INVALID, f"more than {self.config.max_msg_fds} fds")
             if command not in (c.Command.DMA_MAP, c.Command.DEVICE_SET_IRQS):
                 raise Refused(Fault.INVALID, f"{command.name} carries no fds")
@@ -184,8 +183,21 @@ class Session:
         if len(payload) != size and (len(payload) < size or not tail_ok):
             raise Refused(Fault.INVALID, f"{command.name} payload is {len(payload)} bytes, "
                           f"its layout {size}{' or more' if tail_ok else ''}")
-        fixed = layout.unpack(payload) if layout is not None else None
-        return handler(self, fixed, payload[size:] if tail_ok else b"", frame.fds)
+        # the size was checked: the fixed part decodes without another length check
+        fixed = (layout.from_fields(layout.STRUCT.unpack_from(payload)) if layout is not None
+                 else None)
+        return handler(self, fixed, payload[size:] if tail_ok else b"", fds)
+
+    def _refusal(self, command: int) -> Refused:
+        """Why a command this state does not accept is refused."""
+        if command not in _TABLE:
+            return Refused(Fault.UNSUPPORTED if command == c.Command.DEVICE_GET_REGION_IO_FDS
+                           else Fault.NO_SUCH_COMMAND, f"{c.command_name(command)} is not served")
+        if self.state is SessionState.CLOSED:
+            return Refused(Fault.IO, "session closed")
+        if self.state is SessionState.AWAITING_VERSION:
+            return Refused(Fault.INVALID, "VERSION must come first")
+        return Refused(Fault.INVALID, "VERSION already done")
 
     # ------------------------------------------------------------------ handlers
 
@@ -205,7 +217,7 @@ class Session:
         data = reply_caps.to_json(tuple(offered)) if offered else b""
         self.client_caps = caps
         self.write_multiple = write_multiple and "write_multiple" in offered
-        self.state = SessionState.READY
+        self._enter(SessionState.READY)
         return c.encode_version(c.MAJOR, min(fixed.minor, c.MINOR), data)
 
     def _dma_map(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
@@ -296,20 +308,22 @@ class Session:
     def _reset(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
         self.function.device_reset()
         self._regions = _checked_regions(self.function)
-        self._access = [(r.size, int(r.flags)) for r in self._regions]
+        self._access = _access_table(self._regions)
         self.irqs.clear_pending()  # eventfds and masks stay (FLR and reset keep them)
         return b""
 
     def _check_access(self, region: int, offset: int, count: int, need: int) -> None:
-        if region >= NUM_REGIONS or self._access[region][0] == 0:
+        if region >= NUM_REGIONS:
             raise Refused(Fault.INVALID, f"no region {region}")
         size, flags = self._access[region]
-        if not flags & need:
+        if not flags & need:  # absent regions (size 0) allow nothing
+            if not size:
+                raise Refused(Fault.INVALID, f"no region {region}")
             raise Refused(Fault.INVALID, f"region {region} does not allow "
                           f"{'writes' if need == _WRITE else 'reads'}")
-        if count == 0:
-            raise Refused(Fault.INVALID, "access of 0 bytes")
-        if count > self.config.max_data_xfer_size:
+        if not 0 < count <= self.config.max_data_xfer_size:
+            if count == 0:
+                raise Refused(Fault.INVALID, "access of 0 bytes")
             raise Refused(Fault.TOO_BIG, f"count {count} > max_data_xfer_size")
         if offset + count > size:
             raise Refused(Fault.BAD_ADDRESS, f"region {region} access {offset:#x}+{count} "
@@ -319,6 +333,12 @@ class Session:
 def _argsz(argsz: int, minimum: int) -> None:
     if argsz < minimum:
         raise Refused(Fault.INVALID, f"argsz {argsz} < {minimum}")
+
+
+def _access_table(regions: Sequence[RegionInfo]) -> list[tuple[int, int]]:
+    """(size, READ/WRITE flags) per region index, plain ints for the hot path; a region
+    of size 0 is absent and allows nothing."""
+    return [(r.size, int(r.flags) & (_READ | _WRITE) if r.size else 0) for r in regions]
 
 
 def _checked_regions(function: PciFunction) -> Sequence[RegionInfo]:
@@ -354,3 +374,8 @@ def _entry(cmd: c.Command, handler: _Handler) -> _Entry:
 
 
 _TABLE: dict[int, _Entry] = {int(cmd): _entry(cmd, h) for cmd, h in _HANDLERS.items()}
+# What each state accepts: VERSION only before it, everything else after (none once closed).
+_BEFORE_VERSION: Mapping[int, _Entry] = {int(c.Command.VERSION): _TABLE[int(c.Command.VERSION)]}
+_AFTER_VERSION: Mapping[int, _Entry] = {
+    k: v for k, v in _TABLE.items() if k != int(c.Command.VERSION)}
+_NONE: Mapping[int, _Entry] = {}
