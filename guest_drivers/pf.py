@@ -45,6 +45,7 @@ from eeh_abi.vocabulary import Kind
 from guest_drivers.driver import ALL_ONES32, Driver, DriverError
 from guest_drivers.platform.base import FunctionAccess
 from guest_drivers.poll import PollConfig
+from guest_drivers.recovery import found_unrecovered
 from guest_drivers.recovery_types import RecoveryPolicy
 from guest_drivers.services import Services
 
@@ -121,17 +122,9 @@ class PfDriver(Driver):
         adapter failed while no adapter driver ran) or still recovering (the driver before
         this one died mid-recovery, the VFs locked out): this driver's probe is then a
         recovery (Driver._main). None when the PE is normal, or permanently failed, or the
-        platform cannot say (the probe then goes as it would)."""
-        try:
-            r = self.services.call(Call.READ_SLOT_RESET_STATE2, pe=self.pe)
-        except HcallError:
-            return None
-        flags = r.get("flags", [])
-        flags = [str(f) for f in flags] if isinstance(flags, list) else []
-        state = r.get("state", 0)
-        if not r.ok or "permanent" in flags or (state == 0 and "recovering" not in flags):
-            return None
-        return {"state": state, "flags": flags, "retry_ms": r.get("retry_ms", 0)}
+        platform cannot say (the probe then goes as it would): the VF driver's rule too
+        (guest_drivers.recovery.found_unrecovered)."""
+        return found_unrecovered(self.services, self.pe)
 
     def probe_detail(self) -> dict[str, Any]:
         return {"num_vfs": self.num_vfs, "pf_mac": format_mac(self.pf_mac),
