@@ -39,10 +39,17 @@ from eeh_sriov.report import (
     write_timeline_md,
 )
 from eeh_sriov.system import System, asset_config
-from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
-from eeh_sriov.traffic import TrafficBack, UplinkTraffic, guest_traffic_command, vf_targets
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, Topology, load_topology
+from eeh_sriov.traffic import (
+    Target,
+    TrafficBack,
+    UplinkTraffic,
+    guest_traffic_command,
+    vf_targets,
+)
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.injection import INJECT_KINDS
+from hypervisor_shim.pe.names import split
 from hypervisor_shim.platform_api import PeInfo
 from hypervisor_shim.readiness import DriversNotReady, wait_drivers_ready_async
 from hypervisor_shim.timeline import Entry
@@ -81,7 +88,8 @@ def add_subcommands(sub: Any) -> None:
         p.add_argument("--console", type=Path, default=None,
                        help="platform console socket (default: from runs/latest)")
         if name == "inject":
-            p.add_argument("pe", help="adapter, vf0, vf1, ...")
+            p.add_argument("pe", help="adapter, vf0, vf1, ... (of several adapters: nic0, "
+                                      "nic0.vf0, nic1, nic1.vf3, ...)")
             p.add_argument("kind", choices=[str(k) for k in INJECT_KINDS],
                            help="; ".join(f"{k}: {spec.summary}"
                                           for k, spec in INJECT_KINDS.items()))
@@ -109,12 +117,13 @@ def find_console(args: argparse.Namespace) -> Path:
 
 
 def format_pes(pes: list[dict[str, Any]]) -> str:
-    lines = [f"{'PE':<8} {'address':>9} {'state':<22} {'owner':<8} {'freezes':>7}  flags"]
+    w = max([8, *(len(str(p["pe"])) for p in pes)])  # "nic1.vf63" of several adapters
+    lines = [f"{'PE':<{w}} {'address':>9} {'state':<22} {'owner':<8} {'freezes':>7}  flags"]
     for p in pes:
         state = f"{p['state']} {STATE_NAMES.get(p['state'], '?')}"
         if p["state"] == 5:
             state += f" {p['retry_ms']}ms" if p["retry_ms"] else " perm"
-        lines.append(f"{p['pe']:<8} {p['address']:>#9x} {state:<22} {p['owner'] or '-':<8} "
+        lines.append(f"{p['pe']:<{w}} {p['address']:>#9x} {state:<22} {p['owner'] or '-':<8} "
                      f"{p['freeze_count']:>7}  {','.join(p['flags']) or '-'}")
     return "\n".join(lines)
 
@@ -188,18 +197,22 @@ async def _up(args: argparse.Namespace, system: System, run_dir: Path) -> int:
                 os.symlink(run_dir.resolve(), latest)
             print(f"up: guests ready after {time.monotonic() - t0:.1f} s; artifacts in "
                   f"{run_dir}")
-            if system.platform.uplink_name != "queue":
-                print(f"  uplink:            tcpdump -i {system.platform.uplink_name}")
+            for adapter, uplink in system.platform.uplink_names.items():
+                if uplink != "queue":
+                    label = f"uplink {adapter}:" if adapter else "uplink:"
+                    print(f"  {label:<18} tcpdump -i {uplink}")
             print(f"  platform console:  qmp-shell {system.console.platform_path}")
             for name in system.machines:
                 print(f"  {name + ' console:':<18} qmp-shell {system.console.path(name)}   "
                       f"(-H for HMP)")
-            print("  try: query-pes | eeh-inject pe=adapter kind=adapter-fatal | "
-                  "query-pe-error-log pe=adapter")
+            pe = system.topo.adapter_pes[0]
+            print(f"  try: query-pes | eeh-inject pe={pe} kind=adapter-fatal | "
+                  f"query-pe-error-log pe={pe}")
             print("  Ctrl-C takes everything down.", flush=True)
             session = Session(args, system, run_dir, t0)
-            with UplinkTraffic(system.platform, vf_targets(system.topo),
-                               rate_hz=HOST_PROBES_HZ, probing=args.traffic) as traffic:
+            with UplinkTraffic(system.platform, probed(system.topo), rate_hz=HOST_PROBES_HZ,
+                               probing=args.traffic, adapter=system.topo.adapter.name
+                               ) as traffic:
                 session.start(traffic)
                 try:
                     await _watch(system)
@@ -298,6 +311,12 @@ def live_line(e: Entry) -> str:
     return f"[{time.strftime('%H:%M:%S')}] {e.kind:<18} {e.pe or '':<8} {who}{extra}"
 
 
+def probed(topo: Topology) -> dict[str, Target]:
+    """The VFs the host's probes go to: through the first adapter's uplink, its VFs (of
+    several adapters, the others' VFs get none: docs/usage.md)."""
+    return {fn: t for fn, t in vf_targets(topo).items() if split(fn)[0] == topo.adapter.name}
+
+
 def write_session(system: System, run_dir: Path, *, traffic: bool,
                   stats: dict[str, dict[str, int]], frames: int, t0: float) -> list[Path]:
     """timeline.md and summary.json of an `up` session (eeh_sriov.report's writers):
@@ -306,7 +325,7 @@ def write_session(system: System, run_dir: Path, *, traffic: bool,
     ready = next((e for e in entries if e.kind == Kind.DRIVERS_READY), None)
     start = ready.t if ready is not None else t0
     topo = system.topo
-    steps = session_steps(entries, vf_targets(topo), traffic=traffic)
+    steps = session_steps(entries, probed(topo), traffic=traffic)
     md, js = run_dir / "timeline.md", run_dir / "summary.json"
     write_timeline_md(md, f"Operator session (up {topo.source})", steps, entries, start,
                       since="drivers ready" if ready is not None else "guests ready")

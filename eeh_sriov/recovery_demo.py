@@ -106,6 +106,10 @@ class Story:
                  say: Callable[[str], None] = print) -> None:
         if cfg.kind not in KINDS:
             raise StoryError(f"unknown story kind {cfg.kind!r} (one of {', '.join(KINDS)})")
+        if cfg.topology.adapters:
+            raise StoryError(f"topology {cfg.topology.source} has several adapters; the demo "
+                             "tells one adapter's story: use `python -m eeh_sriov up` with "
+                             "it (console: eeh-inject pe=nic0 kind=adapter-fatal)")
         self.cfg = cfg
         self.assets = assets
         self.run_dir = run_dir

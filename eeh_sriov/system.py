@@ -48,6 +48,7 @@ from eeh_abi.vocabulary import Kind, Source
 from eeh_sriov.topology import GuestSpec, Topology
 from hypervisor_shim.console import Console
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.pe.names import split
 from hypervisor_shim.pe.removal import RemovalHooks
 from hypervisor_shim.platform import Platform, PlatformConfig
 from qemu_launcher.assets import REPO, AssetConfig, GuestAssets
@@ -90,7 +91,7 @@ def check_removal(topo: Topology, assets: GuestAssets) -> None:
     """Refuse, before anything starts, a topology whose recovery needs VF removal on a
     QEMU that would abort on it (the VF would stay stranded after an adapter error)."""
     needs = [g.name for g in topo.guests if not g.handlers
-             and any(fn != "pf" for fn in g.functions)]
+             and any(split(fn)[1] != "pf" for fn in g.functions)]
     if needs and not assets.qemu.removal_works:
         raise RemovalUnavailable(topo.source, needs, assets.qemu.removal())
 

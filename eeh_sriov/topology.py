@@ -75,17 +75,24 @@ File format (every table and every key with a default may be left out):
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
 import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from device_model.adapter_config import DEFAULT_BASE_MAC, AdapterConfig
-from eeh_abi.limits import Limit, limits
-from eeh_abi.vf_settings import VfSettings, format_mac
+from device_model.adapter_config import DEFAULT_BASE_MAC
+from eeh_abi.vf_settings import format_mac
+from eeh_sriov.topology_keys import (
+    LIMITED_KEYS,
+    Invalid,
+    Table,
+    join_key,
+    key_default,
+    key_limit,
+    kind_of,
+    mac_of,
+    show,
+)
 from eeh_sriov.topology_types import (
     _TIMINGS,
     _VF_NAME,
@@ -103,6 +110,7 @@ from eeh_sriov.topology_types import (
 )
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.pe import OnDriverLost, PolicyConfig
+from hypervisor_shim.pe.names import qualify, split
 
 __all__ = [  # the topology's types (eeh_sriov.topology_types) and what reads them
     "DEFAULT_TOPOLOGY", "HOST", "LIMITED_KEYS", "PF", "AdapterSpec", "GuestSpec",
@@ -133,37 +141,6 @@ class TopologyError(ShimError):
         self.reason = reason
 
 
-# ---- the keys with a limit
-
-# Every key whose value has a limit, by its path (<n>: a VF's number, in either form of
-# its table; <i>: a guest's place), and the configuration field that declares the limit
-# and the default (eeh_abi.limits). The parser takes limits and defaults from here only.
-LIMITED_KEYS: dict[str, tuple[type[Any], str]] = {
-    "adapter.total_vfs": (AdapterConfig, "total_vfs"),
-    "adapter.vf.<n>.vlan": (VfSettings, "vlan"),
-    "adapter.vf.<n>.mtu": (VfSettings, "mtu"),
-    "policy.max_freezes": (PolicyConfig, "max_freezes"),
-    "policy.window_s": (PolicyConfig, "window_s"),
-    "policy.retry_hint_ms": (PolicyConfig, "retry_hint_ms"),
-    "policy.max_reset_failures": (PolicyConfig, "max_reset_failures"),
-    "policy.adapter_driver_deadline_ms": (PolicyConfig, "adapter_driver_deadline_ms"),
-    "guests[<i>].memory_mib": (GuestSpec, "memory_mib"),
-    "guests[<i>].cpus": (GuestSpec, "cpus"),
-}
-
-
-def key_limit(key: str) -> Limit:
-    """The limit of a key of `LIMITED_KEYS` (as the configuration field declares it)."""
-    cls, name = LIMITED_KEYS[key]
-    return limits(cls)[name]
-
-
-def key_default(key: str) -> Any:
-    """The default of a key of `LIMITED_KEYS` (the configuration field's)."""
-    cls, name = LIMITED_KEYS[key]
-    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
-
-
 # ---- loading
 
 
@@ -186,161 +163,16 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         raise TopologyError(source, "", f"invalid TOML: {e}") from e
     try:
         return _parse(data, source)
-    except _Invalid as e:
+    except Invalid as e:
         raise TopologyError(source, e.key, e.reason) from None
 
 
-class _Invalid(Exception):
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(key, reason)
-        self.key = key
-        self.reason = reason
-
-
-def _join(path: str, key: str) -> str:
-    if not _BARE_KEY.fullmatch(key):
-        key = json.dumps(key)  # a TOML basic string for keys that need quotes
-    return f"{path}.{key}" if path else key
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return "a date/time"
-
-
-def _show(value: object) -> str:
-    return json.dumps(value) if isinstance(value, (str, bool)) else repr(value)
-
-
-class _Table:
-    """One TOML table at a dotted path; refuses keys it does not know on sight."""
-
-    def __init__(self, data: object, path: str, allowed: Sequence[str],
-                 template: str | None = None) -> None:
-        if not isinstance(data, dict):
-            raise _Invalid(path, f"must be a table, not {_kind(data)}")
-        self.data: dict[str, object] = data
-        self.path = path
-        self.template = path if template is None else template  # its path in LIMITED_KEYS
-        for key in data:
-            if key not in allowed:
-                hint = difflib.get_close_matches(key, allowed, n=1)
-                guess = f"did you mean {hint[0]!r}? " if hint else ""
-                raise _Invalid(self.key(key),
-                               f"unknown key; {guess}known here: {', '.join(allowed)}")
-
-    def key(self, name: str) -> str:
-        return _join(self.path, name)
-
-    def get(self, name: str) -> object | None:
-        return self.data.get(name)  # TOML has no null: None means absent
-
-    def integer(self, name: str, default: int | None, lo: int, hi: int | None = None) -> int:
-        value = self.get(name)
-        if value is None:
-            if default is None:
-                raise _Invalid(self.key(name), "required")
-            return default
-        return _int(self.key(name), value, lo, hi)
-
-    def limited(self, name: str, default: Any = None) -> Any:
-        """A key of LIMITED_KEYS: its value within the configuration field's limit, or (absent)
-        `default`, else the field's default."""
-        key = _join(self.template, name)
-        value = self.get(name)
-        if value is None:
-            return key_default(key) if default is None else default
-        return _limited(self.key(name), value, key_limit(key))
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self.get(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise _Invalid(self.key(name),
-                           f"must be true or false, not {_kind(value)} ({_show(value)})")
-        return value
-
-    def string(self, name: str, default: str | None) -> str:
-        value = self.get(name)
-        if value is None:
-            if default is None:
-                raise _Invalid(self.key(name), "required")
-            return default
-        if not isinstance(value, str):
-            raise _Invalid(self.key(name), f"must be a string, not {_kind(value)} ({value!r})")
-        return value
-
-    def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
-        value = self.string(name, default)
-        if value not in choices:
-            raise _Invalid(self.key(name), f"must be one of {', '.join(map(_show, choices))}, "
-                                           f"not {_show(value)}")
-        return value
-
-    def table(self, name: str, allowed: Sequence[str]) -> _Table:
-        value = self.get(name)
-        return _Table({} if value is None else value, self.key(name), allowed)
-
-    def tables(self, name: str) -> list[tuple[str, object]]:
-        """An array of tables (`[[name]]`), as (path, item) pairs; absent: empty."""
-        value = self.get(name)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise _Invalid(self.key(name), f"must be an array of tables ([[{name}]]), "
-                                           f"not {_kind(value)}")
-        return [(f"{self.key(name)}[{i}]", item) for i, item in enumerate(value)]
-
-
-def _limited(key: str, value: object, lim: Limit) -> Any:
-    """`value` if it is within `lim` (an int, or a float for a limit of numbers)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            (lim.integer and not isinstance(value, int)):
-        what = "an integer" if lim.integer else "a number"
-        raise _Invalid(key, f"must be {what}, not {_kind(value)} ({_show(value)})")
-    bad = lim.problem(value)
-    if bad is not None:
-        raise _Invalid(key, bad)
-    return value if lim.integer else float(value)
-
-
-def _int(key: str, value: object, lo: int, hi: int | None) -> int:
-    """An integer in lo..hi where the bounds depend on other keys (enabled_vfs <= total_vfs)."""
-    result: int = _limited(key, value, Limit(lo, hi))
-    return result
-
-
-def _mac(key: str, value: object) -> bytes:
-    if not isinstance(value, str) or not _MAC.fullmatch(value):
-        shown = _show(value) if isinstance(value, str) else _kind(value)
-        raise _Invalid(key, f'must be a MAC address like "02:ee:00:00:00:00", not {shown}')
-    mac = bytes.fromhex(value.replace(":", ""))
-    if mac[0] & 1:
-        raise _Invalid(key, f"{value} is a multicast address; a unicast one is needed "
-                            "(the low bit of the first octet clear)")
-    if not any(mac):
-        raise _Invalid(key, "00:00:00:00:00:00 is not a usable MAC address")
-    return mac
-
-
-def _enabled_range(enabled: int) -> str:
+def _enabled_range(enabled: int, where: str = "adapter") -> str:
     if enabled == 0:
-        return "adapter.enabled_vfs = 0 enables no VFs"
+        return f"{where}.enabled_vfs = 0 enables no VFs"
     if enabled == 1:
-        return "adapter.enabled_vfs = 1 enables only vf0"
-    return f"adapter.enabled_vfs = {enabled} enables vf0..vf{enabled - 1}"
+        return f"{where}.enabled_vfs = 1 enables only vf0"
+    return f"{where}.enabled_vfs = {enabled} enables vf0..vf{enabled - 1}"
 
 
 # ---- sections
@@ -349,47 +181,117 @@ _TOP_KEYS = ("adapter", "uplink", "policy", "pf_driver", "harness", "guests")
 _POLICY_KEYS = ("max_freezes", "window_s", "retry_hint_ms", "max_reset_failures", "errinjct",
                 "adapter_driver_deadline_ms", "on_adapter_driver_lost")
 _ADAPTER_KEYS = ("total_vfs", "enabled_vfs", "timing", "base_mac", "vf", "vfs")
+# one of several adapters ([[adapter]]) also has these
+_SEVERAL_KEYS = (*_ADAPTER_KEYS, "name", "policy", "uplink", "pf_driver")
 _VF_KEYS = ("mac", "vlan", "mtu", "anti_spoof")
 _GUEST_KEYS = ("name", "functions", "memory_mib", "cpus", "handlers")
+_RESERVED_ADAPTER_NAMES = ("adapter", HOST, PF)
+# adapter i's default base MAC: the default one with i in its fourth octet
+_ADAPTER_MAC_STEP = 1 << 16
 
 
 def _parse(data: dict[str, object], source: str) -> Topology:
-    top = _Table(data, "", _TOP_KEYS)
-    adapter = _parse_adapter(top.table("adapter", _ADAPTER_KEYS))
+    top = Table(data, "", _TOP_KEYS)
     uplink = _parse_uplink(top.table("uplink", ("kind", "tap_name")))
     policy = _parse_policy(top.table("policy", _POLICY_KEYS))
-    guests = _parse_guests(top, adapter)
     where = top.table("pf_driver", ("where",)).string("where", None)
-    harness = _parse_harness(top, adapter, where)
-    _check_ownership(guests, where, harness)
+    several: tuple[AdapterSpec, ...] = ()
+    if isinstance(top.get("adapter"), list):
+        several = _parse_several(top, uplink, policy, where)
+        adapter = several[0]
+    else:
+        adapter = _parse_adapter(top.table("adapter", _ADAPTER_KEYS))
+    adapters = several or (adapter,)
+    guests = _parse_guests(top, adapters, bool(several))
+    harness = _parse_harness(top, adapters, where)
+    _check_ownership(guests, adapters, where, harness)
     return Topology(source=source, adapter=adapter, uplink=uplink, policy=policy,
                     pf_driver=PfDriverSpec(where), guests=tuple(g for g, _ in guests),
-                    harness=harness)
+                    harness=harness, adapters=several)
 
 
-def _parse_adapter(t: _Table) -> AdapterSpec:
+def _parse_several(top: Table, uplink: UplinkSpec, policy: PolicyConfig,
+                   where: str) -> tuple[AdapterSpec, ...]:
+    """`[[adapter]]`: each adapter named, with its own policy (the top-level `[policy]`
+    with its `[adapter.policy]` keys over it), uplink and adapter driver's place."""
+    out: list[AdapterSpec] = []
+    names: dict[str, str] = {}
+    taps: dict[str, str] = {}
+    macs: dict[bytes, str] = {}
+    items = top.tables("adapter")
+    if not items:
+        raise Invalid("adapter", "an empty array: give at least one [[adapter]] table")
+    for i, (path, item) in enumerate(items):
+        t = Table(item, path, _SEVERAL_KEYS, "adapter")
+        name = t.string("name", f"nic{i}")
+        if not _GUEST_NAME.fullmatch(name) or name in _RESERVED_ADAPTER_NAMES or \
+                _VF_NAME.fullmatch(name):
+            raise Invalid(t.key("name"), f"{show(name)} is not an adapter name "
+                                         "([a-z][a-z0-9-]{0,15}, not \"adapter\", \"host\", "
+                                         "\"pf\" or a VF's name)")
+        if name in names:
+            raise Invalid(t.key("name"), f"duplicate adapter name {show(name)} "
+                                         f"(also {names[name]})")
+        names[name] = t.key("name")
+        default_mac = (int.from_bytes(DEFAULT_BASE_MAC, "big") + i * _ADAPTER_MAC_STEP
+                       ).to_bytes(6, "big")
+        spec = _parse_adapter(t, default_mac, macs, name)
+        up = _parse_uplink(_sub(t, "uplink", ("kind", "tap_name")),
+                           UplinkSpec(uplink.kind, _nth_tap(uplink.tap_name, i)))
+        if up.tap_name in taps:
+            raise Invalid(t.key("uplink") + ".tap_name",
+                          f"{show(up.tap_name)} is already the uplink of adapter "
+                          f"{show(taps[up.tap_name])}; each adapter has its own")
+        taps[up.tap_name] = name
+        pol = _parse_policy(_sub(t, "policy", _POLICY_KEYS), policy)
+        pf_where = _sub(t, "pf_driver", ("where",)).string("where", where)
+        if (pf_where == HOST) != (where == HOST):
+            raise Invalid(t.key("pf_driver") + ".where",
+                          'every adapter driver runs on the host (harness mode) or none '
+                          f'does: pf_driver.where is {show(where)}')
+        out.append(dataclasses.replace(spec, name=name, policy=pol, uplink=up,
+                                       pf_driver=pf_where))
+    return tuple(out)
+
+
+def _sub(t: Table, name: str, allowed: Sequence[str]) -> Table:
+    """A sub-table of one of several adapters, read with its top-level twin's limits."""
+    value = t.get(name)
+    return Table({} if value is None else value, t.key(name), allowed, name)
+
+
+def _nth_tap(name: str, i: int) -> str:
+    """Adapter i's default TAP name: the number at the end of `name` counted up by i."""
+    m = re.fullmatch(r"(.*?)(\d*)", name)
+    assert m is not None
+    return name if i == 0 else f"{m.group(1)}{int(m.group(2) or 0) + i}"
+
+
+def _parse_adapter(t: Table, default_mac: bytes = DEFAULT_BASE_MAC,
+                   macs: dict[bytes, str] | None = None, adapter: str = "") -> AdapterSpec:
     total: int = t.limited("total_vfs")
     enabled = t.integer("enabled_vfs", total, 0, total)
     timing: TimingName = "spec" if t.choice("timing", "fast", tuple(_TIMINGS)) == "spec" \
         else "fast"
     raw_mac = t.get("base_mac")
-    base_mac = DEFAULT_BASE_MAC if raw_mac is None else _mac(t.key("base_mac"), raw_mac)
+    base_mac = default_mac if raw_mac is None else mac_of(t.key("base_mac"), raw_mac)
     base = int.from_bytes(base_mac, "big")
     if base + total >= 1 << 48 or (base + total) >> 40 != base >> 40:
-        raise _Invalid(t.key("base_mac"), f"base_mac + {total} (the last VF's default MAC) "
+        raise Invalid(t.key("base_mac"), f"base_mac + {total} (the last VF's default MAC) "
                                           "must not change the first octet")
     given: dict[int, tuple[str, VfConfig]] = {}
 
-    def add(path: str, index: int, vt: _Table) -> None:
+    def add(path: str, index: int, vt: Table) -> None:
         if index >= enabled:
-            raise _Invalid(path, f"configures vf{index}, but {_enabled_range(enabled)}")
+            raise Invalid(path, f"configures vf{index}, but "
+                                f"{_enabled_range(enabled, t.path)}")
         if index in given:
-            raise _Invalid(path, f"vf{index} is configured twice (also at {given[index][0]})")
+            raise Invalid(path, f"vf{index} is configured twice (also at {given[index][0]})")
         mac = vt.get("mac")
         spoof = vt.get("anti_spoof")
         given[index] = (path, VfConfig(
             index=index,
-            mac=None if mac is None else _mac(vt.key("mac"), mac),
+            mac=None if mac is None else mac_of(vt.key("mac"), mac),
             vlan=vt.limited("vlan"),
             mtu=vt.limited("mtu"),
             anti_spoof=None if spoof is None else vt.flag("anti_spoof", False),
@@ -398,115 +300,159 @@ def _parse_adapter(t: _Table) -> AdapterSpec:
     by_key = t.get("vf")
     if by_key is not None:
         if not isinstance(by_key, dict):
-            raise _Invalid(t.key("vf"), "must be tables [adapter.vf.<n>], one per VF, "
-                                        f"not {_kind(by_key)}")
+            raise Invalid(t.key("vf"), "must be tables [adapter.vf.<n>], one per VF, "
+                                        f"not {kind_of(by_key)}")
         for name, item in by_key.items():
-            path = _join(t.key("vf"), name)
+            path = join_key(t.key("vf"), name)
             if not _INDEX.fullmatch(name):
-                raise _Invalid(path, "must be a VF number: [adapter.vf.<n>], e.g. [adapter.vf.0]")
-            add(path, int(name), _Table(item, path, _VF_KEYS, "adapter.vf.<n>"))
+                raise Invalid(path, "must be a VF number: [adapter.vf.<n>], e.g. [adapter.vf.0]")
+            add(path, int(name), Table(item, path, _VF_KEYS, "adapter.vf.<n>"))
     for path, item in t.tables("vfs"):
-        vt = _Table(item, path, ("index", *_VF_KEYS), "adapter.vf.<n>")
+        vt = Table(item, path, ("index", *_VF_KEYS), "adapter.vf.<n>")
         add(path, vt.integer("index", None, 0), vt)
 
-    _check_macs(base_mac, total, given)
+    _check_macs(t, base_mac, total, given, {} if macs is None else macs, adapter)
     vfs = tuple(cfg for _, (_, cfg) in sorted(given.items()))
     return AdapterSpec(total, enabled, timing, base_mac, vfs)
 
 
-def _check_macs(base_mac: bytes, total: int,
-                given: dict[int, tuple[str, VfConfig]]) -> None:
+def _check_macs(t: Table, base_mac: bytes, total: int,
+                given: dict[int, tuple[str, VfConfig]], owners: dict[bytes, str],
+                name: str) -> None:
+    """Every function's MAC distinct, across adapters too (`owners`: the MACs of the
+    adapters before this one, what holds each; this one's are added)."""
     base = int.from_bytes(base_mac, "big")
-    owners: dict[bytes, str] = {base_mac: "the PF's MAC (adapter.base_mac)"}
+    of = f"{name}." if name else ""
+    mine: dict[bytes, str] = {base_mac: f"the {of}PF's MAC ({t.path}.base_mac)"}
     for i in range(total):  # defaults of VFs not enabled yet too: they may be enabled later
         if i not in given or given[i][1].mac is None:
-            owners.setdefault((base + 1 + i).to_bytes(6, "big"),
-                              f"vf{i}'s default MAC (adapter.base_mac + {1 + i})")
+            mine.setdefault((base + 1 + i).to_bytes(6, "big"),
+                            f"{of}vf{i}'s default MAC ({t.path}.base_mac + {1 + i})")
+    clash = next((m for m in mine if m in owners), None)
+    if clash is not None:
+        raise Invalid(t.key("base_mac"), f"{format_mac(clash)} would be {mine[clash]} and "
+                                         f"is already {owners[clash]}; give each adapter "
+                                         "its own base_mac")
+    owners.update(mine)
     for i, (path, cfg) in sorted(given.items()):
         if cfg.mac is None:
             continue
         if cfg.mac in owners:
-            raise _Invalid(f"{path}.mac", f"{format_mac(cfg.mac)} is already "
+            raise Invalid(f"{path}.mac", f"{format_mac(cfg.mac)} is already "
                                           f"{owners[cfg.mac]}; each function needs its own")
-        owners[cfg.mac] = f"vf{i}'s MAC ({path}.mac)"
+        owners[cfg.mac] = f"{of}vf{i}'s MAC ({path}.mac)"
 
 
-def _parse_uplink(t: _Table) -> UplinkSpec:
-    raw = t.choice("kind", "auto", _UPLINK_KINDS)
+def _parse_uplink(t: Table, base: UplinkSpec | None = None) -> UplinkSpec:
+    """`base`: the defaults (an adapter's of several: the top-level `[uplink]`'s)."""
+    base = base or UplinkSpec()
+    raw = t.choice("kind", base.kind, _UPLINK_KINDS)
     kind: UplinkKind = "tap" if raw == "tap" else "queue" if raw == "queue" else "auto"
-    name = t.string("tap_name", "eehup0")
+    name = t.string("tap_name", base.tap_name)
     if (not name or len(name) >= _IFNAMSIZ or name in (".", "..")
             or any(c in name for c in "/:%") or any(c.isspace() for c in name)):
-        raise _Invalid(t.key("tap_name"), f"{_show(name)} is not a valid interface name "
+        raise Invalid(t.key("tap_name"), f"{show(name)} is not a valid interface name "
                                           f"(1..{_IFNAMSIZ - 1} characters, none of '/', ':', "
                                           "'%' or white space, not '.' or '..')")
     return UplinkSpec(kind, name)
 
 
-def _parse_policy(t: _Table) -> PolicyConfig:
+def _parse_policy(t: Table, base: PolicyConfig | None = None) -> PolicyConfig:
+    """`base`: the defaults (an adapter's of several: the top-level `[policy]`)."""
+    if base is None:
+        return PolicyConfig(
+            max_freezes=t.limited("max_freezes"),
+            window_s=t.limited("window_s"),
+            retry_hint_ms=t.limited("retry_hint_ms"),
+            max_reset_failures=t.limited("max_reset_failures"),
+            errinjct=t.flag("errinjct", PolicyConfig.errinjct),
+            adapter_driver_deadline_ms=t.limited("adapter_driver_deadline_ms"),
+            on_adapter_driver_lost=OnDriverLost(t.choice(
+                "on_adapter_driver_lost", PolicyConfig.on_adapter_driver_lost,
+                [o.value for o in OnDriverLost])))
     return PolicyConfig(
-        max_freezes=t.limited("max_freezes"),
-        window_s=t.limited("window_s"),
-        retry_hint_ms=t.limited("retry_hint_ms"),
-        max_reset_failures=t.limited("max_reset_failures"),
-        errinjct=t.flag("errinjct", PolicyConfig.errinjct),
-        adapter_driver_deadline_ms=t.limited("adapter_driver_deadline_ms"),
+        max_freezes=t.limited("max_freezes", base.max_freezes),
+        window_s=t.limited("window_s", base.window_s),
+        retry_hint_ms=t.limited("retry_hint_ms", base.retry_hint_ms),
+        max_reset_failures=t.limited("max_reset_failures", base.max_reset_failures),
+        errinjct=t.flag("errinjct", base.errinjct),
+        adapter_driver_deadline_ms=t.limited("adapter_driver_deadline_ms",
+                                             base.adapter_driver_deadline_ms),
         on_adapter_driver_lost=OnDriverLost(t.choice(
-            "on_adapter_driver_lost", PolicyConfig.on_adapter_driver_lost,
-            [o.value for o in OnDriverLost])),
-    )
+            "on_adapter_driver_lost", base.on_adapter_driver_lost,
+            [o.value for o in OnDriverLost])))
 
 
-def _parse_function(key: str, value: object, adapter: AdapterSpec) -> str:
+def _parse_function(key: str, value: object, adapters: tuple[AdapterSpec, ...],
+                    several: bool) -> str:
     if not isinstance(value, str):
-        raise _Invalid(key, f'must be a function name ("pf" or "vfN"), not {_kind(value)}')
-    if value == PF:
+        what = '"nic0.pf" or "nic0.vfN"' if several else '"pf" or "vfN"'
+        raise Invalid(key, f"must be a function name ({what}), not {kind_of(value)}")
+    name, local = split(value)
+    where = "adapter"
+    if several:
+        names = [a.name for a in adapters]
+        if name not in names:
+            raise Invalid(key, f"unknown function {show(value)}: with several adapters a "
+                               f"function names its adapter ({', '.join(names)}), e.g. "
+                               f'"{names[-1]}.pf" or "{names[-1]}.vf0"')
+        i = names.index(name)
+        adapter, where = adapters[i], f"adapter[{i}]"
+    elif name:
+        raise Invalid(key, f'unknown function {show(value)}: functions are "pf" and '
+                           f'"vf0".."vf{adapters[0].total_vfs - 1}"')
+    else:
+        adapter = adapters[0]
+    if local == PF:
         return value
-    m = _VF_NAME.fullmatch(value)
+    m = _VF_NAME.fullmatch(local)
     if m is None:
-        raise _Invalid(key, f'unknown function {_show(value)}: functions are "pf" and '
-                            f'"vf0".."vf{adapter.total_vfs - 1}"')
+        raise Invalid(key, f'unknown function {show(value)}: functions are '
+                           f'"{qualify(name, "pf")}" and "{qualify(name, "vf0")}".."'
+                           f'{qualify(name, f"vf{adapter.total_vfs - 1}")}"')
     n = int(m.group(1))
     if n >= adapter.total_vfs:
-        raise _Invalid(key, f"{value} does not exist: the adapter has {adapter.total_vfs} VFs "
-                            "(adapter.total_vfs)")
+        raise Invalid(key, f"{value} does not exist: the adapter has {adapter.total_vfs} VFs "
+                           f"({where}.total_vfs)")
     if n >= adapter.enabled_vfs:
-        raise _Invalid(key, f"{value} is not enabled: {_enabled_range(adapter.enabled_vfs)}")
+        raise Invalid(key, f"{value} is not enabled: "
+                           f"{_enabled_range(adapter.enabled_vfs, where)}")
     return value
 
 
-def _parse_guests(top: _Table, adapter: AdapterSpec) -> list[tuple[GuestSpec, str]]:
+def _parse_guests(top: Table, adapters: tuple[AdapterSpec, ...],
+                  several: bool) -> list[tuple[GuestSpec, str]]:
     guests: list[tuple[GuestSpec, str]] = []
     names: dict[str, str] = {}
     holders: dict[str, tuple[str, str]] = {}  # function -> (guest, the key that gave it)
     for path, item in top.tables("guests"):
-        t = _Table(item, path, _GUEST_KEYS, "guests[<i>]")
+        t = Table(item, path, _GUEST_KEYS, "guests[<i>]")
         name = t.string("name", None)
         if not _GUEST_NAME.fullmatch(name):
-            raise _Invalid(t.key("name"), f"{_show(name)} is not a guest name "
+            raise Invalid(t.key("name"), f"{show(name)} is not a guest name "
                                           "([a-z][a-z0-9-]{0,15})")
         if name == HOST:
-            raise _Invalid(t.key("name"), '"host" is reserved (pf_driver.where = "host" '
+            raise Invalid(t.key("name"), '"host" is reserved (pf_driver.where = "host" '
                                           "means the host)")
         if name in names:
-            raise _Invalid(t.key("name"), f"duplicate guest name {_show(name)} "
+            raise Invalid(t.key("name"), f"duplicate guest name {show(name)} "
                                           f"(also {names[name]})")
         names[name] = t.key("name")
         raw = t.get("functions")
         if raw is None:
-            raise _Invalid(t.key("functions"), 'required: a non-empty array such as ["vf0"]')
+            raise Invalid(t.key("functions"), 'required: a non-empty array such as ["vf0"]')
         if not isinstance(raw, list):
-            raise _Invalid(t.key("functions"), f"must be an array of function names, "
-                                               f"not {_kind(raw)}")
+            raise Invalid(t.key("functions"), f"must be an array of function names, "
+                                               f"not {kind_of(raw)}")
         if not raw:
-            raise _Invalid(t.key("functions"), "must name at least one function")
+            raise Invalid(t.key("functions"), "must name at least one function")
         functions: list[str] = []
         for j, value in enumerate(raw):
             fkey = f"{t.key('functions')}[{j}]"
-            function = _parse_function(fkey, value, adapter)
+            function = _parse_function(fkey, value, adapters, several)
             if function in holders:
                 other, okey = holders[function]
-                raise _Invalid(fkey, f"{function} is already given to guest {_show(other)} "
+                raise Invalid(fkey, f"{function} is already given to guest {show(other)} "
                                      f"({okey}); a function belongs to one guest at most")
             holders[function] = (name, fkey)
             functions.append(function)
@@ -520,47 +466,55 @@ def _parse_guests(top: _Table, adapter: AdapterSpec) -> list[tuple[GuestSpec, st
     return guests
 
 
-def _parse_harness(top: _Table, adapter: AdapterSpec, where: str) -> HarnessSpec | None:
+def _parse_harness(top: Table, adapters: tuple[AdapterSpec, ...],
+                   where: str) -> HarnessSpec | None:
     if where != HOST:
         if top.get("harness") is not None:
-            raise _Invalid("harness", 'only for harness mode (pf_driver.where = "host"); '
-                                      f"here the adapter driver runs in guest {_show(where)}")
+            raise Invalid("harness", 'only for harness mode (pf_driver.where = "host"); '
+                                     f"here the adapter driver runs in guest {show(where)}")
         return None
     t = top.table("harness", ("vf_drivers",))
-    return HarnessSpec(t.integer("vf_drivers", adapter.enabled_vfs, 0, adapter.enabled_vfs))
+    fewest = min(a.enabled_vfs for a in adapters)  # of each adapter's VFs, the same count
+    return HarnessSpec(t.integer("vf_drivers", fewest, 0, fewest))
 
 
-def _check_ownership(guests: list[tuple[GuestSpec, str]], where: str,
-                     harness: HarnessSpec | None) -> None:
+def _check_ownership(guests: list[tuple[GuestSpec, str]], adapters: tuple[AdapterSpec, ...],
+                     where: str, harness: HarnessSpec | None) -> None:
     def key_of(path: str, g: GuestSpec, function: str) -> str:
         return f"{path}.functions[{g.functions.index(function)}]"
 
     if harness is not None:
         for g, path in guests:
             for function in g.functions:
-                if function == PF:
-                    raise _Invalid(key_of(path, g, function),
-                                   '"pf" belongs to the host: pf_driver.where = "host"')
-                n = int(function[2:])
+                name, local = split(function)
+                if local == PF:
+                    raise Invalid(key_of(path, g, function),
+                                  f'"{function}" belongs to the host: pf_driver.where = "host"')
+                n = int(local[2:])
                 if n < harness.vf_drivers:
-                    raise _Invalid(key_of(path, g, function),
-                                   f"{function} is driven by the host: harness.vf_drivers = "
-                                   f"{harness.vf_drivers} runs drivers for "
-                                   f"vf0..vf{harness.vf_drivers - 1}")
+                    raise Invalid(key_of(path, g, function),
+                                  f"{function} is driven by the host: harness.vf_drivers = "
+                                  f"{harness.vf_drivers} runs drivers for "
+                                  f"{qualify(name, 'vf0')}..vf{harness.vf_drivers - 1}")
         return
     if not guests:
-        raise _Invalid("guests", 'no guests; give "pf" to one, or set pf_driver.where = "host" '
-                                 "for harness mode")
+        raise Invalid("guests", 'no guests; give "pf" to one, or set pf_driver.where = "host" '
+                                "for harness mode")
     names = [g.name for g, _ in guests]
-    if where not in names:
-        raise _Invalid("pf_driver.where", f"no guest named {_show(where)} (guests: "
-                                          f"{', '.join(names)}); name one, or \"host\"")
-    holder = next((g.name for g, _ in guests if PF in g.functions), None)
-    if holder is None:
-        raise _Invalid("pf_driver.where", f'guest {_show(where)} does not hold "pf", and no '
-                                          'guest does: add "pf" to its functions, or set '
-                                          'where = "host"')
-    if holder != where:
-        raise _Invalid("pf_driver.where", f'guest {_show(where)} does not hold "pf" '
-                                          f"(guest {_show(holder)} does); the adapter driver "
-                                          'runs where "pf" is')
+    for i, a in enumerate(adapters):
+        pf = qualify(a.name, PF)
+        mine = a.pf_driver if a.pf_driver is not None else where
+        key = "pf_driver.where" if a.pf_driver in (None, where) \
+            else f"adapter[{i}].pf_driver.where"
+        if mine not in names:
+            raise Invalid(key, f"no guest named {show(mine)} (guests: "
+                               f"{', '.join(names)}); name one, or \"host\"")
+        holder = next((g.name for g, _ in guests if pf in g.functions), None)
+        if holder is None:
+            raise Invalid(key, f'guest {show(mine)} does not hold "{pf}", and no '
+                               f'guest does: add "{pf}" to its functions, or set '
+                               'where = "host"')
+        if holder != mine:
+            raise Invalid(key, f'guest {show(mine)} does not hold "{pf}" '
+                               f"(guest {show(holder)} does); the adapter driver "
+                               f'runs where "{pf}" is')

@@ -28,6 +28,7 @@ from eeh_abi import traffic as T
 from eeh_abi.vocabulary import Kind, Source
 from eeh_sriov.system import AGENT_COMMAND
 from eeh_sriov.topology import Topology, format_mac
+from hypervisor_shim.pe.names import split
 from hypervisor_shim.platform import Platform
 from hypervisor_shim.timeline import Entry, Timeline
 
@@ -59,14 +60,14 @@ class StreamStats:
 def vf_names(topo: Topology) -> dict[str, str]:
     """VF -> owner, for the VFs the guests hold."""
     return {fn: owner for fn in topo.all_functions
-            if fn != "pf" and (owner := topo.owner_of(fn)) is not None}
+            if split(fn)[1] != "pf" and (owner := topo.owner_of(fn)) is not None}
 
 
 def vf_targets(topo: Topology) -> dict[str, Target]:
     """Every VF a guest holds: its MAC and port VLAN, as the uplink probes address it."""
     out = {}
     for fn in vf_names(topo):
-        c = topo.vf_config(int(fn[2:]))
+        c = topo.vf_config(fn)
         assert c.mac is not None  # the topology gives every VF one
         out[fn] = Target(c.mac, c.vlan)
     return out
@@ -76,7 +77,7 @@ def guest_traffic_command(topo: Topology, guest: str, pps: float) -> str:
     """The drivers' agent with test traffic: each of the guest's VFs sends `pps` probes a
     second to the uplink and to the VFs of other guests in its VLAN."""
     mine = set(topo.functions_of(guest))
-    my_vlans = {topo.vf_config(int(f[2:])).vlan for f in mine if f != "pf"}
+    my_vlans = {topo.vf_config(f).vlan for f in mine if split(f)[1] != "pf"}
     peers = [format_mac(t.mac) for fn, t in vf_targets(topo).items()
              if fn not in mine and t.vlan in my_vlans]
     cmd = f"{AGENT_COMMAND} --traffic {pps:g}"
@@ -86,9 +87,10 @@ def guest_traffic_command(topo: Topology, guest: str, pps: float) -> str:
 class UplinkTraffic:
     def __init__(self, plat: Platform, targets: Mapping[str, Target], *,
                  rate_hz: float = 50.0, keep_frames: int = 200_000,
-                 probing: bool = True) -> None:
+                 probing: bool = True, adapter: str | None = None) -> None:
+        """`adapter`: whose uplink (its name, of several adapters; default the first's)."""
         self.plat = plat
-        self.port = plat.host.host_port()
+        self.port = plat.host.host_port(adapter)
         self.targets = dict(targets)
         self.period = 1.0 / rate_hz
         self.streams = {name: StreamStats() for name in targets}

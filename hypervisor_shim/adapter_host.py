@@ -13,6 +13,15 @@ and QEMU 11.1 then never finishes `device_add`.
 
 A host is CREATED, SERVING inside its `with` block, then CLOSED (`HostState`); calls
 into the device model need SERVING (`@require`, StateError otherwise).
+
+Several adapters: `AdapterHost(cfg0, cfg1, ...)`, each config with its own `name`, `bus`
+and uplink, serves every adapter's functions from the one loop thread (one vfio-user
+server, sockets named by platform-wide names: "nic1.vf3", hypervisor_shim.pe.names).
+One loop rather than one thread per adapter: the platform's threading rule (everything
+that touches a model, the PE policy or the platform-call server runs on the one loop
+thread) holds as it is, a guest holding functions of two adapters reaches both through
+one channel served there, and under the GIL a second thread would add no parallelism
+(docs/architecture.md gives the numbers). `host.adapter` is the first adapter.
 """
 
 from __future__ import annotations
@@ -27,10 +36,11 @@ from enum import Enum
 from typing import TypeVar
 
 from device_model import Adapter, AdapterConfig, AsyncioClock, PeStateCode, QueueUplink
-from device_model.adapter_config import DEFAULT_TOTAL_VFS
+from device_model.adapter_config import DEFAULT_BASE_MAC, DEFAULT_TOTAL_VFS
 from device_model.function import Function
 from device_model.reset import ResetTiming
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.pe.names import qualify, split
 from hypervisor_shim.uplink import HostPort, QueueHostPort, TapHostPort, TapUplink
 from qemu_launcher.config import MachineConfig, VfioUserDevice
 from qemu_launcher.sockdir import SocketDir
@@ -71,6 +81,11 @@ class AdapterHostConfig:
     # tap_name on the host: hypervisor_shim.uplink; needs root).
     uplink: str = "queue"
     tap_name: str = DEFAULT_TAP_NAME
+    # Several adapters (hypervisor_shim.pe.names): the adapter's name ("" for the only,
+    # unnamed one), its bus (PE addresses carry it: distinct per adapter) and base MAC.
+    name: str = ""
+    bus: int = 1
+    base_mac: bytes = DEFAULT_BASE_MAC
 
 
 class HostState(Enum):
@@ -85,29 +100,52 @@ def colocated_cpu() -> tuple[int, ...]:
 
 
 class AdapterHost:
-    """Owns the Adapter, its in-process uplink and the vfio-user server thread."""
+    """Owns the Adapters, their uplinks and the vfio-user server thread."""
 
-    def __init__(self, cfg: AdapterHostConfig) -> None:
+    def __init__(self, cfg: AdapterHostConfig, *more: AdapterHostConfig) -> None:
+        """`more`: further adapters (each named, on its own bus); host_cpus is `cfg`'s."""
         self.cfg = cfg
+        self.configs = (cfg, *more)
+        if len({c.name for c in self.configs}) != len(self.configs) or \
+                len({c.bus for c in self.configs}) != len(self.configs) or \
+                (more and not all(c.name for c in self.configs)):
+            raise AdapterHostError("several adapters need distinct names and buses")
         loop = asyncio.new_event_loop()
-        self.uplink = QueueUplink()
-        self.tap: TapUplink | None = None
-        if cfg.uplink == "tap":
-            self.tap = TapUplink.first_free(cfg.tap_name, loop)
-        self.adapter = Adapter(AdapterConfig(total_vfs=cfg.total_vfs, timing=cfg.timing),
-                               clock=AsyncioClock(loop),
-                               uplink=self.tap if self.tap is not None else self.uplink)
-        if cfg.enabled_vfs:
-            self.adapter.pf.enable_vfs(cfg.enabled_vfs)
+        self.adapters: dict[str, Adapter] = {}
+        self.uplinks: dict[str, QueueUplink] = {}
+        self.taps: dict[str, TapUplink] = {}
+        try:
+            for c in self.configs:
+                self._build(c, loop)
+        except BaseException:
+            for tap in self.taps.values():
+                tap.close()
+            raise
+        self.adapter = self.adapters[cfg.name]
+        self.uplink = self.uplinks[cfg.name]
+        self.tap: TapUplink | None = self.taps.get(cfg.name)
         # The sockets' directory: named now, created on entering (a host never entered
         # leaves nothing), removed on leaving.
         self._sock_dir = SocketDir("eeh-adapter-")
         self.sock_dir = self._sock_dir.path
-        functions = {f.name: f for f in self.adapter.functions()}
+        functions = {qualify(name, f.name): f for name, a in self.adapters.items()
+                     for f in a.functions()}
         self.host_cpus = colocated_cpu() if cfg.host_cpus is None else cfg.host_cpus
         self.server = ServerThread(functions, self.sock_dir, loop=loop,
                                    cpus=frozenset(self.host_cpus))
         self.state = HostState.CREATED
+
+    def _build(self, c: AdapterHostConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.uplinks[c.name] = QueueUplink()
+        if c.uplink == "tap":
+            self.taps[c.name] = TapUplink.first_free(c.tap_name, loop)
+        adapter = Adapter(AdapterConfig(total_vfs=c.total_vfs, timing=c.timing, bus=c.bus,
+                                        base_mac=c.base_mac),
+                          clock=AsyncioClock(loop),
+                          uplink=self.taps.get(c.name) or self.uplinks[c.name])
+        if c.enabled_vfs:
+            adapter.pf.enable_vfs(c.enabled_vfs)
+        self.adapters[c.name] = adapter
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -122,8 +160,8 @@ class AdapterHost:
             self.server.start()
         except BaseException:
             self.state = HostState.CLOSED
-            if self.tap is not None:
-                self.tap.close()
+            for tap in self.taps.values():
+                tap.close()
             self._sock_dir.remove()
             raise
         self.state = HostState.SERVING
@@ -132,15 +170,27 @@ class AdapterHost:
     def __exit__(self, *exc: object) -> None:
         self.state = HostState.CLOSED
         self.server.stop()
-        if self.tap is not None:
-            self.tap.close()
+        for tap in self.taps.values():
+            tap.close()
         self._sock_dir.remove()
 
-    def host_port(self) -> HostPort:
-        """The host's end of the adapter's uplink (for traffic and captures)."""
-        if self.tap is not None:
-            return TapHostPort(self.tap.name)
-        return QueueHostPort(self.uplink, self.call)
+    def host_port(self, adapter: str | None = None) -> HostPort:
+        """The host's end of an adapter's uplink (for traffic and captures): `adapter`'s
+        by name, the first adapter's by default."""
+        name = self.cfg.name if adapter is None else adapter
+        if name not in self.adapters:
+            raise AdapterHostError(f"no adapter named {name!r} ({', '.join(self.adapters)})")
+        tap = self.taps.get(name)
+        if tap is not None:
+            return TapHostPort(tap.name)
+        return QueueHostPort(self.uplinks[name], self.call)
+
+    def function(self, name: str) -> Function:
+        """A function by its platform-wide name ("vf3", "nic1.vf3"); KeyError if none."""
+        adapter, local = split(name)
+        if adapter not in self.adapters:
+            raise KeyError(name)
+        return self.adapters[adapter].function(local)
 
     @require(HostState.SERVING)
     def call(self, fn: Callable[[], T]) -> T:
@@ -175,14 +225,14 @@ class AdapterHost:
         if self.server.died is not None:
             raise NotAttachable(name, f"the device model died ({self.server.died!r})")
         try:
-            fn = self.adapter.function(name)
+            fn = self.function(name)
         except KeyError:
             raise NotAttachable(name, "the adapter has no such function") from None
         if not fn.exists:
-            raise NotAttachable(fn.name, "the function is not enabled (VF Enable / NumVFs)")
+            raise NotAttachable(name, "the function is not enabled (VF Enable / NumVFs)")
         code = fn.pe.status().code
         if code is not PeStateCode.NORMAL:
-            raise NotAttachable(fn.name, f"its PE is in state {int(code)} ({code.name})")
+            raise NotAttachable(name, f"its PE is in state {int(code)} ({code.name})")
         return fn
 
     def device(self, name: str, root_port: str) -> VfioUserDevice:

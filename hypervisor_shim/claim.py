@@ -105,10 +105,12 @@ def injection_time(entries: Iterable[Entry]) -> float | None:
 
 
 def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, str],
-                since: float = 0.0, config_before: Mapping[str, Any] | None = None
-                ) -> list[Step]:
+                since: float = 0.0, config_before: Mapping[str, Any] | None = None,
+                adapter_pe: str = "adapter") -> list[Step]:
     """`vfs`: VF name -> owner (its driver's channel). `since`: ignore earlier entries
-    (a previous recovery). `config_before`: VF name -> {mac, vlan, mtu} before the error."""
+    (a previous recovery). `config_before`: VF name -> {mac, vlan, mtu} before the error.
+    `adapter_pe`: the adapter PE's name ("nic1" of several adapters: check the claim per
+    adapter, `vfs` that adapter's VFs)."""
     _first = _Index(e for e in entries if e.t >= since).first
     steps: list[Step] = []
 
@@ -117,7 +119,7 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
         steps.append(s)
         return s
 
-    fz = _first(since, source="policy", kind="pe-frozen", pe="adapter",
+    fz = _first(since, source="policy", kind="pe-frozen", pe=adapter_pe,
                 data_side_effect=False)
     a = add("adapter-frozen", fz is not None, fz.t if fz else None, "platform",
             "" if fz else "no pe-frozen of the adapter PE")
@@ -138,7 +140,7 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
     informed: dict[str, float] = {}
     late = []
     pf_e = _first(t_frozen, source="driver", kind="error-detected", owner=pf_owner,
-                  pe="adapter")
+                  pe=adapter_pe)
     if pf_e is None:
         late.append("adapter driver")
     for vf, owner in vfs.items():
@@ -169,12 +171,13 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
     add("vfs-locked-out", not not_refused, max(refused_t, default=None), "platform",
         f"no refused unfreeze for {not_refused}" if not_refused else "")
 
-    rec = _first(t_frozen, source="driver", kind="adapter-recovered", owner=pf_owner)
+    rec = _first(t_frozen, source="driver", kind="adapter-recovered", owner=pf_owner,
+                 pe=adapter_pe)
     add("adapter-recovered", rec is not None, rec.t if rec else None, "adapter driver",
         "" if rec else "the adapter driver never reported adapter-recovered")
 
     allow = _first(rec.t if rec else t_frozen, source="policy", kind="allow-unfreeze",
-                   pe="adapter")
+                   pe=adapter_pe)
     add("allow-unfreeze", rec is not None and allow is not None, allow.t if allow else None,
         "adapter driver",
         "" if allow and rec else "no allow-unfreeze after the adapter recovered")

@@ -1,4 +1,5 @@
-"""The platform for one adapter: the device model, its PE policy and the guests' channels.
+"""The platform for one or several adapters: their device models, their PE trees (each
+its own policy: hypervisor_shim.adapters) and the guests' channels.
 `Platform` is the one facade: the console, the CLI, the pytest plugin and the benches
 use it, and nothing outside writes its insides.
 
@@ -15,6 +16,11 @@ The operator API (`query_pes`, `inject`, `reset_pe`, `error_log`, `set_policy`,
 `query_policy`, `timeline_tail`, `add_listener`; types in `platform_api`) is awaitable.
 Synchronous code (harness tests, benches) has blocking shorthands that run the same
 operations: `pe_states`, `inject_adapter_error`, `inject_vf_error`, `fail_resets`.
+
+Several adapters (`PlatformConfig.adapters`, each an `AdapterPlan`): every operation
+takes the platform-wide names ("nic1" for adapter nic1's PE, "nic1.vf3"; functions
+"nic1.pf", "nic1.vf3"); `plat.trees` holds each adapter's tree by name, and `plat.adapter`,
+`plat.policy`, `plat.driver_watch`... are the first adapter's (the only one's before).
 
 THE THREADING RULE. Everything that touches the device model, the PE policy, the
 platform-call server or the platform's tables (registrations, removal stages) runs on the
@@ -54,16 +60,16 @@ from device_model import ErrorLogEntry, Event, ResetKind, ResetTiming
 from device_model.adapter_config import DEFAULT_TOTAL_VFS
 from eeh_abi.vf_settings import VfSettings
 from eeh_abi.vocabulary import Kind, Source
-from hypervisor_shim.adapter_host import DEFAULT_TAP_NAME, AdapterHost, AdapterHostConfig
+from hypervisor_shim.adapter_host import DEFAULT_TAP_NAME, AdapterHost
+from hypervisor_shim.adapters import AdapterPlan, AdapterTree, TreeHooks, build_tree
 from hypervisor_shim.directory import function_directory
 from hypervisor_shim.hcall.calls import PlatformCalls, Registration
 from hypervisor_shim.hcall.server import HcallServer
 from hypervisor_shim.injection import INJECT_KINDS, InjectKind, InjectRequest, inject
 from hypervisor_shim.listeners import Listeners
 from hypervisor_shim.pe import Notice, PeFlag, PePolicy, PeRecord, PolicyConfig, PolicyError
-from hypervisor_shim.pe.adapter_recovery import PlatformRecovery
-from hypervisor_shim.pe.driver_watch import DriverWatch
-from hypervisor_shim.pe.removal import NoHandlerRecovery, RemovalHooks, Stage
+from hypervisor_shim.pe.names import pe_name, qualify
+from hypervisor_shim.pe.removal import RemovalHooks, Stage
 from hypervisor_shim.platform_api import (
     RESET_KINDS,
     Injection,
@@ -83,7 +89,7 @@ from qemu_launcher.sockdir import SocketDir
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-__all__ = ["Platform", "PlatformConfig", "PlatformError", "VfSettings"]
+__all__ = ["AdapterPlan", "Platform", "PlatformConfig", "PlatformError", "VfSettings"]
 
 
 @dataclass(frozen=True)
@@ -100,10 +106,24 @@ class PlatformConfig:
     tap_name: str = DEFAULT_TAP_NAME
     # the model's loop not answering for this long is a stall (0: no watchdog)
     watchdog_ms: int = DEFAULT_WATCHDOG_MS
+    # Several adapters, each named, on its own bus, with its own owners (by its own
+    # function names), policy, VF settings and uplink: then the fields above from
+    # total_vfs to tap_name but `owners` are not used (`owners` is informational: every
+    # adapter's owners by platform-wide name). Empty: one unnamed adapter from the fields.
+    adapters: tuple[AdapterPlan, ...] = ()
 
     @property
     def owner_names(self) -> list[str]:
-        return sorted(set(self.owners.values()))
+        return sorted({o for p in self.plans() for o in p.owners.values()})
+
+    def plans(self) -> tuple[AdapterPlan, ...]:
+        """Every adapter of the platform, in order."""
+        if self.adapters:
+            return self.adapters
+        return (AdapterPlan("", total_vfs=self.total_vfs, enabled_vfs=self.enabled_vfs,
+                            timing=self.timing, owners=self.owners, policy=self.policy,
+                            vf_settings=self.vf_settings, uplink=self.uplink,
+                            tap_name=self.tap_name),)
 
 
 class Platform:
@@ -123,38 +143,41 @@ class Platform:
         self.cfg = cfg
         self.run_dir = run_dir
         self.timeline = Timeline(run_dir / "events.jsonl" if run_dir is not None else None)
-        self.host = AdapterHost(AdapterHostConfig(
-            total_vfs=cfg.total_vfs, enabled_vfs=cfg.enabled_vfs, timing=cfg.timing,
-            host_cpus=cfg.host_cpus, uplink=cfg.uplink, tap_name=cfg.tap_name))
-        self.adapter = self.host.adapter
+        plans = cfg.plans()
+        self.host = AdapterHost(*(p.host_config(cfg.host_cpus) for p in plans))
+        self.adapter = self.host.adapter  # the first adapter (the only one, before)
         # The channels' sockets' directory: named now, created by start() (a platform never
         # started leaves nothing), removed by stop().
         self._chan_dir = SocketDir("eeh-hcall-")
         self.chan_dir = self._chan_dir.path
         self.slots: Mapping[str, int] = MappingProxyType(dict(slots or {}))
-        self.policy = PePolicy(self.adapter, cfg.owners, config=cfg.policy,
-                               clock=self.adapter.clock.now, notify=self._notice,
-                               enabled_vfs=cfg.enabled_vfs)
-        self.calls = PlatformCalls(self.policy, self.timeline, self.directory)
-        self.removal = NoHandlerRecovery(
-            self.policy, handlers_of=self._handlers_of,
-            function_name=lambda rec: self.adapter.function_of(rec.pe).name,
-            hooks=removal_hooks or RemovalHooks())
+        # Each adapter's PE tree: its policy, the removal of drivers without handlers
+        # (pe.removal), the platform's own recovery of the adapter (pe.adapter_recovery)
+        # and the watch of its adapter driver (pe.driver_watch).
+        hooks = TreeHooks(notify=self._notice, handlers_of=self._handlers_of,
+                          connected=lambda owner: bool(self.server.connections.get(owner)),
+                          registered=self._adapter_driver_of,
+                          removal=removal_hooks or RemovalHooks(), restart=restart_guest)
+        self.trees: dict[str, AdapterTree] = {
+            p.name: build_tree(p, self.host.adapters[p.name], hooks) for p in plans}
+        first = next(iter(self.trees.values()))
+        self.policy = first.policy
+        self.removal = first.removal
+        self.platform_recovery = first.recovery
+        self.driver_watch = first.watch
+        self._by_address: dict[int, PeRecord] = {
+            a: r for t in self.trees.values() for a, r in t.policy.records.items()}
+        self.calls = PlatformCalls(self.policy, self.timeline, self.directory,
+                                   trees=tuple(t.policy for t in self.trees.values()))
         self.server = HcallServer(self.calls, self.timeline)
         self._notice_listeners: Listeners[Notice] = Listeners("notice listener", log)
-        self._notice_listeners.add(self.removal)
-        # a dead or stuck adapter driver (pe.driver_watch) and the platform's own
-        # recovery of the adapter (pe.adapter_recovery)
-        self.platform_recovery = PlatformRecovery(self.policy, cfg.vf_settings,
-                                                  clock=self.adapter.clock.now)
-        self.driver_watch = DriverWatch(
-            self.policy, self.platform_recovery, clock=self.adapter.clock.now,
-            connected=lambda owner: bool(self.server.connections.get(owner)),
-            registered=self._adapter_driver_of, restart=restart_guest)
-        self._notice_listeners.add(self.platform_recovery)
-        self._notice_listeners.add(self.driver_watch.on_notice)
+        for t in self.trees.values():
+            self._notice_listeners.add(t.removal)
+            self._notice_listeners.add(t.recovery)
+            self._notice_listeners.add(t.watch.on_notice)
         self._listeners: Listeners[PlatformEvent] = Listeners("platform event listener", log)
-        self.adapter.events.add_listener(self._model_event)
+        for t in self.trees.values():
+            t.adapter.events.add_listener(self._model_event)
         self.timeline.add_listener(self._on_entry)
         self._paths: dict[str, Path] = {}
         self.model_failure: str | None = None  # why the device model's thread died
@@ -182,17 +205,23 @@ class Platform:
         except BaseException:
             self.stop()
             raise
-        self.timeline.record(Source.SHIM, Kind.PLATFORM_STARTED,
-                             data={"owners": dict(self.cfg.owners),
-                                   "enabled_vfs": self.cfg.enabled_vfs,
-                                   "timing": dataclasses.asdict(self.cfg.timing),
-                                   "uplink": self.uplink_name})
+        data: dict[str, Any] = {"owners": dict(self.cfg.owners),
+                                "enabled_vfs": self.cfg.enabled_vfs,
+                                "timing": dataclasses.asdict(self.cfg.timing),
+                                "uplink": self.uplink_name}
+        if self.cfg.adapters:
+            data["adapters"] = {t.name: {
+                "pe": t.adapter_pe, "bus": t.plan.bus, "owners": dict(t.plan.owners),
+                "enabled_vfs": t.plan.enabled_vfs, "timing": dataclasses.asdict(t.plan.timing),
+                "uplink": self.uplink_names[t.name]} for t in self.trees.values()}
+        self.timeline.record(Source.SHIM, Kind.PLATFORM_STARTED, data=data)
 
     def stopping(self) -> None:
         """The platform's owner is taking everything down (guests first): from now on a
         channel that closes or a guest that goes loses no adapter driver (no restart, no
         platform recovery). `stop` does this too."""
-        self.driver_watch.stopping = True
+        for t in self.trees.values():
+            t.watch.stopping = True
 
     def stop(self) -> None:
         self.stopping()  # the channels closing now lose no driver
@@ -209,8 +238,15 @@ class Platform:
 
     @property
     def uplink_name(self) -> str:
-        """The TAP interface carrying the uplink (tcpdump -i it), or "queue"."""
-        return self.host.tap.name if self.host.tap is not None else "queue"
+        """The TAP interface carrying the (first) adapter's uplink (tcpdump -i it), or
+        "queue"."""
+        return self.uplink_names[self.host.cfg.name]
+
+    @property
+    def uplink_names(self) -> dict[str, str]:
+        """Each adapter's uplink: its TAP interface, or "queue"."""
+        return {name: tap.name if (tap := self.host.taps.get(name)) is not None else "queue"
+                for name in self.trees}
 
     def add_channel(self, owner: str) -> Path:
         """Serve a platform channel for `owner` (a guest, HOST, or any test identity)."""
@@ -231,9 +267,10 @@ class Platform:
         from a thread that runs no event loop)."""
         return self.host.call(fn)
 
-    def _adapter_driver_of(self, owner: str) -> bool:
-        """Whether `owner` registered a driver on the adapter PE (the driver watch)."""
-        reg = self.calls.registrations.get(self.policy.adapter_record.address)
+    def _adapter_driver_of(self, policy: PePolicy, owner: str) -> bool:
+        """Whether `owner` registered a driver on `policy`'s adapter PE (the driver
+        watch)."""
+        reg = self.calls.registrations.get(policy.adapter_record.address)
         return reg is not None and reg.owner == owner
 
     def _handlers_of(self, pe_address: int) -> bool | None:
@@ -241,9 +278,18 @@ class Platform:
         return None if reg is None else reg.handlers
 
     def directory(self, owner: str) -> list[dict[str, Any]]:
-        """What `query-functions` tells `owner`: the functions it holds and where."""
-        return function_directory(self.adapter, self.cfg, owner, self.slots,
-                                  self.host.server.paths)
+        """What `query-functions` tells `owner`: the functions it holds and where, adapter
+        by adapter."""
+        return [entry for t in self.trees.values()
+                for entry in function_directory(t.adapter, t.plan, owner, self.slots,
+                                                self.host.server.paths, self.cfg.handlers)]
+
+    def record(self, address: int) -> PeRecord | None:
+        """The PE at `address`, of whichever adapter (on the loop thread)."""
+        return self._by_address.get(address)
+
+    def tree_of(self, rec: PeRecord) -> AdapterTree:
+        return self.trees[rec.adapter]
 
     # ------------------------------------------------------------------ events
     def add_listener(self, callback: PlatformListener) -> None:
@@ -255,7 +301,7 @@ class Platform:
         self._listeners.remove(callback)
 
     def _model_event(self, ev: Event) -> None:
-        rec = self.policy.record(ev.pe) if ev.pe is not None else None
+        rec = self.record(ev.pe) if ev.pe is not None else None
         self.timeline.record(Source.MODEL, ev.kind.value, pe=rec.name if rec else None,
                              data={k: v for k, v in ev.data.items()}
                              | ({"function": ev.function} if ev.function else {}), t=ev.time)
@@ -265,12 +311,14 @@ class Platform:
                              data=dict(n.data) | ({"to": list(n.owners)} if n.event else {}))
         self.server.push(n)
         self._notice_listeners.call(n)
-        rec = self.policy.record(n.address) if n.address is not None else None
-        for ev in events_of(n, rec, self.policy.state(rec) if rec is not None else None):
+        rec = self.record(n.address) if n.address is not None else None
+        st = self.tree_of(rec).policy.state(rec) if rec is not None else None
+        for ev in events_of(n, rec, st):
             self._listeners.call(ev)
 
     def _on_entry(self, e: Entry) -> None:
-        self.driver_watch.on_entry(e)
+        for t in self.trees.values():
+            t.watch.on_entry(e)
         if e.source == Source.DRIVER:
             self._listeners.call(RecoveryStep(e.owner, e.kind, e.pe, e.data))
 
@@ -294,13 +342,14 @@ class Platform:
 
     def _model_failed(self, kind: Kind, exc: BaseException) -> None:
         self.model_failure = f"{type(exc).__name__}: {exc}"
-        try:
-            self.policy.emit(kind, self.policy.adapter_record,
-                             {"error": self.model_failure,
-                              "functions_closed": sorted(self.host.server.paths)})
-            self.policy.fail_all(kind)
-        except Exception:  # the policy's own state may be what broke: still go on
-            log.exception("marking the PEs failed after the device model failed")
+        for t in self.trees.values():  # one loop serves every adapter: all fail
+            try:
+                t.policy.emit(kind, t.policy.adapter_record,
+                              {"error": self.model_failure,
+                               "functions_closed": sorted(self.host.server.paths)})
+                t.policy.fail_all(kind)
+            except Exception:  # the policy's own state may be what broke: still go on
+                log.exception("marking the PEs failed after the device model failed")
 
     # ------------------------------------------------------------------ a guest is gone
     def guest_gone(self, owner: str) -> list[str]:
@@ -314,67 +363,87 @@ class Platform:
 
         def act() -> list[str]:
             taken = []
-            for fn in self.adapter.vfs:
-                if self.cfg.owners.get(fn.name) != owner:
-                    continue
-                rec = self.policy.record(fn.pe.address)
-                assert rec is not None
-                self.calls.registrations[rec.address] = Registration(
-                    owner, rec.address, "(guest gone)", handlers=False)
-                state = "left"
-                if PeFlag.LOCKED_OUT in rec.flags:
-                    self.removal.stages[rec.address] = Stage.REMOVED  # reset after the lift
-                    state = "reset after the lockout"
-                elif PeFlag.PERMANENT not in rec.flags and \
-                        int(rec.pe.status().code) in (0, 2, 4):
-                    status = int(rec.pe.reset(ResetKind.HOT))
-                    state = "reset" if status == 0 else f"reset refused ({status})"
-                self.policy.emit(Kind.OWNER_GONE, rec, {"owner": owner, "function": fn.name,
-                                                        "action": state})
-                taken.append(fn.name)
-            self.driver_watch.guest_gone(owner)
+            for t in self.trees.values():
+                taken += self._take_back(t, owner)
+            for t in self.trees.values():
+                t.watch.guest_gone(owner)
             return taken
         return self.call(act)
+
+    def _take_back(self, tree: AdapterTree, owner: str) -> list[str]:
+        taken = []
+        for fn in tree.adapter.vfs:
+            if tree.plan.owners.get(fn.name) != owner:
+                continue
+            rec = tree.policy.record(fn.pe.address)
+            assert rec is not None
+            self.calls.registrations[rec.address] = Registration(
+                owner, rec.address, "(guest gone)", handlers=False)
+            state = "left"
+            if PeFlag.LOCKED_OUT in rec.flags:
+                tree.removal.stages[rec.address] = Stage.REMOVED  # reset after the lift
+                state = "reset after the lockout"
+            elif PeFlag.PERMANENT not in rec.flags and \
+                    int(rec.pe.status().code) in (0, 2, 4):
+                status = int(rec.pe.reset(ResetKind.HOT))
+                state = "reset" if status == 0 else f"reset refused ({status})"
+            name = qualify(tree.name, fn.name)
+            tree.policy.emit(Kind.OWNER_GONE, rec, {"owner": owner, "function": name,
+                                                    "action": state})
+            taken.append(name)
+        return taken
 
     def guest_restarted(self, owner: str, ok: bool, **detail: Any) -> None:
         """The restart of `owner`'s guest asked by `restart_guest` is over: it is up again
         (`ok`; its adapter driver now has the deadline to recover the adapter), or it
         could not be restarted (the platform recovers the adapter). Blocking."""
-        self.call(lambda: self.driver_watch.guest_restarted(owner, ok, detail))
+        def act() -> None:
+            for t in self.trees.values():
+                t.watch.guest_restarted(owner, ok, detail)
+        self.call(act)
 
     def _alive(self) -> None:
         if self.model_failure is not None:
             raise PlatformError(f"the device model is down ({self.model_failure})")
 
     # ------------------------------------------------------------------ the operator API
+    def _by_name(self, pe: str) -> PeRecord | None:
+        for t in self.trees.values():
+            rec = t.policy.by_name(pe)
+            if rec is not None:
+                return rec
+        return None
+
     def _rec(self, pe: str) -> PeRecord:
-        rec = self.policy.by_name(pe)
+        rec = self._by_name(pe)
         if rec is None:
-            names = ", ".join(r.name for r in self.policy.records.values())
+            names = ", ".join(r.name for r in self._by_address.values())
             raise PlatformError(f"no PE named {pe!r} (PEs: {names})")
         return rec
 
     def _present_rec(self, pe: str) -> PeRecord:
         """PE `pe`, if query-pes lists it; operator actions on any other are refused."""
         rec = self._rec(pe)
-        if not self.policy.present(rec):
+        if not self.tree_of(rec).policy.present(rec):
             names = ", ".join(p.pe for p in self._present())
             raise PlatformError(f"PE {pe!r} is not present (its VF is not enabled; "
                                 f"PEs: {names})")
         return rec
 
     def _present(self) -> list[PeInfo]:
-        """The adapter PE and the PEs of the VFs that exist (enabled) or have an owner."""
+        """The adapter PE and the PEs of the VFs that exist (enabled) or have an owner,
+        adapter by adapter."""
         out = []
-        for rec in self.policy.records.values():
-            if self.policy.present(rec):
-                st = self.policy.state(rec)
-                out.append(PeInfo(rec.name, rec.address, int(st.state), st.retry_ms,
-                                  rec.owner, rec.freezes.total, tuple(st.flags.names())))
+        for t in self.trees.values():
+            for rec in t.policy.records.values():
+                if t.policy.present(rec):
+                    st = t.policy.state(rec)
+                    out.append(PeInfo(rec.name, rec.address, int(st.state), st.retry_ms,
+                                      rec.owner, rec.freezes.total, tuple(st.flags.names())))
         return out
 
     async def query_pes(self) -> list[PeInfo]:
-        """Every present PE, adapter first."""
+        """Every present PE, adapter by adapter, each adapter PE first."""
         return await self.host.call_async(self._present)
 
     def _inject(self, pe: str, kind: str, function: int | None, address: int,
@@ -389,7 +458,8 @@ class Platform:
             rec = self._present_rec(pe)  # refused before anything is recorded
             self.timeline.record(by, Kind.INJECT, pe=pe, data={"kind": str(k),
                                                                "function": function})
-            return inject(k, InjectRequest(rec, self.adapter, function, address, mask, why))
+            return inject(k, InjectRequest(rec, self.tree_of(rec).adapter, function, address,
+                                           mask, why))
         return act
 
     async def inject(self, pe: str, kind: InjectKind | str = InjectKind.ERRINJCT, *,
@@ -413,7 +483,7 @@ class Platform:
             if int(status) != 0:
                 raise PlatformError(f"reset of {pe} refused: status {int(status)} "
                                     f"({status.name})")
-            self.policy.clear_permanent(rec)
+            self.tree_of(rec).policy.clear_permanent(rec)
             return ResetDone(pe, kind, 0)
         return act
 
@@ -426,23 +496,41 @@ class Platform:
         """The PE's error log, oldest first."""
         return await self.host.call_async(lambda: list(self._rec(pe).pe.error_log()))
 
+    def _trees(self, adapter: str | None) -> list[AdapterTree]:
+        """Every adapter's tree (None), or the one of adapter `adapter` (its name, or its
+        adapter PE's: "adapter" for the unnamed one)."""
+        if adapter is None:
+            return list(self.trees.values())
+        for t in self.trees.values():
+            if adapter in (t.name, t.adapter_pe):
+                return [t]
+        raise PlatformError(f"no adapter named {adapter!r} "
+                            f"({', '.join(t.adapter_pe for t in self.trees.values())})")
+
     async def set_policy(self, max_freezes: int | None = None,
-                         window_s: float | None = None) -> PolicyView:
-        """Change the freeze policy (None: keep that value); the policy now in force."""
+                         window_s: float | None = None, *,
+                         adapter: str | None = None) -> PolicyView:
+        """Change the freeze policy (None: keep that value) of `adapter`, or of every
+        adapter (None); the policy now in force (the first adapter's of several)."""
         def act() -> PolicyView:
             changes: dict[str, Any] = {}
             if max_freezes is not None:
                 changes["max_freezes"] = max_freezes
             if window_s is not None:
                 changes["window_s"] = window_s
-            try:
-                return PolicyView.of(self.policy.set_config(**changes))
+            trees = self._trees(adapter)
+            try:  # checked before any is changed: all or none
+                dataclasses.replace(trees[0].policy.config, **changes)
             except PolicyError as e:
                 raise PlatformError(str(e)) from None
+            views = [PolicyView.of(t.policy.set_config(**changes)) for t in trees]
+            return views[0]
         return await self.host.call_async(act)
 
-    async def query_policy(self) -> PolicyView:
-        return await self.host.call_async(lambda: PolicyView.of(self.policy.config))
+    async def query_policy(self, adapter: str | None = None) -> PolicyView:
+        """The policy of `adapter` (None: the first adapter's)."""
+        return await self.host.call_async(
+            lambda: PolicyView.of(self._trees(adapter)[0].policy.config))
 
     async def timeline_tail(self, last: int) -> list[Entry]:
         """The timeline's last `last` entries, in the order recorded (the timeline locks
@@ -461,20 +549,24 @@ class Platform:
         assert seq is not None  # these kinds log an error
         return seq
 
-    def inject_adapter_error(self, detail: str | None = None) -> int:
-        """`inject("adapter", ADAPTER_FATAL)`, blocking; the error log's seq."""
-        return self._logged("adapter", InjectKind.ADAPTER_FATAL, detail)
+    def inject_adapter_error(self, detail: str | None = None, *, adapter: str = "") -> int:
+        """`inject("adapter", ADAPTER_FATAL)` (of adapter `adapter`: "nic1"), blocking;
+        the error log's seq."""
+        return self._logged(pe_name(adapter, None), InjectKind.ADAPTER_FATAL, detail)
 
-    def inject_vf_error(self, index: int, detail: str | None = None) -> int:
-        """`inject(f"vf{index}", VF_ERROR)`, blocking; the error log's seq."""
-        if not 0 <= index < self.cfg.total_vfs:
-            raise PlatformError(f"no vf{index}")
-        return self._logged(f"vf{index}", InjectKind.VF_ERROR, detail)
+    def inject_vf_error(self, index: int, detail: str | None = None, *,
+                        adapter: str = "") -> int:
+        """`inject(f"vf{index}", VF_ERROR)` (of adapter `adapter`: "nic1.vf3"), blocking;
+        the error log's seq."""
+        if self._by_name(pe_name(adapter, index)) is None:
+            raise PlatformError(f"no {qualify(adapter, f'vf{index}')}")
+        return self._logged(pe_name(adapter, index), InjectKind.VF_ERROR, detail)
 
     def fail_resets(self, pe: str, times: int) -> None:
-        """Fault hook (tests): the next `times` resets of PE `pe` ("adapter", "vf0", ...)
-        complete without bringing it back (`device_model.pe.Pe.fail_resets`)."""
-        rec = self.policy.by_name(pe)
+        """Fault hook (tests): the next `times` resets of PE `pe` ("adapter", "vf0",
+        "nic1.vf3", ...) complete without bringing it back (`device_model.pe.Pe.
+        fail_resets`)."""
+        rec = self._by_name(pe)
         if rec is None or times < 0:
             raise PlatformError(f"cannot fail resets of {pe!r} {times} times")
 

@@ -29,14 +29,18 @@ from typing import Protocol
 
 from eeh_abi.vocabulary import Kind, Source
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.pe.names import ADAPTER_PE, pe_of_function
 from hypervisor_shim.timeline import Entry, Timeline
-
-ADAPTER_PE = "adapter"  # the PE of the PF (its driver reports on it)
 
 
 def pe_of(function: str) -> str:
-    """The PE a function's driver reports on: "adapter" for "pf", else the VF's own."""
-    return ADAPTER_PE if function == "pf" else function
+    """The PE a function's driver reports on: "adapter" for "pf" ("nic1" for "nic1.pf"),
+    else the VF's own ("vf3", "nic1.vf3"): hypervisor_shim.pe.names."""
+    return pe_of_function(function)
+
+
+__all__ = ["ADAPTER_PE", "DriversNotReady", "Readiness", "Stopped", "guests_gone", "pe_of",
+           "readiness", "wait_drivers_ready", "wait_drivers_ready_async"]
 
 
 @dataclass(frozen=True)

@@ -155,11 +155,12 @@ class RunningSystem:
     def _claim_steps(self, entries: list[Entry]) -> tuple[float, list[Step]]:
         """The claim's steps since the first adapter injection through the console (none
         without one), and the time they are counted from."""
+        adapters = self.topo.adapter_pes
         inject = next((e for e in entries if e.source == Source.CONSOLE
-                       and e.kind == Kind.INJECT and e.pe == "adapter"), None)
-        if inject is None:
+                       and e.kind == Kind.INJECT and e.pe in adapters), None)
+        if inject is None or inject.pe is None:
             return (entries[0].t if entries else time.monotonic()), []
-        return inject.t, claim_steps(self.topo, entries, inject.t - 0.001)
+        return inject.t, claim_steps(self.topo, entries, inject.t - 0.001, inject.pe)
 
 
 @contextlib.contextmanager
@@ -173,11 +174,13 @@ def _quiet_scapy() -> Iterator[None]:
         log.setLevel(level)
 
 
-def claim_steps(topo: Topology, entries: list[Entry], since: float) -> list[Step]:
-    """hypervisor_shim.claim's steps of an adapter error for `topo`'s guests."""
-    vfs = {f: o for f in topo.all_functions
-           if f != "pf" and (o := topo.owner_of(f)) is not None}
-    return check_claim(entries, pf_owner=topo.owner_of("pf") or "", vfs=vfs, since=since)
+def claim_steps(topo: Topology, entries: list[Entry], since: float,
+                adapter_pe: str | None = None) -> list[Step]:
+    """hypervisor_shim.claim's steps of an error of adapter `adapter_pe` (its PE's name;
+    default the first adapter's) for `topo`'s guests: the claim is per adapter."""
+    pe = adapter_pe or topo.adapter_pes[0]
+    pf_owner, vfs = topo.claim_args(pe)
+    return check_claim(entries, pf_owner=pf_owner, vfs=vfs, since=since, adapter_pe=pe)
 
 
 class ConsoleClient:

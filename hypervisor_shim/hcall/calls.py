@@ -6,7 +6,8 @@ caller's input: every mistake is a status (-3 with the reason in `error`).
 
 Everything but the handlers comes from the schema (`eeh_abi.schema`): the call's name,
 its arguments' check, and its authorization (the `Action` it performs on the PE its
-`target` argument names, resolved and authorized here before the handler runs). Each
+`target` argument names, resolved and authorized here before the handler runs; with
+several adapters, each PE is acted on by its own adapter's policy). Each
 call has one handler in `HANDLERS` (a test checks the two agree). docs/platform-calls.md
 is the reference (generated from the schema).
 """
@@ -81,10 +82,27 @@ class PlatformCalls:
     # (owner, PE name or None) -> report budget: per PE the owner reports on, and one for
     # its reports that name no PE
     buckets: dict[tuple[str, str | None], Bucket] = field(default_factory=dict)
+    # every adapter's policy (several adapters); empty: `policy` alone
+    trees: Sequence[PePolicy] = ()
+
+    def __post_init__(self) -> None:
+        self.policies: tuple[PePolicy, ...] = tuple(self.trees) or (self.policy,)
+        self._policy_at: dict[int, PePolicy] = {
+            a: p for p in self.policies for a in p.records}
 
     @property
     def pf_owner(self) -> str | None:
+        """The owner of the (first) adapter's PF."""
         return self.policy.adapter_record.owner
+
+    def record(self, addr: int) -> PeRecord | None:
+        """The PE at `addr`, of whichever adapter."""
+        p = self._policy_at.get(addr)
+        return None if p is None else p.record(addr)
+
+    def policy_of(self, rec: PeRecord) -> PePolicy:
+        """The policy of `rec`'s adapter."""
+        return self._policy_at[rec.address]
 
     def handle(self, owner: str, req: Request) -> Reply:
         try:
@@ -119,15 +137,16 @@ class PlatformCalls:
             return None
         assert spec.action is not None, f"{spec.call} names a target but no action"
         addr = args[spec.target]
-        rec = self.policy.record(addr)
-        if rec is None or not authorize(owner, rec, spec.action, self.pf_owner):
+        rec = self.record(addr)
+        if rec is None or not authorize(owner, rec, spec.action,
+                                        self.policy_of(rec).adapter_record.owner):
             raise BadArgs(f"no PE {addr:#x} in this partition")
         return rec
 
     def _pe_name(self, args: Mapping[str, Any]) -> str | None:
         addr = args.get("pe", args.get("addr"))
         if isinstance(addr, int) and not isinstance(addr, bool):
-            rec = self.policy.record(addr)
+            rec = self.record(addr)
             return rec.name if rec else None
         return None
 
@@ -139,12 +158,15 @@ class PlatformCalls:
                                                              self.directory(owner)]})
 
     def _query_partition(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
-        cfg = self.policy.config
         pes = [{"name": r.name, "pe": r.address, "kind": r.pe.kind.value}
-               for r in self.policy.records.values() if r.owner == owner]
+               for p in self.policies for r in p.records.values() if r.owner == owner]
+        # the policy of the first adapter the owner holds a function of
+        cfg = next((p.config for p in self.policies
+                    if any(r.owner == owner for r in p.records.values())), self.policy.config)
         return CallResult(Status.SUCCESS, ret={
             "owner": owner, "functions": [str(f["name"]) for f in self.directory(owner)],
-            "pes": pes, "pf_owner": self.pf_owner == owner,
+            "pes": pes,
+            "pf_owner": any(p.adapter_record.owner == owner for p in self.policies),
             "policy": {"retry_hint_ms": cfg.retry_hint_ms, "max_freezes": cfg.max_freezes,
                        "window_s": cfg.window_s, "max_reset_failures": cfg.max_reset_failures,
                        "errinjct": cfg.errinjct}})
@@ -203,7 +225,7 @@ class PlatformCalls:
             raise BadArgs(f"detail over budget: {size} bytes, at most "
                           f"{self.budget.max_detail_bytes}")
         if rec is not None and args["step"] in RECOVERED_STEPS:
-            self.policy.recovered(rec)
+            self.policy_of(rec).recovered(rec)
         self.timeline.record(Source.DRIVER, str(args["step"])[:64],
                              pe=rec.name if rec else None, owner=owner, data=detail,
                              guest_time=args.get("guest_time"))
@@ -222,19 +244,19 @@ class PlatformCalls:
 
     def _read_slot_reset_state2(self, owner: str, args: Args, rec: PeRecord | None
                                 ) -> CallResult:
-        st = self.policy.state(_named(rec))
+        st = self.policy_of(_named(rec)).state(_named(rec))
         return CallResult(Status.SUCCESS, ret={"state": int(st.state), "capabilities": 1,
                                                "retry_ms": st.retry_ms,
                                                "flags": st.flags.names()})
 
     def _set_eeh_option(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
-        return self.policy.set_eeh_option(_named(rec), args["option"])
+        return self.policy_of(_named(rec)).set_eeh_option(_named(rec), args["option"])
 
     def _set_slot_reset(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
-        return self.policy.set_slot_reset(_named(rec), args["function"])
+        return self.policy_of(_named(rec)).set_slot_reset(_named(rec), args["function"])
 
     def _configure_pe(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
-        return self.policy.configure_pe(_named(rec))
+        return self.policy_of(_named(rec)).configure_pe(_named(rec))
 
     def _slot_error_detail(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
         entries = [e.to_json() for e in _named(rec).pe.error_log()]
@@ -254,15 +276,17 @@ class PlatformCalls:
     def _open_sriov_allow_unfreeze(self, owner: str, args: Args, rec: PeRecord | None
                                    ) -> CallResult:
         vf_pes = args["vf_pes"]
-        if len(vf_pes) > len(self.policy.records):
+        if len(vf_pes) > len(self._policy_at):
             raise BadArgs("vf_pes must be a list of VF PE addresses")
-        return self.policy.allow_unfreeze(_named(rec), vf_pes)
+        # the adapter's own policy: a VF PE of another adapter is not among its records
+        return self.policy_of(_named(rec)).allow_unfreeze(_named(rec), vf_pes)
 
     def _errinjct(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
-        if not self.policy.config.errinjct:
+        policy = self.policy_of(_named(rec))
+        if not policy.config.errinjct:
             raise BadArgs("error injection by guests is not enabled in this topology")
         fn = ErrorFunction(args["function"])
-        inj = self.policy.adapter.inject(_named(rec).pe, int(fn),
+        inj = policy.adapter.inject(_named(rec).pe, int(fn),
                                          args.get("address", 0) & (2**64 - 1),
                                          args.get("mask", 0) & (2**64 - 1))
         return CallResult(Status.SUCCESS, ret={"id": inj.id})

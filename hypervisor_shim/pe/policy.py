@@ -45,6 +45,7 @@ from eeh_abi.papr import (
 )
 from eeh_abi.vocabulary import Kind
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.pe.names import pe_name
 
 HOST = "host"  # the owner name of drivers running on the host (harness mode)
 
@@ -150,10 +151,13 @@ class PeRecord:
     flags: PeFlag = PeFlag.NONE
     freezes: FreezeCounter = field(default_factory=FreezeCounter)
     reset_failures: int = 0  # failed resets in a row
+    adapter: str = ""  # the adapter's name ("": the only, unnamed one: hypervisor_shim.pe.names)
+    # "adapter"/"vf3" on the unnamed adapter; "nic1"/"nic1.vf3" on adapter nic1
+    name: str = field(init=False)
 
-    @property
-    def name(self) -> str:
-        return self.pe.name
+    def __post_init__(self) -> None:
+        vf = None if self.pe.kind is PeKind.ADAPTER else int(self.pe.name[2:])
+        self.name = pe_name(self.adapter, vf)
 
     @property
     def address(self) -> int:
@@ -191,9 +195,12 @@ class CallResult:
 class PePolicy:
     def __init__(self, adapter: Adapter, owners: Mapping[str, str], *,
                  config: PolicyConfig | None = None, clock: Callable[[], float],
-                 notify: Callable[[Notice], None], enabled_vfs: int | None = None) -> None:
-        """`owners`: function name ("pf", "vf3") -> owner (guest name or HOST)."""
+                 notify: Callable[[Notice], None], enabled_vfs: int | None = None,
+                 name: str = "") -> None:
+        """`owners`: function name ("pf", "vf3", the adapter's own names) -> owner (guest
+        name or HOST). `name`: the adapter's, in its PEs' names (pe.names)."""
         self.adapter = adapter
+        self.name = name
         self.config = config or PolicyConfig()
         self._clock = clock
         self._notify = notify
@@ -201,7 +208,7 @@ class PePolicy:
         self.records: dict[int, PeRecord] = {}
         for pe in adapter.pes:
             fn = adapter.function_of(pe).name
-            self.records[pe.address] = PeRecord(pe, owners.get(fn))
+            self.records[pe.address] = PeRecord(pe, owners.get(fn), adapter=name)
         adapter.events.add_listener(self._on_model_event)
 
     # ------------------------------------------------------------------ lookup
