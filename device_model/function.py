@@ -45,6 +45,8 @@ _VECTOR_TABLE = tuple(
     tuple(int(v) for v, c in R.VECTOR_CAUSES.items() if bits & int(c)) for bits in range(256))
 _RW = RegionFlag.READ | RegionFlag.WRITE
 _RESET_DONE = int(R.Status.RESET_DONE)
+_CONFIG = int(RegionIndex.CONFIG)  # plain ints on the access path: an enum compare costs
+_BAR0 = int(RegionIndex.BAR0)  # more than the rest of a register read
 
 
 class FunctionHost(Protocol):
@@ -180,11 +182,11 @@ class Function:
 
     def _read(self, index: int, offset: int, size: int) -> bytes | None:
         inj = self._host.injector
-        if index == RegionIndex.CONFIG:
+        if index == _CONFIG:
             if not self.config_ok() or (inj.armed and inj.check(self, Op.CONFIG_LOAD, offset)):
                 return None
             return self.config.read_bytes(offset, size)
-        regs = self.bar0 if index == RegionIndex.BAR0 else self.msix
+        regs = self.bar0 if index == _BAR0 else self.msix
         if not self.mmio_ok() or (inj.armed and inj.check(
                 self, Op.MMIO_LOAD, self.config.bar_base(index) + offset)):
             return None
@@ -192,11 +194,11 @@ class Function:
 
     def _write(self, index: int, offset: int, data: bytes) -> None:
         inj = self._host.injector
-        if index == RegionIndex.CONFIG:
+        if index == _CONFIG:
             if self.config_ok() and not (inj.armed and inj.check(self, Op.CONFIG_STORE, offset)):
                 self.config.write_bytes(offset, data)
             return
-        regs = self.bar0 if index == RegionIndex.BAR0 else self.msix
+        regs = self.bar0 if index == _BAR0 else self.msix
         if self.mmio_ok() and not (inj.armed and inj.check(
                 self, Op.MMIO_STORE, self.config.bar_base(index) + offset)):
             if len(data) in (1, 2, 4, 8):
