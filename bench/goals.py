@@ -127,6 +127,21 @@ GUEST_MMIO_READ = Goal("guest_mmio_read", "bench.guest_mmio",
                        "us", "p50")
 VFIO_USER_SERVER = Goal("vfio_user_server_us", "bench.vfio_user",
                         "vfio-user server cost per message", 30.0, "us")
+VFIO_USER_VS_ECHO = Goal(
+    "vfio_user_server_vs_echo", "bench.vfio_user",
+    "vfio-user server wall time per 4-byte read / an asyncio echo's per message (colocated, "
+    "median of rounds)", 1.5, "x",
+    why="Both are timed from the wake-up to the reply sent; the echo's work is one recv and "
+        "one send, the server's adds one interpreted pass over the message: frame it, check "
+        "it against the command table, decode the access, ask the function, encode the reply "
+        "(bench.vfio_user prints the protocol core's own share).")
+GUEST_READ_VS_PINGPONG = Goal(
+    "guest_mmio_read_vs_pingpong", "bench.guest_mmio",
+    "BAR0 read from a TCG guest (colocated) / a bare AF_UNIX ping-pong on the host, p50", 3.0,
+    "x", "p50",
+    why="A guest read is three threads' round trip (QEMU's vCPU sends, the device model "
+        "answers, QEMU's vfio-user thread receives and wakes the vCPU), each hop a wake-up, "
+        "plus the server's own time per message; the ping-pong is one wake-up each way.")
 
 # ---- platform calls (bench.hcall)
 HCALL_SERVER_WORK = Goal(
@@ -141,6 +156,6 @@ HCALL_SERVER_WORK = Goal(
 
 GOALS: tuple[Goal, ...] = (FAST_64, FAST_SLOPE, SPEC_64, RESUME_P99, DRIVERS_READY, FPS_ONE_VF,
                            SCALE_READY, SCALE_FAST, SCALE_SPEC, SCALE_EVERY_VF, BOOT_READY,
-                           FREEZE_64, PPS_ONE_VF, GUEST_MMIO_READ, VFIO_USER_SERVER,
-                           HCALL_SERVER_WORK)
+                           FREEZE_64, PPS_ONE_VF, GUEST_MMIO_READ, GUEST_READ_VS_PINGPONG,
+                           VFIO_USER_SERVER, VFIO_USER_VS_ECHO, HCALL_SERVER_WORK)
 BY_NAME: dict[str, Goal] = {g.name: g for g in GOALS}
