@@ -200,9 +200,11 @@ def scale_rows(results: dict[str, Any]) -> list[str]:
         if not r:
             continue
         claim, back = r["claim_ok"], r["every_vf_back"]
+        steps = ", ".join(f"{k} {n}" for k, n in (r.get("claim_failed_steps") or {}).items())
         lines.append(f"| real guests, 64 VFs (8 guests x 8), {timing} timing: injection -> "
                      f"traffic through every VF, p50 / p99 (claim ok {claim['value']}/"
-                     f"{claim['n']}, every VF back {back['value']}/{back['n']}) | "
+                     f"{claim['n']}, every VF back {back['value']}/{back['n']}"
+                     f"{'; failed steps: ' + steps if steps else ''}) | "
                      f"{_pair(r['recovery'], 'ms')} | {goal.text()}: "
                      f"{_met(gg.get(goal.name))} | {nvf} VFs, {_peer_recovery(peer, kind)} |")
     if runs:
@@ -501,16 +503,24 @@ def guests_vs_vfs(results: dict[str, Any], out: Path, plt: Any) -> bool:
     for goal, color in ((goals.SCALE_FAST, "tab:blue"), (goals.SCALE_SPEC, "tab:orange")):
         ax.axhline(goal.limit, color=color, lw=0.8, ls=":",
                    label=f"goal at 64 VFs: {_limit(goal)}")
-    peer_pts = []
+    peer_pts, never = [], []
     for p in (results.get("peer") or {}, (results.get("scale") or {}).get("peer") or {}):
-        ev = ((p.get("by_kind") or {}).get("nonfatal") or {}).get("every_vf_back") or {}
+        nf = (p.get("by_kind") or {}).get("nonfatal") or {}
+        ev = nf.get("every_vf_back") or {}
         if ev.get("n"):
             peer_pts.append((int(p.get("vfs") or 3), ev["p50"]))
+        elif nf:  # no error after which every VF came back: drawn at the wait's limit
+            never.append((int(p.get("vfs") or 3), float(p.get("limit_s") or 30) * 1000))
     if peer_pts:
         peer_pts.sort()
         ax.plot([n for n, _ in peer_pts], [v for _, v in peer_pts], "^--", color="tab:red",
-                label="peer: igb + Linux AER, non-fatal (p50; fatal: VFs never back)")
+                label="peer: igb + Linux AER, non-fatal (p50)")
+    if never:
+        ax.plot([n for n, _ in never], [v for _, v in never], "x", color="tab:red", ms=9,
+                label="peer, non-fatal: VFs not back within its limit (drawn at the limit)")
+    xs = sorted({3, 64, *(n for n, _ in peer_pts + never)})
     ax.set_xscale("log", base=2)
+    ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_yscale("log")
     ax.set_xlabel("VFs (3: default topology, 3 guests; 64: scale-8x8, 9 guests)")
     ax.set_ylabel("injection -> traffic through every VF (ms)")

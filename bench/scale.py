@@ -156,6 +156,11 @@ def summarize(runs: list[dict[str, Any]], peer_part: dict[str, Any] | None) -> d
             for k in ("start_to_marker_s", "python_start_s", "probe_s", "drivers_ready_s"):
                 if g.get(k) is not None:
                     phases.setdefault(k, []).append(g[k])
+        failed_steps: dict[str, int] = {}
+        for x in recs:
+            if x["claim"] != "ok":
+                key = x["claim"].split(":")[0]
+                failed_steps[key] = failed_steps.get(key, 0) + 1
         usage = r["usage_end"]
         rec = dist([x["recovery_ms"] for x in done], "ms")
         by_timing[r["timing"]] = rec.get("p50")
@@ -172,6 +177,7 @@ def summarize(runs: list[dict[str, Any]], peer_part: dict[str, Any] | None) -> d
             "claim_ok": scalar(sum(1 for x in recs if x["claim"] == "ok"), "recoveries",
                                len(recs)),
             "claim_failures": [x["claim"] for x in recs if x["claim"] != "ok"],
+            "claim_failed_steps": failed_steps,
             "ledgers_balanced": all(all(x["ledgers_balanced"].values()) for x in recs),
             "probe_rate": scalar(r["rate_hz"], "probes/s per VF"),
             "drivers_ready_s": r["drivers_ready_s"],
