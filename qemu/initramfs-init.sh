@@ -1,6 +1,14 @@
 #!/bin/busybox sh
 # Stage 1 (PID 1 in the initramfs): mount the read-only 9p root fs, this repository and
 # the per-run results share, then hand over to qemu/guest-stage2.sh from the repository.
+#
+# With a virtio-serial port named eeh.launch (qemu_launcher.snapshot: a staged boot),
+# stage 1 first waits on it, having mounted nothing from the host: a guest stopped here
+# can be saved to a file and restored from it (a mounted 9p share blocks migration).
+# The launcher then hot-plugs the guest's functions and writes one line,
+#   go <functions> <epoch seconds>
+# after which stage 1 sets the clock (a restored guest's is that of the save), waits for
+# the <functions> hot-plugged PCI functions to appear, and carries on.
 /bin/busybox --install -s /bin
 export PATH=/bin
 
@@ -16,6 +24,27 @@ mount -t devtmpfs devtmpfs /dev
 for m in $(cat /lib/modules/load-order); do
     insmod "/lib/modules/$m" || die "insmod $m"
 done
+
+launch=
+for p in /sys/class/virtio-ports/*; do
+    [ -f "$p/name" ] && [ "$(cat "$p/name")" = eeh.launch ] && launch="/dev/${p##*/}"
+done
+if [ -n "$launch" ]; then
+    before=$(ls /sys/bus/pci/devices | wc -l)
+    exec 3<"$launch"
+    read -r up _ </proc/uptime; echo "EEH-GUEST-WAITING uptime=$up"
+    read -r word n epoch <&3 || die "no go line on $launch"
+    [ "$word" = go ] || die "bad line on $launch: $word $n $epoch"
+    exec 3<&-
+    date -s "@$epoch" >/dev/null || die "bad clock in the go line: $epoch"
+    i=0
+    while [ "$(ls /sys/bus/pci/devices | wc -l)" -lt $((before + n)) ]; do
+        i=$((i + 1))
+        [ $i -le 600 ] || die "$n hot-plugged PCI functions did not appear in 30 s"
+        sleep 0.05
+    done
+    read -r up _ </proc/uptime; echo "EEH-GUEST-GO uptime=$up"
+fi
 
 p9="trans=virtio,version=9p2000.L,msize=262144"
 mount -t 9p -o "ro,cache=loose,$p9" root /newroot || die "mount root fs"

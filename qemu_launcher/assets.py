@@ -79,6 +79,7 @@ INIT_FILE = "qemu/initramfs-init.sh"
 INITRAMFS_MODULES = ("9pnet_virtio", "9p",)  # plus everything modules.dep says they need
 MIN_QEMU = (10, 1, 1)
 TRACKS = ("lock", "current")
+BOOTS = ("restore", "cold")
 COMPLETE = ".complete"
 
 
@@ -107,10 +108,15 @@ class AssetConfig:
     # "lock": the root fs pinned to qemu/rootfs.lock; "current": the archive's current
     # versions, for the drift check (a key of its own, a build a day; the lock untouched)
     track: str = "lock"
+    # "restore": guests boot staged, from a saved state once there is one
+    # (qemu_launcher.snapshot); "cold": every guest boots its kernel, functions cold-plugged
+    boot: str = "restore"
 
     def __post_init__(self) -> None:
         if self.track not in TRACKS:
             raise AssetError(f"EEH_ROOTFS: {self.track!r} is not one of {', '.join(TRACKS)}")
+        if self.boot not in BOOTS:
+            raise AssetError(f"EEH_BOOT: {self.boot!r} is not one of {', '.join(BOOTS)}")
 
     @classmethod
     def from_env(cls, guest_packages: tuple[str, ...] = ()) -> AssetConfig:
@@ -121,6 +127,7 @@ class AssetConfig:
         return cls(cache_dir=Path(base),
                    host_qemu_fixes=tuple(f for f in declared.replace(",", " ").split() if f),
                    track=os.environ.get("EEH_ROOTFS", "lock") or "lock",
+                   boot=os.environ.get("EEH_BOOT", "restore") or "restore",
                    guest_packages=guest_packages)
 
     @property
@@ -183,6 +190,8 @@ class GuestAssets:
     # how the root fs compares with its lock
     rootfs_lock: LockStatus = field(default_factory=LockStatus)
     pvh_kernel: Path | None = None  # the kernel uncompressed, for a PVH boot (qemu_launcher.pvh)
+    # where staged guests' saved states live (qemu_launcher.snapshot); None: cold boots
+    snapshots: Path | None = None
 
 
 @contextlib.contextmanager
@@ -478,7 +487,8 @@ def ensure_assets(cfg: AssetConfig, log: io.TextIOBase | None = None) -> GuestAs
                        qemu=find_qemu(rootfs, fixed_dir=cfg.cache_dir / "qemu-fixed",
                                       host_fixes=cfg.host_qemu_fixes),
                        rootfs_lock=lock_status(cfg.repo / LOCK_FILE, rootfs),
-                       pvh_kernel=pvh)
+                       pvh_kernel=pvh,
+                       snapshots=cfg.cache_dir / "snapshots" if cfg.boot == "restore" else None)
 
 
 def drift_report(cfg: AssetConfig, out: TextIO) -> int:

@@ -141,6 +141,10 @@ class RunPaths:
     def qmp_socket(self) -> Path:
         return self.sock_dir / "qmp.sock"
 
+    @property
+    def launch_socket(self) -> Path:
+        return self.sock_dir / "launch.sock"
+
 
 @dataclass(frozen=True)
 class CommandLine:

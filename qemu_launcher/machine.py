@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import json
 import os
 import shlex
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -42,6 +44,7 @@ from qemu_launcher.config import (
     EXIT_MARKER,
     INIT_FAILED_MARKER,
     READY_MARKER,
+    CommandLine,
     MachineConfig,
     RunPaths,
     VfioUserDevice,
@@ -56,6 +59,13 @@ from qemu_launcher.errors import (
     UnplugRefused,
 )
 from qemu_launcher.qemu_fixes import VFIO_USER_MSIX_TEARDOWN
+from qemu_launcher.snapshot import (
+    WAITING_MARKER,
+    LaunchChannel,
+    SavedState,
+    SnapshotError,
+    launch_args,
+)
 from qemu_launcher.sockdir import SocketDir
 from qemu_launcher.state import require
 
@@ -127,7 +137,7 @@ class ConsoleWatcher:
         for raw in chunks:
             line = raw.decode(errors="replace").rstrip("\r")
             self.lines.append(line)
-            for marker in (READY_MARKER, EXIT_MARKER, INIT_FAILED_MARKER):
+            for marker in (READY_MARKER, EXIT_MARKER, INIT_FAILED_MARKER, WAITING_MARKER):
                 if line.startswith(marker) and marker not in self.marks:
                     self.marks[marker] = (now, line[len(marker):].strip())
 
@@ -149,7 +159,19 @@ class Machine:
         # created only when the machine starts: a machine never entered leaves nothing.
         self._sock_dir = SocketDir("eeh-vm-")
         self.paths = RunPaths(run_dir=run_dir, sock_dir=self._sock_dir.path, repo=repo)
-        self.cmdline = build_command(cfg, assets, self.paths)
+        # A staged boot (qemu_launcher.snapshot) when the assets keep saved states: the
+        # functions are hot-plugged before the go, not on the command line.
+        self.saved: SavedState | None = None
+        self._launch: LaunchChannel | None = None
+        if assets.snapshots is None:
+            self.cmdline = build_command(cfg, assets, self.paths)
+        else:
+            staged = build_command(dataclasses.replace(cfg, vfio_user=()), assets, self.paths)
+            self.cmdline = CommandLine(staged.argv + launch_args(self.paths.launch_socket),
+                                       staged.env)
+            self.saved = SavedState.for_command(assets.snapshots, self.cmdline.argv,
+                                                self.cmdline.env)
+            self._launch = LaunchChannel(self.paths.launch_socket)
         self.console = ConsoleWatcher(self.paths.console_log)
         self.qmp_client = QMPClient(cfg.name)
         self.proc: asyncio.subprocess.Process | None = None
@@ -170,11 +192,11 @@ class Machine:
             self._qmp_log.write(json.dumps(rec, default=str) + "\n")
             self._qmp_log.flush()
 
-    def show_command(self) -> str:
+    def show_command(self, argv: tuple[str, ...] | None = None) -> str:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.cmdline.env)
         pin = self.cfg.host_cpus  # applied by the launcher itself; taskset is the same
         taskset = f"taskset -c {','.join(map(str, sorted(pin)))} " if pin else ""
-        return (env + " " if env else "") + taskset + shlex.join(self.cmdline.argv)
+        return (env + " " if env else "") + taskset + shlex.join(argv or self.cmdline.argv)
 
     def _error(self, cls: type[GuestError], message: str) -> GuestError:
         return cls(message, self.paths.run_dir, self.console.tail())
@@ -206,17 +228,29 @@ class Machine:
         p = self.paths
         self._sock_dir.create()
         p.results.mkdir(parents=True, exist_ok=True)
-        (p.run_dir / "qemu-cmdline.txt").write_text(self.show_command() + "\n")
         if self.command is not None:
             (p.results / "guest-command").write_text(self.command + "\n")
             (p.results / "guest-env").write_text(self.cfg.guest_env_script())
         self._qmp_log = open(p.qmp_log, "w")
+        self._t0 = time.monotonic()
+        if self._launch is None:
+            await self._spawn(self.cmdline.argv)
+        else:
+            await self._launch.start()
+            await self._staged_boot()
+        await self._wait_marker(READY_MARKER, self.cfg.boot_timeout, BootTimeout,
+                                "guest did not become ready", since=self._t0)
+        self.summary["ready_s"] = round(self.console.marks[READY_MARKER][0] - self._t0, 3)
+
+    async def _spawn(self, argv: tuple[str, ...]) -> None:
+        """Start QEMU with `argv` and accept its QMP connection."""
+        p = self.paths
+        (p.run_dir / "qemu-cmdline.txt").write_text(self.show_command(argv) + "\n")
         await self.qmp_client.start_server(str(p.qmp_socket))
         env = dict(os.environ) | dict(self.cmdline.env)
-        self._t0 = time.monotonic()
-        with open(p.qemu_log, "wb") as qlog:
+        with open(p.qemu_log, "ab") as qlog:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.cmdline.argv, stdin=asyncio.subprocess.DEVNULL, stdout=qlog,
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=qlog,
                 stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True,
                 preexec_fn=functools.partial(_child_setup, frozenset(self.cfg.host_cpus)))
         self.summary["pid"] = self.proc.pid
@@ -234,9 +268,66 @@ class Machine:
         accept.result()
         self._log_qmp("in", {"greeting": getattr(self.qmp_client.greeting, "_raw", None)})
         self._events_task = asyncio.ensure_future(self._log_events())
-        await self._wait_marker(READY_MARKER, self.cfg.boot_timeout, BootTimeout,
-                                "guest did not become ready")
-        self.summary["ready_s"] = round(self.console.marks[READY_MARKER][0] - self._t0, 3)
+
+    async def _staged_boot(self) -> None:
+        """Restore the saved state, or boot to stage 1's wait and save it; then hot-plug
+        the functions and say go (qemu_launcher.snapshot)."""
+        saved, launch = self.saved, self._launch
+        assert saved is not None and launch is not None
+        boot: dict[str, object] = {"saved_state": str(saved.path)}
+        self.summary["boot"] = boot
+        if saved.exists():
+            t0 = time.monotonic()
+            try:
+                await self._spawn(self.cmdline.argv + saved.incoming_args())
+                await saved.restore(self._execute, lambda: self._qemu.returncode,
+                                    self._t0 + self.cfg.boot_timeout)
+                boot.update(how="restored", restore_s=round(time.monotonic() - t0, 3))
+            except TimeoutError:  # a slow host, not a bad file: it is kept
+                raise self._error(BootTimeout, f"guest did not become ready within "
+                                  f"{self.cfg.boot_timeout:g} s (loading {saved.path})") from None
+            except (SnapshotError, QemuExited) as e:
+                why = str(e).splitlines()[0]
+                print(f"qemu_launcher: {self.cfg.name}: the saved state {saved.path} could "
+                      f"not be restored ({why}): removed; booting cold", file=sys.stderr)
+                boot["restore_failed"] = why
+                saved.discard()
+                await self._kill_qemu()
+                launch.forget()
+        if boot.get("how") != "restored":
+            await self._spawn(self.cmdline.argv)
+            await self._wait_marker(WAITING_MARKER, self.cfg.boot_timeout, BootTimeout,
+                                    "guest did not become ready", since=self._t0)
+            boot["how"] = "cold"
+            if not saved.exists():
+                try:
+                    boot["save_s"] = round(await saved.save(self._execute), 3)
+                except SnapshotError as e:
+                    print(f"qemu_launcher: {self.cfg.name}: guest state not saved ({e}); "
+                          "guests of this configuration boot cold", file=sys.stderr)
+                    boot["save_failed"] = str(e)
+        for dev in self.cfg.vfio_user:
+            await self._execute("device_add", dev.qdev())
+        await launch.go(len(self.cfg.vfio_user))
+        boot["go_s"] = round(time.monotonic() - self._t0, 3)
+
+    async def _kill_qemu(self) -> None:
+        """A QEMU that failed to restore: gone, with its QMP connection (a fresh client
+        for the next)."""
+        if self._events_task is not None:
+            self._events_task.cancel()
+            self._events_task = None
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        with contextlib.suppress(Exception):
+            await self.qmp_client.disconnect()
+        self.qmp_client = QMPClient(self.cfg.name)
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.qmp_socket.unlink()
+        self._vm_stopped.clear()
 
     async def _log_events(self) -> None:
         """Every event to qmp.jsonl (the client's all-events listener); waits for particular
@@ -261,9 +352,10 @@ class Machine:
             raise self._error(QemuExited, f"{what}: QEMU stopped the guest ({state})")
 
     async def _wait_marker(self, marker: str, timeout: float, cls: type[GuestError],
-                           what: str) -> str:
+                           what: str, since: float | None = None) -> str:
+        """Until `marker` is on the console, within `timeout` of `since` (default now)."""
         proc = self._qemu
-        deadline = time.monotonic() + timeout
+        deadline = (time.monotonic() if since is None else since) + timeout
         while True:
             self.console.poll()
             if marker in self.console.marks:
@@ -279,7 +371,7 @@ class Machine:
                                  self.paths.run_dir, self.console.tail(), proc.returncode)
             await self._check_stopped(what)
             if time.monotonic() > deadline:
-                raise self._error(cls, f"{what} within {timeout:.0f} s")
+                raise self._error(cls, f"{what} within {timeout:g} s")
             await asyncio.sleep(POLL_S)
 
     @require(MachineState.RUNNING)
@@ -418,6 +510,8 @@ class Machine:
         if self._qmp_log is not None:
             self._qmp_log.close()
             self._qmp_log = None
+        if self._launch is not None:
+            await self._launch.close()
         self._sock_dir.remove()
         with contextlib.suppress(OSError):
             (self.paths.run_dir / "machine.json").write_text(

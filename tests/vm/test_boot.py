@@ -81,14 +81,16 @@ def test_hung_guest_is_reported_with_console_and_cleaned_up(
 def test_boot_timeout_is_reported_not_waited_on(
     assets: GuestAssets, machine_config: MachineConfig, run_dir: RunDir
 ) -> None:
-    cfg = dataclasses.replace(machine_config, boot_timeout=1.0)
+    # (a guest restored from its saved state is ready in about a second: 0.2 s is short
+    # of that too)
+    cfg = dataclasses.replace(machine_config, boot_timeout=0.2)
 
     async def go() -> Machine:
         vm = Machine(cfg, assets, run_dir=run_dir(), repo=REPO, command="true")
         with pytest.raises(BootTimeout) as info:
             async with vm:
                 pass
-        assert "guest did not become ready within 1 s" in str(info.value)
+        assert "guest did not become ready within 0.2 s" in str(info.value)
         return vm
 
     vm = asyncio.run(go())
@@ -112,5 +114,5 @@ def test_qmp_talks_to_the_running_guest_and_is_logged(
     assert isinstance(pci, list) and pci[0]["devices"]
     log = [json.loads(line) for line in (d / "qmp.jsonl").read_text().splitlines()]
     sent = [r["msg"]["execute"] for r in log if r["dir"] == "out"]
-    assert sent[:2] == ["query-status", "query-pci"]
-    assert "quit" in sent
+    # after what the launcher sent while booting (a restore's commands, hot-plug)
+    assert sent[-3:] == ["query-status", "query-pci", "quit"]
