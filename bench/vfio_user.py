@@ -378,7 +378,8 @@ def _measure_and_report(n: int) -> float:
     vs_echo = med["busy-read"] / med["busy-aecho"]
     print(f"    baseline: the asyncio echo's wall time per message (recv+send only, median of "
           f"rounds) {med['busy-aecho']:.1f}us, CPU {med['cpu-aecho']:.1f}us (ratio read/asyncio "
-          f"echo {vs_echo:.2f})")
+          f"echo {vs_echo:.2f}, CPU {med['cpu-read'] / med['cpu-aecho']:.2f}; on one CPU a send "
+          f"that wakes the client may run the client before it returns, in either's wall time)")
     print(f"    protocol core alone (Session.process, 4B read, no sockets): {core * us:.1f}us "
           f"({core * us / med['busy-read']:.0%} of the server's wall time per read)")
     cost = med["busy-read"]

@@ -144,8 +144,8 @@ def pack_message(msg_id: int, command: int, flags: int, payload: bytes = b"",
 
 
 def pack_reply(request: Header, payload: bytes = b"") -> bytes:
-    return _HEADER.pack(request.id, request.command, HEADER_SIZE + len(payload), TYPE_REPLY,
-                        0) + payload
+    msg_id, command, _, _, _ = request
+    return _HEADER.pack(msg_id, command, HEADER_SIZE + len(payload), TYPE_REPLY, 0) + payload
 
 
 def pack_error(request: Header, errno: int) -> bytes:

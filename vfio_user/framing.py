@@ -67,9 +67,10 @@ class FrameReader:
         buf, start = self._buf, self._pos
         if len(buf) - start < HEADER_SIZE:
             return None
-        header: Header = Header.from_fields(_HEADER.unpack_from(buf, start))  # all there
-        size = header.size
-        if not HEADER_SIZE <= size <= self.max_size or header.flags & TYPE_MASK > TYPE_REPLY:
+        fields = _HEADER.unpack_from(buf, start)  # the whole header is there
+        header: Header = Header.from_fields(fields)
+        _, _, size, flags, _ = fields
+        if not HEADER_SIZE <= size <= self.max_size or flags & TYPE_MASK > TYPE_REPLY:
             raise _framing_error(header, self.max_size)
         end = start + size
         if len(buf) < end:

@@ -132,9 +132,10 @@ class Session:
 
     def process(self, frame: Frame) -> bytes | None:
         header, fds = frame.header, frame.fds
+        flags = header.flags
         self.stats.messages += 1
         try:
-            if header.flags & c.TYPE_MASK == c.TYPE_REPLY:
+            if flags & c.TYPE_MASK == c.TYPE_REPLY:
                 self.stats.stray_replies += 1
                 log.warning("%s: ignoring a reply from the client (id %d, %s)",
                             self.function.name, header.id, c.command_name(header.command))
@@ -145,7 +146,7 @@ class Session:
         finally:
             if fds:
                 close_fds(fds)  # whatever a handler did not take
-        if header.flags & c.NO_REPLY:
+        if flags & c.NO_REPLY:
             self.stats.posted += 1
             return None
         self.stats.replies += 1
@@ -273,18 +274,20 @@ class Session:
 
     def _region_read(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
         assert isinstance(fixed, c.RegionAccess)
-        self._check_access(fixed.region, fixed.offset, fixed.count, _READ)
-        data = self.function.region_read(fixed.region, fixed.offset, fixed.count)
-        if len(data) != fixed.count:
-            raise Refused(Fault.IO, f"device returned {len(data)} of {fixed.count} bytes")
+        offset, region, count = fixed
+        self._check_access(region, offset, count, _READ)
+        data = self.function.region_read(region, offset, count)
+        if len(data) != count:
+            raise Refused(Fault.IO, f"device returned {len(data)} of {count} bytes")
         return fixed.pack() + data
 
     def _region_write(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
         assert isinstance(fixed, c.RegionAccess)
-        if len(tail) != fixed.count:
-            raise Refused(Fault.INVALID, f"count {fixed.count} but {len(tail)} data bytes")
-        self._check_access(fixed.region, fixed.offset, fixed.count, _WRITE)
-        self.function.region_write(fixed.region, fixed.offset, tail)
+        offset, region, count = fixed
+        if len(tail) != count:
+            raise Refused(Fault.INVALID, f"count {count} but {len(tail)} data bytes")
+        self._check_access(region, offset, count, _WRITE)
+        self.function.region_write(region, offset, tail)
         return fixed.pack()
 
     def _write_multi(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
