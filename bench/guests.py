@@ -9,9 +9,11 @@ agent with its own probe traffic, the console), with the policy's max_freezes ra
 that repeated adapter errors never make the adapter permanently failed. Measured:
 
 - boot to drivers ready (goal: bench.goals.DRIVERS_READY, every guest's drivers ready), per
-  guest split into QEMU + kernel + initramfs + stage 2 (to the readiness marker: the
-  launcher's host clock), python3 start + imports (marker -> the agent's first platform
-  call, `query-functions`), and the drivers' probe (-> the last `probe` report);
+  guest: how it booted (restored from its saved state, or cold: qemu_launcher.snapshot),
+  the restore's load and the go (hot-plug done), QEMU + kernel or restore + initramfs +
+  stage 2 (to the readiness marker: the launcher's host clock), python3 start + imports
+  (marker -> the agent's first platform call, `query-functions`), and the drivers' probe
+  (-> the last `probe` report);
 - recovery from an adapter error injected through the platform's QMP console
   (`eeh-inject pe=adapter kind=adapter-fatal`, as an operator does) until every VF passes
   traffic again: the host's numbered probes through the uplink (`--rate` Hz per VF,
@@ -155,7 +157,10 @@ def boot_phases(system: System, t_start: float) -> dict[str, Any]:
         console = (vm.paths.run_dir / "console.log").read_text(errors="replace")
         up = {m: float(v) for m, v in re.findall(r"^(EEH-GUEST-\w+) uptime=([\d.]+)",
                                                  console, re.M)}
+        boot = vm.summary.get("boot") or {}  # a staged boot (qemu_launcher.snapshot)
         out[name] = {
+            "how": boot.get("how", "cold-plugged"),  # restored, cold (saved), cold-plugged
+            "restore_s": boot.get("restore_s"), "go_s": boot.get("go_s"),
             "start_to_marker_s": round(t_marker - t_start, 3),
             "kernel_uptime_at_stage2_s": up.get("EEH-GUEST-STAGE2"),
             "uptime_at_marker_s": up.get("EEH-GUEST-READY"),
@@ -322,11 +327,14 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     phases: dict[str, list[float]] = {}
     for r in runs:
         for g in r.get("boot", {}).values():
-            for k in ("start_to_marker_s", "python_start_s", "probe_s", "drivers_ready_s"):
+            for k in ("restore_s", "go_s", "start_to_marker_s", "python_start_s", "probe_s",
+                      "drivers_ready_s"):
                 if g.get(k) is not None:
                     phases.setdefault(k, []).append(g[k])
     s["drivers_ready"] = dist(ready, "s")
     s["boot_phases_per_guest"] = {k: dist(v, "s") for k, v in phases.items()}
+    hows = [g.get("how") for r in runs for g in r.get("boot", {}).values()]
+    s["guest_boots"] = {h: hows.count(h) for h in sorted(set(map(str, hows)))}
     fps = []
     for r in runs:
         if "error" in r:

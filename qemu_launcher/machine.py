@@ -301,7 +301,8 @@ class Machine:
             boot["how"] = "cold"
             if not saved.exists():
                 try:
-                    boot["save_s"] = round(await saved.save(self._execute), 3)
+                    took = await saved.save(self._execute)
+                    boot["save_s"] = None if took is None else round(took, 3)
                 except SnapshotError as e:
                     print(f"qemu_launcher: {self.cfg.name}: guest state not saved ({e}); "
                           "guests of this configuration boot cold", file=sys.stderr)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 import time
@@ -116,15 +117,27 @@ class SavedState:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
-    async def save(self, execute: Execute, timeout: float = 60.0) -> float:
+    async def save(self, execute: Execute, timeout: float = 60.0) -> float | None:
         """Stop the guest, migrate it into the file (written aside, renamed when
-        complete: a partial file is never restored), let it run on. Seconds taken;
-        SnapshotError if QEMU refused or failed (the guest runs on either way)."""
-        t0 = time.monotonic()
+        complete: a partial file is never restored), let it run on. Seconds taken, or
+        None if another guest (of any process) is saving this state or has saved it
+        meanwhile: guests booting together save once. SnapshotError if QEMU refused or
+        failed (the guest runs on either way)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            if self.exists():
+                return None
+            return await self._save(execute, timeout)
+
+    async def _save(self, execute: Execute, timeout: float) -> float:
+        t0 = time.monotonic()
         for stale in self.path.parent.glob(f"{self.path.name}.tmp-*"):
-            if time.time() - stale.stat().st_mtime > 600:  # an interrupted save
-                with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - stale.stat().st_mtime > 600:  # an interrupted save
                     stale.unlink()
         tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}-{id(self)}")
         await execute("stop", None)
@@ -170,8 +183,9 @@ class SavedState:
             with contextlib.suppress(FileNotFoundError):
                 found.append((p.stat().st_mtime, p))
         for _, p in sorted(found, reverse=True)[KEEP:]:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+            for gone in (p, p.with_name(p.name + ".lock")):
+                with contextlib.suppress(FileNotFoundError):
+                    gone.unlink()
 
 
 async def _migration_end(execute: Execute, timeout: float) -> dict[str, object]:

@@ -53,7 +53,7 @@ def test_guests_restored_from_one_saved_state_differ(
     result, _ = asyncio.run(_run(machine_config, staged, first, "sleep 8"))
     assert result.status == 0
     boot = _boot(first)
-    assert boot["how"] == "cold" and "save_s" in boot, boot
+    assert boot["how"] == "cold" and boot.get("save_s") is not None, boot
     assert Path(str(boot["saved_state"])).is_file()
 
     dirs = {n: run_dir(n) for n in ("r1", "r2")}
@@ -93,7 +93,8 @@ def test_a_saved_state_that_does_not_load_is_replaced_by_a_cold_boot(
     result = asyncio.run(go())
     assert result.status == 0 and "ran" in result.output
     boot = _boot(d)
-    assert boot["how"] == "cold" and "restore_failed" in boot and "save_s" in boot, boot
+    assert boot["how"] == "cold" and "restore_failed" in boot, boot
+    assert boot.get("save_s") is not None, boot
     # saved again, and this one loads
     assert vm.saved.path.read_bytes()[:17] != b"not a saved state"
     again = run_dir("again")
