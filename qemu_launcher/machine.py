@@ -193,10 +193,13 @@ class Machine:
             self._qmp_log.flush()
 
     def show_command(self, argv: tuple[str, ...] | None = None) -> str:
+        """`argv` as a shell line; by default the guest's command line as a user runs it
+        by hand: not staged (no launch port to wait on), its functions cold-plugged."""
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.cmdline.env)
         pin = self.cfg.host_cpus  # applied by the launcher itself; taskset is the same
         taskset = f"taskset -c {','.join(map(str, sorted(pin)))} " if pin else ""
-        return (env + " " if env else "") + taskset + shlex.join(argv or self.cmdline.argv)
+        shown = argv or build_command(self.cfg, self.assets, self.paths).argv
+        return (env + " " if env else "") + taskset + shlex.join(shown)
 
     def _error(self, cls: type[GuestError], message: str) -> GuestError:
         return cls(message, self.paths.run_dir, self.console.tail())

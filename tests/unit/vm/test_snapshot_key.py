@@ -64,3 +64,6 @@ def test_a_staged_machine_hot_plugs_its_functions_and_has_the_launch_port(
     assert "vmgenid" in staged.cmdline.argv
     assert isinstance(staged.saved, SavedState)
     assert staged.saved.path.parent == tmp_path / "saved"
+    # what a user runs by hand (`vm --show-command`): nothing waits for a go
+    shown = staged.show_command()
+    assert LAUNCH_PORT not in shown and "vfio-user-pci" in shown
