@@ -5,8 +5,9 @@ opens for one process only, so they share one platform channel):
 
 1. open the platform channel (the virtio-serial port `eeh.hcall`, or --port);
 2. `query-functions`: which functions this partition owns;
-3. the adapter (PF) driver first, if the partition owns the PF, then a VF driver per VF
-   (probed in parallel; a VF waits for its mailbox's "PF reset done");
+3. the adapter (PF) driver first, if the partition owns the PF (one after the other, one
+   per adapter, when it holds the PFs of several), then a VF driver per VF (probed in
+   parallel; a VF waits for its mailbox's "PF reset done", its own adapter's);
 4. print `drivers ready: <names>` and run until SIGTERM/SIGINT (or --duration);
    optionally a traffic loop (--traffic PPS: every VF sends PPS probes a second to the
    uplink and counts what it receives). VF drivers answer the host's test-traffic probes
@@ -81,7 +82,10 @@ class Agent:
         infos = self.backend.query_functions()
         self.infos = {i.name: i for i in infos}
         pfs = [i for i in infos if i.kind == "pf"]
-        vfs = sorted((i for i in infos if i.kind == "vf"), key=lambda i: i.vf or 0)
+        # adapter by adapter ("nic1.vf3": several adapters, one PF driver each; a VF
+        # driver waits on its own adapter's PF, through its own function's mailbox)
+        vfs = sorted((i for i in infos if i.kind == "vf"),
+                     key=lambda i: (i.name.rpartition(".")[0], i.vf or 0))
         if self.vf_limit is not None:
             vfs = vfs[:self.vf_limit]
         self.selected = {i.name for i in pfs + vfs}

@@ -10,7 +10,8 @@ hot-plug, imported lazily).
   Fallback, when the guest kernel shows no slot (no /sys/bus/pci/slots, or no entry or
   address for that slot): functions with the adapter's vendor ID and the PF / VF device
   ID, in bus order, are matched to this partition's PF and to its VFs in VF-number
-  order. That holds when the functions were cold-plugged on root ports in that order (as
+  order (of several adapters: adapter by adapter, by name: "nic0.vf1" before
+  "nic1.vf0"). That holds when the functions were cold-plugged on root ports in that order (as
   `AdapterHost.machine_config` does) and breaks with hot-plug in another order: the slot
   is the reliable key. Either way a function must show the adapter's vendor ID and the
   PF or VF device ID, and a VF driver refuses a function whose MAC (forced by the PF
@@ -95,7 +96,10 @@ def resolve_addresses(infos: Sequence[FunctionInfo], *, slots: Path = PCI_SLOTS,
         return out
     taken = set(out.values())
     for kind, device in (("pf", nic.PF_DEVICE_ID), ("vf", nic.VF_DEVICE_ID)):
-        wanted = sorted((i for i in missing if i.kind == kind), key=lambda i: i.vf or 0)
+        # adapter by adapter ("nic1.vf0" after "nic0.vf1"), then VF number: the order
+        # machine_config plugs a guest's functions in when it lists them that way
+        wanted = sorted((i for i in missing if i.kind == kind),
+                        key=lambda i: (i.name.rpartition(".")[0], i.vf or 0))
         if not wanted:
             continue
         free = [f.address for f in functions(nic.VENDOR_ID, device, pci)

@@ -216,3 +216,57 @@ def test_isolation_at_full_size(tmp_path: Path) -> None:
 @full
 def test_both_fail_at_full_size(tmp_path: Path) -> None:
     both_at_once(FULL_VFS, tmp_path)
+
+
+# ---- the measurement behind docs/architecture.md ("Several adapters"): one loop thread
+# serving both adapters. `python -m tests.harness.test_two_adapters [VFS] [RUNS]`: for
+# `VFS` VFs per adapter, the time from an adapter error to every VF of that adapter
+# recovered (drivers' reports), p50 of `RUNS`, with one adapter alone, with a second idle
+# adapter on the same loop, and with both failing at once.
+
+def _recovery_ms(nvfs: int, adapters: int, both: bool, runs: int) -> list[float]:
+    names = ADAPTERS[:adapters]
+    text = topology_text(nvfs).split("[[adapter]]")
+    topo = parse_topology("[[adapter]]".join(text[:1 + adapters]), "measure")
+    out = []
+    with ExitStack() as stack:
+        import tempfile
+        plat = stack.enter_context(Platform(topo.platform_config(), Path(
+            stack.enter_context(tempfile.TemporaryDirectory()))))
+        agent = Agent(holding_backend(plat, [f for f in topo.functions_of(HOST)
+                                             if split(f)[1] != "pf"]),
+                      poll=PollConfig(max_sleep_s=0.01))
+        stack.callback(agent.stop)
+        agent.start(probe_timeout=WAIT_S)
+        rig = Rig(plat, agent, {})
+        for _ in range(runs):
+            t0 = time.monotonic()
+            hit = names if both else names[:1]
+
+            def inject(hit: tuple[str, ...] = hit) -> None:
+                for a in hit:
+                    plat._inject(a, "adapter-fatal", None, 0, 0, "test", None)()
+            plat.call(inject)
+
+            def done_all(hit: tuple[str, ...] = hit, t0: float = t0) -> bool:
+                return all(rig.recovered(a, t0) for a in hit)
+            assert wait_for(done_all, WAIT_S)
+            done = max(e.t for e in plat.timeline.snapshot() if e.t >= t0 and
+                       e.source == "driver" and e.kind == "recovered")
+            out.append((done - t0) * 1000)
+            time.sleep(0.5)
+    return sorted(out)
+
+
+if __name__ == "__main__":
+    import statistics
+    import sys
+    nvfs = int(sys.argv[1]) if len(sys.argv) > 1 else 64
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    for label, adapters, both in (("one adapter", 1, False),
+                                  ("two adapters, one fails", 2, False),
+                                  ("two adapters, both fail", 2, True)):
+        ms = _recovery_ms(nvfs, adapters, both, runs)
+        print(f"{label:<26} {nvfs} VFs each: error -> every VF recovered p50 "
+              f"{statistics.median(ms):7.1f} ms  (runs: {', '.join(f'{m:.0f}' for m in ms)})",
+              flush=True)

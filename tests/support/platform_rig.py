@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from guest_drivers.recovery_types import RecoveryPolicy
 from guest_drivers.services import Services
 from guest_drivers.vf import VfDriver
 from hypervisor_shim.pe import HOST, PolicyConfig
+from hypervisor_shim.pe.names import split
 from hypervisor_shim.platform import Platform, PlatformConfig
 from hypervisor_shim.timeline import Entry
 from tests.support.channels import Before, TapChannel
@@ -81,17 +83,21 @@ def hold_allow_unfreeze(plat: Platform, vfs: Iterable[str], timeout: float = 20.
     (the test's own checks then say which VF never met the lockout)."""
     names = set(vfs)
 
-    def met() -> bool:
+    def met(adapter: str, adapter_pe: str) -> bool:
+        """(of several adapters, the VFs in `vfs` of the adapter that calls)"""
         tl = plat.timeline.snapshot()
         frozen = [e.t for e in tl if (e.source, e.kind, e.pe) == ("policy", "pe-frozen",
-                                                                   "adapter")]
+                                                                   adapter_pe)]
         since = frozen[-1] if frozen else 0.0
-        return names <= {e.pe for e in tl if e.source == "policy"
-                         and e.kind == "unfreeze-refused" and e.t >= since}
+        return {n for n in names if split(n)[0] == adapter} <= {
+            e.pe for e in tl if e.source == "policy" and e.kind == "unfreeze-refused"
+            and e.t >= since}
 
     def before(call: str, args: dict[str, Any]) -> None:
         if call == Call.OPEN_SRIOV_ALLOW_UNFREEZE:
-            wait_for(met, timeout)
+            rec = plat.call(partial(plat.record, args.get("pe", -1)))
+            adapter, pe = (rec.adapter, rec.name) if rec is not None else ("", "adapter")
+            wait_for(partial(met, adapter, pe), timeout)
     return before
 
 
