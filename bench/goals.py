@@ -92,23 +92,23 @@ FPS_ONE_VF = Goal(
 SCALE_READY = Goal(
     "scale_drivers_ready", "bench.scale",
     "real guests (9, TCG), 64 VFs: start -> all 65 drivers ready, worst boot", 20.0, "s",
-    why="Nine TCG guests share the host's two CPUs: each needs several seconds of host CPU "
-        "to boot its kernel and start python3, and the eight VF drivers of a guest probe in "
-        "its one emulated CPU; the run's host CPU per guest to drivers ready and the load "
-        "average are in its rows.")
+    why="Nine TCG guests share the host's two CPUs: each QEMU needs ~14 s of host CPU until "
+        "its drivers are ready (kernel ~5 s, python3 start ~4 s, the probe of its eight VFs "
+        "~4.5 s: the run's host-per-guest rows), ~125 s for nine, so at least ~60 s on two "
+        "idle CPUs; booting from a saved state would remove the first two.")
 SCALE_FAST = Goal(
     "scale_fast_64_vfs", "bench.scale",
     "real guests (9, TCG), 64 VFs, fast timing: injection -> traffic through every VF",
     400.0, "ms", "p50",
-    why="Each client guest recovers eight VFs in its one emulated CPU: every VF's "
-        "recovery is a few dozen vfio-user accesses and platform calls, each a guest-side "
-        "Python step under TCG, and nine guests share two host CPUs.")
+    why="A client guest spends ~1.4-1.9 s of host CPU recovering its eight VFs from one error "
+        "(~0.2 s a VF of guest-side Python under TCG, against ~2 ms in the harness): ~13 s "
+        "for 64 VFs, so at least ~6.5 s on two idle CPUs.")
 SCALE_SPEC = Goal(
     "scale_spec_64_vfs", "bench.scale",
     "real guests (9, TCG), 64 VFs, spec timing: injection -> traffic through every VF",
     2400.0, "ms", "p50", floor=2150.0, note="floor ~2150",
-    why="The floor is one adapter reset and one VF FLR (2150 ms); above it is the per-VF "
-        "work of the fast timing, eight VFs per guest.")
+    why="The floor is one adapter reset and one VF FLR (2150 ms); above it is the fast "
+        "timing's CPU-bound per-VF work in the guests (above), eight VFs per guest.")
 SCALE_EVERY_VF = Goal(
     "scale_every_vf_back", "bench.scale",
     "real guests, 64 VFs: recoveries after which a VF did not pass traffic again (60 s)",
