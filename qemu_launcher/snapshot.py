@@ -44,7 +44,7 @@ from qemu_launcher.errors import VmError
 LAUNCH_PORT = "eeh.launch"
 WAITING_MARKER = "EEH-GUEST-WAITING"
 SUFFIX = ".mig"
-KEEP = 8  # saved states kept in the cache (`SavedState._prune`)
+KEEP = 16  # saved states kept in the cache (`SavedState._prune`): ~1.1 GB of disk
 POLL_S = 0.02
 # Options whose values name host-side things a restore may change (`key`).
 HOST_SIDE = frozenset({"-chardev", "-fsdev", "-name"})
