@@ -136,6 +136,13 @@ class Topology:
                 return a
         raise ValueError(f"no adapter named {name!r}")
 
+    def with_timing(self, timing: TimingName) -> Topology:
+        """This topology with every adapter's reset timing `timing` (replacing `adapter`
+        alone would leave the others of several as they were)."""
+        adapters = tuple(dataclasses.replace(a, timing=timing) for a in self.adapters)
+        first = adapters[0] if adapters else dataclasses.replace(self.adapter, timing=timing)
+        return dataclasses.replace(self, adapter=first, adapters=adapters)
+
     def policy_of(self, a: AdapterSpec) -> PolicyConfig:
         return a.policy if a.policy is not None else self.policy
 

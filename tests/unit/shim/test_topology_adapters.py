@@ -80,6 +80,14 @@ def test_platform_config_per_adapter() -> None:
     assert p0.base_mac != p1.base_mac
 
 
+def test_timing_of_every_adapter() -> None:
+    topo = parse_topology(two(first='timing = "spec"')).with_timing("fast")
+    assert [a.timing for a in topo.all_adapters] == ["fast", "fast"]
+    assert topo.adapter is topo.adapters[0]
+    one = load_topology(DEFAULT_TOPOLOGY).with_timing("fast")
+    assert one.adapter.timing == "fast" and one.adapters == ()
+
+
 def test_one_adapter_keeps_its_names() -> None:
     topo = load_topology(DEFAULT_TOPOLOGY)
     assert topo.adapters == () and topo.adapter_pes == ("adapter",)
