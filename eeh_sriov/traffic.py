@@ -78,8 +78,12 @@ def guest_traffic_command(topo: Topology, guest: str, pps: float) -> str:
     second to the uplink and to the VFs of other guests in its VLAN."""
     mine = set(topo.functions_of(guest))
     my_vlans = {topo.vf_config(f).vlan for f in mine if split(f)[1] != "pf"}
+    # the agent sends to every peer from each of its VFs: a guest whose VFs are on
+    # several adapters gets no peers (one on another adapter's switch is unreachable)
+    adapters = {split(f)[0] for f in mine if split(f)[1] != "pf"}
     peers = [format_mac(t.mac) for fn, t in vf_targets(topo).items()
-             if fn not in mine and t.vlan in my_vlans]
+             if fn not in mine and t.vlan in my_vlans and len(adapters) == 1
+             and split(fn)[0] in adapters]
     cmd = f"{AGENT_COMMAND} --traffic {pps:g}"
     return cmd + (f" --peers {','.join(peers)}" if peers else "")
 

@@ -159,3 +159,17 @@ def test_mistakes_name_their_key(text: str, key: str, fragment: str) -> None:
 def test_single_adapter_table_refuses_the_several_keys() -> None:
     text = ('[adapter]\nname = "nic0"\n[pf_driver]\nwhere = "host"\n')
     error(text, "adapter.name", "unknown key")
+
+
+def test_guest_traffic_peers_stay_on_their_adapter() -> None:
+    from eeh_sriov.traffic import guest_traffic_command, vf_targets
+    guests = ('[[guests]]\nname = "svc"\nfunctions = ["nic0.pf", "nic1.pf"]\n'
+              '[[guests]]\nname = "g1"\nfunctions = ["nic1.vf0"]\n'
+              '[[guests]]\nname = "g2"\nfunctions = ["nic0.vf0", "nic1.vf1"]\n'
+              '[[guests]]\nname = "g3"\nfunctions = ["nic0.vf1"]\n')
+    topo = parse_topology(two(guests=guests))
+    assert set(vf_targets(topo)) == {"nic1.vf0", "nic0.vf0", "nic1.vf1", "nic0.vf1"}
+    # g1 (nic1 only): its peer is nic1.vf1 alone; g2 (both adapters): none
+    assert guest_traffic_command(topo, "g1", 10).endswith("--peers 02:ee:00:01:00:02")
+    assert "--peers" not in guest_traffic_command(topo, "g2", 10)
+    assert guest_traffic_command(topo, "g3", 10).endswith("--peers 02:ee:00:00:00:01")
