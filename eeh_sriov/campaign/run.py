@@ -48,8 +48,9 @@ from hypervisor_shim.timeline import Entry
 RESULTS_NAME = "results.jsonl"
 BOUND_S = {"fast": 5.0, "spec": 30.0}  # the liveness bound: settled within this
 IN_FLIGHT_S = 0.15  # after pausing the traffic, echoes still on their way ...
-IN_FLIGHT_MAX_S = 1.0  # ... and at most this long for those of healthy VFs (a loaded
-# machine delays an echo by 0.3 s: the last probe would count lost)
+IN_FLIGHT_MAX_S = 3.0  # ... and at most this long for those of healthy VFs (at load
+# average 20 on 2 cores the traffic thread sent a late burst of 30 probes just before the
+# pause, whose echoes took over 1 s: they counted lost)
 
 
 class FaultScheduler:
