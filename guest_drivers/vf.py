@@ -12,10 +12,8 @@ Data path: a TX and an RX ring of 16-byte descriptors in DMA memory, a buffer pe
 completions and harvests RX descriptors by looking at DMA memory (no MMIO when idle).
 
 Recovery (`error_detected` -> `mmio_enabled` -> [`slot_reset`] -> `resume`):
-- error_detected(FROZEN): stop the queues; nothing is freed: frames not completed stay
-  in the books; the wanted MAC/VLAN/MTU are the driver's own copy -> CAN_RECOVER. The
-  framework then tries to thaw MMIO and, while the adapter recovers (VF PE locked out),
-  sleeps until the platform's `lockout-lifted`.
+- error_detected(FROZEN): stop the queues, free nothing (frames not completed stay in
+  the books) -> CAN_RECOVER; the framework thaws MMIO once the lockout is lifted.
 - mmio_enabled (state 4: MMIO on, DMA still stopped). The hardware restarts a ring where
   it stopped when DMA is thawed, so the rings are dealt with NOW, before DMA comes back:
   TX descriptors already done are reaped, the others are taken back (`reclaimed`, held
