@@ -22,7 +22,7 @@ restored kernel reseed its RNG (Linux's vmgenid driver: python3's hash seed, os.
 differ per guest).
 
 A saved state is valid for exactly one command line up to its per-run parts (`key`:
-chardev backends, share paths, -name are host-side and may differ on restore; every
+chardev and network backends, share paths, -name are host-side and may differ on restore; every
 device, the kernel, initramfs, kernel arguments, memory and the QEMU binary may not).
 One that QEMU cannot load is removed and the guest boots cold (and saves again).
 """
@@ -46,8 +46,9 @@ WAITING_MARKER = "EEH-GUEST-WAITING"
 SUFFIX = ".mig"
 KEEP = 16  # saved states kept in the cache (`SavedState._prune`): ~1.1 GB of disk
 POLL_S = 0.02
-# Options whose values name host-side things a restore may change (`key`).
-HOST_SIDE = frozenset({"-chardev", "-fsdev", "-name"})
+# Options whose values name host-side things a restore may change (`key`): character
+# devices, 9p backends, network backends (the peer's per-run dgram sockets), the name.
+HOST_SIDE = frozenset({"-chardev", "-fsdev", "-netdev", "-name"})
 
 # mapped-ram: each page at its own offset in the file, zero pages not written (a sparse
 # file), loaded by block rather than page by page

@@ -28,10 +28,13 @@ def _key(cfg: MachineConfig, assets: GuestAssets, run: Path) -> str:
 
 def test_per_run_parts_do_not_change_the_key(tmp_path: Path) -> None:
     assets = _assets(tmp_path)
-    a = MachineConfig(name="svc", extra_args=("-chardev", "socket,id=hcall,path=/tmp/a.sock"))
-    b = dataclasses.replace(a, name="g1",
-                            extra_args=("-chardev", "socket,id=hcall,path=/tmp/b.sock"),
-                            guest_env=(("X", "1"),))
+    a = MachineConfig(name="svc", extra_args=(
+        "-chardev", "socket,id=hcall,path=/tmp/a.sock",
+        "-netdev", "dgram,id=peer0,local.type=unix,local.path=/tmp/a.q"))
+    b = dataclasses.replace(a, name="g1", extra_args=(
+        "-chardev", "socket,id=hcall,path=/tmp/b.sock",
+        "-netdev", "dgram,id=peer0,local.type=unix,local.path=/tmp/b.q"),
+        guest_env=(("X", "1"),))
     # other run directories: console, results share, sockets
     assert _key(a, assets, tmp_path / "r1") == _key(b, assets, tmp_path / "r2")
 
