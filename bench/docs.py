@@ -26,15 +26,16 @@ PAGE = DOCS / "benchmarks.md"
 RESULTS = DOCS / "benchmarks-results.json"
 
 INTRO = """\
-`make bench` (about 10 minutes, plus the venv and root fs on a fresh clone) runs every
+`make bench` (about 16 minutes, of which `bench.scale`'s two boots of nine guests and the
+peer at 7 VFs take 5.5; plus the venv and root fs on a fresh clone) runs every
 benchmark in one run and writes `runs/bench/<date>-<time>-bench-<n>/`: `results.json`
 (every figure with its unit and n), `results.md` (the tables below, every harness point,
 where boot time goes) and plots (`recovery_vs_vfs.png`, `breakdown.png`,
 `guests_vs_peer.png`, `guests_vs_vfs.png`: real guests at 3 and 64 VFs, matplotlib from
 the dev extras), next to each part's artifacts.
-`make bench-quick` is a smaller run (3 recoveries a point, fewer guest errors, no earlier
-benchmarks; about 5 minutes). The machines are shared and noisy: compare within a run
-(ratios, side by side), never across runs.
+`make bench-quick` is a smaller run (3 recoveries a point, fewer guest errors, 64 VFs in
+spec timing only, no earlier benchmarks; about 7 minutes). The machines are shared and
+noisy: compare within a run (ratios, side by side), never across runs.
 
 This page is generated (`python -m bench.docs --write`) from the results.json of the run
 named below, committed as `docs/benchmarks-results.json`; to show a newer run, copy its
