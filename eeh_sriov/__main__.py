@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -121,8 +120,7 @@ async def _story(args: argparse.Namespace) -> int:
     """The main job: the recovery story on a topology, told as it happens."""
     topo = load_topology(args.topology)
     if args.timing is not None:
-        topo = dataclasses.replace(topo, adapter=dataclasses.replace(topo.adapter,
-                                                                     timing=args.timing))
+        topo = topo.with_timing("spec" if args.timing == "spec" else "fast")
     cfg_assets = asset_config()
     assets = ensure_assets(cfg_assets)
     accel, why = await resolve_accel(args.accel, assets, cfg_assets, args.runs)
