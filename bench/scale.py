@@ -22,7 +22,8 @@ permanently failed. Measured:
   recovery, per VF;
 - frames lost per VF per recovery (host probes never echoed);
 - host resources per guest, from /proc of each QEMU process: CPU time (user + system)
-  to drivers ready, per second while idle under the probes, per recovery; resident
+  to drivers ready, per second with the drivers up and no traffic, per second under the
+  probes, per recovery; resident
   memory (VmRSS, and of it the guest RAM's shared memfd, RssShmem) at the end.
 
 The peer: bench.peer (QEMU's igb with Linux's igb/igbvf, AER over QMP) with `--peer-vfs`
@@ -128,6 +129,8 @@ async def run_timing(timing: str, injections: int, rate_hz: float, assets: Guest
         out["cpu_to_ready_s"] = {n: round(u["cpu_s"], 2) for n, u in usage_ready.items()}
         say(f"  scale {timing}: {len(targets)} VFs' drivers ready after "
             f"{out['drivers_ready_s']:.1f} s, load {os.getloadavg()[0]:.1f}")
+        await asyncio.sleep(IDLE_WINDOW_S)  # the drivers alone, no probes yet
+        out["cpu_quiet_per_s"] = _cpu_delta(usage_ready, qemu_usage(system), IDLE_WINDOW_S)
         with UplinkTraffic(system.platform, targets, rate_hz=rate_hz) as traffic:
             deadline = time.monotonic() + 60
             for name in targets:
@@ -197,11 +200,13 @@ def summarize(runs: list[dict[str, Any]], peer_part: dict[str, Any] | None) -> d
             "boot_phases_per_guest": {k: dist(v, "s") for k, v in phases.items()},
             "host_per_guest": {
                 "cpu_to_ready": dist(list(r["cpu_to_ready_s"].values()), "s"),
+                "cpu_quiet": dist(list(r.get("cpu_quiet_per_s", {}).values()), "s/s"),
                 "cpu_idle": dist(list(r["cpu_idle_per_s"].values()), "s/s"),
                 "cpu_per_recovery": dist(list(r["cpu_per_recovery_s"].values()), "s"),
                 "rss": dist([u["rss_mib"] for u in usage.values()], "MiB"),
                 "rss_guest_ram": dist([u["rss_shmem_mib"] for u in usage.values()], "MiB"),
                 "by_guest": {n: {"cpu_to_ready_s": r["cpu_to_ready_s"].get(n),
+                                 "cpu_quiet_per_s": r.get("cpu_quiet_per_s", {}).get(n),
                                  "cpu_idle_per_s": r["cpu_idle_per_s"].get(n),
                                  "cpu_per_recovery_s": r["cpu_per_recovery_s"].get(n),
                                  **u} for n, u in usage.items()}},

@@ -28,6 +28,7 @@ def raw_run(timing: str, recs: list[dict[str, Any]]) -> dict[str, Any]:
             "boot": {g: {"start_to_marker_s": 9.0, "python_start_s": 4.0, "probe_s": 2.0,
                          "drivers_ready_s": 15.0} for g in guests},
             "cpu_to_ready_s": {g: 5.0 for g in guests},
+            "cpu_quiet_per_s": {g: 0.05 for g in guests},
             "cpu_idle_per_s": {g: 0.1 for g in guests},
             "cpu_per_recovery_s": {g: 1.0 for g in guests},
             "usage_end": {g: {"cpu_s": 9.0, "rss_mib": 300.0, "rss_shmem_mib": 100.0,
@@ -65,6 +66,7 @@ def test_the_summary_judges_the_scale_goals() -> None:
     assert spec["not_back"] == [["vf63"]] and spec["every_vf_back"]["value"] == 2
     assert spec["claim_failed_steps"] == {"traffic-back": 1, "vfs-locked-out": 1}
     assert spec["host_per_guest"]["rss"]["p50"] == 300.0
+    assert spec["host_per_guest"]["cpu_quiet"]["p50"] == 0.05
 
 
 def test_the_report_shows_ours_beside_the_peer_at_its_most_vfs(tmp_path: Path) -> None:
