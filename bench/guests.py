@@ -71,8 +71,7 @@ def topology(timing: str, path: Path = DEFAULT_TOPOLOGY) -> Topology:
     if timing not in ("fast", "spec"):
         raise ValueError(f"timing {timing!r}: 'fast' or 'spec'")
     name: TimingName = "spec" if timing == "spec" else "fast"
-    topo = load_topology(path)
-    return dataclasses.replace(topo, adapter=dataclasses.replace(topo.adapter, timing=name))
+    return load_topology(path).with_timing(name)
 
 
 def guest_command(topo: Topology, guest: str) -> str:
