@@ -73,18 +73,32 @@ def vf_targets(topo: Topology) -> dict[str, Target]:
     return out
 
 
+MAX_PEERS = 8  # VFs of other guests each VF of a guest probes (VF-to-VF traffic)
+
+
 def guest_traffic_command(topo: Topology, guest: str, pps: float) -> str:
     """The drivers' agent with test traffic: each of the guest's VFs sends `pps` probes a
-    second to the uplink and to the VFs of other guests in its VLAN."""
+    second to the uplink and to the VFs of other guests in its VLAN (at most MAX_PEERS
+    of them: those that follow the guest's own VFs)."""
     mine = set(topo.functions_of(guest))
     my_vlans = {topo.vf_config(f).vlan for f in mine if split(f)[1] != "pf"}
     # the agent sends to every peer from each of its VFs: a guest whose VFs are on
     # several adapters gets no peers (one on another adapter's switch is unreachable)
     adapters = {split(f)[0] for f in mine if split(f)[1] != "pf"}
-    peers = [format_mac(t.mac) for fn, t in vf_targets(topo).items()
+    targets = vf_targets(topo)
+    peers = [fn for fn, t in targets.items()
              if fn not in mine and t.vlan in my_vlans and len(adapters) == 1
              and split(fn)[0] in adapters]
+    if len(peers) > MAX_PEERS:
+        # the VFs that follow this guest's own, wrapping round: each guest probes the
+        # next one's, so every VF still gets VF-to-VF traffic while the frames grow with
+        # the VFs, not with their square (64 VFs in eight guests: 8 peers, not 56)
+        order = list(targets)
+        last = max(order.index(f) for f in mine if f in targets)
+        peers.sort(key=lambda fn: (order.index(fn) - last) % len(order))
+        peers = peers[:MAX_PEERS]
     cmd = f"{AGENT_COMMAND} --traffic {pps:g}"
+    peers = [format_mac(targets[fn].mac) for fn in peers]
     return cmd + (f" --peers {','.join(peers)}" if peers else "")
 
 
