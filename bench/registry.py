@@ -78,12 +78,14 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "freeze propagation for 1, 8, 64 VFs; frames per second through one VF"),
     Benchmark(
         "bench.vfio_user",
-        "host client MMIO round trips, server cost per message, vs a bare AF_UNIX ping-pong"),
+        "host client MMIO round trips, server cost per message, vs a bare AF_UNIX ping-pong "
+        "and an asyncio echo (server / echo wall and CPU per message, median of rounds)"),
     Benchmark(
         "bench.guest_mmio",
         "BAR0 reads and posted writes from a TCG guest, vs guest RAM reads; QEMU and the "
         "device model on one host CPU (\"colocated\", the default) vs wherever the scheduler "
-        "puts them (\"spread\")", args=("--rounds", "1")),
+        "puts them (\"spread\"); a host AF_UNIX ping-pong in the same placement, read p50 / "
+        "ping-pong p50", args=("--rounds", "1")),
 )
 
 BY_PART: dict[str, Benchmark] = {b.part: b for b in BENCHMARKS if b.part is not None}
