@@ -7,7 +7,9 @@ handed to hardware ends as exactly one of: sent (given to the switch), completed
 error status, or dropped (its DMA faulted, or a reset emptied the ring while it was still
 pending). Each frame the switch delivers ends as received, missed (function frozen, in
 reset, stopped, detached, RX disabled, or no free descriptor) or an RX error (too long for
-the MTU, buffer too small, DMA fault).
+the MTU, buffer too small, DMA fault). Of the missed, those dropped for want of a free
+descriptor (a usable ring whose every slot the driver has not given back: an overrun,
+the receiver not harvesting) are counted apart too, `rx_no_desc`.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Ledger:
     rx_bytes: int = 0
     rx_missed: int = 0
     rx_errors: int = 0
+    rx_no_desc: int = 0  # part of rx_missed: a usable ring with no free descriptor
 
     def copy(self) -> Ledger:
         return Ledger(*(getattr(self, f.name) for f in fields(self)))
@@ -294,8 +297,12 @@ class NicPort:
             ledger.rx_missed += 1
             return
         base, count = self._rx_ring
-        if not count or self.rx_head == self.regs.stored("RX_TAIL"):
+        if not count:
             ledger.rx_missed += 1
+            return
+        if self.rx_head == self.regs.stored("RX_TAIL"):  # the ring is full: an overrun
+            ledger.rx_missed += 1
+            ledger.rx_no_desc += 1
             return
         n = len(frame)
         if n > self.max_frame():
