@@ -168,8 +168,14 @@ def check_claim(entries: Iterable[Entry], *, pf_owner: str, vfs: Mapping[str, st
             not_refused.append(vf)
         else:
             refused_t.append(e.t)
+    late = [vf for vf in not_refused if vf in lifted and not any(
+        (e := _first(t_frozen, source="policy", kind=k, pe=vf)) is not None
+        and e.t < lifted[vf] for k in ("pe-thawed", "reset-hot"))]
     add("vfs-locked-out", not not_refused, max(refused_t, default=None), "platform",
-        f"no refused unfreeze for {not_refused}" if not_refused else "")
+        (f"no refused unfreeze for {not_refused}" + (
+            f"; {late}: first unfreeze attempt after the lockout was lifted (the adapter "
+            "was back before the VF driver tried: not shown, not violated; 'spec' reset "
+            "timing shows it)" if late else "")) if not_refused else "")
 
     rec = _first(t_frozen, source="driver", kind="adapter-recovered", owner=pf_owner,
                  pe=adapter_pe)

@@ -232,3 +232,17 @@ def test_a_missing_configuration_fails_config_restored(data: dict[str, object]) 
     steps = check_claim(one_vf(recovered=data), pf_owner="svc", vfs=VF0)
     failed = first_failure(steps)
     assert failed is not None and failed.key == "config-restored", steps
+
+
+def test_a_vf_that_tried_only_after_the_lift_is_named_as_not_shown() -> None:
+    # the adapter was back before vf1's driver tried: the lockout was not shown for it
+    e = [x for x in good() if not (x.kind == "unfreeze-refused" and x.pe == "vf1")]
+    failed = first_failure(check_claim(e, pf_owner="svc", vfs=VFS))
+    assert failed is not None and failed.key == "vfs-locked-out"
+    assert "['vf1']: first unfreeze attempt after the lockout was lifted" in failed.detail
+    # without the lockout a VF thaws before the lift: no such excuse
+    e = _move_before(e, lambda x: x.kind == "pe-thawed" and x.pe == "vf1",
+                     lambda x: x.kind == "adapter-recovered")
+    failed = first_failure(check_claim(e, pf_owner="svc", vfs=VFS))
+    assert failed is not None and failed.key == "vfs-locked-out"
+    assert "after the lockout was lifted" not in failed.detail
