@@ -34,7 +34,8 @@ from eeh_sriov.campaign.generate import (
     trigger_points,
     write_reference,
 )
-from eeh_sriov.campaign.model import Scenario, ScenarioError
+from eeh_sriov.campaign.model import Scenario
+from eeh_sriov.campaign.report_data import parse_result
 from eeh_sriov.campaign.rig import topology_path
 from eeh_sriov.campaign.run import RESULTS_NAME, append_result, observe, read_results, run_scenario
 from eeh_sriov.campaign.vm import run_vm, vm_subset
@@ -156,10 +157,9 @@ def _replay(scenario_id: str, results: Path, out: Path | None) -> int:
     recorded = read_results(results).get(scenario_id)
     if recorded is None:
         raise CampaignError(f"no scenario {scenario_id!r} in {results}")
-    try:
-        scenario = Scenario.from_json(recorded["scenario"])
-    except ScenarioError as e:
-        raise CampaignError(f"{results}: {scenario_id}: {e}") from None
+    # the recorded line is checked as `campaign report` checks it (one line naming the
+    # member at fault, never a KeyError): its scenario, verdict and violations are read
+    scenario = parse_result(recorded, f"{results}: {scenario_id}").scenario
     out = out or results.parent / f"replay-{scenario_id}"
     r = run_scenario(scenario, out)
     append_result(out / RESULTS_NAME, r)

@@ -82,3 +82,9 @@ def test_bad_replay_requests_are_one_line_errors(tmp_path: Path,
     assert "not a results line" in capsys.readouterr().err
     assert main(["campaign", "list", "--topology", "nope"]) == 1
     assert "no topology 'nope'" in capsys.readouterr().err
+    # a line that parses but is not a whole result: the member at fault, not a KeyError
+    (tmp_path / RESULTS_NAME).write_text('{"id": "s-x", "verdict": "pass"}\n')
+    assert main(["campaign", "replay", "s-x", "--results", str(tmp_path / RESULTS_NAME)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "s-x: missing member" in err, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
