@@ -2,6 +2,7 @@
 
     violations = check(obs)           # obs: eeh_sriov.campaign.observe.Observation
     [v.to_json() for v in violations] # {"oracle", "rule", "detail", "t", "pe"}
+    [n.to_json() for n in notes(obs)] # {"rule", "detail", "t", "pe"}: not violations
 
 Each rule reads recorded facts only (the timeline, the model's books sampled at every
 policy decision, the uplink's probes, the end state), so it can be checked again on a
@@ -32,12 +33,21 @@ isolation
   traffic-disturbed           its traffic loses nothing
 resources
   fds, threads                back to the baseline after the teardown
+
+notes (what a run showed that is intended, not a violation)
+  receiver-overrun            probes lost while their VF was up, each matched by an RX
+                              drop the model counted on that VF for want of a free
+                              descriptor in the same interval between two samples of its
+                              count: its driver did not harvest its ring (a guest not
+                              running); a NIC drops what its driver does not take.
+                              Lost probes left unmatched stay loss-outside-recovery
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from eeh_abi.vocabulary import Kind, Source
@@ -48,6 +58,9 @@ from hypervisor_shim.timeline import Entry
 ORACLES = ("safety", "liveness", "isolation", "resources")
 LOSS_SLACK_BEFORE_S = 0.25  # probes already in the VF's ring when it froze are lost too
 LOSS_SLACK_AFTER_S = 0.05
+# a probe sent this long before a sample of a VF's no-descriptor count may still reach the
+# VF's ring after it (the path from the uplink through the model's loop, under load)
+OVERRUN_SLACK_S = 0.25
 # What lets a VF PE out of a freeze or touches it as a reset does (the policy's entries).
 THAWS = frozenset({Kind.MMIO_THAWED, Kind.DMA_THAWED, Kind.PE_THAWED, Kind.RESET_HOT,
                    Kind.RESET_FUNDAMENTAL, Kind.LOCKOUT_LIFTED, Kind.PLATFORM_RESET})
@@ -72,6 +85,19 @@ class Violation:
     def to_json(self) -> dict[str, Any]:
         return {"oracle": self.oracle, "rule": self.rule, "detail": self.detail,
                 "t": self.t, "pe": self.pe}
+
+
+@dataclass(frozen=True)
+class Note:
+    """What a run showed that the docs say is intended (docs/campaign.md, "Findings")."""
+
+    rule: str
+    detail: str
+    t: float | None  # seconds since the first fault
+    pe: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "detail": self.detail, "t": self.t, "pe": self.pe}
 
 
 def check(obs: Observation) -> list[Violation]:
@@ -190,15 +216,54 @@ def _owner_of(obs: Observation, vf: str) -> str | None:
     return None
 
 
+Lost = list[tuple[int, float]]
+
+
+def lost_while_up(obs: Observation, vf: str) -> tuple[Lost, Lost]:
+    """`vf`'s probes lost while it was up: (those no overrun of its ring explains, those
+    matched one for one by an RX drop for want of a free descriptor on `vf`, counted by
+    the model between the two samples of its count around the probe's send time)."""
+    down = down_intervals(obs, vf)
+    up = sorted(((seq, t) for seq, t in obs.traffic[vf].lost
+                 if not any(a <= t <= b for a, b in down)), key=lambda x: x[1])
+    series = obs.no_desc(vf)
+    # (earliest send time, latest send time, drops left) of each interval whose count grew
+    windows = [[a - OVERRUN_SLACK_S, b, nb - na]
+               for (a, na), (b, nb) in pairwise(series) if nb > na]
+    bad: Lost = []
+    overrun: Lost = []
+    for seq, t in up:
+        w = next((w for w in windows if w[0] <= t <= w[1] and w[2] > 0), None)
+        if w is None:
+            bad.append((seq, t))
+        else:
+            w[2] -= 1
+            overrun.append((seq, t))
+    return bad, overrun
+
+
 def loss(obs: Observation) -> Iterable[Violation]:
-    for vf, tr in obs.traffic.items():
-        down = down_intervals(obs, vf)
-        bad = [(seq, t) for seq, t in tr.lost if not any(a <= t <= b for a, b in down)]
+    for vf in obs.traffic:
+        bad = lost_while_up(obs, vf)[0]
         if bad:
             yield Violation("safety", "loss-outside-recovery",
                             f"{vf}: {len(bad)} probe(s) lost while it was up, first seq "
                             f"{bad[0][0]} sent at {obs.rel(bad[0][1])} s", obs.rel(bad[0][1]),
                             vf)
+
+
+def notes(obs: Observation) -> list[Note]:
+    out = []
+    for vf in obs.traffic:
+        overrun = lost_while_up(obs, vf)[1]
+        if overrun:
+            out.append(Note("receiver-overrun",
+                            f"{vf}: {len(overrun)} probe(s) lost while it was up, each "
+                            "matched by an RX drop for want of a free descriptor (its "
+                            "driver did not harvest its ring), first seq "
+                            f"{overrun[0][0]} sent at {obs.rel(overrun[0][1])} s",
+                            obs.rel(overrun[0][1]), vf))
+    return out
 
 
 def books(obs: Observation) -> Iterable[Violation]:

@@ -4,11 +4,14 @@ A results line (one per scenario, written by the runner, `eeh_sriov.campaign.run
 
     {"id", "scenario", "verdict": "pass"|"fail"|"error", "violations": [{"oracle", "rule",
      "detail", "t", "pe"}], "duration_s", "artifacts", "pe_states": [{"t", "pe", "state",
-     "flags"}], "trigger_fired", "worker", "shard": "i/n"|null, "version": 1}
+     "flags"}], "trigger_fired", "worker", "shard": "i/n"|null, "version": 1,
+     "notes": [{"rule", "detail", "t", "pe"}]}
 
-Reading is strict: a line that is not JSON, lacks a member, has one of the wrong type or
-one not in the contract is refused with the file, the line number and what is wrong
-(`ResultsError`), never a traceback. `campaign.json` is the run's manifest, written by the
+`notes` (what a run showed that is intended, not a violation: a receiver's ring overrun)
+may be absent: lines written before it was added read with none. Reading is strict: a
+line that is not JSON, lacks a member, has one of the wrong type or one not in the contract
+is refused with the file, the line number and what is wrong (`ResultsError`), never a
+traceback. `campaign.json` is the run's manifest, written by the
 pytest plugin (`eeh_sriov.campaign.items`): which campaign (its name and the digest of
 all its scenario ids), which shard of it, every (event, fault) pair the campaign holds
 (so coverage has a denominator), how many workers and how long the run took.
@@ -51,6 +54,14 @@ class Violation:
 
 
 @dataclass(frozen=True)
+class Note:
+    rule: str
+    detail: str
+    t: float | None  # seconds since the first fault
+    pe: str | None
+
+
+@dataclass(frozen=True)
 class PeSample:
     """A PE entered `state` (a PAPR code: 0, 1, 2, 4, 5) with `flags` at `t` s (before
     the first fault, t < 0)."""
@@ -74,6 +85,7 @@ class Result:
     worker: str
     shard: str | None
     line: Mapping[str, Any]  # the line as read, written back unchanged by the merge
+    notes: tuple[Note, ...] = ()  # none in lines written before notes existed
 
     @property
     def cell(self) -> tuple[str, str]:
@@ -161,6 +173,13 @@ def _violation(obj: Any, where: str) -> Violation:
                      f.number("t", null=True), f.get("pe", str, null=True))
 
 
+def _note(obj: Any, where: str) -> Note:
+    f = _Fields(obj, where)
+    f.only(("rule", "detail", "t", "pe"))
+    return Note(f.get("rule", str), f.get("detail", str), f.number("t", null=True),
+                f.get("pe", str, null=True))
+
+
 def _sample(obj: Any, where: str) -> PeSample:
     f = _Fields(obj, where)
     f.only(("t", "pe", "state", "flags"))
@@ -176,7 +195,7 @@ def _sample(obj: Any, where: str) -> PeSample:
 def parse_result(obj: Any, where: str) -> Result:
     f = _Fields(obj, where)
     f.only(("id", "scenario", "verdict", "violations", "duration_s", "artifacts", "pe_states",
-            "trigger_fired", "worker", "shard", "version"))
+            "trigger_fired", "worker", "shard", "version", "notes"))
     version = f.get("version", int)
     if version != RESULTS_VERSION:
         raise ResultsError(f"{where}: results version {version}, this reader knows "
@@ -204,7 +223,8 @@ def parse_result(obj: Any, where: str) -> Result:
         pe_states=tuple(_sample(s, f"{where}: pe_states[{i}]")
                         for i, s in enumerate(f.get("pe_states", list))),
         trigger_fired=f.get("trigger_fired", bool), worker=f.get("worker", str), shard=shard,
-        line=obj)
+        line=obj, notes=tuple(_note(n, f"{where}: note {i}") for i, n in enumerate(
+            f.get("notes", list) if "notes" in f.obj else ())))
 
 
 def parse_results(text: str, where: str) -> list[Result]:

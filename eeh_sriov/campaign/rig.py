@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,10 @@ def topology_config(name: str, timing: str) -> PlatformConfig:
 @dataclass(frozen=True)
 class Sample:
     """At a policy entry (its index in the timeline): per function (frames sent: DMA
-    reads, frames delivered: DMA writes, interrupts delivered) and per PE (state, flags)."""
+    reads, frames delivered: DMA writes, interrupts delivered) and per PE (state, flags);
+    per function its RX drops for want of a free descriptor so far (an overrun: the
+    driver did not harvest its ring; empty in observations recorded before it was
+    sampled)."""
 
     index: int
     t: float
@@ -73,6 +76,7 @@ class Sample:
     pe: str | None
     counters: dict[str, tuple[int, int, int]]
     states: dict[str, tuple[int, tuple[str, ...]]]
+    no_desc: dict[str, int] = field(default_factory=dict)
 
 
 class Rig:
@@ -128,6 +132,7 @@ class Rig:
             adapter = self.plat.adapter
             counters = {f.name: (f.nic.ledger.tx_sent, f.nic.ledger.rx_delivered,
                                  f.irq_delivered) for f in adapter.functions()}
+            no_desc = {f.name: f.nic.ledger.rx_no_desc for f in adapter.functions()}
             states = {}
             for rec in self.plat.policy.records.values():
                 if self.plat.policy.present(rec):
@@ -136,7 +141,18 @@ class Rig:
         except Exception:  # the model is going down: no sample
             log.debug("campaign sample failed", exc_info=True)
             return
-        self.books.append(Sample(index, e.t, e.kind, e.pe, counters, states))
+        self.books.append(Sample(index, e.t, e.kind, e.pe, counters, states, no_desc))
+
+    def no_desc_now(self) -> tuple[float, dict[str, int]] | None:
+        """Each function's RX drops for want of a free descriptor, read on the model's
+        loop, and when (the books' last word: drops after the last policy entry); None
+        when the model is dead."""
+        plat = self.plat
+        if plat.model_failure is not None:
+            return None
+        counts: dict[str, int] = plat.call(
+            lambda: {f.name: f.nic.ledger.rx_no_desc for f in plat.adapter.functions()})
+        return time.monotonic(), counts
 
     def pe_states(self) -> dict[str, tuple[int, tuple[str, ...]]]:
         return {name: (int(s["state"]), tuple(s["flags"]))

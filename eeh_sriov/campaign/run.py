@@ -38,7 +38,7 @@ from eeh_sriov.campaign.errors import CampaignError
 from eeh_sriov.campaign.faults import Applied, Context, apply
 from eeh_sriov.campaign.model import Scenario, Trigger
 from eeh_sriov.campaign.observe import Observation, VfTraffic
-from eeh_sriov.campaign.oracles import Violation, check
+from eeh_sriov.campaign.oracles import Violation, check, notes
 from eeh_sriov.campaign.rig import HarnessRig, Rig, Sample, topology_config
 from eeh_sriov.report import write_timeline_md
 from guest_drivers.driver import DriverState
@@ -198,7 +198,8 @@ def observe(scenario: Scenario, artifacts: Path) -> Observation:
         return Observation(scenario, first.t, tuple(rig.plat.timeline.snapshot()),
                            (first, *sched.applied), tuple(rig.books), traffic,
                            rig.pe_states(), drivers_end(rig), tuple(unsettled), bound,
-                           model_books(rig), cfg.policy.max_reset_failures)
+                           model_books(rig), cfg.policy.max_reset_failures,
+                           no_desc_end=rig.no_desc_now())
 
 
 def model_books(rig: Rig) -> dict[str, bool]:
@@ -250,7 +251,9 @@ def write_artifacts(artifacts: Path, obs: Observation, violations: list[Violatio
     with (artifacts / "timeline.md").open("a") as f:
         f.write("## Violations\n\n" + ("\n".join(
             f"- **{v.oracle}/{v.rule}** ({v.pe or '-'}, t={v.t}): {v.detail}"
-            for v in violations) or "none") + "\n\n## Faults\n\n" + "\n".join(
+            for v in violations) or "none") + "\n\n## Notes\n\n" + ("\n".join(
+            f"- **{n.rule}** ({n.pe or '-'}, t={n.t}): {n.detail}" for n in notes(obs))
+            or "none") + "\n\n## Faults\n\n" + "\n".join(
             f"- {f.t - obs.t0:+.4f} s {f.label} -> {f.target}"
             + (f" (not applied: {f.error})" if f.error else "") for f in obs.faults) + "\n")
 
@@ -273,10 +276,12 @@ def run_scenario(scenario: Scenario, out: Path, *, worker: str = "main",
     started = time.monotonic()
     before = resources_now()
     verdict, violations, history, fired = "error", [], [], False
+    remarks: list[dict[str, Any]] = []
     try:
         obs = observe(scenario, artifacts)
         obs = Observation(**{**obs.__dict__, "resources": _resources(before)})
         violations = check(obs)
+        remarks = [n.to_json() for n in notes(obs)]
         verdict = "fail" if violations else "pass"
         history = pe_history(obs.books, obs.t0)
         fired = any(not f.first for f in obs.faults)
@@ -284,7 +289,7 @@ def run_scenario(scenario: Scenario, out: Path, *, worker: str = "main",
     except Exception:
         (artifacts / "error.txt").write_text(traceback.format_exc())
     return {"id": scenario.id, "scenario": scenario.to_json(), "verdict": verdict,
-            "violations": [v.to_json() for v in violations],
+            "violations": [v.to_json() for v in violations], "notes": remarks,
             "duration_s": round(time.monotonic() - started, 3), "artifacts": str(artifacts),
             "pe_states": history, "trigger_fired": fired, "worker": worker, "shard": shard,
             "version": 1}

@@ -53,7 +53,7 @@ from eeh_sriov.campaign.faults import Context, apply
 from eeh_sriov.campaign.generate import seed_of
 from eeh_sriov.campaign.model import Fault, Scenario, Trigger
 from eeh_sriov.campaign.observe import Observation
-from eeh_sriov.campaign.oracles import check
+from eeh_sriov.campaign.oracles import check, notes
 from eeh_sriov.campaign.rig import Rig, topology_path
 from eeh_sriov.campaign.run import (
     FaultScheduler,
@@ -251,7 +251,8 @@ def observe_vm(rig: VmRig, scenario: Scenario) -> Observation:
         return Observation(scenario, first.t, head + tuple(plat.timeline.snapshot()[since:]),
                            (first, *sched.applied), tuple(rig.books), traffic,
                            rig.pe_states(), drivers_end(rig), tuple(unsettled), VM_BOUND_S,
-                           model_books(rig), rig.cfg.policy.max_reset_failures)
+                           model_books(rig), rig.cfg.policy.max_reset_failures,
+                           no_desc_end=rig.no_desc_now())
     finally:
         if rig.traffic is not None:
             rig.traffic.stop()
@@ -272,6 +273,7 @@ def run_vm_scenario(rig: VmRig, scenario: Scenario, out: Path) -> dict[str, Any]
     (artifacts / "scenario.json").write_text(json.dumps(scenario.to_json(), indent=1))
     t0 = time.monotonic()
     verdict, violations, history, fired = "error", [], [], False
+    remarks: list[dict[str, Any]] = []
     try:
         if scenario.mode != "vm":
             raise CampaignError(f"{scenario.id}: a {scenario.mode}-mode scenario")
@@ -280,6 +282,7 @@ def run_vm_scenario(rig: VmRig, scenario: Scenario, out: Path) -> dict[str, Any]
             raise CampaignError(f"not healthy before the scenario: {'; '.join(not_ready)}")
         obs = observe_vm(rig, scenario)
         violations = check(obs)
+        remarks = [n.to_json() for n in notes(obs)]
         verdict = "fail" if violations else "pass"
         history = pe_history(obs.books, obs.t0)
         fired = any(not f.first for f in obs.faults)
@@ -287,7 +290,7 @@ def run_vm_scenario(rig: VmRig, scenario: Scenario, out: Path) -> dict[str, Any]
     except Exception as e:
         (artifacts / "error.txt").write_text(f"{e}\n\n{traceback.format_exc()}")
     return {"id": scenario.id, "scenario": scenario.to_json(), "verdict": verdict,
-            "violations": [v.to_json() for v in violations],
+            "violations": [v.to_json() for v in violations], "notes": remarks,
             "duration_s": round(time.monotonic() - t0, 3), "artifacts": str(artifacts),
             "pe_states": history, "trigger_fired": fired, "worker": "vm", "shard": None,
             "version": 1}
