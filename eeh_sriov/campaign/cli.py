@@ -40,6 +40,7 @@ from eeh_sriov.campaign.rig import topology_path
 from eeh_sriov.campaign.run import RESULTS_NAME, append_result, observe, read_results, run_scenario
 from eeh_sriov.campaign.vm import run_vm, vm_subset
 from eeh_sriov.system import asset_config
+from eeh_sriov.topology import load_topology
 from hypervisor_shim.timeline import load
 from qemu_launcher.assets import ensure_assets
 from qemu_launcher.run import resolve_accel
@@ -90,7 +91,8 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
 
 
 def _scenarios(args: argparse.Namespace) -> list[Scenario]:
-    topology_path(args.topology)
+    # a bad topology file is one error line here, not an error in every scenario
+    load_topology(topology_path(args.topology))
     if args.vm:
         if args.exhaustive:
             raise CampaignError("--vm runs a subset (--subset), not --exhaustive")
@@ -176,6 +178,7 @@ def _rules(result: dict[str, Any]) -> set[str]:
 
 
 def _reference(topology: str, timing: str, runs: Path) -> int:
+    load_topology(topology_path(topology))
     out = runs / time.strftime("campaign-reference-%Y%m%d-%H%M%S")
     s = clean_scenario(topology, timing)
     (out / "scenarios" / s.id).mkdir(parents=True)

@@ -88,3 +88,21 @@ def test_bad_replay_requests_are_one_line_errors(tmp_path: Path,
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "s-x: missing member" in err, err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_a_bad_topology_file_is_one_error_before_any_scenario(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`campaign list/run --topology FILE`: the file is parsed before anything runs, so a
+    mistake is the topology's one error line naming the key, not an error per scenario."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEFAULT_TOPOLOGY.read_text().replace("max_reset_failures = 3",
+                                                        "max_reset_failures = 0"))
+    for cmd in ("list", "run"):
+        out = tmp_path / cmd
+        assert main(["campaign", cmd, "--topology", str(bad), *(
+            ["--out", str(out)] if cmd == "run" else [])]) == 1
+        cap = capsys.readouterr()
+        assert cap.err.startswith("error: topology "), cap.err
+        assert "policy.max_reset_failures: must be 1..100, not 0" in cap.err, cap.err
+        assert len(cap.err.splitlines()) == 1 and not cap.out, cap
+        assert not out.exists()
