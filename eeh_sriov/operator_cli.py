@@ -79,7 +79,8 @@ def add_subcommands(sub: Any) -> None:
                     help="guest command instead of the drivers' agent")
     up.add_argument("--traffic", action="store_true",
                     help="test traffic: every VF probes the uplink and its peers, the host "
-                         f"probes every VF ({HOST_PROBES_HZ:g}/s) and prints when traffic "
+                         f"probes every VF ({HOST_PROBES_HZ:g}/s; of several adapters, the "
+                         "first adapter's VFs only) and prints when traffic "
                          "comes back after each recovery (a traffic-back step). Without "
                          "it (the default) no traffic runs; the uplink is only captured")
     for name, text in (("status", "PE states of a running topology"),
@@ -268,8 +269,7 @@ class Session:
             if await asyncio.to_thread(traffic.wait_echo_after, name, 0.0, 60) is None:
                 print(f"up: no traffic through {name} (no echo within 60 s)", flush=True)
                 return
-        print(f"up: traffic flows through every VF ({', '.join(traffic.targets)})",
-              flush=True)
+        print(traffic_flows_line(self.system.topo, list(traffic.targets)), flush=True)
 
     def _live(self, e: Entry) -> None:  # any thread: printed on the loop's
         if (e.source, e.kind) in LIVE and not e.data.get("side_effect"):
@@ -309,6 +309,19 @@ def live_line(e: Entry) -> str:
     elif e.kind == Kind.PE_FROZEN:
         extra = f" ({e.data.get('reason') or 'frozen'})"
     return f"[{time.strftime('%H:%M:%S')}] {e.kind:<18} {e.pe or '':<8} {who}{extra}"
+
+
+def traffic_flows_line(topo: Topology, probed_vfs: list[str]) -> str:
+    """What `up --traffic` says once every probed VF has echoed; of several adapters, which
+    VFs the host does not probe (no traffic-back step for them), so none is taken for a
+    VF whose traffic is watched."""
+    line = f"up: traffic flows through every VF ({', '.join(probed_vfs)})"
+    others = [fn for fn in vf_targets(topo) if fn not in probed_vfs]
+    if not others:
+        return line
+    return (f"up: traffic flows through every VF of {topo.adapter.name} "
+            f"({', '.join(probed_vfs)}); the host probes the first adapter's VFs only: "
+            f"{', '.join(others)} get no host probes and no traffic-back step")
 
 
 def probed(topo: Topology) -> dict[str, Target]:

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from eeh_sriov import __main__ as cli
-from eeh_sriov.operator_cli import StateLines
+from eeh_sriov.operator_cli import StateLines, probed, traffic_flows_line
 from eeh_sriov.report import session_injections, session_steps, write_summary, write_timeline_md
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
 from hypervisor_shim.platform_api import PeInfo
 from hypervisor_shim.timeline import Entry
 
@@ -45,6 +46,18 @@ def test_up_says_what_traffic_does_in_its_help(capsys: pytest.CaptureFixture[str
     assert "--traffic" in text and "Without it (the default) no traffic runs" in text
     assert parser.parse_args(["up"]).traffic is False
     assert parser.parse_args(["up", "--traffic"]).traffic is True
+
+
+def test_up_says_which_vfs_its_traffic_watches() -> None:
+    """One adapter: every VF. Several: the host probes the first adapter's VFs only, and
+    the line says so and names the others (it once said "every VF" and listed nic0's)."""
+    one = load_topology(DEFAULT_TOPOLOGY)
+    assert traffic_flows_line(one, list(probed(one))) == \
+        "up: traffic flows through every VF (vf0, vf1, vf2)"
+    two = load_topology(DEFAULT_TOPOLOGY.parent / "two-adapters.toml")
+    line = traffic_flows_line(two, list(probed(two)))
+    assert line.startswith("up: traffic flows through every VF of nic0 (nic0.vf0, nic0.vf1);")
+    assert line.endswith("nic1.vf0, nic1.vf1 get no host probes and no traffic-back step")
 
 
 def _session() -> list[Entry]:
