@@ -110,6 +110,11 @@ class Story:
             raise StoryError(f"topology {cfg.topology.source} has several adapters; the demo "
                              "tells one adapter's story: use `python -m eeh_sriov up` with "
                              "it (console: eeh-inject pe=nic0 kind=adapter-fatal)")
+        # a VF-only error goes to a VF a guest holds: refused here, before any boot
+        held = list(vf_names(cfg.topology))
+        if cfg.kind == "vf" and cfg.vf not in held:
+            raise StoryError(f"--vf {cfg.vf}: not a VF a guest of {cfg.topology.source} "
+                             f"holds ({', '.join(held) or 'none'})")
         self.cfg = cfg
         self.assets = assets
         self.run_dir = run_dir

@@ -1,0 +1,27 @@
+"""The demo's arguments are checked against the topology before anything boots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from eeh_sriov.recovery_demo import Story, StoryConfig, StoryError
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
+from qemu_launcher.assets import GuestAssets
+
+NO_ASSETS = cast(GuestAssets, None)  # the checks come before the assets are used
+
+
+def test_a_vf_only_error_on_a_vf_no_guest_holds_is_refused_before_the_boot(
+        tmp_path: Path) -> None:
+    """`demo --kind vf --vf vf9` used to boot three guests, wait for the drivers, then fail
+    with the console's "no PE named 'vf9'"; vf3 is a PE but no guest holds it."""
+    topo = load_topology(DEFAULT_TOPOLOGY)
+    for vf in ("vf9", "vf3", "adapter"):
+        with pytest.raises(StoryError, match=f"--vf {vf}: not a VF a guest of .* holds "
+                                             r"\(vf0, vf1, vf2\)"):
+            Story(StoryConfig(topo, kind="vf", vf=vf), NO_ASSETS, tmp_path)
+    Story(StoryConfig(topo, kind="vf", vf="vf2"), NO_ASSETS, tmp_path)
+    Story(StoryConfig(topo, kind="adapter", vf="vf9"), NO_ASSETS, tmp_path)  # not used
