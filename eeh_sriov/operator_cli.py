@@ -111,10 +111,16 @@ def find_console(args: argparse.Namespace) -> Path:
         return Path(args.console)
     info = _latest(args.runs) / "consoles.json"
     try:
-        return Path(json.loads(info.read_text())["platform"])
+        path = Path(json.loads(info.read_text())["platform"])
     except (OSError, ValueError, KeyError) as e:
         raise ConsoleNotFound(f"no running topology found ({info}: {e}); start one with "
                               "`python -m eeh_sriov up` or pass --console") from None
+    # `up` removes its sockets when it ends, and runs/latest stays: say that, not ENOENT
+    if not path.exists():
+        raise ConsoleNotFound(f"no running topology: the last `up` ({info.parent.resolve()}) "
+                              f"has ended (its console {path} is gone); start one with "
+                              "`python -m eeh_sriov up` or pass --console")
+    return path
 
 
 def format_pes(pes: list[dict[str, Any]]) -> str:

@@ -60,6 +60,22 @@ def test_up_says_which_vfs_its_traffic_watches() -> None:
     assert line.endswith("nic1.vf0, nic1.vf1 get no host probes and no traffic-back step")
 
 
+def test_status_after_up_has_ended_says_so(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """runs/latest outlives `up`; its console socket does not: one line that says the
+    last `up` has ended (it used to be the connection's "[Errno 2] No such file")."""
+    run = tmp_path / "20261207-160054-up-0"
+    run.mkdir()
+    (run / "consoles.json").write_text(json.dumps({"platform": str(tmp_path / "gone.qmp")}))
+    (tmp_path / "latest").symlink_to(run)
+    for cmd in (["status"], ["inject", "adapter", "adapter-fatal"]):
+        assert cli.main(["--runs", str(tmp_path), *cmd]) == 1
+        err = capsys.readouterr().err
+        assert err == (f"error: no running topology: the last `up` ({run}) has ended (its "
+                       f"console {tmp_path / 'gone.qmp'} is gone); start one with "
+                       "`python -m eeh_sriov up` or pass --console\n"), err
+
+
 def _session() -> list[Entry]:
     return [
         Entry(10.0, "shim", "drivers-ready", None, None, {"s": 30.0}),
