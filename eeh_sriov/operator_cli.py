@@ -98,8 +98,20 @@ def add_subcommands(sub: Any) -> None:
                            help="the error function 0-19 or its name (kinds that take one: "
                                 + ", ".join(k for k, spec in INJECT_KINDS.items()
                                             if spec.takes_function) + ")")
-            p.add_argument("--address", type=lambda s: int(s, 0), default=0)
-            p.add_argument("--mask", type=lambda s: int(s, 0), default=0)
+            p.add_argument("--address", type=_integer, default=0,
+                           help="errinjct: the address to match (decimal or 0x...)")
+            p.add_argument("--mask", type=_integer, default=0,
+                           help="errinjct: the address mask (decimal or 0x...)")
+
+
+def _integer(text: str) -> int:
+    """--address/--mask: an integer as Python writes one (12, 0x1000); the console checks
+    the range. Named, so argparse's error names the value, not "<lambda>"."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an integer (decimal, or hexadecimal as 0x...)") from None
 
 
 def _latest(runs: Path) -> Path:

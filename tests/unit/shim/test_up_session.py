@@ -76,6 +76,19 @@ def test_status_after_up_has_ended_says_so(tmp_path: Path,
                        "`python -m eeh_sriov up` or pass --console\n"), err
 
 
+def test_inject_names_a_bad_address_or_mask(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = cli._parser()
+    for opt in ("--address", "--mask"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["inject", "vf0", "errinjct", opt, "zz"])
+        err = capsys.readouterr().err.splitlines()[-1]
+        assert err.endswith(f"argument {opt}: 'zz' is not an integer (decimal, or "
+                            "hexadecimal as 0x...)"), err
+    args = parser.parse_args(["inject", "vf0", "errinjct", "--address", "0x1000",
+                              "--mask", "4095"])
+    assert (args.address, args.mask) == (0x1000, 4095)
+
+
 def _session() -> list[Entry]:
     return [
         Entry(10.0, "shim", "drivers-ready", None, None, {"s": 30.0}),
