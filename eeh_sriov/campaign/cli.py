@@ -36,7 +36,7 @@ from eeh_sriov.campaign.generate import (
 )
 from eeh_sriov.campaign.model import Scenario
 from eeh_sriov.campaign.report_data import parse_result
-from eeh_sriov.campaign.rig import topology_path
+from eeh_sriov.campaign.rig import campaign_topology, topology_path
 from eeh_sriov.campaign.run import RESULTS_NAME, append_result, observe, read_results, run_scenario
 from eeh_sriov.campaign.vm import run_vm, vm_subset
 from eeh_sriov.system import asset_config
@@ -92,7 +92,7 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
 
 def _scenarios(args: argparse.Namespace) -> list[Scenario]:
     # a bad topology file is one error line here, not an error in every scenario
-    load_topology(topology_path(args.topology))
+    campaign_topology(args.topology)
     if args.vm:
         if args.exhaustive:
             raise CampaignError("--vm runs a subset (--subset), not --exhaustive")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from eeh_sriov.campaign.errors import CampaignError
 from eeh_sriov.campaign.model import TRIGGER_EVENTS, Fault, Scenario, Trigger
+from eeh_sriov.campaign.rig import campaign_topology
 from hypervisor_shim.timeline import Entry
 
 REFERENCE = Path(__file__).parent / "reference"
@@ -132,6 +133,7 @@ def campaign(topology: str = "default", timing: str = "fast", *,
              exhaustive_mode: bool = True) -> list[Scenario]:
     """The scenarios of `campaign run`: exhaustive from the shipped reference, or the
     hand-picked matrix (docs/reliability.md) as scenarios."""
+    campaign_topology(topology)  # one error line for a topology no campaign can run
     if exhaustive_mode:
         return exhaustive(read_reference(reference_path(topology, timing)),
                           topology=topology, timing=timing)[0]

@@ -29,7 +29,7 @@ from typing import Any
 from device_model import ResetTiming
 from eeh_abi.vocabulary import Source
 from eeh_sriov.campaign.errors import CampaignError
-from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, Topology, load_topology
 from eeh_sriov.traffic import Target, UplinkTraffic
 from guest_drivers.agent import Agent
 from guest_drivers.driver import Driver, DriverState
@@ -52,6 +52,18 @@ def topology_path(name: str) -> Path:
         shipped = ", ".join(sorted(p.stem for p in TOPOLOGIES.glob("*.toml")))
         raise CampaignError(f"no topology {name!r} (shipped: {shipped}; or a .toml path)")
     return path
+
+
+def campaign_topology(name: str) -> Topology:
+    """A topology a campaign can run: parsed (a bad file is one error line before any
+    scenario) and with one adapter (the rig's traffic, the triggers and the oracles are
+    one adapter's)."""
+    topo = load_topology(topology_path(name))
+    if len(topo.adapters) > 1:
+        raise CampaignError(
+            f"topology {name}: {len(topo.adapters)} adapters; a campaign runs on a topology "
+            "with one adapter (its traffic, triggers and oracles are one adapter's)")
+    return topo
 
 
 def topology_config(name: str, timing: str) -> PlatformConfig:

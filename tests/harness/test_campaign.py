@@ -106,3 +106,19 @@ def test_a_bad_topology_file_is_one_error_before_any_scenario(
         assert "policy.max_reset_failures: must be 1..100, not 0" in cap.err, cap.err
         assert len(cap.err.splitlines()) == 1 and not cap.out, cap
         assert not out.exists()
+
+
+def test_a_topology_of_several_adapters_is_refused_in_one_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Campaigns run one adapter's traffic, triggers and oracles: a topology of two is one
+    error line before anything runs (it was an error in every scenario, each after ~11 s),
+    from the CLI and from the pytest items' scenario list alike."""
+    two = str(DEFAULT_TOPOLOGY.parent / "two-adapters-harness.toml")
+    assert main(["campaign", "list", "--topology", two]) == 1
+    cap = capsys.readouterr()
+    assert "2 adapters; a campaign runs on a topology with one adapter" in cap.err, cap.err
+    assert len(cap.err.splitlines()) == 1 and not cap.out, cap
+    from eeh_sriov.campaign.errors import CampaignError
+    from eeh_sriov.campaign.generate import campaign
+    with pytest.raises(CampaignError, match="one adapter"):
+        campaign(two, "fast", exhaustive_mode=False)
