@@ -146,13 +146,18 @@ def main() -> int:
     ap.add_argument("--dir", default="/mnt/results")
     args = ap.parse_args()
     out = Path(args.dir)
+    def ready(data: dict[str, Any]) -> None:  # atomically: the host reads it on sight
+        tmp = out / "peer-ready.json.tmp"
+        tmp.write_text(json.dumps(data) + "\n")
+        tmp.replace(out / "peer-ready.json")
+
     try:
         info = setup(args.pf_mac, args.macs.split(","))
     except (RuntimeError, OSError) as e:
-        (out / "peer-ready.json").write_text(json.dumps({"error": str(e)}) + "\n")
+        ready({"error": str(e)})
         print(f"peer: set-up failed: {e}", flush=True)
         return 1
-    (out / "peer-ready.json").write_text(json.dumps(info) + "\n")
+    ready(info)
     print(f"peer: ready {json.dumps(info)}", flush=True)
     names = [info["pf"]["ifname"]] + [v["ifname"] for v in info["vfs"]]
     counts = echo_loop(names, out / "peer-stop")

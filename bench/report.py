@@ -284,7 +284,9 @@ def points_table(results: dict[str, Any]) -> str:
 def boot_table(results: dict[str, Any]) -> str:
     gst = results.get("guests") or {}
     ph = gst.get("boot_phases_per_guest", {})
-    names = {"start_to_marker_s": "QEMU start -> guest ready marker (kernel, initramfs, stage 2)",
+    names = {"restore_s": "QEMU start -> saved state loaded (restored guests)",
+             "go_s": "QEMU start -> functions hot-plugged, go sent",
+             "start_to_marker_s": "QEMU start -> guest ready marker (kernel, initramfs, stage 2)",
              "python_start_s": "marker -> agent's first platform call (python3 start, imports)",
              "probe_s": "first platform call -> last driver probe",
              "drivers_ready_s": "start -> that guest's drivers ready"}
