@@ -22,7 +22,7 @@ from device_model.errors import DeviceModelError
 from eeh_sriov import operator_cli
 from eeh_sriov.campaign import cli as campaign_cli
 from eeh_sriov.interrupt import Interrupted, until_signal
-from eeh_sriov.recovery_demo import KINDS, OUTCOME, Story, StoryConfig
+from eeh_sriov.recovery_demo import KINDS, OUTCOME, Story, StoryConfig, check_story
 from eeh_sriov.system import asset_config
 from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
 from eeh_sriov.transport_demo import GUEST_COMMAND, Echo, run_with_guest, summarize
@@ -121,6 +121,7 @@ async def _story(args: argparse.Namespace) -> int:
     topo = load_topology(args.topology)
     if args.timing is not None:
         topo = topo.with_timing("spec" if args.timing == "spec" else "fast")
+    check_story(topo, args.kind, args.vf)  # bad input refused before any set-up
     cfg_assets = asset_config()
     assets = ensure_assets(cfg_assets)
     accel, why = await resolve_accel(args.accel, assets, cfg_assets, args.runs)

@@ -101,20 +101,25 @@ class StoryResult:
     lines: list[str] = field(default_factory=list)
 
 
+def check_story(topo: Topology, kind: str, vf: str) -> None:
+    """What the demo refuses before anything is set up or boots (StoryError)."""
+    if kind not in KINDS:
+        raise StoryError(f"unknown story kind {kind!r} (one of {', '.join(KINDS)})")
+    if topo.adapters:
+        raise StoryError(f"topology {topo.source} has several adapters; the demo "
+                         "tells one adapter's story: use `python -m eeh_sriov up` with "
+                         "it (console: eeh-inject pe=nic0 kind=adapter-fatal)")
+    # a VF-only error goes to a VF a guest holds
+    held = list(vf_names(topo))
+    if kind == "vf" and vf not in held:
+        raise StoryError(f"--vf {vf}: not a VF a guest of {topo.source} "
+                         f"holds ({', '.join(held) or 'none'})")
+
+
 class Story:
     def __init__(self, cfg: StoryConfig, assets: GuestAssets, run_dir: Path,
                  say: Callable[[str], None] = print) -> None:
-        if cfg.kind not in KINDS:
-            raise StoryError(f"unknown story kind {cfg.kind!r} (one of {', '.join(KINDS)})")
-        if cfg.topology.adapters:
-            raise StoryError(f"topology {cfg.topology.source} has several adapters; the demo "
-                             "tells one adapter's story: use `python -m eeh_sriov up` with "
-                             "it (console: eeh-inject pe=nic0 kind=adapter-fatal)")
-        # a VF-only error goes to a VF a guest holds: refused here, before any boot
-        held = list(vf_names(cfg.topology))
-        if cfg.kind == "vf" and cfg.vf not in held:
-            raise StoryError(f"--vf {cfg.vf}: not a VF a guest of {cfg.topology.source} "
-                             f"holds ({', '.join(held) or 'none'})")
+        check_story(cfg.topology, cfg.kind, cfg.vf)
         self.cfg = cfg
         self.assets = assets
         self.run_dir = run_dir

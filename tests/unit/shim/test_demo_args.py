@@ -25,3 +25,15 @@ def test_a_vf_only_error_on_a_vf_no_guest_holds_is_refused_before_the_boot(
             Story(StoryConfig(topo, kind="vf", vf=vf), NO_ASSETS, tmp_path)
     Story(StoryConfig(topo, kind="vf", vf="vf2"), NO_ASSETS, tmp_path)
     Story(StoryConfig(topo, kind="adapter", vf="vf9"), NO_ASSETS, tmp_path)  # not used
+
+
+def test_the_cli_refuses_before_any_set_up(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`demo --kind vf --vf vf9`: one error line, no QEMU or accelerator line, no run
+    directory (it used to resolve the accelerator and make runs/<time>-demo-vf first)."""
+    from eeh_sriov.__main__ import main
+    runs = tmp_path / "runs"
+    assert main(["--runs", str(runs), "demo", "--kind", "vf", "--vf", "vf9"]) == 1
+    cap = capsys.readouterr()
+    assert cap.err.startswith("error: --vf vf9: not a VF") and not cap.out, cap
+    assert not runs.exists() or not any(runs.iterdir())
