@@ -481,8 +481,11 @@ class Platform:
             self.timeline.record(by, Kind.RESET_PE, pe=pe, data={"kind": kind})
             status = rec.pe.reset(RESET_KINDS[kind])
             if int(status) != 0:
+                why = " (a fundamental reset is for an adapter PE; a VF PE takes a hot " \
+                      "reset, an FLR)" if kind == "fundamental" and rec.pe.parent is not None \
+                    and int(status) == -8 else ""
                 raise PlatformError(f"reset of {pe} refused: status {int(status)} "
-                                    f"({status.name})")
+                                    f"({status.name}){why}")
             self.tree_of(rec).policy.clear_permanent(rec)
             return ResetDone(pe, kind, 0)
         return act

@@ -111,6 +111,10 @@ def test_a_reset_of_a_vf_that_is_not_enabled_is_refused() -> None:
         assert not [e for e in rig.entries() if e.pe == "vf5"]  # nothing recorded for it
         done = asyncio.run(rig.plat.reset_pe("vf2", "hot", by="console"))  # present
         assert done.to_json() == {"pe": "vf2", "kind": "hot", "status": 0}
+        # a fundamental reset of a VF PE: refused, and the operator is told why
+        with pytest.raises(PlatformError, match=r"status -8 \(NOT_SUPPORTED\) \(a "
+                           r"fundamental reset is for an adapter PE; a VF PE takes a hot"):
+            asyncio.run(rig.plat.reset_pe("vf2", "fundamental", by="console"))
 
 
 def test_events_name_only_pes_that_exist() -> None:
