@@ -186,20 +186,28 @@ def observe(scenario: Scenario, artifacts: Path) -> Observation:
     rig = HarnessRig(cfg, artifacts, traffic=scenario.traffic)
     with rig:
         sched = FaultScheduler(rig, scenario)
-        sched.start()
-        try:
-            time.sleep(rng.uniform(0.0, 0.02))
-            sched.arm()
-            first = apply(rig, scenario.first, Context(rng), first=True)
-            unsettled = rig.settled(bound, busy=sched.busy)
-        finally:
-            sched.close()
-        traffic = traffic_books(rig)
+        first, unsettled, traffic = drive(rig, scenario, sched, rng, bound)
         return Observation(scenario, first.t, tuple(rig.plat.timeline.snapshot()),
                            (first, *sched.applied), tuple(rig.books), traffic,
                            rig.pe_states(), drivers_end(rig), tuple(unsettled), bound,
                            model_books(rig), cfg.policy.max_reset_failures,
                            no_desc_end=rig.no_desc_now())
+
+
+def drive(rig: Rig, scenario: Scenario, sched: FaultScheduler, rng: random.Random,
+          bound: float) -> tuple[Applied, list[str], dict[str, VfTraffic]]:
+    """A scenario's faults on a running rig (either mode): the follow-ups armed, the
+    first fault after a seeded 0-20 ms, then until everything settles (at most `bound`
+    s); the first fault as applied, what did not settle, and the traffic's books."""
+    sched.start()
+    try:
+        time.sleep(rng.uniform(0.0, 0.02))
+        sched.arm()
+        first = apply(rig, scenario.first, Context(rng), first=True)
+        unsettled = rig.settled(bound, busy=sched.busy)
+    finally:
+        sched.close()
+    return first, list(unsettled), traffic_books(rig)
 
 
 def model_books(rig: Rig) -> dict[str, bool]:

@@ -49,7 +49,6 @@ from typing import Any
 from device_model import ResetTiming
 from eeh_abi.vocabulary import Kind, Source
 from eeh_sriov.campaign.errors import CampaignError
-from eeh_sriov.campaign.faults import Context, apply
 from eeh_sriov.campaign.generate import seed_of
 from eeh_sriov.campaign.model import Fault, Scenario, Trigger
 from eeh_sriov.campaign.observe import Observation
@@ -58,10 +57,10 @@ from eeh_sriov.campaign.rig import Rig, topology_path
 from eeh_sriov.campaign.run import (
     FaultScheduler,
     append_result,
+    drive,
     drivers_end,
     model_books,
     pe_history,
-    traffic_books,
     write_artifacts,
 )
 from eeh_sriov.system import System
@@ -239,15 +238,7 @@ def observe_vm(rig: VmRig, scenario: Scenario) -> Observation:
             for name in targets:
                 if rig.traffic.wait_echo_after(name, 0.0, 30) is None:
                     raise CampaignError(f"no traffic through {name} before the fault")
-        sched.start()
-        try:
-            time.sleep(rng.uniform(0.0, 0.02))
-            sched.arm()
-            first = apply(rig, scenario.first, Context(rng), first=True)
-            unsettled = rig.settled(VM_BOUND_S, busy=sched.busy)
-        finally:
-            sched.close()
-        traffic = traffic_books(rig)
+        first, unsettled, traffic = drive(rig, scenario, sched, rng, VM_BOUND_S)
         return Observation(scenario, first.t, head + tuple(plat.timeline.snapshot()[since:]),
                            (first, *sched.applied), tuple(rig.books), traffic,
                            rig.pe_states(), drivers_end(rig), tuple(unsettled), VM_BOUND_S,

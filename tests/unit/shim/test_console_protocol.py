@@ -224,7 +224,8 @@ def test_the_platforms_refusals_and_bugs(sock_dir: Path,
             ("eeh-inject", {"pe": "adapter", "kind": "vf-error"},
              "vf-error is injected on a VF PE"),
             ("eeh-reset-pe", {"pe": "vf0", "kind": "fundamental"},
-             "reset of vf0 refused: status -8 (NOT_SUPPORTED)"),
+             "reset of vf0 refused: status -8 (NOT_SUPPORTED) (a fundamental reset is for "
+             "an adapter PE; a VF PE takes a hot reset, an FLR)"),
             ("query-pe-error-log", {"pe": "nope"}, "no PE named 'nope' (PEs: adapter, vf0, vf1)"),
         ]
         for cmd, args, desc in refusals:
