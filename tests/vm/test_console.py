@@ -113,7 +113,8 @@ def test_stock_qmp_shell_through_the_console_to_a_guest(
     assert events(vf_events) == [("EEH_PE_STATE_CHANGED", "vf1", 2)], vf_events
     assert json.loads(vf_reset) == {"return": {"pe": "vf1", "kind": "hot", "status": 0}}
     assert json.loads(refused) == {"error": {
-        "class": "GenericError", "desc": "reset of vf0 refused: status -8 (NOT_SUPPORTED)"}}
+        "class": "GenericError", "desc": "reset of vf0 refused: status -8 (NOT_SUPPORTED) (a "
+        "fundamental reset is for an adapter PE; a VF PE takes a hot reset, an FLR)"}}
     assert json.loads(bad_function)["error"]["desc"] == \
         "Parameter 'function' does not accept value '25'"
     assert json.loads(fatal) == {"return": {"pe": "adapter", "kind": "adapter-fatal",
