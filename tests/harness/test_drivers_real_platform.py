@@ -370,7 +370,9 @@ def test_a_freeze_pushed_while_a_recovery_finishes_starts_a_new_one(plat: Platfo
         assert wait_for(lambda: vf.recovery is not None and vf.recovery.recovered == 2, 10)
         detected = [e for e in plat.timeline.snapshot() if (e.source, e.kind, e.pe) == (
             "driver", "error-detected", "vf0")]
-        assert [e.data.get("trigger") for e in detected] == ["pe-frozen", "pe-frozen"], \
+        # the first round may start from the pushed event or from a health check's
+        # all-ones read, whichever the driver meets first; the second, from the event
+        assert len(detected) == 2 and detected[1].data.get("trigger") == "pe-frozen", \
             [(round(e.t - fired[0], 3), e.data.get("trigger")) for e in detected]
         assert detected[1].t - fired[0] < 0.5
     finally:
