@@ -50,8 +50,11 @@ def test_a_report_flood_is_budgeted_and_nobody_else_suffers(tmp_path: Path) -> N
         assert ok + len(busy) == N
         assert REPORT_BUDGET.burst <= ok <= REPORT_BUDGET.burst + (
             flood_s + 1) * REPORT_BUDGET.rate_per_s
-        assert all(r.ret.get("retry_ms") == REPORT_BUDGET.retry_ms and r.error
-                   and "over budget" in r.error for r in busy)
+        # refused by the report budget, or (a flood this fast can pass it too) by the
+        # guest's record budget, which answers first (hcall/server.py)
+        assert all(r.error and "over budget" in r.error and (
+            r.ret.get("retry_ms") == REPORT_BUDGET.retry_ms or "bytes of records" in r.error)
+            for r in busy), {r.error for r in busy}
         big = flood.call(Call.REPORT, step="probe",
                          detail={"blob": "x" * (REPORT_BUDGET.max_detail_bytes + 1)})
         assert big.status in (Status.PARAM_ERROR, Status.BUSY), big
@@ -61,7 +64,8 @@ def test_a_report_flood_is_budgeted_and_nobody_else_suffers(tmp_path: Path) -> N
         entries = [e for e in plat.timeline.snapshot() if e.owner == "g1"]
         summaries = [e for e in entries if e.data.get("over_budget")]
         assert sum(e.data["refused"] for e in summaries) >= len(busy)
-        assert len(summaries) <= flood_s / REPORT_BUDGET.window_s + 2
+        # one per window and budget (reports; records when it acted too)
+        assert len(summaries) <= 2 * (flood_s / REPORT_BUDGET.window_s + 2)
         assert len(entries) <= ok + len(summaries) + 2  # bounded: accepted + summaries
         # after the window the budget is back: a report is accepted
         assert flood.call(Call.REPORT, step="probe", detail={}).ok
