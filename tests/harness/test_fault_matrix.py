@@ -188,9 +188,11 @@ def test_second_adapter_error_during_the_adapter_reset(tmp_path: Path) -> None:
         kinds = [(e.source, e.kind) for e in tl if e.pe == "adapter"]
         done = kinds.index(("policy", "pe-reset-done"))
         assert ("policy", "pe-frozen") in kinds[done:]  # frozen again after that reset
-        attempts = [e.data.get("attempt") for e in tl if e.source == "driver"
-                    and e.pe == "adapter" and e.kind in ("reset", "reset-failed")]
-        assert len(attempts) >= 2, r.dump(t1)
+        # the adapter driver reset it again: the platform did a second hot reset after
+        # that reset-done (the driver reports it as a failed attempt, or restarts its
+        # round for the new freeze first: either way, a second reset)
+        again = [k for k in kinds[done:] if k == ("policy", "reset-hot")]
+        assert again, r.dump(t1)
         traffic_back_everywhere(r, t2)
         books_balance(r)
         all_pes_normal(r)
