@@ -8,11 +8,13 @@
 `up` writes `consoles.json` in its run directory and points `runs/latest` at it;
 `status` and `inject` find the platform console there unless `--console` names one.
 `up --traffic` runs the test traffic (eeh_sriov.traffic): the agents' own probes and the
-host's probes from the uplink to every VF, echoed back; after each recovery of a VF the
-first echo through it is a `traffic-back` step (timeline and live output). When `up` ends
-(Ctrl-C, SIGTERM, every guest gone) it leaves what `demo` leaves: events.jsonl,
-timeline.md and summary.json (eeh_sriov.report, the session's steps) and uplink.pcap
-(the uplink, captured with or without --traffic).
+host's probes from the uplink to every VF (of several adapters, each VF through its own
+adapter's uplink), echoed back; after each recovery of a VF the first echo through it is
+a `traffic-back` step (timeline and live output, the VF named with its adapter:
+nic1.vf3). When `up` ends (Ctrl-C, SIGTERM, every guest gone) it leaves what `demo`
+leaves: events.jsonl, timeline.md and summary.json (eeh_sriov.report, the session's
+steps) and the uplink's capture, with or without --traffic: uplink.pcap, or of several
+adapters one per adapter (uplink-nic0.pcap, uplink-nic1.pcap).
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ from eeh_sriov.traffic import (
 )
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.injection import INJECT_KINDS
-from hypervisor_shim.pe.names import split
 from hypervisor_shim.platform_api import PeInfo
 from hypervisor_shim.readiness import DriversNotReady, wait_drivers_ready_async
 from hypervisor_shim.timeline import Entry
@@ -79,10 +80,11 @@ def add_subcommands(sub: Any) -> None:
                     help="guest command instead of the drivers' agent")
     up.add_argument("--traffic", action="store_true",
                     help="test traffic: every VF probes the uplink and its peers, the host "
-                         f"probes every VF ({HOST_PROBES_HZ:g}/s; of several adapters, the "
-                         "first adapter's VFs only) and prints when traffic "
-                         "comes back after each recovery (a traffic-back step). Without "
-                         "it (the default) no traffic runs; the uplink is only captured")
+                         f"probes every VF ({HOST_PROBES_HZ:g}/s; of several adapters, each "
+                         "VF through its own adapter's uplink) and prints when traffic "
+                         "comes back after each recovery (a traffic-back step, the VF "
+                         "named with its adapter: nic1.vf3). Without it (the default) no "
+                         "traffic runs; the uplinks are only captured")
     for name, text in (("status", "PE states of a running topology"),
                        ("inject", "inject an error into a running topology")):
         p = sub.add_parser(name, help=text)
@@ -230,8 +232,7 @@ async def _up(args: argparse.Namespace, system: System, run_dir: Path) -> int:
             print("  Ctrl-C takes everything down.", flush=True)
             session = Session(args, system, run_dir, t0)
             with UplinkTraffic(system.platform, probed(system.topo), rate_hz=HOST_PROBES_HZ,
-                               probing=args.traffic, adapter=system.topo.adapter.name
-                               ) as traffic:
+                               probing=args.traffic) as traffic:
                 session.start(traffic)
                 try:
                     await _watch(system)
@@ -295,8 +296,9 @@ class Session:
                 self._loop.call_soon_threadsafe(_say, live_line(e))
 
     def finish(self, traffic: UplinkTraffic) -> None:
-        """Stop watching, then write timeline.md, summary.json and uplink.pcap (blocking:
-        nothing here may be interrupted half-way); events.jsonl is written as it goes."""
+        """Stop watching, then write timeline.md, summary.json and the uplink captures
+        (blocking: nothing here may be interrupted half-way); events.jsonl is written as
+        it goes."""
         plat = self.system.platform
         plat.timeline.remove_listener(self._live)
         for task in self._tasks:
@@ -305,11 +307,17 @@ class Session:
             self.back.stop()
         traffic.stop()
         stats = traffic.stats(in_flight_s=0.5) if self.args.traffic else {}
-        frames = traffic.write_pcap(self.run_dir / "uplink.pcap")
-        paths = write_session(self.system, self.run_dir, traffic=self.args.traffic,
-                              stats=stats, frames=frames, t0=self.t0)
-        print(f"up: wrote {', '.join(p.name for p in paths)} ({frames} frames) and "
-              f"events.jsonl in {self.run_dir}", flush=True)
+        pcaps = write_pcaps(traffic, self.run_dir)
+        system = self.system
+        paths = write_session(self.run_dir, system.topo, plat.timeline.snapshot(),
+                              traffic=self.args.traffic, stats=stats, pcaps=pcaps,
+                              t0=self.t0, extra={
+                                  "accel": system.accel,
+                                  "guests": {n: vm.summary for n, vm in
+                                             system.machines.items()},
+                                  "versions": versions({"qemu": system.assets.qemu.describe()})})
+        print(f"up: wrote {', '.join(p.name for p in paths)} "
+              f"({sum(pcaps.values())} frames) and events.jsonl in {self.run_dir}", flush=True)
 
 
 def _say(line: str) -> None:
@@ -330,32 +338,43 @@ def live_line(e: Entry) -> str:
 
 
 def traffic_flows_line(topo: Topology, probed_vfs: list[str]) -> str:
-    """What `up --traffic` says once every probed VF has echoed; of several adapters, which
-    VFs the host does not probe (no traffic-back step for them), so none is taken for a
-    VF whose traffic is watched."""
+    """What `up --traffic` says once every probed VF has echoed (of several adapters,
+    each through its own adapter's uplink)."""
     line = f"up: traffic flows through every VF ({', '.join(probed_vfs)})"
-    others = [fn for fn in vf_targets(topo) if fn not in probed_vfs]
-    if not others:
-        return line
-    return (f"up: traffic flows through every VF of {topo.adapter.name} "
-            f"({', '.join(probed_vfs)}); the host probes the first adapter's VFs only: "
-            f"{', '.join(others)} get no host probes and no traffic-back step")
+    if len(topo.adapters) > 1:
+        line += ", each through its own adapter's uplink"
+    return line
 
 
 def probed(topo: Topology) -> dict[str, Target]:
-    """The VFs the host's probes go to: through the first adapter's uplink, its VFs (of
-    several adapters, the others' VFs get none: docs/usage.md)."""
-    return {fn: t for fn, t in vf_targets(topo).items() if split(fn)[0] == topo.adapter.name}
+    """The VFs the host's probes go to: every VF a guest holds (of several adapters,
+    each through its own adapter's uplink: UplinkTraffic routes it by its name)."""
+    return vf_targets(topo)
 
 
-def write_session(system: System, run_dir: Path, *, traffic: bool,
-                  stats: dict[str, dict[str, int]], frames: int, t0: float) -> list[Path]:
+def pcap_names(adapters: list[str]) -> dict[str, str]:
+    """The capture file of each adapter's uplink: uplink.pcap of the only adapter,
+    uplink-<name>.pcap of each of several."""
+    if len(adapters) == 1:
+        return {adapters[0]: "uplink.pcap"}
+    return {a: f"uplink-{a}.pcap" for a in adapters}
+
+
+def write_pcaps(traffic: UplinkTraffic, run_dir: Path) -> dict[str, int]:
+    """Each adapter's uplink capture (pcap_names) in `run_dir`: file name -> frames."""
+    return {name: traffic.write_pcap(run_dir / name, adapter)
+            for adapter, name in pcap_names(list(traffic.ports)).items()}
+
+
+def write_session(run_dir: Path, topo: Topology, entries: list[Entry], *, traffic: bool,
+                  stats: dict[str, dict[str, int]], pcaps: dict[str, int], t0: float,
+                  extra: dict[str, Any]) -> list[Path]:
     """timeline.md and summary.json of an `up` session (eeh_sriov.report's writers):
-    the steps since the drivers were ready (or, if they never were, since the guests)."""
-    entries = system.platform.timeline.snapshot()
+    the steps since the drivers were ready (or, if they never were, since the guests);
+    `pcaps`: the uplink captures written (file name -> frames); `extra`: what the
+    summary says of the system (accelerator, guests, versions)."""
     ready = next((e for e in entries if e.kind == Kind.DRIVERS_READY), None)
     start = ready.t if ready is not None else t0
-    topo = system.topo
     steps = session_steps(entries, probed(topo), traffic=traffic)
     md, js = run_dir / "timeline.md", run_dir / "summary.json"
     write_timeline_md(md, f"Operator session (up {topo.source})", steps, entries, start,
@@ -369,13 +388,13 @@ def write_session(system: System, run_dir: Path, *, traffic: bool,
         extra={"kind": "up", "topology": topo.source, "traffic": traffic,
                # the first console action's: until the last VF's traffic came back
                "recovery_ms": max(first.values()) if first else None,
-               "injections": injections, "accel": system.accel,
-               "timing": topo.adapter.timing,
+               "injections": injections,
+               "timing": {a.name or "adapter": a.timing for a in topo.all_adapters}
+               if len(topo.adapters) > 1 else topo.adapter.timing,
                "drivers_ready_s": ready.data.get("s") if ready is not None else None,
-               "uplink_pcap_frames": frames,
-               "guests": {n: vm.summary for n, vm in system.machines.items()},
-               "versions": versions({"qemu": system.assets.qemu.describe()})})
-    return [md, js, run_dir / "uplink.pcap"]
+               "uplink_pcap_frames": sum(pcaps.values()), "uplink_pcaps": pcaps,
+               **extra})
+    return [md, js, *(run_dir / name for name in pcaps)]
 
 
 def state_line(pes: list[PeInfo]) -> str:

@@ -8,7 +8,12 @@
 Probes (eeh_abi.traffic) go into the switch from the uplink, addressed to each VF's MAC
 (802.1Q-tagged with its port VLAN if it has one); a VF driver answers each with an echo,
 which leaves through the uplink. Every uplink frame both ways is kept with its host time
-for the capture (`write_pcap`). `probing=False`: a capture only, nothing sent.
+and its adapter for the capture (`write_pcap`). `probing=False`: a capture only, nothing
+sent.
+
+Of several adapters, each VF's probes go through its own adapter's uplink (the adapter its
+name names: "nic1.vf3" through nic1's), and every adapter's uplink is captured; with
+`adapter="nic1"` only that adapter's uplink is used, for every target.
 
     vf_targets(topo)                         # every VF a guest holds -> Target
     guest_traffic_command(topo, "g1", 10.0)  # the agent, with its VFs' own traffic
@@ -20,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +36,7 @@ from eeh_sriov.topology import Topology, format_mac
 from hypervisor_shim.pe.names import split
 from hypervisor_shim.platform import Platform
 from hypervisor_shim.timeline import Entry, Timeline
+from hypervisor_shim.uplink import HostPort
 
 PEER_MAC = bytes.fromhex("02aabbccdd01")
 
@@ -102,17 +108,34 @@ def guest_traffic_command(topo: Topology, guest: str, pps: float) -> str:
     return cmd + (f" --peers {','.join(peers)}" if peers else "")
 
 
+def uplink_of(name: str, adapters: Sequence[str]) -> str:
+    """The adapter whose uplink reaches VF `name`: the adapter its name names ("nic1.vf3":
+    nic1), else the first (an unqualified name, or the only adapter's)."""
+    adapter = split(name)[0]
+    return adapter if adapter in adapters else adapters[0]
+
+
 class UplinkTraffic:
     def __init__(self, plat: Platform, targets: Mapping[str, Target], *,
                  rate_hz: float = 50.0, keep_frames: int = 200_000,
                  probing: bool = True, adapter: str | None = None) -> None:
-        """`adapter`: whose uplink (its name, of several adapters; default the first's)."""
+        """`adapter`: every target through that adapter's uplink (its name); None: each
+        through its own adapter's, and every adapter's uplink captured."""
         self.plat = plat
-        self.port = plat.host.host_port(adapter)
+        every = list(plat.host.adapters)
+        self.ports: dict[str, HostPort] = {}
+        try:
+            for name in every if adapter is None else [adapter]:
+                self.ports[name] = plat.host.host_port(name)
+        except BaseException:
+            self._close_ports()
+            raise
+        self.port = next(iter(self.ports.values()))  # the first (the only one, before)
         self.targets = dict(targets)
+        self.route = {n: uplink_of(n, list(self.ports)) for n in targets}
         self.period = 1.0 / rate_hz
         self.streams = {name: StreamStats() for name in targets}
-        self.frames: list[tuple[float, bytes]] = []
+        self.frames: list[tuple[float, bytes, str]] = []  # (host t, frame, adapter)
         self._keep = keep_frames
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -137,7 +160,11 @@ class UplinkTraffic:
             self._cond.notify_all()  # waiters (wait_echo_after) give up at once
         if self._thread.is_alive():
             self._thread.join(timeout=10)
-        self.port.close()
+        self._close_ports()
+
+    def _close_ports(self) -> None:
+        for port in self.ports.values():
+            port.close()
 
     def pause(self, paused: bool = True) -> None:
         (self._paused.set if paused else self._paused.clear)()
@@ -150,7 +177,8 @@ class UplinkTraffic:
         return frame
 
     def _run(self) -> None:
-        port = self.port
+        # a probe's `target` is the VF's index among every target (whatever its uplink):
+        # its echo names it, from whichever uplink it comes
         names = list(self.targets)
         next_t = time.monotonic()
         while not self._stop.is_set():
@@ -162,13 +190,15 @@ class UplinkTraffic:
                         frame = self._frame_for(n, name, st.sent)
                         out.append((name, st.sent, frame))
                     now = time.monotonic()
-                    port.send([f for _, _, f in out])
+                    for adapter, port in self.ports.items():
+                        port.send([f for name, _, f in out if self.route[name] == adapter])
                     with self._lock:
                         for name, seq, frame in out:
                             self.streams[name].send_times[seq] = now
                             self.streams[name].sent += 1
-                            self._keep_frame(now, frame)
-                self._account(port.receive())
+                            self._keep_frame(now, frame, self.route[name])
+                for adapter, port in self.ports.items():
+                    self._account(port.receive(), adapter)
             except Exception as e:  # the platform stopped under us
                 self.errors.append(repr(e))
                 if self._stop.wait(0.1):
@@ -179,16 +209,16 @@ class UplinkTraffic:
                 next_t = time.monotonic()
             self._stop.wait(max(0.0, delay))
 
-    def _keep_frame(self, t: float, frame: bytes) -> None:
+    def _keep_frame(self, t: float, frame: bytes, adapter: str) -> None:
         if len(self.frames) < self._keep:
-            self.frames.append((t, frame))
+            self.frames.append((t, frame, adapter))
 
-    def _account(self, frames: list[bytes]) -> None:
+    def _account(self, frames: list[bytes], adapter: str) -> None:
         now = time.monotonic()
         names = list(self.targets)
         with self._cond:
             for f in frames:
-                self._keep_frame(now, f)
+                self._keep_frame(now, f, adapter)
                 p = T.parse(f)
                 if p is None or p.kind != T.ECHO or p.stream != 0 or \
                         not 0 <= p.target < len(names):
@@ -223,13 +253,14 @@ class UplinkTraffic:
         with self._lock:
             return {n: st.summary(in_flight_s, now) for n, st in self.streams.items()}
 
-    def write_pcap(self, path: Path) -> int:
-        """The uplink capture (both directions) with scapy's writer; returns frames written."""
+    def write_pcap(self, path: Path, adapter: str | None = None) -> int:
+        """The uplink capture (both directions) with scapy's writer: `adapter`'s uplink, or
+        (None) every uplink captured; returns frames written."""
         from scapy.layers.l2 import Ether  # scapy is slow to import: only here
         from scapy.utils import wrpcap
 
         with self._lock:
-            frames = list(self.frames)
+            frames = [(t, f) for t, f, a in self.frames if adapter in (None, a)]
         offset = time.time() - time.monotonic()
         packets = []
         for t, raw in frames:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from eeh_sriov import __main__ as cli
-from eeh_sriov.operator_cli import StateLines, probed, traffic_flows_line
+from eeh_sriov.operator_cli import StateLines, pcap_names, probed, traffic_flows_line
 from eeh_sriov.report import session_injections, session_steps, write_summary, write_timeline_md
 from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
 from hypervisor_shim.platform_api import PeInfo
@@ -49,15 +49,21 @@ def test_up_says_what_traffic_does_in_its_help(capsys: pytest.CaptureFixture[str
 
 
 def test_up_says_which_vfs_its_traffic_watches() -> None:
-    """One adapter: every VF. Several: the host probes the first adapter's VFs only, and
-    the line says so and names the others (it once said "every VF" and listed nic0's)."""
+    """One adapter: every VF. Several: every VF of every adapter, each through its own
+    adapter's uplink (it once probed the first adapter's VFs only)."""
     one = load_topology(DEFAULT_TOPOLOGY)
     assert traffic_flows_line(one, list(probed(one))) == \
         "up: traffic flows through every VF (vf0, vf1, vf2)"
     two = load_topology(DEFAULT_TOPOLOGY.parent / "two-adapters.toml")
-    line = traffic_flows_line(two, list(probed(two)))
-    assert line.startswith("up: traffic flows through every VF of nic0 (nic0.vf0, nic0.vf1);")
-    assert line.endswith("nic1.vf0, nic1.vf1 get no host probes and no traffic-back step")
+    assert traffic_flows_line(two, list(probed(two))) == (
+        "up: traffic flows through every VF (nic0.vf0, nic0.vf1, nic1.vf0, nic1.vf1), "
+        "each through its own adapter's uplink")
+
+
+def test_up_names_a_capture_per_adapter() -> None:
+    assert pcap_names([""]) == {"": "uplink.pcap"}
+    assert pcap_names(["nic0", "nic1"]) == {"nic0": "uplink-nic0.pcap",
+                                            "nic1": "uplink-nic1.pcap"}
 
 
 def test_status_after_up_has_ended_says_so(tmp_path: Path,
