@@ -7,6 +7,14 @@ MAX_LINE bytes). docs/platform-calls.md is the reference; in short:
     request  {"v": 1, "id": 7, "call": "read-slot-reset-state2", "args": {"pe": 65536}}
     reply    {"v": 1, "id": 7, "status": 0, "ret": {"state": 5, "retry_ms": 1000, ...}}
     event    {"v": 1, "event": "lockout-lifted", "pe": 65664, "data": {...}, "t": 12.5}
+    batched  {"v": 1, "event": "lockout-lifted", "pe": 65664,
+              "data": {..., "pes": [65664, 65920, ...]}, "t": 12.5}
+
+A batched event is the same event for each PE of `data.pes` (the platform pushes an
+owner's run of events of one name and one data as one line: the lift of every VF PE's
+lockout, the side-effect freezes of a PE tree); `pe` is the first of them. `Channel`
+hands its subscribers one event per PE (`unbatch`), without `pes`, as if each had been a
+line of its own.
 
 The calls, their arguments and replies, and the pushed events are declared in
 `eeh_abi.schema`; the JSON is `eeh_abi.strict_json`'s. Replies carry the id of their
@@ -36,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eeh_abi import strict_json
-from eeh_abi.schema import Call
+from eeh_abi.schema import BATCHED_PES, MAX_BATCH, Call
 
 VERSION = 1
 MAX_LINE = 64 * 1024
@@ -101,6 +109,16 @@ class Event:
 
 
 Message = Request | Reply | Event
+
+
+def unbatch(ev: Event) -> list[Event]:
+    """The events a (decoded) event line stands for: one per PE of a batched event, each
+    without `pes`; the event itself otherwise."""
+    pes = ev.data.get(BATCHED_PES)
+    if not isinstance(pes, list):
+        return [ev]
+    data = {k: v for k, v in ev.data.items() if k != BATCHED_PES}
+    return [Event(ev.name, pe, data, ev.t) for pe in pes]
 
 
 # ---------------------------------------------------------------------------- codec
@@ -174,6 +192,11 @@ def decode(line: bytes) -> Message:
         if not isinstance(name, str) or not isinstance(data, dict) or \
                 not (pe is None or isinstance(pe, int)) or not isinstance(t, (int, float)):
             raise DecodeError("bad event")
+        pes = data.get(BATCHED_PES)
+        if pes is not None and not (isinstance(pes, list) and 0 < len(pes) <= MAX_BATCH
+                                    and all(type(x) is int for x in pes)):
+            raise DecodeError(f"bad event: {BATCHED_PES} must be a list of 1..{MAX_BATCH} "
+                              "PE addresses")
         return Event(name, pe, data, float(t))
     raise DecodeError("neither a request, a reply nor an event", msg_id)
 
@@ -266,7 +289,8 @@ class Channel:
         self._posted: dict[int, Callable[[Reply], None] | None] = {}  # id -> on_reply
         self._handlers: list[EventHandler] = []
         self._closed = threading.Event()
-        self.events_seen = 0
+        self.events_seen = 0  # events handed to the subscribers (a batch: one per PE)
+        self.event_lines = 0  # event lines read
         self.bad_lines = 0
         self.handler_errors = 0
         self._reader = threading.Thread(target=self._read_loop, name="hcall-reader",
@@ -433,14 +457,16 @@ class Channel:
                 except Exception:  # a caller's bug must not stop the channel
                     self.handler_errors += 1
         elif isinstance(msg, Event):
-            self.events_seen += 1
+            self.event_lines += 1
             with self._lock:
                 handlers = list(self._handlers)
-            for h in handlers:
-                try:
-                    h(msg)
-                except Exception:  # a subscriber's bug must not stop the channel
-                    self.handler_errors += 1
+            for ev in unbatch(msg):
+                self.events_seen += 1
+                for h in handlers:
+                    try:
+                        h(ev)
+                    except Exception:  # a subscriber's bug must not stop the channel
+                        self.handler_errors += 1
         # a Request from the other side is not part of this protocol: ignored
 
     def close(self) -> None:

@@ -197,12 +197,26 @@ _SPECS = (
 CALL_SPECS: Mapping[Call, CallSpec] = MappingProxyType({s.call: s for s in _SPECS})
 CALLS: tuple[Call, ...] = tuple(CALL_SPECS)
 
+# A batched event: the platform pushes an owner's run of events of one name and one data
+# (within one turn of its loop, nothing else pushed to that owner between them) as one
+# line whose data also lists the PEs it is for, the first of them as `pe`:
+#     {"event": "lockout-lifted", "pe": 98304, "data": {"pes": [98304, 98560, ...]}}
+# It means that event for each PE of the list (eeh_abi.hcall.unbatch); a line for one PE
+# has no `pes`. The lift of every VF PE's lockout and the side-effect freezes of a PE tree
+# are batched this way (one line per owner, not one per VF PE).
+BATCHED_PES = "pes"
+MAX_BATCH = 1024  # PEs in one batched line (a line of at most ~12 KiB of them)
+
 _EVENT_SPECS = (
     EventSpec(Kind.PE_FROZEN, "a PE the caller owns froze (also as a side-effect of the "
-              "adapter PE)", (Field("origin", "PE address that froze first"),
-                              Field("side_effect", "bool"), Field("reason", ""),
-                              Field("freeze_count", ""), Field("locked_out", "bool"))),
-    EventSpec(Kind.LOCKOUT_LIFTED, "the adapter driver allowed this VF PE to unfreeze"),
+              "adapter PE: batched, one line per owner, `pes`)",
+              (Field("origin", "PE address that froze first"),
+               Field("side_effect", "bool"), Field("reason", ""),
+               Field("freeze_count", ""), Field("locked_out", "bool"),
+               Field("pes", "when batched: every PE this freeze is for"))),
+    EventSpec(Kind.LOCKOUT_LIFTED, "the adapter driver allowed this VF PE to unfreeze "
+              "(batched: one line per owner for all its VF PEs, `pes`)",
+              (Field("pes", "when batched: every VF PE lifted (the event is for each)"),)),
     EventSpec(Kind.PERMANENT_FAILURE, "the PE froze more than `max_freezes` times within "
               "`window_s`, or its reset failed `max_reset_failures` times in a row, or the "
               "device model died or stalled, or the adapter driver was lost under "

@@ -11,6 +11,14 @@ exactly one reply, whatever it holds: a bug met while answering is a -3 "interna
 reply (logged), a reply too long for a line is replaced by a -3 saying so; the connection
 is never lost to a caller's input. A caller that leaves mid-call: the call being answered
 completes, its reply and the lines after it are dropped.
+
+Pushed events are batched (`push`): the events of one name and the same data pushed to
+one owner one after the other, within one turn of the loop (the lift of every VF PE's
+lockout, the side-effect freezes of a PE tree), go as one line naming their PEs,
+`{"event": "lockout-lifted", "pe": <the first>, "data": {"pes": [<each>, ...]}}`
+(docs/platform-calls.md, "Batched events"); `eeh_abi.hcall.Channel` hands its subscribers
+one event per PE. An owner's events keep their order, and the events pushed while a call
+is answered are written before its reply, as when each was a line of its own.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from eeh_abi.hcall import (
     encode,
 )
 from eeh_abi.papr import Status
+from eeh_abi.schema import BATCHED_PES, MAX_BATCH
 from eeh_abi.vocabulary import Kind, Source
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.hcall.budget import CHANNEL_BUDGET, ChannelBudget, RecordBudgets
@@ -85,6 +94,26 @@ class Connection:
 
 
 @dataclass
+class _Batch:
+    """Events waiting to go to one owner as one line: one name, one data, their PEs."""
+
+    name: str
+    data: dict[str, object]
+    pes: list[int | None]
+    t: float
+
+    def joins(self, name: str, pe: int | None, data: object) -> bool:
+        return (name == self.name and pe is not None and self.pes[0] is not None
+                and len(self.pes) < MAX_BATCH and data == self.data)
+
+    def line(self) -> bytes:
+        if len(self.pes) == 1:
+            return encode(Event(self.name, self.pes[0], self.data, self.t))
+        return encode(Event(self.name, self.pes[0], {**self.data, BATCHED_PES: self.pes},
+                            self.t))
+
+
+@dataclass
 class HcallServer:
     calls: PlatformCalls
     timeline: Timeline
@@ -95,6 +124,8 @@ class HcallServer:
     _servers: dict[str, asyncio.AbstractServer] = field(default_factory=dict)
     _paths: dict[str, Path] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _batches: dict[str, _Batch] = field(default_factory=dict)  # owner -> its waiting events
+    _flush_armed: bool = False
 
     async def listen(self, owner: str, path: Path) -> Path:
         """Serve `owner`'s channel on a unix socket at `path` (created here)."""
@@ -151,6 +182,7 @@ class HcallServer:
                     break
                 for item in lines.feed(data):
                     reply = self._answer_safely(owner, conn, item)
+                    self.flush_events()  # the events of the call go before its reply
                     if not conn.send(_encode_reply(reply)):
                         break
                     await asyncio.sleep(0)  # one line at a time: other channels go on
@@ -219,18 +251,54 @@ class HcallServer:
                         "in %.1f s", owner, data["refused"], data["window_s"])
 
     def push(self, notice: Notice) -> None:
-        """Send a policy notice's event to its owners' connections (on the loop thread)."""
+        """Send a policy notice's event to its owners' connections (on the loop thread):
+        queued as part of a batch (module docstring), written at the end of this turn of
+        the loop or before the reply of the call being answered, whichever comes first."""
         if notice.event is None:
             return
-        ev = Event(notice.event, notice.address, dict(notice.data),
-                   asyncio.get_running_loop().time() if _in_loop() else 0.0)
-        data = encode(ev)
+        data = dict(notice.data)
+        batchable = BATCHED_PES not in data
+        t = asyncio.get_running_loop().time() if _in_loop() else 0.0
         for owner in notice.owners:
-            for conn in list(self.connections.get(owner, ())):
-                if conn.send(data):
-                    conn.events_out += 1
+            batch = self._batches.get(owner)
+            if batch is not None and batchable and batch.joins(notice.event, notice.address,
+                                                               data):
+                batch.pes.append(notice.address)
+                continue
+            if batch is not None:
+                self._flush_owner(owner)
+            self._batches[owner] = _Batch(notice.event, data, [notice.address], t)
+            if not batchable:
+                self._flush_owner(owner)
+        self._arm_flush()
+
+    def _arm_flush(self) -> None:
+        if not self._batches or self._flush_armed:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.flush_events)
+        except RuntimeError:  # no loop (a caller outside it): now
+            self.flush_events()
+            return
+        self._flush_armed = True
+
+    def flush_events(self) -> None:
+        """Write every owner's waiting events now."""
+        self._flush_armed = False
+        for owner in list(self._batches):
+            self._flush_owner(owner)
+
+    def _flush_owner(self, owner: str) -> None:
+        batch = self._batches.pop(owner, None)
+        if batch is None:
+            return
+        data = batch.line()
+        for conn in list(self.connections.get(owner, ())):
+            if conn.send(data):
+                conn.events_out += 1
 
     def push_to(self, owner: str, name: str, pe: int | None, data: dict[str, object]) -> None:
+        self._flush_owner(owner)  # after what was pushed to it before
         loop_t = asyncio.get_running_loop().time() if _in_loop() else 0.0
         raw = encode(Event(name, pe, data, loop_t))
         for conn in list(self.connections.get(owner, ())):
