@@ -45,7 +45,10 @@ class PeStatus:
 @dataclass
 class SavedConfig:
     """The config space a driver saved at probe, restored after a PE reset (Linux's
-    eeh_restore_device_bars / pci_restore_state for what this device needs)."""
+    eeh_restore_device_bars / pci_restore_state for what this device needs): the saved
+    values written back as they are, as pci_restore_config_space does (a reset leaves
+    nothing of these registers worth keeping; the read-only bits of each, e.g. the MSI-X
+    table size, are what the saved value holds): two writes, no read."""
 
     command: int
     msix_ctl: int
@@ -55,19 +58,9 @@ class SavedConfig:
         return cls(cfg.config_read(nic.CFG_COMMAND, 2), cfg.config_read(nic.MSIX_MSGCTL, 2))
 
     def restore(self, cfg: ConfigAccess) -> dict[str, int]:
-        keep = int(nic.Command.MEMORY | nic.Command.BUS_MASTER)
-        cmd = cfg.config_read(nic.CFG_COMMAND, 2)
-        if cmd == 0xFFFF:
-            cmd = 0
-        cmd = (cmd & ~keep) | (self.command & keep)
-        cfg.config_write(nic.CFG_COMMAND, 2, cmd)
-        msix_bits = int(nic.MsixMsgCtl.ENABLE | nic.MsixMsgCtl.FUNCTION_MASK)
-        ctl = cfg.config_read(nic.MSIX_MSGCTL, 2)
-        if ctl == 0xFFFF:
-            ctl = 0
-        ctl = (ctl & ~msix_bits) | (self.msix_ctl & msix_bits)
-        cfg.config_write(nic.MSIX_MSGCTL, 2, ctl)
-        return {"command": cmd, "msix_ctl": ctl}
+        cfg.config_write(nic.CFG_COMMAND, 2, self.command)
+        cfg.config_write(nic.MSIX_MSGCTL, 2, self.msix_ctl)
+        return {"command": self.command, "msix_ctl": self.msix_ctl}
 
 
 @dataclass

@@ -234,30 +234,36 @@ class VfDriver(VfNetdev):
         return -1.0 if seen is None else time.monotonic() - t0
 
     def _apply_config(self) -> None:
+        """Write the wanted MAC/VLAN/MTU, then read back what the function shows. The
+        writes are posted; two 8-byte reads at the end (MAC_LO+MAC_HI, MTU+VLAN) see every
+        one of them (a read after a write on one function sees it) and give the values:
+        two round trips, not one a register."""
         fn = self.fn
         with self._cfg_cv:
             gen = self._cfg_gen
             want_mac, want_vlan, want_mtu = self._want_mac, self._want_vlan, self._want_mtu
             vlan_set = self._vlan_set
-        hi = None  # MAC_HI as last read, when nothing was written to it since
+        mac: int | None = None  # MAC_LO | MAC_HI << 32 as last read, unwritten since
         if want_mac is not None:
             fn.write32(nic.MAC_LO, int.from_bytes(want_mac[0:4], "little"))
             fn.write32(nic.MAC_HI, int.from_bytes(want_mac[4:6], "little") | nic.MacHi.VALID)
         else:
-            hi = fn.read32(nic.MAC_HI)
+            mac = fn.read64(nic.MAC_LO)
+            hi = mac >> 32
             if hi != ALL_ONES32 and not hi & nic.MacHi.VALID:
                 fn.write32(nic.MAC_HI, hi | nic.MacHi.VALID)
-                hi = None
+                mac = None
         if vlan_set:
             fn.write32(nic.VLAN, 0 if want_vlan is None else int(nic.Vlan.EN) | want_vlan)
         fn.write32(nic.MTU, want_mtu)
-        lo = fn.read32(nic.MAC_LO)  # a read: every write above has reached the function
-        if hi is None:
-            hi = fn.read32(nic.MAC_HI)
+        mtu_vlan = fn.read64(nic.MTU)  # a read: every write above has reached the function
+        if mac is None:
+            mac = fn.read64(nic.MAC_LO)
+        lo, hi = mac & ALL_ONES32, mac >> 32
         self._hw_mac = lo.to_bytes(4, "little") + (hi & nic.MAC_HI_ADDR).to_bytes(2, "little")
-        vlan = fn.read32(nic.VLAN)
+        vlan = mtu_vlan >> 32
         self._hw_vlan = vlan & nic.VLAN_VID if vlan & nic.Vlan.EN else None
-        self._hw_mtu = fn.read32(nic.MTU)
+        self._hw_mtu = mtu_vlan & ALL_ONES32
         with self._cfg_cv:
             self._cfg_done = max(self._cfg_done, gen)
             self._cfg_cv.notify_all()

@@ -38,7 +38,7 @@ def rig(*recorders: Recorder, policy: RecoveryPolicy = FAST, **pe: object
     plat = ScriptedPlatform()
     plat.add(PE, **pe)
     configs = [FakeConfig() for _ in recorders]
-    parts = [Participant(r.name, r, cfg, SavedConfig(command=0x6, msix_ctl=0x8000))
+    parts = [Participant(r.name, r, cfg, SavedConfig(command=0x6, msix_ctl=0x8003))
              for r, cfg in zip(recorders, configs, strict=True)]
     rec = PeRecovery(Services(plat.channel), PE, parts, name="t", policy=policy)
     rec.attach()
