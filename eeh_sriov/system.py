@@ -59,12 +59,15 @@ from qemu_launcher.sockdir import SocketDir
 HCALL_PORT = "eeh.hcall"
 # What guests import from the shared checkout (compiled for the guest's python3 first).
 GUEST_PACKAGES = ("eeh_abi", "guest_drivers")
+# What a staged guest's python3 imports before it is saved (qemu_launcher.preload): the
+# agent's imports from the root fs (the checkout's own modules come after the go).
+GUEST_PRELOAD = ("guest_drivers.agent", "pyudev")
 
 
 def asset_config() -> AssetConfig:
     """The guest assets' configuration (environment read here: EEH_CACHE_DIR,
     EEH_QEMU_FIXES, EEH_ROOTFS) with this application's guest payload."""
-    return AssetConfig.from_env(guest_packages=GUEST_PACKAGES)
+    return AssetConfig.from_env(guest_packages=GUEST_PACKAGES, guest_preload=GUEST_PRELOAD)
 AGENT_COMMAND = "python3 -m guest_drivers.agent"
 
 

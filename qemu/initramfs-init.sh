@@ -9,6 +9,13 @@
 #   go <functions> <epoch seconds>
 # after which stage 1 sets the clock (a restored guest's is that of the save), waits for
 # the <functions> hot-plugged PCI functions to appear, and carries on.
+#
+# The zygote (qemu_launcher/guest_zygote.py, put in the initramfs with the python3 and
+# modules it needs by qemu_launcher.preload): in a staged boot, stage 1 starts python3
+# before the wait and lets it import what the guest command will; so the saved state, and
+# every guest restored from it, has that interpreter ready. It listens on fd 4 and answers
+# on fd 5 (two FIFOs); once the shares are mounted it moves into the new root, and stage 2
+# (argument "zygote") asks it to run the guest command.
 /bin/busybox --install -s /bin
 export PATH=/bin
 
@@ -29,6 +36,19 @@ launch=
 for p in /sys/class/virtio-ports/*; do
     [ -f "$p/name" ] && [ "$(cat "$p/name")" = eeh.launch ] && launch="/dev/${p##*/}"
 done
+zygote=
+if [ -n "$launch" ] && [ -f /usr/lib/eeh-zygote/zygote.py ]; then
+    mkfifo /zygote.in /zygote.out && exec 4<>/zygote.in 5<>/zygote.out
+    /usr/bin/python3 /usr/lib/eeh-zygote/zygote.py serve </dev/console &
+    if read -t 300 -r word n failed secs <&5 && [ "$word" = preloaded ]; then
+        zygote=$!
+        echo "EEH-GUEST-ZYGOTE preloaded $n modules in $secs s ($failed failed)"
+    else
+        echo "EEH-GUEST-ZYGOTE not started (${word:-no answer}): python3 starts after the go"
+        kill $! 2>/dev/null
+        exec 4>&- 5>&-
+    fi
+fi
 if [ -n "$launch" ]; then
     before=$(ls /sys/bus/pci/devices | wc -l)
     exec 3<"$launch"
@@ -71,4 +91,17 @@ mount -t 9p -o "rw,$p9" results /newroot/mnt/results || die "mount results"
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs -o mode=755 tmpfs /newroot/run
 for d in proc sys dev; do mount --move "/$d" "/newroot/$d"; done
-exec switch_root /newroot /bin/sh /mnt/repo/qemu/guest-stage2.sh
+stage2=
+if [ -n "$zygote" ]; then
+    # into the new root before switch_root moves it (and empties the initramfs: the
+    # zygote's files stay while it has them open or mapped)
+    echo "root /newroot" >&4
+    if read -t 60 -r word rest <&5 && [ "$word" = rooted ]; then
+        stage2=zygote
+    else
+        echo "EEH-GUEST-ZYGOTE not moved into the root fs (${word:-no answer} $rest)"
+        kill "$zygote" 2>/dev/null
+        exec 4>&- 5>&-
+    fi
+fi
+exec switch_root /newroot /bin/sh /mnt/repo/qemu/guest-stage2.sh $stage2

@@ -47,6 +47,7 @@ from typing import TextIO
 from qemu_launcher.bytecode import compile_guest_bytecode
 from qemu_launcher.cpio import CpioWriter
 from qemu_launcher.errors import AssetError, QemuNotFound
+from qemu_launcher.preload import ZYGOTE_DIR, Payload, directories, zygote_payload
 from qemu_launcher.pvh import ensure_pvh_kernel
 from qemu_launcher.qemu_fixes import VFIO_USER_MSIX_TEARDOWN, FixedBinary, ensure_fixed
 from qemu_launcher.rootfs_lock import (
@@ -105,6 +106,10 @@ class AssetConfig:
     # the packages of `repo` that guests import: compiled for the guest's python3 before
     # guests boot (launcher.bytecode); the application says which
     guest_packages: tuple[str, ...] = ()
+    # modules a staged guest's python3 imports before it is saved (qemu_launcher.preload,
+    # guest_zygote): those of the guest command, from the root fs (the checkout's own are
+    # imported after the go); the application says which
+    guest_preload: tuple[str, ...] = ()
     # "lock": the root fs pinned to qemu/rootfs.lock; "current": the archive's current
     # versions, for the drift check (a key of its own, a build a day; the lock untouched)
     track: str = "lock"
@@ -119,7 +124,8 @@ class AssetConfig:
             raise AssetError(f"EEH_BOOT: {self.boot!r} is not one of {', '.join(BOOTS)}")
 
     @classmethod
-    def from_env(cls, guest_packages: tuple[str, ...] = ()) -> AssetConfig:
+    def from_env(cls, guest_packages: tuple[str, ...] = (),
+                 guest_preload: tuple[str, ...] = ()) -> AssetConfig:
         base = os.environ.get("EEH_CACHE_DIR") or os.path.join(
             os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "eeh-sriov"
         )
@@ -128,7 +134,7 @@ class AssetConfig:
                    host_qemu_fixes=tuple(f for f in declared.replace(",", " ").split() if f),
                    track=os.environ.get("EEH_ROOTFS", "lock") or "lock",
                    boot=os.environ.get("EEH_BOOT", "restore") or "restore",
-                   guest_packages=guest_packages)
+                   guest_packages=guest_packages, guest_preload=guest_preload)
 
     @property
     def pinned(self) -> bool:
@@ -379,10 +385,26 @@ def _module_closure(rootfs: Path, kver: str, wanted: tuple[str, ...]) -> list[st
     return order
 
 
-def ensure_initramfs(cfg: AssetConfig, rootfs: Path) -> Path:
-    """Build (once per root fs and init script) the busybox initramfs."""
+def _zygote_payload(cfg: AssetConfig, rootfs: Path, log: io.TextIOBase | None) -> Payload:
+    """What staged guests' zygote needs (qemu_launcher.preload); none for cold boots."""
+    if cfg.boot != "restore":
+        return Payload(detail="cold boots")
+    payload = zygote_payload(rootfs, cfg.repo, cfg.guest_preload)
+    out = log or sys.stderr
+    if not payload.ok:
+        print(f"assets: no python3 in the initramfs ({payload.detail}); staged guests "
+              "start python3 after the go", file=out)
+    for e in payload.errors:
+        print(f"assets: warning: the guest preload module {e}", file=out)
+    return payload
+
+
+def ensure_initramfs(cfg: AssetConfig, rootfs: Path, log: io.TextIOBase | None = None) -> Path:
+    """Build (once per root fs, init script and zygote payload) the busybox initramfs."""
     init = cfg.repo / INIT_FILE
-    key = _digest([init, Path(__file__)], extra=cfg.rootfs_key.encode())
+    payload = _zygote_payload(cfg, rootfs, log)
+    key = _digest([init, Path(__file__)],
+                  extra=cfg.rootfs_key.encode() + payload.digest().encode())
     path = cfg.cache_dir / f"initramfs-{key}.cpio"
     if path.exists():
         return path
@@ -404,11 +426,30 @@ def ensure_initramfs(cfg: AssetConfig, rootfs: Path) -> Path:
         w.file(f"lib/modules/{name}", raw)
         names.append(name)
     w.file("lib/modules/load-order", ("\n".join(names) + "\n").encode())
+    if payload.ok:
+        _add_zygote(w, payload)
     w.close()
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, path)
     return path
+
+
+def _add_zygote(w: CpioWriter, payload: Payload) -> None:
+    """The zygote, its preload list, and its root fs files at their root fs paths."""
+    guest = [g for g, _ in payload.files] + [g for g, _ in payload.links]
+    have = {"bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"}
+    for d in directories([*guest, f"{ZYGOTE_DIR}/zygote.py"]):
+        if d not in have:
+            w.directory(d)
+    for g, host in payload.files:
+        st = host.stat()
+        w.file(g, host.read_bytes(), 0o755 if st.st_mode & 0o111 else 0o644,
+               mtime=int(st.st_mtime))
+    for g, target in payload.links:
+        w.symlink(g, target)
+    w.file(f"{ZYGOTE_DIR}/zygote.py", payload.zygote)
+    w.file(f"{ZYGOTE_DIR}/preload", ("\n".join(payload.modules) + "\n").encode())
 
 
 def _qemu_version(argv: list[str], env: dict[str, str]) -> tuple[int, ...] | None:
@@ -483,7 +524,7 @@ def ensure_assets(cfg: AssetConfig, log: io.TextIOBase | None = None) -> GuestAs
         print(f"assets: no PVH kernel ({why}); guests boot the compressed kernel",
               file=log or sys.stderr)
     return GuestAssets(rootfs=rootfs, kernel=kernel,
-                       initramfs=ensure_initramfs(cfg, rootfs),
+                       initramfs=ensure_initramfs(cfg, rootfs, log),
                        qemu=find_qemu(rootfs, fixed_dir=cfg.cache_dir / "qemu-fixed",
                                       host_fixes=cfg.host_qemu_fixes),
                        rootfs_lock=lock_status(cfg.repo / LOCK_FILE, rootfs),

@@ -26,10 +26,11 @@ class CpioWriter:
         self._out.write(data)
         self._written += len(data)
 
-    def _entry(self, name: str, mode: int, data: bytes = b"", nlink: int = 1) -> None:
+    def _entry(self, name: str, mode: int, data: bytes = b"", nlink: int = 1,
+               mtime: int = 0) -> None:
         encoded = name.lstrip("/").encode() + b"\0"
         fields = [
-            self._ino, mode, 0, 0, nlink, 0, len(data), 0, 0, 0, 0, len(encoded), 0,
+            self._ino, mode, 0, 0, nlink, mtime, len(data), 0, 0, 0, 0, len(encoded), 0,
         ]
         self._ino += 1
         self._write(_MAGIC + b"".join(b"%08X" % f for f in fields))
@@ -41,8 +42,9 @@ class CpioWriter:
     def directory(self, name: str, perm: int = 0o755) -> None:
         self._entry(name, stat.S_IFDIR | perm, nlink=2)
 
-    def file(self, name: str, data: bytes, perm: int = 0o644) -> None:
-        self._entry(name, stat.S_IFREG | perm, data)
+    def file(self, name: str, data: bytes, perm: int = 0o644, mtime: int = 0) -> None:
+        """`mtime` (seconds): kept by the kernel's unpacking (a .pyc names its .py's)."""
+        self._entry(name, stat.S_IFREG | perm, data, mtime=mtime)
 
     def symlink(self, name: str, target: str) -> None:
         self._entry(name, stat.S_IFLNK | 0o777, target.encode())
