@@ -82,6 +82,7 @@ MIN_QEMU = (10, 1, 1)
 TRACKS = ("lock", "current")
 BOOTS = ("restore", "cold")
 COMPLETE = ".complete"
+KEEP_INITRAMFS = 16
 
 
 def _digest(paths: list[Path], extra: bytes = b"") -> str:
@@ -110,6 +111,9 @@ class AssetConfig:
     # guest_zygote): those of the guest command, from the root fs (the checkout's own are
     # imported after the go); the application says which
     guest_preload: tuple[str, ...] = ()
+    # staged guests start their python3 before the save (qemu_launcher.guest_zygote);
+    # False (EEH_ZYGOTE=0): after the go, as cold boots do
+    zygote: bool = True
     # "lock": the root fs pinned to qemu/rootfs.lock; "current": the archive's current
     # versions, for the drift check (a key of its own, a build a day; the lock untouched)
     track: str = "lock"
@@ -134,7 +138,8 @@ class AssetConfig:
                    host_qemu_fixes=tuple(f for f in declared.replace(",", " ").split() if f),
                    track=os.environ.get("EEH_ROOTFS", "lock") or "lock",
                    boot=os.environ.get("EEH_BOOT", "restore") or "restore",
-                   guest_packages=guest_packages, guest_preload=guest_preload)
+                   guest_packages=guest_packages, guest_preload=guest_preload,
+                   zygote=os.environ.get("EEH_ZYGOTE", "1") != "0")
 
     @property
     def pinned(self) -> bool:
@@ -386,9 +391,10 @@ def _module_closure(rootfs: Path, kver: str, wanted: tuple[str, ...]) -> list[st
 
 
 def _zygote_payload(cfg: AssetConfig, rootfs: Path, log: io.TextIOBase | None) -> Payload:
-    """What staged guests' zygote needs (qemu_launcher.preload); none for cold boots."""
-    if cfg.boot != "restore":
-        return Payload(detail="cold boots")
+    """What staged guests' zygote needs (qemu_launcher.preload); none for cold boots or
+    with the zygote turned off."""
+    if cfg.boot != "restore" or not cfg.zygote:
+        return Payload(detail="cold boots" if cfg.boot != "restore" else "EEH_ZYGOTE=0")
     payload = zygote_payload(rootfs, cfg.repo, cfg.guest_preload)
     out = log or sys.stderr
     if not payload.ok:
@@ -407,6 +413,8 @@ def ensure_initramfs(cfg: AssetConfig, rootfs: Path, log: io.TextIOBase | None =
                   extra=cfg.rootfs_key.encode() + payload.digest().encode())
     path = cfg.cache_dir / f"initramfs-{key}.cpio"
     if path.exists():
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: kept by _prune_initramfs
         return path
     kver = find_kernel(rootfs).name.removeprefix("vmlinuz-")
     buf = io.BytesIO()
@@ -432,7 +440,21 @@ def ensure_initramfs(cfg: AssetConfig, rootfs: Path, log: io.TextIOBase | None =
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, path)
+    _prune_initramfs(cfg.cache_dir)
     return path
+
+
+def _prune_initramfs(cache: Path) -> None:
+    """Keep the KEEP_INITRAMFS most recently built or used initramfs files: with the
+    zygote's payload each is ~16 MB, and a new one comes with every edit of a guest
+    module. (QEMU reads its initramfs at start: one removed later is not missed.)"""
+    found = []
+    for p in cache.glob("initramfs-*.cpio"):
+        with contextlib.suppress(FileNotFoundError):
+            found.append((p.stat().st_mtime, p))
+    for _, p in sorted(found, reverse=True)[KEEP_INITRAMFS:]:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
 
 
 def _add_zygote(w: CpioWriter, payload: Payload) -> None:
@@ -449,7 +471,7 @@ def _add_zygote(w: CpioWriter, payload: Payload) -> None:
     for g, target in payload.links:
         w.symlink(g, target)
     w.file(f"{ZYGOTE_DIR}/zygote.py", payload.zygote)
-    w.file(f"{ZYGOTE_DIR}/preload", ("\n".join(payload.modules) + "\n").encode())
+    w.file(f"{ZYGOTE_DIR}/preload", payload.listing().encode())
 
 
 def _qemu_version(argv: list[str], env: dict[str, str]) -> tuple[int, ...] | None:

@@ -3,11 +3,13 @@
 Stdlib only, on the root fs's python3. A staged guest (qemu_launcher.snapshot) waits in
 stage 1 (qemu/initramfs-init.sh) for the launcher's go, and is saved there. Before it
 waits, stage 1 starts this interpreter from the initramfs (where the launcher put the
-root fs's python3 and, from the root fs, the modules the guest command will import:
-`qemu_launcher.preload`), which imports them all and then blocks on stage 1's request
-pipe. Every guest restored from the saved state therefore has an interpreter already
-started, its imports done. Then, through two pipes (fd 4: requests, fd 5: replies) that
-stage 1 made and stage 2 (qemu/guest-stage2.sh) inherits:
+root fs's python3 and the modules the guest command will import: `qemu_launcher.preload`),
+which imports them all and then blocks on stage 1's request pipe. Every guest restored
+from the saved state therefore has an interpreter already started, its imports done
+(the checkout's own modules from copies, checked against the mounted checkout after the
+go: any difference and they are dropped, to be imported from the checkout). Then,
+through two pipes (fd 4: requests, fd 5: replies) that stage 1 made and stage 2
+(qemu/guest-stage2.sh) inherits:
 
     (zygote)  preloaded <modules> <failed> <seconds>
     root DIR  ->  rooted         stage 1, its shares mounted: chroot into the new root
@@ -129,15 +131,59 @@ def plan(command: str, env: dict[str, str], cwd: str, python: str) -> Plan:
     return Plan(module, tuple(words[3:]), tuple(words), env, cwd)
 
 
-def preload(names: list[str]) -> tuple[int, list[str]]:
-    """Import `names` (a module that fails is left to the command to import)."""
-    done, failed = 0, []
-    for name in names:
+@dataclass(frozen=True)
+class Preload:
+    """The preload file (qemu_launcher.preload.Payload.listing)."""
+
+    path: tuple[str, ...] = ()  # where the checkout's copies are (the guest's mount point)
+    modules: tuple[str, ...] = ()
+    checks: tuple[tuple[str, int, int], ...] = ()  # checkout source, size, mtime_ns
+
+    @classmethod
+    def read(cls, path: str) -> Preload:
         try:
-            importlib.import_module(name)
-            done += 1
-        except BaseException as e:  # any import may fail; none is fatal
-            failed.append(f"{name}: {type(e).__name__}: {e}")
+            with open(path) as f:
+                raw = json.load(f)
+            return cls(tuple(raw["path"]), tuple(raw["modules"]),
+                       tuple((str(p), int(n), int(t)) for p, n, t in raw["checks"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"{CONSOLE_MARKER} no preload list ({e})", file=sys.stderr)
+            return cls()
+
+    def stale(self) -> str | None:
+        """The first checkout source whose size or mtime differs from the copy's."""
+        for path, size, mtime_ns in self.checks:
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                return f"{path}: {e.strerror}"
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                return path
+        return None
+
+    def drop_checkout_modules(self) -> int:
+        """Forget every preloaded module from the checkout (they are imported again)."""
+        roots = tuple(p.rstrip("/") + "/" for p in self.path)
+        gone = [n for n, m in sys.modules.items()
+                if str(getattr(m, "__file__", None) or "").startswith(roots)]
+        for name in gone:
+            del sys.modules[name]
+        return len(gone)
+
+
+def preload(p: Preload) -> tuple[int, list[str]]:
+    """Import the modules of `p` (a module that fails is left to the command)."""
+    done, failed = 0, []
+    sys.path[1:1] = p.path
+    try:
+        for name in p.modules:
+            try:
+                importlib.import_module(name)
+                done += 1
+            except BaseException as e:  # any import may fail; none is fatal
+                failed.append(f"{name}: {type(e).__name__}: {e}")
+    finally:
+        del sys.path[1:1 + len(p.path)]
     return done, failed
 
 
@@ -148,6 +194,7 @@ class Zygote:
         self._buf = b""
         self.modules = 0
         self.t_ready = 0.0
+        self.preload = Preload()
 
     def reply(self, line: str) -> None:
         os.write(self.replies, (line + "\n").encode())
@@ -161,9 +208,10 @@ class Zygote:
         line, _, self._buf = self._buf.partition(b"\n")
         return line.decode(errors="replace").split()
 
-    def serve(self, names: list[str]) -> int:
+    def serve(self, p: Preload) -> int:
         t0 = time.monotonic()
-        self.modules, failed = preload(names)
+        self.preload = p
+        self.modules, failed = preload(p)
         for f in failed:
             print(f"{CONSOLE_MARKER} preload failed: {f}", file=sys.stderr)
         # what the child will not change, out of the collector's reach: fewer pages
@@ -214,9 +262,12 @@ class Zygote:
 
     def _child(self, p: Plan, fd: int) -> NoReturn:
         since = time.monotonic() - self.t_ready
+        stale = self.preload.stale()
+        checkout = "same" if stale is None else (
+            f"differs at {stale}: {self.preload.drop_checkout_modules()} modules dropped")
         print(f"{CONSOLE_MARKER} python3 -m {p.module}: started from the pre-imported "
-              f"interpreter ({self.modules} modules preloaded, {since:.1f} s ago)",
-              flush=True)
+              f"interpreter ({self.modules} modules preloaded, {since:.1f} s ago; "
+              f"checkout {checkout})", flush=True)
         for n in (self.requests, self.replies):
             os.close(n)
         os.dup2(fd, 1)
@@ -242,7 +293,7 @@ class Zygote:
         sys.argv = [p.module, *p.args]
         sys.orig_argv = list(p.argv)
         setattr(sys, STARTED_ATTR, {"how": "zygote", "modules": self.modules,
-                                    "preloaded_s_ago": round(since, 3)})
+                                    "checkout": checkout})
         runpy.run_module(p.module, run_name="__main__", alter_sys=True)
         raise SystemExit(0)  # interpreter exit as after `python3 -m`: threads, atexit
 
@@ -270,12 +321,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] != ["serve"]:
         print("usage: python3 -m qemu_launcher.guest_zygote report", file=sys.stderr)
         return 2
-    try:
-        with open(PRELOAD_LIST) as f:
-            names = [n.strip() for n in f if n.strip()]
-    except OSError:
-        names = []
-    return Zygote().serve(names)
+    return Zygote().serve(Preload.read(PRELOAD_LIST))
 
 
 if __name__ == "__main__":

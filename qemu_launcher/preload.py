@@ -7,9 +7,12 @@ initramfs. Which: the root fs's own python3 runs on the host (qemu_launcher.root
 imports the zygote and the modules the caller names (`AssetConfig.guest_preload`, e.g.
 the guest command's module), and lists every module it then has that comes from the root
 fs, with its file and bytecode; extension modules and the interpreter bring the libraries
-`ld.so --list` finds for them. Modules of the checkout are left out (they are imported
-after the go, from the mounted checkout: never a stale copy); the zygote imports the
-rest, by name, before the save.
+`ld.so --list` finds for them. Modules of the checkout come too, at the path where guests
+mount it (/mnt/repo: their code objects name the same files), each source with its size
+and mtime: after the go the zygote compares them with the mounted checkout, and if any
+differs (edited since, or another checkout) it drops every preloaded module of the
+checkout, which the command then imports from the checkout itself: never a stale copy.
+The zygote imports all of them, by name, before the save.
 
 Files keep their root fs paths and modification times (a .pyc is valid for its .py's
 size and mtime), so the initramfs holds a small copy of the root fs's tree; once stage 1
@@ -28,6 +31,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qemu_launcher.bytecode import GUEST_REPO
 from qemu_launcher.rootfs_python import run_rootfs_python
 
 ZYGOTE_SOURCE = Path(__file__).with_name("guest_zygote.py")
@@ -47,21 +51,23 @@ for name in sys.argv[3:]:
         importlib.import_module(name)
     except Exception as e:
         errors.append(f"{name}: {type(e).__name__}: {e}")
-mods, files = [], set()
+mods, files, ours = [], set(), set()
 for name, m in sorted(sys.modules.items()):
     f = getattr(m, "__file__", None)
     if not f or name == "eeh_zygote_probe":
         continue
     f = os.path.abspath(f)
-    if f.startswith(repo + os.sep):
+    mine = f.startswith(repo + os.sep)
+    if mine and not f.endswith(".py"):
         continue
     mods.append(name)
-    files.add(f)
+    (ours if mine else files).add(f)
     if f.endswith(".py"):
         pyc = importlib.util.cache_from_source(f)
         if os.path.exists(pyc):
-            files.add(pyc)
-print(json.dumps({"modules": mods, "files": sorted(files), "errors": errors}))
+            (ours if mine else files).add(pyc)
+print(json.dumps({"modules": mods, "files": sorted(files), "errors": errors,
+                  "checkout": sorted(os.path.relpath(f, repo) for f in ours)}))
 """
 
 
@@ -70,6 +76,9 @@ class Payload:
     """Files for the initramfs (guest path, host path) and the modules to import."""
 
     files: tuple[tuple[str, Path], ...] = ()
+    # the checkout's files among them, as the guest sees it mounted: (guest path, size,
+    # mtime_ns) of each source, compared with the mounted checkout after the go
+    checks: tuple[tuple[str, int, int], ...] = ()
     links: tuple[tuple[str, str], ...] = ()  # (guest path, target)
     modules: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()  # modules named that did not import on the host
@@ -86,8 +95,13 @@ class Payload:
         for guest, host in self.files:
             st = host.stat()
             h.update(f"{guest}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-        h.update("\n".join(self.modules).encode())
+        h.update(self.listing().encode())
         return h.hexdigest()[:16]
+
+    def listing(self) -> str:
+        """The zygote's preload file (guest_zygote.Zygote.serve reads it)."""
+        return json.dumps({"path": [GUEST_REPO], "modules": list(self.modules),
+                           "checks": [list(c) for c in self.checks]}, indent=0) + "\n"
 
 
 def _guest_path(rootfs: Path, host: str) -> str | None:
@@ -131,7 +145,14 @@ def zygote_payload(rootfs: Path, repo: Path, modules: tuple[str, ...],
         if guest is None:
             return Payload(detail=f"{host} is not in the root fs {rootfs}")
         files.setdefault(guest, host)
-    return Payload(files=tuple(sorted(files.items())),
+    checks = []
+    for rel in found["checkout"]:
+        host = repo / rel
+        files[f"{GUEST_REPO.lstrip('/')}/{rel}"] = host
+        if host.suffix == ".py":
+            st = host.stat()
+            checks.append((f"{GUEST_REPO}/{rel}", st.st_size, st.st_mtime_ns))
+    return Payload(files=tuple(sorted(files.items())), checks=tuple(checks),
                    links=(("usr/bin/python3", hosts[0].name),),  # stage 1 starts python3
                    modules=tuple(str(m) for m in found["modules"]),
                    errors=tuple(str(e) for e in found["errors"]), zygote=zygote)
