@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.recovery [--quick] [--vfs 1,4,16,64] [--repeats 10]
                                        [--timings fast,spec] [--modes parallel,serial]
+                                       [--process fast:64] [--switch-interval S]
                                        [--json FILE]
 
 Each point (reset timing x number of VFs x parallel/serial) runs in a process of its own
@@ -268,8 +269,14 @@ class ProcessDrivers:
 
     def __init__(self, plat: Platform, serial: bool) -> None:
         self.plat = plat
-        argv = [sys.executable, "-m", "guest_drivers.harness", "--hcall",
-                str(plat.hcall_path(HOST))] + (["--serial-recovery"] if serial else [])
+        args = ["--hcall", str(plat.hcall_path(HOST))] + (["--serial-recovery"] if serial
+                                                          else [])
+        # the drivers' interpreter with this one's switch interval (`--switch-interval`)
+        start = (f"import runpy, sys; sys.setswitchinterval({sys.getswitchinterval()!r}); "
+                 f"sys.argv = ['guest_drivers.harness', *{args!r}]; "
+                 "runpy.run_module('guest_drivers.harness', run_name='__main__', "
+                 "alter_sys=True)")
+        argv = [sys.executable, "-c", start]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True,
                                      cwd=Path(__file__).resolve().parent.parent)
@@ -451,15 +458,19 @@ def _measure(entries: list[Entry], names: list[str], t0: float, t_back: list[flo
 
 # ---------------------------------------------------------------------- the parent
 def run_child(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
-              out_dir: Path, drivers: str = "in-process") -> dict[str, Any]:
+              out_dir: Path, drivers: str = "in-process",
+              switch_interval: float | None = None) -> dict[str, Any]:
     d = out_dir / (f"{timing}-{nvfs:02d}vf-{mode}"
-                   + ("-drivers-process" if drivers == "process" else ""))
+                   + ("-drivers-process" if drivers == "process" else "")
+                   + (f"-switch{switch_interval * 1e3:g}ms" if switch_interval else ""))
     d.mkdir(parents=True, exist_ok=True)
     out = d / "point.json"
     cmd = [sys.executable, "-m", "bench.recovery", "--point",
            f"{timing}:{nvfs}:{mode}:{drivers}",
            "--repeats", str(repeats), "--rate", str(rate_hz), "--json", str(out),
            "--dir", str(d)]
+    if switch_interval:
+        cmd += ["--switch-interval", str(switch_interval)]
     t0 = time.monotonic()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
                        cwd=Path(__file__).resolve().parent.parent)
@@ -469,6 +480,7 @@ def run_child(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
                 f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-600:]}"}
     res: dict[str, Any] = json.loads(out.read_text())
     res["wall_s"] = round(time.monotonic() - t0, 1)
+    res["switch_interval_s"] = switch_interval or sys.getswitchinterval()
     return res
 
 
@@ -563,6 +575,12 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
              f"fast timing, slope of recovery p50 over 1..64 VFs{what}")
         goal(goals.SPEC_64, suffix, s64["recovery"]["p50"] if s64 else None,
              f"spec timing, 64 VFs, recovery p50{what}")
+        if f64 is not None:
+            goal(goals.LOCKOUT_64, suffix, f64["unfreeze_accepted_after_release"]["p99"],
+                 f"fast timing, 64 VFs: lockout-lifted -> first unfreeze accepted, p99{what}")
+            if suffix:
+                goal(goals.RESUME_64_PROCESS, "", f64["resume_after_release"]["p99"],
+                     f"fast timing, 64 VFs: lockout release -> VF resumed, p99{what}")
         for n in sorted({k[1] for k in by_key}):  # fast only: in spec timing the VF's
             v = by_key.get(("fast", n, "parallel", where))  # own FLR follows the release
             if v is not None and v["resume_after_release"]["n"]:
@@ -601,16 +619,19 @@ def print_summary(s: dict[str, Any]) -> None:
 
 def run_all(vfs: Sequence[int], timings: Sequence[str], modes: Sequence[str], repeats: int,
             rate_hz: float, out_dir: Path, say: Any = print,
-            process_points: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
+            process_points: Sequence[tuple[str, int]] = (),
+            switch_interval: float | None = None) -> dict[str, Any]:
     """Every (timing, VFs, mode) with the drivers in-process; then `process_points`
-    ((timing, VFs), parallel) with the drivers in a process of their own."""
+    ((timing, VFs), parallel) with the drivers in a process of their own. With
+    `switch_interval`, every interpreter of a point runs with that sys.setswitchinterval
+    (the GIL's hand-over interval; Python's default is 5 ms)."""
     points = []
     todo = [(t, n, m, "in-process") for t in timings for n in vfs for m in modes]
     todo += [(t, n, "parallel", "process") for t, n in process_points]
     for timing, n, mode, where in todo:
         say(f"recovery: {timing} timing, {n} VFs, {mode}, drivers {where} "
             f"({repeats} recoveries)")
-        p = run_child(timing, n, mode, repeats, rate_hz, out_dir, where)
+        p = run_child(timing, n, mode, repeats, rate_hz, out_dir, where, switch_interval)
         if "error" in p:
             say(f"  failed: {p['error']}")
         else:
@@ -622,6 +643,7 @@ def run_all(vfs: Sequence[int], timings: Sequence[str], modes: Sequence[str], re
     s["config"] = {"vfs": list(vfs), "timings": list(timings), "modes": list(modes),
                    "process_points": [list(x) for x in process_points],
                    "repeats": repeats, "rate_hz": rate_hz,
+                   "switch_interval_s": switch_interval or sys.getswitchinterval(),
                    "host_cpus": os.cpu_count(), "poll": "PollConfig() defaults"}
     return s
 
@@ -637,12 +659,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--process", default="",
                     help="also these points with the drivers in a process of their own "
                          "(parallel), e.g. fast:16,fast:64,spec:64")
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval for every interpreter of a point, seconds "
+                         "(the GIL's hand-over interval; default Python's 0.005)")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--dir", default=None, help="artifacts directory")
     ap.add_argument("--point", default=None, help=argparse.SUPPRESS)  # timing:vfs:mode
     args = ap.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 10)
+    if args.switch_interval is not None and not 1e-6 <= args.switch_interval <= 1.0:
+        ap.error("--switch-interval: 1e-6 .. 1 s")
     if args.point:
+        if args.switch_interval:
+            sys.setswitchinterval(args.switch_interval)
         timing, n, mode, *where = args.point.split(":")
         d = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="eeh-bench-"))
         d.mkdir(parents=True, exist_ok=True)
@@ -654,7 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="eeh-bench-rec-"))
     procs = [(t, int(n)) for t, n in (x.split(":") for x in args.process.split(",") if x)]
     s = run_all(vfs, args.timings.split(","), args.modes.split(","), repeats, args.rate,
-                out_dir, process_points=procs)
+                out_dir, process_points=procs, switch_interval=args.switch_interval)
     print_summary(s)
     if args.json:
         Path(args.json).write_text(json.dumps(s, indent=1) + "\n")

@@ -53,6 +53,8 @@ def _short(text: str, limit: int = MAX_ERROR) -> str:
 def _recorded(args: Mapping[str, Any]) -> dict[str, Any]:
     """A call's arguments as the timeline keeps them (bounded: a caller's flood of big
     arguments must not grow the run's record without limit)."""
+    if len(args) <= 8 and all(type(v) in (int, bool) or v is None for v in args.values()):
+        return dict(args)  # (the common case) well under the bound: no need to measure
     try:
         size = len(json.dumps(args, default=str))
     except (TypeError, ValueError, RecursionError):
@@ -82,6 +84,7 @@ class PlatformCalls:
     # (owner, PE name or None) -> report budget: per PE the owner reports on, and one for
     # its reports that name no PE
     buckets: dict[tuple[str, str | None], Bucket] = field(default_factory=dict)
+    _refusing: dict[tuple[str, str | None], None] = field(default_factory=dict)  # open
     # every adapter's policy (several adapters); empty: `policy` alone
     trees: Sequence[PePolicy] = ()
 
@@ -194,6 +197,7 @@ class PlatformCalls:
                                                       self.close_windows)
         b.refused += 1
         b.refused_total += 1
+        self._refusing[(owner, pe)] = None
         return CallResult(Status.BUSY, retry_ms=self.budget.retry_ms,
                           why=f"over budget: at most {self.budget.burst} reports at once, "
                               f"{self.budget.rate_per_s:g} a second")
@@ -201,8 +205,11 @@ class PlatformCalls:
     def close_windows(self, force: bool = False) -> None:
         """Record one timeline entry for each owner's window of refused reports that is
         over (every window with `force`)."""
+        if not self._refusing:  # every report: nothing to look at, most of the time
+            return
         now = self.clock()
-        for (owner, pe), b in self.buckets.items():
+        for owner, pe in list(self._refusing):
+            b = self.buckets[(owner, pe)]
             if b.refused and (force or now - b.window_start >= self.budget.window_s):
                 self.timeline.record(Source.CALL, Call.REPORT.value, owner=owner, pe=pe, data={
                     "status": int(Status.BUSY), "over_budget": True, "refused": b.refused,
@@ -211,6 +218,7 @@ class PlatformCalls:
                 log.warning("%s: %d reports over budget refused in %.1f s", owner,
                             b.refused, now - b.window_start)
                 b.refused = 0
+                del self._refusing[(owner, pe)]
 
     def _report(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
         refused = self._over_budget(owner, rec.name if rec else None)

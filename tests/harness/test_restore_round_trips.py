@@ -1,0 +1,55 @@
+"""What a VF's restore after an adapter error costs in vfio-user round trips, on the real
+platform with the real drivers (harness backend: BAR writes posted, config writes waited
+for, as QEMU's vfio-user-pci does). Counted on the server: the messages each VF's socket
+answered (posted writes are never answered) from the injection until the VF's driver
+reported `recovered`.
+
+A VF's restore is the config space written back (Command, MSI-X control: two config
+writes), the mailbox's "PF reset done" read, MAC/VLAN/MTU written and read back with two
+8-byte reads (MAC_LO+MAC_HI, MTU+VLAN), the rings reprogrammed (posted), RESET_COUNT read:
+6 round trips. It was 10 (the config space read-modified-written, one read per MAC/VLAN/
+MTU register). The bound leaves room for the driver's idle health check (two reads, once
+a second) landing in the window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eeh_abi.vocabulary import Kind, Source
+from guest_drivers.poll import PollConfig
+from hypervisor_shim.platform import Platform
+from tests.support.platform_rig import host_config, running
+from tests.support.waiting import wait_for
+
+NVFS = 4
+ROUND_TRIPS_PER_VF = 8  # 6, + one health check of 2 reads that may fall in the window
+
+
+def _answered(plat: Platform) -> dict[str, int]:
+    """Replies each function's socket has sent (its session's; one client each here)."""
+    out = {}
+    for ep in plat.host.server.server.endpoints.values():
+        conn = ep.connection
+        out[ep.name] = conn.session.stats.replies if conn is not None else 0
+    return out
+
+
+def test_a_vf_restore_is_a_few_round_trips(tmp_path: Path) -> None:
+    names = [f"vf{n}" for n in range(NVFS)]
+    with running(host_config(NVFS, vf_settings={}), tmp_path) as rig:
+        plat = rig.plat
+        agent = rig.agent(poll=PollConfig())  # the default idle health check: once a second
+        assert len(agent.start()) == NVFS + 1
+        before = plat.call(lambda: _answered(plat))
+        t0 = plat.timeline.snapshot()[-1].t
+        plat.inject_adapter_error("round trips")
+
+        def recovered() -> bool:
+            return set(names) <= {e.pe for e in plat.timeline.snapshot() if e.t > t0 and (
+                e.source, e.kind) == (Source.DRIVER, Kind.RECOVERED)}
+
+        assert wait_for(recovered, 30), "the VFs did not recover"
+        after = plat.call(lambda: _answered(plat))
+    per_vf = {n: after[n] - before[n] for n in names if n in after}
+    assert set(per_vf) == set(names), sorted(after)
+    assert max(per_vf.values()) <= ROUND_TRIPS_PER_VF, per_vf
