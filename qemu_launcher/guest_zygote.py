@@ -318,10 +318,13 @@ def _report() -> int:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["report"]:
         return _report()
-    if argv[:1] != ["serve"]:
-        print("usage: python3 -m qemu_launcher.guest_zygote report", file=sys.stderr)
+    if argv[:1] != ["serve"] or len(argv) not in (1, 2, 4):
+        print("usage: python3 -m qemu_launcher.guest_zygote report\n"
+              "       (stage 1: zygote.py serve [PRELOAD_FILE [REQUEST_FD REPLY_FD]])",
+              file=sys.stderr)
         return 2
-    return Zygote().serve(Preload.read(PRELOAD_LIST))
+    fds = (int(argv[2]), int(argv[3])) if len(argv) == 4 else (REQUESTS_FD, REPLIES_FD)
+    return Zygote(*fds).serve(Preload.read(argv[1] if len(argv) > 1 else PRELOAD_LIST))
 
 
 if __name__ == "__main__":
