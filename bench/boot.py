@@ -1,6 +1,7 @@
 """Boot benchmark: QEMU start to guest ready under TCG, and the root fs build time.
 
     python -m bench.boot [--runs N] [--rebuild-rootfs]
+    python -m bench.boot --drivers [default|scale-8x8|TOPOLOGY.toml] [--runs N]
 
 Each run boots a guest that runs `true`, twice: restored from its saved state (the
 default: qemu_launcher.snapshot; a first boot, not counted, saves it if there is none)
@@ -8,6 +9,14 @@ and cold (EEH_BOOT=cold: the kernel boots). Reported per run: QEMU start to the
 readiness marker (host clock); for a restore the load's own time; for a cold boot the
 guest's own uptime when its kernel handed over to stage 2 and when it was ready, so the
 split between firmware+kernel and userspace is visible.
+
+With --drivers, each run instead boots a topology's guests (eeh_sriov.system.System,
+every guest running the drivers' agent, no traffic) until every driver has probed
+(hypervisor_shim.readiness), then stops: start -> drivers ready (bench.goals
+DRIVERS_READY for the default topology, SCALE_READY for scale-8x8), and per guest
+bench.guests' split (restore, to the readiness marker, python3 start + imports to the
+agent's first call, probe), plus how the agent started (`started`: "zygote" for the
+interpreter started before the save, qemu_launcher.guest_zygote, else "exec").
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import re
 import sys
 import tempfile
@@ -24,7 +34,9 @@ from pathlib import Path
 
 from bench import goals
 from bench.stats import describe
-from eeh_sriov.system import asset_config
+from eeh_sriov.system import System, asset_config
+from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
+from hypervisor_shim.readiness import wait_drivers_ready_async
 from qemu_launcher.assets import COMPLETE, REPO, AssetConfig, ensure_assets, ensure_rootfs
 from qemu_launcher.config import MachineConfig
 from qemu_launcher.run import new_run_dir, resolve_accel, run_command
@@ -71,6 +83,64 @@ async def boot_runs(n: int) -> dict[str, object]:
             "rootfs_build_s_recorded": info.get("build_seconds")}
 
 
+TOPOLOGIES = {"default": DEFAULT_TOPOLOGY,
+              "scale-8x8": REPO / "eeh_sriov" / "topologies" / "scale-8x8.toml"}
+DRIVERS_TIMEOUT_S = 300.0  # a hang guard: nine TCG guests on a loaded host need ~70 s
+
+
+def _topology_path(name: str) -> Path:
+    return TOPOLOGIES.get(name) or Path(name)
+
+
+async def drivers_runs(topology: str, n: int) -> dict[str, object]:
+    """`n` boots of `topology` to drivers ready (guests run the agent), one after another."""
+    from bench.guests import boot_phases  # the guests bench's per-guest split
+
+    cfg_assets = asset_config()
+    assets = ensure_assets(cfg_assets)
+    runs = REPO / "runs" / "bench"
+    accel, why = await resolve_accel("auto", assets, cfg_assets, runs)
+    path = _topology_path(topology)
+    topo = load_topology(path)
+    ready: list[float] = []
+    phases: dict[str, list[float]] = {}
+    boots: list[dict[str, object]] = []
+    for i in range(n):
+        d = new_run_dir(runs, f"drivers-{path.stem}")
+        pcfg = topo.platform_config(host_cpus=(), tap_name=f"eehd{os.getpid() % 10**6}")
+        t0 = time.monotonic()
+        system = System(topo, d, assets, accel=accel, platform_config=pcfg,
+                        boot_timeout=DRIVERS_TIMEOUT_S)
+        async with system:
+            await wait_drivers_ready_async(system.platform.timeline, topo.guest_pes,
+                                           DRIVERS_TIMEOUT_S)
+            ready.append(round(time.monotonic() - t0, 3))
+            per_guest = boot_phases(system, t0)
+        for name, g in per_guest.items():
+            g["started"] = _agent_start(system.machines[name].paths.console_log)
+            for k in ("restore_s", "start_to_marker_s", "python_start_s", "probe_s"):
+                if isinstance(g.get(k), float):
+                    phases.setdefault(k, []).append(g[k])
+        boots.append({"run_dir": str(d), "drivers_ready_s": ready[-1], "guests": per_guest,
+                      "load": round(os.getloadavg()[0], 1)})
+        print(f"boot: drivers ready run {i + 1}/{n}: {ready[-1]:.2f} s (load "
+              f"{os.getloadavg()[0]:.1f}; {d})")
+    return {"accel": accel, "accel_reason": why, "qemu": assets.qemu.describe(),
+            "topology": path.stem, "drivers_ready_s": ready, "phases": phases,
+            "boots": boots}
+
+
+def _agent_start(console: Path) -> str:
+    """How the guest command started: "zygote" if the console has the zygote's line
+    (qemu_launcher.guest_zygote: the interpreter started before the save), else "exec"."""
+    try:
+        text = console.read_text(errors="replace")
+    except OSError:
+        return "unknown"
+    return "zygote" if re.search(r"^EEH-GUEST-ZYGOTE python3 -m .* started from", text,
+                                 re.M) else "exec"
+
+
 def rebuild_rootfs() -> float:
     with tempfile.TemporaryDirectory(prefix="eeh-bench-rootfs-") as tmp:
         t0 = time.monotonic()
@@ -83,7 +153,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--rebuild-rootfs", action="store_true",
                     help="also build a fresh root fs into a temporary cache and time it")
+    ap.add_argument("--drivers", metavar="TOPOLOGY", nargs="?", const="default",
+                    help="boot a topology's guests to drivers ready instead (default, "
+                    "scale-8x8 or a topology file)")
+    ap.add_argument("--json", default=None, help="also write the figures to this file")
     args = ap.parse_args()
+    if args.drivers:
+        return _main_drivers(args.drivers, args.runs, args.json)
     res = asyncio.run(boot_runs(args.runs))
     print(f"boot: {res['qemu']}, accelerator {res['accel']} ({res['accel_reason']})")
     ready = res["ready_s"]
@@ -104,6 +180,22 @@ def main() -> int:
           f"{res['rootfs_build_s_recorded']} s")
     if args.rebuild_rootfs:
         print(f"boot: root fs build time (fresh, now): {rebuild_rootfs():.1f} s")
+    return 0
+
+
+def _main_drivers(topology: str, n: int, out: str | None) -> int:
+    res = asyncio.run(drivers_runs(topology, n))
+    print(f"boot: {res['qemu']}, accelerator {res['accel']} ({res['accel_reason']})")
+    ready = res["drivers_ready_s"]
+    phases = res["phases"]
+    assert isinstance(ready, list) and isinstance(phases, dict)
+    goal = goals.SCALE_READY if res["topology"] == "scale-8x8" else goals.DRIVERS_READY
+    print(f"boot: {res['topology']}: start -> drivers ready {describe(ready)}  "
+          f"(goal {goal.limit} {goal.unit})")
+    for key, vals in phases.items():
+        print(f"boot:   per guest {key:<20} {describe(vals)}")
+    if out:
+        Path(out).write_text(json.dumps(res, indent=1, default=str) + "\n")
     return 0
 
 
