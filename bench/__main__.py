@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run; `make bench-quick`: a smaller run.
 
-    .venv/bin/python -m bench [--quick] [--only recovery,guests,peer,...,legacy]
+    .venv/bin/python -m bench [--quick] [--only recovery,guests,peer,...]
 
 The benchmarks and how each is run: bench.registry. Writes
 runs/bench/<date>-<time>-bench[-quick]-<n>/ with:
@@ -8,11 +8,14 @@ runs/bench/<date>-<time>-bench[-quick]-<n>/ with:
   `recovery` (harness mode at 1..64 VFs: bench.recovery), `guests` (the default topology
   in real TCG guests: bench.guests), `peer` (QEMU igb + Linux igb/igbvf + AER:
   bench.peer), `scale` (64 VFs in nine TCG guests, and the peer at its most VFs:
-  bench.scale), one part per JSON benchmark of the registry (its --json output),
-  `legacy` (the earlier benchmarks' exit status and output files), `meta`;
-- results.md: ours against the goals and the peer, every harness point, boot phases;
-- recovery_vs_vfs.png, breakdown.png, guests_vs_peer.png, guests_vs_vfs.png;
-- the artifacts of each part (events.jsonl per point, guests' consoles, the peer's).
+  bench.scale), one part per JSON benchmark of the registry (its --json output: hcall,
+  adapters, boot, device_model, vfio_user, guest_mmio), `meta` (with each part's wall
+  time, `wall_s_by_part`);
+- results.md: ours against the goals and the peer, every goal judged, every harness point,
+  boot phases, every JSON part's figures;
+- recovery_vs_vfs.png, breakdown.png, guests_vs_peer.png, guests_vs_vfs.png, adapters.png;
+- the artifacts of each part (events.jsonl per point, guests' consoles, the peer's, each
+  JSON part's text output <part>.txt).
 The machine is shared and noisy: every comparison is made within the run (ratios,
 side-by-side), never against another run's numbers.
 """
@@ -34,45 +37,30 @@ from bench import guests, peer, recovery, registry, report, scale
 from qemu_launcher.assets import REPO
 from qemu_launcher.run import new_run_dir
 
-PARTS = (*(b.part for b in registry.BENCHMARKS if b.part is not None), "legacy")
+PARTS = tuple(b.part for b in registry.BENCHMARKS)
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
-def legacy(out: Path) -> dict[str, Any]:
-    """The earlier benchmarks, each in its own process, output kept as text."""
-    d = out / "legacy"
-    d.mkdir(exist_ok=True)
-    res: dict[str, Any] = {}
-    for b in registry.legacy():
-        name, opts = b.module, b.args
-        say(f"legacy: {name} {' '.join(opts)}")
-        t0 = time.monotonic()
-        p = subprocess.run([sys.executable, "-m", name, *opts], capture_output=True,
-                           text=True, cwd=REPO, timeout=900)
-        (d / f"{name}.txt").write_text(p.stdout + p.stderr)
-        # these exit 1 when one of their own goals is missed; a crash leaves a traceback
-        crashed = p.returncode != 0 and ("Traceback" in p.stderr or p.returncode != 1)
-        res[name] = {"exit": p.returncode, "crashed": crashed,
-                     "goals_missed": p.stdout.count("MISSED"),
-                     "wall_s": round(time.monotonic() - t0, 1),
-                     "output": f"legacy/{name}.txt"}
-    return res
-
-
 def json_part(b: registry.Benchmark, quick: bool, out: Path) -> dict[str, Any]:
-    """A JSON benchmark in a process of its own; its output kept next to its JSON."""
+    """A JSON benchmark in a process of its own; its output kept next to its JSON. Its
+    JSON is the part whatever its exit status (some exit 1 when a goal of theirs is
+    missed: the goals in the JSON say which); no JSON is an error."""
     args = (b.quick or ()) if quick else b.args
     say(f"{b.part}: {b.module} {' '.join(args)}")
     path = out / f"{b.part}.json"
-    p = subprocess.run([sys.executable, "-m", b.module, *args, "--json", str(path)],
-                       capture_output=True, text=True, cwd=REPO, timeout=1800)
+    try:
+        p = subprocess.run([sys.executable, "-m", b.module, *args, "--json", str(path)],
+                           capture_output=True, text=True, cwd=REPO, timeout=1800)
+    except subprocess.TimeoutExpired as e:
+        return {"error": f"no JSON after {e.timeout:.0f} s"}
     (out / f"{b.part}.txt").write_text(p.stdout + p.stderr)
-    if p.returncode != 0 or not path.exists():
+    try:
+        part: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
         return {"error": f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-600:]}"}
-    part: dict[str, Any] = json.loads(path.read_text())
     return part
 
 
@@ -93,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(parts) - set(PARTS)
     if unknown:
         ap.error(f"unknown parts {sorted(unknown)}")
-    if args.quick and "legacy" in parts and args.only == ",".join(PARTS):
-        parts.remove("legacy")
     out = new_run_dir(REPO / "runs" / "bench", "bench-quick" if args.quick else "bench")
     t0 = time.monotonic()
     load0 = os.getloadavg()
@@ -104,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
                                f"{platform.python_version()}", "parts": parts}}
     say(f"bench: {out}")
     failed = []
+    walls: dict[str, float] = {}
+    results["meta"]["wall_s_by_part"] = walls
+    mark = time.monotonic()
+
+    def done(part: str) -> None:  # the part's wall time, in results.json's meta
+        nonlocal mark
+        walls[part] = round(time.monotonic() - mark, 1)
+        mark = time.monotonic()
+
     if "recovery" in parts:
         vfs = [1, 4, 16, 64]
         procs = [("fast", 64)] if args.quick else \
@@ -115,17 +110,20 @@ def main(argv: list[str] | None = None) -> int:
         recovery.print_summary(rec)
         failed += [f"recovery {p['timing']} {p['vfs']} {p['mode']}"
                    for p in rec["points"] if "error" in p]
+        done("recovery")
     if "guests" in parts:
         inj = {"fast": 2, "spec": 1} if args.quick else {"fast": 5, "spec": 3}
         g = asyncio.run(guests.run_all(["fast", "spec"], inj, 2.0, 50.0, out, say))
         results["guests"] = g
         failed += [f"guests {r['timing']}" for r in g["runs"] if "error" in r]
+        done("guests")
     if "peer" in parts:
         kinds = ["nonfatal"] * (1 if args.quick else 2) + ["fatal"]
         pr = asyncio.run(peer.run_all(kinds, 3, 50.0, 30.0, 5.0, out, say))
         results["peer"] = pr
         if "error" in pr:
             failed.append("peer")
+        done("peer")
     if "scale" in parts:
         # 5 fast + 3 spec errors: ~5 min with the two boots, ~3.5 min more for the peer
         # at 7 VFs (measured at a load average of ~20: bench.scale's docstring)
@@ -136,15 +134,13 @@ def main(argv: list[str] | None = None) -> int:
                                        None if args.quick else scale.PEER_VFS, out, say))
         results["scale"] = sc
         failed += [f"scale {r['timing']}" for r in sc["runs"] if "error" in r]
+        done("scale")
     for b in registry.json_parts():
-        key = b.part
-        if key is not None and key in parts and not (args.quick and b.quick is None):
-            results[key] = json_part(b, args.quick, out)
-            if "error" in results[key]:
-                failed.append(key)
-    if "legacy" in parts:
-        results["legacy"] = legacy(out)
-        failed += [n for n, r in results["legacy"].items() if r["crashed"]]
+        if b.part in parts and not (args.quick and b.quick is None):
+            results[b.part] = json_part(b, args.quick, out)
+            if "error" in results[b.part]:
+                failed.append(b.part)
+            done(b.part)
     results["meta"]["wall_s"] = round(time.monotonic() - t0, 1)
     results["meta"]["loadavg_start_end"] = [round(load0[0], 2), round(os.getloadavg()[0], 2)]
     files = report.write(results, out)

@@ -1,6 +1,6 @@
 """Device model benchmarks (in-process, no transport).
 
-    .venv/bin/python -m bench.device_model [--quick]
+    .venv/bin/python -m bench.device_model [--quick] [--json FILE]
 
 1. Freeze propagation: time for `adapter PE.freeze()` to mark the adapter PE and every VF
    PE frozen and deliver every event to a history listener, for 1, 8 and 64 VFs; and the
@@ -13,20 +13,26 @@
    from the uplink into posted buffers, descriptors written back, interrupts to a sink).
    Goal: >= 50k frames/s. Baseline: the same per-frame work done inline in plain Python
    (unpack a descriptor, copy the buffer, append it to a queue, pack a status).
-Ratios are measured side by side in one run (the machine is shared and noisy).
+Ratios are measured side by side in one run (the machine is shared and noisy). Exit status
+1 when a goal is missed; `--json FILE` writes the figures and goals (a part of make bench's
+results.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import struct
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from bench import goals
-from bench.stats import describe, percentile
+from bench.stats import dist, one_line, scalar
 from device_model import Adapter, AdapterConfig, EventHistory, EventKind, ManualClock, QueueUplink
 from device_model.nic import registers as R
 from device_model.testkit import IrqRecorder, MiniDriver, PfDriver, RamGuest, frame
@@ -152,47 +158,76 @@ def baseline_pps(frames: int, ring: int = 256) -> float:
     return frames / (time.perf_counter() - t0)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
-    args = ap.parse_args()
-    repeats = 60 if args.quick else 400
-    frames = 20_000 if args.quick else 100_000
-    runs = 2 if args.quick else 5
-    ok = True
-
-    print("freeze propagation (adapter PE -> every VF PE, events delivered)")
+def measure(quick: bool) -> dict[str, Any]:
+    """Both measurements; the figures, the goals judged and the configuration, as
+    results.json keeps a part (bench.registry)."""
+    repeats = 60 if quick else 400
+    frames = 20_000 if quick else 100_000
+    runs = 2 if quick else 5
+    figures: dict[str, Any] = {}
     for n in (1, 8, 64):
         total, gate = freeze_run(n, repeats)
         base = freeze_baseline(n, repeats)
-        p99 = percentile(total, 99)
-        ratio = statistics_ratio(total, base)
-        print(f"  {n:2d} VFs  all marked: {describe(total, 'us', 1e6)}")
-        print(f"          gates closed (first event): {describe(gate, 'us', 1e6)}")
-        print(f"          baseline loop: {describe(base, 'us', 1e6)}")
-        print(f"          model/baseline p50 = {ratio:.1f}x")
-        if n == 64:
-            met = p99 <= FREEZE_GOAL_S
-            ok &= met
-            print(f"  goal p99 <= {FREEZE_GOAL_S * 1e3:.0f} ms at 64 VFs: "
-                  f"{'met' if met else 'MISSED'} ({p99 * 1e6:.0f} us)")
-
-    print(f"\npackets per second through one VF, 64-byte frames ({runs} runs of {frames})")
+        figures[f"freeze_{n}_vfs"] = dist([t * 1e6 for t in total], "us", 1) | {
+            "what": f"{n} VFs: adapter PE freeze -> every PE marked, events delivered"}
+        figures[f"freeze_{n}_vfs_first_event"] = dist([t * 1e6 for t in gate], "us", 1) | {
+            "what": f"{n} VFs: freeze -> first pe-frozen event (every gate closed)"}
+        figures[f"freeze_{n}_vfs_baseline"] = dist([t * 1e6 for t in base], "us", 1) | {
+            "what": f"{n} VFs: a plain loop setting a flag on n+1 objects (baseline)"}
+        figures[f"freeze_{n}_vfs_vs_baseline"] = scalar(
+            statistics_ratio(total, base), "x", repeats, what=f"{n} VFs: model / baseline p50")
     tx, rx, base_pps = [], [], []
     for _ in range(runs):
         base_pps.append(baseline_pps(frames))
         tx.append(tx_pps(frames))
         rx.append(rx_pps(frames))
-    for name, vals in (("TX", tx), ("RX", rx), ("baseline", base_pps)):
-        print(f"  {name:8s} {describe(vals, ' kfps', 1e-3)}")
+    for name, vals, what in (("tx_fps", tx, "TX through one VF, 64-byte frames"),
+                             ("rx_fps", rx, "RX through one VF, 64-byte frames"),
+                             ("baseline_fps", base_pps,
+                              "the same per-frame work inline in plain Python (baseline)")):
+        figures[name] = dist(vals, "frames/s", 0) | {"what": what}
     tx50, rx50, b50 = (statistics.median(v) for v in (tx, rx, base_pps))
-    print(f"  baseline/model p50: TX {b50 / tx50:.1f}x, RX {b50 / rx50:.1f}x "
-          "(the plain-Python floor is that many times faster)")
-    met = min(tx50, rx50) >= PPS_GOAL
-    ok &= met
-    print(f"  goal >= {PPS_GOAL:.0f} fps: {'met' if met else 'MISSED'} "
-          f"(TX p50 {tx50:.0f}, RX p50 {rx50:.0f})")
-    return 0 if ok else 1
+    figures["baseline_vs_tx"] = scalar(b50 / tx50, "x", runs, what="baseline / TX p50")
+    figures["baseline_vs_rx"] = scalar(b50 / rx50, "x", runs, what="baseline / RX p50")
+    freeze_p99_ms = figures["freeze_64_vfs"]["p99"] / 1000
+    return {"figures": figures,
+            "goals": {goals.FREEZE_64.name: goals.FREEZE_64.result(freeze_p99_ms),
+                      goals.PPS_ONE_VF.name: goals.PPS_ONE_VF.result(
+                          min(tx50, rx50), what=f"{goals.PPS_ONE_VF.figure}, lower of TX "
+                          "and RX p50")},
+            "config": {"quick": quick, "repeats": repeats, "frames": frames, "runs": runs}}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    ap.add_argument("--json", default=None, help="write the results here (bench.registry)")
+    args = ap.parse_args(argv)
+    res = measure(args.quick)
+    f, cfg = res["figures"], res["config"]
+    print("freeze propagation (adapter PE -> every VF PE, events delivered)")
+    for n in (1, 8, 64):
+        print(f"  {n:2d} VFs  all marked: {one_line(f[f'freeze_{n}_vfs'])}")
+        first = f[f"freeze_{n}_vfs_first_event"]
+        print(f"          gates closed (first event): {one_line(first)}")
+        print(f"          baseline loop: {one_line(f[f'freeze_{n}_vfs_baseline'])}")
+        print(f"          model/baseline p50 = {f[f'freeze_{n}_vfs_vs_baseline']['value']:.1f}x")
+    g = res["goals"][goals.FREEZE_64.name]
+    print(f"  goal p99 <= {FREEZE_GOAL_S * 1e3:.0f} ms at 64 VFs: "
+          f"{'met' if g['met'] else 'MISSED'} ({g['value'] * 1000:.0f} us)")
+    print(f"\npackets per second through one VF, 64-byte frames ({cfg['runs']} runs of "
+          f"{cfg['frames']})")
+    for name, key in (("TX", "tx_fps"), ("RX", "rx_fps"), ("baseline", "baseline_fps")):
+        print(f"  {name:8s} {one_line(f[key], 'kfps', 1e-3)}")
+    print(f"  baseline/model p50: TX {f['baseline_vs_tx']['value']:.1f}x, RX "
+          f"{f['baseline_vs_rx']['value']:.1f}x (the plain-Python floor is that many times "
+          "faster)")
+    g = res["goals"][goals.PPS_ONE_VF.name]
+    print(f"  goal >= {PPS_GOAL:.0f} fps: {'met' if g['met'] else 'MISSED'} "
+          f"(TX p50 {f['tx_fps']['p50']:.0f}, RX p50 {f['rx_fps']['p50']:.0f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0 if all(g["met"] for g in res["goals"].values()) else 1
 
 
 def statistics_ratio(model: list[float], base: list[float]) -> float:

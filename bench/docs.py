@@ -20,22 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from bench import goals, registry, report
+from bench.report_parts import goal_text, part_table, verdict
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGE = DOCS / "benchmarks.md"
 RESULTS = DOCS / "benchmarks-results.json"
 
 INTRO = """\
-`make bench` (about 16 minutes, of which `bench.scale`'s two boots of nine guests and the
+`make bench` (about 18 minutes, of which `bench.scale`'s two boots of nine guests and the
 peer at 7 VFs take 5.5; plus the venv and root fs on a fresh clone) runs every
 benchmark in one run and writes `runs/bench/<date>-<time>-bench-<n>/`: `results.json`
-(every figure with its unit and n), `results.md` (the tables below, every harness point,
-where boot time goes) and plots (`recovery_vs_vfs.png`, `breakdown.png`,
-`guests_vs_peer.png`, `guests_vs_vfs.png`: real guests at 3 and 64 VFs, matplotlib from
-the dev extras), next to each part's artifacts.
+(every figure with its unit and n, every goal judged, each part's wall time in
+`meta.wall_s_by_part`), `results.md` (the tables below, every harness point, where boot
+time goes) and plots (`recovery_vs_vfs.png`, `breakdown.png`, `guests_vs_peer.png`,
+`guests_vs_vfs.png`: real guests at 3 and 64 VFs, `adapters.png`: two adapters;
+matplotlib from the dev extras), next to each part's artifacts.
 `make bench-quick` is a smaller run (3 recoveries a point, fewer guest errors, 64 VFs in
-spec timing only, no earlier benchmarks; about 7 minutes). The machines are shared and
-noisy: compare within a run (ratios, side by side), never across runs.
+spec timing only and no peer at 7 VFs, two adapters of 16 VFs, the other parts smaller;
+about 8 minutes). The machines are shared and noisy: compare within a run (ratios, side
+by side), never across runs.
 
 This page is generated (`python -m bench.docs --write`) from the results.json of the run
 named below, committed as `docs/benchmarks-results.json`; to show a newer run, copy its
@@ -50,7 +53,7 @@ same CPU (`AdapterHostConfig.host_cpus`: a tuple of CPUs, or `()` for no pinning
 QEMU command line in `qemu-cmdline.txt` then starts with `taskset -c N`, and
 `machine.json` records `host_cpus`. The one-guest transport demo takes the same choice as
 `python -m eeh_sriov transport-demo --host-cpus auto|none|N,M`. Measured on the project's
-2-core machines by `bench.guest_mmio` (its own output, in make bench's legacy part): read
+2-core machines by `bench.guest_mmio` (the `guest_mmio` part of a run): read
 p50 36-37 us colocated vs 81-123 us spread (2.5-3.4x across runs). Several guests are
 another matter: three TCG guests on one CPU boot far slower than unpinned, so the topology
 runs (`make demo`, `bench.guests`) do not pin (`host_cpus=()`)."""
@@ -105,21 +108,41 @@ def _verdict(goal: goals.Goal, judged: dict[str, dict[str, Any]],
                           sorted(variants.items(), key=lambda kv: int(kv[0])))
         met = all(v["met"] for v in variants.values())
         return (f"by VFs {shown} {goal.unit}", "**met**" if met else "**missed**", met)
-    bench = next((b for b in registry.BENCHMARKS if b.module == goal.bench), None)
-    if bench is not None and bench.part is None:
-        ran = "legacy" in results
-        return ("-", f"its own output (legacy/{goal.bench}.txt)" if ran
-                else "not in this run (make bench only)", None)
+    bench = registry.BY_MODULE.get(goal.bench)
+    if bench is None or bench.part not in results:
+        quick = str(results.get("meta", {}).get("command", "")).endswith("bench-quick")
+        only = " (make bench only)" if quick and bench is not None and bench.quick is None \
+            else ""
+        return "-", f"not in this run{only}", None
     return "-", "not measured", None
 
 
+def _variant(key: str) -> bool:
+    """A goal's key with a number after its name (`resume_p99_fast_64`: one per size)."""
+    name, _, n = key.rpartition("_")
+    return n.isdigit() and name in goals.BY_NAME
+
+
 def goals_table(results: dict[str, Any]) -> str:
+    """Every goal of bench.goals with the run's value, or why there is none ("not in this
+    run": its benchmark's part is not in results.json; "not measured": it is, without a
+    value); then every other goal a part of the run judged (its own key), as it is."""
     judged = _judged(results)
     lines = ["| figure | measured by | goal | latest run | |", "|---|---|---|---|---|"]
     for goal in goals.GOALS:
-        value, verdict, _ = _verdict(goal, judged, results)
+        value, said, _ = _verdict(goal, judged, results)
         lines.append(f"| {_cell(goal.figure)} | `{goal.bench}` | {goal.text()} | {value} | "
-                     f"{verdict} |")
+                     f"{said} |")
+    for key, part in results.items():
+        if not isinstance(part, dict) or not isinstance(part.get("goals"), dict):
+            continue
+        module = registry.BY_PART[key].module if key in registry.BY_PART else key
+        for name, g in part["goals"].items():
+            if name in goals.BY_NAME or _variant(name):
+                continue
+            value = "-" if g.get("value") is None else f"{_num(g['value'])} {g['unit']}"
+            lines.append(f"| {_cell(g.get('what', name))} (`{name}`) | `{module}` | "
+                         f"{goal_text(name, g)} | {value} | {verdict(g)} |")
     return "\n".join(lines)
 
 
@@ -158,7 +181,7 @@ def page(results: dict[str, Any]) -> str:
                 report.scale_table(results), ""]
     for b in registry.json_parts():
         if b.part in results:
-            out += [f"### `{b.module}`", "", b.what, "", report.part_table(results[b.part]),
+            out += [f"### `{b.module}`", "", b.what, "", part_table(results[b.part]),
                     ""]
     notes = report.cost_notes(results) + list(results.get("notes") or [])
     if notes:

@@ -130,7 +130,21 @@ SCALE_EVERY_VF = Goal(
     "real guests, 64 VFs: recoveries after which a VF did not pass traffic again (60 s)",
     0.0, "recoveries")
 
-# ---- the earlier benchmarks (make bench's "legacy" part: their own text output)
+# ---- two adapters, harness mode (bench.adapters): two-adapters-harness.toml, 2 x 64 VFs
+TWO_B_LOST = Goal(
+    "two_adapters_b_lost", "bench.adapters",
+    "harness, two adapters: adapter B's probes lost while adapter A recovers from its errors",
+    0.0, "frames",
+    why="Each adapter has its own PE tree, policy, switch and uplink; only the platform's "
+        "loop thread (and the process's CPU) is shared, so A's recovery may delay B's frames "
+        "(the latency figures) but must never drop one: a loss is a fault, not a cost.")
+TWO_EVERY_VF_BACK = Goal(
+    "two_adapters_every_vf_back", "bench.adapters",
+    "harness, two adapters: errors (on A; on both at once) after which a VF did not pass "
+    "traffic again (60 s)", 0.0, "recoveries")
+
+# ---- the transport, boot and the device model alone (bench.boot, bench.device_model,
+# bench.vfio_user, bench.guest_mmio: JSON parts of make bench)
 BOOT_READY = Goal("boot_ready", "bench.boot", "QEMU start -> guest ready (TCG)", 6.0, "s",
                   "p50")
 FREEZE_64 = Goal("freeze_64_vfs", "bench.device_model",
@@ -179,7 +193,8 @@ HCALL_SERVER_WORK = Goal(
 
 GOALS: tuple[Goal, ...] = (FAST_64, FAST_SLOPE, SPEC_64, RESUME_P99, LOCKOUT_64,
                            RESUME_64_PROCESS, DRIVERS_READY, FPS_ONE_VF,
-                           SCALE_READY, SCALE_FAST, SCALE_SPEC, SCALE_EVERY_VF, BOOT_READY,
+                           SCALE_READY, SCALE_FAST, SCALE_SPEC, SCALE_EVERY_VF, TWO_B_LOST,
+                           TWO_EVERY_VF_BACK, BOOT_READY,
                            FREEZE_64, PPS_ONE_VF, GUEST_MMIO_READ, GUEST_READ_VS_PINGPONG,
                            VFIO_USER_SERVER, VFIO_USER_VS_ECHO, HCALL_SERVER_WORK)
 BY_NAME: dict[str, Goal] = {g.name: g for g in GOALS}

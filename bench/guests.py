@@ -42,7 +42,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -376,30 +376,47 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return s
 
 
-async def run_all(timings: Sequence[str], injections: dict[str, int], fps_seconds: float,
-                  rate_hz: float, out_dir: Path | None, say: Any = print) -> dict[str, Any]:
+async def each_timing(bench: str, title: str, timings: Sequence[str],
+                      injections: dict[str, int], out_dir: Path | None, say: Any,
+                      run: Callable[[str, GuestAssets, str, Path],
+                                    Awaitable[dict[str, Any]]]
+                      ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """What bench.guests and bench.scale share: the guest assets and the accelerator
+    resolved once, then `run(timing, assets, accel, run_dir)` for each timing in a
+    directory of its own (`<bench>-<timing>` under `out_dir`, or a new run directory), a
+    failure kept as that run's `error`, each run's `wall_s`. Returns the runs and how the
+    guests ran (accel, accel_reason, qemu)."""
     cfg_assets = asset_config()
     assets = ensure_assets(cfg_assets)
     runs_dir = REPO / "runs" / "bench"
     accel, why = await resolve_accel("auto", assets, cfg_assets, runs_dir)
     runs = []
     for timing in timings:
-        d = (out_dir / f"guests-{timing}") if out_dir else new_run_dir(runs_dir,
-                                                                      f"guests-{timing}")
+        d = (out_dir / f"{bench}-{timing}") if out_dir else new_run_dir(runs_dir,
+                                                                       f"{bench}-{timing}")
         d.mkdir(parents=True, exist_ok=True)
-        say(f"guests: default topology, {timing} timing, {injections[timing]} adapter errors")
+        say(f"{bench}: {title}, {timing} timing, {injections[timing]} adapter errors")
+        t0 = time.monotonic()
         try:
-            runs.append(await run_timing(timing, injections[timing], fps_seconds, rate_hz,
-                                         assets, accel, d, say))
+            r = await run(timing, assets, accel, d)
         except Exception as e:
-            say(f"  {timing}: failed: {e}")
-            runs.append({"timing": timing, "error": f"{type(e).__name__}: {e}",
-                         "run_dir": str(d)})
-    s = summarize(runs)
-    s["accel"] = accel
-    s["accel_reason"] = why
-    s["qemu"] = assets.qemu.describe()
-    return s
+            say(f"  {bench} {timing}: failed: {type(e).__name__}: {e}")
+            r = {"timing": timing, "error": f"{type(e).__name__}: {e}", "run_dir": str(d)}
+        r["wall_s"] = round(time.monotonic() - t0, 1)
+        runs.append(r)
+    return runs, {"accel": accel, "accel_reason": why, "qemu": assets.qemu.describe()}
+
+
+async def run_all(timings: Sequence[str], injections: dict[str, int], fps_seconds: float,
+                  rate_hz: float, out_dir: Path | None, say: Any = print) -> dict[str, Any]:
+    def run(timing: str, assets: GuestAssets, accel: str, d: Path
+            ) -> Awaitable[dict[str, Any]]:
+        return run_timing(timing, injections[timing], fps_seconds, rate_hz, assets, accel, d,
+                          say)
+
+    runs, how = await each_timing("guests", "default topology", timings, injections,
+                                  out_dir, say, run)
+    return summarize(runs) | how
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,17 +1,17 @@
 """Every benchmark of `make bench` and `make bench-quick`, once: what it measures and how
 the run (`python -m bench`) calls it.
 
-A benchmark is a module `bench.<name>` runnable on its own (`--help`). Three kinds:
+A benchmark is a module `bench.<name>` runnable on its own (`--help`). Two kinds:
 
 - built-in parts (recovery, guests, peer, scale): called in-process by `bench.__main__` with the
   arguments it gives them; each one's summary is a part of results.json that
   `bench.report` lays out in its own tables;
-- JSON parts: run as `python -m MODULE [ARGS] --json FILE`, each in a process of its own;
-  the JSON (`{"figures": {...}, "goals": {...}, "config": {...}}`: figures made with
-  `bench.stats.dist` / `scalar`, goals with `bench.goals.Goal.result`) becomes the part
-  `part` of results.json, and the report and docs/benchmarks.md show it as it is;
-- the earlier benchmarks (`part` None): run as `python -m MODULE [ARGS]`, their text kept
-  under the run's legacy/ (make bench only).
+- JSON parts (every other): run as `python -m MODULE [ARGS] --json FILE`, each in a process
+  of its own; the JSON (`{"figures": {...}, "goals": {...}, "config": {...}}`: figures
+  made with `bench.stats.dist` / `scalar`, goals with `bench.goals.Goal.result`) becomes
+  the part `part` of results.json, its text output `<part>.txt` next to it; the report and
+  docs/benchmarks.md show it as it is (its goals, and its `headline` figures, also in the
+  table of ours against the goals and the peer).
 
 Adding one: docs/howto-benchmark.md.
 """
@@ -25,10 +25,12 @@ from dataclasses import dataclass
 class Benchmark:
     module: str
     what: str  # what it measures (docs/benchmarks.md's table)
-    part: str | None = None  # its key in results.json; None: text output only (legacy/)
+    part: str  # its key in results.json
     args: tuple[str, ...] = ()  # its arguments in make bench
     quick: tuple[str, ...] | None = None  # its arguments in make bench-quick; None: not run
     builtin: bool = False  # called in-process by bench.__main__
+    # figures of a JSON part shown in the main table (ours vs goal vs peer), beside its goals
+    headline: tuple[str, ...] = ()
 
 
 BENCHMARKS: tuple[Benchmark, ...] = (
@@ -70,32 +72,44 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "one process: distributions and ratios", part="hcall", args=("--n", "3000"),
         quick=("--n", "1000")),
     Benchmark(
+        "bench.adapters",
+        "two adapters in harness mode (no VM; `two-adapters-harness.toml`, 2 x 64 VFs, "
+        "bench-quick 2 x 16): an adapter error on A while B's VFs pass traffic (A's "
+        "injection -> traffic through every VF, B's probes lost, B's probe latency during "
+        "A's recovery vs a quiet window), then both adapters failing at once (until every VF "
+        "of both passes traffic); host CPU per error, peak RSS", part="adapters",
+        quick=("--quick",),
+        headline=("a_recovery", "both_recovery", "b_latency_quiet", "b_latency_during",
+                  "a_cpu", "both_cpu")),
+    Benchmark(
         "bench.boot",
-        "QEMU start to guest ready (TCG), split into kernel and userspace; root fs build time",
-        args=("--runs", "3")),
+        "QEMU start to guest ready (TCG), restored from the saved state and cold, split into "
+        "kernel and userspace; root fs build time (recorded)", part="boot",
+        args=("--runs", "3"), quick=("--quick",), headline=("cold_ready_s",)),
     Benchmark(
         "bench.device_model",
-        "freeze propagation for 1, 8, 64 VFs; frames per second through one VF"),
+        "the device model alone: freeze propagation for 1, 8, 64 VFs against a plain loop; "
+        "frames per second through one VF (TX, RX) against the same work inline",
+        part="device_model", quick=("--quick",)),
     Benchmark(
         "bench.vfio_user",
         "host client MMIO round trips, server cost per message, vs a bare AF_UNIX ping-pong "
-        "and an asyncio echo (server / echo wall and CPU per message, median of rounds)"),
+        "and an asyncio echo (server / echo wall and CPU per message, median of rounds), "
+        "spread and colocated", part="vfio_user", quick=("--quick",),
+        headline=("read_colocated", "ping_colocated")),
     Benchmark(
         "bench.guest_mmio",
         "BAR0 reads and posted writes from a TCG guest, vs guest RAM reads; QEMU and the "
         "device model on one host CPU (\"colocated\", the default) vs wherever the scheduler "
         "puts them (\"spread\"); a host AF_UNIX ping-pong in the same placement, read p50 / "
-        "ping-pong p50", args=("--rounds", "1")),
+        "ping-pong p50", part="guest_mmio", args=("--rounds", "1"), quick=("--quick",),
+        headline=("mmio_read_colocated", "host_pingpong_colocated")),
 )
 
-BY_PART: dict[str, Benchmark] = {b.part: b for b in BENCHMARKS if b.part is not None}
+BY_PART: dict[str, Benchmark] = {b.part: b for b in BENCHMARKS}
+BY_MODULE: dict[str, Benchmark] = {b.module: b for b in BENCHMARKS}
 
 
 def json_parts() -> list[Benchmark]:
     """The benchmarks run as a process whose JSON is a part of results.json."""
-    return [b for b in BENCHMARKS if b.part is not None and not b.builtin]
-
-
-def legacy() -> list[Benchmark]:
-    """The earlier benchmarks (text output only; make bench, not bench-quick)."""
-    return [b for b in BENCHMARKS if b.part is None]
+    return [b for b in BENCHMARKS if not b.builtin]

@@ -12,26 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import goals, registry
-
-
-def _d(x: dict[str, Any] | None, key: str = "p50", scale: float = 1.0, digits: int = 0) -> str:
-    if not x or not x.get("n"):
-        return "-"
-    v = x.get(key)
-    return "-" if v is None else f"{v * scale:.{digits}f}"
-
-
-def _pair(x: dict[str, Any] | None, unit: str, scale: float = 1.0, digits: int = 0) -> str:
-    if not x or not x.get("n"):
-        return "-"
-    return (f"{_d(x, 'p50', scale, digits)} / {_d(x, 'p99', scale, digits)} {unit} "
-            f"(n={x['n']})")
-
-
-def _met(g: dict[str, Any] | None) -> str:
-    if not g or g.get("value") is None:
-        return "not measured"
-    return "**met**" if g["met"] else "**missed**"
+from bench.report_parts import adapters_plot, goals_judged, json_rows, part_table
+from bench.report_parts import dstat as _d
+from bench.report_parts import pair as _pair
+from bench.report_parts import verdict as _met
 
 
 def _limit(goal: goals.Goal) -> str:
@@ -152,6 +136,7 @@ def table(results: dict[str, Any]) -> str:
     lines.append(f"| frames/s through one VF (60 bytes, TCG guest) | {'; '.join(fps)} | "
                  f"{goals.FPS_ONE_VF.text()}: {_met(g)} | - |")
     lines += scale_rows(results)
+    lines += json_rows(results)
     return "\n".join(lines)
 
 
@@ -312,23 +297,6 @@ def guest_steps_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def part_table(part: dict[str, Any]) -> str:
-    """A JSON part of the registry (bench.registry) as it is: its figures, then its goals."""
-    if "error" in part:
-        return f"failed: {part['error']}"
-    lines = ["| figure | p50 / p99 (n), or value | goal |", "|---|---|---|"]
-    for name, f in (part.get("figures") or {}).items():
-        shown = _pair(f, f["unit"], 1, 1) if "p50" in f else (
-            f"{f['value']:.3g} {f['unit']}" if isinstance(f.get("value"), float)
-            else f"{f.get('value')} {f['unit']}")
-        lines.append(f"| {f.get('what', name)} (`{name}`) | {shown} | - |")
-    for name, g in (part.get("goals") or {}).items():
-        goal = goals.BY_NAME.get(name)
-        text = goal.text() if goal else f"{g['goal_is']} {g['goal']:g} {g['unit']}"
-        lines.append(f"| goal: {g['what']} | {g['value']} {g['unit']} | {text}: {_met(g)} |")
-    return "\n".join(lines)
-
-
 def cost_notes(results: dict[str, Any]) -> list[str]:
     """Where the CPU of a 64-VF harness recovery goes (the goals' limiting factor)."""
     rec = results.get("recovery") or {}
@@ -360,7 +328,9 @@ def markdown(results: dict[str, Any]) -> str:
            f"{meta.get('host', '')}", "",
            "Ours against the goals (bench.goals) and the peer. p50 / p99 over n measurements "
            "from this one run (the machine is shared: compare within a run).", "",
-           table(results), "", "## Harness mode: every point", "", points_table(results), "",
+           table(results), "", "## Every goal judged in this run", "",
+           goals_judged(results), "",
+           "## Harness mode: every point", "", points_table(results), "",
            "## Real guests: where boot time goes", "", boot_table(results), "",
            "## Real guests: the claim's steps", "", guest_steps_table(results), ""]
     if results.get("scale"):
@@ -369,9 +339,10 @@ def markdown(results: dict[str, Any]) -> str:
         if b.part in results:
             out += [f"## {b.module}", "", b.what, "", part_table(results[b.part]), ""]
     notes = cost_notes(results) + list(results.get("notes") or [])
-    for name, r in (results.get("legacy") or {}).items():
-        notes.append(f"{name}: exit {r['exit']}, {r['goals_missed']} of its own goals "
-                     f"missed, {r['wall_s']} s; output in {r['output']}")
+    walls = meta.get("wall_s_by_part") or {}
+    if walls:
+        notes.append("wall time by part: " + ", ".join(f"{k} {v:g} s" for k, v in
+                                                       walls.items()))
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(out)
@@ -481,6 +452,8 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         written.append("guests_vs_peer.png")
     if guests_vs_vfs(results, out, plt):
         written.append("guests_vs_vfs.png")
+    if adapters_plot(results, out, plt):
+        written.append("adapters.png")
     return written
 
 

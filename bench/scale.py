@@ -56,17 +56,16 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench import goals, guests, peer
 from bench.stats import dist, scalar
-from eeh_sriov.system import AGENT_COMMAND, System, asset_config
+from eeh_sriov.system import AGENT_COMMAND, System
 from eeh_sriov.traffic import UplinkTraffic, vf_targets
 from hypervisor_shim.readiness import wait_drivers_ready_async
-from qemu_launcher.assets import REPO, GuestAssets, ensure_assets
-from qemu_launcher.run import new_run_dir, resolve_accel
+from qemu_launcher.assets import REPO, GuestAssets
 
 SCALE_TOPOLOGY = REPO / "eeh_sriov" / "topologies" / "scale-8x8.toml"
 # Nine TCG guests on two host CPUs (shared with other work): the last readiness marker
@@ -228,35 +227,20 @@ def summarize(runs: list[dict[str, Any]], peer_part: dict[str, Any] | None) -> d
 async def run_all(timings: Sequence[str], injections: dict[str, int], rate_hz: float,
                   peer_vfs: int | None, out_dir: Path | None,
                   say: Any = print, agent_args: str = "") -> dict[str, Any]:
-    cfg_assets = asset_config()
-    assets = ensure_assets(cfg_assets)
-    runs_dir = REPO / "runs" / "bench"
-    accel, why = await resolve_accel("auto", assets, cfg_assets, runs_dir)
-    runs = []
-    for timing in timings:
-        d = (out_dir / f"scale-{timing}") if out_dir else new_run_dir(runs_dir,
-                                                                     f"scale-{timing}")
-        d.mkdir(parents=True, exist_ok=True)
-        say(f"scale: {SCALE_TOPOLOGY.name}, {timing} timing, {injections[timing]} adapter "
-            "errors")
-        t0 = time.monotonic()
-        try:
-            r = await run_timing(timing, injections[timing], rate_hz, assets, accel, d, say,
-                                 agent_args)
-        except Exception as e:
-            say(f"  scale {timing}: failed: {type(e).__name__}: {e}")
-            r = {"timing": timing, "error": f"{type(e).__name__}: {e}", "run_dir": str(d)}
-        r["wall_s"] = round(time.monotonic() - t0, 1)
-        runs.append(r)
+    def run(timing: str, assets: GuestAssets, accel: str, d: Path
+            ) -> Awaitable[dict[str, Any]]:
+        return run_timing(timing, injections[timing], rate_hz, assets, accel, d, say,
+                          agent_args)
+
+    runs, how = await guests.each_timing("scale", SCALE_TOPOLOGY.name, timings, injections,
+                                         out_dir, say, run)
     peer_part = None
     if peer_vfs:
         peer_part = await peer.run_all(["nonfatal", "fatal"], peer_vfs, rate_hz, 30.0, 5.0,
                                        out_dir, say, name=f"peer-igb-{peer_vfs}vfs")
     s = summarize(runs, peer_part)
     s["wall_s"] = {r["timing"]: r["wall_s"] for r in runs}
-    s["accel"] = accel
-    s["accel_reason"] = why
-    return s
+    return s | how
 
 
 def main(argv: Sequence[str] | None = None) -> int:

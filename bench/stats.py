@@ -33,6 +33,15 @@ def dist(values: Sequence[float], unit: str, digits: int = 3) -> dict[str, Any]:
             "max": round(max(v), digits), "mean": round(statistics.fmean(v), digits)}
 
 
+def one_line(d: dict[str, Any], unit: str = "", scale: float = 1.0) -> str:
+    """A distribution of results.json (`dist`) on one line, as `describe` prints values."""
+    if not d.get("n"):
+        return "n=0"
+    u = unit or d["unit"]
+    return f"n={d['n']} " + " ".join(f"{k}={d[k] * scale:.3f}{u}"
+                                     for k in ("min", "p50", "p99", "max"))
+
+
 def scalar(value: float | int | None, unit: str, n: int = 1, **extra: Any) -> dict[str, Any]:
     """One figure for results.json."""
     v = round(value, 3) if isinstance(value, float) else value

@@ -1,6 +1,6 @@
 """vfio-user MMIO round trips: host client -> server (another process) -> client.
 
-    .venv/bin/python -m bench.vfio_user [--n 3000]
+    .venv/bin/python -m bench.vfio_user [--quick] [--n 3000] [--json FILE]
 
 Measured side by side in one run (the machine is shared and noisy), in interleaved
 rounds: a bare AF_UNIX ping-pong between two Python processes (32-byte request, 36-byte
@@ -10,7 +10,9 @@ burst). The server reports its own time per message (receive + frame + process +
 `Endpoint.busy_ns`), and the protocol core alone (`Session.process`, no syscalls) is
 timed in-process. Goal: server cost per message <= 30 us. The whole measurement runs twice:
 "spread" (the processes on any CPU) and "colocated" (all on one CPU, as AdapterHost places
-the device model and its guests), and the ratio of their read p50s is reported.
+the device model and its guests), and the ratio of their read p50s is reported. The goals
+are judged in the colocated placement (AdapterHost's default); `--json FILE` writes every
+figure of both placements and the goals (a part of make bench's results.json).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from bench import goals
-from bench.stats import describe, percentile
+from bench.stats import dist, one_line, percentile, scalar
 from hypervisor_shim.adapter_host import colocated_cpu
 from vfio_user import Client, ServerConfig, Session, serve
 from vfio_user import codec as c
@@ -252,37 +255,72 @@ def _core_cost(n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=3000, help="samples per kind")
+KINDS = {"ping": "bare AF_UNIX ping-pong", "aping": "ping-pong, asyncio echo",
+         "read": "MMIO read 4B", "write": "MMIO write 4B (non-posted)",
+         "posted": "posted write 4B (issue)"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--n", type=int, default=None, help="samples per kind (3000)")
+    ap.add_argument("--quick", action="store_true", help="fewer samples (1000 per kind)")
+    ap.add_argument("--json", default=None, help="write the results here (bench.registry)")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--echo", help=argparse.SUPPRESS)
     ap.add_argument("--echo-asyncio", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.serve:
         return _serve(args.serve)
     if args.echo:
         return _echo(args.echo)
     if args.echo_asyncio:
         return _echo_asyncio(args.echo_asyncio)
+    res = measure(args.n or (1000 if args.quick else 3000))
+    f = res["figures"]
+    print(f"ratio read p50 spread / colocated = {f['read_spread_vs_colocated']['value']:.2f}")
+    for name, g in res["goals"].items():
+        print(f"goal: {g['what']} {goals.BY_NAME[name].text()}: "
+              f"{'met' if g['met'] else 'MISSED'} ({g['value']:.2f} {g['unit']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+def measure(n: int) -> dict[str, Any]:
+    """Both placements, one after the other (children inherit this process's CPU set:
+    spread = any CPU, colocated = one CPU); the figures of each (`<figure>_<placement>`)
+    and the goals, judged in the colocated placement (AdapterHost's default)."""
     allowed = os.sched_getaffinity(0)
-    read_p50 = {}
-    # children inherit this process's CPU set: spread = any CPU, colocated = one CPU
+    figures: dict[str, Any] = {}
     for placement, cpus in (("spread", allowed), ("colocated", set(colocated_cpu()))):
         os.sched_setaffinity(0, cpus)
         try:
             print(f"placement {placement}: this process and its children on CPUs "
                   f"{sorted(cpus)}")
-            read_p50[placement] = _measure_and_report(args.n)
+            got = _measure(n)
         finally:
             os.sched_setaffinity(0, allowed)
-    print(f"ratio read p50 spread / colocated = "
-          f"{read_p50['spread'] / read_p50['colocated']:.2f}")
-    return 0
+        _report(got)
+        figures |= {f"{k}_{placement}": v | {"what": f"{v['what']}, {placement}"}
+                    for k, v in got.items()}
+    figures["read_spread_vs_colocated"] = scalar(
+        figures["read_spread"]["p50"] / figures["read_colocated"]["p50"], "x",
+        figures["read_colocated"]["n"], what="MMIO read p50, spread / colocated")
+    server_us = figures["server_wall_read_colocated"]["value"]
+    vs_echo = figures["server_vs_asyncio_echo_colocated"]["value"]
+    return {"figures": figures,
+            "goals": {goals.VFIO_USER_SERVER.name: goals.VFIO_USER_SERVER.result(
+                          server_us, what=f"{goals.VFIO_USER_SERVER.figure} (wall, 4-byte "
+                          "read, colocated, median of rounds)"),
+                      goals.VFIO_USER_VS_ECHO.name: goals.VFIO_USER_VS_ECHO.result(vs_echo)},
+            "config": {"n": n, "rounds": ROUNDS, "placements": ["spread", "colocated"]}}
 
 
-def _measure_and_report(n: int) -> float:
-    """One full measurement in the current placement; returns the read p50 (s)."""
+ROUNDS = 10
+
+
+def _measure(n: int) -> dict[str, Any]:
+    """One full measurement in the current placement: the figures (us)."""
     tmp = Path(tempfile.mkdtemp(prefix="eeh-vub-", dir="/tmp"))  # AF_UNIX paths are short
     children: list[subprocess.Popen[str]] = []
     try:
@@ -312,7 +350,7 @@ def _measure_and_report(n: int) -> float:
         # wall and CPU time per message of the server (read, posted) and the asyncio echo
         busy: dict[str, list[float]] = {"read": [], "posted": [], "aecho": []}
         cpu: dict[str, list[float]] = {"read": [], "posted": [], "aecho": []}
-        rounds, per = 10, max(1, n // 10)
+        rounds, per = ROUNDS, max(1, n // ROUNDS)
 
         def server_phase(kind: str, phase: Callable[[], None],
                          child: subprocess.Popen[str] = server) -> None:
@@ -350,46 +388,79 @@ def _measure_and_report(n: int) -> float:
         shutil.rmtree(tmp, ignore_errors=True)
 
     us = 1e6
-    print(f"cpus={os.cpu_count()} n={len(samples['read'])} per kind, interleaved in "
-          f"{rounds} rounds")
-    for name, label in (("ping", "bare AF_UNIX ping-pong"),
-                        ("aping", "ping-pong, asyncio echo"), ("read", "MMIO read 4B"),
-                        ("write", "MMIO write 4B (non-posted)"),
-                        ("posted", "posted write 4B (issue)")):
-        print(f"  {label:28s} {describe(samples[name], 'us', us)}")
-    print(f"  {'posted write drain rate':28s} {percentile(drain, 50) * us:.1f}us per write "
-          "(median of rounds)")
-    ping50 = percentile(samples["ping"], 50)
-    ping99 = percentile(samples["ping"], 99)
-    aping50 = percentile(samples["aping"], 50)
-    for name in ("read", "write"):
-        print(f"  ratio {name} p50 / ping-pong p50 = {percentile(samples[name], 50) / ping50:.2f}"
-              f"  (p99 ratio {percentile(samples[name], 99) / ping99:.2f}; p50 / asyncio "
-              f"ping-pong p50 {percentile(samples[name], 50) / aping50:.2f})")
+    f: dict[str, Any] = {k: dist([v * us for v in samples[k]], "us", 1) | {"what": what}
+                         for k, what in KINDS.items()}
+    f["posted_drain"] = scalar(percentile(drain, 50) * us, "us", len(drain),
+                               what="posted write drain rate per write (median of rounds)")
     med = {f"{k}-{kind}": percentile(v[kind], 50) * us
            for k, v in (("busy", busy), ("cpu", cpu)) for kind in ("read", "posted", "aecho")}
+    for name, key, what in (
+            ("server_wall_read", "busy-read", "server wall per message, 4B read "
+             "(recv+frame+process+reply; median of rounds)"),
+            ("server_wall_posted", "busy-posted", "server wall per message, posted write"),
+            ("server_cpu_read", "cpu-read", "server CPU per message, 4B read (process time, "
+             "with the event loop and the kernel's wake-up of the client)"),
+            ("server_cpu_posted", "cpu-posted", "server CPU per message, posted write"),
+            ("asyncio_echo_wall", "busy-aecho", "the asyncio echo's wall per message "
+             "(recv+send only)"),
+            ("asyncio_echo_cpu", "cpu-aecho", "the asyncio echo's CPU per message")):
+        f[name] = scalar(med[key], "us", rounds, what=what)
+    f["echo_cpu"] = scalar(echo_cpu * us, "us", 1, what="the bare echo process's CPU per "
+                           "ping-pong message")
+    f["core_read"] = scalar(core * us, "us", 20000, what="protocol core alone "
+                            "(Session.process, 4B read, no sockets)")
+    ratios = {"read_vs_pingpong": ("read", "ping", "MMIO read p50 / bare ping-pong p50"),
+              "write_vs_pingpong": ("write", "ping", "MMIO write p50 / bare ping-pong p50"),
+              "read_vs_asyncio_pingpong": ("read", "aping",
+                                           "MMIO read p50 / asyncio ping-pong p50")}
+    for name, (a, b, what) in ratios.items():
+        f[name] = scalar(f[a]["p50"] / f[b]["p50"], "x", f[a]["n"], what=what)
+    f["server_vs_asyncio_echo"] = scalar(
+        med["busy-read"] / med["busy-aecho"], "x", rounds,
+        what="server wall per read / the asyncio echo's per message")
+    f["server_cpu_vs_asyncio_echo"] = scalar(
+        med["cpu-read"] / med["cpu-aecho"], "x", rounds,
+        what="server CPU per read / the asyncio echo's per message")
+    return f
+
+
+def _report(f: dict[str, Any]) -> None:
+    """One placement's figures as text (what this module always printed)."""
+    print(f"cpus={os.cpu_count()} n={f['read']['n']} per kind, interleaved in {ROUNDS} "
+          "rounds")
+    for name, label in KINDS.items():
+        print(f"  {label:28s} {one_line(f[name])}")
+    print(f"  {'posted write drain rate':28s} {f['posted_drain']['value']:.1f}us per write "
+          "(median of rounds)")
+    for name in ("read", "write"):
+        print(f"  ratio {name} p50 / ping-pong p50 = {f[f'{name}_vs_pingpong']['value']:.2f}"
+              f"  (p99 ratio {f[name]['p99'] / f['ping']['p99']:.2f})")
+    print(f"  ratio read p50 / asyncio ping-pong p50 = "
+          f"{f['read_vs_asyncio_pingpong']['value']:.2f}")
+    v = {k: f[k]["value"] for k in f if "value" in f[k]}
     print("  server cost per message, median of rounds:")
-    print(f"    wall (recv+frame+process+reply): read {med['busy-read']:.1f}us, "
-          f"posted write {med['busy-posted']:.1f}us")
+    print(f"    wall (recv+frame+process+reply): read {v['server_wall_read']:.1f}us, "
+          f"posted write {v['server_wall_posted']:.1f}us")
     print(f"    CPU (process time, incl. the event loop and the kernel's wake-up of the "
-          f"client): read {med['cpu-read']:.1f}us, posted write {med['cpu-posted']:.1f}us")
-    print(f"    baseline: the echo process's CPU per ping-pong message {echo_cpu * us:.1f}us"
-          f" (ratio read/echo {med['cpu-read'] / (echo_cpu * us):.2f})")
-    vs_echo = med["busy-read"] / med["busy-aecho"]
+          f"client): read {v['server_cpu_read']:.1f}us, posted write "
+          f"{v['server_cpu_posted']:.1f}us")
+    print(f"    baseline: the echo process's CPU per ping-pong message {v['echo_cpu']:.1f}us"
+          f" (ratio read/echo {v['server_cpu_read'] / v['echo_cpu']:.2f})")
     print(f"    baseline: the asyncio echo's wall time per message (recv+send only, median of "
-          f"rounds) {med['busy-aecho']:.1f}us, CPU {med['cpu-aecho']:.1f}us (ratio read/asyncio "
-          f"echo {vs_echo:.2f}, CPU {med['cpu-read'] / med['cpu-aecho']:.2f}; on one CPU a send "
-          f"that wakes the client may run the client before it returns, in either's wall time)")
-    print(f"    protocol core alone (Session.process, 4B read, no sockets): {core * us:.1f}us "
-          f"({core * us / med['busy-read']:.0%} of the server's wall time per read)")
-    cost = med["busy-read"]
-    verdict = "met" if cost <= GOAL_US else "MISSED"
-    print(f"  goal: server cost per message (wall, read) <= {GOAL_US:.0f}us: {verdict} "
-          f"({cost:.1f}us)")
-    verdict = "met" if goals.VFIO_USER_VS_ECHO.met(vs_echo) else "MISSED"
+          f"rounds) {v['asyncio_echo_wall']:.1f}us, CPU {v['asyncio_echo_cpu']:.1f}us (ratio "
+          f"read/asyncio echo {v['server_vs_asyncio_echo']:.2f}, CPU "
+          f"{v['server_cpu_vs_asyncio_echo']:.2f}; on one CPU a send that wakes the client "
+          "may run the client before it returns, in either's wall time)")
+    print(f"    protocol core alone (Session.process, 4B read, no sockets): "
+          f"{v['core_read']:.1f}us ({v['core_read'] / v['server_wall_read']:.0%} of the "
+          "server's wall time per read)")
+    cost = v["server_wall_read"]
+    print(f"  goal: server cost per message (wall, read) <= {GOAL_US:.0f}us: "
+          f"{'met' if cost <= GOAL_US else 'MISSED'} ({cost:.1f}us)")
+    vs = v["server_vs_asyncio_echo"]
     print(f"  goal: server wall per read / asyncio echo's per message "
-          f"{goals.VFIO_USER_VS_ECHO.text()}: {verdict} ({vs_echo:.2f}x)")
-    return percentile(samples["read"], 50)
+          f"{goals.VFIO_USER_VS_ECHO.text()}: "
+          f"{'met' if goals.VFIO_USER_VS_ECHO.met(vs) else 'MISSED'} ({vs:.2f}x)")
 
 
 if __name__ == "__main__":
