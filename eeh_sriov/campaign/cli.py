@@ -96,7 +96,7 @@ def _scenarios(args: argparse.Namespace) -> list[Scenario]:
     if args.vm:
         if args.exhaustive:
             raise CampaignError("--vm runs a subset (--subset), not --exhaustive")
-        return vm_subset(args.subset, args.timing)
+        return vm_subset(args.subset, args.timing, args.topology)
     return campaign(args.topology, args.timing, exhaustive_mode=args.exhaustive)
 
 

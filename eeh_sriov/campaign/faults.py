@@ -21,11 +21,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from eeh_sriov.campaign import pes
 from eeh_sriov.campaign.console import ConsoleThread
 from eeh_sriov.campaign.errors import CampaignError
 from eeh_sriov.campaign.model import Fault
 from eeh_sriov.campaign.rig import Rig
 from hypervisor_shim.injection import InjectKind
+from hypervisor_shim.pe.names import qualify, split
 
 
 @dataclass(frozen=True)
@@ -68,18 +70,38 @@ def resolve_vf(rig: Rig, fault: Fault, ctx: Context) -> str:
     raise CampaignError(f"{fault.label()}: no VF {fault.target!r} driven here ({vfs})")
 
 
+def resolve_adapter(rig: Rig, fault: Fault, ctx: Context) -> str:
+    """The adapter an adapter's fault hits (its name, "" for the unnamed one): no target,
+    "adapter" or "pf" the first; "same" the trigger's; "nic1" or "nic1.pf" by name."""
+    adapters = rig.adapters()
+    target = fault.target
+    if target == "same":
+        if ctx.trigger_pe is None or not pes.is_adapter_pe(ctx.trigger_pe):
+            raise CampaignError(f"{fault.label()}: the trigger's PE {ctx.trigger_pe!r} is "
+                                "not an adapter's")
+        target = ctx.trigger_pe
+    if target in (None, "adapter", "pf"):
+        return adapters[0]
+    adapter = pes.adapter_of(target)
+    if adapter not in adapters:
+        raise CampaignError(f"{fault.label()}: no adapter {adapter!r} here "
+                            f"({', '.join(adapters)})")
+    return adapter
+
+
 def resolve_pe(rig: Rig, fault: Fault, ctx: Context) -> str:
-    if fault.target in ("adapter", "pf"):
-        return "adapter"
-    if fault.target == "same" and ctx.trigger_pe == "adapter":
-        return "adapter"
+    target = ctx.trigger_pe if fault.target == "same" else fault.target
+    if fault.target != "other" and target is not None and (
+            split(target)[1] == "pf" or pes.is_adapter_pe(target)):
+        return pes.adapter_pe(resolve_adapter(rig, fault, ctx))
     return resolve_vf(rig, fault, ctx)
 
 
 def resolve_owner(rig: Rig, fault: Fault, ctx: Context) -> str:
     owners = rig.owners()
-    mine = rig.cfg.owners.get("pf" if ctx.trigger_pe == "adapter" else
-                              str(ctx.trigger_pe))
+    trigger = ctx.trigger_pe
+    mine = None if trigger is None else rig.cfg.owners.get(
+        qualify(pes.adapter_of(trigger), "pf") if pes.is_adapter_pe(trigger) else trigger)
     if fault.target == "same":
         if mine is None:
             raise CampaignError(f"{fault.label()}: the trigger's PE has no owner")
@@ -105,16 +127,36 @@ def apply(rig: Rig, fault: Fault, ctx: Context, *, first: bool) -> Applied:
     return Applied(t, fault.kind, target, fault.label(), first)
 
 
+def _error(rig: Rig, pe: str, why: str) -> None:
+    """The error that freezes `pe`: an adapter error for an adapter PE, else a VF error."""
+    adapter = pes.adapter_of(pe)
+    if pes.is_adapter_pe(pe):
+        rig.plat.inject_adapter_error(why, adapter=adapter)
+    else:
+        rig.plat.inject_vf_error(pes.vf_index(pe), why, adapter=adapter)
+
+
 def _act(rig: Rig, fault: Fault, ctx: Context, first: bool) -> str | None:
+    """Apply `fault`; its resolved target: an adapter fault's adapter PE ("adapter",
+    "nic1"), a PE, a function or an owner; None for a fault of no PE or of every one."""
     plat = rig.plat
     k = fault.kind
     why = f"campaign: {fault.label()}"
-    if k == "adapter-fatal":
-        plat.inject_adapter_error(why)
-        return "adapter"
+    if k in ("adapter-fatal", "freeze-limit", "pf-driver-crash"):
+        adapter = resolve_adapter(rig, fault, ctx)
+        if k == "pf-driver-crash":
+            rig.restart_driver(qualify(adapter, "pf"))
+            return qualify(adapter, "pf")
+        pe = pes.adapter_pe(adapter)
+        if k == "freeze-limit":
+            tree = plat.trees[adapter]
+            count = plat.call(lambda: tree.policy.adapter_record.freezes.count)
+            asyncio.run(plat.set_policy(max_freezes=count, adapter=pe))
+        _error(rig, pe, why)
+        return pe
     if k == "vf-error":
         vf = resolve_vf(rig, fault, ctx)
-        plat.inject_vf_error(int(vf[2:]), why)
+        _error(rig, vf, why)
         return vf
     if k == "errinjct":
         pe = resolve_pe(rig, fault, ctx)
@@ -125,19 +167,8 @@ def _act(rig: Rig, fault: Fault, ctx: Context, first: bool) -> str | None:
         pe = resolve_pe(rig, fault, ctx)
         plat.fail_resets(pe, int(fault.params["times"]))
         if first:
-            if pe == "adapter":
-                plat.inject_adapter_error(why)
-            else:
-                plat.inject_vf_error(int(pe[2:]), why)
+            _error(rig, pe, why)
         return pe
-    if k == "freeze-limit":
-        count = plat.call(lambda: plat.policy.adapter_record.freezes.count)
-        asyncio.run(plat.set_policy(max_freezes=count))
-        plat.inject_adapter_error(why)
-        return "adapter"
-    if k == "pf-driver-crash":
-        rig.restart_driver("pf")
-        return "pf"
     if k == "vf-driver-crash":
         vf = resolve_vf(rig, fault, ctx)
         rig.restart_driver(vf)
@@ -151,7 +182,7 @@ def _act(rig: Rig, fault: Fault, ctx: Context, first: bool) -> str | None:
         return None
     if k == "model-killed":
         _kill_model(rig)
-        return "adapter"
+        return None
     if k == "guest-killed":
         owner = resolve_owner(rig, fault, ctx)
         rig.kill_guest(owner)

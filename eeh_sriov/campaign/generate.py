@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from eeh_sriov.campaign import pes
 from eeh_sriov.campaign.errors import CampaignError
-from eeh_sriov.campaign.model import TRIGGER_EVENTS, Fault, Scenario, Trigger
+from eeh_sriov.campaign.model import TRIGGER_EVENTS, Fault, Mode, Scenario, Trigger
 from eeh_sriov.campaign.rig import campaign_topology
+from hypervisor_shim.pe.names import qualify
 from hypervisor_shim.timeline import Entry
 
 REFERENCE = Path(__file__).parent / "reference"
@@ -41,7 +43,7 @@ Point = tuple[str, str, str | None]  # (source, kind, pe)
 def fault_variants(pe: str | None) -> list[tuple[Fault, str | None]]:
     """The faults at an event of PE `pe`: (fault, None) when it makes sense there,
     (fault, why not) when it does not."""
-    vf = pe is not None and pe.startswith("vf")
+    vf = pe is not None and pes.is_vf(pe)
     same_vf = None if vf else "the adapter has no VF of its own (\"other\" covers it)"
     no_pe = None if pe is not None else "the event names no PE"
     return [
@@ -132,20 +134,89 @@ def read_reference(path: Path) -> list[Point]:
 def campaign(topology: str = "default", timing: str = "fast", *,
              exhaustive_mode: bool = True) -> list[Scenario]:
     """The scenarios of `campaign run`: exhaustive from the shipped reference, or the
-    hand-picked matrix (docs/reliability.md) as scenarios."""
-    campaign_topology(topology)  # one error line for a topology no campaign can run
+    hand-picked matrix (docs/reliability.md; of several adapters, `adapters_matrix`)."""
+    topo = campaign_topology(topology)  # one error line for a topology no campaign can run
     if exhaustive_mode:
+        if len(topo.adapters) > 1:
+            raise CampaignError(f"topology {topology}: {len(topo.adapters)} adapters; the "
+                                "exhaustive campaign is one adapter's (a topology of several "
+                                "runs the matrix: its faults on either adapter)")
         return exhaustive(read_reference(reference_path(topology, timing)),
                           topology=topology, timing=timing)[0]
+    if len(topo.adapters) > 1:
+        return adapters_matrix(topology, timing, [a.name for a in topo.adapters])
     return matrix(topology, timing)
+
+
+def _builder(topology: str, timing: str, mode: Mode = "harness"
+             ) -> Callable[..., Scenario]:
+    def s(first: Fault, *ups: tuple[Trigger, Fault], traffic: bool = True) -> Scenario:
+        return Scenario.build(first, tuple(ups), topology=topology, timing=timing,
+                              traffic=traffic, mode=mode,
+                              seed=seed_of(topology, first.label(),
+                                           *(f.label() for _, f in ups)))
+    return s
+
+
+def adapters_matrix(topology: str, timing: str, adapters: Sequence[str], *,
+                    mode: Mode = "harness") -> list[Scenario]:
+    """A topology of several adapters: faults on its first two adapters (A, B), at
+    events of either, each judged by the isolation oracle (an adapter no fault reaches
+    shows nothing: docs/campaign.md). Each adapter needs VFs 0 and 1 driven. In VM mode
+    the harness-only faults (driver crashes, the model's death) are left out."""
+    a, b = adapters[0], adapters[1]
+
+    def vf(adapter: str, n: int) -> str:
+        return qualify(adapter, f"vf{n}")
+
+    def fatal(adapter: str) -> Fault:
+        return Fault("adapter-fatal", adapter)
+    s = _builder(topology, timing, mode)
+    pol, drv = "policy", "driver"
+    out = [
+        s(fatal(a)), s(fatal(b)), s(Fault("vf-error", vf(b, 0))),
+        # B fails while A recovers, at A's steps and A's VFs' steps
+        s(fatal(a), (Trigger("reset-hot", a, pol), fatal(b))),
+        s(fatal(a), (Trigger("lockout-start", a, pol), fatal(b))),
+        s(fatal(a), (Trigger("allow-unfreeze", a, pol), fatal(b))),
+        s(fatal(a), (Trigger("recovered", vf(a, 1), drv), fatal(b))),
+        # and A at B's
+        s(fatal(b), (Trigger("error-detected", b, drv), fatal(a))),
+        s(fatal(b), (Trigger("slot-reset", vf(b, 0), drv), fatal(a))),
+        # a VF of B during A's lockout; the same VF's error again during its own recovery
+        s(fatal(a), (Trigger("unfreeze-refused", vf(a, 1), pol),
+                     Fault("vf-error", vf(b, 1)))),
+        s(Fault("vf-error", vf(b, 0)), (Trigger("error-detected", vf(b, 0), drv),
+                                        Fault("vf-error", "same"))),
+        s(fatal(a), (Trigger("lockout-lifted", vf(a, 0), pol), Fault("vf-error", "other"))),
+        # errinjct armed on B's PE and on a VF of B during A's recovery
+        s(fatal(a), (Trigger("error-detected", a, drv),
+                     Fault("errinjct", b, {"function": 1}))),
+        s(fatal(a), (Trigger("configured", a, pol),
+                     Fault("errinjct", vf(b, 0), {"function": 17}))),
+        # B's resets fail: permanent failure of B (3) or of its VF; A untouched
+        s(Fault("reset-fails", b, {"times": 3})),
+        s(Fault("reset-fails", b, {"times": 1}), (Trigger("pe-frozen", b, pol),
+                                                  fatal(a))),
+        s(Fault("reset-fails", vf(b, 0), {"times": 3})),
+        s(Fault("freeze-limit", b)),
+        s(fatal(a), (Trigger("reset-hot", a, pol), Fault("freeze-limit", b))),
+        s(fatal(a), (Trigger("reset-hot", a, pol), Fault("console-client-gone"))),
+    ]
+    if mode == "harness":
+        out += [
+            s(Fault("pf-driver-crash", a)),
+            s(fatal(a), (Trigger("slot-reset", vf(a, 0), drv), Fault("vf-driver-crash",
+                                                                     vf(b, 0)))),
+            s(fatal(b), (Trigger("reset-hot", b, pol), Fault("pf-driver-crash", a))),
+            s(Fault("model-killed")),
+        ]
+    return out
 
 
 def matrix(topology: str = "default", timing: str = "fast") -> list[Scenario]:
     """docs/reliability.md's fault matrix, as scenarios (plus a VF-first isolation case)."""
-    def s(first: Fault, *ups: tuple[Trigger, Fault], traffic: bool = True) -> Scenario:
-        return Scenario.build(first, tuple(ups), topology=topology, timing=timing,
-                              traffic=traffic, seed=seed_of(topology, first.label(),
-                                                            *(f.label() for _, f in ups)))
+    s = _builder(topology, timing)
     pol = "policy"
     return [
         s(FIRST), s(FIRST, traffic=False), s(Fault("vf-error", "vf1")),

@@ -27,7 +27,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from eeh_abi.vocabulary import Kind, Source
+from eeh_sriov.campaign import pes
 from eeh_sriov.campaign.errors import CampaignError
+from hypervisor_shim.pe.names import split
 
 Mode = Literal["harness", "vm"]
 MODES: tuple[str, ...] = ("harness", "vm")
@@ -70,7 +72,9 @@ class FaultSpec:
     targets: tuple[str, ...]  # what `target` may be ("adapter", "vf", "same", "other", ...)
     params: Mapping[str, tuple[int, ...]]  # required params and their allowed values
     modes: tuple[str, ...] = MODES
-    scope: Literal["adapter", "target", "none"] = "target"  # the PEs it may disturb
+    # the PEs it may disturb: every PE of its adapter, its target's, none, every PE of
+    # every adapter
+    scope: Literal["adapter", "target", "none", "platform"] = "target"
 
 
 def _p(**kw: tuple[int, ...]) -> Mapping[str, tuple[int, ...]]:
@@ -78,12 +82,13 @@ def _p(**kw: tuple[int, ...]) -> Mapping[str, tuple[int, ...]]:
 
 
 VF_TARGETS = ("same", "other", "vf")  # "vf" stands for "vfN": any VF by name
-# Every fault a scenario may use; `target`: None for "no target", "same" the trigger's PE
-# (its VF, for a VF fault), "other" a VF other than the trigger's (drawn from the seed),
-# "adapter", or a PE/function name ("vf0", "pf").
+# Every fault a scenario may use; `target`: None for "no target" (for an adapter's fault:
+# the first adapter), "same" the trigger's PE (its VF, for a VF fault), "other" a VF other
+# than the trigger's (drawn from the seed), "adapter", or a PE/function name ("vf0",
+# "pf"; of several adapters "nic1" or "nic1.pf" for adapter nic1, "nic1.vf0").
 FAULT_KINDS: Mapping[str, FaultSpec] = MappingProxyType({
-    "adapter-fatal": FaultSpec("an adapter internal error: every PE freezes", ("none",),
-                               _p(), scope="adapter"),
+    "adapter-fatal": FaultSpec("an adapter internal error: every PE of the adapter freezes",
+                               ("none", "adapter"), _p(), scope="adapter"),
     "vf-error": FaultSpec("an error local to one VF: its PE alone freezes", VF_TARGETS, _p()),
     "errinjct": FaultSpec("ibm,errinjct function `function` armed on a PE, fired by its next "
                           "matching access", ("adapter", *VF_TARGETS),
@@ -93,10 +98,10 @@ FAULT_KINDS: Mapping[str, FaultSpec] = MappingProxyType({
                              _p(times=(1, 2, 3))),
     "freeze-limit": FaultSpec("max_freezes lowered to the adapter's freezes so far, then an "
                               "adapter error: one past the limit, permanent failure",
-                              ("none",), _p(), scope="adapter"),
+                              ("none", "adapter"), _p(), scope="adapter"),
     "pf-driver-crash": FaultSpec("the adapter driver's thread dies; it is started again "
-                                 "(probe on a new connection to its function)", ("none",),
-                                 _p(), scope="adapter"),
+                                 "(probe on a new connection to its function)",
+                                 ("none", "adapter"), _p(), scope="adapter"),
     "vf-driver-crash": FaultSpec("a VF driver's thread dies; it is started again",
                                  VF_TARGETS, _p()),
     "channel-closed": FaultSpec("an owner's platform channel closes under its agent; the "
@@ -104,8 +109,9 @@ FAULT_KINDS: Mapping[str, FaultSpec] = MappingProxyType({
                                 ("same", "other", "owner"), _p()),
     "console-client-gone": FaultSpec("an operator console client leaves mid-message",
                                      ("none",), _p(), scope="none"),
-    "model-killed": FaultSpec("the device model's thread dies (every PE permanently "
-                              "failed, as documented)", ("none",), _p(), scope="adapter"),
+    "model-killed": FaultSpec("the device model's thread dies (every PE of every adapter "
+                              "permanently failed, as documented)", ("none",), _p(),
+                              scope="platform"),
     "guest-killed": FaultSpec("a guest's QEMU is killed", ("same", "other", "owner"), _p(),
                               modes=("vm",)),
 })
@@ -113,14 +119,18 @@ FAULT_KINDS: Mapping[str, FaultSpec] = MappingProxyType({
 
 def _check_target(kind: str, target: str | None) -> None:
     spec = FAULT_KINDS[kind]
+    adapter, local = split(target or "")
+    named = adapter == "" or pes.is_adapter_name(adapter)  # "vf0", "nic1.vf0"
     if target is None:
         ok = "none" in spec.targets
-    elif target.startswith("vf") and target[2:].isdigit():
+    elif pes.is_vf(target) and named:
         ok = "vf" in spec.targets
-    elif target in ("adapter", "pf"):
+    elif target in ("adapter", "pf") or (adapter and local == "pf" and named):
         ok = "adapter" in spec.targets
     elif target in ("same", "other"):
         ok = target in spec.targets
+    elif "adapter" in spec.targets and pes.is_adapter_name(target):
+        ok = True  # a named adapter's PE ("nic1"); no kind takes both it and an owner
     else:
         ok = "owner" in spec.targets and target.isidentifier()
     if not ok:
@@ -131,7 +141,7 @@ def _check_target(kind: str, target: str | None) -> None:
 @dataclass(frozen=True)
 class Trigger:
     event: str  # a timeline kind: (source, event) in TRIGGER_EVENTS
-    pe: str | None = None  # the entry's PE ("adapter", "vf1"); None: any
+    pe: str | None = None  # the entry's PE ("adapter", "vf1", "nic1", "nic1.vf0"); None: any
     source: str | None = None  # "policy" or "driver"; None: either
     nth: int = 1  # the nth matching entry after the first fault
     delay_ms: int = 0  # then this long before the fault

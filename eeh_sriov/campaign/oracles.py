@@ -31,6 +31,9 @@ isolation
   pe-disturbed                a PE outside the faults' scope is not frozen, reset or failed
   driver-disturbed            its driver does not enter recovery
   traffic-disturbed           its traffic loses nothing
+  adapter-crossed             of several adapters: an adapter no fault reaches shows
+                              nothing (no decision of the platform on its PEs, no
+                              recovery step of its drivers, none of its probes lost)
 resources
   fds, threads                back to the baseline after the teardown
 
@@ -51,8 +54,11 @@ from itertools import pairwise
 from typing import Any
 
 from eeh_abi.vocabulary import Kind, Source
+from eeh_sriov.campaign import pes
+from eeh_sriov.campaign.faults import Applied
 from eeh_sriov.campaign.model import FAULT_KINDS
 from eeh_sriov.campaign.observe import Observation
+from hypervisor_shim.pe.names import pe_of_function
 from hypervisor_shim.timeline import Entry
 
 ORACLES = ("safety", "liveness", "isolation", "resources")
@@ -121,10 +127,11 @@ def thaw_before_allow_unfreeze(obs: Observation) -> Iterable[Violation]:
         if not (_policy(e) and e.kind == Kind.PE_FROZEN and e.data.get("side_effect")):
             continue
         vf = e.pe
+        adapter_pe = pes.adapter_pe(pes.adapter_of(str(vf)))  # its own adapter's
         for later in entries[i + 1:]:
             if not _policy(later):
                 continue
-            if later.kind == Kind.ALLOW_UNFREEZE and later.pe == "adapter":
+            if later.kind == Kind.ALLOW_UNFREEZE and later.pe == adapter_pe:
                 break
             if later.pe == vf and later.kind in THAWS:
                 yield Violation("safety", "thaw-before-allow-unfreeze",
@@ -142,7 +149,7 @@ def dma_while_frozen(obs: Observation) -> Iterable[Violation]:
     seen: set[tuple[str, int]] = set()
     for a, b in zip(obs.books, obs.books[1:], strict=False):
         for fn, before in a.counters.items():
-            pe = "adapter" if fn == "pf" else fn
+            pe = pe_of_function(fn)
             sa, sb = a.states.get(pe), b.states.get(pe)
             after = b.counters.get(fn)
             if sa is None or sb is None or after is None or sa[0] == 0 or sb[0] == 0:
@@ -184,8 +191,10 @@ def down_intervals(obs: Observation, vf: str) -> list[tuple[float, float]]:
     # "recovered" reported just after is a round that ended as the platform failed the PE
     restarts += [e.t for e in obs.entries if e.pe == vf and _policy(e) and e.kind in (
         Kind.PERMANENT_FAILURE, Kind.FUNCTION_REMOVED)]
+    # a fault without a target (the console's) counts as one that may: loss is judged
+    # outside every fault's window
     starts += [f.t for f in obs.faults if f.error is None and (
-        f.target in (vf, "adapter", "pf", None) or f.target == _owner_of(obs, vf))]
+        f.target is None or reaches(obs, f, vf))]
     ends = sorted(e.t for e in obs.entries if e.source == Source.DRIVER and e.pe == vf
                   and e.kind in DOWN_ENDS)
     probes = sorted(e.t for e in obs.entries if e.source == Source.DRIVER and e.pe == vf
@@ -208,12 +217,16 @@ def down_intervals(obs: Observation, vf: str) -> list[tuple[float, float]]:
     return out
 
 
-def _owner_of(obs: Observation, vf: str) -> str | None:
+def owners(obs: Observation) -> dict[str, str]:
+    """Function (platform-wide name) -> its owner, as the platform started."""
     for e in obs.entries:
         if e.source == Source.SHIM and e.kind == Kind.PLATFORM_STARTED:
-            owner = e.data.get("owners", {}).get(vf)
-            return owner if isinstance(owner, str) else None
-    return None
+            return {str(k): str(v) for k, v in e.data.get("owners", {}).items()}
+    return {}
+
+
+def _owner_of(obs: Observation, vf: str) -> str | None:
+    return owners(obs).get(vf)
 
 
 Lost = list[tuple[int, float]]
@@ -293,29 +306,40 @@ def _applied(obs: Observation, kind: str) -> list[str | None]:
 
 
 def may_fail(obs: Observation, pe: str) -> bool:
-    """The policy's documented reasons for a permanent failure, in this scenario."""
-    if _applied(obs, "model-killed") or _applied(obs, "freeze-limit"):
+    """The policy's documented reasons for a permanent failure, in this scenario (of
+    several adapters, the reasons of `pe`'s adapter)."""
+    if _applied(obs, "model-killed") or any(
+            reaches(obs, f, pe) for f in obs.faults
+            if f.kind == "freeze-limit" and f.error is None):
         return True
     fails = sum(int(f.params["times"]) for f in (obs.scenario.first, *(
         f for _, f in obs.scenario.follow_ups)) if f.kind == "reset-fails")
     targets = set(_applied(obs, "reset-fails"))
-    return fails >= obs.max_reset_failures and ("adapter" in targets or pe in targets)
+    return fails >= obs.max_reset_failures and (
+        pes.adapter_pe(pes.adapter_of(pe)) in targets or pe in targets)
 
 
-def _past_the_limit(obs: Observation) -> bool:
-    """A freeze-limit fault's adapter error froze the adapter anew. An error on a PE that is
-    still frozen is not a new freeze (nothing is counted): the limit is not passed."""
-    times = [f.t for f in obs.faults if f.kind == "freeze-limit" and f.error is None]
-    return any(_policy(e) and e.kind == Kind.PE_FROZEN and e.pe == "adapter" and e.t >= t
-               for t in times for e in obs.entries)
+def _past_the_limit(obs: Observation) -> set[str]:
+    """The adapter PEs a freeze-limit fault's adapter error froze anew. An error on a PE
+    that is still frozen is not a new freeze (nothing is counted): the limit is not
+    passed."""
+    return {e.pe for f in obs.faults if f.kind == "freeze-limit" and f.error is None
+            for e in obs.entries if _policy(e) and e.kind == Kind.PE_FROZEN
+            and e.pe == (f.target or "adapter") and e.t >= f.t}
 
 
-def must_fail(obs: Observation) -> bool:
+def must_fail(obs: Observation) -> set[str]:
+    """The adapter PEs that must end permanently failed."""
+    out = _past_the_limit(obs)
+    if _applied(obs, "model-killed"):
+        out |= {pe for pe in obs.pe_end if pes.is_adapter_pe(pe)}
     first = obs.scenario.first
-    return bool(_applied(obs, "model-killed") or _past_the_limit(obs)) or (
-        first.kind == "reset-fails" and first.target in ("adapter", "pf")
-        and int(first.params["times"]) >= obs.max_reset_failures
-        and any(f.first and f.error is None for f in obs.faults))
+    applied = next((f for f in obs.faults if f.first and f.error is None), None)
+    if first.kind == "reset-fails" and int(first.params["times"]) >= obs.max_reset_failures \
+            and applied is not None and applied.target is not None \
+            and pes.is_adapter_pe(applied.target):
+        out.add(applied.target)
+    return out
 
 
 def permanence(obs: Observation) -> Iterable[Violation]:
@@ -325,16 +349,16 @@ def permanence(obs: Observation) -> Iterable[Violation]:
             yield Violation("liveness", "unexpected-permanent-failure",
                             f"{pe} is permanently failed; no fault of this scenario is a "
                             "documented reason", None, pe)
-    if must_fail(obs) and "adapter" not in permanent:
+    for pe in sorted(must_fail(obs) - set(permanent)):
         yield Violation("liveness", "expected-permanent-failure",
-                        "the adapter PE should be permanently failed and is not", None,
-                        "adapter")
+                        f"the adapter PE{'' if pe == 'adapter' else ' ' + pe} should be "
+                        "permanently failed and is not", None, pe)
 
 
 def drivers(obs: Observation) -> Iterable[Violation]:
     permanent = {pe for pe, (_, flags) in obs.pe_end.items() if PERMANENT in flags}
     for name, state in obs.drivers_end.items():
-        pe = "adapter" if name == "pf" else name
+        pe = pe_of_function(name)
         if state == "up" or (state.startswith("failed") and pe in permanent):
             continue
         yield Violation("liveness", "driver-not-idle", f"driver {name} ends {state!r}"
@@ -364,51 +388,111 @@ def traffic_back(obs: Observation) -> Iterable[Violation]:
 
 
 # ---------------------------------------------------------------------------- isolation
-def scope(obs: Observation) -> set[str] | None:
-    """The PEs the applied faults may disturb; None: every PE (an adapter-wide fault)."""
-    pes: set[str] = set()
-    owners = {}
+@dataclass(frozen=True)
+class Reach:
+    """What faults may disturb: every PE of `adapters`, and `pes`; `every`: everything."""
+
+    adapters: frozenset[str] = frozenset()
+    pes: frozenset[str] = frozenset()
+    every: bool = False
+
+    def __contains__(self, pe: object) -> bool:
+        return self.every or pe in self.pes or (
+            isinstance(pe, str) and pes.adapter_of(pe) in self.adapters)
+
+    def __or__(self, other: Reach) -> Reach:
+        return Reach(self.adapters | other.adapters, self.pes | other.pes,
+                     self.every or other.every)
+
+    def touches(self, adapter: str) -> bool:
+        """Some PE of `adapter` may be disturbed."""
+        return self.every or adapter in self.adapters or any(
+            pes.adapter_of(pe) == adapter for pe in self.pes)
+
+
+def reach(obs: Observation, f: Applied) -> Reach:
+    """The PEs fault `f` may disturb: an adapter's fault (or one on its PE or PF) every PE
+    of that adapter, the device model's death every PE, a VF's fault its VF, an owner's
+    every PE of its functions (all of an adapter's, if it holds its PF)."""
+    spec = FAULT_KINDS[f.kind]
+    if spec.scope == "platform":
+        return Reach(every=True)
+    if spec.scope == "none":
+        return Reach()
+    target = f.target
+    if "owner" in spec.targets:  # resolved: an owner (None: not applied)
+        fns = [fn for fn, o in owners(obs).items() if o == target]
+        return Reach(frozenset(pes.adapter_of(fn) for fn in fns if not pes.is_vf(fn)),
+                     frozenset(fn for fn in fns if pes.is_vf(fn)))
+    if target is None:  # an adapter's fault with no target: the first adapter
+        return Reach(frozenset({_adapters(obs)[0]}))
+    if spec.scope == "adapter" or not pes.is_vf(target):
+        return Reach(frozenset({pes.adapter_of(target)}))
+    return Reach(pes=frozenset({target}))
+
+
+def reaches(obs: Observation, f: Applied, pe: str) -> bool:
+    return pe in reach(obs, f)
+
+
+def _adapters(obs: Observation) -> list[str]:
+    """The adapters' names in order ("" for the only, unnamed one)."""
     for e in obs.entries:
         if e.source == Source.SHIM and e.kind == Kind.PLATFORM_STARTED:
-            owners = dict(e.data.get("owners", {}))
+            return [str(a) for a in e.data.get("adapters", {})] or [""]
+    return [""]
+
+
+def scope(obs: Observation) -> Reach:
+    """The PEs the scenario's faults may disturb."""
+    out = Reach()
     for f in obs.faults:
-        spec = FAULT_KINDS[f.kind]
-        if spec.scope == "adapter" or f.target in ("adapter", "pf"):
-            return None
-        if spec.scope == "none" or f.target is None:
-            continue
-        if f.target.startswith("vf"):
-            pes.add(f.target)
-        else:  # an owner: every PE of its functions
-            pes |= {("adapter" if fn == "pf" else fn) for fn, o in owners.items()
-                    if o == f.target}
-            if "adapter" in pes:
-                return None
-    return pes
+        out = out | reach(obs, f)
+    return out
 
 
 def isolation(obs: Observation) -> Iterable[Violation]:
     touched = scope(obs)
-    if touched is None:
+    if touched.every:
         return
+    crossed: set[str] = set()  # PEs of an adapter no fault reaches, said once each
+    seen: set[str] = set()
     for e in obs.entries:
         if e.t < obs.t0 or e.pe is None or e.pe in touched:
+            continue
+        adapter = pes.adapter_of(e.pe)
+        if not touched.touches(adapter) and e.source in (Source.POLICY, Source.DRIVER):
+            if e.pe not in crossed:
+                crossed.add(e.pe)
+                yield Violation("isolation", "adapter-crossed",
+                                f"{e.pe}: {e.source} {e.kind} though no fault of this "
+                                f"scenario reaches adapter {adapter or 'adapter'} (faults "
+                                f"reach {_named(touched)})", obs.rel(e.t), e.pe)
+            continue
+        if e.pe in seen:
             continue
         if _policy(e) and e.kind in DISTURBS:
             yield Violation("isolation", "pe-disturbed",
                             f"{e.pe}: {e.kind} though no fault of this scenario reaches it "
-                            f"(faults reach {sorted(touched)})", obs.rel(e.t), e.pe)
-            touched = touched | {e.pe}  # once per PE
+                            f"(faults reach {_named(touched)})", obs.rel(e.t), e.pe)
+            seen.add(e.pe)  # once per PE
         elif e.source == Source.DRIVER and e.kind in DRIVER_DISTURBED:
             yield Violation("isolation", "driver-disturbed",
                             f"{e.pe}'s driver reports {e.kind} though no fault reaches it",
                             obs.rel(e.t), e.pe)
-            touched = touched | {e.pe}
+            seen.add(e.pe)
     for vf, tr in obs.traffic.items():
-        if vf not in touched and tr.lost:
-            yield Violation("isolation", "traffic-disturbed",
-                            f"{vf}: {len(tr.lost)} probe(s) lost though no fault reaches it",
-                            obs.rel(tr.lost[0][1]), vf)
+        if vf in touched or vf in crossed or vf in seen or not tr.lost:
+            continue
+        rule = "traffic-disturbed" if touched.touches(pes.adapter_of(vf)) else \
+            "adapter-crossed"
+        yield Violation("isolation", rule,
+                        f"{vf}: {len(tr.lost)} probe(s) lost though no fault reaches it",
+                        obs.rel(tr.lost[0][1]), vf)
+
+
+def _named(r: Reach) -> list[str]:
+    return sorted({*(f"every PE of {a or 'adapter'}" for a in r.adapters), *r.pes})
 
 
 # ---------------------------------------------------------------------------- resources

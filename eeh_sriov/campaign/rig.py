@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from device_model import ResetTiming
+from device_model.function import Function
 from eeh_abi.vocabulary import Source
 from eeh_sriov.campaign.errors import CampaignError
+from eeh_sriov.campaign.pes import is_vf, order
 from eeh_sriov.topology import DEFAULT_TOPOLOGY, Topology, load_topology
 from eeh_sriov.traffic import Target, UplinkTraffic
 from guest_drivers.agent import Agent
@@ -36,6 +38,7 @@ from guest_drivers.driver import Driver, DriverState
 from guest_drivers.platform.harness import HarnessBackend
 from guest_drivers.poll import PollConfig
 from hypervisor_shim.pe import PeFlag
+from hypervisor_shim.pe.names import pe_of_function, qualify, split
 from hypervisor_shim.platform import Platform, PlatformConfig
 from hypervisor_shim.timeline import Entry
 
@@ -43,6 +46,14 @@ log = logging.getLogger(__name__)
 POLL = PollConfig(max_sleep_s=0.01)
 TOPOLOGIES = DEFAULT_TOPOLOGY.parent
 QUIET_S = 0.15  # no policy decision nor driver step this long: the recovery is over
+PROBES_HZ = 100.0  # the host's probes per VF per second ...
+MAX_PROBES_S = 1600.0  # ... and at most this many a second in all (2 x 64 VFs: 12.5/s)
+
+
+def probe_rate(vfs: int) -> float:
+    """The host's probes per VF per second for `vfs` VFs (the traffic thread is Python:
+    its frames grow with the VFs)."""
+    return min(PROBES_HZ, MAX_PROBES_S / max(vfs, 1))
 
 
 def topology_path(name: str) -> Path:
@@ -55,15 +66,10 @@ def topology_path(name: str) -> Path:
 
 
 def campaign_topology(name: str) -> Topology:
-    """A topology a campaign can run: parsed (a bad file is one error line before any
-    scenario) and with one adapter (the rig's traffic, the triggers and the oracles are
-    one adapter's)."""
-    topo = load_topology(topology_path(name))
-    if len(topo.adapters) > 1:
-        raise CampaignError(
-            f"topology {name}: {len(topo.adapters)} adapters; a campaign runs on a topology "
-            "with one adapter (its traffic, triggers and oracles are one adapter's)")
-    return topo
+    """A topology a campaign can run, parsed: a bad file is one error line before any
+    scenario. Of one adapter or several (each VF's traffic through its own adapter's
+    uplink; the triggers and faults name adapter-qualified PEs)."""
+    return load_topology(topology_path(name))
 
 
 def topology_config(name: str, timing: str) -> PlatformConfig:
@@ -111,6 +117,10 @@ class Rig:
         """The owners (guests or agents) a fault may name, sorted."""
         raise NotImplementedError
 
+    def adapters(self) -> list[str]:
+        """The adapters' names in order ("" for the only, unnamed one)."""
+        return list(self.plat.trees)
+
     def vf_names(self) -> list[str]:
         """The VFs driven, in index order."""
         raise NotImplementedError
@@ -129,7 +139,7 @@ class Rig:
         raise NotImplementedError
 
     def pe_of(self, function: str) -> str:
-        return "adapter" if function == "pf" else function
+        return pe_of_function(function)
 
     # ------------------------------------------------------------------ the books
     def sample(self, e: Entry) -> None:
@@ -141,15 +151,16 @@ class Rig:
         if e.source != Source.POLICY or not self.plat.host.server.loop.is_running():
             return
         try:
-            adapter = self.plat.adapter
-            counters = {f.name: (f.nic.ledger.tx_sent, f.nic.ledger.rx_delivered,
-                                 f.irq_delivered) for f in adapter.functions()}
-            no_desc = {f.name: f.nic.ledger.rx_no_desc for f in adapter.functions()}
+            functions = self.model_functions()
+            counters = {n: (f.nic.ledger.tx_sent, f.nic.ledger.rx_delivered,
+                            f.irq_delivered) for n, f in functions.items()}
+            no_desc = {n: f.nic.ledger.rx_no_desc for n, f in functions.items()}
             states = {}
-            for rec in self.plat.policy.records.values():
-                if self.plat.policy.present(rec):
-                    st = self.plat.policy.state(rec)
-                    states[rec.name] = (int(st.state), tuple(st.flags.names()))
+            for tree in self.plat.trees.values():
+                for rec in tree.policy.records.values():
+                    if tree.policy.present(rec):
+                        st = tree.policy.state(rec)
+                        states[rec.name] = (int(st.state), tuple(st.flags.names()))
         except Exception:  # the model is going down: no sample
             log.debug("campaign sample failed", exc_info=True)
             return
@@ -163,8 +174,14 @@ class Rig:
         if plat.model_failure is not None:
             return None
         counts: dict[str, int] = plat.call(
-            lambda: {f.name: f.nic.ledger.rx_no_desc for f in plat.adapter.functions()})
+            lambda: {n: f.nic.ledger.rx_no_desc for n, f in self.model_functions().items()})
         return time.monotonic(), counts
+
+    def model_functions(self) -> dict[str, Function]:
+        """Every function of every adapter by its platform-wide name ("vf3", "nic1.vf3");
+        on the model's loop only."""
+        return {qualify(a, f.name): f for a, adapter in self.plat.host.adapters.items()
+                for f in adapter.functions()}
 
     def pe_states(self) -> dict[str, tuple[int, tuple[str, ...]]]:
         return {name: (int(s["state"]), tuple(s["flags"]))
@@ -226,13 +243,15 @@ class HarnessRig(Rig):
         self.plat.timeline.add_listener(self.sample)
         self.plat.start()
         try:
-            pf_owner = self.cfg.owners.get("pf")
-            for owner in sorted(self.cfg.owner_names, key=lambda o: o != pf_owner):
-                self.agents[owner] = self.new_agent(owner)  # the adapter's owner first
+            pf_owners = {o for fn, o in self.cfg.owners.items() if split(fn)[1] == "pf"}
+            for owner in sorted(self.cfg.owner_names, key=lambda o: o not in pf_owners):
+                self.agents[owner] = self.new_agent(owner)  # the adapters' owners first
             if self.want_traffic:
                 targets = {vf.name: Target(vf.mac, vf.vlan)
                            for a in self.agents.values() for vf in a.vf_drivers()}
-                self.traffic = UplinkTraffic(self.plat, targets, rate_hz=100).__enter__()
+                # each VF through its own adapter's uplink (UplinkTraffic routes by name)
+                self.traffic = UplinkTraffic(self.plat, targets,
+                                             rate_hz=probe_rate(len(targets))).__enter__()
                 for name in targets:
                     if self.traffic.wait_echo_after(name, 0.0, 10) is None:
                         raise CampaignError(f"no traffic through {name} before the fault")
@@ -244,7 +263,7 @@ class HarnessRig(Rig):
         return sorted(self.agents)
 
     def vf_names(self) -> list[str]:
-        return sorted((n for n in self.drivers() if n != "pf"), key=lambda n: int(n[2:]))
+        return sorted((n for n in self.drivers() if is_vf(n)), key=order)
 
     def drivers_state(self) -> dict[str, tuple[str, bool]]:
         out = {}

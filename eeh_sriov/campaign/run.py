@@ -22,6 +22,7 @@ scenario.json; error.txt when the run itself failed (verdict "error").
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -33,20 +34,31 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from eeh_abi.vocabulary import Source
+from eeh_abi.vocabulary import Kind, Source
+from eeh_sriov.campaign import pes
 from eeh_sriov.campaign.errors import CampaignError
 from eeh_sriov.campaign.faults import Applied, Context, apply
 from eeh_sriov.campaign.model import Scenario, Trigger
 from eeh_sriov.campaign.observe import Observation, VfTraffic
 from eeh_sriov.campaign.oracles import Violation, check, notes
+from eeh_sriov.campaign.oracles import owners as oracle_owners
 from eeh_sriov.campaign.rig import HarnessRig, Rig, Sample, topology_config
 from eeh_sriov.report import write_timeline_md
 from guest_drivers.driver import DriverState
-from hypervisor_shim.claim import check_claim
+from hypervisor_shim.claim import Step, check_claim
+from hypervisor_shim.pe.names import qualify
 from hypervisor_shim.timeline import Entry
 
 RESULTS_NAME = "results.jsonl"
-BOUND_S = {"fast": 5.0, "spec": 30.0}  # the liveness bound: settled within this
+BOUND_S = {"fast": 5.0, "spec": 30.0}  # the liveness bound: settled within this ...
+BOUND_VFS = 8  # ... for up to this many VFs; beyond, BOUND_PER_VF_S more for each (the
+BOUND_PER_VF_S = 0.1  # drivers are threads of one process: 2 x 64 VFs, under a second
+# adapter error, settled 5.15 s after the first at load average 8)
+
+
+def settle_bound(timing: str, vfs: int) -> float:
+    """The liveness bound of a scenario with `vfs` VFs driven."""
+    return BOUND_S[timing] + BOUND_PER_VF_S * max(0, vfs - BOUND_VFS)
 IN_FLIGHT_S = 0.15  # after pausing the traffic, echoes still on their way ...
 IN_FLIGHT_MAX_S = 3.0  # ... and at most this long for those of healthy VFs (at load
 # average 20 on 2 cores the traffic thread sent a late burst of 30 probes just before the
@@ -182,9 +194,9 @@ def observe(scenario: Scenario, artifacts: Path) -> Observation:
         raise CampaignError(f"{scenario.id}: VM mode is not run here (harness only)")
     rng = random.Random(scenario.seed)
     cfg = topology_config(scenario.topology, scenario.timing)
-    bound = BOUND_S[scenario.timing]
     rig = HarnessRig(cfg, artifacts, traffic=scenario.traffic)
     with rig:
+        bound = settle_bound(scenario.timing, len(rig.vf_names()))
         sched = FaultScheduler(rig, scenario)
         first, unsettled, traffic = drive(rig, scenario, sched, rng, bound)
         return Observation(scenario, first.t, tuple(rig.plat.timeline.snapshot()),
@@ -215,7 +227,7 @@ def model_books(rig: Rig) -> dict[str, bool]:
     plat = rig.plat
     if plat.model_failure is not None:
         return {}
-    return plat.call(lambda: {f.name: f.nic.balanced for f in plat.adapter.functions()})
+    return plat.call(lambda: {n: f.nic.balanced for n, f in rig.model_functions().items()})
 
 
 def pe_history(books: tuple[Sample, ...], t0: float) -> list[dict[str, Any]]:
@@ -251,9 +263,7 @@ def write_trace(path: Path, obs: Observation) -> None:
 def write_artifacts(artifacts: Path, obs: Observation, violations: list[Violation]) -> None:
     (artifacts / "observation.json").write_text(json.dumps(obs.to_json(), default=str))
     write_trace(artifacts / "trace.jsonl", obs)
-    vfs = {n: o for n, o in _owners(obs).items() if n != "pf"}
-    steps = check_claim(obs.entries, pf_owner=_owners(obs).get("pf", ""), vfs=vfs,
-                        since=obs.t0)
+    steps = claim_steps(obs)
     write_timeline_md(artifacts / "timeline.md", f"{obs.scenario.id}: "
                       f"{obs.scenario.label()}", steps, obs.entries, obs.t0)
     with (artifacts / "timeline.md").open("a") as f:
@@ -266,21 +276,39 @@ def write_artifacts(artifacts: Path, obs: Observation, violations: list[Violatio
             + (f" (not applied: {f.error})" if f.error else "") for f in obs.faults) + "\n")
 
 
-def _owners(obs: Observation) -> dict[str, str]:
-    for e in obs.entries:
-        if e.source == Source.SHIM and e.kind == "platform-started":
-            return {str(k): str(v) for k, v in e.data.get("owners", {}).items()}
-    return {}
+def claim_steps(obs: Observation) -> list[Step]:
+    """The claim's steps since the first fault: of the only adapter; of several, of each
+    adapter whose PE froze, each step named with its adapter."""
+    owners = oracle_owners(obs)
+    adapters = sorted({pes.adapter_of(fn) for fn in owners}) or [""]
+    out: list[Step] = []
+    for a in adapters:
+        pe = pes.adapter_pe(a)
+        if len(adapters) > 1 and not any(
+                e.pe == pe and e.kind == Kind.PE_FROZEN and e.t >= obs.t0
+                for e in obs.entries):
+            continue
+        vfs = {n: o for n, o in owners.items() if pes.is_vf(n) and pes.adapter_of(n) == a}
+        steps = check_claim(obs.entries, pf_owner=owners.get(qualify(a, "pf"), ""), vfs=vfs,
+                            since=obs.t0, adapter_pe=pe)
+        out += [dataclasses.replace(s, title=f"{a}: {s.title}") if a else s for s in steps]
+    return out
 
 
-def run_scenario(scenario: Scenario, out: Path, *, worker: str = "main",
-                 shard: str | None = None) -> dict[str, Any]:
-    """Run and judge `scenario`; its results line (the contract in docs/campaign.md)."""
+def fresh_artifacts(out: Path, scenario: Scenario) -> Path:
+    """`out/scenarios/<id>/`, emptied of a previous run's, with scenario.json."""
     artifacts = out / "scenarios" / scenario.id
     if artifacts.exists():
         shutil.rmtree(artifacts)
     artifacts.mkdir(parents=True)
     (artifacts / "scenario.json").write_text(json.dumps(scenario.to_json(), indent=1))
+    return artifacts
+
+
+def run_scenario(scenario: Scenario, out: Path, *, worker: str = "main",
+                 shard: str | None = None) -> dict[str, Any]:
+    """Run and judge `scenario`; its results line (the contract in docs/campaign.md)."""
+    artifacts = fresh_artifacts(out, scenario)
     started = time.monotonic()
     before = resources_now()
     verdict, violations, history, fired = "error", [], [], False

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 from eeh_abi.papr import PeState
+from eeh_sriov.campaign.pes import order
 from eeh_sriov.campaign.report_data import PeSample, Violation
 
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -72,13 +73,9 @@ def colour(state: int, flags: Sequence[str]) -> str:
     return STATE_COLOURS.get(state, UNKNOWN_STATE_COLOUR)
 
 
-def _pe_order(pe: str) -> tuple[int, str, int]:
-    """The adapter first, then VFs by number (vf2 before vf10), then the rest by name."""
-    if pe == "adapter":
-        return (0, "", 0)
-    head = pe.rstrip("0123456789")
-    tail = pe[len(head):]
-    return (1, head, int(tail)) if tail else (2, pe, 0)
+def _pe_order(pe: str) -> tuple[str, int]:
+    """Adapter by adapter: its PE first, then its VFs by number (vf2 before vf10)."""
+    return order(pe)
 
 
 def nice_step(span: float, ticks: int = 6) -> float:

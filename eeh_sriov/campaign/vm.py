@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
-import shutil
 import signal
 import time
 import traceback
@@ -49,16 +47,18 @@ from typing import Any
 from device_model import ResetTiming
 from eeh_abi.vocabulary import Kind, Source
 from eeh_sriov.campaign.errors import CampaignError
-from eeh_sriov.campaign.generate import seed_of
+from eeh_sriov.campaign.generate import adapters_matrix, seed_of
 from eeh_sriov.campaign.model import Fault, Scenario, Trigger
 from eeh_sriov.campaign.observe import Observation
 from eeh_sriov.campaign.oracles import check, notes
+from eeh_sriov.campaign.pes import is_adapter_pe, is_vf, order
 from eeh_sriov.campaign.rig import Rig, topology_path
 from eeh_sriov.campaign.run import (
     FaultScheduler,
     append_result,
     drive,
     drivers_end,
+    fresh_artifacts,
     model_books,
     pe_history,
     write_artifacts,
@@ -108,8 +108,8 @@ class VmRig(Rig):
 
     def vf_names(self) -> list[str]:
         live = self.alive()
-        return sorted((fn for fn, g in self.functions.items() if fn != "pf" and g in live),
-                      key=lambda n: int(n[2:]))
+        return sorted((fn for fn, g in self.functions.items() if is_vf(fn) and g in live),
+                      key=order)
 
     def live_functions(self) -> list[str]:
         live = self.alive()
@@ -155,8 +155,9 @@ class VmRig(Rig):
         self.run_async(plat.set_policy(max_freezes=SESSION_MAX_FREEZES))
         for pe in plat.pe_states():
             plat.fail_resets(pe, 0)
-        if "permanent" in plat.pe_states().get("adapter", {}).get("flags", []):
-            self.run_async(plat.reset_pe("adapter"))
+        for pe, st in plat.pe_states().items():
+            if is_adapter_pe(pe) and "permanent" in st["flags"]:
+                self.run_async(plat.reset_pe(pe))
         deadline = time.monotonic() + timeout
         while True:
             why = self.not_ready()
@@ -174,10 +175,14 @@ class VmRig(Rig):
 
 
 # ---------------------------------------------------------------------------- subsets
-def vm_subset(name: str, timing: str = "fast") -> list[Scenario]:
-    """A documented subset for VM mode (docs/campaign.md, "VM mode")."""
+def vm_subset(name: str, timing: str = "fast", topology: str = "default") -> list[Scenario]:
+    """A documented subset for VM mode (docs/campaign.md, "VM mode"): of a topology of
+    several adapters, its adapters' matrix without the harness-only faults."""
     if name != "vm-default":
         raise CampaignError(f"no VM subset {name!r} (vm-default)")
+    topo = load_topology(topology_path(topology))
+    if len(topo.adapters) > 1:
+        return adapters_matrix(topology, timing, [a.name for a in topo.adapters], mode="vm")
     pol, drv = "policy", "driver"
     first = Fault("adapter-fatal")
 
@@ -257,11 +262,7 @@ def observe_vm(rig: VmRig, scenario: Scenario) -> Observation:
 
 def run_vm_scenario(rig: VmRig, scenario: Scenario, out: Path) -> dict[str, Any]:
     """Make the rig healthy, run and judge `scenario`: its results line."""
-    artifacts = out / "scenarios" / scenario.id
-    if artifacts.exists():
-        shutil.rmtree(artifacts)
-    artifacts.mkdir(parents=True)
-    (artifacts / "scenario.json").write_text(json.dumps(scenario.to_json(), indent=1))
+    artifacts = fresh_artifacts(out, scenario)
     t0 = time.monotonic()
     verdict, violations, history, fired = "error", [], [], False
     remarks: list[dict[str, Any]] = []

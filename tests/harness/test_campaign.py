@@ -108,17 +108,24 @@ def test_a_bad_topology_file_is_one_error_before_any_scenario(
         assert not out.exists()
 
 
-def test_a_topology_of_several_adapters_is_refused_in_one_line(
+def test_a_topology_of_several_adapters_runs_its_matrix_not_the_exhaustive_set(
         capsys: pytest.CaptureFixture[str]) -> None:
-    """Campaigns run one adapter's traffic, triggers and oracles: a topology of two is one
-    error line before anything runs (it was an error in every scenario, each after ~11 s),
-    from the CLI and from the pytest items' scenario list alike."""
+    """A topology of two adapters lists its matrix (faults on either adapter, events of
+    either: tests/harness/test_campaign_adapters.py runs some); the exhaustive campaign is
+    one adapter's, refused in one line before anything runs, from the CLI and from the
+    pytest items' scenario list alike."""
     two = str(DEFAULT_TOPOLOGY.parent / "two-adapters-harness.toml")
-    assert main(["campaign", "list", "--topology", two]) == 1
+    assert main(["campaign", "list", "--topology", two]) == 0
     cap = capsys.readouterr()
-    assert "2 adapters; a campaign runs on a topology with one adapter" in cap.err, cap.err
+    lines = cap.out.splitlines()
+    assert len(lines) == 24 and "  adapter-fatal:nic0" in lines[0], lines
+    assert any(line.endswith("  adapter-fatal:nic0 ; adapter-fatal:nic1 at "
+                             "policy/reset-hot@nic0") for line in lines), lines
+    assert main(["campaign", "list", "--exhaustive", "--topology", two]) == 1
+    cap = capsys.readouterr()
+    assert "2 adapters; the exhaustive campaign is one adapter's" in cap.err, cap.err
     assert len(cap.err.splitlines()) == 1 and not cap.out, cap
     from eeh_sriov.campaign.errors import CampaignError
     from eeh_sriov.campaign.generate import campaign
-    with pytest.raises(CampaignError, match="one adapter"):
-        campaign(two, "fast", exhaustive_mode=False)
+    with pytest.raises(CampaignError, match="exhaustive campaign is one adapter's"):
+        campaign(two, "fast")

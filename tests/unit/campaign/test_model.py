@@ -75,3 +75,21 @@ def test_every_fault_kind_has_a_target_it_accepts() -> None:
                                                                  spec.targets[0])
         params = {k: v[0] for k, v in spec.params.items()}
         assert Fault(kind, target, params).kind == kind
+
+
+def test_targets_name_an_adapter_of_several() -> None:
+    """Of several adapters a fault names its adapter ("nic1" or "nic1.pf") or VF
+    ("nic1.vf3"); the adapter's own faults take one (None: the first adapter). An
+    owner's fault takes no PE, a VF's fault no adapter."""
+    for kind in ("adapter-fatal", "freeze-limit", "pf-driver-crash"):
+        for target in (None, "adapter", "nic1", "nic1.pf"):
+            assert Fault(kind, target).target == target
+    assert Fault("vf-error", "nic1.vf3").target == "nic1.vf3"
+    assert Fault("errinjct", "nic1", {"function": 1}).target == "nic1"
+    assert Fault("reset-fails", "nic0.vf0", {"times": 1}).target == "nic0.vf0"
+    for kind, target in (("vf-error", "nic1"), ("vf-error", "nic1.pf"),
+                         ("channel-closed", "nic1.vf0"), ("model-killed", "nic1"),
+                         ("adapter-fatal", "nic1.vf0"), ("adapter-fatal", "Nic1"),
+                         ("vf-error", "NIC.vf0"), ("adapter-fatal", "a.b.pf")):
+        with pytest.raises(ScenarioError, match="not one of"):
+            Fault(kind, target)
