@@ -28,7 +28,9 @@ platform's timeline. Waiting is event driven:
   adapter recovers) is reported as "unfreeze-refused"; the thread then sleeps until the
   platform pushes `lockout-lifted` for this PE (reported "lockout-lifted" with
   `by: event`), with the reply's `retry_ms` only as a bounded fallback timeout
-  (`by: fallback`), and tries again;
+  (`by: fallback`), and tries again (the "lockout-lifted" report goes once that call is
+  answered: the platform answers every VF's first unfreeze after a lift in turn, and a
+  report ahead of each would hold up the VFs after it);
 - while a reset settles (state 1, or 5 with a hint) it sleeps until `pe-reset-done`,
   or the hint;
 - a new `pe-frozen` for this PE after recovery changed the PE's state (a thaw or reset

@@ -86,6 +86,7 @@ class RecoverySteps:
         self._frozen_seq = 0
         self._lift_seq = 0
         self._reset_seq = 0
+        self._lift_heard: dict[str, Any] | None = None  # a lift to report (_lockout_wait)
         self.last_freeze: Mapping[str, Any] = {}
         self.trigger = ""  # what started the pending recovery
         self.failed = False
@@ -244,7 +245,15 @@ class RecoverySteps:
             self.lockout_woken_by_event += 1
         else:
             self.lockout_fallbacks += 1
-        self._report(Kind.LOCKOUT_LIFTED, by=by, waited_ms=round((self._clock() - t0) * 1000, 3))
+        # reported once the call it lets through is answered (`_call`): at scale the
+        # platform answers every VF's first unfreeze after the lift one after another, so
+        # each report sent ahead of one would delay the unfreezes of every VF after it
+        self._lift_heard = {"by": by, "waited_ms": round((self._clock() - t0) * 1000, 3)}
+
+    def _report_lift(self) -> None:
+        heard, self._lift_heard = self._lift_heard, None
+        if heard is not None:
+            self._report(Kind.LOCKOUT_LIFTED, **heard)
 
     # ------------------------------------------------------------------ plumbing
     def _wait(self, cond: Callable[[], bool], timeout: float) -> bool:
@@ -255,6 +264,7 @@ class RecoverySteps:
             return cond()
 
     def _check(self) -> None:
+        self._report_lift()  # (a round that ends here still reports what it heard)
         if self._closed:
             raise RoundAborted()
         if self._permanent:
@@ -277,7 +287,9 @@ class RecoverySteps:
     def _call(self, call: Call, **args: Any) -> Reply:
         for attempt in range(self.policy.call_retries + 1):
             try:
-                return self.services.call(call, pe=self.pe, **args)
+                reply = self.services.call(call, pe=self.pe, **args)
+                self._report_lift()
+                return reply
             except CallTimeout:
                 if attempt == self.policy.call_retries:
                     raise RoundFatal(f"{call}: no reply from the platform",
