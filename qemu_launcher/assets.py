@@ -412,9 +412,7 @@ def ensure_initramfs(cfg: AssetConfig, rootfs: Path, log: io.TextIOBase | None =
     key = _digest([init, Path(__file__)],
                   extra=cfg.rootfs_key.encode() + payload.digest().encode())
     path = cfg.cache_dir / f"initramfs-{key}.cpio"
-    if path.exists():
-        with contextlib.suppress(OSError):
-            os.utime(path)  # recently used: kept by _prune_initramfs
+    if path.exists():  # (never touched: its mtime is part of saved states' key)
         return path
     kver = find_kernel(rootfs).name.removeprefix("vmlinuz-")
     buf = io.BytesIO()
@@ -445,9 +443,10 @@ def ensure_initramfs(cfg: AssetConfig, rootfs: Path, log: io.TextIOBase | None =
 
 
 def _prune_initramfs(cache: Path) -> None:
-    """Keep the KEEP_INITRAMFS most recently built or used initramfs files: with the
-    zygote's payload each is ~16 MB, and a new one comes with every edit of a guest
-    module. (QEMU reads its initramfs at start: one removed later is not missed.)"""
+    """Keep the KEEP_INITRAMFS most recently built initramfs files: with the zygote's
+    payload each is ~16 MB, and a new one comes with every edit of a guest module. (QEMU
+    reads its initramfs at start: one removed later is not missed; one still wanted is
+    built again.)"""
     found = []
     for p in cache.glob("initramfs-*.cpio"):
         with contextlib.suppress(FileNotFoundError):
