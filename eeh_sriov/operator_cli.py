@@ -48,6 +48,7 @@ from eeh_sriov.traffic import (
     UplinkTraffic,
     guest_traffic_command,
     vf_targets,
+    write_pcaps,
 )
 from hypervisor_shim.errors import ShimError
 from hypervisor_shim.injection import INJECT_KINDS
@@ -350,20 +351,6 @@ def probed(topo: Topology) -> dict[str, Target]:
     """The VFs the host's probes go to: every VF a guest holds (of several adapters,
     each through its own adapter's uplink: UplinkTraffic routes it by its name)."""
     return vf_targets(topo)
-
-
-def pcap_names(adapters: list[str]) -> dict[str, str]:
-    """The capture file of each adapter's uplink: uplink.pcap of the only adapter,
-    uplink-<name>.pcap of each of several."""
-    if len(adapters) == 1:
-        return {adapters[0]: "uplink.pcap"}
-    return {a: f"uplink-{a}.pcap" for a in adapters}
-
-
-def write_pcaps(traffic: UplinkTraffic, run_dir: Path) -> dict[str, int]:
-    """Each adapter's uplink capture (pcap_names) in `run_dir`: file name -> frames."""
-    return {name: traffic.write_pcap(run_dir / name, adapter)
-            for adapter, name in pcap_names(list(traffic.ports)).items()}
 
 
 def write_session(run_dir: Path, topo: Topology, entries: list[Entry], *, traffic: bool,

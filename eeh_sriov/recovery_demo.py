@@ -14,12 +14,16 @@
    after `eeh-set-policy max-freezes=0`, an adapter error that is the PE's last
    ("permanent").
 4. Each step is told as it happens (time since injection); then the result is checked:
-   - adapter: the claim's 11 steps in order (hypervisor_shim.claim);
+   - adapter: the claim's 11 steps in order (hypervisor_shim.claim); of a topology of
+     several adapters, the error is the first adapter's (nic0), its claim is checked, and
+     the other adapters are untouched: none of their PEs decided on, none of their
+     drivers recovering, none of their probes lost;
    - vf: that VF recovered, no other PE froze, traffic back on every VF;
    - permanent: every driver reported the permanent failure, every PE reads state 5
      with hint 0.
-5. Artifacts: events.jsonl (the timeline), summary.json, timeline.md, uplink.pcap, and
-   per guest console.log, qmp.jsonl, machine.json.
+5. Artifacts: events.jsonl (the timeline), summary.json, timeline.md, uplink.pcap (of
+   several adapters uplink-nic0.pcap, uplink-nic1.pcap, ...), and per guest console.log,
+   qmp.jsonl, machine.json.
 """
 
 from __future__ import annotations
@@ -44,9 +48,11 @@ from eeh_sriov.traffic import (
     guest_traffic_command,
     vf_names,
     vf_targets,
+    write_pcaps,
 )
 from hypervisor_shim.claim import Step, check_claim, first_failure
 from hypervisor_shim.errors import ShimError
+from hypervisor_shim.pe.names import pe_name, qualify, split
 from hypervisor_shim.platform_api import PeInfo
 from hypervisor_shim.readiness import DriversNotReady, wait_drivers_ready_async
 from hypervisor_shim.timeline import Entry
@@ -105,10 +111,11 @@ def check_story(topo: Topology, kind: str, vf: str) -> None:
     """What the demo refuses before anything is set up or boots (StoryError)."""
     if kind not in KINDS:
         raise StoryError(f"unknown story kind {kind!r} (one of {', '.join(KINDS)})")
-    if topo.adapters:
-        raise StoryError(f"topology {topo.source} has several adapters; the demo "
-                         "tells one adapter's story: use `python -m eeh_sriov up` with "
-                         "it (console: eeh-inject pe=nic0 kind=adapter-fatal)")
+    if topo.adapters and kind == "permanent":
+        raise StoryError(f"topology {topo.source} has several adapters; the permanent "
+                         "failure is one adapter's story: use `python -m eeh_sriov up` "
+                         "with it (console: eeh-set-policy adapter=nic0 max-freezes=0, "
+                         "eeh-inject pe=nic0 kind=adapter-fatal)")
     # a VF-only error goes to a VF a guest holds
     held = list(vf_names(topo))
     if kind == "vf" and vf not in held:
@@ -135,8 +142,23 @@ class Story:
 
     # ------------------------------------------------------------------ set-up
     def vf_names(self) -> dict[str, str]:
-        """VF -> owner, for the VFs the guests hold."""
-        return vf_names(self.cfg.topology)
+        """VF -> owner, for the VFs the guests hold (of several adapters, the first's:
+        the adapter whose story it is)."""
+        return {fn: o for fn, o in vf_names(self.cfg.topology).items()
+                if split(fn)[0] == self.adapter}
+
+    @property
+    def adapter(self) -> str:
+        """The adapter whose story it is ("" for the only, unnamed one): its VF's for a
+        VF-only error, else the first."""
+        if self.cfg.kind == "vf":
+            return split(self.cfg.vf)[0]
+        return self.cfg.topology.adapter.name
+
+    def others(self) -> dict[str, str]:
+        """VF -> owner, for the VFs of the other adapters (none of one adapter)."""
+        return {fn: o for fn, o in vf_names(self.cfg.topology).items()
+                if split(fn)[0] != self.adapter}
 
     def targets(self) -> dict[str, Target]:
         return vf_targets(self.cfg.topology)
@@ -217,8 +239,26 @@ class Story:
             traffic.pause()
             await asyncio.sleep(1.0)
             stats = traffic.stats(in_flight_s=0.5)
-            frames = await asyncio.to_thread(traffic.write_pcap, self.run_dir / "uplink.pcap")
-        return self._finish(system, steps, stats, frames)
+            pcaps = await asyncio.to_thread(write_pcaps, traffic, self.run_dir)
+        if self.others():
+            steps.append(self._untouched(system, stats))
+        return self._finish(system, steps, stats, pcaps)
+
+    def _untouched(self, system: System, stats: dict[str, dict[str, int]]) -> Step:
+        """Of several adapters, the others saw nothing of the error: no decision of the
+        platform on their PEs, no step of their drivers, none of their probes lost."""
+        assert self.t_inject is not None
+        others = {split(vf)[0] for vf in self.others()}
+        touched = sorted({e.pe for e in system.platform.timeline.snapshot()
+                          if e.t >= self.t_inject and e.pe is not None
+                          and e.source in (Source.POLICY, Source.DRIVER)
+                          and (e.pe in others or split(e.pe)[0] in others)})
+        lost = sorted(vf for vf in self.others() if stats.get(vf, {}).get("lost"))
+        why = "; ".join(x for x in (f"steps on {touched}" if touched else "",
+                                    f"probes lost on {lost}" if lost else "") if x)
+        return Step("others-untouched", f"{', '.join(sorted(others))} untouched (no PE "
+                    "frozen, no driver recovering, no probe lost)", not why, None,
+                    "platform", why)
 
     def _live(self, e: Entry) -> None:
         if (e.source, e.kind) not in LIVE_STEPS or self.t_inject is None:
@@ -242,7 +282,8 @@ class Story:
             if self.cfg.kind == "vf":
                 await client.execute("eeh-inject", {"pe": self.cfg.vf, "kind": "vf-error"})
             else:
-                await client.execute("eeh-inject", {"pe": "adapter", "kind": "adapter-fatal"})
+                await client.execute("eeh-inject", {"pe": pe_name(self.adapter, None),
+                                                    "kind": "adapter-fatal"})
         finally:
             await client.disconnect()
 
@@ -271,13 +312,14 @@ class Story:
                 await asyncio.sleep(0.2)
             steps = self._permanent_steps(system, names, await plat.query_pes())
             return [*steps, await self._traffic_dead(system, traffic)]
-        wanted = {self.cfg.vf} if self.cfg.kind == "vf" else {"adapter", *vfs}
+        adapter_pe = pe_name(self.adapter, None)
+        wanted = {self.cfg.vf} if self.cfg.kind == "vf" else {adapter_pe, *vfs}
         while time.monotonic() < deadline:
             if wanted <= set(self._recovered_after(plat.timeline.snapshot(), wanted)):
                 break
             await asyncio.sleep(0.1)
         recovered = self._recovered_after(plat.timeline.snapshot(), set(vfs))
-        for name in traffic.targets:
+        for name in vfs:  # the story's adapter's (the others' traffic never stopped)
             after = recovered.get(name, t0)
             t = await asyncio.to_thread(traffic.wait_echo_after, name, after,
                                         max(1.0, deadline - time.monotonic()))
@@ -286,8 +328,9 @@ class Story:
         entries = plat.timeline.snapshot()
         if self.cfg.kind == "vf":
             return self._vf_steps(entries, vfs)
-        return check_claim(entries, pf_owner=self.cfg.topology.owner_of("pf") or "",
-                           vfs=vfs, since=t0 - 0.001)
+        return check_claim(entries, pf_owner=self.cfg.topology.owner_of(
+            qualify(self.adapter, "pf")) or "", vfs=vfs, since=t0 - 0.001,
+            adapter_pe=adapter_pe)
 
     def _vf_steps(self, entries: list[Entry], vfs: dict[str, str]) -> list[Step]:
         assert self.t_inject is not None
@@ -353,7 +396,7 @@ class Story:
 
     # ------------------------------------------------------------------ the end
     def _finish(self, system: System, steps: list[Step], stats: dict[str, dict[str, int]],
-                frames: int) -> StoryResult:
+                pcaps: dict[str, int]) -> StoryResult:
         assert self.t_inject is not None
         t0 = self.t_inject
         entries = system.platform.timeline.snapshot()
@@ -369,7 +412,8 @@ class Story:
         ready = next((e.data.get("s") for e in entries if e.kind == Kind.DRIVERS_READY), None)
         extra = {"kind": self.cfg.kind, "topology": self.cfg.topology.source,
                  "accel": self.cfg.accel, "timing": self.cfg.topology.adapter.timing,
-                 "drivers_ready_s": ready, "uplink_pcap_frames": frames,
+                 "drivers_ready_s": ready, "uplink_pcap_frames": sum(pcaps.values()),
+                 "uplink_pcaps": pcaps,
                  "guest_traffic": guest_traffic,
                  "guests": {n: vm.summary for n, vm in system.machines.items()},
                  "versions": versions({"qemu": self.assets.qemu.describe()})}

@@ -18,6 +18,7 @@ name names: "nic1.vf3" through nic1's), and every adapter's uplink is captured; 
     vf_targets(topo)                         # every VF a guest holds -> Target
     guest_traffic_command(topo, "g1", 10.0)  # the agent, with its VFs' own traffic
     back = TrafficBack(traffic, timeline)    # `traffic-back` after each VF's recovery
+    write_pcaps(traffic, run_dir)            # uplink.pcap, or uplink-nic0.pcap, ...
 """
 
 from __future__ import annotations
@@ -269,6 +270,20 @@ class UplinkTraffic:
             packets.append(pkt)
         wrpcap(str(path), packets, linktype=1)  # Ethernet, also when nothing was seen
         return len(packets)
+
+
+def pcap_names(adapters: Sequence[str]) -> dict[str, str]:
+    """The capture file of each adapter's uplink: uplink.pcap of the only adapter,
+    uplink-<name>.pcap of each of several."""
+    if len(adapters) == 1:
+        return {adapters[0]: "uplink.pcap"}
+    return {a: f"uplink-{a}.pcap" for a in adapters}
+
+
+def write_pcaps(traffic: UplinkTraffic, run_dir: Path) -> dict[str, int]:
+    """Each captured uplink's file (pcap_names) in `run_dir`: file name -> frames."""
+    return {name: traffic.write_pcap(run_dir / name, adapter)
+            for adapter, name in pcap_names(list(traffic.ports)).items()}
 
 
 # A VF's driver is back: its recovery's outcome, or a probe after a failure the platform

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from eeh_abi import traffic as T
 from eeh_abi.vocabulary import Kind, Source
-from eeh_sriov.operator_cli import live_line, probed, write_pcaps, write_session
+from eeh_sriov.operator_cli import live_line, probed, write_session
 from eeh_sriov.topology import parse_topology
-from eeh_sriov.traffic import TrafficBack, UplinkTraffic
+from eeh_sriov.traffic import TrafficBack, UplinkTraffic, write_pcaps
 from guest_drivers.agent import Agent
 from guest_drivers.platform.harness import HarnessBackend
 from guest_drivers.poll import PollConfig

@@ -37,3 +37,24 @@ def test_the_cli_refuses_before_any_set_up(tmp_path: Path,
     cap = capsys.readouterr()
     assert cap.err.startswith("error: --vf vf9: not a VF") and not cap.out, cap
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_topology_of_several_adapters_tells_the_first_adapters_story(
+        tmp_path: Path) -> None:
+    """Of two adapters the story is nic0's error (its VFs watched, its claim) with nic1's
+    VFs the ones that must stay untouched; a VF-only error is its VF's adapter's. The
+    permanent failure stays one adapter's story (refused: `up` does it)."""
+    topo = load_topology(DEFAULT_TOPOLOGY.parent / "two-adapters.toml")
+    story = Story(StoryConfig(topo, kind="adapter"), NO_ASSETS, tmp_path)
+    assert story.adapter == "nic0"
+    assert sorted(story.vf_names()) == ["nic0.vf0", "nic0.vf1"]
+    assert sorted(story.others()) == ["nic1.vf0", "nic1.vf1"]
+    vf = Story(StoryConfig(topo, kind="vf", vf="nic1.vf1"), NO_ASSETS, tmp_path)
+    assert vf.adapter == "nic1" and sorted(vf.others()) == ["nic0.vf0", "nic0.vf1"]
+    with pytest.raises(StoryError, match="--vf vf0: not a VF a guest of .* holds "
+                                         r"\(nic0.vf0, nic0.vf1, nic1.vf0, nic1.vf1\)"):
+        Story(StoryConfig(topo, kind="vf"), NO_ASSETS, tmp_path)
+    with pytest.raises(StoryError, match="several adapters; the permanent failure"):
+        Story(StoryConfig(topo, kind="permanent"), NO_ASSETS, tmp_path)
+    one = Story(StoryConfig(load_topology(DEFAULT_TOPOLOGY)), NO_ASSETS, tmp_path)
+    assert one.adapter == "" and one.others() == {}

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from eeh_sriov import __main__ as cli
-from eeh_sriov.operator_cli import StateLines, pcap_names, probed, traffic_flows_line
+from eeh_sriov.operator_cli import StateLines, probed, traffic_flows_line
 from eeh_sriov.report import session_injections, session_steps, write_summary, write_timeline_md
 from eeh_sriov.topology import DEFAULT_TOPOLOGY, load_topology
+from eeh_sriov.traffic import pcap_names
 from hypervisor_shim.platform_api import PeInfo
 from hypervisor_shim.timeline import Entry
 
