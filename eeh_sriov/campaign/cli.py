@@ -2,7 +2,7 @@
 record the reference timeline exhaustive mode generates from.
 
     campaign run [--exhaustive] [--topology T] [--timing fast|spec] [--out DIR]
-    campaign run --vm [--subset vm-default] [--accel auto|kvm|tcg] [--out DIR]
+    campaign run --vm [--subset vm-default] [--topology T] [--accel auto|kvm|tcg] [--out DIR]
     campaign replay <scenario-id> --results DIR/results.jsonl [--out DIR]
     campaign list [--exhaustive] [--topology T]
     campaign reference [--topology T] [--timing fast|spec]
@@ -79,7 +79,9 @@ def add_subcommand(sub: Any) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topology", default="default",
-                   help="a shipped topology name or a .toml file (default: default)")
+                   help="a shipped topology name or a .toml file (default: default); of "
+                        "several adapters (two-adapters-harness), its adapters' matrix: "
+                        "faults on either adapter, judged per adapter")
     p.add_argument("--timing", choices=("fast", "spec"), default="fast")
 
 

@@ -85,7 +85,8 @@ GENERATED = ("exhaustive", "matrix")
 
 def generated(spec: str) -> list[Scenario]:
     """NAME[:TOPOLOGY[:TIMING]]: exhaustive (every sensible fault at every trigger point
-    of the shipped reference timeline) or matrix (docs/reliability.md's fault matrix);
+    of the shipped reference timeline) or matrix (docs/reliability.md's fault matrix; of
+    a topology of several adapters, its adapters' matrix: matrix:two-adapters-harness);
     default topology `default`, timing `fast`."""
     from eeh_sriov.campaign import generate
     name, _, rest = spec.partition(":")
@@ -124,7 +125,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("eeh-campaign", "fault campaigns (eeh_sriov.campaign)")
     g.addoption("--eeh-campaign", default=None, metavar="NAME|FILE",
                 help="run a fault campaign's scenarios as the session's items: a generated "
-                     "campaign by name (exhaustive, ...) or a *.campaign.json file")
+                     "campaign NAME[:TOPOLOGY[:TIMING]] (exhaustive, matrix; e.g. "
+                     "matrix:two-adapters-harness) or a *.campaign.json file")
     g.addoption("--shard", default=None, metavar="I/N",
                 help="run shard I of N (1-based) of the campaign: the scenario ids sorted, "
                      "every Nth from the Ith")
