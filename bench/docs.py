@@ -27,7 +27,7 @@ PAGE = DOCS / "benchmarks.md"
 RESULTS = DOCS / "benchmarks-results.json"
 
 INTRO = """\
-`make bench` (about 18 minutes, of which `bench.scale`'s two boots of nine guests and the
+`make bench` (about 17 minutes, of which `bench.scale`'s two boots of nine guests and the
 peer at 7 VFs take 5.5; plus the venv and root fs on a fresh clone) runs every
 benchmark in one run and writes `runs/bench/<date>-<time>-bench-<n>/`: `results.json`
 (every figure with its unit and n, every goal judged, each part's wall time in
