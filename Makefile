@@ -76,7 +76,7 @@ demo: rootfs
 bench-boot: rootfs
 	$(PY) -m bench.boot
 
-# Every benchmark (about 16 minutes: bench.scale's nine guests and the igb peer at 7 VFs take ~5.5): runs/bench/<run>/results.json, results.md, plots.
+# Every benchmark (about 17 minutes: bench.scale's nine guests and the igb peer at 7 VFs take ~5.5, bench.adapters' 2 x 64 VFs ~0.5): runs/bench/<run>/results.json, results.md, plots.
 bench: rootfs
 	$(PY) -m bench
 
