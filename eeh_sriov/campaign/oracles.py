@@ -424,8 +424,9 @@ def reach(obs: Observation, f: Applied) -> Reach:
         fns = [fn for fn, o in owners(obs).items() if o == target]
         return Reach(frozenset(pes.adapter_of(fn) for fn in fns if not pes.is_vf(fn)),
                      frozenset(fn for fn in fns if pes.is_vf(fn)))
-    if target is None:  # an adapter's fault with no target: the first adapter
-        return Reach(frozenset({_adapters(obs)[0]}))
+    if target is None:  # an adapter's fault with no target: the first adapter's; else
+        # a fault that was not applied (it reaches nothing)
+        return Reach(frozenset({_adapters(obs)[0]})) if spec.scope == "adapter" else Reach()
     if spec.scope == "adapter" or not pes.is_vf(target):
         return Reach(frozenset({pes.adapter_of(target)}))
     return Reach(pes=frozenset({target}))
