@@ -139,7 +139,8 @@ async def _story(args: argparse.Namespace) -> int:
         return 130
     print(f"demo: {OUTCOME[args.kind] if result.ok else result.failure}")
     print(f"demo: artifacts in {run_dir} (events.jsonl, timeline.md, summary.json, "
-          "uplink.pcap; per guest: console.log, qmp.jsonl)")
+          f"{', '.join(result.summary.get('uplink_pcaps', {})) or 'uplink.pcap'}; "
+          "per guest: console.log, qmp.jsonl)")
     return 0 if result.ok else 1
 
 

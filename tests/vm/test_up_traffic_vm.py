@@ -101,3 +101,64 @@ def test_up_traffic_shows_traffic_back_and_leaves_the_artifacts(
     pcap = (d / "uplink.pcap").read_bytes()
     assert struct.unpack("<I", pcap[:4])[0] == PCAP_MAGIC and len(pcap) > 24
     assert summary["uplink_pcap_frames"] > 0
+
+
+def two_adapters_queue() -> str:
+    """The shipped two-adapters.toml with its uplinks as queues (no TAP of its own: other
+    runs on this machine may hold eehup0/eehup1) and fast resets."""
+    text = (REPO / "eeh_sriov" / "topologies" / "two-adapters.toml").read_text()
+    assert text.count('kind = "auto"') == 1 and text.count('timing = "spec"') == 2
+    return text.replace('kind = "auto"', 'kind = "queue"').replace(
+        'timing = "spec"', 'timing = "fast"')
+
+
+def test_up_traffic_on_two_adapters_says_traffic_back_for_nic1(
+        accel: str, run_dir: Callable[..., Path]) -> None:
+    """Of two adapters the host probes every VF of both, each through its own adapter's
+    uplink: after an error on nic1 the live output, timeline.md and summary.json have a
+    traffic-back step for each of nic1's VFs (it used to probe nic0's VFs only), and
+    each uplink has its own capture."""
+    runs = run_dir()
+    topo = runs / "two-adapters.toml"
+    topo.write_text(two_adapters_queue())
+    proc = subprocess.Popen(_cli(runs, "--accel", accel, "up", "--traffic", str(topo)),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    out = Output(proc)
+    try:
+        assert wait_for(lambda: out.has("traffic flows through every VF")
+                        or proc.poll() is not None, BOOT_S)
+        assert out.has("traffic flows through every VF (nic0.vf0, nic0.vf1, nic1.vf0, "
+                       "nic1.vf1), each through its own adapter's uplink"), out.text()
+        inject = subprocess.run(_cli(runs, "inject", "nic1", "adapter-fatal"), cwd=REPO,
+                                text=True, capture_output=True, timeout=60)
+        assert inject.returncode == 0, inject.stderr
+        assert wait_for(lambda: out.has("traffic-back", "nic1.vf0")
+                        and out.has("traffic-back", "nic1.vf1"), BACK_S), out.text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(END_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out.text()
+    assert out.has("up: wrote timeline.md, summary.json, uplink-nic0.pcap, "
+                   "uplink-nic1.pcap"), out.text()
+    (d,) = runs.glob("*-up-*")
+    events = [json.loads(line) for line in (d / "events.jsonl").read_text().splitlines()]
+    back = {e["pe"] for e in events if e["source"] == "traffic" and e["kind"] == "traffic-back"}
+    assert back == {"nic1.vf0", "nic1.vf1"}, back  # nic0's traffic never stopped
+    md = (d / "timeline.md").read_text()
+    assert "| console: inject nic1 adapter-fatal |" in md
+    assert "traffic back through nic1.vf0" in md and "traffic back through nic1.vf1" in md
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["ok"], summary["steps"]
+    assert set(summary["injections"][0]["traffic_back_ms"]) == {"nic1.vf0", "nic1.vf1"}
+    assert all(summary["vfs"][vf]["uplink_probes"]["echoed"] > 0 for vf in back)
+    for a in ("nic0", "nic1"):
+        pcap = (d / f"uplink-{a}.pcap").read_bytes()
+        assert struct.unpack("<I", pcap[:4])[0] == PCAP_MAGIC and len(pcap) > 24
+    assert summary["uplink_pcap_frames"] == sum(summary["uplink_pcaps"].values()) > 0
+    print(f"\nup --traffic, two adapters: nic1's VFs back {summary['recovery_ms']:.1f} ms "
+          "after its adapter error")
