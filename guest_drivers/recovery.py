@@ -132,7 +132,7 @@ class PeRecovery(RecoverySteps):
 
     def attach(self) -> None:
         self.services.listen_pe(self.pe, self.on_event)
-        self.services.listen(self._on_reset_above)
+        self.services.listen(self._on_reset_above, (Kind.PE_RESET_DONE,))
 
     def detach(self) -> None:
         self.services.unlisten_pe(self.pe, self.on_event)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from eeh_abi.hcall import ChannelClosed, Event, EventHandler, HcallError, Reply
@@ -48,7 +48,8 @@ class Services:
         self.channel = channel
         self._lock = threading.Lock()
         self._by_pe: dict[int, list[EventListener]] = {}
-        self._all: list[EventListener] = []
+        # partition-wide listeners, each with the event names it wants (None: every event)
+        self._all: list[tuple[EventListener, frozenset[str] | None]] = []
         self._echo = echo  # also print each report (the agent's --verbose)
         self.reports_sent = 0
         self.reports_failed = 0
@@ -69,18 +70,20 @@ class Services:
             if listener in lst:
                 lst.remove(listener)
 
-    def listen(self, listener: EventListener) -> None:
+    def listen(self, listener: EventListener, names: Iterable[str] | None = None) -> None:
+        """`listener` gets every event of the partition, or only those named in `names`
+        (an adapter error at 64 VFs is 64 pushed events of each kind: a listener that
+        wants one kind should not be called for the others)."""
         with self._lock:
-            self._all.append(listener)
+            self._all.append((listener, None if names is None else frozenset(names)))
 
     def unlisten(self, listener: EventListener) -> None:
         with self._lock:
-            if listener in self._all:
-                self._all.remove(listener)
+            self._all = [(fn, names) for fn, names in self._all if fn != listener]
 
     def _dispatch(self, ev: Event) -> None:
         with self._lock:
-            targets = list(self._all)
+            targets = [fn for fn, names in self._all if names is None or ev.name in names]
             if ev.pe is not None:
                 targets += self._by_pe.get(ev.pe, [])
         for fn in targets:
