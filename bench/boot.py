@@ -15,8 +15,10 @@ every guest running the drivers' agent, no traffic) until every driver has probe
 (hypervisor_shim.readiness), then stops: start -> drivers ready (bench.goals
 DRIVERS_READY for the default topology, SCALE_READY for scale-8x8), and per guest
 bench.guests' split (restore, to the readiness marker, python3 start + imports to the
-agent's first call, probe), plus how the agent started (`started`: "zygote" for the
-interpreter started before the save, qemu_launcher.guest_zygote, else "exec").
+agent's first call, probe), each QEMU's CPU time to drivers ready, and how the agent
+started (`started`: "zygote" for the interpreter started before the save,
+qemu_launcher.guest_zygote, else "exec"); per run the CPU time of this process (the
+platform and the device model) to drivers ready.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def _topology_path(name: str) -> Path:
 async def drivers_runs(topology: str, n: int) -> dict[str, object]:
     """`n` boots of `topology` to drivers ready (guests run the agent), one after another."""
     from bench.guests import boot_phases  # the guests bench's per-guest split
+    from bench.scale import qemu_usage  # each QEMU's CPU time from /proc
 
     cfg_assets = asset_config()
     assets = ensure_assets(cfg_assets)
@@ -111,20 +114,27 @@ async def drivers_runs(topology: str, n: int) -> dict[str, object]:
         t0 = time.monotonic()
         system = System(topo, d, assets, accel=accel, platform_config=pcfg,
                         boot_timeout=DRIVERS_TIMEOUT_S)
+        host0 = os.times()
         async with system:
             await wait_drivers_ready_async(system.platform.timeline, topo.guest_pes,
                                            DRIVERS_TIMEOUT_S)
             ready.append(round(time.monotonic() - t0, 3))
+            host1 = os.times()
             per_guest = boot_phases(system, t0)
+            for name, use in qemu_usage(system).items():  # each QEMU's CPU to ready
+                per_guest[name]["qemu_cpu_s"] = round(use["cpu_s"], 2)
         for name, g in per_guest.items():
             g["started"] = _agent_start(system.machines[name].paths.console_log)
-            for k in ("restore_s", "start_to_marker_s", "python_start_s", "probe_s"):
+            for k in ("restore_s", "start_to_marker_s", "python_start_s", "probe_s",
+                      "qemu_cpu_s"):
                 if isinstance(g.get(k), float):
                     phases.setdefault(k, []).append(g[k])
+        # this process: the platform, the device model and the benchmark, to ready
+        host_cpu = round(host1.user + host1.system - host0.user - host0.system, 2)
         boots.append({"run_dir": str(d), "drivers_ready_s": ready[-1], "guests": per_guest,
-                      "load": round(os.getloadavg()[0], 1)})
+                      "load": round(os.getloadavg()[0], 1), "platform_cpu_s": host_cpu})
         print(f"boot: drivers ready run {i + 1}/{n}: {ready[-1]:.2f} s (load "
-              f"{os.getloadavg()[0]:.1f}; {d})")
+              f"{os.getloadavg()[0]:.1f}; platform process CPU {host_cpu:.1f} s; {d})")
     return {"accel": accel, "accel_reason": why, "qemu": assets.qemu.describe(),
             "topology": path.stem, "drivers_ready_s": ready, "phases": phases,
             "boots": boots}
