@@ -16,7 +16,9 @@ safety
                               function while its PE is not in state 0
   duplicate-frame             no probe's echo reaches the uplink twice
   loss-outside-recovery       a probe is lost only if sent while its VF was down: from its
-                              PE's freeze (or its driver's fault) to its driver's recovery
+                              PE's freeze (or its driver's fault) to its driver's recovery,
+                              or in flight when it fell (every later probe up to one sent
+                              while down lost too, within 1 s before the fall)
   books-unbalanced            every function's own ledger balances at the end
 liveness
   settle-bound                within the bound, every PE is healthy or permanently failed
@@ -64,6 +66,11 @@ from hypervisor_shim.timeline import Entry
 ORACLES = ("safety", "liveness", "isolation", "resources")
 LOSS_SLACK_BEFORE_S = 0.25  # probes already in the VF's ring when it froze are lost too
 LOSS_SLACK_AFTER_S = 0.05
+# A probe sent before its VF fell but still unanswered when it fell (in its ring, its
+# driver slow to harvest on a loaded machine) is lost by the fall: shown by every later
+# probe up to the first sent while down being lost too (nothing got through after it).
+# Only within this long before the fall; older silence is a loss.
+IN_FLIGHT_MAX_S = 1.0
 # a probe sent this long before a sample of a VF's no-descriptor count may still reach the
 # VF's ring after it (the path from the uplink through the model's loop, under load)
 OVERRUN_SLACK_S = 0.25
@@ -237,8 +244,9 @@ def lost_while_up(obs: Observation, vf: str) -> tuple[Lost, Lost]:
     matched one for one by an RX drop for want of a free descriptor on `vf`, counted by
     the model between the two samples of its count around the probe's send time)."""
     down = down_intervals(obs, vf)
-    up = sorted(((seq, t) for seq, t in obs.traffic[vf].lost
-                 if not any(a <= t <= b for a, b in down)), key=lambda x: x[1])
+    lost = obs.traffic[vf].lost
+    up = sorted(((seq, t) for seq, t in lost if not any(a <= t <= b for a, b in down)
+                 and not _in_flight_at_a_fall(seq, t, lost, down)), key=lambda x: x[1])
     series = obs.no_desc(vf)
     # (earliest send time, latest send time, drops left) of each interval whose count grew
     windows = [[a - OVERRUN_SLACK_S, b, nb - na]
@@ -253,6 +261,22 @@ def lost_while_up(obs: Observation, vf: str) -> tuple[Lost, Lost]:
             w[2] -= 1
             overrun.append((seq, t))
     return bad, overrun
+
+
+def _in_flight_at_a_fall(seq: int, t: float, lost: Iterable[tuple[int, float]],
+                         down: list[tuple[float, float]]) -> bool:
+    """Probe `seq` (sent at `t`, while up) was still in flight when its VF fell: a down
+    interval starts within IN_FLIGHT_MAX_S after it, and every probe from `seq` up to the
+    first one sent inside that interval was lost (none of them got an echo)."""
+    gone = dict(lost)
+    for a, b in down:
+        if not t < a <= t + IN_FLIGHT_MAX_S:
+            continue
+        first_down = min((k for k, tk in gone.items() if a <= tk <= b and k > seq),
+                         default=None)
+        if first_down is not None and all(k in gone for k in range(seq, first_down)):
+            return True
+    return False
 
 
 def loss(obs: Observation) -> Iterable[Violation]:

@@ -83,6 +83,26 @@ def test_safety_duplicates_loss_and_books() -> None:
         "safety/books-unbalanced"}
 
 
+def test_a_probe_in_flight_when_its_vf_fell_is_lost_by_the_fall() -> None:
+    """Seen in `make campaign-adapters` at load 24: a probe sent 267 ms before its VF's
+    freeze was still in the ring (its driver slow to harvest) and the reset dropped it.
+    Every later probe up to one sent while down being lost shows nothing got through
+    after it; one echoed in between (a gap in the lost sequence numbers), or a probe
+    lost long before the fall, is a loss while up."""
+    obs = recorded("adapter")
+    tf = min(e.t for e in obs.entries if e.pe == "vf0" and e.source == "policy"
+             and e.kind == "pe-frozen")
+    tr = obs.traffic["vf0"]
+
+    def lost(*probes: tuple[int, float]) -> set[str]:
+        return rules(with_(obs, traffic={**obs.traffic,
+                                         "vf0": dataclasses.replace(tr, lost=probes)}))
+
+    assert lost((5, tf - 0.3), (6, tf + 0.01)) == set()
+    assert lost((5, tf - 0.3), (7, tf + 0.01)) == {"safety/loss-outside-recovery"}
+    assert lost((5, tf - 1.5), (6, tf + 0.01)) == {"safety/loss-outside-recovery"}
+
+
 def test_liveness() -> None:
     obs = recorded("adapter")
     assert rules(with_(obs, unsettled=("vf0: state 2",))) == {"liveness/settle-bound"}
