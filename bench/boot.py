@@ -15,7 +15,8 @@ every guest running the drivers' agent, no traffic) until every driver has probe
 (hypervisor_shim.readiness), then stops: start -> drivers ready (bench.goals
 DRIVERS_READY for the default topology, SCALE_READY for scale-8x8), and per guest
 bench.guests' split (restore, to the readiness marker, python3 start + imports to the
-agent's first call, probe), each QEMU's CPU time to drivers ready, and how the agent
+agent's first call, probe; in the guest, the go line to its hot-plugged functions all
+present: functions_wait_s), each QEMU's CPU time to drivers ready, and how the agent
 started (`started`: "zygote" for the interpreter started before the save,
 qemu_launcher.guest_zygote, else "exec"); per run the CPU time of this process (the
 platform and the device model) to drivers ready.
@@ -125,8 +126,9 @@ async def drivers_runs(topology: str, n: int) -> dict[str, object]:
                 per_guest[name]["qemu_cpu_s"] = round(use["cpu_s"], 2)
         for name, g in per_guest.items():
             g["started"] = _agent_start(system.machines[name].paths.console_log)
-            for k in ("restore_s", "start_to_marker_s", "python_start_s", "probe_s",
-                      "qemu_cpu_s"):
+            g["functions_wait_s"] = _functions_wait(system.machines[name].paths.console_log)
+            for k in ("restore_s", "start_to_marker_s", "functions_wait_s", "python_start_s",
+                      "probe_s", "qemu_cpu_s"):
                 if isinstance(g.get(k), float):
                     phases.setdefault(k, []).append(g[k])
         # this process: the platform, the device model and the benchmark, to ready
@@ -138,6 +140,17 @@ async def drivers_runs(topology: str, n: int) -> dict[str, object]:
     return {"accel": accel, "accel_reason": why, "qemu": assets.qemu.describe(),
             "topology": path.stem, "drivers_ready_s": ready, "phases": phases,
             "boots": boots}
+
+
+def _functions_wait(console: Path) -> float | None:
+    """Guest seconds from the go line to its hot-plugged functions all present (stage
+    1's `EEH-GUEST-GO uptime=<then> go=<go line read>`)."""
+    try:
+        m = re.search(r"^EEH-GUEST-GO uptime=([\d.]+) go=([\d.]+)",
+                      console.read_text(errors="replace"), re.M)
+    except OSError:
+        return None
+    return round(float(m.group(1)) - float(m.group(2)), 3) if m else None
 
 
 def _agent_start(console: Path) -> str:
