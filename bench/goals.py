@@ -80,8 +80,9 @@ LOCKOUT_64 = Goal(
     "the platform accepted that VF driver's first unfreeze (reset or thaw)", 5.0, "ms", "p99",
     why="Every VF's first unfreeze after the lift is one platform call answered on the "
         "platform's one loop thread, one after another: the last VF's waits for the 63 "
-        "before it (each an FLR of the function in the model and ~5 timeline entries, "
-        "~0.15-0.2 ms), so the p99 is about 64 times one call, ~10-13 ms on a quiet host.")
+        "before it. Measured from the timeline: the first ~3.3 ms after the lift, then one "
+        "every 0.22-0.38 ms (an FLR of the function in the model, ~4 timeline entries and "
+        "the VF's report), 14-24 ms for 64 (docs/reliability.md, the lockout at scale).")
 RESUME_64_PROCESS = Goal(
     "resume_p99_64_vfs_drivers_process", "bench.recovery",
     "harness, fast timing, 64 VFs, drivers in a process of their own: lockout release -> "
