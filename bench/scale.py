@@ -38,13 +38,19 @@ the second of traffic before and after it; a boot with 3 errors 130-155 s, so th
 takes about 5 minutes, and the peer at 7 VFs (two guests, one error each, up to 30 s to
 come back) about 3.5 minutes more.
 
-Why the goals are missed on such a machine (the run's host-per-guest rows): every QEMU
-needs ~14 s of host CPU to its drivers ready (kernel ~5 s, python3 start ~4 s, the probe
-of eight VFs ~4.5 s), nine of them ~125 s, i.e. >= 60 s on two idle CPUs; and a client
-guest spends ~1.4-1.9 s of host CPU per adapter error recovering its eight VFs (~0.2 s a
-VF in a TCG guest, against ~2 ms in the harness), ~13 s per error for 64 VFs, i.e.
->= 6.5 s on two idle CPUs. The goals (20 s, 400 ms, 2.4 s) need about a tenth of that:
-booting from a saved state, and a cheaper per-VF recovery in the guest.
+Where the host CPU goes (the run's host-per-guest rows): guests restore from a saved
+state with python3 already started and its imports done (qemu_launcher.snapshot,
+guest_zygote), so a client guest's QEMU needs ~5.6 s of host CPU to its drivers ready
+(~2 s for the restore, stage 1 and 2 and the agent's start, as a guest of the default
+topology; ~0.45 s for each of its eight VFs: hot-plug, and the probe's MMIO over
+vfio-user), the PF's guest ~3.7 s: ~49 s for the nine, >= 25 s on two CPUs, so the
+20 s goal is met only when they are all but idle (19.9 s measured at a load of 7.5;
+30-36 s at 12-18). Before the zygote a client guest needed ~7.5-8 s, before saved
+states ~14 s (kernel ~5 s, python3 start ~4 s, probe ~4.5 s). A client guest spends
+~1.4-1.9 s of host CPU per adapter error recovering its eight VFs (~0.2 s a VF in a TCG
+guest, against ~2 ms in the harness), ~13 s per error for 64 VFs, i.e. >= 6.5 s on two
+idle CPUs: the recovery goals (400 ms, 2.4 s) need a cheaper per-VF recovery in the
+guest.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ if [ -f "$R/guest-command" ]; then
         pwd >$z/cwd
         echo "run $R/guest-command $z/env $z/cwd $z/out $z/status" >&4
         # (busybox's read: this sh has no read -t; the zygote answers at once if alive)
-        answer=$(busybox sh -c 'read -t 60 -r line <&5 && echo "$line"')
+        answer=$(busybox sh -c 'read -t 30 -r line <&5 && echo "$line"')
         if [ "$answer" = running ]; then
             # the zygote writes the status before it closes its end of the output
             tee "$R/guest-output.log" <$z/out

@@ -245,11 +245,16 @@ class Zygote:
                 cwd = f.read().rstrip("\n")
             with open(cmd_file) as f:
                 p = plan(f.read(), env, cwd, os.path.realpath(sys.executable))
+            # read and write: a FIFO opened so does not wait for its reader (stage 2's
+            # tee, started on the answer); the output's end is when this fd and the
+            # child's are closed
+            fd = os.open(out, os.O_RDWR)
         except (OSError, UnicodeDecodeError, ZygoteError) as e:
             self.reply(f"exec {e}")
             return 0
         self.reply("running")
-        fd = os.open(out, os.O_WRONLY)  # stage 2's tee has it open (or opens it now)
+        # if anything below fails, this process ends: the output ends with no status
+        # written, which stage 2 reports (status 255)
         pid = os.fork()
         if pid == 0:
             self._child(p, fd)
