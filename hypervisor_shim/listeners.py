@@ -22,26 +22,26 @@ class Listeners(Generic[A]):
         self.what = what  # for the log: "timeline listener", "platform event listener"
         self._log = logger
         self._lock = threading.Lock()
-        self._callbacks: list[Callable[[A], None]] = []
+        # replaced whole on add/remove (under the lock), read without it: call() takes no
+        # lock and copies nothing (it runs for every timeline entry)
+        self._callbacks: tuple[Callable[[A], None], ...] = ()
         self.failures: dict[Callable[[A], None], int] = {}
 
     def add(self, callback: Callable[[A], None]) -> None:
         with self._lock:
-            self._callbacks.append(callback)
+            self._callbacks = (*self._callbacks, callback)
 
     def remove(self, callback: Callable[[A], None]) -> None:
         with self._lock:
             if callback in self._callbacks:
-                self._callbacks.remove(callback)
+                i = self._callbacks.index(callback)
+                self._callbacks = self._callbacks[:i] + self._callbacks[i + 1:]
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._callbacks)
+        return len(self._callbacks)
 
     def call(self, arg: A) -> None:
-        with self._lock:
-            callbacks = list(self._callbacks)
-        for cb in callbacks:
+        for cb in self._callbacks:
             try:
                 cb(arg)
             except Exception:

@@ -3,12 +3,24 @@
     tl = Timeline(run_dir / "events.jsonl")
     tl.record("policy", "pe-frozen", pe="adapter", data={...})
     tl.entries   # in memory too, for assertions in order
+    tl.flush()   # the file holds every entry recorded so far (a reader that must see them)
 
 Each entry: `t` (host monotonic seconds, the same clock as the device model's
 AsyncioClock), `source` ("model", "policy", "call", "driver", "console", "shim"),
 `kind`, optional `pe`, `owner`, `data`, and for driver reports `guest_time` (the
 guest's own monotonic clock). Thread-safe; listeners see each entry as it is written, on
 the thread that recorded it (a listener that raises is logged: `hypervisor_shim.listeners`).
+
+The file is written through a buffer, in the order of `entries`, and not flushed per
+entry (a flush is a write(2) that also hands the GIL away, on the platform's loop thread
+for most entries): a thread of the timeline's own flushes it `flush_window_s` (50 ms)
+after the first entry the file does not hold yet, so a live reader (`tail -f`, a test)
+sees every entry at most ~50 ms after it was recorded, and the file is flushed at most
+once per window however many entries a window brings. `close()` (Platform.stop) and
+`flush()` write out everything at once; so does the interpreter's exit (a finalizer).
+What a crash can lose: a process killed outright (SIGKILL, os._exit, a fatal signal) loses
+at most the entries recorded in the last `flush_window_s` before it died; memory
+(`entries`) and listeners are not delayed.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +38,13 @@ from typing import Any, TextIO
 from hypervisor_shim.listeners import Listeners
 
 log = logging.getLogger(__name__)
+
+FLUSH_WINDOW_S = 0.05  # an entry reaches the file at most this long after it was recorded
+FILE_BUFFER_BYTES = 1 << 16  # between flushes, write(2)s of this size at most (~300 entries)
+
+# one encoder for every entry (json.dumps with `default` builds one per call); it keeps
+# no state between calls, so threads share it
+_ENCODER = json.JSONEncoder(default=str)
 
 
 @dataclass(frozen=True)
@@ -58,18 +78,107 @@ class Entry:
 Listener = Callable[[Entry], None]
 
 
+class _LineFile:
+    """events.jsonl's side of a timeline: lines written to a buffered file under the
+    timeline's lock (so in the order of its entries), flushed by a thread of its own
+    `window_s` after the first line the file does not hold yet, or at once on `flush()` and
+    `close()`. It holds no reference to its Timeline, so that a timeline dropped without
+    close() is collected: its finalizer (or the interpreter's exit) closes the file."""
+
+    IDLE_S = 1.0  # the thread's longest sleep (it notices an abandon() from itself)
+
+    def __init__(self, path: Path, lock: threading.Lock, window_s: float) -> None:
+        self.path = path
+        self._file: TextIO | None = open(path, "a", buffering=FILE_BUFFER_BYTES)
+        self._cond = threading.Condition(lock)
+        self._window_s = window_s
+        self._dirty = False  # lines written since the last flush (under the lock)
+        self._abandoned = False  # the timeline was collected while this thread ran
+        self.flushes = 0  # every flush of the file, for tests and figures
+        self.failures = 0  # flushes by the thread that raised (full disk...): logged
+        self._thread = threading.Thread(target=self._run, name="timeline-flush", daemon=True)
+        self._thread.start()
+
+    def write(self, line: str) -> None:
+        """Caller holds the lock."""
+        if self._file is None:
+            return
+        self._file.write(line)
+        if not self._dirty:
+            self._dirty = True
+            self._cond.notify()  # the flusher's window starts
+
+    def flush(self) -> None:
+        """Caller holds the lock."""
+        if self._file is not None and self._dirty:
+            self._dirty = False
+            self.flushes += 1
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._cond:
+            self._close_locked()
+        if self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+    def abandon(self) -> None:
+        """The finalizer's: close, unless the collection runs on this file's own thread,
+        which may hold the lock then: it closes the file itself on its next turn."""
+        if self._thread is threading.current_thread():
+            self._abandoned = True
+        else:
+            self.close()
+
+    def _close_locked(self) -> None:
+        if self._file is None:
+            return
+        file, self._file = self._file, None
+        if self._dirty:
+            self._dirty = False
+            self.flushes += 1
+        self._cond.notify()
+        file.close()  # flushes the buffer (raises, closed all the same, if it cannot)
+
+    def _run(self) -> None:
+        with self._cond:
+            while self._file is not None:
+                if self._abandoned:
+                    self._close_locked()
+                elif not self._dirty:
+                    self._cond.wait(self.IDLE_S)  # until a line is written, or close()
+                else:
+                    # the window: lines written meanwhile go out with this flush (only
+                    # close() notifies while dirty, and it flushes itself)
+                    self._cond.wait(self._window_s)
+                    try:
+                        self.flush()
+                    except OSError:  # a full disk: tried again a window later
+                        self._dirty = True
+                        self.failures += 1
+                        if self.failures == 1:
+                            log.exception("timeline: flushing %s failed", self.path)
+
+
 class Timeline:
     def __init__(self, path: Path | None = None, clock: Callable[[], float] = time.monotonic,
-                 keep: bool = True) -> None:
+                 keep: bool = True, flush_window_s: float = FLUSH_WINDOW_S) -> None:
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
-        self._file: TextIO | None = open(path, "a") if path is not None else None
+        self._file: _LineFile | None = None
+        if path is not None:
+            self._file = _LineFile(path, self._lock, flush_window_s)
+            weakref.finalize(self, self._file.abandon)
         self._keep = keep
         self.entries: list[Entry] = []
         self.bytes_written = 0  # of JSON lines, file or not (what budgets charge)
         self.listeners: Listeners[Entry] = Listeners("timeline listener", log)
         self.t0 = clock()
+
+    @property
+    def flushes(self) -> int:
+        """How many times the file was flushed (0 without a file)."""
+        return self._file.flushes if self._file is not None else 0
 
     def add_listener(self, listener: Listener) -> None:
         self.listeners.add(listener)
@@ -81,17 +190,23 @@ class Timeline:
                owner: str | None = None, data: dict[str, Any] | None = None,
                guest_time: float | None = None, t: float | None = None) -> Entry:
         entry = Entry(self._clock() if t is None else t, source, kind, pe, owner,
-                      dict(data or {}), guest_time)
-        line = json.dumps(entry.to_json(), default=str) + "\n"
+                      dict(data) if data else {}, guest_time)
+        line = _ENCODER.encode(entry.to_json()) + "\n"
         with self._lock:
             self.bytes_written += len(line)
             if self._keep:
                 self.entries.append(entry)
             if self._file is not None:
                 self._file.write(line)
-                self._file.flush()
         self.listeners.call(entry)  # a listener's bug must not stop the platform: logged
         return entry
+
+    def flush(self) -> None:
+        """Write every entry recorded so far to the file now (for a reader that cannot
+        wait for the flush window)."""
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
 
     def snapshot(self) -> list[Entry]:
         with self._lock:
@@ -105,10 +220,9 @@ class Timeline:
             self.entries.clear()
 
     def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        """Flush and close the file (idempotent); entries stay in memory."""
+        if self._file is not None:
+            self._file.close()
 
 
 def load(path: Path) -> list[Entry]:
