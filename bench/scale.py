@@ -40,13 +40,13 @@ come back) about 3.5 minutes more.
 
 Where the host CPU goes (the run's host-per-guest rows): guests restore from a saved
 state with python3 already started and its imports done (qemu_launcher.snapshot,
-guest_zygote), so a client guest's QEMU needs ~5.6 s of host CPU to its drivers ready
+guest_zygote), so a client guest's QEMU needs ~4.5 s of host CPU to its drivers ready
 (~2 s for the restore, stage 1 and 2 and the agent's start, as a guest of the default
-topology; ~0.45 s for each of its eight VFs: hot-plug, and the probe's MMIO over
-vfio-user), the PF's guest ~3.7 s: ~49 s for the nine, >= 25 s on two CPUs, so the
-20 s goal is met only when they are all but idle (19.9 s measured at a load of 7.5;
-30-36 s at 12-18). Before the zygote a client guest needed ~7.5-8 s, before saved
-states ~14 s (kernel ~5 s, python3 start ~4 s, probe ~4.5 s). A client guest spends
+topology; ~0.3 s for each of its eight VFs: hot-plug, and the probe's MMIO over
+vfio-user), the PF's guest ~3.2 s: ~39 s for the nine, >= 20 s on two CPUs, so the
+20 s goal is met only when they are all but idle (19.7-19.9 s measured at a load of 7;
+22-25 s at 10-16). Before the zygote a client guest needed ~6-8 s, before saved states
+~14 s (kernel ~5 s, python3 start ~4 s, probe ~4.5 s). A client guest spends
 ~1.4-1.9 s of host CPU per adapter error recovering its eight VFs (~0.2 s a VF in a TCG
 guest, against ~2 ms in the harness), ~13 s per error for 64 VFs, i.e. >= 6.5 s on two
 idle CPUs: the recovery goals (400 ms, 2.4 s) need a cheaper per-VF recovery in the
