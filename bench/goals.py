@@ -96,10 +96,11 @@ RESUME_64_PROCESS = Goal(
 DRIVERS_READY = Goal(
     "drivers_ready", "bench.guests",
     "real guests (3, TCG): start -> every guest's drivers ready, worst boot", 5.0, "s",
-    why="Three TCG guests share 2 host CPUs; restored from their saved state each still "
-        "needs ~2 s of host CPU (restore 0.12 s, initramfs + stage 2 ~0.5 s, python3 start "
-        "+ imports ~1.2 s, probe ~0.3 s); the VF guests' probes finish only after the "
-        "service guest's PF driver is up.")
+    why="Three TCG guests share 2 host CPUs; restored from their saved state, with python3 "
+        "started and the agent's imports done before the save (the zygote: docs/setup.md), "
+        "each still needs ~2 s of host CPU (restore, the hot-plug of its functions, the "
+        "mounts, stage 2, the probe); the VF guests' probes finish only after the service "
+        "guest's PF driver is up.")
 FPS_ONE_VF = Goal(
     "fps_one_vf", "bench.guests",
     "frames/s through one VF (60 bytes, TCG guest), lowest of before and after recovery",
@@ -109,10 +110,11 @@ FPS_ONE_VF = Goal(
 SCALE_READY = Goal(
     "scale_drivers_ready", "bench.scale",
     "real guests (9, TCG), 64 VFs: start -> all 65 drivers ready, worst boot", 20.0, "s",
-    why="Nine TCG guests share the host's two CPUs: each QEMU needs ~14 s of host CPU until "
-        "its drivers are ready (kernel ~5 s, python3 start ~4 s, the probe of its eight VFs "
-        "~4.5 s: the run's host-per-guest rows), ~125 s for nine, so at least ~60 s on two "
-        "idle CPUs; booting from a saved state would remove the first two.")
+    why="Nine TCG guests share the host's two CPUs: restored from their saved state with "
+        "python3 already started (the zygote), a client guest's QEMU still needs ~4.5 s of "
+        "host CPU until its drivers are ready (~2 s plus ~0.3 s per VF: the hot-plug and "
+        "the probe's MMIO over vfio-user), ~40 s for nine, so ~20 s on two CPUs: at the "
+        "goal on a quiet machine, over it under load.")
 SCALE_FAST = Goal(
     "scale_fast_64_vfs", "bench.scale",
     "real guests (9, TCG), 64 VFs, fast timing: injection -> traffic through every VF",
