@@ -174,6 +174,10 @@ class Layout:
             self._claim(owner, w.name, w.offset, w.end, -2 - j)
         self.owner: tuple[int, ...] = tuple(owner)
         self.starts: dict[int, int] = {r.offset: i for i, r in enumerate(self.registers)}
+        # per register, in order (a reset copies them: one per VF FLR, three files each)
+        self.reset_values: tuple[int, ...] = tuple(r.reset for r in self.registers)
+        self.sticky: tuple[tuple[int, int], ...] = tuple(  # (index, mask): the few with any
+            (i, r.sticky_mask) for i, r in enumerate(self.registers) if r.sticky_mask)
 
     def _claim(self, owner: list[int], what: str, start: int, end: int, tag: int) -> None:
         if start < 0 or end > self.size:
@@ -260,9 +264,12 @@ class RegisterFile:
         self._values[i] = (self._values[i] & ~f.mask) | ((value << f.lsb) & f.mask)
 
     def reset(self, *, keep_sticky: bool) -> None:
-        for i, r in enumerate(self.layout.registers):
-            keep = self._values[i] & r.sticky_mask if keep_sticky else 0
-            self._values[i] = (r.reset & ~(r.sticky_mask if keep_sticky else 0)) | keep
+        """Every register to its reset value; sticky bits kept if `keep_sticky`."""
+        lay, values = self.layout, self._values
+        kept = [(i, mask, values[i] & mask) for i, mask in lay.sticky] if keep_sticky else []
+        values[:] = lay.reset_values
+        for i, mask, bits in kept:
+            values[i] = (values[i] & ~mask) | bits
 
     def snapshot(self) -> tuple[int, ...]:
         return tuple(self._values)

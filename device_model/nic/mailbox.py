@@ -18,6 +18,9 @@ from device_model.events import EventBus, EventKind
 from device_model.nic.registers import MBX_MEM_SIZE, Cause, Mbx, PfMbx
 from device_model.regs import RegisterFile
 
+# plain ints: IntFlag arithmetic on every VF reset costs more than the reset's own work
+_RSTI, _RSTD = int(Mbx.RSTI), int(Mbx.RSTD)
+
 Notify = Callable[[int], None]  # raise these interrupt causes
 
 
@@ -100,8 +103,8 @@ class Mailbox:
 
     def restore_vf_bits(self) -> None:
         """Show the PF's reset state in the VF's MBX (also after the VF's own reset)."""
-        self._vf.clear_bits("MBX", Mbx.RSTI | Mbx.RSTD)
-        self._vf.set_bits("MBX", Mbx.RSTI if self.pf_resetting else Mbx.RSTD)
+        self._vf.clear_bits("MBX", _RSTI | _RSTD)
+        self._vf.set_bits("MBX", _RSTI if self.pf_resetting else _RSTD)
 
     def clear(self) -> None:
         """The adapter was reset: buffer and PF-side state back to power-on."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Protocol
 
 from device_model.nic import registers as R
@@ -62,7 +63,10 @@ class Ledger:
     rx_no_desc: int = 0  # part of rx_missed: a usable ring with no free descriptor
 
     def copy(self) -> Ledger:
-        return Ledger(*(getattr(self, f.name) for f in fields(self)))
+        return Ledger(*_ledger_values(self))
+
+
+_ledger_values = attrgetter(*(f.name for f in fields(Ledger)))  # every field, in order
 
 
 class NicHost(Protocol):
