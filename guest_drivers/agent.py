@@ -333,6 +333,11 @@ def arguments(prog: str, description: str) -> argparse.ArgumentParser:
                    help="VF drivers recover one after another (as Linux's single recovery "
                         "thread does), not in parallel: a baseline for benchmarks")
     p.add_argument("--verbose", action="store_true", help="print every step reported")
+    p.add_argument("--cpu-every", type=float, default=0.0, metavar="S",
+                   help="print `agent-cpu: {JSON}` (the process's and each thread's CPU "
+                        "time) every S seconds (benchmarks; guest_drivers.profiling)")
+    p.add_argument("--profile", default=None, metavar="FILE",
+                   help="cProfile every thread, write the pstats to FILE at the end")
     return p
 
 
@@ -346,6 +351,16 @@ def run(backend: PlatformBackend, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    profiles = cpu_lines = None
+    if args.profile or args.cpu_every > 0:
+        from guest_drivers.profiling import CpuLines, ThreadProfiles
+
+        if args.profile:
+            profiles = ThreadProfiles()
+            profiles.install()
+        if args.cpu_every > 0:
+            cpu_lines = CpuLines(args.cpu_every, lambda s: print(s, flush=True))
+            cpu_lines.start()
     poll = PollConfig(max_sleep_s=args.max_sleep_ms / 1000)
     agent = Agent(backend, handlers=args.handlers, vfs=args.vfs, poll=poll,
                   echo=(lambda s: print(s, flush=True)) if args.verbose else None,
@@ -376,6 +391,13 @@ def run(backend: PlatformBackend, args: argparse.Namespace) -> int:
     if traffic is not None:
         traffic.stop()
     agent.stop()
+    if cpu_lines is not None:
+        cpu_lines.stop()
+    if profiles is not None:
+        try:
+            profiles.dump(args.profile)
+        except OSError as e:
+            print(f"agent: profile not written: {e}", file=sys.stderr, flush=True)
     summary = agent.summary()
     if traffic is not None:
         summary["traffic"] = traffic.counters()

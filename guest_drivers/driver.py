@@ -21,6 +21,7 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from eeh_abi import nic
@@ -84,7 +85,7 @@ class Driver(abc.ABC):
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._probed = threading.Event()
-        self.poller = AdaptivePoller(self.poll_cfg, self._wake)
+        self.poller = AdaptivePoller(self.poll_cfg, self._wake, pending=self.idle_pending())
         self._thread: threading.Thread | None = None
         self._last_health = 0.0
         self._resets_seen = 0  # the function's RESET_COUNT when this driver last set it up
@@ -340,6 +341,12 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def poll(self) -> bool:
         """One look at the function; True if there was work."""
+
+    def idle_pending(self) -> Callable[[], bool] | None:
+        """What an idle poller may hand to the process's IdleWatch (guest_drivers.poll):
+        whether `poll()` has work, from any thread, without MMIO. None (the default):
+        the driver wakes itself every max_sleep_s when idle."""
+        return None
 
     def health_due(self, now: float) -> bool:
         """Whether to check health before the next scheduled time (e.g. TX stuck)."""

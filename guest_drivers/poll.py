@@ -7,6 +7,16 @@ burn a shared CPU: after the last piece of work the thread keeps looking for `bu
 to `max_sleep_s`. Sleeping is a wait on the driver's wake event, so `send()`, a platform
 event or a stop request ends the sleep at once.
 
+Idle pollers park: a poller whose sleep has reached `max_sleep_s` and whose driver can
+say cheaply whether it has work (`pending`: a look at DMA memory, no MMIO, safe from
+another thread) hands that look to the process's one `IdleWatch` thread and sleeps until
+woken or `health_s` has passed (the driver's health check is due then anyway). The watch
+looks at every parked poller each `max_sleep_s` and wakes those with work: N idle drivers
+cost one wake-up per period, not N. In a TCG guest a wake-up of a sleeping thread (timer,
+futex, scheduler, the Python loop around it) costs ~0.5 ms of host CPU: eight idle VF
+drivers waking 33 times a second each kept ~0.13 of a host CPU busy per guest, more than
+an adapter error's recovery of the eight costs (docs/reliability.md).
+
 Spinning is shared: at most `spinners` threads of a process (default: one less than its
 CPUs, at least one) are in their busy phase at once; the others go straight to sleeping.
 Many drivers in one process (the harness runs 64 VF drivers as threads) would otherwise
@@ -19,6 +29,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -51,15 +62,70 @@ class SpinSlots:
             return False
 
 
+class IdleWatch:
+    """Looks at parked pollers' `pending()` every period (the shortest of theirs) and wakes
+    those with work; its thread starts at the first park and sleeps while none is
+    parked."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._parked: dict[int, tuple[Callable[[], bool], threading.Event, float]] = {}
+        self._thread: threading.Thread | None = None
+        self.looks = 0  # passes over the parked pollers
+        self.woken = 0  # pollers woken with work pending
+
+    def park(self, who: int, pending: Callable[[], bool], wake: threading.Event,
+             period_s: float) -> None:
+        with self._cv:
+            first = not self._parked
+            self._parked[who] = (pending, wake, period_s)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="idle-watch",
+                                                daemon=True)
+                self._thread.start()
+            if first:  # the watch sleeps while none is parked (else its period runs on)
+                self._cv.notify()
+
+    def unpark(self, who: int) -> None:
+        with self._cv:
+            self._parked.pop(who, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._parked:
+                    self._cv.wait()
+                period = min(p for _, _, p in self._parked.values())
+                self._cv.wait(period)
+                parked = list(self._parked.items())
+            self.looks += 1
+            for who, (pending, wake, _) in parked:
+                try:
+                    due = pending()
+                except Exception:  # the driver's function went away: it will see why
+                    due = True
+                if due:
+                    self.woken += 1
+                    self.unpark(who)
+                    wake.set()
+
+
 _SLOTS = SpinSlots()  # the process's
+_WATCH = IdleWatch()  # the process's
 _DEFAULT_SPINNERS = max(1, (os.cpu_count() or 1) - 1)
 
 
 class AdaptivePoller:
     def __init__(self, cfg: PollConfig, wake: threading.Event,
-                 slots: SpinSlots | None = None) -> None:
+                 slots: SpinSlots | None = None, *,
+                 pending: Callable[[], bool] | None = None,
+                 watch: IdleWatch | None = None) -> None:
+        """`pending`: whether the driver has work, cheaply and from any thread (None:
+        the poller never parks and wakes itself every `max_sleep_s` when idle)."""
         self.cfg = cfg
         self._slots = slots or _SLOTS
+        self._pending = pending
+        self._watch = watch or _WATCH
         self._wake = wake
         self._sleep = 0.0
         self._last_work = time.monotonic()
@@ -68,6 +134,7 @@ class AdaptivePoller:
         self.sleeps = 0
         self.woken = 0  # sleeps ended early by the wake event
         self.spins_skipped = 0  # busy phases given up: other threads were spinning
+        self.parked = 0  # idle sleeps handed to the IdleWatch
 
     def idle(self, did_work: bool) -> None:
         """Call once per loop iteration with whether it did anything."""
@@ -84,13 +151,31 @@ class AdaptivePoller:
                 return
             self.spins_skipped += 1
             self._last_work = now - self.cfg.busy_s  # this busy phase is over
+        at_max = self._sleep >= self.cfg.max_sleep_s
         self._sleep = min(self.cfg.max_sleep_s, max(self.cfg.min_sleep_s, self._sleep * 2))
         self.sleeps += 1
+        if at_max and self._pending is not None:
+            self._park(self._pending)
+            return
         if self._wake.wait(self._sleep):
             self.woken += 1
             self._sleep = 0.0
             self._last_work = time.monotonic()
         self._wake.clear()
+
+    def _park(self, pending: Callable[[], bool]) -> None:
+        """Idle since a whole `max_sleep_s` sleep: the watch looks for work instead."""
+        self.parked += 1
+        self._watch.park(id(self), pending, self._wake, self.cfg.max_sleep_s)
+        try:
+            woken = self._wake.wait(max(self.cfg.health_s, self.cfg.max_sleep_s))
+        finally:
+            self._watch.unpark(id(self))
+        self._wake.clear()
+        if woken:
+            self.woken += 1
+            self._sleep = 0.0
+            self._last_work = time.monotonic()
 
     @property
     def current_sleep(self) -> float:

@@ -192,6 +192,22 @@ class VfNetdev(Driver):
             fn.write32(base + nic.RING_LEN, count)
         fn.write32(nic.RX_TAIL, self.rx_ring - 1)
 
+    def idle_pending(self) -> Callable[[], bool] | None:
+        return self.work_pending
+
+    def work_pending(self) -> bool:
+        """Whether poll() has anything to do (the IdleWatch's look, any thread): frames in
+        flight or waiting, or a frame at the RX ring's head (DMA memory, no MMIO). A stale
+        answer costs one period: the next look sees it."""
+        if self._disconnected:
+            return False
+        if self._in_ring or (self._backlog and not self._stopped):
+            return True
+        desc = self._rx_desc
+        if desc is None:
+            return False
+        return bool(desc.u16(self._rx_next * nic.DESC_SIZE + nic.DESC_STATUS) & _DD)
+
     def health_due(self, now: float) -> bool:
         # a descriptor that does not complete is a hint the PE froze
         return bool(self._in_ring) and now - self._tx_since > 0.1 and \
