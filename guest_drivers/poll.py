@@ -7,7 +7,7 @@ burn a shared CPU: after the last piece of work the thread keeps looking for `bu
 to `max_sleep_s`. Sleeping is a wait on the driver's wake event, so `send()`, a platform
 event or a stop request ends the sleep at once.
 
-Idle pollers park: a poller whose sleep has reached `max_sleep_s` and whose driver can
+Idle pollers park: a poller whose sleep has reached `park_after_s` and whose driver can
 say cheaply whether it has work (`pending`: a look at DMA memory, no MMIO, safe from
 another thread) hands that look to the process's one `IdleWatch` thread and sleeps until
 woken or `health_s` has passed (the driver's health check is due then anyway). The watch
@@ -18,7 +18,8 @@ drivers waking 33 times a second each kept ~0.13 of a host CPU busy per guest, m
 an adapter error's recovery of the eight costs (docs/reliability.md).
 
 Spinning is shared: at most `spinners` threads of a process (default: one less than its
-CPUs, at least one) are in their busy phase at once; the others go straight to sleeping.
+CPUs, so none in a one-CPU guest) are in their busy phase at once; the others go straight
+to sleeping.
 Many drivers in one process (the harness runs 64 VF drivers as threads) would otherwise
 each spin after every frame: at 64 VFs under 20 probes/s each, that alone kept about 0.7
 of a CPU busy and slowed everything else in the process (bench.recovery).
@@ -39,7 +40,12 @@ class PollConfig:
     min_sleep_s: float = 0.0005
     max_sleep_s: float = 0.03  # idle: at most ~33 looks a second
     health_s: float = 1.0  # idle: read a register that cannot be all-ones this often
-    spinners: int = 0  # threads of the process spinning at once; 0: CPUs - 1, at least 1
+    # threads of the process spinning at once; None: CPUs - 1 (none on one CPU: a spin
+    # there only delays the thread that would make the work, and under TCG each spin
+    # costs its whole busy_s of host CPU)
+    spinners: int | None = None
+    # a poller that can park (`pending`) does so once its sleep has doubled up to this
+    park_after_s: float = 0.004
 
 
 class SpinSlots:
@@ -112,7 +118,7 @@ class IdleWatch:
 
 _SLOTS = SpinSlots()  # the process's
 _WATCH = IdleWatch()  # the process's
-_DEFAULT_SPINNERS = max(1, (os.cpu_count() or 1) - 1)
+_DEFAULT_SPINNERS = max(0, (os.cpu_count() or 1) - 1)
 
 
 class AdaptivePoller:
@@ -130,7 +136,7 @@ class AdaptivePoller:
         self._sleep = 0.0
         self._last_work = time.monotonic()
         self._spin_until = 0.0  # the end of the busy phase this poller holds a slot for
-        self._spinners = cfg.spinners or _DEFAULT_SPINNERS
+        self._spinners = _DEFAULT_SPINNERS if cfg.spinners is None else cfg.spinners
         self.sleeps = 0
         self.woken = 0  # sleeps ended early by the wake event
         self.spins_skipped = 0  # busy phases given up: other threads were spinning
@@ -151,7 +157,7 @@ class AdaptivePoller:
                 return
             self.spins_skipped += 1
             self._last_work = now - self.cfg.busy_s  # this busy phase is over
-        at_max = self._sleep >= self.cfg.max_sleep_s
+        at_max = self._sleep >= min(self.cfg.park_after_s, self.cfg.max_sleep_s)
         self._sleep = min(self.cfg.max_sleep_s, max(self.cfg.min_sleep_s, self._sleep * 2))
         self.sleeps += 1
         if at_max and self._pending is not None:
