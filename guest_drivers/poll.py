@@ -45,7 +45,7 @@ class PollConfig:
     # costs its whole busy_s of host CPU)
     spinners: int | None = None
     # a poller that can park (`pending`) does so once its sleep has doubled up to this
-    park_after_s: float = 0.004
+    park_after_s: float = 0.001
 
 
 class SpinSlots:
@@ -172,6 +172,7 @@ class AdaptivePoller:
     def _park(self, pending: Callable[[], bool]) -> None:
         """Idle since a whole `max_sleep_s` sleep: the watch looks for work instead."""
         self.parked += 1
+        self._sleep = self.cfg.max_sleep_s  # the watch looks each max_sleep_s
         self._watch.park(id(self), pending, self._wake, self.cfg.max_sleep_s)
         try:
             woken = self._wake.wait(max(self.cfg.health_s, self.cfg.max_sleep_s))

@@ -289,6 +289,7 @@ def test_idle_drivers_sleep(rig: PlatformRig, services: Services) -> None:
               f"{poll.max_sleep_s * 1000:.0f} ms): {cpu / wall * 100:.2f}% of one CPU")
         assert cpu / wall < 0.25  # generous: a busy-polling thread would be ~100%
         assert all(d.poller.current_sleep == poll.max_sleep_s for d in vfs)
+        assert all(d.poller.parked > 0 for d in vfs)  # the IdleWatch looks for them
     finally:
         stop_all(*vfs, pf)
 
