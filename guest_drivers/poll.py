@@ -170,7 +170,7 @@ class AdaptivePoller:
         self._wake.clear()
 
     def _park(self, pending: Callable[[], bool]) -> None:
-        """Idle since a whole `max_sleep_s` sleep: the watch looks for work instead."""
+        """Idle, its sleep doubled up to `park_after_s`: the watch looks for work instead."""
         self.parked += 1
         self._sleep = self.cfg.max_sleep_s  # the watch looks each max_sleep_s
         self._watch.park(id(self), pending, self._wake, self.cfg.max_sleep_s)
