@@ -70,8 +70,9 @@ class SpinSlots:
 
 class IdleWatch:
     """Looks at parked pollers' `pending()` every period (the shortest of theirs) and wakes
-    those with work; its thread starts at the first park and sleeps while none is
-    parked."""
+    those with work. Invariant: its thread runs exactly while a poller is parked (started
+    by the first park, ended once none is), so a process whose drivers all stopped keeps
+    no thread of the watch."""
 
     def __init__(self) -> None:
         self._cv = threading.Condition()
@@ -89,18 +90,21 @@ class IdleWatch:
                 self._thread = threading.Thread(target=self._run, name="idle-watch",
                                                 daemon=True)
                 self._thread.start()
-            if first:  # the watch sleeps while none is parked (else its period runs on)
-                self._cv.notify()
+            elif first:  # a thread that has not seen the last unpark yet: its period
+                self._cv.notify()  # starts again from this park
 
     def unpark(self, who: int) -> None:
         with self._cv:
             self._parked.pop(who, None)
+            if not self._parked:
+                self._cv.notify()  # the last one: the thread ends now, not a period later
 
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._parked:
-                    self._cv.wait()
+                if not self._parked:
+                    self._thread = None  # under the lock: the next park starts another
+                    return
                 period = min(p for _, _, p in self._parked.values())
                 self._cv.wait(period)
                 parked = list(self._parked.items())

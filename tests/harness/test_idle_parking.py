@@ -7,6 +7,7 @@ driver still arrives (the watch wakes it)."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from guest_drivers.poll import PollConfig
@@ -38,3 +39,21 @@ def test_idle_vf_drivers_park_and_a_frame_still_wakes_one() -> None:
         assert receiver.poller.parked >= parked
         for vf in vfs:
             assert vf.ledger_balanced()
+
+
+def test_the_watch_thread_ends_with_the_last_parked_driver() -> None:
+    """A campaign's resources oracle caught it: after the drivers stopped, the process
+    kept an `idle-watch` thread (it slept forever waiting for the next park)."""
+    def watching() -> bool:
+        return any(t.name == "idle-watch" for t in threading.enumerate())
+
+    for _ in range(2):  # and a later park starts the watch again
+        with running(host_config(nvfs=2)) as rig:
+            agent = rig.agent(poll=POLL)
+            agent.start()
+            vfs = agent.vf_drivers()
+            assert wait_for(lambda: all(vf.poller.parked > 0 for vf in vfs),  # noqa: B023
+                            timeout=30)
+            assert watching()
+            agent.stop()
+        assert wait_for(lambda: not watching(), timeout=10)
