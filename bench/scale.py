@@ -46,11 +46,11 @@ topology; ~0.3 s for each of its eight VFs: hot-plug, and the probe's MMIO over
 vfio-user), the PF's guest ~3.2 s: ~39 s for the nine, >= 20 s on two CPUs, so the
 20 s goal is met only when they are all but idle (19.7-19.9 s measured at a load of 7;
 22-25 s at 10-16). Before the zygote a client guest needed ~6-8 s, before saved states
-~14 s (kernel ~5 s, python3 start ~4 s, probe ~4.5 s). A client guest spends
-~1.4-1.9 s of host CPU per adapter error recovering its eight VFs (~0.2 s a VF in a TCG
-guest, against ~2 ms in the harness), ~13 s per error for 64 VFs, i.e. >= 6.5 s on two
-idle CPUs: the recovery goals (400 ms, 2.4 s) need a cheaper per-VF recovery in the
-guest.
+~14 s (kernel ~5 s, python3 start ~4 s, probe ~4.5 s). A VF's recovery itself costs
+~12-25 ms of host CPU in a TCG guest (docs/reliability.md); the window around the errors
+is filled by each client guest's steady state under the probes (~0.21 s/s), so the
+per-recovery CPU is reported above that steady state (`cpu_per_recovery_s`, the raw delta
+in `cpu_per_recovery_raw_s`).
 """
 
 from __future__ import annotations
@@ -144,12 +144,20 @@ async def run_timing(timing: str, injections: int, rate_hz: float, assets: Guest
                     raise RuntimeError(f"no baseline traffic through {name}")
             u0 = qemu_usage(system)
             await asyncio.sleep(IDLE_WINDOW_S)
-            u1 = qemu_usage(system)
+            u1, t1 = qemu_usage(system), time.monotonic()
             out["cpu_idle_per_s"] = _cpu_delta(u0, u1, IDLE_WINDOW_S)
             out["recoveries"] = await guests.recoveries(system, traffic, injections,
                                                         f"  scale {timing}", say)
-            u2 = qemu_usage(system)
-            out["cpu_per_recovery_s"] = _cpu_delta(u1, u2, max(1, injections))
+            u2, t2 = qemu_usage(system), time.monotonic()
+            n = max(1, injections)
+            # the window holds each guest's steady state under the probes (a second of
+            # traffic around each error, and the wait for every VF): the recovery's own
+            # CPU is what is left above it; the raw figure is kept
+            raw = _cpu_delta(u1, u2, n)
+            out["cpu_per_recovery_raw_s"] = raw
+            out["cpu_per_recovery_s"] = {
+                g: round(v - out["cpu_idle_per_s"].get(g, 0.0) * (t2 - t1) / n, 3)
+                for g, v in raw.items()}
             out["usage_end"] = u2
             traffic.pause()
             await asyncio.sleep(0.5)
