@@ -206,7 +206,8 @@ def scale_rows(results: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| real guests, 64 VFs, {t}: host per guest (QEMU process), p50 / max: CPU "
                 f"to drivers ready; CPU per s with no traffic; under the probes; CPU per "
-                f"recovery; RSS (of it guest RAM) | {_d(h['cpu_to_ready'], 'p50', 1, 1)} / "
+                f"error (bench.scale: cpu_per_recovery_s); RSS (of it guest RAM) | "
+                f"{_d(h['cpu_to_ready'], 'p50', 1, 1)} / "
                 f"{_d(h['cpu_to_ready'], 'max', 1, 1)} s; {_d(h.get('cpu_quiet'), 'p50', 1, 2)}"
                 f" / {_d(h.get('cpu_quiet'), 'max', 1, 2)} s/s; "
                 f"{_d(h['cpu_idle'], 'p50', 1, 2)} / "
