@@ -68,6 +68,7 @@ from bench.stats import dist, percentile, scalar, slope
 from device_model import ResetTiming
 from eeh_abi import traffic as T
 from eeh_abi.vocabulary import Kind, Source
+from guest_drivers import profiling
 from guest_drivers.agent import Agent
 from guest_drivers.platform.harness import HarnessBackend
 from hypervisor_shim.claim import check_claim, first_failure
@@ -205,14 +206,8 @@ def thread_cpu() -> dict[str, float]:
     platform calls, timeline), the drivers' threads, the drivers' platform-channel
     reader, the traffic generator."""
     out: dict[str, float] = {}
-    for t in threading.enumerate():
-        if t.ident is None:
-            continue
-        try:
-            cpu = time.clock_gettime(time.pthread_getcpuclockid(t.ident))
-        except (OSError, ProcessLookupError):
-            continue
-        group = "drivers" if t.name.startswith("drv-") else GROUPS.get(t.name, "other")
+    for name, cpu in profiling.thread_cpu().items():
+        group = "drivers" if name.startswith("drv-") else GROUPS.get(name, "other")
         out[group] = out.get(group, 0.0) + cpu
     return out
 
