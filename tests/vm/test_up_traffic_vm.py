@@ -45,6 +45,16 @@ class Output:
         return "\n".join(self.lines)
 
 
+def _interrupt(proc: subprocess.Popen[str]) -> None:
+    """Ctrl-C, as a user ends `up`; killed if it does not end within END_S."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(END_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _cli(runs: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "eeh_sriov", "--runs", str(runs), *args]
 
@@ -71,12 +81,7 @@ def test_up_traffic_shows_traffic_back_and_leaves_the_artifacts(
         assert wait_for(lambda: out.has("traffic-back", "vf0"), BACK_S), out.text()
         assert out.has("recovered", "vf0", "g1"), out.text()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(END_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _interrupt(proc)
     assert proc.returncode == 130, out.text()
     assert out.has("up: wrote timeline.md, summary.json, uplink.pcap"), out.text()
     states = [line.split("] ", 1)[1] for line in out.lines
@@ -136,12 +141,7 @@ def test_up_traffic_on_two_adapters_says_traffic_back_for_nic1(
         assert wait_for(lambda: out.has("traffic-back", "nic1.vf0")
                         and out.has("traffic-back", "nic1.vf1"), BACK_S), out.text()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(END_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _interrupt(proc)
     assert proc.returncode == 130, out.text()
     assert out.has("up: wrote timeline.md, summary.json, uplink-nic0.pcap, "
                    "uplink-nic1.pcap"), out.text()
