@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import resource
 import sys
 import tempfile
@@ -330,11 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = (f"p50 {fig['p50']} p99 {fig['p99']} {fig['unit']} (n={fig['n']})"
                  if "p50" in fig else f"{fig.get('value')} {fig['unit']}")
         print(f"adapters: {name:26} {shown}")
-    for name, g in res["goals"].items():
-        print(f"adapters: goal {g['what']} {goals.BY_NAME[name].text()}: "
-              f"{'met' if g['met'] else 'MISSED'} ({g['value']} {g['unit']})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    goals.finish_part(res, args.json, "adapters: ")
     return 0
 
 

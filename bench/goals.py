@@ -12,7 +12,9 @@ of results.json.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -203,3 +205,14 @@ GOALS: tuple[Goal, ...] = (FAST_64, FAST_SLOPE, SPEC_64, RESUME_P99, LOCKOUT_64,
                            FREEZE_64, PPS_ONE_VF, GUEST_MMIO_READ, GUEST_READ_VS_PINGPONG,
                            VFIO_USER_SERVER, VFIO_USER_VS_ECHO, HCALL_SERVER_WORK)
 BY_NAME: dict[str, Goal] = {g.name: g for g in GOALS}
+
+
+def finish_part(res: dict[str, Any], json_path: str | None, prefix: str = "") -> None:
+    """A JSON part's end (bench.registry): a line per goal it judged, then its JSON (the
+    `--json` file) if asked for."""
+    for name, g in res["goals"].items():
+        value = g["value"] if g["value"] is None else f"{g['value']:.2f}"
+        print(f"{prefix}goal {g['what']} {BY_NAME[name].text()}: "
+              f"{'met' if g['met'] else 'MISSED'} ({value} {g['unit']})")
+    if json_path:
+        Path(json_path).write_text(json.dumps(res, indent=1) + "\n")

@@ -24,7 +24,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from bench import goals
@@ -144,11 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{f[f'read_vs_pingpong_{placement}']['value']:.2f}x")
     print(f"guest_mmio: read p50 spread / colocated = "
           f"{f['read_spread_vs_colocated']['value']:.2f}x")
-    for name, g in res["goals"].items():
-        print(f"guest_mmio: goal {g['what']} {goals.BY_NAME[name].text()}: "
-              f"{'met' if g['met'] else 'MISSED'} ({g['value']:.2f} {g['unit']})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    goals.finish_part(res, args.json, "guest_mmio: ")
     return 0
 
 

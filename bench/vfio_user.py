@@ -278,11 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = measure(args.n or (1000 if args.quick else 3000))
     f = res["figures"]
     print(f"ratio read p50 spread / colocated = {f['read_spread_vs_colocated']['value']:.2f}")
-    for name, g in res["goals"].items():
-        print(f"goal: {g['what']} {goals.BY_NAME[name].text()}: "
-              f"{'met' if g['met'] else 'MISSED'} ({g['value']:.2f} {g['unit']})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    goals.finish_part(res, args.json)
     return 0
 
 
