@@ -264,7 +264,10 @@ class RecoverySteps:
             return cond()
 
     def _check(self) -> None:
-        self._report_lift()  # (a round that ends here still reports what it heard)
+        if self._closed or self._permanent or self._restart:
+            # a round that ends here still reports what it heard; one that goes on
+            # reports it once its next call is answered (`_call`), not ahead of it
+            self._report_lift()
         if self._closed:
             raise RoundAborted()
         if self._permanent:
