@@ -150,10 +150,20 @@ def leading_int(data: bytes | str, key: str, *, max_depth: int) -> int | None:
     return None
 
 
+# `dumps`'s encoders, one per `default` (an encoder keeps no state between calls: threads
+# share it)
+_ENCODERS: dict[Callable[[Any], Any] | None, json.JSONEncoder] = {}
+
+
 def dumps(obj: object, default: Callable[[Any], Any] | None = None) -> str:
     """The compact JSON text of `obj` (`default` converts what JSON has no type for);
     JsonError for a value that is not JSON (NaN, infinity, a circular structure)."""
+    enc = _ENCODERS.get(default)
+    if enc is None:  # (json.dumps with these options builds one per call)
+        enc = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=default)
+        if len(_ENCODERS) < 64:  # the few `default`s of the project; others are not kept
+            _ENCODERS[default] = enc
     try:
-        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=default)
+        return enc.encode(obj)
     except (ValueError, TypeError, RecursionError) as e:
         raise JsonError(f"not JSON: {str(e)[:200]}") from None

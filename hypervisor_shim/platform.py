@@ -311,6 +311,8 @@ class Platform:
                              data=dict(n.data) | ({"to": list(n.owners)} if n.event else {}))
         self.server.push(n)
         self._notice_listeners.call(n)
+        if not len(self._listeners):
+            return  # no console nor other listener: no platform events to build
         rec = self.record(n.address) if n.address is not None else None
         st = self.tree_of(rec).policy.state(rec) if rec is not None else None
         for ev in events_of(n, rec, st):

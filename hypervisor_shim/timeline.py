@@ -47,6 +47,28 @@ FILE_BUFFER_BYTES = 1 << 16  # between flushes, write(2)s of this size at most (
 _ENCODER = json.JSONEncoder(default=str)
 
 
+def _line_encoder() -> Callable[[dict[str, Any]], str]:
+    """`_ENCODER.encode`, cheaper: its C scanner built once, not per entry (with no
+    check for circular containers: an entry's data are JSON values, decoded or built
+    here; a cycle ends in RecursionError instead of ValueError). The plain encoder
+    where the C one is missing or writes anything else."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _ENCODER.encode
+    try:
+        scan = make(None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ",
+                    False, False, True)
+        probe = {"t": 1.5, "s": "\u00e9\n", "n": None, "d": {"l": [1, True]}, "x": Path("p")}
+        if "".join(scan(probe, 0)) != _ENCODER.encode(probe):
+            return _ENCODER.encode
+    except Exception:  # another signature (a later Python): the plain encoder
+        return _ENCODER.encode
+    return lambda obj: "".join(scan(obj, 0))
+
+
+_encode_line = _line_encoder()
+
+
 @dataclass(frozen=True)
 class Entry:
     t: float
@@ -191,7 +213,7 @@ class Timeline:
                guest_time: float | None = None, t: float | None = None) -> Entry:
         entry = Entry(self._clock() if t is None else t, source, kind, pe, owner,
                       dict(data) if data else {}, guest_time)
-        line = _ENCODER.encode(entry.to_json()) + "\n"
+        line = _encode_line(entry.to_json()) + "\n"
         with self._lock:
             self.bytes_written += len(line)
             if self._keep:

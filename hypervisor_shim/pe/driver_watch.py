@@ -121,17 +121,22 @@ class DriverWatch:
             self.restart(self.owner)
 
     def on_entry(self, e: Entry) -> None:
-        """A timeline entry: the PF owner's steps on the adapter PE and its channels."""
-        owner = self.owner
-        if owner is None or e.owner != owner or not _on_loop():
-            return
-        if e.source == Source.SHIM and e.kind == Kind.CHANNEL_CLOSED:
-            if not self.connected(owner) and self.registered(owner):
-                self._lost(Why.CHANNEL_CLOSED, {"lines": e.data.get("lines")})
+        """A timeline entry: the PF owner's steps on the adapter PE and its channels.
+        (Every entry of the timeline comes here: the cheap tests first.)"""
+        if e.source == Source.SHIM:
+            if e.kind == Kind.CHANNEL_CLOSED and self._of_owner(e):
+                assert self.owner is not None
+                if not self.connected(self.owner) and self.registered(self.owner):
+                    self._lost(Why.CHANNEL_CLOSED, {"lines": e.data.get("lines")})
         elif e.source in (Source.DRIVER, Source.CALL) and \
-                e.pe == self.policy.adapter_record.name:
+                e.pe == self.policy.adapter_record.name and self._of_owner(e):
             self.last_step = self.clock()
             self.lost = None
+
+    def _of_owner(self, e: Entry) -> bool:
+        """`e` is the adapter driver's owner's, recorded on the loop thread."""
+        owner = self.owner
+        return owner is not None and e.owner == owner and _on_loop()
 
     def guest_gone(self, owner: str) -> None:
         """`owner`'s QEMU exited (Platform.guest_gone)."""
