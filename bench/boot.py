@@ -97,7 +97,7 @@ def _topology_path(name: str) -> Path:
 
 async def drivers_runs(topology: str, n: int) -> dict[str, object]:
     """`n` boots of `topology` to drivers ready (guests run the agent), one after another."""
-    from bench.guests import boot_phases  # the guests bench's per-guest split
+    from bench.guests import boot_kind, boot_phases  # the guests bench's per-guest split
     from bench.scale import qemu_usage  # each QEMU's CPU time from /proc
 
     cfg_assets = asset_config()
@@ -133,9 +133,11 @@ async def drivers_runs(topology: str, n: int) -> dict[str, object]:
                     phases.setdefault(k, []).append(g[k])
         # this process: the platform, the device model and the benchmark, to ready
         host_cpu = round(host1.user + host1.system - host0.user - host0.system, 2)
-        boots.append({"run_dir": str(d), "drivers_ready_s": ready[-1], "guests": per_guest,
-                      "load": round(os.getloadavg()[0], 1), "platform_cpu_s": host_cpu})
-        print(f"boot: drivers ready run {i + 1}/{n}: {ready[-1]:.2f} s (load "
+        kind = boot_kind({"boot": per_guest})
+        boots.append({"run_dir": str(d), "drivers_ready_s": ready[-1], "kind": kind,
+                      "guests": per_guest, "load": round(os.getloadavg()[0], 1),
+                      "platform_cpu_s": host_cpu})
+        print(f"boot: drivers ready run {i + 1}/{n}: {ready[-1]:.2f} s, {kind} (load "
               f"{os.getloadavg()[0]:.1f}; platform process CPU {host_cpu:.1f} s; {d})")
     return {"accel": accel, "accel_reason": why, "qemu": assets.qemu.describe(),
             "topology": path.stem, "drivers_ready_s": ready, "phases": phases,

@@ -216,8 +216,8 @@ class Story:
             raise StoryError(str(e)) from None
         system.platform.timeline.record(Source.SHIM, Kind.DRIVERS_READY,
                                         data={"s": round(time.monotonic() - t0, 3)})
-        self.say(f"drivers ready after {time.monotonic() - t0:.1f} s: "
-                 f"{' '.join(sorted(wanted))}")
+        self.say(f"drivers ready after {time.monotonic() - t0:.1f} s "
+                 f"({system.how_booted()}): {' '.join(sorted(wanted))}")
 
     async def _with_traffic(self, system: System) -> StoryResult:
         plat = system.platform

@@ -157,14 +157,11 @@ class System:
                         tb: TracebackType | None) -> None:
         await self._stop()
 
-    async def _start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+    async def _configs(self) -> list[tuple[GuestSpec, MachineConfig]]:
+        """Each guest's machine configuration (the platform started: its functions'
+        devices are asked of the model's loop)."""
         plat = self.platform
-        self._console_dir.create()
-        await asyncio.to_thread(plat.start)
-        await self.console.start()
-        host = plat.host
-        pending = []
+        out = []
         for g in self.topo.guests:
             base = MachineConfig(name=g.name, memory_mib=g.memory_mib, cpus=g.cpus,
                                  accel=self.accel, boot_timeout=self.boot_timeout,
@@ -172,7 +169,48 @@ class System:
                                  shares=self.shares, guest_env=env_pairs(self.guest_env(g)),
                                  guest_cwd=self.guest_cwd)
             # blocking (it asks the model's loop whether each function is attachable)
-            cfg = await asyncio.to_thread(host.machine_config, base, list(g.functions))
+            out.append((g, await asyncio.to_thread(plat.host.machine_config, base,
+                                                   list(g.functions))))
+        return out
+
+    async def save_states(self) -> dict[str, dict[str, object]]:
+        """Instead of entering: make the saved state (qemu_launcher.snapshot) of every
+        guest configuration of the topology that the cache lacks, one guest per
+        configuration, in parallel, with no functions, drivers or command
+        (Machine.save_state), so that the guests of a later System all restore. Per guest
+        that made one: what it did (`how` "cold", wait_s, save_s, total_s). A guest
+        whose configuration another guest saves, or whose state exists, is not booted.
+        The platform runs meanwhile (the configurations name its functions) and is
+        stopped after; the System is done."""
+        await asyncio.to_thread(self.platform.start)
+        try:
+            firsts: dict[object, Machine] = {}
+            for g, cfg in await self._configs():
+                vm = Machine(cfg, self.assets, run_dir=self.run_dir / f"{g.name}-save",
+                             repo=self.repo)
+                if vm.saved is not None and not vm.saved.exists():
+                    firsts.setdefault(vm.saved.path, vm)
+            done = await asyncio.gather(*(vm.save_state() for vm in firsts.values()),
+                                        return_exceptions=True)
+            out: dict[str, dict[str, object]] = {}
+            for vm, r in zip(firsts.values(), done, strict=True):
+                if isinstance(r, BaseException) and not isinstance(r, Exception):
+                    raise r
+                # a failed save is reported, not raised: those guests then boot cold
+                out[vm.cfg.name] = r if isinstance(r, dict) else {
+                    "how": "failed", "error": f"{type(r).__name__}: {r}"}
+            return out
+        finally:
+            await asyncio.to_thread(self.platform.stop)
+
+    async def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        plat = self.platform
+        self._console_dir.create()
+        await asyncio.to_thread(plat.start)
+        await self.console.start()
+        pending = []
+        for g, cfg in await self._configs():
             for dev in cfg.vfio_user:
                 self._devices[dev.id] = (g.name, dev)
             vm = Machine(cfg, self.assets, run_dir=self.run_dir / g.name, repo=self.repo,
@@ -319,6 +357,20 @@ class System:
         except Exception as e:
             tl.record(Source.SHIM, Kind.DEVICE_ADD_FAILED, owner=guest,
                       data={"function": name, "error": str(e)})
+
+    def how_booted(self) -> str:
+        """How the guests started, for a line a user reads: all restored from their saved
+        states, or which booted cold (their kernel: the first boot of a configuration,
+        which makes its saved state; or saved states off)."""
+        hows = {n: str((vm.summary.get("boot") or {}).get("how", "cold-plugged"))
+                for n, vm in self.machines.items()}
+        cold = sorted(n for n, h in hows.items() if h != "restored")
+        if not cold:
+            return f"all {len(hows)} guests restored from their saved states"
+        made = sorted(n for n, vm in self.machines.items()
+                      if (vm.summary.get("boot") or {}).get("save_s") is not None)
+        saved = f"; saved state made by {', '.join(made)}" if made else ""
+        return f"{len(cold)} of {len(hows)} guests booted cold ({', '.join(cold)}){saved}"
 
     def _write_consoles(self) -> None:
         info: dict[str, Any] = {"platform": str(self.console.platform_path),

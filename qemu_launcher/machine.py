@@ -298,22 +298,56 @@ class Machine:
                 await self._kill_qemu()
                 launch.forget()
         if boot.get("how") != "restored":
-            await self._spawn(self.cmdline.argv)
-            await self._wait_marker(WAITING_MARKER, self.cfg.boot_timeout, BootTimeout,
-                                    "guest did not become ready", since=self._t0)
-            boot["how"] = "cold"
-            if not saved.exists():
-                try:
-                    took = await saved.save(self._execute)
-                    boot["save_s"] = None if took is None else round(took, 3)
-                except SnapshotError as e:
-                    print(f"qemu_launcher: {self.cfg.name}: guest state not saved ({e}); "
-                          "guests of this configuration boot cold", file=sys.stderr)
-                    boot["save_failed"] = str(e)
+            await self._cold_to_wait(boot)
         for dev in self.cfg.vfio_user:
             await self._execute("device_add", dev.qdev())
         await launch.go(len(self.cfg.vfio_user))
         boot["go_s"] = round(time.monotonic() - self._t0, 3)
+
+    async def _cold_to_wait(self, boot: dict[str, object]) -> None:
+        """Boot the kernel to stage 1's wait and save the state there, unless another
+        guest has saved it or is saving it (`boot`: how, save_s or save_failed)."""
+        saved = self.saved
+        assert saved is not None
+        await self._spawn(self.cmdline.argv)
+        await self._wait_marker(WAITING_MARKER, self.cfg.boot_timeout, BootTimeout,
+                                "guest did not become ready", since=self._t0)
+        boot["how"] = "cold"
+        boot["wait_s"] = round(time.monotonic() - self._t0, 3)
+        if not saved.exists():
+            try:
+                took = await saved.save(self._execute)
+                boot["save_s"] = None if took is None else round(took, 3)
+            except SnapshotError as e:
+                print(f"qemu_launcher: {self.cfg.name}: guest state not saved ({e}); "
+                      "guests of this configuration boot cold", file=sys.stderr)
+                boot["save_failed"] = str(e)
+
+    @require(MachineState.CREATED)
+    async def save_state(self) -> dict[str, object]:
+        """Make this staged guest's saved state if the cache lacks it, and nothing more:
+        the kernel boots to stage 1's wait, the state is saved, QEMU is stopped (no
+        functions, no go, no command). What it did: `how` "present" (nothing to do),
+        "not staged" (the assets keep no saved states) or "cold" with `wait_s` (QEMU
+        start -> the wait), `save_s` (None: another guest saved it meanwhile) or
+        `save_failed`, and `total_s`. The machine is done afterwards (STOPPED)."""
+        boot: dict[str, object] = {"how": "not staged" if self.saved is None else "present"}
+        self.summary["boot"] = boot
+        if self.saved is None or self._launch is None or self.saved.exists():
+            self.state = MachineState.STOPPED
+            return boot
+        self.state = MachineState.STARTING
+        self._sock_dir.create()
+        self.paths.results.mkdir(parents=True, exist_ok=True)
+        self._qmp_log = open(self.paths.qmp_log, "w")
+        self._t0 = time.monotonic()
+        try:
+            await self._launch.start()
+            await self._cold_to_wait(boot)
+        finally:
+            await self._stop(graceful=False)
+        boot["total_s"] = round(time.monotonic() - self._t0, 3)
+        return boot
 
     async def _kill_qemu(self) -> None:
         """A QEMU that failed to restore: gone, with its QMP connection (a fresh client

@@ -100,3 +100,24 @@ def test_a_saved_state_that_does_not_load_is_replaced_by_a_cold_boot(
     again = run_dir("again")
     result, _ = asyncio.run(_run(machine_config, staged, again, "true"))
     assert result.status == 0 and _boot(again)["how"] == "restored"
+
+
+def test_save_state_makes_the_saved_state_and_nothing_more(
+        assets: GuestAssets, machine_config: MachineConfig, run_dir: RunDir,
+        tmp_path: Path) -> None:
+    """Machine.save_state (a benchmark's first boot: bench.guests.save_states): the
+    kernel boots to stage 1's wait, the state is saved and QEMU stopped, no go and no
+    command; a second asks nothing of QEMU; the next guest restores."""
+    staged = dataclasses.replace(assets, snapshots=tmp_path / "saved")
+    d = run_dir("save")
+    vm = Machine(machine_config, staged, run_dir=d, repo=REPO)
+    made = asyncio.run(vm.save_state())
+    assert made["how"] == "cold" and made.get("save_s") is not None, made
+    assert vm.saved is not None and vm.saved.exists() and vm.exited
+    console = (d / "console.log").read_text()
+    assert "EEH-GUEST-WAITING" in console and "EEH-GUEST-GO" not in console
+    again = Machine(machine_config, staged, run_dir=run_dir("again"), repo=REPO)
+    assert asyncio.run(again.save_state()) == {"how": "present"} and again.proc is None
+    after = run_dir("after")
+    result, _ = asyncio.run(_run(machine_config, staged, after, "true"))
+    assert result.status == 0 and _boot(after)["how"] == "restored"

@@ -25,7 +25,8 @@ def raw_run(timing: str, recs: list[dict[str, Any]]) -> dict[str, Any]:
     guests = ["svc", *(f"c{k}" for k in range(8))]
     return {"timing": timing, "run_dir": "/tmp/x", "vfs": 64, "guests": 9, "rate_hz": 10.0,
             "drivers_ready_s": 30.0 if timing == "fast" else 21.0,
-            "boot": {g: {"start_to_marker_s": 9.0, "python_start_s": 4.0, "probe_s": 2.0,
+            "boot": {g: {"how": "restored", "start_to_marker_s": 9.0, "python_start_s": 4.0,
+                         "probe_s": 2.0,
                          "drivers_ready_s": 15.0} for g in guests},
             "cpu_to_ready_s": {g: 5.0 for g in guests},
             "cpu_quiet_per_s": {g: 0.05 for g in guests},
@@ -56,7 +57,8 @@ def summary() -> dict[str, Any]:
 def test_the_summary_judges_the_scale_goals() -> None:
     s = summary()
     g = s["goals"]
-    assert g[goals.SCALE_READY.name]["value"] == 30.0 and not g[goals.SCALE_READY.name]["met"]
+    # p50 of the two restored boots (bench.guests.judge_boots)
+    assert g[goals.SCALE_READY.name]["value"] == 25.5 and not g[goals.SCALE_READY.name]["met"]
     assert g[goals.SCALE_FAST.name]["value"] == 390.0 and g[goals.SCALE_FAST.name]["met"]
     # the recovery that left vf63 behind has no recovery time: p50 of the two others
     assert g[goals.SCALE_SPEC.name]["value"] == 2400.0 and g[goals.SCALE_SPEC.name]["met"]
@@ -79,8 +81,9 @@ def test_the_report_shows_ours_beside_the_peer_at_its_most_vfs(tmp_path: Path) -
                 "through every VF, p50 / p99 (claim ok 1/3, every VF back 2/3; failed "
                 "steps: traffic-back 1, vfs-locked-out 1)"]
     assert "fatal: -; VFs not back in 30.0 s: 7/7" in spec
-    ready = rows["| real guests (9, TCG), 64 VFs: start -> all 65 drivers ready"]
-    assert "<= 20 s: **missed**" in ready and "igb + 7 VFs set up in one guest: 20.0 s" in ready
+    ready = rows["| real guests (9, TCG), 64 VFs: start -> all 65 drivers ready, restored "
+                 "boots"]
+    assert "<= 20 s p50: **missed**" in ready and "igb + 7 VFs set up in one guest: 20.0 s" in ready
     assert "| per guest, p50 / max s | fast | spec |" in report.scale_table(results)
     page = docs.page(json.loads(json.dumps(results)))
     assert "### Real guests at 64 VFs" in page
