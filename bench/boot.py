@@ -11,7 +11,8 @@ guest's own uptime when its kernel handed over to stage 2 and when it was ready,
 split between firmware+kernel and userspace is visible.
 
 With --drivers, each run instead boots a topology's guests (eeh_sriov.system.System,
-every guest running the drivers' agent, no traffic) until every driver has probed
+every guest running the drivers' agent, no traffic; the topology's saved states made
+first if the cache lacks them, bench.guests.save_states) until every driver has probed
 (hypervisor_shim.readiness), then stops: start -> drivers ready (bench.goals
 DRIVERS_READY for the default topology, SCALE_READY for scale-8x8), and per guest
 bench.guests' split (restore, to the readiness marker, python3 start + imports to the
@@ -97,7 +98,7 @@ def _topology_path(name: str) -> Path:
 
 async def drivers_runs(topology: str, n: int) -> dict[str, object]:
     """`n` boots of `topology` to drivers ready (guests run the agent), one after another."""
-    from bench.guests import boot_kind, boot_phases  # the guests bench's per-guest split
+    from bench.guests import boot_kind, boot_phases, save_states  # bench.guests' split
     from bench.scale import qemu_usage  # each QEMU's CPU time from /proc
 
     cfg_assets = asset_config()
@@ -109,6 +110,8 @@ async def drivers_runs(topology: str, n: int) -> dict[str, object]:
     ready: list[float] = []
     phases: dict[str, list[float]] = {}
     boots: list[dict[str, object]] = []
+    # the saved states first, if the cache lacks them: every boot below restores
+    first = await save_states(path, assets, accel, new_run_dir(runs, "drivers-first-boot"))
     for i in range(n):
         d = new_run_dir(runs, f"drivers-{path.stem}")
         pcfg = topo.platform_config(host_cpus=(), tap_name=f"eehd{os.getpid() % 10**6}")
@@ -141,7 +144,7 @@ async def drivers_runs(topology: str, n: int) -> dict[str, object]:
               f"{os.getloadavg()[0]:.1f}; platform process CPU {host_cpu:.1f} s; {d})")
     return {"accel": accel, "accel_reason": why, "qemu": assets.qemu.describe(),
             "topology": path.stem, "drivers_ready_s": ready, "phases": phases,
-            "boots": boots}
+            "boots": boots, "first_boot": first}
 
 
 def _functions_wait(console: Path) -> float | None:
