@@ -22,8 +22,10 @@ Recovery (`error_detected` -> `mmio_enabled` -> [`slot_reset`] -> `resume`):
   If the function lost its configuration (an adapter reset clears a VF's config space:
   Command reads 0, CTRL stopped, MAC not valid, or the mailbox says "PF reset in
   progress"), it returns NEED_RESET and the framework resets the VF PE (an FLR).
-- slot_reset (after the FLR, configure-pe and the config-space restore): wait for the
-  mailbox's "PF reset done" (MBX.RSTD), restore MAC/VLAN/MTU, reprogram the rings.
+- slot_reset (after the FLR, configure-pe and the config-space restore): restore
+  MAC/VLAN/MTU and reprogram the rings, then look at the mailbox: unless it says "PF
+  reset done" (MBX.RSTD), the PF was resetting (its per-VF settings cleared until its
+  driver applies them again): wait for RSTD and restore again.
 - resume: restart the queues; held frames go out first (`replayed`).
 - error_detected(PERM_FAILURE): disconnect; every pending frame is counted dropped.
 - a reset of the function it did not ask for (an operator's `eeh-reset-pe`, seen by the
@@ -73,6 +75,9 @@ def parse_mac(value: object) -> bytes | None:
 class VfDriver(VfNetdev):
     kind = "vf"
     driver_name = "eeh-vf"
+    # restores in one slot_reset before giving up on a PF that keeps resetting under it
+    # (config-lost: the recovery then resets the VF again, a bounded number of times)
+    restore_tries = 3
 
     def __init__(self, fn: FunctionAccess, services: Services, *, handlers: bool = True,
                  tx_ring: int = 64, rx_ring: int = 64, mtu: int | None = None,
@@ -206,17 +211,21 @@ class VfDriver(VfNetdev):
         return {"mac": format_mac(self._hw_mac), "vlan": self._hw_vlan, "mtu": self._hw_mtu,
                 "tx_ring": self.tx_ring, "rx_ring": self.rx_ring, "buf_size": self.buf_size}
 
+    def _pf_ready(self) -> bool | None:
+        """One look at the mailbox: True if it says "PF reset done", False while the PF
+        resets (or the function reads all-ones), None when the function lost its config
+        space (memory decoding off: the PF re-created its VFs)."""
+        mbx = self.fn.read32(nic.VF_MBX)
+        if mbx != ALL_ONES32 and not mbx & nic.Mbx.RSTI and mbx & nic.Mbx.RSTD:
+            return True
+        cmd = self.fn.config_read(nic.CFG_COMMAND, 2) if mbx == ALL_ONES32 else 0xFFFF
+        return None if cmd != 0xFFFF and not cmd & nic.Command.MEMORY else False
+
     def _wait_pf_ready(self) -> float | None:
         """Wait for the mailbox's "PF reset done"; seconds waited, None on timeout, -1.0
         when the function lost its config space again while waiting (the PF re-created
         its VFs after this VF's reset: only another reset brings it back)."""
-        def ready() -> bool | None:
-            mbx = self.fn.read32(nic.VF_MBX)
-            if mbx != ALL_ONES32 and not mbx & nic.Mbx.RSTI and mbx & nic.Mbx.RSTD:
-                return True
-            cmd = self.fn.config_read(nic.CFG_COMMAND, 2) if mbx == ALL_ONES32 else 0xFFFF
-            return None if cmd != 0xFFFF and not cmd & nic.Command.MEMORY else False
-        return self._poll_pf(ready)
+        return self._poll_pf(self._pf_ready)
 
     def _poll_pf(self, look: Callable[[], bool | None]) -> float | None:
         """Poll `look` (1 ms, doubling to 50 ms) while the PF driver sets the adapter up:
@@ -307,12 +316,14 @@ class VfDriver(VfNetdev):
         reclaimed = self._tx_reclaim()
         harvested = self._rx_poll(self.rx_ring)
         lost = self._config_lost()
+        if lost is None and self._restore() is not True:
+            # the PF reset under the restore (the mailbox is looked at after it, not
+            # before: one round trip): its per-VF settings are gone until its driver
+            # is back, which slot_reset waits for
+            lost = "mailbox: PF reset in progress"
         if lost is not None:
             self.report(Kind.CONFIG_LOST, why=lost, reclaimed=reclaimed, harvested=harvested)
             return ErsResult.NEED_RESET
-        self._apply_config()
-        self._program_rings()
-        self.fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
         self.report(Kind.RINGS_REARMED, reclaimed=reclaimed, harvested=harvested)
         return ErsResult.RECOVERED
 
@@ -323,9 +334,6 @@ class VfDriver(VfNetdev):
             return f"command {cmd:#06x}"
         if fn.read32(nic.STATUS) == ALL_ONES32:
             return "STATUS reads all-ones"
-        mbx = fn.read32(nic.VF_MBX)
-        if mbx & nic.Mbx.RSTI:
-            return "mailbox: PF reset in progress"
         if not fn.read32(nic.MAC_HI) & nic.MacHi.VALID:
             return "MAC not valid"
         ctrl = fn.read32(nic.CTRL)
@@ -344,24 +352,50 @@ class VfDriver(VfNetdev):
         # mmio_enabled already did), then every unfinished TX descriptor back for replay
         self._rx_poll(self.rx_ring)
         self._tx_reclaim()
-        waited = self._wait_pf_ready()
-        if waited is not None and waited < 0:
-            self.report(Kind.CONFIG_LOST, why="config space lost again after the reset")
-            return ErsResult.NEED_RESET  # the framework resets again (a bounded number)
-        if waited is None:
-            rec = self.recovery
-            if rec is not None and rec.interrupted:
-                return ErsResult.NEED_RESET  # the framework restarts (or stops) anyway
-            self.report(Kind.PF_RESET_TIMEOUT, waited_s=self.pf_wait_s)
-            return ErsResult.DISCONNECT
+        # Restore first, then look at the mailbox: the restore holds only if the PF was
+        # not resetting while it ran. A PF reset clears the PF's per-VF settings (the
+        # admin MAC and VLAN) until its driver applies them again and writes
+        # pf_reset_done, so what the read-backs saw meanwhile is not this VF's
+        # configuration: wait for "PF reset done", then restore again. (The common case,
+        # the PF long done, costs no round trip more than restoring.) Invariant: the
+        # configuration reported below was read back while the mailbox said "PF reset
+        # done" both before (the lockout lifts only after it) and after.
+        waited = 0.0
+        for _ in range(self.restore_tries):
+            if self._restore() is True:
+                break
+            # not restored after all: the rings stopped again while the PF resets (a
+            # round interrupted in this wait then finds the function not set up)
+            self.fn.write32(nic.CTRL, 0)
+            wait = self._wait_pf_ready()
+            if wait is not None and wait < 0:
+                self.report(Kind.CONFIG_LOST, why="config space lost again after the reset")
+                return ErsResult.NEED_RESET  # the framework resets again (a bounded number)
+            if wait is None:
+                rec = self.recovery
+                if rec is not None and rec.interrupted:
+                    return ErsResult.NEED_RESET  # the framework restarts (or stops) anyway
+                self.report(Kind.PF_RESET_TIMEOUT, waited_s=self.pf_wait_s)
+                return ErsResult.DISCONNECT
+            waited += wait
+        else:
+            self.report(Kind.CONFIG_LOST, why=f"the PF reset during each of {self.restore_tries} "
+                        "restores")
+            return ErsResult.NEED_RESET
         self.report(Kind.PF_RESET_DONE, waited_ms=round(waited * 1000, 3))
-        self._apply_config()
-        self._program_rings()
-        self.fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
         self.note_resets()
         self.report(Kind.CONFIG_RESTORED, mac=format_mac(self._hw_mac), vlan=self._hw_vlan,
                     mtu=self._hw_mtu)
         return ErsResult.RECOVERED
+
+    def _restore(self) -> bool | None:
+        """MAC/VLAN/MTU written and read back, the rings reprogrammed and started; then
+        one look at the mailbox (`_pf_ready`): True if the PF is not resetting, so what
+        was read back is this VF's configuration."""
+        self._apply_config()
+        self._program_rings()
+        self.fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
+        return self._pf_ready()
 
     def resume(self) -> None:
         with self._lock:

@@ -339,12 +339,14 @@ def test_vf_waits_for_pf_reset_done_and_a_new_freeze_restarts_its_recovery(
         rig.model(lambda: rig.plat.adapter.pes.vf(0).freeze("again"))
         assert wait_for(lambda: "restart" in rig.steps("vf0"), 10)
         pf_reset_done(rig)
-        assert wait_for(lambda: vf.recovery is not None and vf.recovery.recovered == 1, 10)
+        assert wait_for(lambda: vf.recovery is not None and vf.recovery.recovered == 1, 10), \
+            str(rig.steps("vf0"))
         assert wait_for(lambda: "recovered" in rig.steps("vf0"))
         steps = rig.steps("vf0")
-        assert steps.count("error-detected") == 2 and steps.count("restart") == 1
+        assert steps.count("error-detected") == 2 and steps.count("restart") == 1, str(steps)
         assert "pf-reset-timeout" not in steps
-        assert steps.index("restart") < steps.index("pf-reset-done") < steps.index("recovered")
+        assert steps.index("restart") < steps.index("pf-reset-done") < steps.index("recovered"), \
+            steps
         assert vf.state is DriverState.UP
     finally:
         stop_all(vf, pf)
@@ -364,7 +366,7 @@ def test_a_vf_whose_config_space_is_lost_while_it_waits_for_the_pf_is_reset_agai
         assert wait_for(lambda: "config-lost" in rig.steps("vf0"), 10), rig.steps("vf0")
         pf_reset_done(rig)
         assert wait_for(lambda: vf.recovery is not None and vf.recovery.recovered == 1, 10), \
-            rig.steps("vf0")
+            str(rig.steps("vf0"))
         assert wait_for(lambda: "recovered" in rig.steps("vf0"))
         steps = rig.steps("vf0")
         assert steps.count("reset") == 2, steps
