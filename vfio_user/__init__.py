@@ -42,6 +42,7 @@ from vfio_user.errors import (
     VfioUserError,
 )
 from vfio_user.memory import DmaMap, GuestMemory
+from vfio_user.model_loop import ModelLoop, new_event_loop
 from vfio_user.runner import ServerThread, ServerThreadDied
 from vfio_user.server import Endpoint, EndpointState, Server, serve
 from vfio_user.session import ServerConfig, Session, SessionState
@@ -66,6 +67,7 @@ __all__ = [
     "IrqInfo",
     "IrqSink",
     "MapError",
+    "ModelLoop",
     "NegotiationFailed",
     "PciFunction",
     "ProtocolViolation",
@@ -81,5 +83,6 @@ __all__ = [
     "Session",
     "SessionState",
     "VfioUserError",
+    "new_event_loop",
     "serve",
 ]

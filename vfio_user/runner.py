@@ -39,6 +39,7 @@ from typing import TypeVar
 
 from vfio_user.contract import PciFunction
 from vfio_user.errors import VfioUserError
+from vfio_user.model_loop import new_event_loop
 from vfio_user.server import Server
 from vfio_user.session import ServerConfig
 
@@ -60,7 +61,7 @@ class ServerThread:
         `cpus`: host CPUs the server thread may run on (empty: any)."""
         self.server = Server(functions, socket_dir, config)
         self.cpus = cpus
-        self._loop = loop if loop is not None else asyncio.new_event_loop()
+        self._loop = loop if loop is not None else new_event_loop()
         self._thread = threading.Thread(target=self._run, name="vfio-user-server",
                                         daemon=True)
         self._started: Future[None] = Future()

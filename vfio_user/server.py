@@ -6,10 +6,13 @@
 
 Each `Endpoint` listens on its socket and serves one client at a time (a second client
 is refused while one is connected, so a QEMU device never waits on a busy socket). A
-`Connection` reads with `recvmsg` (messages carry fds), frames messages, and hands each
+connection reads with `recvmsg` (messages carry fds), frames messages, and hands each
 to its `Session` (the protocol core, `session.py`); a stream that cannot be framed is
-closed. When a client goes away, the session detaches the function, unmaps all DMA and
-closes eventfds; the function keeps its state and the next client is accepted.
+closed. On a `ModelLoop` (`model_loop.py`, the default of `ServerThread`) each client is
+a `ThreadedConnection`, served from a thread of its own under the loop's model lock (no
+loop wake-up per message); on any other loop, a `Connection` served by the loop. When a
+client goes away, the session detaches the function, unmaps all DMA and closes
+eventfds; the function keeps its state and the next client is accepted.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import os
 import socket
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -36,6 +40,7 @@ from vfio_user.framing import (
     ancillary_space,
     close_fds,
 )
+from vfio_user.model_loop import ModelLoop, serves_threaded
 from vfio_user.session import ServerConfig, Session
 
 log = logging.getLogger("vfio_user")
@@ -73,7 +78,7 @@ class Endpoint:
         self.config = config
         self.state = EndpointState.IDLE
         self.history: deque[EndpointEvent] = deque(maxlen=1000)
-        self.connection: Connection | None = None
+        self.connection: Connection | ThreadedConnection | None = None
         self.last_session: Session | None = None
         self.connections = 0
         self.messages = 0  # over all connections
@@ -121,7 +126,6 @@ class Endpoint:
             self._event("refused-busy")
             log.warning("%s: refused a second client while one is connected", self.name)
             return
-        conn.setblocking(False)
         try:
             session = Session(self.function, self.config)
         except Exception:
@@ -129,11 +133,14 @@ class Endpoint:
             conn.close()
             return
         self.connections += 1
-        self.connection = Connection(self, conn, session, self._loop)
+        loop = self._loop
+        self.connection = (ThreadedConnection(self, conn, session, loop)
+                           if serves_threaded(loop) else
+                           Connection(self, conn, session, loop))
         self.state = EndpointState.CONNECTED
         self._event("connected")
 
-    def _closed(self, connection: Connection, reason: str) -> None:
+    def _closed(self, connection: Connection | ThreadedConnection, reason: str) -> None:
         if self.connection is connection:
             self.connection = None
             self.last_session = connection.session
@@ -166,6 +173,7 @@ class Connection:
         self.session = session
         self.closed = False
         self._loop = loop
+        sock.setblocking(False)
         self._fd = sock.fileno()
         self._reader = FrameReader(session.config.max_request_size)
         self._ancsize = ancillary_space(session.config.max_msg_fds + 1)
@@ -249,6 +257,102 @@ class Connection:
         self._reader.close()
         self.session.close()
         self.sock.close()
+        log.info("%s: client disconnected: %s", self.endpoint.name, reason)
+        self.endpoint._closed(self, reason)
+
+
+class ThreadedConnection:
+    """One client socket served from its own thread: receive, frame, process, reply.
+
+    Everything but waiting for bytes and sending replies runs under the loop's model
+    lock (see model_loop.py), so no two threads ever run model code at once. Replies are
+    sent only by this thread, after the lock is released: a client that does not read
+    them blocks its own thread, never the model. The loop closes the connection (under
+    the lock) by shutting the socket down; this thread then closes the descriptor."""
+
+    def __init__(self, endpoint: Endpoint, sock: socket.socket, session: Session,
+                 loop: ModelLoop) -> None:
+        self.endpoint = endpoint
+        self.sock = sock
+        self.session = session
+        self.closed = False  # set under the model lock
+        self._loop = loop
+        self._lock = loop.model_lock
+        self._reader = FrameReader(session.config.max_request_size)
+        self._ancsize = ancillary_space(session.config.max_msg_fds + 1)
+        self._buf = memoryview(bytearray(_RECV_SIZE))
+        sock.setblocking(True)
+        self._thread = threading.Thread(target=self._serve, daemon=True,
+                                        name=f"vfio-user-{endpoint.name}")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        sock, buf, lock = self.sock, self._buf, self._lock
+        reason = "client closed the socket"
+        # This thread runs model code only under the model lock, while the loop is parked:
+        # the loop is its running loop (model code may call asyncio.get_running_loop()).
+        asyncio._set_running_loop(self._loop)
+        try:
+            while True:
+                try:
+                    n, anc, flags, _ = sock.recvmsg_into([buf], self._ancsize)
+                except InterruptedError:
+                    continue
+                except OSError as e:
+                    reason = f"receive failed: {e}"
+                    break
+                t0 = time.perf_counter_ns()
+                with lock:
+                    replies, end = self._received(buf[:n].tobytes(), anc, flags)
+                if replies:
+                    try:
+                        sock.sendall(replies, _NOSIGNAL)
+                    except OSError as e:
+                        reason = f"send failed: {e}"
+                        break
+                # only this thread writes it while this connection is the endpoint's
+                self.endpoint.busy_ns += time.perf_counter_ns() - t0
+                if end is not None:
+                    reason = end
+                    break
+        finally:
+            with lock:
+                self.close(reason)
+                sock.close()
+            asyncio._set_running_loop(None)
+
+    def _received(self, data: bytes, anc: list[tuple[int, int, bytes]], flags: int
+                  ) -> tuple[bytes, str | None]:
+        """The replies due for these bytes, and why the connection ends (None: it goes
+        on). Runs under the model lock."""
+        fds = ancillary_fds(anc) if anc else []
+        if self.closed or not data:
+            close_fds(fds)
+            return b"", "client closed the socket"
+        self._reader.feed(data, fds, bool(flags & _CTRUNC))
+        replies: list[bytes] = []
+        while True:
+            try:
+                frame = self._reader.next_frame()
+            except FramingError as e:  # the replies before it are still sent
+                log.warning("%s: %s; closing the connection", self.endpoint.name, e)
+                return b"".join(replies), str(e)
+            if frame is None:
+                return b"".join(replies), None
+            self.endpoint.messages += 1
+            reply = self.session.process(frame)
+            if reply is not None:
+                replies.append(reply)
+
+    def close(self, reason: str) -> None:
+        """Under the model lock (on the loop, or on the connection's thread)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._reader.close()
+        self.session.close()
+        with contextlib.suppress(OSError):  # wakes the thread; it closes the descriptor
+            self.sock.shutdown(socket.SHUT_RDWR)
         log.info("%s: client disconnected: %s", self.endpoint.name, reason)
         self.endpoint._closed(self, reason)
 
