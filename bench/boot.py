@@ -92,6 +92,78 @@ TOPOLOGIES = {"default": DEFAULT_TOPOLOGY,
 DRIVERS_TIMEOUT_S = 300.0  # a hang guard: nine TCG guests on a loaded host need ~70 s
 
 
+class QemuCpu:
+    """Each guest's QEMU CPU time (user + system, s), sampled every PERIOD_S from /proc
+    while a topology boots: QEMU processes are this process's children, named by their
+    `-name`. `at(guest, t)` is the CPU of the last sample at or before t (s from start),
+    so a boot's phases (bench.guests.boot_phases) get their CPU (`phase_cpu`)."""
+
+    PERIOD_S = 0.1
+    _TCK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.samples: dict[str, list[tuple[float, float]]] = {}
+        self._names: dict[int, str] = {}
+
+    async def run(self) -> None:
+        while True:
+            t = time.monotonic() - self.t0
+            for pid in self._children():
+                name = self._name(pid)
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if name:
+                    self.samples.setdefault(name, []).append(
+                        (t, (int(stat[11]) + int(stat[12])) / self._TCK))
+            await asyncio.sleep(self.PERIOD_S)
+
+    @staticmethod
+    def _children() -> list[int]:
+        pids: list[int] = []
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                pids += map(int, (task / "children").read_text().split())
+            except OSError:
+                continue
+        return pids
+
+    def _name(self, pid: int) -> str:
+        if pid not in self._names:
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                return ""
+            i = argv.index(b"-name") if b"-name" in argv else -1
+            self._names[pid] = argv[i + 1].decode() if 0 <= i < len(argv) - 1 else ""
+        return self._names[pid]
+
+    def at(self, guest: str, t: float | None) -> float | None:
+        before = [c for ts, c in self.samples.get(guest, []) if t is not None and ts <= t]
+        return before[-1] if before else None
+
+    def phase_cpu(self, guest: str, g: dict[str, object]) -> dict[str, float | None]:
+        """The guest's QEMU CPU in each phase: to the go (restore, hot-plug), go -> ready
+        marker (functions, mounts, stage 2), python3 start, probe."""
+        def num(k: str) -> float | None:
+            v = g.get(k)
+            return float(v) if isinstance(v, int | float) else None
+
+        marker, py = num("start_to_marker_s"), num("python_start_s")
+        query = marker + py if marker is not None and py is not None else None
+        marks = [self.at(guest, t) for t in (num("go_s"), marker, query,
+                                             num("drivers_ready_s"))]
+        out: dict[str, float | None] = {}
+        prev: float | None = 0.0
+        for key, c in zip(("cpu_to_go_s", "cpu_go_to_marker_s", "cpu_python_start_s",
+                           "cpu_probe_s"), marks, strict=True):
+            out[key] = round(c - prev, 2) if c is not None and prev is not None else None
+            prev = c
+        return out
+
+
 def _topology_path(name: str) -> Path:
     return TOPOLOGIES.get(name) or Path(name)
 
@@ -119,19 +191,27 @@ async def drivers_runs(topology: str, n: int) -> dict[str, object]:
         system = System(topo, d, assets, accel=accel, platform_config=pcfg,
                         boot_timeout=DRIVERS_TIMEOUT_S)
         host0 = os.times()
-        async with system:
-            await wait_drivers_ready_async(system.platform.timeline, topo.guest_pes,
-                                           DRIVERS_TIMEOUT_S)
-            ready.append(round(time.monotonic() - t0, 3))
-            host1 = os.times()
-            per_guest = boot_phases(system, t0)
-            for name, use in qemu_usage(system).items():  # each QEMU's CPU to ready
-                per_guest[name]["qemu_cpu_s"] = round(use["cpu_s"], 2)
+        cpu = QemuCpu()
+        cpu.t0 = t0
+        sampler = asyncio.ensure_future(cpu.run())
+        try:
+            async with system:
+                await wait_drivers_ready_async(system.platform.timeline, topo.guest_pes,
+                                               DRIVERS_TIMEOUT_S)
+                ready.append(round(time.monotonic() - t0, 3))
+                host1 = os.times()
+                per_guest = boot_phases(system, t0)
+                for name, use in qemu_usage(system).items():  # each QEMU's CPU to ready
+                    per_guest[name]["qemu_cpu_s"] = round(use["cpu_s"], 2)
+                    per_guest[name] |= cpu.phase_cpu(name, per_guest[name])
+        finally:
+            sampler.cancel()
         for name, g in per_guest.items():
             g["started"] = _agent_start(system.machines[name].paths.console_log)
             g["functions_wait_s"] = _functions_wait(system.machines[name].paths.console_log)
             for k in ("restore_s", "start_to_marker_s", "functions_wait_s", "python_start_s",
-                      "probe_s", "qemu_cpu_s"):
+                      "probe_s", "qemu_cpu_s", "cpu_to_go_s", "cpu_go_to_marker_s",
+                      "cpu_python_start_s", "cpu_probe_s"):
                 if isinstance(g.get(k), float):
                     phases.setdefault(k, []).append(g[k])
         # this process: the platform, the device model and the benchmark, to ready
