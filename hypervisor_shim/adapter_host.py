@@ -45,7 +45,7 @@ from hypervisor_shim.uplink import HostPort, QueueHostPort, TapHostPort, TapUpli
 from qemu_launcher.config import MachineConfig, VfioUserDevice
 from qemu_launcher.sockdir import SocketDir
 from qemu_launcher.state import require
-from vfio_user import ServerThread
+from vfio_user import ServerThread, new_event_loop
 
 T = TypeVar("T")
 
@@ -110,7 +110,7 @@ class AdapterHost:
                 len({c.bus for c in self.configs}) != len(self.configs) or \
                 (more and not all(c.name for c in self.configs)):
             raise AdapterHostError("several adapters need distinct names and buses")
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()  # serves each vfio-user client from a thread of its own
         self.adapters: dict[str, Adapter] = {}
         self.uplinks: dict[str, QueueUplink] = {}
         self.taps: dict[str, TapUplink] = {}
