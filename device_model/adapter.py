@@ -55,8 +55,11 @@ class _PeHooks:
     def __init__(self, adapter: Adapter) -> None:
         self._a = adapter
 
+    def reset_of(self, pe: Pe, kind: ResetKind) -> tuple[str, str]:
+        return self._a.function_of(pe).name, _function_reset(pe, kind).value
+
     def reset_asserted(self, pe: Pe, kind: ResetKind) -> None:
-        self._a.function_of(pe).enter_reset(_function_reset(pe, kind))
+        self._a.function_of(pe).enter_reset(_function_reset(pe, kind), announce=False)
 
     def reset_done(self, pe: Pe, kind: ResetKind) -> None:
         self._a.function_of(pe).leave_reset(_function_reset(pe, kind))

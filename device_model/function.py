@@ -302,9 +302,9 @@ class Function:
         self.leave_reset(FunctionReset.FLR)
         self._host.events.emit(EventKind.FLR_DONE, pe=self.pe.address, function=self.name)
 
-    def enter_reset(self, kind: FunctionReset) -> None:
+    def enter_reset(self, kind: FunctionReset, *, announce: bool = True) -> None:
         self.in_reset = True
-        self.reset_state(kind)
+        self.reset_state(kind, announce=announce)
 
     def leave_reset(self, kind: FunctionReset) -> None:
         self.in_reset = False
@@ -316,8 +316,10 @@ class Function:
         self.reset_state(FunctionReset.SOFT)
         self._reset_finished(FunctionReset.SOFT)
 
-    def reset_state(self, kind: FunctionReset) -> None:
-        """Put registers back to reset values; pending TX descriptors are counted dropped."""
+    def reset_state(self, kind: FunctionReset, *, announce: bool = True) -> None:
+        """Put registers back to reset values; pending TX descriptors are counted dropped.
+        A `function-reset` event says so unless `announce` is False (the reset of a PE,
+        whose `pe-reset-asserted` names the function and how it was reset)."""
         if kind is not FunctionReset.SOFT:
             self.resets += 1
             keep = kind not in (FunctionReset.FUNDAMENTAL, FunctionReset.VF_DISABLE)
@@ -327,8 +329,9 @@ class Function:
         self.nic.reset()
         self._after_reset(kind)
         self.refresh()
-        self._host.events.emit(EventKind.FUNCTION_RESET, pe=self.pe.address,
-                               function=self.name, reset=kind.value)
+        if announce:
+            self._host.events.emit(EventKind.FUNCTION_RESET, pe=self.pe.address,
+                                   function=self.name, reset=kind.value)
 
     def _reset_finished(self, kind: FunctionReset) -> None:
         self.bar0.set_bits("STATUS", _RESET_DONE)

@@ -93,7 +93,16 @@ class ErrorLogEntry:
 class PeHooks(Protocol):
     """What the adapter does when a PE's reset or thaw changes its functions."""
 
-    def reset_asserted(self, pe: Pe, kind: ResetKind) -> None: ...
+    def reset_of(self, pe: Pe, kind: ResetKind) -> tuple[str, str]:
+        """The function a `kind` reset of `pe` resets, and how: (its name, the
+        `FunctionReset` value)."""
+        ...
+
+    def reset_asserted(self, pe: Pe, kind: ResetKind) -> None:
+        """Reset `pe`'s function (announced by the PE's `pe-reset-asserted`, no
+        `function-reset` of its own)."""
+        ...
+
     def reset_done(self, pe: Pe, kind: ResetKind) -> None: ...
     def dma_thawed(self, pe: Pe) -> None: ...
 
@@ -303,7 +312,11 @@ class Pe:
         self._release_requested = False
         self._hold_until = self._clock.now() + self._hold
         self._update()
-        self._bus.emit(EventKind.PE_RESET_ASSERTED, pe=self.address, reset=kind.name.lower())
+        # one event for the PE's reset and its function's: the function's reset is part of
+        # it (other functions reset by it, the VFs under a PF, announce their own)
+        function, how = self._hooks.reset_of(self, kind)
+        self._bus.emit(EventKind.PE_RESET_ASSERTED, pe=self.address, function=function,
+                       reset=kind.name.lower(), function_reset=how)
         self._hooks.reset_asserted(self, kind)
         return Status.SUCCESS
 
@@ -325,6 +338,9 @@ class Pe:
     def _release(self) -> None:
         self._timer = None
         self._reset_active = False
+        if self._settle <= 0:  # no settling (a VF PE: FLR has none): released is done,
+            self._settled()    # one event, `pe-reset-done` (or `pe-reset-failed`)
+            return
         self._settle_until = self._clock.now() + self._settle
         self._update()
         self._bus.emit(EventKind.PE_RESET_DEASSERTED, pe=self.address,

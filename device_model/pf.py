@@ -73,14 +73,14 @@ class PfFunction(Function):
         self.config.write(SRIOV_NUM_VFS, 2, n)
         self.config.write(SRIOV_CTRL, 2, VF_ENABLE | VF_MSE)
 
-    def reset_state(self, kind: FunctionReset) -> None:
+    def reset_state(self, kind: FunctionReset, *, announce: bool = True) -> None:
         # VFIO_DEVICE_RESET (QEMU resets the PF's machine) keeps SR-IOV enablement: the
         # platform owns it, and the VFs may be in use by other guests. Every other reset
         # of the PF (FLR, adapter hot/fundamental) clears it, as the SR-IOV spec says.
         self._kept_sriov = ((self.config.stored("sriov.num_vfs"),
                              self.config.stored("sriov.ctrl"))
                             if kind is FunctionReset.DEVICE else None)
-        super().reset_state(kind)
+        super().reset_state(kind, announce=announce)
 
     def _after_reset(self, kind: FunctionReset) -> None:
         kept, self._kept_sriov = self._kept_sriov, None

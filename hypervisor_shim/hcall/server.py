@@ -7,7 +7,8 @@ A malformed line gets an error reply and the stream goes on; a connection that d
 read its replies and events (more than `ChannelBudget.max_unread_bytes` waiting, see
 budget.py) is aborted, logged and recorded with the numbers, so one caller never holds
 up the others nor grows the host; the loop is yielded after every `LINES_PER_TURN` lines
-(the replies to the lines answered in a row go out in one write). Every line gets
+(the replies to the lines answered in a row, and the events their calls pushed to the
+caller, go out in one write). Every line gets
 exactly one reply, whatever it holds: a bug met while answering is a -3 "internal error"
 reply (logged), a reply too long for a line is replaced by a -3 saying so; the connection
 is never lost to a caller's input. A caller that leaves mid-call: the call being answered
@@ -77,6 +78,9 @@ class Connection:
     events_out: int = 0
     internal_errors: int = 0
     closed: bool = False
+    # its lines are being answered in a row: what is sent to it waits for the write at the
+    # end of the run (`_serve_conn`), in order, instead of a write(2) of its own each
+    answering: bool = False
     budget: ChannelBudget = CHANNEL_BUDGET
     over_budget: dict[str, object] | None = None  # the numbers, once the budget acted
 
@@ -203,15 +207,19 @@ class HcallServer:
                 data = await reader.read(65536)
                 if not data:
                     break
+                conn.answering = True
                 for n, item in enumerate(lines.feed(data), 1):
                     reply = self._answer_safely(owner, conn, item)
                     self.flush_events()  # the events of the call go before its reply
                     if not conn.send(_encode_reply(reply)):
                         break
                     if n % LINES_PER_TURN == 0:
+                        conn.answering = False
                         conn.flush()
                         await asyncio.sleep(0)  # other channels go on
-                conn.flush()  # the replies to what was read, in one write
+                        conn.answering = True
+                conn.answering = False
+                conn.flush()  # the replies (and events) of what was read, in one write
                 await asyncio.sleep(0)
         except (ConnectionError, OSError):
             pass
@@ -323,7 +331,8 @@ class HcallServer:
         for conn in list(self.connections.get(owner, ())):
             if conn.send(data):
                 conn.events_out += 1
-            conn.flush()  # with the replies queued before it, in order
+            if not conn.answering:  # else written with the run's replies, in order
+                conn.flush()  # with the replies queued before it, in order
 
     def push_to(self, owner: str, name: str, pe: int | None, data: dict[str, object]) -> None:
         self._flush_owner(owner)  # after what was pushed to it before
@@ -331,7 +340,8 @@ class HcallServer:
         raw = encode(Event(name, pe, data, loop_t))
         for conn in list(self.connections.get(owner, ())):
             conn.send(raw)
-            conn.flush()
+            if not conn.answering:
+                conn.flush()
 
     async def close(self) -> None:
         for server in self._servers.values():
