@@ -325,6 +325,11 @@ class ThreadedConnection:
                   ) -> tuple[bytes, str | None]:
         """The replies due for these bytes, and why the connection ends (None: it goes
         on). Runs under the model lock."""
+        if not anc and not self.closed and not self._reader.buffered:
+            reply = self.session.plain_read(data)  # a guest's MMIO read: no frame needed
+            if reply is not None:
+                self.endpoint.messages += 1
+                return reply, None
         fds = ancillary_fds(anc) if anc else []
         if self.closed or not data:
             close_fds(fds)

@@ -88,6 +88,10 @@ _REPLY_CAPS = ("max_msg_fds", "max_data_xfer_size", "max_dma_maps", "pgsizes",
                "write_multiple")
 
 _READ = int(RegionFlag.READ)
+_HEADER = c.Header.STRUCT
+_ACCESS = c.RegionAccess.STRUCT
+_REGION_READ = int(c.Command.REGION_READ)
+_PLAIN_READ_SIZE = c.HEADER_SIZE + c.RegionAccess.SIZE
 _WRITE = int(RegionFlag.WRITE)
 _Handler = Callable[["Session", c.Wire | None, bytes, list[int]], bytes]
 
@@ -151,6 +155,26 @@ class Session:
             return None
         self.stats.replies += 1
         return c.pack_reply(header, payload)
+
+    def plain_read(self, message: bytes) -> bytes | None:
+        """The reply to `message` if it is one whole plain REGION_READ (no flags, its exact
+        size; no fds may come with it), else None: then frame it and `process` it. The
+        same reply, checks and stats as `process`, without building a frame (a guest's
+        MMIO read is this message)."""
+        if len(message) != _PLAIN_READ_SIZE or self._commands is not _AFTER_VERSION:
+            return None
+        msg_id, command, size, flags, _ = _HEADER.unpack_from(message)
+        if command != _REGION_READ or size != _PLAIN_READ_SIZE or flags:
+            return None
+        offset, region, count = _ACCESS.unpack_from(message, c.HEADER_SIZE)
+        self.stats.messages += 1
+        try:
+            data = self._read(region, offset, count)
+        except Exception as e:
+            return self._failed(c.Header(msg_id, command, size, flags, 0), e)
+        self.stats.replies += 1
+        return _HEADER.pack(msg_id, command, size + count, c.TYPE_REPLY, 0) + \
+            message[c.HEADER_SIZE:] + data
 
     def _failed(self, header: c.Header, e: Exception) -> bytes | None:
         if not isinstance(e, VfioUserError | OSError):  # MapError, DmaError included
@@ -275,11 +299,14 @@ class Session:
     def _region_read(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
         assert isinstance(fixed, c.RegionAccess)
         offset, region, count = fixed
+        return fixed.pack() + self._read(region, offset, count)
+
+    def _read(self, region: int, offset: int, count: int) -> bytes:
         self._check_access(region, offset, count, _READ)
         data = self.function.region_read(region, offset, count)
         if len(data) != count:
             raise Refused(Fault.IO, f"device returned {len(data)} of {count} bytes")
-        return fixed.pack() + data
+        return data
 
     def _region_write(self, fixed: c.Wire | None, tail: bytes, fds: list[int]) -> bytes:
         assert isinstance(fixed, c.RegionAccess)
