@@ -12,10 +12,14 @@ say cheaply whether it has work (`pending`: a look at DMA memory, no MMIO, safe 
 another thread) hands that look to the process's one `IdleWatch` thread and sleeps until
 woken or `health_s` has passed (the driver's health check is due then anyway). The watch
 looks at every parked poller each `max_sleep_s` and wakes those with work: N idle drivers
-cost one wake-up per period, not N. In a TCG guest a wake-up of a sleeping thread (timer,
-futex, scheduler, the Python loop around it) costs ~0.5 ms of host CPU: eight idle VF
-drivers waking 33 times a second each kept ~0.13 of a host CPU busy per guest, more than
-an adapter error's recovery of the eight costs (docs/reliability.md).
+cost one wake-up per period, not N. A poller settled in that state (its last park ended
+by the watch or by its health timeout, not by a send or an event) parks again as soon
+as a look finds nothing `pending`, without the sleeps in between: sparse work (a probe
+now and then) costs one wake-up per piece, not the ladder's three. In a TCG guest a
+wake-up of a sleeping thread (timer, futex, scheduler, the Python loop around it) costs
+~0.5 ms of host CPU: eight idle VF drivers waking 33 times a second each kept ~0.13 of a
+host CPU busy per guest, more than an adapter error's recovery of the eight costs
+(docs/reliability.md).
 
 Spinning is shared: at most `spinners` threads of a process (default: one less than its
 CPUs, so none in a one-CPU guest) are in their busy phase at once; the others go straight
@@ -76,13 +80,15 @@ class IdleWatch:
 
     def __init__(self) -> None:
         self._cv = threading.Condition()
-        self._parked: dict[int, tuple[Callable[[], bool], threading.Event, float]] = {}
+        # poller -> (its pending(), what wakes it, its period)
+        self._parked: dict[int, tuple[Callable[[], bool], Callable[[], None], float]] = {}
         self._thread: threading.Thread | None = None
         self.looks = 0  # passes over the parked pollers
         self.woken = 0  # pollers woken with work pending
 
-    def park(self, who: int, pending: Callable[[], bool], wake: threading.Event,
+    def park(self, who: int, pending: Callable[[], bool], wake: Callable[[], None],
              period_s: float) -> None:
+        """Look at `pending()` each `period_s` and call `wake()` (once) when it is true."""
         with self._cv:
             first = not self._parked
             self._parked[who] = (pending, wake, period_s)
@@ -117,7 +123,7 @@ class IdleWatch:
                 if due:
                     self.woken += 1
                     self.unpark(who)
-                    wake.set()
+                    wake()
 
 
 _SLOTS = SpinSlots()  # the process's
@@ -141,16 +147,27 @@ class AdaptivePoller:
         self._last_work = time.monotonic()
         self._spin_until = 0.0  # the end of the busy phase this poller holds a slot for
         self._spinners = _DEFAULT_SPINNERS if cfg.spinners is None else cfg.spinners
-        self.sleeps = 0
+        self.sleeps = 0  # every sleep of the thread (ladder or park): its wake-ups
         self.woken = 0  # sleeps ended early by the wake event
         self.spins_skipped = 0  # busy phases given up: other threads were spinning
         self.parked = 0  # idle sleeps handed to the IdleWatch
+        self.parked_at_once = 0  # of them, parks without the busy phase and the sleeps
+        # the last park ended by the watch (work it saw) or by the health timeout, not
+        # by someone's wake: the driver is in its sparse steady state
+        self._settled = False
+        self._by_watch = False  # set by the watch's wake, before the event
 
     def idle(self, did_work: bool) -> None:
         """Call once per loop iteration with whether it did anything."""
         if did_work:
             self._last_work = time.monotonic()
             self._sleep = 0.0
+            return
+        pending = self._pending
+        if self._settled and pending is not None and not pending():
+            self.parked_at_once += 1  # sparse work done: no busy phase, no ladder
+            self.sleeps += 1
+            self._park(pending)
             return
         now = time.monotonic()
         until = self._last_work + self.cfg.busy_s
@@ -164,11 +181,12 @@ class AdaptivePoller:
         at_max = self._sleep >= min(self.cfg.park_after_s, self.cfg.max_sleep_s)
         self._sleep = min(self.cfg.max_sleep_s, max(self.cfg.min_sleep_s, self._sleep * 2))
         self.sleeps += 1
-        if at_max and self._pending is not None:
-            self._park(self._pending)
+        if at_max and pending is not None:
+            self._park(pending)
             return
         if self._wake.wait(self._sleep):
             self.woken += 1
+            self._settled = False
             self._sleep = 0.0
             self._last_work = time.monotonic()
         self._wake.clear()
@@ -177,16 +195,28 @@ class AdaptivePoller:
         """Idle, its sleep doubled up to `park_after_s`: the watch looks for work instead."""
         self.parked += 1
         self._sleep = self.cfg.max_sleep_s  # the watch looks each max_sleep_s
-        self._watch.park(id(self), pending, self._wake, self.cfg.max_sleep_s)
+        self._by_watch = False
+        self._watch.park(id(self), pending, self._watch_wake, self.cfg.max_sleep_s)
         try:
             woken = self._wake.wait(max(self.cfg.health_s, self.cfg.max_sleep_s))
         finally:
             self._watch.unpark(id(self))
         self._wake.clear()
+        self._settled = not woken or self._by_watch
         if woken:
             self.woken += 1
             self._sleep = 0.0
             self._last_work = time.monotonic()
+
+    @property
+    def settled(self) -> bool:
+        """In the sparse steady state (see the module docstring): the driver's `pending`
+        may let work that can wait (TX completions) wait for its next wake-up."""
+        return self._settled
+
+    def _watch_wake(self) -> None:
+        self._by_watch = True
+        self._wake.set()
 
     @property
     def current_sleep(self) -> float:

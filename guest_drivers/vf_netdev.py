@@ -35,6 +35,13 @@ ReceiveCallback = Callable[[bytes], None]
 _DD = int(nic.DescStatus.DD)
 _ERR = int(nic.DescStatus.ERR)
 FRAME_OVERHEAD = nic.ETH_HEADER + nic.VLAN_TAG
+# A settled driver (guest_drivers.poll: woken by the IdleWatch, sparse work) reaps TX
+# completions when it wakes for other work (an RX, a send, its health check), and is
+# woken for them alone only once its oldest descriptor in flight is this old: each echo
+# of sparse probes then costs one wake-up, not two (the doorbell is a posted write: the
+# completion comes after the worker has looked). Otherwise (a send woke it) at once.
+TX_REAP_S = 0.25
+TX_STUCK_S = 0.1  # a descriptor not completed after this long is a hint the PE froze
 
 
 class VfNetdev(Driver):
@@ -96,6 +103,13 @@ class VfNetdev(Driver):
         """Queue several frames (bytes) at once: one lock and one wake-up for all of them.
         Returns how many were accepted; the rest are refused (and counted dropped) as
         `send` would refuse them."""
+        accepted = self._queue(frames)
+        if accepted:
+            self._wake.set()
+        return accepted
+
+    def _queue(self, frames: list[bytes]) -> int:
+        """send_batch without the wake-up (the worker itself: its poll posts them next)."""
         accepted = 0
         limit = self._want_mtu + FRAME_OVERHEAD
         with self._lock:
@@ -114,8 +128,6 @@ class VfNetdev(Driver):
                 else:
                     self._backlog.append(data)
                     accepted += 1
-        if accepted:
-            self._wake.set()
         return accepted
 
     def queued(self) -> int:
@@ -196,22 +208,32 @@ class VfNetdev(Driver):
         return self.work_pending
 
     def work_pending(self) -> bool:
-        """Whether poll() has anything to do (the IdleWatch's look, any thread): frames in
-        flight or waiting, or a frame at the RX ring's head (DMA memory, no MMIO). A stale
-        answer costs one period: the next look sees it."""
+        """Whether poll() has anything to do (the IdleWatch's look, any thread): frames
+        waiting, a frame at the RX ring's head, TX descriptors in flight (settled: only
+        for TX_STUCK_S without completing, the health_due hint, or for TX_REAP_S; the
+        completions of younger ones wait for the worker's next wake-up). DMA memory, no
+        MMIO. A stale answer costs one period: the next look sees it."""
         if self._disconnected:
             return False
-        if self._in_ring or (self._backlog and not self._stopped):
+        if self._backlog and not self._stopped:
             return True
-        desc = self._rx_desc
-        if desc is None:
+        rx, tx = self._rx_desc, self._tx_desc
+        if rx is None or tx is None:
             return False
-        return bool(desc.u16(self._rx_next * nic.DESC_SIZE + nic.DESC_STATUS) & _DD)
+        if rx.u16(self._rx_next * nic.DESC_SIZE + nic.DESC_STATUS) & _DD:
+            return True
+        if not self._in_ring:
+            return False
+        if not self.poller.settled:
+            return True
+        age = time.monotonic() - self._tx_since
+        return age > TX_REAP_S or (age > TX_STUCK_S and not tx.u16(
+            self._tx_clean * nic.DESC_SIZE + nic.DESC_STATUS) & _DD)
 
     def health_due(self, now: float) -> bool:
         # a descriptor that does not complete is a hint the PE froze
-        return bool(self._in_ring) and now - self._tx_since > 0.1 and \
-            now - self._last_health > 0.1
+        return bool(self._in_ring) and now - self._tx_since > TX_STUCK_S and \
+            now - self._last_health > TX_STUCK_S
 
     def _tx_post(self) -> int:
         assert self._tx_desc is not None
@@ -335,7 +357,7 @@ class VfNetdev(Driver):
                 return
             else:
                 self.rx.delivered += 1
-        if reply is not None:
-            self.send(reply)
+        if reply is not None:  # posted by this poll's _tx_post: no wake-up of our own
+            self._queue([reply])
         elif cb is not None:
             cb(frame)
