@@ -4,7 +4,9 @@
         client = Client.open(st.paths["vf0"])
         st.call(lambda: vf0.raise_interrupt())   # runs on the server's loop thread
 
-Device code must run on the server's loop thread: use `call` to reach it from elsewhere.
+Device code must run on the server's loop thread, or under its model lock: use `call` to
+reach it from elsewhere. The default loop is a `ModelLoop` (`model_loop.py`): each client
+is then served from a thread of its own that takes the model lock for every access.
 
 If something run on the loop kills it (an exception that asyncio does not catch:
 SystemExit, KeyboardInterrupt), the server closes every function's socket at once (a
@@ -21,7 +23,8 @@ records `exc`, and a fresh loop on a new thread ("vfio-user-rescue") takes the s
 one's place: `loop` and `call` use it from then on, for whatever else the owner serves.
 The stalled thread cannot be killed in Python: if its callback ever returns, its loop
 stops after the callbacks already due in that iteration and the thread ends without
-serving anything again; until then it keeps its sockets' descriptors (shut down).
+serving anything again; until then it keeps its sockets' descriptors (shut down), and
+its clients' threads wait for its model lock (their sockets shut down too).
 """
 
 from __future__ import annotations
