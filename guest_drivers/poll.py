@@ -74,43 +74,57 @@ class SpinSlots:
 
 class IdleWatch:
     """Looks at parked pollers' `pending()` every period (the shortest of theirs) and wakes
-    those with work. Invariant: its thread runs exactly while a poller is parked (started
-    by the first park, ended once none is), so a process whose drivers all stopped keeps
-    no thread of the watch."""
+    those with work. Invariant: its thread runs while a poller is parked and ends once
+    none has been for `linger_s` (started by the next park), so a process whose drivers
+    all stopped keeps no thread of the watch. The linger: probes to every VF at once wake
+    every parked driver in one look; a thread ended there and started again at the next
+    park cost a thread's start per round of probes (in a TCG guest a few ms of host CPU)."""
 
-    def __init__(self) -> None:
+    def __init__(self, linger_s: float = 0.5) -> None:
+        self.linger_s = linger_s
         self._cv = threading.Condition()
         # poller -> (its pending(), what wakes it, its period)
         self._parked: dict[int, tuple[Callable[[], bool], Callable[[], None], float]] = {}
         self._thread: threading.Thread | None = None
+        self._lingering = False  # the thread waits out linger_s with nobody parked
         self.looks = 0  # passes over the parked pollers
         self.woken = 0  # pollers woken with work pending
+        self.threads = 0  # threads started
 
     def park(self, who: int, pending: Callable[[], bool], wake: Callable[[], None],
              period_s: float) -> None:
         """Look at `pending()` each `period_s` and call `wake()` (once) when it is true."""
         with self._cv:
-            first = not self._parked
             self._parked[who] = (pending, wake, period_s)
             if self._thread is None:
+                self.threads += 1
                 self._thread = threading.Thread(target=self._run, name="idle-watch",
                                                 daemon=True)
                 self._thread.start()
-            elif first:  # a thread that has not seen the last unpark yet: its period
-                self._cv.notify()  # starts again from this park
+            elif self._lingering:  # its periods start again from this park
+                self._lingering = False
+                self._cv.notify()
 
     def unpark(self, who: int) -> None:
+        # the last one out wakes nobody: the thread sees it at the end of its period
         with self._cv:
             self._parked.pop(who, None)
-            if not self._parked:
-                self._cv.notify()  # the last one: the thread ends now, not a period later
 
     def _run(self) -> None:
+        empty_since: float | None = None
         while True:
             with self._cv:
                 if not self._parked:
-                    self._thread = None  # under the lock: the next park starts another
-                    return
+                    now = time.monotonic()
+                    empty_since = now if empty_since is None else empty_since
+                    if now - empty_since >= self.linger_s:
+                        self._thread = None  # under the lock: the next park starts another
+                        self._lingering = False
+                        return
+                    self._lingering = True
+                    self._cv.wait(self.linger_s - (now - empty_since))
+                    continue
+                empty_since = None
                 period = min(p for _, _, p in self._parked.values())
                 self._cv.wait(period)
                 parked = list(self._parked.items())
@@ -127,7 +141,7 @@ class IdleWatch:
 
 
 _SLOTS = SpinSlots()  # the process's
-_WATCH = IdleWatch()  # the process's
+WATCH = IdleWatch()  # the process's (its counters: benchmarks, tests)
 _DEFAULT_SPINNERS = max(0, (os.cpu_count() or 1) - 1)
 
 
@@ -141,7 +155,7 @@ class AdaptivePoller:
         self.cfg = cfg
         self._slots = slots or _SLOTS
         self._pending = pending
-        self._watch = watch or _WATCH
+        self._watch = watch or WATCH
         self._wake = wake
         self._sleep = 0.0
         self._last_work = time.monotonic()
