@@ -172,16 +172,19 @@ class AdaptivePoller:
         self._by_watch = False  # set by the watch's wake, before the event
 
     def idle(self, did_work: bool) -> None:
-        """Call once per loop iteration with whether it did anything."""
-        if did_work:
-            self._last_work = time.monotonic()
-            self._sleep = 0.0
-            return
+        """Call once per loop iteration with whether it did anything. Settled, the
+        poller parks as soon as `pending` says there is nothing left (after work too: no
+        second look of the driver's own; anything else, a send, an event, a setting, sets
+        the wake event, which ends the park at once)."""
         pending = self._pending
         if self._settled and pending is not None and not pending():
             self.parked_at_once += 1  # sparse work done: no busy phase, no ladder
             self.sleeps += 1
             self._park(pending)
+            return
+        if did_work:
+            self._last_work = time.monotonic()
+            self._sleep = 0.0
             return
         now = time.monotonic()
         until = self._last_work + self.cfg.busy_s
