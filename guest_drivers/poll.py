@@ -126,7 +126,8 @@ class IdleWatch:
                     continue
                 empty_since = None
                 period = min(p for _, _, p in self._parked.values())
-                self._cv.wait(period)
+            time.sleep(period)  # nobody needs to cut it short (a park joins the next look)
+            with self._cv:
                 parked = list(self._parked.items())
             self.looks += 1
             for who, (pending, wake, _) in parked:
