@@ -120,12 +120,12 @@ SCALE_READY = Goal(
     "s", "p50",
     why="Judged on the p50 of the restored boots (the first boot, which makes the saved "
         "states, apart). Nine TCG guests share the host's two CPUs: restored with python3 "
-        "already started (the zygote), a client guest's QEMU still needs ~5.5-6.5 s of "
-        "host CPU until its drivers are ready (bench.boot --drivers, per phase: ~0.2 s "
-        "restore and hot-plug of 8 functions, ~1.1-1.4 s functions, mounts and stage 2, "
-        "~1.1-1.4 s python3's start, ~2.4-3.1 s the probe of its 8 VFs, 0.3-0.4 s a VF, "
-        "the PF's driver up before it), ~50 s for nine with the PF's guest: 25 s on two "
-        "idle CPUs, over the goal; more under load.")
+        "already started (the zygote), a client guest's QEMU still needs ~4-4.5 s of host "
+        "CPU until its drivers are ready (bench.boot --drivers, per phase: ~0.2 s restore "
+        "and hot-plug of 8 functions, ~1.3-1.5 s functions, mounts and stage 2, ~1.2-1.4 s "
+        "the zygote's fork to the agent's first call, ~0.9-1.2 s the probe of its 8 VFs), "
+        "the PF's guest ~3.7 s: ~36-39 s for nine, ~18-20 s on two idle CPUs: at the goal "
+        "on a quiet machine, over it under load (27-30 s at a load of 13-16).")
 SCALE_FAST = Goal(
     "scale_fast_64_vfs", "bench.scale",
     "real guests (9, TCG), 64 VFs, fast timing: injection -> traffic through every VF",
@@ -182,19 +182,24 @@ VFIO_USER_VS_ECHO = Goal(
         "it against the command table, decode the access, ask the function, encode the reply "
         "(~4 us of the ~10 us; bench.vfio_user prints the protocol core's share and the CPU "
         "ratio). On one CPU the send that wakes the client often runs the client before it "
-        "returns, in either's wall time, so the ratio moves by 0.2-0.5 between runs.")
+        "returns, in either's wall time, so the ratio moves by 0.2-0.5 between runs. This "
+        "is the server on a plain asyncio loop (serve()); QEMU is served from a thread per "
+        "client on the model's loop (a ModelLoop), measured in bench.guest_mmio.")
 GUEST_READ_VS_PINGPONG = Goal(
     "guest_mmio_read_vs_pingpong", "bench.guest_mmio",
     "BAR0 read from a TCG guest (colocated) / a bare AF_UNIX ping-pong on the host, p50", 3.0,
     "x", "p50",
-    why="A guest read is three threads' round trip (QEMU's vCPU sends, the device model "
-        "answers, QEMU's vfio-user thread receives and wakes the vCPU), each hop a wake-up; "
-        "the ping-pong is one wake-up each way. Measured inside the server for a ~20 us read "
-        "(colocated, p50): the loop's wake-up and dispatch 3-5 us, recvmsg 1.2, framing 1.2, "
-        "session and model 2.8, and ~10-11 us from the reply's send until the next request "
-        "(QEMU's two threads and the guest, which on one CPU run inside that send); with "
-        "QEMU's share alone at about twice the ping-pong, 3x leaves the server under 5 us, "
-        "less than the asyncio loop's own wake-up and one recvmsg.")
+    why="A guest read is three threads' round trip on one CPU (QEMU's vCPU thread sends and "
+        "waits, the device model's connection thread answers, QEMU's vfio-user I/O thread "
+        "receives and wakes the vCPU); the ping-pong is two processes, one wake-up each way. "
+        "Per read (each thread's CPU from /proc schedstat over 150,000 reads, colocated): "
+        "vCPU thread ~5.3 us (the guest's loop, TCG's MMIO exit, the send, the wait), QEMU's "
+        "I/O thread ~2.6 us, the server ~4.8 us (receive, answer, send, with the kernel's "
+        "wake-ups). The server answers from a thread per client (no asyncio wake-up, the "
+        "model lock keeps one thread in the model) and a plain REGION_READ without building "
+        "a frame: 19.4 -> 16.6 us p50, 3.34x -> 2.87x, alternating runs of one build on a "
+        "loaded machine. QEMU has no setting that saves its I/O thread's hop "
+        "(vfio_user/README.md).")
 
 # ---- platform calls (bench.hcall)
 HCALL_SERVER_WORK = Goal(
