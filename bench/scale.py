@@ -38,19 +38,21 @@ the second of traffic before and after it; a boot with 3 errors 130-155 s, so th
 takes about 5 minutes, and the peer at 7 VFs (two guests, one error each, up to 30 s to
 come back) about 3.5 minutes more.
 
-Where the host CPU goes (the run's host-per-guest rows): guests restore from a saved
-state with python3 already started and its imports done (qemu_launcher.snapshot,
-guest_zygote), so a client guest's QEMU needs ~4.5 s of host CPU to its drivers ready
-(~2 s for the restore, stage 1 and 2 and the agent's start, as a guest of the default
-topology; ~0.3 s for each of its eight VFs: hot-plug, and the probe's MMIO over
-vfio-user), the PF's guest ~3.2 s: ~39 s for the nine, >= 20 s on two CPUs, so the
-20 s goal is met only when they are all but idle (19.7-19.9 s measured at a load of 7;
-22-25 s at 10-16). Before the zygote a client guest needed ~6-8 s, before saved states
-~14 s (kernel ~5 s, python3 start ~4 s, probe ~4.5 s). A VF's recovery itself costs
-~12-25 ms of host CPU in a TCG guest (docs/reliability.md); `cpu_per_recovery_s` is the
-CPU of the whole window around the errors divided by their number, mostly each client
-guest's steady state under the probes (~0.21 s/s; subtracting it goes negative: frozen
-VFs echo nothing).
+Where the host CPU goes (the run's host-per-guest rows; per phase: bench.boot --drivers
+scale-8x8): guests restore from a saved state with python3 already started and its
+imports done (qemu_launcher.snapshot, guest_zygote), so a client guest's QEMU needs
+~4-4.5 s of host CPU to its drivers ready: ~0.2 s the restore and the hot-plug of its 8
+functions, ~1.3-1.5 s the functions appearing, the mounts and stage 2, ~1.2-1.4 s the
+zygote's fork to the agent's first call, ~0.9-1.2 s the probe of its eight VFs (was
+~3-3.5 s: the DMA pages one by one and a sysfs scan per function, both now once); the
+PF's guest ~3.6-3.8 s: ~36-39 s for the nine, ~18-20 s on two idle CPUs, more under
+load (27-30 s measured at a load of 13-16). Before the zygote a client guest needed
+~6-8 s, before saved states ~14 s. The judged figure is the p50 of the restored boots;
+the first boot on a fresh machine (the saved states made first: bench.guests.save_states)
+is reported apart. A VF's recovery itself costs ~12-25 ms of host CPU in a TCG guest
+(docs/reliability.md); `cpu_per_recovery_s` is the CPU of the whole window around the
+errors divided by their number, mostly each client guest's steady state under the probes
+(~0.21 s/s; subtracting it goes negative: frozen VFs echo nothing).
 """
 
 from __future__ import annotations
