@@ -82,7 +82,7 @@ class Endpoint:
         self.last_session: Session | None = None
         self.connections = 0
         self.messages = 0  # over all connections
-        self.busy_ns = 0  # time spent receiving, processing and replying
+        self.busy_ns = 0  # receiving (threaded: from its return), processing, replying
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
