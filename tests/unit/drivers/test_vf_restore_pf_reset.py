@@ -57,7 +57,9 @@ def test_a_pf_reset_during_the_restore_is_waited_out_and_the_restore_done_again(
         assert done["config"] == before, done  # not the PF-reset defaults (MAC base+2, no VLAN)
         restored = rig.details("config-restored", "vf1")[-1]
         assert (restored["mac"], restored["vlan"]) == (before["mac"], before["vlan"])
-        assert vf.config() == before and vf.state is DriverState.UP
+        # (the driver is UP once its recovery has returned, just after the report)
+        assert wait_for(lambda: vf.state is DriverState.UP, 10), str(rig.steps("vf1"))
+        assert vf.config() == before
     finally:
         vf.stop()
         pf2.stop()
