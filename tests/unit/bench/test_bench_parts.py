@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench import adapters, boot, goals, guest_mmio, report
 from bench.report_parts import adapters_plot, goals_judged, json_rows
 from bench.stats import dist
@@ -28,6 +30,7 @@ def _run(module: str, *args: str, tmp: Path) -> dict[str, Any]:
     return part
 
 
+@pytest.mark.timeout(300)  # a real bench.vfio_user run: ~19 s alone, more under load
 def test_vfio_user_carries_the_transport_goals(tmp_path: Path) -> None:
     part = _run("bench.vfio_user", "--n", "60", tmp=tmp_path)
     f, g = part["figures"], part["goals"]

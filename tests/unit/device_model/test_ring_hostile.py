@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -329,6 +330,7 @@ def check(w: World, accesses_before: int, step: tuple[Any, ...]) -> None:
     assert fn.bad_accesses == 0
 
 
+@pytest.mark.timeout(240)  # 300 plans: ~3 s alone, >30 s on a loaded shared host
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=st.lists(steps, min_size=1, max_size=25))
 def test_hostile_rings_never_escape_the_buffers_they_were_handed(
