@@ -132,9 +132,11 @@ SCALE_FAST = Goal(
     400.0, "ms", "p50",
     why="A VF's recovery itself costs ~12-25 ms of host CPU in a TCG guest (docs/"
         "reliability.md, \"What a VF's recovery costs in a TCG guest\"); what fills the "
-        "window is each client guest's steady state under the benchmark's probes (~0.21 s "
-        "of host CPU a second, eight client guests, two host CPUs), the service guest's "
-        "adapter reset, and every VF's restore over vfio-user through QEMU.")
+        "window is each client guest's steady state under the benchmark's probes (~0.16 s "
+        "of host CPU a second, ~0.65 ms an echoed probe: eight client guests take ~1.3 of "
+        "the two host CPUs; docs/reliability.md, \"A guest's steady state under probes\"), "
+        "the service guest's adapter reset, and every VF's restore over vfio-user through "
+        "QEMU.")
 SCALE_SPEC = Goal(
     "scale_spec_64_vfs", "bench.scale",
     "real guests (9, TCG), 64 VFs, spec timing: injection -> traffic through every VF",
