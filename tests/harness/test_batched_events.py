@@ -18,7 +18,8 @@ from eeh_abi.hcall import Channel, Event
 from eeh_abi.papr import EehOption, SlotReset, Status
 from eeh_abi.schema import Call
 from eeh_abi.vocabulary import Kind
-from hypervisor_shim.platform import Platform, PlatformConfig
+from hypervisor_shim.platform import Platform
+from tests.support.platform_rig import svc_and_one_guest
 
 NVFS = 8
 PF = 0x10000
@@ -59,9 +60,7 @@ class RawOwner:
 
 @pytest.fixture
 def plat(tmp_path: Path) -> Iterator[Platform]:
-    owners = {"pf": "svc", **{f"vf{n}": "g1" for n in range(NVFS)}}
-    with Platform(PlatformConfig(total_vfs=NVFS, enabled_vfs=NVFS, owners=owners),
-                  tmp_path) as p:
+    with svc_and_one_guest(tmp_path, NVFS) as p:
         yield p
 
 

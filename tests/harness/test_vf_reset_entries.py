@@ -27,8 +27,9 @@ from eeh_abi.hcall import Channel
 from eeh_abi.papr import SlotReset
 from eeh_abi.schema import Call
 from hypervisor_shim.hcall.server import LINES_PER_TURN
-from hypervisor_shim.platform import Platform, PlatformConfig
+from hypervisor_shim.platform import Platform
 from hypervisor_shim.timeline import Entry
+from tests.support.platform_rig import svc_and_one_guest
 
 NVFS = 16
 PF = 0x10000
@@ -37,9 +38,7 @@ VFS = [0x18000 + 0x100 * n for n in range(NVFS)]
 
 @pytest.fixture
 def plat(tmp_path: Path) -> Iterator[Platform]:
-    owners = {"pf": "svc", **{f"vf{n}": "g1" for n in range(NVFS)}}
-    with Platform(PlatformConfig(total_vfs=NVFS, enabled_vfs=NVFS, owners=owners),
-                  tmp_path) as p:
+    with svc_and_one_guest(tmp_path, NVFS) as p:
         yield p
 
 

@@ -250,3 +250,13 @@ def running(cfg: PlatformConfig | None = None, run_dir: Path | None = None
     finally:
         if rig is not None:
             rig.close_channels()
+
+
+@contextlib.contextmanager
+def svc_and_one_guest(run_dir: Path, nvfs: int) -> Iterator[Platform]:
+    """The real platform with `nvfs` VFs, all enabled: the PF svc's, every VF g1's (the
+    raw-channel tests' set-up: one owner with every VF, another with the PF)."""
+    owners = {"pf": "svc", **{f"vf{n}": "g1" for n in range(nvfs)}}
+    with Platform(PlatformConfig(total_vfs=nvfs, enabled_vfs=nvfs, owners=owners),
+                  run_dir) as plat:
+        yield plat

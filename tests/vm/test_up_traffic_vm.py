@@ -59,18 +59,30 @@ def _cli(runs: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "eeh_sriov", "--runs", str(runs), *args]
 
 
-def test_up_traffic_shows_traffic_back_and_leaves_the_artifacts(
-        accel: str, run_dir: Callable[..., Path]) -> None:
-    runs = run_dir()
-    topo = runs / "topology.toml"
-    topo.write_text(svc_and_g1(uplink="queue"))
+def _up_traffic(runs: Path, name: str, topology: str, accel: str
+                ) -> tuple[subprocess.Popen[str], Output]:
+    """`up --traffic` on `topology` (written to runs/name), its output read as it comes;
+    returns once it says traffic flows (or it ended: the caller's assertion tells)."""
+    topo = runs / name
+    topo.write_text(topology)
     proc = subprocess.Popen(_cli(runs, "--accel", accel, "up", "--traffic", str(topo)),
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     out = Output(proc)
     try:
-        assert wait_for(lambda: out.has("traffic flows through every VF")
-                        or proc.poll() is not None, BOOT_S)
+        wait_for(lambda: out.has("traffic flows through every VF") or proc.poll() is not None,
+                 BOOT_S)
+    except BaseException:
+        _interrupt(proc)
+        raise
+    return proc, out
+
+
+def test_up_traffic_shows_traffic_back_and_leaves_the_artifacts(
+        accel: str, run_dir: Callable[..., Path]) -> None:
+    runs = run_dir()
+    proc, out = _up_traffic(runs, "topology.toml", svc_and_g1(uplink="queue"), accel)
+    try:
         assert out.has("traffic flows through every VF"), out.text()
         # the README's example: armed, fired by vf0's own DMA reads (its echoes)
         inject = subprocess.run(_cli(runs, "inject", "vf0", "errinjct", "--function",
@@ -124,15 +136,8 @@ def test_up_traffic_on_two_adapters_says_traffic_back_for_nic1(
     traffic-back step for each of nic1's VFs (it used to probe nic0's VFs only), and
     each uplink has its own capture."""
     runs = run_dir()
-    topo = runs / "two-adapters.toml"
-    topo.write_text(two_adapters_queue())
-    proc = subprocess.Popen(_cli(runs, "--accel", accel, "up", "--traffic", str(topo)),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    out = Output(proc)
+    proc, out = _up_traffic(runs, "two-adapters.toml", two_adapters_queue(), accel)
     try:
-        assert wait_for(lambda: out.has("traffic flows through every VF")
-                        or proc.poll() is not None, BOOT_S)
         assert out.has("traffic flows through every VF (nic0.vf0, nic0.vf1, nic1.vf0, "
                        "nic1.vf1), each through its own adapter's uplink"), out.text()
         inject = subprocess.run(_cli(runs, "inject", "nic1", "adapter-fatal"), cwd=REPO,
