@@ -5,6 +5,7 @@ host). Each message is one JSON object on one line (UTF-8, ending in "\\n", at m
 MAX_LINE bytes). docs/platform-calls.md is the reference; in short:
 
     request  {"v": 1, "id": 7, "call": "read-slot-reset-state2", "args": {"pe": 65536}}
+    quiet    {"v": 1, "id": 8, "call": "report", "args": {...}, "quiet": true}
     reply    {"v": 1, "id": 7, "status": 0, "ret": {"state": 5, "retry_ms": 1000, ...}}
     event    {"v": 1, "event": "lockout-lifted", "pe": 65664, "data": {...}, "t": 12.5}
     batched  {"v": 1, "event": "lockout-lifted", "pe": 65664,
@@ -21,6 +22,9 @@ The calls, their arguments and replies, and the pushed events are declared in
 request; events carry no id. A line that cannot be parsed is answered with status -3 and
 the request's id when the line's top-level `id` member could be read before it went wrong
 (e.g. nested too deep after the id), else id null; the stream goes on with the next line.
+A quiet request (`"quiet": true`, `eeh_abi.schema.QUIET`) is answered only when it is
+refused or fails: an ok one gets no reply line, and the reply of any later request of
+the channel (answered in order) says it was ok.
 
 `Channel` is the synchronous client (standard library only; runs in a guest): one reader
 thread demultiplexes replies (by id) and events (to subscribers); any number of driver
@@ -39,16 +43,20 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from eeh_abi import strict_json
-from eeh_abi.schema import BATCHED_PES, MAX_BATCH, Call
+from eeh_abi.schema import BATCHED_PES, MAX_BATCH, QUIET, Call
 
 VERSION = 1
 MAX_LINE = 64 * 1024
 MAX_DEPTH = 32  # JSON nesting of a message (arrays and objects), the message itself included
+# Quiet posts written in a row: the next post asks for its reply (which settles them all),
+# so a channel that only posts keeps a bounded table of quiet posts not known to be ok.
+MAX_QUIET_RUN = 256
 
 
 
@@ -83,6 +91,7 @@ class Request:
     id: int
     call: str
     args: Mapping[str, Any] = field(default_factory=dict)
+    quiet: bool = False  # answered only if refused or failed (module docstring)
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,8 @@ def encode(msg: Message) -> bytes:
     obj: dict[str, Any] = {"v": VERSION}
     if isinstance(msg, Request):
         obj.update(id=msg.id, call=msg.call, args=dict(msg.args))
+        if msg.quiet:
+            obj[QUIET] = True
     elif isinstance(msg, Reply):
         obj.update(id=msg.id, status=msg.status)
         if msg.ret:
@@ -177,10 +188,13 @@ def decode(line: bytes) -> Message:
             raise DecodeError("call must be a string", msg_id)
         if not isinstance(args, dict):
             raise DecodeError("args must be an object", msg_id)
-        extra = set(obj) - {"v", "id", "call", "args"}
+        extra = set(obj) - {"v", "id", "call", "args", QUIET}
         if extra:
             raise DecodeError(f"unknown keys {sorted(extra)}", msg_id)
-        return Request(msg_id, call, args)
+        quiet = obj.get(QUIET, False)
+        if not isinstance(quiet, bool):
+            raise DecodeError(f"{QUIET} must be true or false", msg_id)
+        return Request(msg_id, call, args, quiet)
     if "status" in obj:
         status, ret, error = obj["status"], obj.get("ret", {}), obj.get("error")
         if not isinstance(status, int) or not isinstance(ret, dict):
@@ -287,6 +301,10 @@ class Channel:
         self._next_id = 1
         self._waiting: dict[int, _Slot] = {}
         self._posted: dict[int, Callable[[Reply], None] | None] = {}  # id -> on_reply
+        # the ids of the quiet posts in `_posted`, increasing: settled (ok) by any reply
+        # with a later id, the platform answering a channel's requests in order
+        self._quiet: deque[int] = deque()
+        self._quiet_run = 0  # quiet posts written since the last request answered in any case
         self._handlers: list[EventHandler] = []
         self._closed = threading.Event()
         self.events_seen = 0  # events handed to the subscribers (a batch: one per PE)
@@ -331,12 +349,9 @@ class Channel:
         if self._closed.is_set():
             raise ChannelClosed("channel closed")
         slot = _Slot()
-        with self._lock:
-            msg_id = self._next_id
-            self._next_id += 1
-            self._waiting[msg_id] = slot
+        msg_id = 0
         try:
-            self._write(encode(Request(msg_id, call, args)))
+            msg_id = self._request(call, args, slot=slot)
             limit = self.timeout if timeout is None else timeout  # for the reply
             deadline = time.monotonic() + limit
             while True:
@@ -354,57 +369,84 @@ class Channel:
             with self._lock:
                 self._waiting.pop(msg_id, None)
 
-    def _write(self, data: bytes) -> None:
-        """One whole message, not interleaved with another thread's; ChannelClosed once
-        the channel is closed or the platform takes nothing for `timeout` seconds."""
+    def _request(self, call: Call, args: Mapping[str, Any], *, slot: _Slot | None = None,
+                 on_reply: Callable[[Reply], None] | None = None, quiet: bool = False
+                 ) -> int:
+        """Write one request, filed first (a call's `slot`, else a post's `on_reply`), and
+        return its id. The ids go out in increasing order (given under the write lock):
+        a reply's id is later than every request written before it, which is what
+        settles the quiet posts (`_settle_quiet`). Filed no more if it cannot be written."""
         with self._wlock:
-            view = memoryview(data)
-            deadline = time.monotonic() + self.timeout
-            while view:
-                if self._closed.is_set():
-                    raise ChannelClosed("channel closed")
-                try:
-                    n = os.write(self._fd, view)
-                except BlockingIOError:
-                    n = 0
-                if n:
-                    view = view[n:]
-                    deadline = time.monotonic() + self.timeout
-                    continue
-                if time.monotonic() >= deadline:
-                    self._closed.set()
-                    raise ChannelClosed(f"the platform took nothing written for "
-                                        f"{self.timeout:g} s: channel closed")
-                select.select([], [self._fd], [], 0.1)
+            with self._lock:
+                msg_id = self._next_id
+                self._next_id += 1
+                if slot is not None:
+                    self._waiting[msg_id] = slot
+                else:
+                    self._posted[msg_id] = on_reply
+                quiet = quiet and slot is None and self._quiet_run < MAX_QUIET_RUN
+                if quiet:
+                    self._quiet.append(msg_id)
+                    self._quiet_run += 1
+                else:
+                    self._quiet_run = 0
+            try:
+                self._write_locked(encode(Request(msg_id, call, args, quiet)))
+            except BaseException:
+                with self._lock:
+                    self._waiting.pop(msg_id, None)
+                    self._posted.pop(msg_id, None)
+                    if quiet and self._quiet and self._quiet[-1] == msg_id:
+                        self._quiet.pop()  # the newest: the write lock is held
+                raise
+        return msg_id
 
-    def post(self, call: Call, on_reply: Callable[[Reply], None] | None = None,
-             **args: Any) -> None:
+    def _write_locked(self, data: bytes) -> None:
+        """One whole message, under `_wlock` (not interleaved with another thread's);
+        ChannelClosed once the channel is closed or the platform takes nothing for
+        `timeout` seconds."""
+        view = memoryview(data)
+        deadline = time.monotonic() + self.timeout
+        while view:
+            if self._closed.is_set():
+                raise ChannelClosed("channel closed")
+            try:
+                n = os.write(self._fd, view)
+            except BlockingIOError:
+                n = 0
+            if n:
+                view = view[n:]
+                deadline = time.monotonic() + self.timeout
+                continue
+            if time.monotonic() >= deadline:
+                self._closed.set()
+                raise ChannelClosed(f"the platform took nothing written for "
+                                    f"{self.timeout:g} s: channel closed")
+            select.select([], [self._fd], [], 0.1)
+
+    def post(self, call: Call, on_reply: Callable[[Reply], None] | None = None, *,
+             quiet: bool = False, **args: Any) -> None:
         """A platform call whose reply is not waited for (a driver's step reports): the
         request is written now, in order with this channel's other requests; the platform
         answers a channel's requests in order, so the reply of any later `call` also
         means this one was handled. `on_reply` gets the reply on the reader thread (not
-        at all if the channel closes first). ChannelClosed if it cannot be written."""
+        at all if the channel closes first). ChannelClosed if it cannot be written.
+
+        `quiet`: the platform answers only if the call is refused or fails, so `on_reply`
+        runs only then; the reply to any later request means it was ok (no reply line,
+        no wake-up of the reader for it). After MAX_QUIET_RUN quiet posts in a row, the
+        next one asks for its reply (which settles them all)."""
         if self._closed.is_set():
             raise ChannelClosed("channel closed")
-        with self._lock:
-            msg_id = self._next_id
-            self._next_id += 1
-            self._posted[msg_id] = on_reply
         try:
-            self._write(encode(Request(msg_id, call, args)))
+            self._request(call, args, on_reply=on_reply, quiet=quiet)
         except OSError as e:
-            with self._lock:
-                self._posted.pop(msg_id, None)
             self._closed.set()
             raise ChannelClosed(f"channel write failed: {e}") from None
-        except BaseException:
-            with self._lock:
-                self._posted.pop(msg_id, None)
-            raise
 
     @property
     def posted_pending(self) -> int:
-        """Posted requests whose reply has not come yet."""
+        """Posted requests whose reply has not come yet (quiet ones: no later reply yet)."""
         with self._lock:
             return len(self._posted)
 
@@ -434,6 +476,9 @@ class Channel:
             pass
         finally:
             self._closed.set()
+            with self._lock:  # no reply comes any more: no on_reply will run
+                self._posted.clear()
+                self._quiet.clear()
 
     def _dispatch(self, line: bytes) -> None:
         try:
@@ -449,6 +494,8 @@ class Channel:
                 posted = slot is None and msg.id is not None and msg.id in self._posted
                 if posted:
                     on_reply = self._posted.pop(msg.id)  # type: ignore[arg-type]
+                if msg.id is not None:
+                    self._settle_quiet(msg.id)
             if slot is not None:
                 slot.put(msg)
             elif on_reply is not None:
@@ -468,6 +515,16 @@ class Channel:
                     except Exception:  # a subscriber's bug must not stop the channel
                         self.handler_errors += 1
         # a Request from the other side is not part of this protocol: ignored
+
+    def _settle_quiet(self, reply_id: int) -> None:
+        """The quiet posts before `reply_id` were ok (answered in order, and not refused:
+        a refusal would have been a reply of its own); `reply_id`'s own entry, when it is
+        one, was taken with its reply. Under `_lock`."""
+        quiet = self._quiet
+        while quiet and quiet[0] <= reply_id:
+            msg_id = quiet.popleft()
+            if msg_id != reply_id:
+                self._posted.pop(msg_id, None)
 
     def close(self) -> None:
         if self._closed.is_set() and self._close_fn is None:

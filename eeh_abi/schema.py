@@ -207,6 +207,13 @@ CALLS: tuple[Call, ...] = tuple(CALL_SPECS)
 BATCHED_PES = "pes"
 MAX_BATCH = 1024  # PEs in one batched line (a line of at most ~12 KiB of them)
 
+# A quiet request: `"quiet": true` next to `args` asks the platform to answer only if the
+# call is refused or fails (status not 0); an ok quiet call gets no reply line. The
+# platform answers a channel's requests in order, so any later reply means each earlier
+# quiet request was ok (eeh_abi.hcall.Channel.post). Without the member (or false) every
+# request is answered, as before.
+QUIET = "quiet"
+
 _EVENT_SPECS = (
     EventSpec(Kind.PE_FROZEN, "a PE the caller owns froze (also as a side-effect of the "
               "adapter PE: batched, one line per owner, `pes`)",

@@ -13,8 +13,12 @@ cannot be delivered is counted, never raised: reporting must not break recovery.
 channel's other requests, without waiting for the reply (a recovery's step reports: in a
 TCG guest a round trip costs several milliseconds, and a VF's recovery reports a dozen
 steps). The platform handles a channel's requests in order, so when a later call (or a
-waited-for report) returns, every report posted before it is in the timeline. A channel
-without `post` (test fakes) gets every report as a call.
+waited-for report) returns, every report posted before it is in the timeline. A posted
+report is quiet (`"quiet": true`): the platform answers it only if it refuses it (budget,
+bad arguments), so a recovery's dozen reports per VF cost the platform's loop no reply
+lines and this guest's reader thread no wake-ups; it counts as sent when written and
+moves to failed if its refusal comes. A channel without `post` (test fakes) gets every
+report as a call.
 """
 
 from __future__ import annotations
@@ -110,7 +114,9 @@ class Services:
         post = None if wait else getattr(self.channel, "post", None)
         try:
             if post is not None:
-                post(Call.REPORT, on_reply=self._posted_reply, **args)
+                post(Call.REPORT, on_reply=self._refused, quiet=True, **args)
+                with self._lock:  # (its refusal may have been counted already)
+                    self.reports_sent += 1
                 return True
             reply = self.channel.call(Call.REPORT, **args)
         except (ChannelClosed, HcallError, OSError):
@@ -125,4 +131,12 @@ class Services:
             if reply.ok:
                 self.reports_sent += 1
             else:
+                self.reports_failed += 1
+
+    def _refused(self, reply: Reply) -> None:
+        """A quiet posted report's reply: it was counted sent when posted; only a refusal
+        is answered (an ok reply, from a platform that ignores the flag: nothing to do)."""
+        if not reply.ok:
+            with self._lock:
+                self.reports_sent -= 1
                 self.reports_failed += 1

@@ -9,10 +9,12 @@ budget.py) is aborted, logged and recorded with the numbers, so one caller never
 up the others nor grows the host; the loop is yielded after every `LINES_PER_TURN` lines
 (the replies to the lines answered in a row, and the events their calls pushed to the
 caller, go out in one write). Every line gets
-exactly one reply, whatever it holds: a bug met while answering is a -3 "internal error"
-reply (logged), a reply too long for a line is replaced by a -3 saying so; the connection
-is never lost to a caller's input. A caller that leaves mid-call: the call being answered
-completes, its reply and the lines after it are dropped.
+exactly one reply, whatever it holds, but for an ok quiet request (`"quiet": true`: a
+driver's posted step report), which gets none (the next reply says it was ok): a bug met
+while answering is a -3 "internal error" reply (logged), a reply too long for a line is
+replaced by a -3 saying so; the connection is never lost to a caller's input. A caller
+that leaves mid-call: the call being answered completes, its reply and the lines after it
+are dropped.
 
 Pushed events are batched (`push`): the events of one name and the same data pushed to
 one owner one after the other, within one turn of the loop (the lift of every VF PE's
@@ -211,7 +213,7 @@ class HcallServer:
                 for n, item in enumerate(lines.feed(data), 1):
                     reply = self._answer_safely(owner, conn, item)
                     self.flush_events()  # the events of the call go before its reply
-                    if not conn.send(_encode_reply(reply)):
+                    if reply is not None and not conn.send(_encode_reply(reply)):
                         break
                     if n % LINES_PER_TURN == 0:
                         conn.answering = False
@@ -235,7 +237,9 @@ class HcallServer:
                                  data={"lines": conn.lines_in, "bad_lines": conn.bad_lines,
                                        **(conn.over_budget or {})})
 
-    def _answer_safely(self, owner: str, conn: Connection, item: bytes | DecodeError) -> Reply:
+    def _answer_safely(self, owner: str, conn: Connection, item: bytes | DecodeError
+                       ) -> Reply | None:
+        """The line's reply; None for an ok quiet request (no reply line)."""
         try:
             return self._answer(owner, conn, item)
         except Exception:  # a bug, not the caller's fault: one reply, the channel goes on
@@ -244,7 +248,8 @@ class HcallServer:
                 log.exception("platform channel of %s: internal error", owner)
             return Reply(None, int(Status.PARAM_ERROR), error="internal error")
 
-    def _answer(self, owner: str, conn: Connection, item: bytes | DecodeError) -> Reply:
+    def _answer(self, owner: str, conn: Connection, item: bytes | DecodeError
+                ) -> Reply | None:
         conn.lines_in += 1
         if isinstance(item, DecodeError):
             conn.bad_lines += 1
@@ -269,7 +274,8 @@ class HcallServer:
                                f"once, {b.bytes_per_s} a second")
         before = self.timeline.bytes_written
         try:
-            return self.calls.handle(owner, msg)
+            reply = self.calls.handle(owner, msg)
+            return None if msg.quiet and reply.ok else reply
         finally:  # what answering it wrote, notices included
             self.records.charge(owner, self.timeline.bytes_written - before)
 
