@@ -142,7 +142,10 @@ def test_adapter_error_while_idle(tmp_path: Path) -> None:
                        and f[12:14] == b"\x88\xb5" and f[14:14 + len(payload)] == payload}
             return sources == {v.mac for v in r.agent.vf_drivers()}  # type: ignore[attr-defined]
         assert wait_for(every_vf_frame_out, 5), [f[:20].hex() for f in out]
-        assert all(v.counters()["tx"]["sent"] >= 1 for v in r.agent.vf_drivers())
+        # counted sent when the driver reaps the completion, just after the frame left
+        assert wait_for(lambda: all(v.counters()["tx"]["sent"] >= 1
+                                    for v in r.agent.vf_drivers()), 5), \
+            [v.counters()["tx"] for v in r.agent.vf_drivers()]
         books_balance(r)
 
 
