@@ -7,8 +7,6 @@ object, broken JSON before it)."""
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 from collections.abc import Iterator
 
@@ -17,9 +15,9 @@ import pytest
 from eeh_abi.hcall import MAX_LINE, decode
 from hypervisor_shim.pe import PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
+from tests.support.raw_hcall import replies_to as raw_replies
 
 OWNERS = {"pf": "svc", "vf0": "g1", "vf1": "g2"}
-SENTINEL = 9_000_001
 DEPTHS = (40, 1000, 30_000)
 
 
@@ -49,28 +47,7 @@ def id_after(msg_id: int, depth: int) -> bytes:
 def replies_to(plat: Platform, lines: list[bytes]) -> list[dict[str, object]]:
     """Send `lines` and a sentinel on one connection of g1; every reply up to the
     sentinel's (events skipped)."""
-    sentinel = b'{"v":1,"id":%d,"call":"query-partition","args":{}}' % SENTINEL
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(plat.hcall_path("g1")))
-        s.settimeout(10)
-        s.sendall(b"\n".join([*lines, sentinel]) + b"\n")
-        buf, out = b"", []
-        deadline = time.monotonic() + 20
-        while True:
-            nl = buf.find(b"\n")
-            if nl >= 0:
-                msg = json.loads(buf[:nl])
-                buf = buf[nl + 1:]
-                if "event" in msg:
-                    continue
-                out.append(msg)
-                if msg.get("id") == SENTINEL:
-                    return out
-                continue
-            assert time.monotonic() < deadline, "no reply to the sentinel"
-            chunk = s.recv(1 << 20)
-            assert chunk, f"connection closed after {len(out)} replies"
-            buf += chunk
+    return raw_replies(plat.hcall_path("g1"), lines)
 
 
 @pytest.mark.parametrize("depth", DEPTHS)

@@ -8,9 +8,7 @@ forgets the ok ones at the next reply, its table bounded even if no reply ever c
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +18,12 @@ from eeh_abi.vocabulary import Kind
 from guest_drivers.services import Services
 from hypervisor_shim.hcall.budget import ReportBudget
 from hypervisor_shim.platform import Platform, PlatformConfig
+from tests.support.raw_hcall import SENTINEL
+from tests.support.raw_hcall import replies_to as raw_replies
 from tests.unit.drivers.drivers_fakes import wait_for
 
 OWNERS = {"pf": "svc", "vf0": "g1", "vf1": "g2"}
 VF0, VF1 = 0x18000, 0x18100
-SENTINEL = 9_000_001
 
 
 def line(msg_id: int, args: dict[str, Any], quiet: object = None,
@@ -36,29 +35,9 @@ def line(msg_id: int, args: dict[str, Any], quiet: object = None,
 
 
 def replies_to(plat: Platform, lines: list[bytes]) -> list[dict[str, Any]]:
-    """Send `lines` and a (non-quiet) sentinel call on one connection of g1: every line
-    the platform writes back up to the sentinel's reply (events skipped)."""
-    sentinel = line(SENTINEL, {}, call="query-partition")
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(plat.hcall_path("g1")))
-        s.settimeout(10)
-        s.sendall(b"\n".join([*lines, sentinel]) + b"\n")
-        buf, out = b"", []
-        deadline = time.monotonic() + 20
-        while True:
-            nl = buf.find(b"\n")
-            if nl >= 0:
-                msg = json.loads(buf[:nl])
-                buf = buf[nl + 1:]
-                if "event" not in msg:
-                    out.append(msg)
-                    if msg.get("id") == SENTINEL:
-                        return out
-                continue
-            assert time.monotonic() < deadline, "no reply to the sentinel"
-            chunk = s.recv(1 << 20)
-            assert chunk, f"connection closed after {len(out)} replies"
-            buf += chunk
+    """Send `lines` and a sentinel on one connection of g1; every reply up to the
+    sentinel's (events skipped)."""
+    return raw_replies(plat.hcall_path("g1"), lines)
 
 
 def test_only_refused_quiet_requests_are_answered(tmp_path: Path) -> None:
