@@ -115,6 +115,7 @@ class RecordBudgets:
         self.budget = budget
         self.clock = clock
         self.buckets: dict[str, RecordBucket] = {}
+        self.refusing = False  # some bucket has an open window of refusals (for `due`)
 
     def _bucket(self, owner: str, now: float) -> RecordBucket:
         b = self.buckets.get(owner)
@@ -134,6 +135,7 @@ class RecordBudgets:
             return None
         if not b.refused:
             b.window_start = now
+        self.refusing = True
         key = call[:64] if call in b.refused or len(b.refused) < 16 else OTHER_CALLS
         b.refused[key] = b.refused.get(key, 0) + 1
         b.refused_total += 1
@@ -141,11 +143,18 @@ class RecordBudgets:
                    math.ceil((1.0 - b.tokens) / self.budget.bytes_per_s * 1000))
 
     def charge(self, owner: str, nbytes: int) -> None:
-        self._bucket(owner, self.clock()).tokens -= nbytes
+        """After `admit` (which refilled the bucket just now): the refill up to this
+        instant comes with the next `admit`."""
+        b = self.buckets.get(owner)
+        if b is None:
+            b = self._bucket(owner, self.clock())
+        b.tokens -= nbytes
 
     def due(self, force: bool = False) -> list[tuple[str, str, dict[str, Any]]]:
         """(owner, the call refused most, data) for each window of refusals that is over
         (every open one with `force`); those windows are closed."""
+        if not self.refusing:  # (every call: nothing to look at, most of the time)
+            return []
         now = self.clock()
         out = []
         for owner, b in self.buckets.items():
@@ -157,4 +166,5 @@ class RecordBudgets:
                     "window_s": round(now - b.window_start, 3),
                     "refused_total": b.refused_total}))
                 b.refused = {}
+        self.refusing = any(b.refused for b in self.buckets.values())
         return out

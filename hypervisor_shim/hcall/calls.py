@@ -108,10 +108,13 @@ class PlatformCalls:
         return self._policy_at[rec.address]
 
     def handle(self, owner: str, req: Request) -> Reply:
+        rec: PeRecord | None = None
+        named = False  # rec is the PE its entry names (_pe_name: `pe`, else `addr`)
         try:
             spec = spec_of(req.call)
             check_args(spec, req.args)
             rec = self._target(owner, spec, req.args)
+            named = spec.target == "pe" or (spec.target == "addr" and "pe" not in req.args)
             result = HANDLERS[spec.call](self, owner, req.args, rec)
         except ArgError as e:
             result = CallResult(Status.PARAM_ERROR, why=str(e))
@@ -128,7 +131,8 @@ class PlatformCalls:
         why = _short(result.why) if result.why else None
         if req.call != Call.REPORT:
             self.timeline.record(Source.CALL, _short(req.call, 64), owner=owner,
-                                 pe=self._pe_name(req.args),
+                                 pe=rec.name if named and rec is not None
+                                 else self._pe_name(req.args),
                                  data={"args": _recorded(req.args), "status": int(result.status),
                                        **({"why": why} if why else {})})
         return Reply(req.id, int(result.status), ret, why)
@@ -225,10 +229,13 @@ class PlatformCalls:
         if refused is not None:
             return refused
         detail = args.get("detail", {})
-        try:
-            size = len(json.dumps(detail, default=str))
-        except (TypeError, ValueError, RecursionError):
-            size = self.budget.max_detail_bytes + 1
+        if detail:  # (most reports have none: nothing to measure)
+            try:
+                size = len(json.dumps(detail, default=str))
+            except (TypeError, ValueError, RecursionError):
+                size = self.budget.max_detail_bytes + 1
+        else:
+            size = 2
         if size > self.budget.max_detail_bytes:
             raise BadArgs(f"detail over budget: {size} bytes, at most "
                           f"{self.budget.max_detail_bytes}")
