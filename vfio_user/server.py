@@ -302,7 +302,7 @@ class ThreadedConnection:
                     reason = f"receive failed: {e}"
                     break
                 t0 = time.perf_counter_ns()
-                with lock:
+                with lock.for_connection():  # the loop first (model_loop.py)
                     replies, end = self._received(buf[:n].tobytes(), anc, flags)
                 if replies:
                     try:
@@ -316,7 +316,7 @@ class ThreadedConnection:
                     reason = end
                     break
         finally:
-            with lock:
+            with lock.for_connection():
                 self.close(reason)
                 sock.close()
             asyncio._set_running_loop(None)
