@@ -22,13 +22,6 @@ that does not read its replies blocks its own thread, never the model. The loop 
 threaded connection (`close`, under the lock) by shutting its socket down; the thread
 wakes, sees it closed and closes the descriptor itself.
 
-**The loop goes first.** Connection threads take the lock through `ModelLock.for_connection`:
-one of them at a time queues for it (the others wait at a gate), and none starts queueing
-while the loop is waiting for it. So when the loop's selector returns (a platform call's
-line, a timer) it waits for at most the one access under way and the one queued, not for
-every client thread that was ready (with 64 VFs restoring at once, the loop waited up to
-13 ms per turn, 27 ms over a recovery, behind the restores' accesses).
-
 A loop that is not a `ModelLoop` (or runs in asyncio's debug mode, which checks that
 only its own thread schedules callbacks) serves every client on the loop, as before.
 """
@@ -36,58 +29,19 @@ only its own thread schedules callbacks) serves every client on the loop, as bef
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import selectors
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeGuard, TypeVarTuple
 
 _Ts = TypeVarTuple("_Ts")
 
 
-class ModelLock:
-    """The model lock, the loop first: `acquire_for_loop` (the loop's thread) is served
-    before any connection thread that has not yet queued for it; connection threads use
-    `for_connection()` (a context manager), and queue for it one at a time."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self._gate = threading.Lock()  # held by the one connection thread queueing
-        self._turn = threading.Condition(threading.Lock())  # the loop got the lock
-        self._loop_waiting = False  # set only by the loop's thread (under _turn to clear)
-
-    def acquire_for_loop(self) -> None:
-        self._loop_waiting = True
-        self.lock.acquire()
-        with self._turn:
-            self._loop_waiting = False
-            self._turn.notify_all()
-
-    def release(self) -> None:
-        self.lock.release()
-
-    def locked(self) -> bool:
-        return self.lock.locked()
-
-    @contextlib.contextmanager
-    def for_connection(self) -> Iterator[None]:
-        with self._gate:
-            if self._loop_waiting:
-                with self._turn:
-                    while self._loop_waiting:
-                        self._turn.wait()
-            self.lock.acquire()
-        try:
-            yield
-        finally:
-            self.lock.release()
-
-
 class _ModelSelector(selectors.DefaultSelector):
     """The loop's selector: releases the model lock while waiting, takes it back after."""
 
-    def __init__(self, lock: ModelLock) -> None:
+    def __init__(self, lock: threading.Lock) -> None:
         super().__init__()
         self.lock = lock
         self.held = False  # by the loop's thread (only that thread touches this)
@@ -99,7 +53,7 @@ class _ModelSelector(selectors.DefaultSelector):
         try:
             return super().select(timeout)
         finally:
-            self.lock.acquire_for_loop()
+            self.lock.acquire()
             self.held = True
 
     def release_if_held(self) -> None:
@@ -117,7 +71,7 @@ class ModelLoop(asyncio.SelectorEventLoop):
     docstring); a connection thread holding the lock may schedule on it."""
 
     def __init__(self) -> None:
-        self.model_lock = ModelLock()
+        self.model_lock = threading.Lock()
         self._model_selector = _ModelSelector(self.model_lock)
         self._runner: int | None = None  # the thread running the loop, while it runs
         super().__init__(self._model_selector)

@@ -302,7 +302,7 @@ class ThreadedConnection:
                     reason = f"receive failed: {e}"
                     break
                 t0 = time.perf_counter_ns()
-                with lock.for_connection():  # the loop first (model_loop.py)
+                with lock:
                     replies, end = self._received(buf[:n].tobytes(), anc, flags)
                 if replies:
                     try:
@@ -316,7 +316,7 @@ class ThreadedConnection:
                     reason = end
                     break
         finally:
-            with lock.for_connection():
+            with lock:
                 self.close(reason)
                 sock.close()
             asyncio._set_running_loop(None)
