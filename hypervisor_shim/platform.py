@@ -321,7 +321,7 @@ class Platform:
     def _on_entry(self, e: Entry) -> None:
         for t in self.trees.values():
             t.watch.on_entry(e)
-        if e.source == Source.DRIVER:
+        if e.source == Source.DRIVER and len(self._listeners):  # (none: no step to build)
             self._listeners.call(RecoveryStep(e.owner, e.kind, e.pe, e.data))
 
     # ------------------------------------------------------------------ the model dies

@@ -67,6 +67,33 @@ def _line_encoder() -> Callable[[dict[str, Any]], str]:
 
 
 _encode_line = _line_encoder()
+_esc = json.encoder.encode_basestring_ascii  # a str as _encode_line writes it
+_PLAIN_NUMBER = (int, float)
+
+
+def _entry_line(e: Entry) -> str:
+    """`_encode_line(e.to_json())`, built from its members (no dict, no scan of the
+    entry's own keys; `data` alone goes through the encoder): the same text, checked by
+    tests/unit/shim/test_timeline_lines.py. Members of another type than the usual go the
+    general way."""
+    t, pe, owner, gt = e.t, e.pe, e.owner, e.guest_time
+    if not (type(t) in _PLAIN_NUMBER and -1e15 < t < 1e15 and type(e.source) is str
+            and type(e.kind) is str and (pe is None or type(pe) is str)
+            and (owner is None or type(owner) is str)
+            and (gt is None or (type(gt) in _PLAIN_NUMBER and -1e300 < gt < 1e300))):
+        return _encode_line(e.to_json())  # NaN, an enum member, a number's subclass...
+    parts = ['{"t": ', repr(round(t, 6)), ', "source": ', _esc(e.source), ', "kind": ',
+             _esc(e.kind)]
+    if pe is not None:
+        parts += (', "pe": ', _esc(pe))
+    if owner is not None:
+        parts += (', "owner": ', _esc(owner))
+    if e.data:
+        parts += (', "data": ', _encode_line(e.data))
+    if gt is not None:
+        parts += (', "guest_time": ', repr(gt))
+    parts.append("}")
+    return "".join(parts)
 
 
 @dataclass(frozen=True)
@@ -98,6 +125,19 @@ class Entry:
 
 
 Listener = Callable[[Entry], None]
+
+
+def _new_entry(t: float, source: str, kind: str, pe: str | None, owner: str | None,
+               data: dict[str, Any], guest_time: float | None) -> Entry:
+    """`Entry(t, source, kind, pe, owner, data, guest_time)` at half the cost (one per
+    timeline entry): a frozen dataclass's __init__ sets each member through
+    object.__setattr__; Entry has no slots, no __post_init__ and no other members, so
+    its instance dict filled at once is the same object (tests/unit/shim/
+    test_timeline_lines.py holds the member list to this)."""
+    e = object.__new__(Entry)
+    e.__dict__.update(t=t, source=source, kind=kind, pe=pe, owner=owner, data=data,
+                      guest_time=guest_time)
+    return e
 
 
 class _LineFile:
@@ -211,9 +251,9 @@ class Timeline:
     def record(self, source: str, kind: str, *, pe: str | None = None,
                owner: str | None = None, data: dict[str, Any] | None = None,
                guest_time: float | None = None, t: float | None = None) -> Entry:
-        entry = Entry(self._clock() if t is None else t, source, kind, pe, owner,
-                      dict(data) if data else {}, guest_time)
-        line = _encode_line(entry.to_json()) + "\n"
+        entry = _new_entry(self._clock() if t is None else t, source, kind, pe, owner,
+                           dict(data) if data else {}, guest_time)
+        line = _entry_line(entry) + "\n"
         with self._lock:
             self.bytes_written += len(line)
             if self._keep:
