@@ -73,15 +73,16 @@ _PLAIN_NUMBER = (int, float)
 
 def _entry_line(e: Entry) -> str:
     """`_encode_line(e.to_json())`, built from its members (no dict, no scan of the
-    entry's own keys; `data` alone goes through the encoder): the same text, checked by
+    entry's own keys; `data` alone goes through the encoder): the same text (a str
+    subclass, e.g. a `Kind`, written as its value like the encoder does), checked by
     tests/unit/shim/test_timeline_lines.py. Members of another type than the usual go the
     general way."""
     t, pe, owner, gt = e.t, e.pe, e.owner, e.guest_time
-    if not (type(t) in _PLAIN_NUMBER and -1e15 < t < 1e15 and type(e.source) is str
-            and type(e.kind) is str and (pe is None or type(pe) is str)
-            and (owner is None or type(owner) is str)
+    if not (type(t) in _PLAIN_NUMBER and -1e15 < t < 1e15 and isinstance(e.source, str)
+            and isinstance(e.kind, str) and (pe is None or isinstance(pe, str))
+            and (owner is None or isinstance(owner, str))
             and (gt is None or (type(gt) in _PLAIN_NUMBER and -1e300 < gt < 1e300))):
-        return _encode_line(e.to_json())  # NaN, an enum member, a number's subclass...
+        return _encode_line(e.to_json())  # NaN, a number's subclass, a path...
     parts = ['{"t": ', repr(round(t, 6)), ', "source": ', _esc(e.source), ', "kind": ',
              _esc(e.kind)]
     if pe is not None:
