@@ -40,6 +40,10 @@ from hypervisor_shim.timeline import Entry, Timeline
 from hypervisor_shim.uplink import HostPort
 
 PEER_MAC = bytes.fromhex("02aabbccdd01")
+# The uplink is read this often between rounds of probes: echoes were read once a round
+# (each 0.1 s at bench.scale's 10 Hz), so every "traffic back" was up to a period late,
+# quantized to the rounds (docs/reliability.md).
+RECEIVE_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -119,9 +123,12 @@ def uplink_of(name: str, adapters: Sequence[str]) -> str:
 class UplinkTraffic:
     def __init__(self, plat: Platform, targets: Mapping[str, Target], *,
                  rate_hz: float = 50.0, keep_frames: int = 200_000,
-                 probing: bool = True, adapter: str | None = None) -> None:
+                 probing: bool = True, adapter: str | None = None,
+                 receive_s: float = RECEIVE_S) -> None:
         """`adapter`: every target through that adapter's uplink (its name); None: each
-        through its own adapter's, and every adapter's uplink captured."""
+        through its own adapter's, and every adapter's uplink captured. `receive_s`: how
+        often the uplink is read between rounds of probes (an echo's host time is when
+        it was read)."""
         self.plat = plat
         every = list(plat.host.adapters)
         self.ports: dict[str, HostPort] = {}
@@ -135,6 +142,7 @@ class UplinkTraffic:
         self.targets = dict(targets)
         self.route = {n: uplink_of(n, list(self.ports)) for n in targets}
         self.period = 1.0 / rate_hz
+        self.receive_s = min(receive_s, self.period)
         self.streams = {name: StreamStats() for name in targets}
         self.frames: list[tuple[float, bytes, str]] = []  # (host t, frame, adapter)
         self._keep = keep_frames
@@ -198,17 +206,29 @@ class UplinkTraffic:
                             self.streams[name].send_times[seq] = now
                             self.streams[name].sent += 1
                             self._keep_frame(now, frame, self.route[name])
-                for adapter, port in self.ports.items():
-                    self._account(port.receive(), adapter)
+                self._receive()
             except Exception as e:  # the platform stopped under us
                 self.errors.append(repr(e))
                 if self._stop.wait(0.1):
                     break
             next_t += self.period
-            delay = next_t - time.monotonic()
-            if delay < -1.0:
+            if next_t - time.monotonic() < -1.0:
                 next_t = time.monotonic()
-            self._stop.wait(max(0.0, delay))
+            # until the next round, the echoes each receive_s: an echo's time is when it
+            # was taken from the uplink, so it is at most receive_s late, not a period
+            while (delay := next_t - time.monotonic()) > 0:
+                if self._stop.wait(min(delay, self.receive_s)):
+                    return
+                try:
+                    self._receive()
+                except Exception as e:  # the platform stopped under us
+                    self.errors.append(repr(e))
+                    if self._stop.wait(0.1):
+                        return
+
+    def _receive(self) -> None:
+        for adapter, port in self.ports.items():
+            self._account(port.receive(), adapter)
 
     def _keep_frame(self, t: float, frame: bytes, adapter: str) -> None:
         if len(self.frames) < self._keep:
