@@ -67,6 +67,13 @@ def _line_encoder() -> Callable[[dict[str, Any]], str]:
 
 
 _encode_line = _line_encoder()
+
+
+def json_text(value: Any) -> str:
+    """`value` as the timeline writes it: json.dumps(value, default=str)'s text, without
+    building an encoder per call (RecursionError for a circular value)."""
+    return _encode_line(value)
+
 _esc = json.encoder.encode_basestring_ascii  # a str as _encode_line writes it
 _PLAIN_NUMBER = (int, float)
 

@@ -31,7 +31,7 @@ from eeh_abi.schema import ArgError, Call, CallSpec, check_args, spec_of
 from eeh_abi.vocabulary import RECOVERED_STEPS, Source
 from hypervisor_shim.hcall.budget import REPORT_BUDGET, Bucket, ReportBudget
 from hypervisor_shim.pe import CallResult, PePolicy, PeRecord, authorize
-from hypervisor_shim.timeline import Timeline
+from hypervisor_shim.timeline import Timeline, json_text
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +229,10 @@ class PlatformCalls:
         if refused is not None:
             return refused
         detail = args.get("detail", {})
-        if detail:  # (most reports have none: nothing to measure)
-            try:
-                size = len(json.dumps(detail, default=str))
-            except (TypeError, ValueError, RecursionError):
-                size = self.budget.max_detail_bytes + 1
-        else:
-            size = 2
+        try:
+            size = len(json_text(detail)) if detail else 2
+        except (TypeError, ValueError, RecursionError):
+            size = self.budget.max_detail_bytes + 1
         if size > self.budget.max_detail_bytes:
             raise BadArgs(f"detail over budget: {size} bytes, at most "
                           f"{self.budget.max_detail_bytes}")
