@@ -15,7 +15,10 @@ looks at every parked poller each `max_sleep_s` and wakes those with work: N idl
 cost one wake-up per period, not N. A poller settled in that state (its last park ended
 by the watch or by its health timeout, not by a send or an event) parks again as soon
 as a look finds nothing `pending`, without the sleeps in between: sparse work (a probe
-now and then) costs one wake-up per piece, not the ladder's three. In a TCG guest a
+now and then) costs one wake-up per piece, not the ladder's three; and the watch looks at
+it each `settled_watch_s` (0.1 s), not `max_sleep_s`: a look of the watch over eight
+parked VF drivers cost ~1 ms of a TCG guest's CPU, 33 a second were half of an idle
+guest's CPU (docs/reliability.md). In a TCG guest a
 wake-up of a sleeping thread (timer, futex, scheduler, the Python loop around it) costs
 ~0.5 ms of host CPU: eight idle VF drivers waking 33 times a second each kept ~0.13 of a
 host CPU busy per guest, more than an adapter error's recovery of the eight costs
@@ -42,7 +45,7 @@ from dataclasses import dataclass
 class PollConfig:
     busy_s: float = 0.002  # keep looking this long after the last work
     min_sleep_s: float = 0.0005
-    max_sleep_s: float = 0.03  # idle: at most ~33 looks a second
+    max_sleep_s: float = 0.03  # idle, not settled: at most ~33 looks a second
     health_s: float = 1.0  # idle: read a register that cannot be all-ones this often
     # threads of the process spinning at once; None: CPUs - 1 (none on one CPU: a spin
     # there only delays the thread that would make the work, and under TCG each spin
@@ -50,6 +53,11 @@ class PollConfig:
     spinners: int | None = None
     # a poller that can park (`pending`) does so once its sleep has doubled up to this
     park_after_s: float = 0.001
+    # the watch's period for a settled poller (sparse work, or none): each look costs
+    # ~1 ms of host CPU in a TCG guest (8 parked VF drivers), so the settled steady state
+    # is looked at less often than a poller just woken by an event or a send (max_sleep_s:
+    # the first frames after a recovery or a send are seen as soon as before)
+    settled_watch_s: float = 0.1
 
 
 class SpinSlots:
@@ -78,10 +86,16 @@ class IdleWatch:
     none has been for `linger_s` (started by the next park), so a process whose drivers
     all stopped keeps no thread of the watch. The linger: probes to every VF at once wake
     every parked driver in one look; a thread ended there and started again at the next
-    park cost a thread's start per round of probes (in a TCG guest a few ms of host CPU)."""
+    park cost a thread's start per round of probes (in a TCG guest a few ms of host CPU).
+    Between looks it sleeps its period; a period above `wait_above_s` (settled pollers
+    only) is a wait on its condition instead, which a park asking for a shorter one ends
+    (the watch then looks at the new shortest period from then): a poller parked just
+    after a recovery is looked at within its own period, not the settled ones'."""
 
-    def __init__(self, linger_s: float = 0.5) -> None:
+    def __init__(self, linger_s: float = 0.5, wait_above_s: float = 0.05) -> None:
         self.linger_s = linger_s
+        self.wait_above_s = wait_above_s
+        self._waiting = 0.0  # the period the thread waits out on the condition (0: none)
         self._cv = threading.Condition()
         # poller -> (its pending(), what wakes it, its period)
         self._parked: dict[int, tuple[Callable[[], bool], Callable[[], None], float]] = {}
@@ -103,6 +117,9 @@ class IdleWatch:
                 self._thread.start()
             elif self._lingering:  # its periods start again from this park
                 self._lingering = False
+                self._cv.notify()
+            elif 0.0 < period_s < self._waiting:  # a shorter period: from now on
+                self._waiting = 0.0
                 self._cv.notify()
 
     def unpark(self, who: int) -> None:
@@ -126,7 +143,14 @@ class IdleWatch:
                     continue
                 empty_since = None
                 period = min(p for _, _, p in self._parked.values())
-            time.sleep(period)  # nobody needs to cut it short (a park joins the next look)
+                if period > self.wait_above_s:
+                    self._waiting = period
+                    cut = self._cv.wait(period)  # notified: a park wants a shorter period
+                    self._waiting = 0.0
+                    if cut:
+                        continue
+            if period <= self.wait_above_s:
+                time.sleep(period)  # short: a park joins the next look
             with self._cv:
                 parked = list(self._parked.items())
             self.looks += 1
@@ -212,9 +236,13 @@ class AdaptivePoller:
     def _park(self, pending: Callable[[], bool]) -> None:
         """Idle, its sleep doubled up to `park_after_s`: the watch looks for work instead."""
         self.parked += 1
-        self._sleep = self.cfg.max_sleep_s  # the watch looks each max_sleep_s
+        self._sleep = self.cfg.max_sleep_s
         self._by_watch = False
-        self._watch.park(id(self), pending, self._watch_wake, self.cfg.max_sleep_s)
+        # settled: its work is sparse (or none), looked at each settled_watch_s; woken
+        # by an event or a send, each max_sleep_s (what comes next comes soon)
+        period = max(self.cfg.settled_watch_s, self.cfg.max_sleep_s) if self._settled \
+            else self.cfg.max_sleep_s
+        self._watch.park(id(self), pending, self._watch_wake, period)
         try:
             woken = self._wake.wait(max(self.cfg.health_s, self.cfg.max_sleep_s))
         finally:
