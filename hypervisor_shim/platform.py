@@ -111,6 +111,11 @@ class PlatformConfig:
     # total_vfs to tap_name but `owners` are not used (`owners` is informational: every
     # adapter's owners by platform-wide name). Empty: one unnamed adapter from the fields.
     adapters: tuple[AdapterPlan, ...] = ()
+    # vfio-user clients each served from a thread of their own (AdapterHostConfig.
+    # client_threads); None: so in VM mode (a Platform given `slots`: QEMU guests, whose
+    # MMIO reads that shortens), on the model's loop in harness mode (drivers of this
+    # host: less CPU per message)
+    vfio_user_threads: bool | None = None
 
     @property
     def owner_names(self) -> list[str]:
@@ -144,7 +149,11 @@ class Platform:
         self.run_dir = run_dir
         self.timeline = Timeline(run_dir / "events.jsonl" if run_dir is not None else None)
         plans = cfg.plans()
-        self.host = AdapterHost(*(p.host_config(cfg.host_cpus) for p in plans))
+        threads = cfg.vfio_user_threads if cfg.vfio_user_threads is not None \
+            else slots is not None
+        self.host = AdapterHost(*(dataclasses.replace(p.host_config(cfg.host_cpus),
+                                                      client_threads=threads)
+                                  for p in plans))
         self.adapter = self.host.adapter  # the first adapter (the only one, before)
         # The channels' sockets' directory: named now, created by start() (a platform never
         # started leaves nothing), removed by stop().
