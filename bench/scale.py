@@ -72,9 +72,11 @@ from typing import Any
 
 from bench import goals, guests, peer
 from bench.stats import dist, scalar
+from eeh_abi.vocabulary import Kind, Source
 from eeh_sriov.system import AGENT_COMMAND, System
 from eeh_sriov.traffic import UplinkTraffic, vf_targets
 from hypervisor_shim.readiness import wait_drivers_ready_async
+from hypervisor_shim.timeline import Entry
 from qemu_launcher.assets import REPO, GuestAssets
 
 SCALE_TOPOLOGY = REPO / "eeh_sriov" / "topologies" / "scale-8x8.toml"
@@ -110,6 +112,25 @@ def qemu_usage(system: System) -> dict[str, dict[str, float]]:
     return out
 
 
+def vf_steps(entries: list[Entry], vfs: set[str]) -> dict[str, list[float]]:
+    """Where a recovery's time goes: for each VF driver's step (error-detected,
+    lockout-lifted, reset, configure, pf-reset-done, config-restored, slot-reset, resume,
+    recovered) and its traffic-back, ms from the injection (the console's `inject`) to each
+    VF's first such entry, every injection's pooled; entries up to the next injection."""
+    injects = [e.t for e in entries if e.source == Source.CONSOLE and e.kind == Kind.INJECT]
+    out: dict[str, list[float]] = {}
+    for i, t0 in enumerate(injects):
+        t1 = injects[i + 1] if i + 1 < len(injects) else float("inf")
+        seen: set[tuple[str, str]] = set()
+        for e in entries:
+            if not t0 <= e.t < t1 or e.pe not in vfs or \
+                    e.source not in (Source.DRIVER, Source.TRAFFIC) or (e.pe, e.kind) in seen:
+                continue
+            seen.add((e.pe, e.kind))
+            out.setdefault(e.kind, []).append(round((e.t - t0) * 1000, 3))
+    return out
+
+
 def _cpu_delta(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]],
                per: float) -> dict[str, float]:
     return {n: round((b[n]["cpu_s"] - a[n]["cpu_s"]) / per, 3) for n in b if n in a}
@@ -117,7 +138,7 @@ def _cpu_delta(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]],
 
 async def run_timing(timing: str, injections: int, rate_hz: float, assets: GuestAssets,
                      accel: str, run_dir: Path, say: Any = print,
-                     agent_args: str = "") -> dict[str, Any]:
+                     agent_args: str = "", repo: Path = REPO) -> dict[str, Any]:
     topo = guests.topology(timing, SCALE_TOPOLOGY)
     targets = vf_targets(topo)
     pcfg = topo.platform_config(host_cpus=(), tap_name=f"eehs{os.getpid() % 10**6}")
@@ -128,7 +149,8 @@ async def run_timing(timing: str, injections: int, rate_hz: float, assets: Guest
                            "agent": f"{AGENT_COMMAND} {agent_args}".strip()}
     t_start = time.monotonic()
     system = System(topo, run_dir, assets, accel=accel, platform_config=pcfg,
-                    boot_timeout=BOOT_TIMEOUT_S, guest_command=lambda g: out["agent"])
+                    boot_timeout=BOOT_TIMEOUT_S, guest_command=lambda g: out["agent"],
+                    repo=repo)
     async with system:
         await wait_drivers_ready_async(system.platform.timeline, topo.guest_pes,
                                        BOOT_TIMEOUT_S)
@@ -160,6 +182,7 @@ async def run_timing(timing: str, injections: int, rate_hz: float, assets: Guest
             out["cpu_per_recovery_s"] = _cpu_delta(u1, u2, max(1, injections))
             out["recoveries_window_s"] = round(t2 - t1, 3)
             out["usage_end"] = u2
+            out["vf_steps_ms"] = vf_steps(system.platform.timeline.snapshot(), set(targets))
             traffic.pause()
             await asyncio.sleep(0.5)
             out["traffic"] = traffic.stats(in_flight_s=0.5)
@@ -199,6 +222,8 @@ def summarize(runs: list[dict[str, Any]], peer_part: dict[str, Any] | None,
         s["runs"].append({
             "timing": r["timing"], "vfs": r["vfs"], "guests": r["guests"],
             "agent": r.get("agent"), "recovery": rec,
+            "vf_steps_ms": {k: dist(v, "ms") for k, v in sorted(
+                r.get("vf_steps_ms", {}).items(), key=lambda kv: sorted(kv[1])[len(kv[1]) // 2])},
             "per_vf_traffic_back": dist([v for x in done
                                          for v in x["traffic_back_ms"].values()], "ms"),
             "lost_per_vf_per_recovery": dist([v for x in recs for v in x["lost"].values()],
@@ -241,11 +266,12 @@ def summarize(runs: list[dict[str, Any]], peer_part: dict[str, Any] | None,
 
 async def run_all(timings: Sequence[str], injections: dict[str, int], rate_hz: float,
                   peer_vfs: int | None, out_dir: Path | None,
-                  say: Any = print, agent_args: str = "") -> dict[str, Any]:
+                  say: Any = print, agent_args: str = "", repo: Path = REPO
+                  ) -> dict[str, Any]:
     def run(timing: str, assets: GuestAssets, accel: str, d: Path
             ) -> Awaitable[dict[str, Any]]:
         return run_timing(timing, injections[timing], rate_hz, assets, accel, d, say,
-                          agent_args)
+                          agent_args, repo)
 
     runs, how, first = await guests.each_timing("scale", SCALE_TOPOLOGY.name, SCALE_TOPOLOGY,
                                                 timings, injections, out_dir, say, run)
@@ -269,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--agent-args", default="",
                     help="more arguments for the guests' agent (e.g. --max-sleep-ms 100)")
+    ap.add_argument("--repo", default=None,
+                    help="the checkout the guests mount and run (A/B: a copy with the "
+                         "drivers before a change); default this one")
     ap.add_argument("--json", default=None)
     ap.add_argument("--dir", default=None)
     args = ap.parse_args(argv)
@@ -276,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
            "spec": args.spec_injections or (1 if args.quick else 3)}
     peer_vfs = None if args.no_peer or args.quick else args.peer_vfs
     s = asyncio.run(run_all(args.timings.split(","), inj, args.rate, peer_vfs,
-                            Path(args.dir) if args.dir else None, agent_args=args.agent_args))
+                            Path(args.dir) if args.dir else None, agent_args=args.agent_args,
+                            repo=Path(args.repo).resolve() if args.repo else REPO))
     print(json.dumps(s["goals"], indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(s, indent=1, default=str) + "\n")

@@ -9,6 +9,7 @@ from typing import Any
 
 from bench import docs, goals, report, scale
 from bench.stats import dist
+from hypervisor_shim.timeline import Entry
 
 
 def recovery(ms: float, not_back: list[str] | None = None, claim: str = "ok") -> dict[str, Any]:
@@ -99,3 +100,18 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def test_vf_steps_pools_each_vfs_first_step_of_every_injection() -> None:
+    e = [Entry(10.0, "console", "inject", pe="adapter"),
+         Entry(10.1, "driver", "error-detected", pe="vf0"),
+         Entry(10.2, "driver", "error-detected", pe="vf0"),  # a second round: not the first
+         Entry(10.3, "driver", "error-detected", pe="vf1"),
+         Entry(10.4, "driver", "recovered", pe="adapter"),  # not a VF
+         Entry(10.5, "traffic", "traffic-back", pe="vf0"),
+         Entry(20.0, "console", "inject", pe="adapter"),
+         Entry(20.2, "driver", "error-detected", pe="vf0"),
+         Entry(20.25, "model", "pe-frozen", pe="vf0")]  # not a driver's step
+    steps = scale.vf_steps(e, {"vf0", "vf1"})
+    assert {k: [round(v) for v in vs] for k, vs in steps.items()} == {
+        "error-detected": [100, 300, 200], "traffic-back": [500]}
