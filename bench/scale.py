@@ -51,10 +51,13 @@ load (27-30 s measured at a load of 13-16). Before the zygote a client guest nee
 the first boot on a fresh machine (the saved states made first: bench.guests.save_states)
 is reported apart. A VF's recovery itself costs ~12-25 ms of host CPU in a TCG guest
 (docs/reliability.md); `cpu_per_recovery_s` is the CPU of the whole window around the
-errors divided by their number (~0.95 s measured), mostly each client guest's steady
-state under the probes (~0.16 s/s, 0.157-0.167 p50; 0.20 before settled drivers parked at
-once, docs/reliability.md "A guest's steady state under probes"; subtracting it goes
-negative: frozen VFs echo nothing).
+errors divided by their number (0.54-0.68 s measured on 2026-12-07, 0.95 before), much of
+it each client guest's steady state under the probes (0.083-0.093 s/s p50 since the
+watch looks at settled drivers each 0.1 s; 0.157-0.167 before, 0.20 before settled
+drivers parked at once, docs/reliability.md "A guest's steady state under probes";
+subtracting it goes negative: frozen VFs echo nothing). `vf_steps_ms`: each VF driver's
+step, ms from the injection (where a recovery's time goes; under nine TCG guests on two
+host CPUs it is the guests' CPU: docs/reliability.md "At scale, 2026-12-07").
 """
 
 from __future__ import annotations
