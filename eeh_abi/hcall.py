@@ -34,6 +34,17 @@ platform had answered: QEMU never reconnects the port), every call and post fail
 ChannelClosed, those waiting included; a write the platform does not take within the
 channel's `timeout` (it stopped reading) fails with ChannelClosed and closes the channel
 (part of a line may have gone out: the stream cannot be trusted after it).
+
+Writes: a request's line is queued (in id order) and one thread at a time writes the
+queue: a thread that finds another writing leaves its line to it and goes on (to wait for
+its reply), so the lines of threads calling at once go out in one write, and no thread
+waits on another's write(2). A post may be *held* (`post(..., hold=True)`: a driver's
+step reports in a recovery round): queued, not written, it goes out in the same write as
+the channel's next request that is not held, or at `flush()`, whichever comes first; the
+reader thread flushes what is held once no line came for its 0.5 s select. One write for
+a run of reports and the call after them: one wake-up of the platform's loop (and, in a
+guest, one virtio kick) instead of one a line. The poster flushes before it blocks, so a
+held report is never held across a wait.
 """
 
 from __future__ import annotations
@@ -131,13 +142,33 @@ def unbatch(ev: Event) -> list[Event]:
 
 
 # ---------------------------------------------------------------------------- codec
+def request_tail(call: str, args: Mapping[str, Any]) -> bytes:
+    """A request's line after its id (`request_line`): its call and arguments, encoded
+    once, before the id is known (a channel gives ids under its lock)."""
+    try:
+        text = strict_json.dumps({"call": call, "args": dict(args)}, default=_jsonable)
+    except strict_json.JsonError as e:
+        raise HcallError(f"message cannot be sent: {e.reason}") from None
+    return text[1:].encode()  # '"call":...,"args":{...}}'
+
+
+_QUIET_TAIL = b',"' + QUIET.encode() + b'":true}'
+
+
+def request_line(msg_id: int, tail: bytes, quiet: bool = False) -> bytes:
+    """The request's line: what `encode(Request(...))` writes, from its `request_tail`."""
+    line = b'{"v":%d,"id":%d,%s\n' % (VERSION, msg_id, tail[:-1] + _QUIET_TAIL if quiet
+                                     else tail)
+    if len(line) > MAX_LINE:
+        raise HcallError(f"message of {len(line)} bytes exceeds {MAX_LINE}")
+    return line
+
+
 def encode(msg: Message) -> bytes:
     obj: dict[str, Any] = {"v": VERSION}
     if isinstance(msg, Request):
-        obj.update(id=msg.id, call=msg.call, args=dict(msg.args))
-        if msg.quiet:
-            obj[QUIET] = True
-    elif isinstance(msg, Reply):
+        return request_line(msg.id, request_tail(msg.call, msg.args), msg.quiet)
+    if isinstance(msg, Reply):
         obj.update(id=msg.id, status=msg.status)
         if msg.ret:
             obj["ret"] = dict(msg.ret)
@@ -296,8 +327,9 @@ class Channel:
         self._answered = False  # a line came from the platform: its end is connected
         self._close_fn = close
         self.timeout = timeout
-        self._wlock = threading.Lock()
+        self._wlock = threading.Lock()  # held by the one thread writing (`_drain`)
         self._lock = threading.Lock()
+        self._out: list[bytes] = []  # lines queued, in id order, not yet written (`_lock`)
         self._next_id = 1
         self._waiting: dict[int, _Slot] = {}
         self._posted: dict[int, Callable[[Reply], None] | None] = {}  # id -> on_reply
@@ -370,39 +402,56 @@ class Channel:
                 self._waiting.pop(msg_id, None)
 
     def _request(self, call: Call, args: Mapping[str, Any], *, slot: _Slot | None = None,
-                 on_reply: Callable[[Reply], None] | None = None, quiet: bool = False
-                 ) -> int:
-        """Write one request, filed first (a call's `slot`, else a post's `on_reply`), and
-        return its id. The ids go out in increasing order (given under the write lock):
-        a reply's id is later than every request written before it, which is what
-        settles the quiet posts (`_settle_quiet`). Filed no more if it cannot be written."""
-        with self._wlock:
-            with self._lock:
-                msg_id = self._next_id
-                self._next_id += 1
-                if slot is not None:
-                    self._waiting[msg_id] = slot
-                else:
-                    self._posted[msg_id] = on_reply
-                quiet = quiet and slot is None and self._quiet_run < MAX_QUIET_RUN
-                if quiet:
-                    self._quiet.append(msg_id)
-                    self._quiet_run += 1
-                else:
-                    self._quiet_run = 0
-            try:
-                self._write_locked(encode(Request(msg_id, call, args, quiet)))
-            except BaseException:
-                with self._lock:
-                    self._waiting.pop(msg_id, None)
-                    self._posted.pop(msg_id, None)
-                    if quiet and self._quiet and self._quiet[-1] == msg_id:
-                        self._quiet.pop()  # the newest: the write lock is held
-                raise
+                 on_reply: Callable[[Reply], None] | None = None, quiet: bool = False,
+                 hold: bool = False) -> int:
+        """Queue one request's line, filed first (a call's `slot`, else a post's
+        `on_reply`), and write the queue unless `hold`; return its id. Ids are given and
+        lines queued under `_lock`, so they go out in increasing order: a reply's id is
+        later than every request written before it, which is what settles the quiet
+        posts (`_settle_quiet`). Nothing is filed if it cannot be encoded."""
+        tail = request_tail(call, args)  # (the costly part, outside the lock)
+        with self._lock:
+            msg_id = self._next_id
+            quiet = quiet and slot is None and self._quiet_run < MAX_QUIET_RUN
+            line = request_line(msg_id, tail, quiet)
+            self._next_id += 1
+            if slot is not None:
+                self._waiting[msg_id] = slot
+            else:
+                self._posted[msg_id] = on_reply
+            if quiet:
+                self._quiet.append(msg_id)
+                self._quiet_run += 1
+            else:
+                self._quiet_run = 0
+            self._out.append(line)
+            writer = not hold and self._wlock.acquire(blocking=False)
+        if writer:
+            self._drain()
         return msg_id
 
+    def _drain(self) -> None:
+        """The writer (it holds `_wlock`): write the queued lines, in runs, until the
+        queue is empty. A thread that queued a line while a writer was at work left it to
+        that writer: the writer lets `_wlock` go only under `_lock`, once it found the
+        queue empty, and a line is queued (and `_wlock` tried) under `_lock`, so no line
+        is left behind. Several threads' lines go out in one write."""
+        try:
+            while True:
+                with self._lock:
+                    out = self._out
+                    if not out:
+                        self._wlock.release()
+                        return
+                    data = out[0] if len(out) == 1 else b"".join(out)
+                    out.clear()
+                self._write_locked(data)
+        except BaseException:
+            self._wlock.release()
+            raise
+
     def _write_locked(self, data: bytes) -> None:
-        """One whole message, under `_wlock` (not interleaved with another thread's);
+        """Whole lines, under `_wlock` (not interleaved with another thread's);
         ChannelClosed once the channel is closed or the platform takes nothing for
         `timeout` seconds."""
         view = memoryview(data)
@@ -424,8 +473,21 @@ class Channel:
                                     f"{self.timeout:g} s: channel closed")
             select.select([], [self._fd], [], 0.1)
 
+    def flush(self) -> None:
+        """Write the held posts' lines now (module docstring); ChannelClosed if they
+        cannot be written (the channel is then closed)."""
+        with self._lock:
+            # a writer at work writes them (it empties the queue before it stops)
+            writer = bool(self._out) and self._wlock.acquire(blocking=False)
+        if writer:
+            try:
+                self._drain()
+            except OSError as e:
+                self._closed.set()
+                raise ChannelClosed(f"channel write failed: {e}") from None
+
     def post(self, call: Call, on_reply: Callable[[Reply], None] | None = None, *,
-             quiet: bool = False, **args: Any) -> None:
+             quiet: bool = False, hold: bool = False, **args: Any) -> None:
         """A platform call whose reply is not waited for (a driver's step reports): the
         request is written now, in order with this channel's other requests; the platform
         answers a channel's requests in order, so the reply of any later `call` also
@@ -435,11 +497,14 @@ class Channel:
         `quiet`: the platform answers only if the call is refused or fails, so `on_reply`
         runs only then; the reply to any later request means it was ok (no reply line,
         no wake-up of the reader for it). After MAX_QUIET_RUN quiet posts in a row, the
-        next one asks for its reply (which settles them all)."""
+        next one asks for its reply (which settles them all).
+
+        `hold`: the line goes out with the next request written, or at `flush()` (module
+        docstring); the caller flushes before it blocks."""
         if self._closed.is_set():
             raise ChannelClosed("channel closed")
         try:
-            self._request(call, args, on_reply=on_reply, quiet=quiet)
+            self._request(call, args, on_reply=on_reply, quiet=quiet, hold=hold)
         except OSError as e:
             self._closed.set()
             raise ChannelClosed(f"channel write failed: {e}") from None
@@ -456,6 +521,11 @@ class Channel:
             while not self._closed.is_set():
                 r, _, _ = select.select([self._fd], [], [], 0.5)
                 if not r:
+                    if self._out:  # a poster that did not flush: held 0.5 s at most
+                        try:
+                            self.flush()
+                        except HcallError:  # closed: the loop ends
+                            pass
                     continue
                 try:
                     data = os.read(self._fd, 65536)
@@ -529,6 +599,11 @@ class Channel:
     def close(self) -> None:
         if self._closed.is_set() and self._close_fn is None:
             return
+        if not self._closed.is_set():
+            try:
+                self.flush()  # what is held goes out before the end
+            except HcallError:
+                pass
         self._closed.set()
         self._reader.join(timeout=2)
         fn, self._close_fn = self._close_fn, None

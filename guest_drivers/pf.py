@@ -147,6 +147,7 @@ class PfDriver(Driver):
             if time.monotonic() - t0 > self.ready_s or self._stop.is_set() or (
                     rec is not None and rec.running and rec.interrupted):
                 return None
+            self.services.flush()  # no report held while it sleeps (a recovery round)
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 

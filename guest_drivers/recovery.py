@@ -14,7 +14,8 @@ results of every driver of the PE are merged with EEH's priority rule
         thaw DMA (set-eeh-option 3)                              -> "dma-thawed"
     if any said NEED_RESET:
         set-slot-reset 1 (hot) / 3 (fundamental), then 0; read-slot-reset-state2
-        until state 0; up to MAX_RESET_TRIES tries             -> "reset"
+        until state 0 (none once the PE's pe-reset-done came: a VF PE's comes
+        before the release's reply); up to MAX_RESET_TRIES tries -> "reset"
         configure-pe; restore the saved config space (Command memory + bus master,
         MSI-X enable)                                           -> "configure"
         slot_reset() on every driver                             -> "slot-reset"
@@ -23,7 +24,8 @@ results of every driver of the PE are merged with EEH's priority rule
 Every step is reported to the platform (`report`, with guest_time), posted (the thread
 does not wait for the reply; guest_drivers.services), except the outcome (`recovered`,
 `permanent-failure`, ...), which waits: once it returns, the whole round is in the
-platform's timeline. Waiting is event driven:
+platform's timeline. The round's posted reports are held (`Services.holding`): each goes
+out in the same write as the round's next call, or before the thread waits. Waiting is event driven:
 - a thaw, reset or configure answered -2 (busy: the VF PE is locked out while the
   adapter recovers) is reported as "unfreeze-refused"; the thread then sleeps until the
   platform pushes `lockout-lifted` for this PE (reported "lockout-lifted" with
@@ -165,6 +167,8 @@ class PeRecovery(RecoverySteps):
                     wake = True
             elif ev.name == Kind.PE_RESET_DONE:
                 self._reset_seq += 1
+                if not ev.data.get("failed"):
+                    self._reset_back_seq = self._reset_seq
                 if not self._running and self.failed and not ev.data.get("failed"):
                     # a reset after the failure (the operator's, which clears a permanent
                     # failure): the driver may bring its function back (`revive`)
@@ -276,6 +280,10 @@ class PeRecovery(RecoverySteps):
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Outcome:
+        with self.services.holding():  # the round's reports go out with its next call
+            return self._run()
+
+    def _run(self) -> Outcome:
         with self._cv:
             self._running = True
             self._pending = False

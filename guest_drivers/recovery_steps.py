@@ -86,6 +86,7 @@ class RecoverySteps:
         self._frozen_seq = 0
         self._lift_seq = 0
         self._reset_seq = 0
+        self._reset_back_seq = -1  # `_reset_seq` at the last pe-reset-done not `failed`
         self._lift_heard: dict[str, Any] | None = None  # a lift to report (_lockout_wait)
         self.last_freeze: Mapping[str, Any] = {}
         self.trigger = ""  # what started the pending recovery
@@ -160,6 +161,7 @@ class RecoverySteps:
             return f"set-slot-reset {int(kind)}: status {r.status} {r.error or ''}"
         # the reset changed the PE's state: a pe-frozen pushed from now on is a new freeze
         self._progressed = True
+        released = self._reset_seq
         r = self._busy_call(Call.SET_SLOT_RESET, deadline, function=int(SlotReset.DEACTIVATE))
         if r.status != Status.SUCCESS:
             return f"set-slot-reset 0: status {r.status} {r.error or ''}"
@@ -167,6 +169,12 @@ class RecoverySteps:
         while True:
             self._check()
             seq = self._reset_seq
+            if seq != released and self._reset_back_seq == seq:
+                # the platform pushed this PE's pe-reset-done (not failed) since the
+                # release: the PE is back in state 0 (a VF PE's, with no settle time, comes
+                # before the release's reply), so no state read; a freeze after it is a
+                # new one (`_progressed`), a restart at the next check
+                return None
             st = self._state()
             if st.state == PeState.NORMAL:
                 return None
@@ -257,7 +265,9 @@ class RecoverySteps:
 
     # ------------------------------------------------------------------ plumbing
     def _wait(self, cond: Callable[[], bool], timeout: float) -> bool:
-        """Sleep until `cond`, a restart/permanent/close, or `timeout`; True if `cond`."""
+        """Sleep until `cond`, a restart/permanent/close, or `timeout`; True if `cond`.
+        The reports held so far go out first (never held across a wait)."""
+        self.services.flush()
         with self._cv:
             self._cv.wait_for(lambda: cond() or self._restart or self._permanent
                               or self._closed, timeout)

@@ -19,6 +19,14 @@ bad arguments), so a recovery's dozen reports per VF cost the platform's loop no
 lines and this guest's reader thread no wake-ups; it counts as sent when written and
 moves to failed if its refusal comes. A channel without `post` (test fakes) gets every
 report as a call.
+
+`with services.holding():` (a recovery round, on its driver thread): the thread's posted
+reports are held (`Channel.post(..., hold=True)`) and go out in the same write as the
+channel's next request, so a round's run of reports and the call after them cost the
+platform one read and its loop one wake-up (and a guest one virtio kick), not one a line.
+The thread calls `flush()` before it blocks (a wait for an event, a sleep while the PF
+resets), and the scope's end flushes: a report is never held across a wait. The order of
+the lines, their ids and `guest_time` are as if each had been written when posted.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from eeh_abi.hcall import ChannelClosed, Event, EventHandler, HcallError, Reply
@@ -58,6 +67,7 @@ class Services:
         self.reports_sent = 0
         self.reports_failed = 0
         self.listener_errors = 0
+        self._holding = threading.local()  # .on: this thread's posted reports are held
         channel.subscribe(self._dispatch)
 
     def close(self) -> None:
@@ -101,6 +111,30 @@ class Services:
     def call(self, call: Call, **args: Any) -> Reply:
         return self.channel.call(call, **args)
 
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """This thread's posted reports are held until its next call, `flush()` or the
+        end of the scope (module docstring). Nests."""
+        outer = getattr(self._holding, "on", False)
+        self._holding.on = True
+        try:
+            yield
+        finally:
+            self._holding.on = outer
+            if not outer:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the held reports now (before this thread blocks). Never raises: a report
+        that cannot be delivered is the channel's loss, counted by its next call."""
+        flush = getattr(self.channel, "flush", None)
+        if flush is None:
+            return
+        try:
+            flush()
+        except (ChannelClosed, HcallError, OSError):
+            pass
+
     def report(self, step: Kind, pe: int | None = None,
                detail: Mapping[str, Any] | None = None, *, wait: bool = True) -> bool:
         args: dict[str, Any] = {"step": step, "guest_time": time.monotonic()}
@@ -114,7 +148,10 @@ class Services:
         post = None if wait else getattr(self.channel, "post", None)
         try:
             if post is not None:
-                post(Call.REPORT, on_reply=self._refused, quiet=True, **args)
+                if getattr(self._holding, "on", False):
+                    post(Call.REPORT, on_reply=self._refused, quiet=True, hold=True, **args)
+                else:
+                    post(Call.REPORT, on_reply=self._refused, quiet=True, **args)
                 with self._lock:  # (its refusal may have been counted already)
                     self.reports_sent += 1
                 return True

@@ -238,6 +238,7 @@ class VfDriver(VfNetdev):
             if time.monotonic() - t0 > self.pf_wait_s or self._stop.is_set() or (
                     rec is not None and rec.running and rec.interrupted):
                 return None
+            self.services.flush()  # no report held while it sleeps (a recovery round)
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
         return -1.0 if seen is None else time.monotonic() - t0

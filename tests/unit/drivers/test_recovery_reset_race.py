@@ -1,7 +1,8 @@
 """A new freeze heard just after the recovery's own reset brought the PE back (found by the
 fault campaign: adapter-fatal ; vf-error:other at policy/reset-deactivate@vf2,
-docs/campaign.md "Findings"): the pe-frozen comes after the state read that said 0 and
-before the round went on. It is a new freeze (the reset changed the PE's state) and
+docs/campaign.md "Findings"): the pe-frozen comes after the PE was back in state 0 (the
+pushed pe-reset-done; a state read, before the round skipped it) and before the round
+went on. It is a new freeze (the reset changed the PE's state) and
 restarts the recovery; before, it was taken as the freeze being handled and lost: the
 round went on against a frozen function (the VF driver then waited 60 s for its PF) and
 reported the PE recovered while it was frozen. On the scripted and the real platform."""
@@ -35,10 +36,12 @@ def test_a_freeze_heard_right_after_the_reset_restarts_the_recovery(kind: str) -
         refroze: list[bool] = []
 
         def freeze_after_the_reset(call: str, args: dict[str, object], reply: Reply) -> None:
+            # the first call answered after the release (configure-pe: the pushed
+            # pe-reset-done said the PE is back, so no state read comes in between)
             if call == Call.SET_SLOT_RESET and args.get("function") == SlotReset.DEACTIVATE:
                 released.append(True)
-            elif call == Call.READ_SLOT_RESET_STATE2 and released and not refroze and \
-                    reply.get("state") == PeState.NORMAL:
+            elif released and not refroze and s.call(
+                    Call.READ_SLOT_RESET_STATE2, pe=s.pe).get("state") == PeState.NORMAL:
                 refroze.append(True)
                 before = rec.last_freeze
                 s.vf_error()  # the PE is back, then frozen at once by a new error
