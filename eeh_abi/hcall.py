@@ -44,7 +44,10 @@ the channel's next request that is not held, or at `flush()`, whichever comes fi
 reader thread flushes what is held once no line came for its 0.5 s select. One write for
 a run of reports and the call after them: one wake-up of the platform's loop (and, in a
 guest, one virtio kick) instead of one a line. The poster flushes before it blocks, so a
-held report is never held across a wait.
+held report is never held across a wait. A thread's held quiet reports on one PE go
+out as one `report` line with `steps` (`eeh_abi.report_runs`) once the platform said it
+takes them (`report_steps` in the reply to `query-functions`, which the channel reads);
+else as one line each.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eeh_abi import strict_json
-from eeh_abi.schema import BATCHED_PES, MAX_BATCH, QUIET, Call
+from eeh_abi.report_runs import HeldRuns, ReportRun, step_json
+from eeh_abi.schema import BATCHED_PES, MAX_BATCH, MAX_REPORT_STEPS, QUIET, REPORT_STEPS, Call
 
 VERSION = 1
 MAX_LINE = 64 * 1024
@@ -68,7 +72,8 @@ MAX_DEPTH = 32  # JSON nesting of a message (arrays and objects), the message it
 # Quiet posts written in a row: the next post asks for its reply (which settles them all),
 # so a channel that only posts keeps a bounded table of quiet posts not known to be ok.
 MAX_QUIET_RUN = 256
-
+# The replies that say how many steps one `report` line may carry (`report_steps`)
+_ANNOUNCING = frozenset({Call.QUERY_FUNCTIONS.value})
 
 
 class HcallError(Exception):
@@ -329,7 +334,11 @@ class Channel:
         self.timeout = timeout
         self._wlock = threading.Lock()  # held by the one thread writing (`_drain`)
         self._lock = threading.Lock()
-        self._out: list[bytes] = []  # lines queued, in id order, not yet written (`_lock`)
+        # lines (and runs of held reports) queued, in id order, not yet written (`_lock`)
+        self._out: list[bytes | ReportRun] = []
+        self._runs = HeldRuns()  # the queued runs that take more reports (`_lock`)
+        # steps one `report` line may carry (the platform's `report_steps`; 0: one a line)
+        self.report_steps = 0
         self._next_id = 1
         self._waiting: dict[int, _Slot] = {}
         self._posted: dict[int, Callable[[Reply], None] | None] = {}  # id -> on_reply
@@ -389,6 +398,8 @@ class Channel:
             while True:
                 reply = slot.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
                 if reply is not None:
+                    if call in _ANNOUNCING and reply.ok:
+                        self._learn(reply)
                     return reply
                 if self._closed.is_set():
                     raise ChannelClosed("channel closed while waiting for a reply")
@@ -400,6 +411,10 @@ class Channel:
         finally:
             with self._lock:
                 self._waiting.pop(msg_id, None)
+
+    def _learn(self, reply: Reply) -> None:
+        n = reply.get(REPORT_STEPS)
+        self.report_steps = min(n, MAX_REPORT_STEPS) if type(n) is int and n > 1 else 0
 
     def _request(self, call: Call, args: Mapping[str, Any], *, slot: _Slot | None = None,
                  on_reply: Callable[[Reply], None] | None = None, quiet: bool = False,
@@ -424,11 +439,38 @@ class Channel:
                 self._quiet_run += 1
             else:
                 self._quiet_run = 0
+            if self._runs:  # (this line must not be overtaken by a run of reports)
+                self._runs.close(threading.get_ident(), args.get("pe"))
             self._out.append(line)
             writer = not hold and self._wlock.acquire(blocking=False)
         if writer:
             self._drain()
         return msg_id
+
+    def _hold_report(self, args: Mapping[str, Any],
+                     on_reply: Callable[[Reply], None] | None) -> None:
+        """A held quiet report on a PE: it joins its thread's run on that PE, or opens
+        one, queued as one request (`eeh_abi.report_runs`)."""
+        try:
+            step = step_json(args, _jsonable)
+        except strict_json.JsonError as e:
+            raise HcallError(f"message cannot be sent: {e.reason}") from None
+        pe, thread = args["pe"], threading.get_ident()
+        with self._lock:
+            run = self._runs.joinable(thread, pe, len(step), self.report_steps)
+            if run is None:
+                quiet = self._quiet_run < MAX_QUIET_RUN  # else it asks for its reply
+                run = ReportRun(self._next_id, pe, thread, quiet)
+                self._next_id += 1
+                self._posted[run.id] = run.on_reply
+                if quiet:
+                    self._quiet.append(run.id)
+                    self._quiet_run += 1
+                else:
+                    self._quiet_run = 0
+                self._out.append(run)
+                self._runs.open(run)
+            run.add(step, on_reply)
 
     def _drain(self) -> None:
         """The writer (it holds `_wlock`): write the queued lines, in runs, until the
@@ -443,9 +485,12 @@ class Channel:
                     if not out:
                         self._wlock.release()
                         return
-                    data = out[0] if len(out) == 1 else b"".join(out)
-                    out.clear()
-                self._write_locked(data)
+                    self._out = []
+                    if self._runs:
+                        self._runs.seal()  # (the runs' lines are built below)
+                self._write_locked(b"".join(
+                    x if isinstance(x, bytes) else request_line(x.id, x.tail(), x.quiet)
+                    for x in out))
         except BaseException:
             self._wlock.release()
             raise
@@ -504,6 +549,10 @@ class Channel:
         if self._closed.is_set():
             raise ChannelClosed("channel closed")
         try:
+            if hold and quiet and self.report_steps and call == Call.REPORT \
+                    and type(args.get("pe")) is int and "steps" not in args:
+                self._hold_report(args, on_reply)
+                return
             self._request(call, args, on_reply=on_reply, quiet=quiet, hold=hold)
         except OSError as e:
             self._closed.set()

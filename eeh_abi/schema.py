@@ -61,11 +61,13 @@ class ArgType(enum.StrEnum):
     NUMBER = "number"  # integer or float
     OBJECT = "object"
     LIST = "list"  # of integers
+    STEPS = "list of steps"  # `report`'s `steps`: objects, each checked by `check_steps`
 
 
 _PY_TYPES: Mapping[ArgType, tuple[type, ...]] = MappingProxyType({
     ArgType.INT: (int,), ArgType.TEXT: (str,), ArgType.BOOL: (bool,),
     ArgType.NUMBER: (int, float), ArgType.OBJECT: (dict,), ArgType.LIST: (list,),
+    ArgType.STEPS: (list,),
 })
 INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1  # what any integer argument may be
 
@@ -107,6 +109,16 @@ class EventSpec:
     data: tuple[Field, ...] = ()
 
 
+# A run of reports as one line: `report` with `"steps": [{step, detail, guest_time}, ...]`
+# (and `pe`) records each step as the report it stands for, in order: the same timeline
+# entries as that many single reports. A platform that takes it says so in its
+# `query-functions` reply: `report_steps`, the most steps a line
+# may carry (at most MAX_REPORT_STEPS); a client that did not read it sends single
+# reports. Bad steps refuse the whole line (none recorded), the reason naming the first.
+REPORT_STEPS = "report_steps"
+MAX_REPORT_STEPS = 64  # a recovery round reports ~2-6 steps of a PE; 64 of 1 KiB fit a line
+STEP_FIELDS = ("step", "detail", "guest_time")  # what each of `steps` may carry
+
 _S, _HW, _BUSY, _PARAM, _STATE, _NS = (Status.SUCCESS, Status.HW_ERROR, Status.BUSY,
                                        Status.PARAM_ERROR, Status.UNEXPECTED_STATE,
                                        Status.NOT_SUPPORTED)
@@ -120,7 +132,9 @@ _SPECS = (
               "`handlers`: whether the topology gives this partition's VF drivers error "
               "handlers); a VF also has `config` (`mac`, `vlan`, `mtu`, `anti_spoof`: what "
               "the adapter driver sets and the VF driver restores), the PF `adapter` "
-              "(`num_vfs`, `vf_pes`, and `vfs`: every VF's `config`)"),),
+              "(`num_vfs`, `vf_pes`, and `vfs`: every VF's `config`)"),
+        Field(REPORT_STEPS, "the most steps one `report` takes in `steps` (absent: a "
+              "platform that takes single reports only)")),
         statuses=(_S,)),
     CallSpec(Call.QUERY_PARTITION, "who the caller is to the platform, what it owns, and "
              "the policy it recovers under", reply=(
@@ -139,12 +153,19 @@ _SPECS = (
         Arg("driver", ArgType.TEXT, "the driver's name"),
         Arg("handlers", ArgType.BOOL, "has error handlers (default true)", optional=True)),
         action=Action.REGISTER, target="addr"),
-    CallSpec(Call.REPORT, "a driver's step, recorded in the timeline (source `driver`)",
-             args=(Arg("step", ArgType.TEXT, "the step (`eeh_abi.vocabulary.DRIVER_KINDS`)"),
+    CallSpec(Call.REPORT, "a driver's step, recorded in the timeline (source `driver`); "
+             "or a run of steps on one PE (`steps`), recorded as that many reports",
+             args=(Arg("step", ArgType.TEXT, "the step (`eeh_abi.vocabulary.DRIVER_KINDS`); "
+                       "required unless `steps`", optional=True),
                    Arg("pe", ArgType.INT, "the PE the step is about", optional=True),
                    Arg("detail", ArgType.OBJECT, "recorded with the step", optional=True),
                    Arg("guest_time", ArgType.NUMBER, "the guest's monotonic seconds",
-                       optional=True)),
+                       optional=True),
+                   Arg("steps", ArgType.STEPS, "instead of `step`, `detail` and "
+                       "`guest_time`: 1 to `report_steps` (`query-functions`) objects "
+                       "`{step, detail, guest_time}`, each as a report of its own on `pe`, "
+                       "in order; all recorded or, if any is refused, none (the error "
+                       "names the first bad one: `steps[i]: ...`)", optional=True)),
              statuses=(_S, _BUSY, _PARAM), action=Action.REPORT, target="pe"),
     CallSpec(Call.GET_CONFIG_ADDR_INFO2, "a function's PE, or whether its PE is shared",
              args=(Arg("addr", ArgType.INT, "config address"),
@@ -300,7 +321,8 @@ def _check_value(arg: Arg, value: object) -> None:
         raise ArgError(f"argument {arg.name!r} must be {arg.type}, not bool")
     if not isinstance(value, _PY_TYPES[arg.type]):
         raise ArgError(f"argument {arg.name!r} must be {arg.type}")
-    if isinstance(value, list) and not all(_is_int(v) for v in value):
+    if isinstance(value, list) and arg.type is ArgType.LIST \
+            and not all(_is_int(v) for v in value):
         raise ArgError(f"argument {arg.name!r} must be a list of integers")
     if not isinstance(value, int) or isinstance(value, bool):
         return
@@ -311,3 +333,44 @@ def _check_value(arg: Arg, value: object) -> None:
             f"{v} ({what})" for v, what in arg.choices.items()))
     if arg.range is not None and not arg.range[0] <= value <= arg.range[1]:
         raise ArgError(f"{arg.name} must be {arg.range[0]}..{arg.range[1]}")
+
+
+def report_steps(args: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
+    """The reports a checked `report` call's `args` stand for, in order, each as the
+    `args` of a single report (`step`, its `pe` if the call names one, `detail`,
+    `guest_time`): `args` itself, or one per element of `steps` (at most `limit`; 0: the
+    platform takes no `steps`). ArgError for the first thing wrong (an element's reason
+    starts with `steps[i]: `); nothing is returned unless every element is valid."""
+    steps = args.get("steps")
+    if steps is None:
+        if "step" not in args:
+            raise ArgError("report needs argument 'step' (or 'steps')")
+        return [dict(args)]
+    if limit <= 0:
+        raise ArgError("report takes no 'steps' here: send one report a step")
+    mixed = [n for n in STEP_FIELDS if n in args]
+    if mixed:
+        raise ArgError(f"report with 'steps' takes {mixed} in each step, not beside them")
+    if not 0 < len(steps) <= limit:
+        raise ArgError(f"steps must be a list of 1..{limit} steps, not {len(steps)}")
+    spec = CALL_SPECS[Call.REPORT]
+    pe = {"pe": args["pe"]} if "pe" in args else {}
+    out = []
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict):
+            raise ArgError(f"steps[{i}]: a step is an object {{step, detail, guest_time}}")
+        unknown = [k for k in step if k not in STEP_FIELDS]
+        if unknown:
+            raise ArgError(f"steps[{i}]: unknown argument(s) {sorted(map(str, unknown))[:16]}"
+                           f" (a step has {', '.join(STEP_FIELDS)})")
+        if "step" not in step:
+            raise ArgError(f"steps[{i}]: report needs argument 'step'")
+        for name, value in step.items():
+            arg = spec.arg(name)
+            assert arg is not None
+            try:
+                _check_value(arg, value)
+            except ArgError as e:
+                raise ArgError(f"steps[{i}]: {e}") from None
+        out.append({**step, **pe})
+    return out

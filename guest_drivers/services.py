@@ -26,7 +26,12 @@ channel's next request, so a round's run of reports and the call after them cost
 platform one read and its loop one wake-up (and a guest one virtio kick), not one a line.
 The thread calls `flush()` before it blocks (a wait for an event, a sleep while the PF
 resets), and the scope's end flushes: a report is never held across a wait. The order of
-the lines, their ids and `guest_time` are as if each had been written when posted.
+the reports and their `guest_time` are as if each had been written when posted. Once the
+platform announced batched reports (`report_steps` in its `query-functions` reply, read
+by the channel), the thread's held reports on one PE go out as one `report` line with
+`steps` (docs/platform-calls.md, "Batched reports"), recorded as the same entries; a
+refused one is refused as a whole, each of its reports counted failed (`_refused` runs
+once per report).
 """
 
 from __future__ import annotations

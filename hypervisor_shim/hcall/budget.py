@@ -62,12 +62,13 @@ class Bucket:
     window_start: float = 0.0
     refused_total: int = 0
 
-    def take(self, budget: ReportBudget, now: float) -> bool:
+    def take(self, budget: ReportBudget, now: float, n: int = 1) -> bool:
+        """Take `n` tokens (a batched report's steps), all or none."""
         self.tokens = min(float(budget.burst),
                           self.tokens + (now - self.last) * budget.rate_per_s)
         self.last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= n:
+            self.tokens -= n
             return True
         return False
 

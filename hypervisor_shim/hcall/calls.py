@@ -27,7 +27,16 @@ from device_model import ErrorFunction, PeKind
 from device_model.errors import DeviceModelError
 from eeh_abi.hcall import Reply, Request
 from eeh_abi.papr import SharingMode, Status
-from eeh_abi.schema import ArgError, Call, CallSpec, check_args, spec_of
+from eeh_abi.schema import (
+    MAX_REPORT_STEPS,
+    REPORT_STEPS,
+    ArgError,
+    Call,
+    CallSpec,
+    check_args,
+    report_steps,
+    spec_of,
+)
 from eeh_abi.vocabulary import RECOVERED_STEPS, Source
 from hypervisor_shim.hcall.budget import REPORT_BUDGET, Bucket, ReportBudget
 from hypervisor_shim.pe import CallResult, PePolicy, PeRecord, authorize
@@ -87,6 +96,9 @@ class PlatformCalls:
     _refusing: dict[tuple[str, str | None], None] = field(default_factory=dict)  # open
     # every adapter's policy (several adapters); empty: `policy` alone
     trees: Sequence[PePolicy] = ()
+    # the most steps one `report` takes (`steps`), announced as `report_steps`; 0: single
+    # reports only, as a platform before them (nothing announced)
+    max_report_steps: int = MAX_REPORT_STEPS
 
     def __post_init__(self) -> None:
         self.policies: tuple[PePolicy, ...] = tuple(self.trees) or (self.policy,)
@@ -162,7 +174,15 @@ class PlatformCalls:
     # (authorized for the call's action; None when the call names none).
     def _query_functions(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
         return CallResult(Status.SUCCESS, ret={"functions": [dict(f) for f in
-                                                             self.directory(owner)]})
+                                                             self.directory(owner)],
+                                               **self._announced()})
+
+    def _announced(self) -> dict[str, int]:
+        """What a client learns at start (`query-functions`) about the calls it may make:
+        `report_steps` (the most steps one report may carry, within the report budget's
+        burst)."""
+        n = min(self.max_report_steps, self.budget.burst)
+        return {REPORT_STEPS: n} if n > 0 else {}
 
     def _query_partition(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
         pes = [{"name": r.name, "pe": r.address, "kind": r.pe.kind.value}
@@ -185,22 +205,22 @@ class PlatformCalls:
         return CallResult(Status.SUCCESS)
 
     # ------------------------------------------------------------------ budgets
-    def _over_budget(self, owner: str, pe: str | None) -> CallResult | None:
-        """None if `owner` may make one more report on `pe` now, else the refusal
-        (counted)."""
+    def _over_budget(self, owner: str, pe: str | None, n: int = 1) -> CallResult | None:
+        """None if `owner` may make `n` more reports on `pe` now (all taken), else the
+        refusal of all `n` (counted as `n`)."""
         now = self.clock()
         b = self.buckets.get((owner, pe))
         if b is None:
             b = self.buckets[(owner, pe)] = Bucket(float(self.budget.burst), now)
-        if b.take(self.budget, now):
+        if b.take(self.budget, now, n):
             return None
         if b.refused == 0:
             b.window_start = now
             with contextlib.suppress(RuntimeError):  # no loop: the next report closes it
                 asyncio.get_running_loop().call_later(self.budget.window_s + 0.01,
                                                       self.close_windows)
-        b.refused += 1
-        b.refused_total += 1
+        b.refused += n
+        b.refused_total += n
         self._refusing[(owner, pe)] = None
         return CallResult(Status.BUSY, retry_ms=self.budget.retry_ms,
                           why=f"over budget: at most {self.budget.burst} reports at once, "
@@ -225,25 +245,38 @@ class PlatformCalls:
                 del self._refusing[(owner, pe)]
 
     def _report(self, owner: str, args: Args, rec: PeRecord | None) -> CallResult:
-        refused = self._over_budget(owner, rec.name if rec else None)
+        """One report, or a run of them (`steps`: docs/platform-calls.md, "Batched
+        reports"): their arguments are checked, the report budget takes one token per
+        report (all or none), their details are measured against theirs (a detail over
+        it costs its token, as a single report's does), all before any is recorded; each
+        is then recorded exactly as a single report of that step would be, in order."""
+        reports = report_steps(args, self.max_report_steps)
+        refused = self._over_budget(owner, rec.name if rec else None, len(reports))
         if refused is not None:
             return refused
-        detail = args.get("detail", {})
+        batched = "steps" in args
+        for i, one in enumerate(reports):
+            self._check_detail(one.get("detail", {}), f"steps[{i}]: " if batched else "")
+        for one in reports:
+            if rec is not None and one["step"] in RECOVERED_STEPS:
+                self.policy_of(rec).recovered(rec)
+            self.timeline.record(Source.DRIVER, str(one["step"])[:64],
+                                 pe=rec.name if rec else None, owner=owner,
+                                 data=one.get("detail", {}),
+                                 guest_time=one.get("guest_time"))
+            if self.on_report is not None:
+                self.on_report(owner, one)
+        return CallResult(Status.SUCCESS)
+
+    def _check_detail(self, detail: Any, where: str) -> None:
+        """BadArgs if a report's detail is over its budget (as JSON)."""
         try:
             size = len(json_text(detail)) if detail else 2
         except (TypeError, ValueError, RecursionError):
             size = self.budget.max_detail_bytes + 1
         if size > self.budget.max_detail_bytes:
-            raise BadArgs(f"detail over budget: {size} bytes, at most "
+            raise BadArgs(f"{where}detail over budget: {size} bytes, at most "
                           f"{self.budget.max_detail_bytes}")
-        if rec is not None and args["step"] in RECOVERED_STEPS:
-            self.policy_of(rec).recovered(rec)
-        self.timeline.record(Source.DRIVER, str(args["step"])[:64],
-                             pe=rec.name if rec else None, owner=owner, data=detail,
-                             guest_time=args.get("guest_time"))
-        if self.on_report is not None:
-            self.on_report(owner, args)
-        return CallResult(Status.SUCCESS)
 
     def _get_config_addr_info2(self, owner: str, args: Args, rec: PeRecord | None
                                ) -> CallResult:

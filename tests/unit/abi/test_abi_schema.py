@@ -79,7 +79,7 @@ def valid_args(call: Call) -> dict[str, Any]:
         else:
             out[a.name] = {ArgType.INT: 0x10000, ArgType.TEXT: "x", ArgType.BOOL: False,
                            ArgType.NUMBER: 1.5, ArgType.OBJECT: {},
-                           ArgType.LIST: [1, 2]}[a.type]
+                           ArgType.LIST: [1, 2], ArgType.STEPS: [{"step": "x"}]}[a.type]
     return out
 
 
