@@ -326,6 +326,9 @@ def arguments(prog: str, description: str) -> argparse.ArgumentParser:
                    help="do not answer test-traffic probes (eeh_abi.traffic) with echoes")
     p.add_argument("--max-sleep-ms", type=float, default=30.0,
                    help="longest idle poll sleep (default 30)")
+    p.add_argument("--settled-watch-ms", type=float, default=100.0,
+                   help="how often parked drivers with sparse work are looked at "
+                        "(default 100; guest_drivers.poll)")
     p.add_argument("--sender", action="store_true",
                    help="answer the platform's bench-send events: frames through a VF as "
                         "fast as its driver takes them (benchmarks; guest_drivers.sender)")
@@ -361,7 +364,8 @@ def run(backend: PlatformBackend, args: argparse.Namespace) -> int:
         if args.cpu_every > 0:
             cpu_lines = CpuLines(args.cpu_every, lambda s: print(s, flush=True))
             cpu_lines.start()
-    poll = PollConfig(max_sleep_s=args.max_sleep_ms / 1000)
+    poll = PollConfig(max_sleep_s=args.max_sleep_ms / 1000,
+                      settled_watch_s=args.settled_watch_ms / 1000)
     agent = Agent(backend, handlers=args.handlers, vfs=args.vfs, poll=poll,
                   echo=(lambda s: print(s, flush=True)) if args.verbose else None,
                   vf_options={"echo": args.echo}, serial_recovery=args.serial_recovery)

@@ -15,14 +15,14 @@ looks at every parked poller each `max_sleep_s` and wakes those with work: N idl
 cost one wake-up per period, not N. A poller settled in that state (its last park ended
 by the watch or by its health timeout, not by a send or an event) parks again as soon
 as a look finds nothing `pending`, without the sleeps in between: sparse work (a probe
-now and then) costs one wake-up per piece, not the ladder's three; and the watch looks at
-it each `settled_watch_s` (0.1 s), not `max_sleep_s`: a look of the watch over eight
-parked VF drivers cost ~1 ms of a TCG guest's CPU, 33 a second were half of an idle
-guest's CPU (docs/reliability.md). In a TCG guest a
-wake-up of a sleeping thread (timer, futex, scheduler, the Python loop around it) costs
-~0.5 ms of host CPU: eight idle VF drivers waking 33 times a second each kept ~0.13 of a
-host CPU busy per guest, more than an adapter error's recovery of the eight costs
-(docs/reliability.md).
+now and then) costs one wake-up per piece, not the ladder's three; and the watch may look
+at it less often (`settled_watch_s`; the agent in a guest: 0.1 s): a look of the watch
+over eight parked VF drivers cost ~1 ms of a TCG guest's CPU, 33 a second were half of an
+idle guest's (docs/reliability.md; in harness mode the default, `max_sleep_s`, is kept:
+there a look is cheap). In a TCG guest a wake-up of a sleeping thread (timer, futex,
+scheduler, the Python loop around it) costs ~0.5 ms of host CPU: eight idle VF drivers
+waking 33 times a second each kept ~0.13 of a host CPU busy per guest, more than an
+adapter error's recovery of the eight costs (docs/reliability.md).
 
 Spinning is shared: at most `spinners` threads of a process (default: one less than its
 CPUs, so none in a one-CPU guest) are in their busy phase at once; the others go straight
@@ -53,11 +53,12 @@ class PollConfig:
     spinners: int | None = None
     # a poller that can park (`pending`) does so once its sleep has doubled up to this
     park_after_s: float = 0.001
-    # the watch's period for a settled poller (sparse work, or none): each look costs
-    # ~1 ms of host CPU in a TCG guest (8 parked VF drivers), so the settled steady state
-    # is looked at less often than a poller just woken by an event or a send (max_sleep_s:
-    # the first frames after a recovery or a send are seen as soon as before)
-    settled_watch_s: float = 0.1
+    # the watch's period for a settled poller (sparse work, or none; None: max_sleep_s):
+    # each look costs ~1 ms of host CPU in a TCG guest (8 parked VF drivers), so there
+    # (the agent: 0.1 s) the settled steady state is looked at less often than a poller
+    # just woken by an event or a send (max_sleep_s: the first frames after a recovery or
+    # a send are seen as soon as before)
+    settled_watch_s: float | None = None
 
 
 class SpinSlots:
@@ -122,10 +123,20 @@ class IdleWatch:
                 self._waiting = 0.0
                 self._cv.notify()
 
+    @property
+    def running(self) -> bool:
+        """Whether the watch's thread runs (it ends linger_s after the last unpark)."""
+        return self._thread is not None
+
     def unpark(self, who: int) -> None:
-        # the last one out wakes nobody: the thread sees it at the end of its period
+        # the last one out wakes nobody: the thread sees it at the end of its period,
+        # unless that is a long wait (settled pollers'): then at once, so that the
+        # thread ends linger_s after the last driver stopped, not a long period later
         with self._cv:
             self._parked.pop(who, None)
+            if not self._parked and self._waiting:
+                self._waiting = 0.0
+                self._cv.notify()
 
     def _run(self) -> None:
         empty_since: float | None = None
@@ -240,8 +251,9 @@ class AdaptivePoller:
         self._by_watch = False
         # settled: its work is sparse (or none), looked at each settled_watch_s; woken
         # by an event or a send, each max_sleep_s (what comes next comes soon)
-        period = max(self.cfg.settled_watch_s, self.cfg.max_sleep_s) if self._settled \
-            else self.cfg.max_sleep_s
+        period = self.cfg.max_sleep_s
+        if self._settled and self.cfg.settled_watch_s is not None:
+            period = max(period, self.cfg.settled_watch_s)
         self._watch.park(id(self), pending, self._watch_wake, period)
         try:
             woken = self._wake.wait(max(self.cfg.health_s, self.cfg.max_sleep_s))
