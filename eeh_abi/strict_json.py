@@ -150,9 +150,37 @@ def leading_int(data: bytes | str, key: str, *, max_depth: int) -> int | None:
     return None
 
 
-# `dumps`'s encoders, one per `default` (an encoder keeps no state between calls: threads
-# share it)
-_ENCODERS: dict[Callable[[Any], Any] | None, json.JSONEncoder] = {}
+Encode = Callable[[Any], str]
+
+_PROBE: dict[Any, Any] = {"t": 1.5, "s": "\u00e9\n\x01\"", "n": None, "d": {"l": [1, True, -0.0]},
+                          7: "int key", 2.5: "float key", True: "bool key", None: "null"}
+
+
+def encoder(default: Callable[[Any], Any] | None = None,
+            separators: tuple[str, str] = (",", ":"), allow_nan: bool = False) -> Encode:
+    """The text `json.JSONEncoder(separators=..., allow_nan=..., default=...).encode`
+    writes (ASCII, keys in order), from the C scanner built once here, not per call as
+    `json.dumps` and `JSONEncoder.encode` do. No check for circular containers (its table
+    would be shared by the threads that encode at once): a cycle ends in RecursionError
+    instead of ValueError. The plain encoder's `encode` where the C scanner is missing or
+    writes anything else than it (probed once). It keeps no state between calls: threads
+    share it. (`dumps` and the timeline's lines, `hypervisor_shim.timeline`, use it.)"""
+    plain = json.JSONEncoder(separators=separators, allow_nan=allow_nan, default=default)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return plain.encode
+    try:
+        scan = make(None, plain.default, json.encoder.encode_basestring_ascii, None,
+                    separators[1], separators[0], False, False, allow_nan)
+        if "".join(scan(_PROBE, 0)) != plain.encode(_PROBE):
+            return plain.encode
+    except Exception:  # another signature (a later Python): the plain encoder
+        return plain.encode
+    return lambda obj: "".join(scan(obj, 0))
+
+
+# `dumps`'s encoders, one per `default`
+_ENCODERS: dict[Callable[[Any], Any] | None, Encode] = {}
 
 
 def dumps(obj: object, default: Callable[[Any], Any] | None = None) -> str:
@@ -160,10 +188,10 @@ def dumps(obj: object, default: Callable[[Any], Any] | None = None) -> str:
     JsonError for a value that is not JSON (NaN, infinity, a circular structure)."""
     enc = _ENCODERS.get(default)
     if enc is None:  # (json.dumps with these options builds one per call)
-        enc = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=default)
+        enc = encoder(default)
         if len(_ENCODERS) < 64:  # the few `default`s of the project; others are not kept
             _ENCODERS[default] = enc
     try:
-        return enc.encode(obj)
+        return enc(obj)
     except (ValueError, TypeError, RecursionError) as e:
         raise JsonError(f"not JSON: {str(e)[:200]}") from None

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from eeh_abi import strict_json
 from hypervisor_shim.listeners import Listeners
 
 log = logging.getLogger(__name__)
@@ -42,31 +43,12 @@ log = logging.getLogger(__name__)
 FLUSH_WINDOW_S = 0.05  # an entry reaches the file at most this long after it was recorded
 FILE_BUFFER_BYTES = 1 << 16  # between flushes, write(2)s of this size at most (~300 entries)
 
-# one encoder for every entry (json.dumps with `default` builds one per call); it keeps
-# no state between calls, so threads share it
-_ENCODER = json.JSONEncoder(default=str)
-
-
-def _line_encoder() -> Callable[[dict[str, Any]], str]:
-    """`_ENCODER.encode`, cheaper: its C scanner built once, not per entry (with no
-    check for circular containers: an entry's data are JSON values, decoded or built
-    here; a cycle ends in RecursionError instead of ValueError). The plain encoder
-    where the C one is missing or writes anything else."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return _ENCODER.encode
-    try:
-        scan = make(None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ",
-                    False, False, True)
-        probe = {"t": 1.5, "s": "\u00e9\n", "n": None, "d": {"l": [1, True]}, "x": Path("p")}
-        if "".join(scan(probe, 0)) != _ENCODER.encode(probe):
-            return _ENCODER.encode
-    except Exception:  # another signature (a later Python): the plain encoder
-        return _ENCODER.encode
-    return lambda obj: "".join(scan(obj, 0))
-
-
-_encode_line = _line_encoder()
+# every entry's text: json.dumps(value, default=str)'s (its separators, NaN written as
+# NaN), from one C encoder built once, not per call (eeh_abi.strict_json.encoder: no
+# check for circular containers, an entry's data are JSON values decoded or built here;
+# a cycle ends in RecursionError instead of ValueError)
+_encode_line: Callable[[Any], str] = strict_json.encoder(default=str, separators=(", ", ": "),
+                                                         allow_nan=True)
 
 
 def json_text(value: Any) -> str:
