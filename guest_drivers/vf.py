@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from eeh_abi import nic
@@ -182,16 +182,15 @@ class VfDriver(VfNetdev):
         if waited is None or waited < 0:
             raise DriverError(f"{self.name}: the PF did not finish its reset within "
                               f"{self.pf_wait_s} s (mailbox RSTI)")
-        fn.write32(nic.CTRL, nic.Ctrl.RST)  # a clean start: NIC state and counters reset
-        fn.write32(nic.STATUS, nic.Status.RESET_DONE)
+        # a clean start: NIC state and counters reset
+        fn.write32_many([(nic.CTRL, nic.Ctrl.RST), (nic.STATUS, nic.Status.RESET_DONE)])
         self._alloc()
         with self._lock:
             self._stopped = False
             self._disconnected = False
         self._apply_config()
         self._check_identity()
-        self._program_rings()
-        fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
+        self._program_rings(then=[(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)])
         self.note_resets()
 
     def _check_identity(self) -> None:
@@ -243,29 +242,33 @@ class VfDriver(VfNetdev):
             delay = min(delay * 2, 0.05)
         return -1.0 if seen is None else time.monotonic() - t0
 
-    def _apply_config(self) -> None:
+    def _apply_config(self, then: Sequence[tuple[int, int]] = ()) -> None:
         """Write the wanted MAC/VLAN/MTU, then read back what the function shows. The
-        writes are posted; two 8-byte reads at the end (MAC_LO+MAC_HI, MTU+VLAN) see every
-        one of them (a read after a write on one function sees it) and give the values:
-        two round trips, not one a register."""
+        writes go as one run (`write32_many`: one posted vfio-user message in harness
+        mode), followed in it by the writes `then` (the restore's rings and CTRL); two
+        8-byte reads at the end (MAC_LO+MAC_HI, MTU+VLAN) see every one of them (a read
+        after a write on one function sees it) and give the values: two round trips, not
+        one a register."""
         fn = self.fn
         with self._cfg_cv:
             gen = self._cfg_gen
             want_mac, want_vlan, want_mtu = self._want_mac, self._want_vlan, self._want_mtu
             vlan_set = self._vlan_set
         mac: int | None = None  # MAC_LO | MAC_HI << 32 as last read, unwritten since
+        writes: list[tuple[int, int]] = []
         if want_mac is not None:
-            fn.write32(nic.MAC_LO, int.from_bytes(want_mac[0:4], "little"))
-            fn.write32(nic.MAC_HI, int.from_bytes(want_mac[4:6], "little") | nic.MacHi.VALID)
+            writes += [(nic.MAC_LO, int.from_bytes(want_mac[0:4], "little")),
+                       (nic.MAC_HI, int.from_bytes(want_mac[4:6], "little") | nic.MacHi.VALID)]
         else:
             mac = fn.read64(nic.MAC_LO)
             hi = mac >> 32
             if hi != ALL_ONES32 and not hi & nic.MacHi.VALID:
-                fn.write32(nic.MAC_HI, hi | nic.MacHi.VALID)
+                writes.append((nic.MAC_HI, hi | nic.MacHi.VALID))
                 mac = None
         if vlan_set:
-            fn.write32(nic.VLAN, 0 if want_vlan is None else int(nic.Vlan.EN) | want_vlan)
-        fn.write32(nic.MTU, want_mtu)
+            writes.append((nic.VLAN, 0 if want_vlan is None else int(nic.Vlan.EN) | want_vlan))
+        writes.append((nic.MTU, want_mtu))
+        fn.write32_many([*writes, *then])
         mtu_vlan = fn.read64(nic.MTU)  # a read: every write above has reached the function
         if mac is None:
             mac = fn.read64(nic.MAC_LO)
@@ -390,12 +393,11 @@ class VfDriver(VfNetdev):
         return ErsResult.RECOVERED
 
     def _restore(self) -> bool | None:
-        """MAC/VLAN/MTU written and read back, the rings reprogrammed and started; then
-        one look at the mailbox (`_pf_ready`): True if the PF is not resetting, so what
-        was read back is this VF's configuration."""
-        self._apply_config()
-        self._program_rings()
-        self.fn.write32(nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)
+        """MAC/VLAN/MTU written, the rings reprogrammed and started (CTRL), all in one run
+        of writes (one vfio-user message in harness mode, in that order), then
+        MAC/VLAN/MTU read back; then one look at the mailbox (`_pf_ready`): True if the PF
+        is not resetting, so what was read back is this VF's configuration."""
+        self._apply_config(then=[*self._ring_writes(), (nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)])
         return self._pf_ready()
 
     def resume(self) -> None:

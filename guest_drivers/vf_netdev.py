@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from eeh_abi import nic, traffic
@@ -184,10 +184,16 @@ class VfNetdev(Driver):
             self._rx_bufs = [dma.alloc(self.buf_size, 64) for _ in range(self.rx_ring)]
             self.report(Kind.MTU_CAPPED, wanted=wanted, max_mtu=self.max_mtu, why=str(e))
 
-    def _program_rings(self) -> None:
+    def _program_rings(self, then: Sequence[tuple[int, int]] = ()) -> None:
         """Both rings from scratch: TX empty, every RX buffer posted. Writing a ring's
-        base/length empties it in hardware (pending TX descriptors count TX_DROPPED)."""
-        fn = self.fn
+        base/length empties it in hardware (pending TX descriptors count TX_DROPPED).
+        The ring registers and the writes `then` (CTRL, say) go in one run
+        (`write32_many`: one vfio-user message in harness mode)."""
+        self.fn.write32_many([*self._ring_writes(), *then])
+
+    def _ring_writes(self) -> list[tuple[int, int]]:
+        """The rings reset in DMA memory and the books; the register writes that program
+        them, in order (`_program_rings`: written at once, or ahead of other writes)."""
         assert self._tx_desc is not None and self._rx_desc is not None
         self._tx_desc.zero()
         self._tx_frames = [None] * self.tx_ring
@@ -197,12 +203,14 @@ class VfNetdev(Driver):
         pack, size = nic.DESC.pack, self.buf_size  # every RX buffer posted, in one write
         self._rx_desc.write(0, b"".join(pack(buf.bus, size, 0, 0, 0) for buf in self._rx_bufs))
         self._rx_next = 0
+        writes: list[tuple[int, int]] = []
         for base, ring, count in ((nic.TX_BASE_LO, self._tx_desc, self.tx_ring),
                                   (nic.RX_BASE_LO, self._rx_desc, self.rx_ring)):
-            fn.write32(base + nic.RING_BASE_LO, ring.bus & 0xFFFFFFFF)
-            fn.write32(base + nic.RING_BASE_HI, ring.bus >> 32)
-            fn.write32(base + nic.RING_LEN, count)
-        fn.write32(nic.RX_TAIL, self.rx_ring - 1)
+            writes += [(base + nic.RING_BASE_LO, ring.bus & 0xFFFFFFFF),
+                       (base + nic.RING_BASE_HI, ring.bus >> 32),
+                       (base + nic.RING_LEN, count)]
+        writes.append((nic.RX_TAIL, self.rx_ring - 1))
+        return writes
 
     def idle_pending(self) -> Callable[[], bool] | None:
         return self.work_pending

@@ -327,10 +327,15 @@ class Session:
             raise Refused(Fault.INVALID, f"{fixed.wr_cnt} writes need "
                           f"{fixed.wr_cnt * c.WriteOne.SIZE} bytes, got {len(tail)}")
         writes = [c.WriteOne.unpack(tail, i * c.WriteOne.SIZE) for i in range(fixed.wr_cnt)]
-        for w in writes:  # all or nothing: validate every write before doing any
-            if w.count > c.WRITE_MULTI_DATA:
-                raise Refused(Fault.INVALID, f"multi-write count {w.count} > 8")
-            self._check_access(w.region, w.offset, w.count, _WRITE)
+        for i, w in enumerate(writes):  # all or nothing: validate every write before doing any
+            try:
+                if w.count > c.WRITE_MULTI_DATA:
+                    raise Refused(Fault.INVALID, f"count {w.count} > {c.WRITE_MULTI_DATA}")
+                self._check_access(w.region, w.offset, w.count, _WRITE)
+            except Refused as e:  # the reply's errno is the element's; the log names it
+                raise Refused(e.fault, f"write {i} of {len(writes)}: {e.reason}") from None
+        # Invariant: each write, in order, is what a REGION_WRITE of it does (the same
+        # function path: a frozen PE's write dropped by the model as a single one is)
         for w in writes:
             self.function.region_write(w.region, w.offset, w.data[:w.count])
         return fixed.pack()

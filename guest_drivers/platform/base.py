@@ -3,7 +3,8 @@
 A driver never knows where it runs. It gets:
 
 - a `FunctionAccess` per PCI function it drives: BAR0 (`read32`/`write32`/`read64`/
-  `write64`, each one access of exactly that width), the MSI-X BAR (`msix_read32`/
+  `write64`, each one access of exactly that width; `write32_many`, a run of 32-bit
+  writes in order, one message in harness mode), the MSI-X BAR (`msix_read32`/
   `msix_write32`), config space (`config_read`/`config_write`), `enable()`, and `dma`,
   a `DmaAllocator` of memory the function can DMA to, each `DmaBuffer` with the bus
   address the device uses;
@@ -23,7 +24,7 @@ from __future__ import annotations
 import abc
 import struct
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -208,6 +209,13 @@ class FunctionAccess(abc.ABC):
 
     @abc.abstractmethod
     def write32(self, offset: int, value: int) -> None: ...
+
+    def write32_many(self, writes: Sequence[tuple[int, int]]) -> None:
+        """BAR0 32-bit writes `(offset, value)`, done in the order given, each as
+        `write32` does it (a guest's MMIO is one access a register anyway); a backend may
+        carry the run in fewer messages (harness: one vfio-user REGION_WRITE_MULTI)."""
+        for offset, value in writes:
+            self.write32(offset, value)
 
     @abc.abstractmethod
     def read64(self, offset: int) -> int: ...

@@ -1,15 +1,17 @@
 """What a VF's restore after an adapter error costs in vfio-user round trips, on the real
 platform with the real drivers (harness backend: BAR writes posted, config writes waited
 for, as QEMU's vfio-user-pci does). Counted on the server: the messages each VF's socket
-answered (posted writes are never answered) from the injection until the VF's driver
-reported `recovered`.
+answered (posted writes are never answered) and the messages it took, posted ones
+included, from the injection until the VF's driver reported `recovered`.
 
 A VF's restore is the config space written back (Command, MSI-X control: two config
 writes), the mailbox's "PF reset done" read, MAC/VLAN/MTU written and read back with two
 8-byte reads (MAC_LO+MAC_HI, MTU+VLAN), the rings reprogrammed (posted), RESET_COUNT read:
 6 round trips. It was 10 (the config space read-modified-written, one read per MAC/VLAN/
-MTU register). The bound leaves room for the driver's idle health check (two reads, once
-a second) landing in the window."""
+MTU register). The posted writes (MTU, the seven ring registers, CTRL) go as one
+REGION_WRITE_MULTI (`FunctionAccess.write32_many`), in that order: 7 messages, 15 when
+each write was a message of its own. The bounds leave room for the driver's idle health
+check (two reads, once a second) landing in the window."""
 
 from __future__ import annotations
 
@@ -22,15 +24,19 @@ from tests.support.platform_rig import host_config, running
 from tests.support.waiting import wait_for
 
 NVFS = 4
-ROUND_TRIPS_PER_VF = 8  # 6, + one health check of 2 reads that may fall in the window
+HEALTH_CHECK = 2  # one idle health check's reads may fall in the window
+ROUND_TRIPS_PER_VF = 6 + HEALTH_CHECK
+MESSAGES_PER_VF = 7 + HEALTH_CHECK  # the round trips and one run of posted writes
 
 
-def _answered(plat: Platform) -> dict[str, int]:
-    """Replies each function's socket has sent (its session's; one client each here)."""
+def _answered(plat: Platform) -> dict[str, tuple[int, int]]:
+    """(replies sent, messages taken) of each function's socket (its session's; one
+    client each here)."""
     out = {}
     for ep in plat.host.server.server.endpoints.values():
         conn = ep.connection
-        out[ep.name] = conn.session.stats.replies if conn is not None else 0
+        stats = conn.session.stats if conn is not None else None
+        out[ep.name] = (stats.replies, stats.messages) if stats is not None else (0, 0)
     return out
 
 
@@ -50,6 +56,8 @@ def test_a_vf_restore_is_a_few_round_trips(tmp_path: Path) -> None:
 
         assert wait_for(recovered, 30), "the VFs did not recover"
         after = plat.call(lambda: _answered(plat))
-    per_vf = {n: after[n] - before[n] for n in names if n in after}
-    assert set(per_vf) == set(names), sorted(after)
-    assert max(per_vf.values()) <= ROUND_TRIPS_PER_VF, per_vf
+    trips = {n: after[n][0] - before[n][0] for n in names if n in after}
+    messages = {n: after[n][1] - before[n][1] for n in names if n in after}
+    assert set(trips) == set(names), sorted(after)
+    assert max(trips.values()) <= ROUND_TRIPS_PER_VF, trips
+    assert max(messages.values()) <= MESSAGES_PER_VF, messages
