@@ -413,6 +413,8 @@ class Channel:
                 self._waiting.pop(msg_id, None)
 
     def _learn(self, reply: Reply) -> None:
+        """What the platform announced (`query-functions`): how many steps a report
+        line may carry; absent (an older platform) or not a count above 1: one a line."""
         n = reply.get(REPORT_STEPS)
         self.report_steps = min(n, MAX_REPORT_STEPS) if type(n) is int and n > 1 else 0
 

@@ -335,7 +335,7 @@ def _check_value(arg: Arg, value: object) -> None:
         raise ArgError(f"{arg.name} must be {arg.range[0]}..{arg.range[1]}")
 
 
-def report_steps(args: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
+def report_steps(args: Mapping[str, Any], limit: int) -> list[Mapping[str, Any]]:
     """The reports a checked `report` call's `args` stand for, in order, each as the
     `args` of a single report (`step`, its `pe` if the call names one, `detail`,
     `guest_time`): `args` itself, or one per element of `steps` (at most `limit`; 0: the
@@ -345,7 +345,7 @@ def report_steps(args: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
     if steps is None:
         if "step" not in args:
             raise ArgError("report needs argument 'step' (or 'steps')")
-        return [dict(args)]
+        return [args]
     if limit <= 0:
         raise ArgError("report takes no 'steps' here: send one report a step")
     mixed = [n for n in STEP_FIELDS if n in args]
@@ -355,7 +355,7 @@ def report_steps(args: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
         raise ArgError(f"steps must be a list of 1..{limit} steps, not {len(steps)}")
     spec = CALL_SPECS[Call.REPORT]
     pe = {"pe": args["pe"]} if "pe" in args else {}
-    out = []
+    out: list[Mapping[str, Any]] = []
     for i, step in enumerate(steps):
         if not isinstance(step, dict):
             raise ArgError(f"steps[{i}]: a step is an object {{step, detail, guest_time}}")
