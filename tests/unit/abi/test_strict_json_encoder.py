@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eeh_abi import strict_json
-from eeh_abi.hcall import _jsonable
+from eeh_abi.hcall import jsonable
 from eeh_abi.strict_json import JsonError, dumps
 from hypervisor_shim.timeline import json_text
 
@@ -47,13 +47,13 @@ def reference(obj: object, default: Any = None) -> str:
 @pytest.mark.parametrize("obj", CORPUS)
 def test_dumps_writes_what_json_writes(obj: object) -> None:
     assert dumps(obj) == reference(obj)
-    assert dumps(obj, default=_jsonable) == reference(obj, _jsonable)
+    assert dumps(obj, default=jsonable) == reference(obj, jsonable)
     assert json_text(obj) == json.dumps(obj, default=str)  # the timeline's options
 
 
 def test_values_through_default_and_refusals_are_as_json_has_them() -> None:
     odd = {"p": Path("/x"), "b": b"\x01\xff", "s": {3}, "t": frozenset()}
-    assert dumps(odd, default=_jsonable) == reference(odd, _jsonable)
+    assert dumps(odd, default=jsonable) == reference(odd, jsonable)
     assert json_text(odd) == json.dumps(odd, default=str)
     with pytest.raises(TypeError) as want:
         reference({"p": Path("/x")})
