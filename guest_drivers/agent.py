@@ -47,6 +47,8 @@ log = logging.getLogger("guest_drivers.agent")
 
 TRAFFIC_DST = bytes.fromhex("02feeeeeee01")  # unknown unicast: the switch sends it uplink
 UPLINK_TARGET = 0xFFFF  # eeh_abi.traffic target of a probe to the uplink (no VF)
+# The drivers of one group (VFs, then the adapter) stop within this, all together
+STOP_TIMEOUT_S = 30.0
 
 
 class Agent:
@@ -141,9 +143,16 @@ class Agent:
         self._hotplug.put(None)
         if self._hotplug_thread is not None:
             self._hotplug_thread.join(10)
-        # VFs first: the adapter driver outlives them
-        for d in sorted(self.drivers.values(), key=lambda d: d.kind == "pf"):
-            d.stop()
+        # VFs first: the adapter driver outlives them. Each group is asked at once and
+        # waited for within one deadline, so a stuck driver costs STOP_TIMEOUT_S once,
+        # not once per driver (Driver.stop logs where a stuck one was)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for group in ([d for d in self.drivers.values() if d.kind != "pf"],
+                      [d for d in self.drivers.values() if d.kind == "pf"]):
+            for d in group:
+                d.request_stop()
+            for d in group:
+                d.stop(deadline - time.monotonic())
         for d in self.drivers.values():
             try:
                 d.fn.close()

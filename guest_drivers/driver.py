@@ -19,8 +19,10 @@ from __future__ import annotations
 import abc
 import enum
 import logging
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -119,17 +121,31 @@ class Driver(abc.ABC):
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the thread (the function is left as it is)."""
+    def request_stop(self) -> None:
+        """Ask the thread to stop and wake it; returns at once (`stop` waits)."""
         self._stop.set()
         if self.recovery is not None:
             self.recovery.detach()
         self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the thread (the function is left as it is). False if the thread was still
+        running after `timeout`: it is let go (a daemon thread) and where it was stuck is
+        logged, its stack with it."""
+        self.request_stop()
         t = self._thread
+        stopped = True
         if t is not None and t is not threading.current_thread():
-            t.join(timeout)
+            t.join(max(0.0, timeout))
+            if t.is_alive():
+                stopped = False
+                frame = sys._current_frames().get(t.ident or -1)
+                where = "".join(traceback.format_stack(frame)) if frame is not None else "?"
+                log.warning("%s: thread did not stop within %.1f s; it was at:\n%s",
+                            self.name, timeout, where)
         if self.state not in (DriverState.FAILED, DriverState.DETACHED):
             self.state = DriverState.STOPPED
+        return stopped
 
     def detach(self, reason: str) -> None:
         """The function was removed: stop, account for what was pending, let it go."""
