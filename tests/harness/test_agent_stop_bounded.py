@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from tests.support.waiting import wait_for
 STUCK = ("vf0", "vf1")
 
 
-def stuck_in_poll(release: threading.Event, entered: threading.Event) -> object:
+def stuck_in_poll(release: threading.Event, entered: threading.Event) -> Callable[[], bool]:
     def poll() -> bool:
         entered.set()
         release.wait(120)  # the test sets it once stop() has returned

@@ -116,7 +116,7 @@ class PlatformRig:
 
     def __init__(self, plat: Platform) -> None:
         self.plat = plat
-        self._cleanup: list[Callable[[], None]] = []
+        self._cleanup: list[Callable[[], object]] = []
         # channels are closed after the platform stopped: their reader thread then sees
         # the end of the stream at once (a close before waits out its 0.5 s poll)
         self._after_stop: list[Callable[[], None]] = []
