@@ -1,7 +1,7 @@
 """The adapter configuration its driver owns, as the register writes that apply it.
 
     setup = adapter_setup(pf_mac, num_vfs, {1: VfSettings(...)})
-    for w in setup.writes:                      # in order
+    for w in setup.writes:                      # in order; width 4 or 8 bytes
         fn.write32(w.offset, w.value) if w.width == 4 else fn.write64(w.offset, w.value)
     setup.vfs                                   # each VF's settings, its MAC filled in
 
@@ -10,7 +10,8 @@ One sequence, two writers: the adapter (PF) driver at probe and after every rese
 driver was lost (hypervisor_shim.pe.adapter_recovery). What it writes (docs/registers.md):
 - SWITCH_CTRL: loopback + uplink;
 - for each VF n < num_vfs: VFCFG n MAC (admin: forced on the VF; default PF MAC + 1 + n),
-  VLAN (a forced port VLAN, or none) and anti-spoof;
+  VLAN (a forced port VLAN, or none) and anti-spoof, as two 8-byte writes (MAC_LO+MAC_HI,
+  VLAN+FLAGS: the registers may be written in pairs, docs/registers.md);
 - VF_TXEN / VF_RXEN for every one of those VFs;
 - ADAPTER_ERR, VF_ERR, VFLR cleared (RW1C: the causes were logged);
 - last, ADAPTER_CTRL.pf_reset_done: every VF mailbox shows "PF reset done", which is
@@ -62,15 +63,15 @@ def adapter_setup(pf_mac: bytes, num_vfs: int, vfs: Mapping[int, VfSettings]) ->
         mac = s.mac_bytes or ((base_mac + 1 + n) % (1 << 48)).to_bytes(6, "big")
         applied[n] = dataclasses.replace(s, mac=format_mac(mac))
         block = nic.vfcfg(n)
-        out += [
-            Write(block + nic.VFCFG_MAC_LO, 4, int.from_bytes(mac[0:4], "little")),
-            Write(block + nic.VFCFG_MAC_HI, 4,
-                  int.from_bytes(mac[4:6], "little") | int(nic.VfcfgMacHi.ADMIN)),
-            Write(block + nic.VFCFG_VLAN, 4,
-                  0 if s.vlan is None else int(nic.VfcfgVlan.EN) | (s.vlan & nic.VLAN_VID)),
-            Write(block + nic.VFCFG_FLAGS, 4,
-                  int(nic.VfcfgFlags.ANTI_SPOOF) if s.anti_spoof else 0),
-        ]
+        mac_lo = int.from_bytes(mac[0:4], "little")
+        mac_hi = int.from_bytes(mac[4:6], "little") | int(nic.VfcfgMacHi.ADMIN)
+        vlan = 0 if s.vlan is None else int(nic.VfcfgVlan.EN) | (s.vlan & nic.VLAN_VID)
+        flags = int(nic.VfcfgFlags.ANTI_SPOOF) if s.anti_spoof else 0
+        # two 8-byte writes, each over a pair of registers (MAC_LO+MAC_HI, VLAN+FLAGS;
+        # aligned, low dword first), not four 4-byte ones: a store is an exit to QEMU and
+        # a vfio-user message in a TCG guest, at 64 VFs 128 fewer before the release
+        out += [Write(block + nic.VFCFG_MAC_LO, 8, mac_lo | mac_hi << 32),
+                Write(block + nic.VFCFG_VLAN, 8, vlan | flags << 32)]
     mask = (1 << num_vfs) - 1
     out += [Write(nic.VF_TXEN, 8, mask), Write(nic.VF_RXEN, 8, mask),
             Write(nic.ADAPTER_ERR, 4, ALL_ONES32), Write(nic.VF_ERR, 8, ALL_ONES64),
