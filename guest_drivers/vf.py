@@ -336,11 +336,12 @@ class VfDriver(VfNetdev):
         cmd = fn.config_read(nic.CFG_COMMAND, 2)
         if cmd == 0xFFFF or cmd & MEM_BME != MEM_BME:
             return f"command {cmd:#06x}"
-        if fn.read32(nic.STATUS) == ALL_ONES32:
+        ctrl_status = fn.read64(nic.CTRL)  # CTRL and STATUS: one round trip, not two
+        if ctrl_status >> 32 == ALL_ONES32:
             return "STATUS reads all-ones"
         if not fn.read32(nic.MAC_HI) & nic.MacHi.VALID:
             return "MAC not valid"
-        ctrl = fn.read32(nic.CTRL)
+        ctrl = ctrl_status & ALL_ONES32
         if ctrl & (nic.Ctrl.TXEN | nic.Ctrl.RXEN) != nic.Ctrl.TXEN | nic.Ctrl.RXEN:
             return f"CTRL {ctrl:#x}: rings stopped"
         return None

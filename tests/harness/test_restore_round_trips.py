@@ -61,3 +61,26 @@ def test_a_vf_restore_is_a_few_round_trips(tmp_path: Path) -> None:
     assert set(trips) == set(names), sorted(after)
     assert max(trips.values()) <= ROUND_TRIPS_PER_VF, trips
     assert max(messages.values()) <= MESSAGES_PER_VF, messages
+
+
+def test_a_vf_own_error_is_a_few_round_trips(tmp_path: Path) -> None:
+    """A VF PE's own freeze (no reset: CAN_RECOVER, mmio_enabled): the config-lost checks
+    (Command, CTRL+STATUS in one 8-byte read, MAC_HI), the restore (MAC read, one run of
+    posted writes, MTU+VLAN read, the mailbox): 6 round trips, 7 messages (8 and 7 when
+    CTRL and STATUS were read one by one). No idle health check in the window."""
+    with running(host_config(1, vf_settings={}), tmp_path) as rig:
+        plat = rig.plat
+        agent = rig.agent(poll=PollConfig(health_s=600.0))
+        assert len(agent.start()) == 2
+        before = plat.call(lambda: _answered(plat))
+        t0 = plat.timeline.snapshot()[-1].t
+        plat.inject_vf_error(0, "round trips")
+
+        def recovered() -> bool:
+            return any(e.t > t0 and e.pe == "vf0" and (e.source, e.kind) == (
+                Source.DRIVER, Kind.RECOVERED) for e in plat.timeline.snapshot())
+
+        assert wait_for(recovered, 30), "vf0 did not recover"
+        after = plat.call(lambda: _answered(plat))
+    trips, messages = (a - b for a, b in zip(after["vf0"], before["vf0"], strict=True))
+    assert (trips, messages) == (6, 7)
