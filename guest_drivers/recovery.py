@@ -90,6 +90,7 @@ from guest_drivers.recovery_steps import (
 )
 from guest_drivers.recovery_types import (
     Outcome,
+    PeStatus,
     SavedConfig,
 )
 from guest_drivers.services import Services
@@ -275,8 +276,22 @@ class PeRecovery(RecoverySteps):
             return False
         self.confirmed += 1
         self._report(Kind.ALL_ONES_CONFIRMED, register=register, value=value, state=st.state)
+        with self._cv:  # the round this starts takes this state instead of reading it
+            self._confirmed = (st, self._lift_seq, self._reset_seq)
         self.request(f"all-ones {register}")
         return True
+
+    def _round_state(self) -> PeStatus:
+        """The PE's state at the start of a round: the one `confirm_all_ones` read just
+        before it requested this round, if no lift or reset was pushed since (the same
+        thread, moments earlier: in a TCG guest the adapter driver's mailbox poll often
+        reads all-ones before the freeze's push is handled, and a second read cost a
+        round trip before the lockout's release); else read now."""
+        with self._cv:
+            known, self._confirmed = self._confirmed, None
+        if known is not None and known[1:] == (self._lift_seq, self._reset_seq):
+            return known[0]
+        return self._state()
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Outcome:
@@ -325,7 +340,7 @@ class PeRecovery(RecoverySteps):
         self.timings.append(marks)
         if self._permanent:
             raise RoundFatal("the platform reported a permanent failure")
-        st = self._state()
+        st = self._round_state()
         reset = self._reset_behind() if st.state == PeState.NORMAL else None
         if st.state == PeState.NORMAL and reset is None:
             if self.trigger == Kind.PE_RESET_DONE:

@@ -88,6 +88,9 @@ class RecoverySteps:
         self._reset_seq = 0
         self._reset_back_seq = -1  # `_reset_seq` at the last pe-reset-done not `failed`
         self._lift_heard: dict[str, Any] | None = None  # a lift to report (_lockout_wait)
+        # the state confirm_all_ones read, with _lift_seq and _reset_seq then (the
+        # round it requested takes it: PeRecovery._round_state)
+        self._confirmed: tuple[PeStatus, int, int] | None = None
         self.last_freeze: Mapping[str, Any] = {}
         self.trigger = ""  # what started the pending recovery
         self.failed = False
