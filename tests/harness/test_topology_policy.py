@@ -4,7 +4,7 @@ the device model and the real drivers on the host, built from the topology file 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,15 +15,7 @@ from guest_drivers.agent import Agent
 from guest_drivers.platform.harness import HarnessBackend
 from guest_drivers.poll import PollConfig
 from hypervisor_shim.platform import Platform
-
-
-def wait_for(cond: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+from tests.support.waiting import wait_for
 
 
 def harness(policy: str) -> Topology:

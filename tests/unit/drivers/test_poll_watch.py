@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from guest_drivers.poll import AdaptivePoller, IdleWatch, PollConfig
+from tests.support.waiting import wait_for
 
 HANG_S = 10.0  # a hang catcher
 
@@ -37,15 +38,6 @@ def looping(poller: AdaptivePoller, wake: threading.Event) -> Iterator[threading
         t.join(HANG_S)
 
 
-def wait_until(cond: Callable[[], bool], timeout: float = HANG_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_a_settled_poller_is_looked_at_each_settled_period() -> None:
     watch = IdleWatch()
     cfg = PollConfig(max_sleep_s=0.01, settled_watch_s=0.25, health_s=0.2, spinners=0)
@@ -53,7 +45,7 @@ def test_a_settled_poller_is_looked_at_each_settled_period() -> None:
     poller = AdaptivePoller(cfg, wake, pending=lambda: False, watch=watch)
     with looping(poller, wake):
         # its first park ends by the health timeout: settled from then on
-        assert wait_until(lambda: poller.settled and poller.parked >= 2)
+        assert wait_for(lambda: poller.settled and poller.parked >= 2, HANG_S)
         looks = watch.looks
         time.sleep(1.0)
         looks = watch.looks - looks
@@ -67,11 +59,11 @@ def test_a_shorter_park_cuts_the_watchs_long_wait() -> None:
     settled = AdaptivePoller(PollConfig(max_sleep_s=0.01, settled_watch_s=60.0, health_s=0.2,
                                         spinners=0), wake, pending=lambda: False, watch=watch)
     with looping(settled, wake):
-        assert wait_until(lambda: settled.settled and settled.parked >= 2)
+        assert wait_for(lambda: settled.settled and settled.parked >= 2, HANG_S)
         time.sleep(0.1)  # the watch now waits out 60 s for the settled one
         woken = threading.Event()
         # a poller just woken by an event parks with max_sleep_s and has work
         watch.park(1, lambda: True, woken.set, 0.01)
         assert woken.wait(HANG_S)  # within its own period, not the settled one's 60 s
     # the settled one stopped: the thread ends linger_s later, not after its 60 s wait
-    assert wait_until(lambda: not watch.running)
+    assert wait_for(lambda: not watch.running, HANG_S)
