@@ -24,6 +24,8 @@ from device_model import ResetTiming
 from eeh_abi.hcall import Channel, Event, Reply
 from eeh_abi.papr import PeState, SlotReset
 from eeh_abi.schema import Call
+from guest_drivers.recovery import PeRecovery
+from guest_drivers.recovery_types import Outcome
 from guest_drivers.services import ChannelLike
 from hypervisor_shim.pe import PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
@@ -209,3 +211,15 @@ def make_subject(kind: str) -> Iterator[PeSubject]:
         plat.stop()  # first: the channels then see the end of their stream at once
         if s is not None:
             s.close()
+
+
+def recover_from_a_vf_error(s: PeSubject, rec: PeRecovery) -> Outcome:
+    """Attach `rec` to the subject's PE, fire a VF error on it, run the round it starts and
+    detach: the outcome of that one recovery."""
+    rec.attach()
+    try:
+        s.vf_error()
+        assert wait_for(lambda: rec.pending, 5)
+        return rec.run()
+    finally:
+        rec.detach()

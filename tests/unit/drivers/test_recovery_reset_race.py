@@ -18,7 +18,7 @@ from guest_drivers.recovery import PeRecovery
 from guest_drivers.recovery_types import Outcome, Participant, RecoveryPolicy
 from guest_drivers.services import Services
 from tests.support.channels import TapChannel
-from tests.support.pe_subjects import KINDS, make_subject
+from tests.support.pe_subjects import KINDS, make_subject, recover_from_a_vf_error
 from tests.support.scripted_platform import Recorder
 from tests.support.waiting import wait_for
 
@@ -47,13 +47,7 @@ def test_a_freeze_heard_right_after_the_reset_restarts_the_recovery(kind: str) -
                 s.vf_error()  # the PE is back, then frozen at once by a new error
                 assert wait_for(lambda: rec.last_freeze is not before, 5)
         tap.after.append(freeze_after_the_reset)
-        rec.attach()
-        try:
-            s.vf_error()
-            assert wait_for(lambda: rec.pending, 5)
-            outcome = rec.run()
-        finally:
-            rec.detach()
+        outcome = recover_from_a_vf_error(s, rec)
         assert refroze == [True]
         assert outcome is Outcome.RECOVERED
         assert rec.restarts == 1, log

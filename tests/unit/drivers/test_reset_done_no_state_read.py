@@ -16,9 +16,8 @@ from guest_drivers.recovery import PeRecovery
 from guest_drivers.recovery_types import Outcome, Participant, RecoveryPolicy
 from guest_drivers.services import Services
 from tests.support.channels import TapChannel
-from tests.support.pe_subjects import KINDS, make_subject
+from tests.support.pe_subjects import KINDS, make_subject, recover_from_a_vf_error
 from tests.support.scripted_platform import Recorder, ScriptedPlatform
-from tests.support.waiting import wait_for
 
 
 def _calls_of_a_reset_round(kind: str) -> tuple[Outcome, list[str], int]:
@@ -34,13 +33,7 @@ def _calls_of_a_reset_round(kind: str) -> tuple[Outcome, list[str], int]:
         rec = PeRecovery(Services(tap), s.pe, [Participant("vf", Recorder(
             "vf", log, detected=ErsResult.NEED_RESET))], name="t",
             policy=RecoveryPolicy.for_vf(state_timeout_s=5.0))
-        rec.attach()
-        try:
-            s.vf_error()
-            assert wait_for(lambda: rec.pending, 5)
-            outcome = rec.run()
-        finally:
-            rec.detach()
+        outcome = recover_from_a_vf_error(s, rec)
         state = int(s.call(Call.READ_SLOT_RESET_STATE2, pe=s.pe).get("state", -1))
     return outcome, calls, state
 
