@@ -48,7 +48,9 @@ class SavedConfig:
     eeh_restore_device_bars / pci_restore_state for what this device needs): the saved
     values written back as they are, as pci_restore_config_space does (a reset leaves
     nothing of these registers worth keeping; the read-only bits of each, e.g. the MSI-X
-    table size, are what the saved value holds): two writes, no read."""
+    table size, are what the saved value holds): two writes, no read, in that order, as
+    one message where the backend carries config writes together (`config_write_many`,
+    optional: harness mode's one REGION_WRITE_MULTI, waited for as a config write is)."""
 
     command: int
     msix_ctl: int
@@ -58,8 +60,13 @@ class SavedConfig:
         return cls(cfg.config_read(nic.CFG_COMMAND, 2), cfg.config_read(nic.MSIX_MSGCTL, 2))
 
     def restore(self, cfg: ConfigAccess) -> dict[str, int]:
-        cfg.config_write(nic.CFG_COMMAND, 2, self.command)
-        cfg.config_write(nic.MSIX_MSGCTL, 2, self.msix_ctl)
+        writes = [(nic.CFG_COMMAND, 2, self.command), (nic.MSIX_MSGCTL, 2, self.msix_ctl)]
+        many = getattr(cfg, "config_write_many", None)
+        if many is not None:
+            many(writes)
+        else:
+            for offset, size, value in writes:
+                cfg.config_write(offset, size, value)
         return {"command": self.command, "msix_ctl": self.msix_ctl}
 
 

@@ -242,35 +242,36 @@ class VfDriver(VfNetdev):
             delay = min(delay * 2, 0.05)
         return -1.0 if seen is None else time.monotonic() - t0
 
-    def _apply_config(self, then: Sequence[tuple[int, int]] = ()) -> None:
+    def _apply_config(self, then: Sequence[tuple[int, int]] = (), *,
+                      reset_count: bool = False) -> int | None:
         """Write the wanted MAC/VLAN/MTU, then read back what the function shows. The
         writes go as one run (`write32_many`: one posted vfio-user message in harness
-        mode), followed in it by the writes `then` (the restore's rings and CTRL); two
-        8-byte reads at the end (MAC_LO+MAC_HI, MTU+VLAN) see every one of them (a read
-        after a write on one function sees it) and give the values: two round trips, not
-        one a register."""
+        mode), followed in it by the writes `then` (the restore's rings and CTRL); the
+        read-backs come after the run (a read after a write on one function sees it), as
+        one `read_many`: MAC_LO+MAC_HI and MTU+VLAN (8 bytes each), and RESET_COUNT with
+        `reset_count` (returned: slot_reset's, the count this driver set the function up
+        at): one REGION_READ in harness mode, a guest's two or three loads. One round trip.
+        A function showing a MAC without the valid bit (none wanted: the function's own)
+        gets it set and read again (one run and one read more)."""
         fn = self.fn
         with self._cfg_cv:
             gen = self._cfg_gen
             want_mac, want_vlan, want_mtu = self._want_mac, self._want_vlan, self._want_mtu
             vlan_set = self._vlan_set
-        mac: int | None = None  # MAC_LO | MAC_HI << 32 as last read, unwritten since
         writes: list[tuple[int, int]] = []
         if want_mac is not None:
             writes += [(nic.MAC_LO, int.from_bytes(want_mac[0:4], "little")),
                        (nic.MAC_HI, int.from_bytes(want_mac[4:6], "little") | nic.MacHi.VALID)]
-        else:
-            mac = fn.read64(nic.MAC_LO)
-            hi = mac >> 32
-            if hi != ALL_ONES32 and not hi & nic.MacHi.VALID:
-                writes.append((nic.MAC_HI, hi | nic.MacHi.VALID))
-                mac = None
         if vlan_set:
             writes.append((nic.VLAN, 0 if want_vlan is None else int(nic.Vlan.EN) | want_vlan))
         writes.append((nic.MTU, want_mtu))
         fn.write32_many([*writes, *then])
-        mtu_vlan = fn.read64(nic.MTU)  # a read: every write above has reached the function
-        if mac is None:
+        spans = [(nic.MAC_LO, 8), (nic.MTU, 8)] + ([(nic.RESET_COUNT, 4)] if reset_count
+                                                   else [])
+        mac, mtu_vlan, *count = fn.read_many(spans)
+        hi = mac >> 32
+        if want_mac is None and hi != ALL_ONES32 and not hi & nic.MacHi.VALID:
+            fn.write32(nic.MAC_HI, hi | nic.MacHi.VALID)
             mac = fn.read64(nic.MAC_LO)
         lo, hi = mac & ALL_ONES32, mac >> 32
         self._hw_mac = lo.to_bytes(4, "little") + (hi & nic.MAC_HI_ADDR).to_bytes(2, "little")
@@ -280,6 +281,7 @@ class VfDriver(VfNetdev):
         with self._cfg_cv:
             self._cfg_done = max(self._cfg_done, gen)
             self._cfg_cv.notify_all()
+        return count[0] if count else None
 
     # ------------------------------------------------------------------ data path
     def poll(self) -> bool:
@@ -320,7 +322,7 @@ class VfDriver(VfNetdev):
         reclaimed = self._tx_reclaim()
         harvested = self._rx_poll(self.rx_ring)
         lost = self._config_lost()
-        if lost is None and self._restore() is not True:
+        if lost is None and self._restore()[0] is not True:
             # the PF reset under the restore (the mailbox is looked at after it, not
             # before: one round trip): its per-VF settings are gone until its driver
             # is back, which slot_reset waits for
@@ -336,10 +338,11 @@ class VfDriver(VfNetdev):
         cmd = fn.config_read(nic.CFG_COMMAND, 2)
         if cmd == 0xFFFF or cmd & MEM_BME != MEM_BME:
             return f"command {cmd:#06x}"
-        ctrl_status = fn.read64(nic.CTRL)  # CTRL and STATUS: one round trip, not two
+        # CTRL+STATUS and MAC_HI: one read_many (one round trip in harness mode)
+        ctrl_status, mac_hi = fn.read_many([(nic.CTRL, 8), (nic.MAC_HI, 4)])
         if ctrl_status >> 32 == ALL_ONES32:
             return "STATUS reads all-ones"
-        if not fn.read32(nic.MAC_HI) & nic.MacHi.VALID:
+        if not mac_hi & nic.MacHi.VALID:
             return "MAC not valid"
         ctrl = ctrl_status & ALL_ONES32
         if ctrl & (nic.Ctrl.TXEN | nic.Ctrl.RXEN) != nic.Ctrl.TXEN | nic.Ctrl.RXEN:
@@ -367,7 +370,8 @@ class VfDriver(VfNetdev):
         # done" both before (the lockout lifts only after it) and after.
         waited = 0.0
         for _ in range(self.restore_tries):
-            if self._restore() is True:
+            ready, count = self._restore(reset_count=True)
+            if ready is True:
                 break
             # not restored after all: the rings stopped again while the PF resets (a
             # round interrupted in this wait then finds the function not set up)
@@ -388,18 +392,23 @@ class VfDriver(VfNetdev):
                         "restores")
             return ErsResult.NEED_RESET
         self.report(Kind.PF_RESET_DONE, waited_ms=round(waited * 1000, 3))
-        self.note_resets()
+        # RESET_COUNT as read with the restore's read-backs, before the mailbox said "PF
+        # reset done": a reset after it shows as a count moved (Driver.reset_behind)
+        self._resets_seen = ALL_ONES32 if count is None else count
         self.report(Kind.CONFIG_RESTORED, mac=format_mac(self._hw_mac), vlan=self._hw_vlan,
                     mtu=self._hw_mtu)
         return ErsResult.RECOVERED
 
-    def _restore(self) -> bool | None:
+    def _restore(self, *, reset_count: bool = False) -> tuple[bool | None, int | None]:
         """MAC/VLAN/MTU written, the rings reprogrammed and started (CTRL), all in one run
         of writes (one vfio-user message in harness mode, in that order), then
-        MAC/VLAN/MTU read back; then one look at the mailbox (`_pf_ready`): True if the PF
-        is not resetting, so what was read back is this VF's configuration."""
-        self._apply_config(then=[*self._ring_writes(), (nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)])
-        return self._pf_ready()
+        MAC/VLAN/MTU (and RESET_COUNT, `reset_count`) read back in one read; then one look
+        at the mailbox (`_pf_ready`): True if the PF is not resetting, so what was read
+        back is this VF's configuration. (That look, RESET_COUNT read or None.)"""
+        count = self._apply_config(
+            then=[*self._ring_writes(), (nic.CTRL, nic.Ctrl.TXEN | nic.Ctrl.RXEN)],
+            reset_count=reset_count)
+        return self._pf_ready(), count
 
     def resume(self) -> None:
         with self._lock:

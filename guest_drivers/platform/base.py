@@ -220,6 +220,13 @@ class FunctionAccess(abc.ABC):
     @abc.abstractmethod
     def read64(self, offset: int) -> int: ...
 
+    def read_many(self, spans: Sequence[tuple[int, int]]) -> list[int]:
+        """BAR0 reads `(offset, size)`, size 4 or 8, each as `read32` / `read64` does it
+        (a guest: one MMIO load each); a backend may carry them in fewer messages
+        (harness: one vfio-user REGION_READ covering them, `HarnessFunction.read_many`).
+        The values in the order given; a frozen function reads all-ones in each."""
+        return [self.read64(off) if size == 8 else self.read32(off) for off, size in spans]
+
     @abc.abstractmethod
     def write64(self, offset: int, value: int) -> None: ...
 
@@ -234,6 +241,13 @@ class FunctionAccess(abc.ABC):
 
     @abc.abstractmethod
     def config_write(self, offset: int, size: int, value: int) -> None: ...
+
+    def config_write_many(self, writes: Sequence[tuple[int, int, int]]) -> None:
+        """Config-space writes `(offset, size, value)`, done in the order given, each as
+        `config_write` does it; a backend may carry them in one message (harness: one
+        REGION_WRITE_MULTI, waited for as a config write is). Done when it returns."""
+        for offset, size, value in writes:
+            self.config_write(offset, size, value)
 
     def enable(self) -> None:  # noqa: B027 - optional: most backends need nothing
         """Whatever the OS needs before the function decodes (sysfs `enable`)."""

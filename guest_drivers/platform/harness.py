@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 REGION_BAR0 = 0
 REGION_CONFIG = 7  # vfio's PCI config region index
 DEFAULT_RAM = 8 << 20  # per function; a memfd is sparse: only touched pages cost memory
+# `read_many`: reads within this many bytes go as one REGION_READ (the registers between
+# are read too: no register of this NIC has a read side effect, docs/registers.md)
+READ_SPAN_MAX = 64
 
 
 class RamPages:
@@ -150,6 +153,22 @@ class HarnessFunction(FunctionAccess):
     def read64(self, offset: int) -> int:
         return self._read(REGION_BAR0, offset, 8)
 
+    def read_many(self, spans: Sequence[tuple[int, int]]) -> list[int]:
+        """The reads as one REGION_READ from the lowest offset to the end of the highest
+        span when that is at most READ_SPAN_MAX bytes (one round trip), each value cut
+        from it; else one by one."""
+        if len(spans) < 2:
+            return super().read_many(spans)
+        lo = min(off for off, _ in spans)
+        hi = max(off + size for off, size in spans)
+        if hi - lo > READ_SPAN_MAX:
+            return super().read_many(spans)
+        try:
+            data = self._client.region_read(REGION_BAR0, lo, hi - lo)
+        except self._errors as e:
+            raise self._gone(e) from e
+        return [int.from_bytes(data[off - lo:off - lo + size], "little") for off, size in spans]
+
     def write64(self, offset: int, value: int) -> None:
         self._write(REGION_BAR0, offset, 8, value)
 
@@ -164,6 +183,21 @@ class HarnessFunction(FunctionAccess):
 
     def config_write(self, offset: int, size: int, value: int) -> None:
         self._write(REGION_CONFIG, offset, size, value)
+
+    def config_write_many(self, writes: Sequence[tuple[int, int, int]]) -> None:
+        """The writes as one REGION_WRITE_MULTI on the config region, waited for as a
+        config write is (posted only with posted_writes=True): one round trip, done in
+        order when it returns; one by one if the server did not offer write_multiple."""
+        if len(writes) < 2 or len(writes) > self._multi:
+            super().config_write_many(writes)
+            return
+        posted = False if self._posted is None else self._posted
+        run = [(REGION_CONFIG, off, (v & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
+               for off, size, v in writes]
+        try:
+            self._client.region_write_multi(run, posted=posted)
+        except self._errors as e:
+            raise self._gone(e) from e
 
     def close(self) -> None:
         if self.closed:

@@ -5,13 +5,14 @@ answered (posted writes are never answered) and the messages it took, posted one
 included, from the injection until the VF's driver reported `recovered`.
 
 A VF's restore is the config space written back (Command, MSI-X control: two config
-writes), the mailbox's "PF reset done" read, MAC/VLAN/MTU written and read back with two
-8-byte reads (MAC_LO+MAC_HI, MTU+VLAN), the rings reprogrammed (posted), RESET_COUNT read:
-6 round trips. It was 10 (the config space read-modified-written, one read per MAC/VLAN/
-MTU register). The posted writes (MTU, the seven ring registers, CTRL) go as one
-REGION_WRITE_MULTI (`FunctionAccess.write32_many`), in that order: 7 messages, 15 when
-each write was a message of its own. The bounds leave room for the driver's idle health
-check (two reads, once a second) landing in the window."""
+writes, one REGION_WRITE_MULTI waited for as a config write is, `config_write_many`),
+MAC/VLAN/MTU written with the rings reprogrammed and started (one posted
+REGION_WRITE_MULTI, `write32_many`), read back with RESET_COUNT in one REGION_READ
+(`read_many`: MAC_LO..RESET_COUNT), the mailbox's "PF reset done" read: 3 round trips,
+4 messages. It was 10 round trips (the config space read-modified-written, one read per
+MAC/VLAN/MTU register), then 6 round trips and 7 messages (two config writes, two
+8-byte read-backs and RESET_COUNT read apart). The bounds leave room for the driver's
+idle health check (two reads, once a second) landing in the window."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from tests.support.waiting import wait_for
 
 NVFS = 4
 HEALTH_CHECK = 2  # one idle health check's reads may fall in the window
-ROUND_TRIPS_PER_VF = 6 + HEALTH_CHECK
-MESSAGES_PER_VF = 7 + HEALTH_CHECK  # the round trips and one run of posted writes
+ROUND_TRIPS_PER_VF = 3 + HEALTH_CHECK
+MESSAGES_PER_VF = 4 + HEALTH_CHECK  # the round trips and one run of posted writes
 
 
 def _answered(plat: Platform) -> dict[str, tuple[int, int]]:
@@ -79,9 +80,10 @@ def _quiet(plat: Platform, name: str, quiet_s: float = 0.3) -> dict[str, tuple[i
 
 def test_a_vf_own_error_is_a_few_round_trips(tmp_path: Path) -> None:
     """A VF PE's own freeze (no reset: CAN_RECOVER, mmio_enabled): the config-lost checks
-    (Command, CTRL+STATUS in one 8-byte read, MAC_HI), the restore (MAC read, one run of
-    posted writes, MTU+VLAN read, the mailbox): 6 round trips, 7 messages (8 and 7 when
-    CTRL and STATUS were read one by one). No idle health check in the window."""
+    (Command; CTRL+STATUS and MAC_HI in one read), the restore (one run of posted writes,
+    MAC+MTU+VLAN read back in one read, the mailbox): 4 round trips, 5 messages (6 and 7
+    with CTRL+STATUS, MAC_HI, MAC and MTU+VLAN read apart; 7 and 8 before that, CTRL and
+    STATUS read one by one). No idle health check in the window."""
     with running(host_config(1, vf_settings={}), tmp_path) as rig:
         plat = rig.plat
         agent = rig.agent(poll=PollConfig(health_s=600.0))
@@ -97,4 +99,4 @@ def test_a_vf_own_error_is_a_few_round_trips(tmp_path: Path) -> None:
         assert wait_for(recovered, 30), "vf0 did not recover"
         after = plat.call(lambda: _answered(plat))
     trips, messages = (a - b for a, b in zip(after["vf0"], before["vf0"], strict=True))
-    assert (trips, messages) == (6, 7)
+    assert (trips, messages) == (4, 5)
