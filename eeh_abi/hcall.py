@@ -48,6 +48,15 @@ held report is never held across a wait. A thread's held quiet reports on one PE
 out as one `report` line with `steps` (`eeh_abi.report_runs`) once the platform said it
 takes them (`report_steps` in the reply to `query-functions`, which the channel reads);
 else as one line each.
+
+Retries on a lift (`on_lift`, `eeh_abi.lift_retries`): a call refused because its PE is
+locked out may be registered with the channel, keyed by its PE; when the platform pushes
+`lockout-lifted` for that PE, the reader thread writes every call registered for the
+line's PEs (in one write, before it hands the event to the subscribers), and the caller
+only waits for its reply (`retry_reply`, which writes the call itself if no lift came:
+the fallback). `drop_retry` cancels one (a restart, a permanent failure, a stop); a
+closed channel drops them all (`retry_reply` then raises ChannelClosed). The wire is
+unchanged: the same request, sent earlier.
 """
 
 from __future__ import annotations
@@ -80,13 +89,15 @@ from eeh_abi.hcall_codec import (
     request_tail,
     unbatch,
 )
+from eeh_abi.lift_retries import LiftRetries, LiftRetry
 from eeh_abi.report_runs import HeldRuns, ReportRun, step_json
 from eeh_abi.schema import MAX_REPORT_STEPS, REPORT_STEPS, Call
+from eeh_abi.vocabulary import Kind
 
 __all__ = [  # the codec's names (eeh_abi.hcall_codec) are this module's too
     "MAX_DEPTH", "MAX_LINE", "MAX_QUIET_RUN", "VERSION", "CallTimeout", "Channel",
-    "ChannelClosed", "DecodeError", "Event", "EventHandler", "HcallError", "LineBuffer",
-    "Message", "Reply", "Request", "decode", "encode", "jsonable", "request_line",
+    "ChannelClosed", "DecodeError", "Event", "EventHandler", "HcallError", "LiftRetry",
+    "LineBuffer", "Message", "Reply", "Request", "decode", "encode", "jsonable", "request_line",
     "request_tail",
     "unbatch",
 ]
@@ -159,6 +170,8 @@ class Channel:
         # lines (and runs of held reports) queued, in id order, not yet written (`_lock`)
         self._out: list[bytes | ReportRun] = []
         self._runs = HeldRuns()  # the queued runs that take more reports (`_lock`)
+        self._lift_retries = LiftRetries()  # calls to write on a PE's lift (`_lock`)
+        self.lift_retries_written = 0  # registered calls the reader wrote on a lift
         # steps one `report` line may carry (the platform's `report_steps`; 0: one a line)
         self.report_steps = 0
         self._next_id = 1
@@ -215,24 +228,93 @@ class Channel:
         msg_id = 0
         try:
             msg_id = self._request(call, args, slot=slot)
-            limit = self.timeout if timeout is None else timeout  # for the reply
-            deadline = time.monotonic() + limit
-            while True:
-                reply = slot.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
-                if reply is not None:
-                    if call in _ANNOUNCING and reply.ok:
-                        self._learn(reply)
-                    return reply
-                if self._closed.is_set():
-                    raise ChannelClosed("channel closed while waiting for a reply")
-                if time.monotonic() >= deadline:
-                    raise CallTimeout(call, limit)
+            return self._await(call, slot, timeout)
         except OSError as e:
             self._closed.set()
             raise ChannelClosed(f"channel write failed: {e}") from None
         finally:
             with self._lock:
                 self._waiting.pop(msg_id, None)
+
+    def _await(self, call: str, slot: _Slot, timeout: float | None) -> Reply:
+        limit = self.timeout if timeout is None else timeout  # for the reply
+        deadline = time.monotonic() + limit
+        while True:
+            reply = slot.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+            if reply is not None:
+                if call in _ANNOUNCING and reply.ok:
+                    self._learn(reply)
+                return reply
+            if self._closed.is_set():
+                raise ChannelClosed("channel closed while waiting for a reply")
+            if time.monotonic() >= deadline:
+                raise CallTimeout(call, limit)
+
+    # ---- retries on a lift (module docstring)
+    def on_lift(self, call: Call, pe: int, **args: Any) -> LiftRetry:
+        """Register `call` on `pe` (with `args`) to be written when the platform pushes
+        `lockout-lifted` for `pe`. The caller then takes its reply with `retry_reply`
+        (or drops it with `drop_retry`). ChannelClosed once the channel is closed."""
+        full = {"pe": pe, **args}
+        retry = LiftRetry(call, pe, full, request_tail(call, full), threading.get_ident())
+        with self._lock:
+            if self._closed.is_set():
+                raise ChannelClosed("channel closed")
+            self._lift_retries.add(retry)
+        return retry
+
+    def retry_reply(self, retry: LiftRetry, timeout: float | None = None) -> Reply:
+        """The reply to a registered call: the one the reader wrote on the lift, waited
+        for; if no lift came (the caller's fallback timeout), the call is taken back and
+        made now. ChannelClosed if the channel closed (before or while waiting)."""
+        with self._lock:
+            slot: _Slot | None = retry.slot if retry.written else None
+            unwritten = not retry.written and self._lift_retries.remove(retry)
+            if unwritten:
+                retry.id = -1
+        if unwritten:
+            return self.call(Call(retry.call), timeout, **retry.args)
+        if slot is None:  # dropped: the channel closed, or the caller dropped it
+            raise ChannelClosed("channel closed: the retry was dropped")
+        try:
+            return self._await(retry.call, slot, timeout)
+        finally:
+            with self._lock:
+                self._waiting.pop(retry.id, None)
+
+    def drop_retry(self, retry: LiftRetry) -> None:
+        """Cancel a registered call: not written any more; if it was written already, its
+        reply is not waited for (it is read and dropped)."""
+        with self._lock:
+            if retry.written:
+                self._waiting.pop(retry.id, None)
+            else:
+                self._lift_retries.remove(retry)
+            retry.id = -1
+
+    def _write_lifted(self, pes: list[int]) -> None:
+        """The reader thread, on a `lockout-lifted` line: write the calls registered for
+        its PEs, in one write, filed as calls are (ids in order, each its slot). The
+        registering thread's held reports and runs are queued ahead of its call."""
+        with self._lock:
+            retries = self._lift_retries.take(pes)
+            if not retries:
+                return
+            for retry in retries:
+                retry.id = self._next_id
+                self._next_id += 1
+                self._waiting[retry.id] = retry.slot = _Slot()
+                if self._runs:
+                    self._runs.close(retry.thread, retry.pe)
+                self._out.append(request_line(retry.id, retry.tail))
+            self._quiet_run = 0
+            self.lift_retries_written += len(retries)
+            writer = self._wlock.acquire(blocking=False)
+        if writer:
+            try:
+                self._drain()
+            except (HcallError, OSError):  # closed: the waiting callers see it
+                self._closed.set()
 
     def _learn(self, reply: Reply) -> None:
         """What the platform announced (`query-functions`): how many steps a report
@@ -422,6 +504,8 @@ class Channel:
             with self._lock:  # no reply comes any more: no on_reply will run
                 self._posted.clear()
                 self._quiet.clear()
+                for retry in self._lift_retries.clear():  # none will be written
+                    retry.id = -1
 
     def _dispatch(self, line: bytes) -> None:
         try:
@@ -448,9 +532,12 @@ class Channel:
                     self.handler_errors += 1
         elif isinstance(msg, Event):
             self.event_lines += 1
+            events = unbatch(msg)
+            if msg.name == Kind.LOCKOUT_LIFTED and self._lift_retries:
+                self._write_lifted([ev.pe for ev in events if type(ev.pe) is int])
             with self._lock:
                 handlers = list(self._handlers)
-            for ev in unbatch(msg):
+            for ev in events:
                 self.events_seen += 1
                 for h in handlers:
                     try:

@@ -32,7 +32,16 @@ out in the same write as the round's next call, or before the thread waits. Wait
   `by: event`), with the reply's `retry_ms` only as a bounded fallback timeout
   (`by: fallback`), and tries again (the "lockout-lifted" report goes once that call is
   answered: the platform answers every VF's first unfreeze after a lift in turn, and a
-  report ahead of each would hold up the VFs after it);
+  report ahead of each would hold up the VFs after it). The call it will try again is
+  registered with the channel before it sleeps (`Services.on_lift`, after the
+  "unfreeze-refused" report is queued, so that report is written first): on the lift
+  the channel's reader thread writes every registered call of the lifted PEs at once,
+  before it wakes the threads, and the woken thread only takes its reply; with no lift
+  by the fallback timeout the thread makes the call itself; a restart, a permanent
+  failure or a stop drops it. So the timeline's order is as without it
+  ("unfreeze-refused", the platform's `lockout-lifted`, the retried call, the driver's
+  "lockout-lifted"), as Linux's EEH core re-issuing its parked PEs' unfreezes when told
+  the adapter is back;
 - while a reset settles (state 1, or 5 with a hint) it sleeps until `pe-reset-done`,
   or the hint;
 - a new `pe-frozen` for this PE after recovery changed the PE's state (a thaw or reset
@@ -68,15 +77,16 @@ round at once, with no report.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from eeh_abi.hcall import ChannelClosed, Event, HcallError
+from eeh_abi.hcall import CallTimeout, ChannelClosed, Event, HcallError, LiftRetry, Reply
 from eeh_abi.papr import (
     ChannelState,
     EehOption,
     ErsResult,
     PeState,
+    Status,
     merge_result,
 )
 from eeh_abi.schema import Call
@@ -117,6 +127,14 @@ def found_unrecovered(services: Services, pe: int) -> dict[str, Any] | None:
 class PeRecovery(RecoverySteps):
     """The recovery state machine of one PE. Events come in on any thread (`on_event`);
     `run()` runs on one driver thread when `pending` is set."""
+
+    # The call a lockout refused, registered with the channel to be written on this PE's
+    # lift (module docstring): armed only by the lockout's wait (`_lockout_wait` ->
+    # `_wait`), taken by the round's next `_call` of the same call, dropped by any other
+    # call, a `_check` that ends the round, and the round's end. Driver thread only.
+    _last_call: tuple[Call, dict[str, Any]] | None = None
+    _arming = False
+    _retry: LiftRetry | None = None
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -235,6 +253,7 @@ class PeRecovery(RecoverySteps):
             log.warning("%s: not revived: %r", self.name, e)
             return False
         finally:
+            self._drop_retry()
             with self._cv:
                 self._running = False
 
@@ -322,6 +341,7 @@ class PeRecovery(RecoverySteps):
                     outcome = Outcome.ABORTED
                 return outcome
         finally:
+            self._drop_retry()
             with self._cv:
                 self._running = False
                 # a freeze pushed after the round's last check and before this return
@@ -407,6 +427,60 @@ class PeRecovery(RecoverySteps):
         self._report(Kind.RECOVERED, ms=self._ms(), rounds=self.rounds, **self._details())
         self.recovered += 1  # after the report: whoever watches this sees it reported
         return Outcome.RECOVERED
+
+    # ------------------------------------------------------------------ retries on a lift
+    def _call(self, call: Call, **args: Any) -> Reply:
+        retry, self._retry = self._retry, None
+        reply = None
+        if retry is not None:
+            if retry.call == call and retry.args == {"pe": self.pe, **args}:
+                reply = self._retried(retry)
+            else:
+                self.services.drop_retry(retry)
+        if reply is None:
+            reply = super()._call(call, **args)
+        self._last_call = (call, args)
+        return reply
+
+    def _retried(self, retry: LiftRetry) -> Reply | None:
+        """The registered call's reply (written by the channel's reader on the lift, or
+        now if none came); None after a reply timeout (`_call` calls again)."""
+        try:
+            reply = self.services.retry_reply(retry)
+        except CallTimeout:
+            return None
+        except (ChannelClosed, HcallError, OSError) as e:
+            raise RoundFatal(f"{retry.call}: platform channel lost ({e})",
+                             permanent=False) from None
+        self._report_lift()
+        return reply
+
+    def _lockout_wait(self, reply: Reply, seq: int, call: str) -> None:
+        self._arming = reply.status == Status.BUSY
+        try:
+            super()._lockout_wait(reply, seq, call)
+        finally:
+            self._arming = False
+
+    def _wait(self, cond: Callable[[], bool], timeout: float) -> bool:
+        if self._arming and self._last_call is not None and self._retry is None:
+            # after the refusal's report was queued, before the flush and the sleep
+            self._arming = False
+            call, args = self._last_call
+            self._retry = self.services.on_lift(call, self.pe, **args)
+        return super()._wait(cond, timeout)
+
+    def _check(self) -> None:
+        try:
+            super()._check()
+        except BaseException:
+            self._drop_retry()
+            raise
+
+    def _drop_retry(self) -> None:
+        retry, self._retry = self._retry, None
+        if retry is not None:
+            self.services.drop_retry(retry)
 
     def _details(self) -> dict[str, Any]:
         """What the drivers add to "recovered" (`recovery_detail()`, optional): a VF

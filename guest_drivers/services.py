@@ -32,6 +32,13 @@ by the channel), the thread's held reports on one PE go out as one `report` line
 `steps` (docs/platform-calls.md, "Batched reports"), recorded as the same entries; a
 refused one is refused as a whole, each of its reports counted failed (`_refused` runs
 once per report).
+
+Retries on a lift (`on_lift`, `retry_reply`, `drop_retry`: eeh_abi.hcall's `Channel.on_lift`):
+a recovery thread refused while its PE is locked out registers the call it will make
+again; the channel's reader writes it when the platform pushes that PE's
+`lockout-lifted`. A channel whose class has no `on_lift` (test fakes, a wrapper that
+forwards other names, an older client) gets None from `on_lift`, and the thread makes
+the call itself after the lift, as before.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from eeh_abi.hcall import ChannelClosed, Event, EventHandler, HcallError, Reply
+from eeh_abi.hcall import ChannelClosed, Event, EventHandler, HcallError, LiftRetry, Reply
 from eeh_abi.schema import Call
 from eeh_abi.vocabulary import Kind
 
@@ -60,6 +67,14 @@ class ChannelLike(Protocol):
     def unsubscribe(self, handler: EventHandler) -> None: ...
 
 
+class RetryingChannel(Protocol):
+    """A channel that writes registered calls on a PE's lift (eeh_abi.hcall.Channel)."""
+
+    def on_lift(self, call: Call, pe: int, **args: Any) -> LiftRetry: ...
+    def retry_reply(self, retry: LiftRetry, timeout: float | None = None) -> Reply: ...
+    def drop_retry(self, retry: LiftRetry) -> None: ...
+
+
 class Services:
     def __init__(self, channel: ChannelLike, *, echo: Callable[[str], None] | None = None
                  ) -> None:
@@ -73,6 +88,11 @@ class Services:
         self.reports_failed = 0
         self.listener_errors = 0
         self._holding = threading.local()  # .on: this thread's posted reports are held
+        # a channel whose class has `on_lift` (eeh_abi.hcall.Channel): a wrapper that only
+        # forwards unknown names (a test's tap on the calls) keeps the calls its own
+        self._retrying: RetryingChannel | None = (
+            channel if getattr(type(channel), "on_lift", None) is not None
+            else None)  # type: ignore[assignment]
         channel.subscribe(self._dispatch)
 
     def close(self) -> None:
@@ -115,6 +135,26 @@ class Services:
     # ---- calls
     def call(self, call: Call, **args: Any) -> Reply:
         return self.channel.call(call, **args)
+
+    # ---- retries on a lift (module docstring)
+    def on_lift(self, call: Call, pe: int, **args: Any) -> LiftRetry | None:
+        """Register `call` on `pe` to be written when its lockout lifts; None if this
+        channel cannot (the caller makes the call itself after the lift)."""
+        if self._retrying is None:
+            return None
+        try:
+            return self._retrying.on_lift(call, pe, **args)
+        except (ChannelClosed, HcallError, OSError):
+            return None  # (the call made after the wait will say the channel is gone)
+
+    def retry_reply(self, retry: LiftRetry) -> Reply:
+        """The registered call's reply (written on the lift, or now: the fallback)."""
+        assert self._retrying is not None  # (a retry comes only from on_lift)
+        return self._retrying.retry_reply(retry)
+
+    def drop_retry(self, retry: LiftRetry) -> None:
+        if self._retrying is not None:
+            self._retrying.drop_retry(retry)
 
     @contextmanager
     def holding(self) -> Iterator[None]:
