@@ -62,6 +62,14 @@ class PeStatus:
     unavailable_ms: int = 0  # retry hint, meaningful for UNAVAILABLE only
 
 
+_NORMAL, _RESET, _FROZEN, _DMA_STOPPED = (
+    PeStatus(c) for c in (PeStateCode.NORMAL, PeStateCode.RESET, PeStateCode.FROZEN,
+                          PeStateCode.DMA_STOPPED))
+
+# a reset kind as events name it ("hot", "fundamental")
+_RESET_NAME = {k: k.name.lower() for k in ResetKind}
+
+
 class ErrorSource(enum.Enum):
     INJECTED = "injected"  # ibm,errinjct functions 0-19
     DMA_FAULT = "dma-fault"  # the function's own DMA hit an unmapped address
@@ -196,20 +204,26 @@ class Pe:
         return self._reset_active or self._settle_until is not None
 
     def status(self) -> PeStatus:
-        for a in self.ancestors():
-            if a.busy:
-                return PeStatus(PeStateCode.UNAVAILABLE, a._remaining_ms())
+        # one walk up the tree (the nearest busy ancestor decides, as before its own
+        # reset, then a freeze of its own or of an ancestor); the states without a retry
+        # hint are shared constants (a platform call reads a PE's state several times)
+        mmio, dma = self._mmio_frozen, self._dma_frozen
+        p = self.parent
+        while p is not None:
+            if p._reset_active or p._settle_until is not None:
+                return PeStatus(PeStateCode.UNAVAILABLE, p._remaining_ms())
+            mmio = mmio or p._mmio_frozen
+            dma = dma or p._dma_frozen
+            p = p.parent
         if self._reset_active:
-            return PeStatus(PeStateCode.RESET)
+            return _RESET
         if self._settle_until is not None:
             return PeStatus(PeStateCode.UNAVAILABLE, self._remaining_ms())
-        mmio = self._mmio_frozen or any(a._mmio_frozen for a in self.ancestors())
-        dma = self._dma_frozen or any(a._dma_frozen for a in self.ancestors())
         if mmio:
-            return PeStatus(PeStateCode.FROZEN)
+            return _FROZEN
         if dma:
-            return PeStatus(PeStateCode.DMA_STOPPED)
-        return PeStatus(PeStateCode.NORMAL)
+            return _DMA_STOPPED
+        return _NORMAL
 
     @property
     def frozen(self) -> bool:
@@ -295,14 +309,18 @@ class Pe:
     # ---- reset
     def activate_reset(self, kind: ResetKind | int) -> Status:
         """Assert a reset (state 1). Functions are reset now; release with deactivate."""
-        try:
-            kind = ResetKind(kind)
-        except ValueError:
-            return Status.PARAM_ERROR
+        if type(kind) is not ResetKind:
+            try:
+                kind = ResetKind(kind)
+            except ValueError:
+                return Status.PARAM_ERROR
         if self.kind is PeKind.VF and kind is ResetKind.FUNDAMENTAL:
             return Status.NOT_SUPPORTED
-        if any(a.busy for a in self.ancestors()):
-            return Status.UNEXPECTED_STATE
+        p = self.parent
+        while p is not None:
+            if p.busy:
+                return Status.UNEXPECTED_STATE
+            p = p.parent
         if self._reset_active:
             return Status.SUCCESS
         self._cancel_timer()
@@ -316,7 +334,7 @@ class Pe:
         # it (other functions reset by it, the VFs under a PF, announce their own)
         function, how = self._hooks.reset_of(self, kind)
         self._bus.emit(EventKind.PE_RESET_ASSERTED, pe=self.address, function=function,
-                       reset=kind.name.lower(), function_reset=how)
+                       reset=_RESET_NAME[kind], function_reset=how)
         self._hooks.reset_asserted(self, kind)
         return Status.SUCCESS
 
@@ -344,7 +362,7 @@ class Pe:
         self._settle_until = self._clock.now() + self._settle
         self._update()
         self._bus.emit(EventKind.PE_RESET_DEASSERTED, pe=self.address,
-                       reset=self._reset_kind.name.lower())
+                       reset=_RESET_NAME[self._reset_kind])
         self._after(self._settle, self._settled)
 
     def _settled(self) -> None:
@@ -361,7 +379,7 @@ class Pe:
                                 else RECOVERY_KIND_FLR)
         self._update()
         kind = EventKind.PE_RESET_FAILED if failed else EventKind.PE_RESET_DONE
-        self._bus.emit(kind, pe=self.address, reset=self._reset_kind.name.lower())
+        self._bus.emit(kind, pe=self.address, reset=_RESET_NAME[self._reset_kind])
         self._hooks.reset_done(self, self._reset_kind)
         deferred, self._deferred_freeze = self._deferred_freeze, None
         if deferred is not None:

@@ -128,6 +128,9 @@ def jsonable(value: object) -> object:
     return str(value)
 
 
+_REQUEST_KEYS = frozenset({"v", "id", "call", "args", QUIET})  # a request's members
+
+
 def decode(line: bytes) -> Message:
     """One line (without or with its newline) to a message; DecodeError if malformed.
 
@@ -154,9 +157,8 @@ def decode(line: bytes) -> Message:
             raise DecodeError("call must be a string", msg_id)
         if not isinstance(args, dict):
             raise DecodeError("args must be an object", msg_id)
-        extra = set(obj) - {"v", "id", "call", "args", QUIET}
-        if extra:
-            raise DecodeError(f"unknown keys {sorted(extra)}", msg_id)
+        if not obj.keys() <= _REQUEST_KEYS:
+            raise DecodeError(f"unknown keys {sorted(obj.keys() - _REQUEST_KEYS)}", msg_id)
         quiet = obj.get(QUIET, False)
         if not isinstance(quiet, bool):
             raise DecodeError(f"{QUIET} must be true or false", msg_id)

@@ -30,11 +30,13 @@ class TooDeep(JsonError):
 
 
 def _no_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"repeated key '{key}'")
-        out[key] = value
+    out = dict(pairs)  # (built at C speed; the pairs looked at only when a key repeats)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"repeated key '{key}'")
+            seen.add(key)
     return out
 
 
@@ -49,8 +51,28 @@ def _finite(text: str) -> float:
     return value
 
 
+_WS = re.compile(r"[ \t\n\r]*")
+_WS_CHARS = " \t\n\r"
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_repeated_keys, parse_constant=_no_constant,
                             parse_float=_finite)
+
+
+_scan_once: Callable[[str, int], tuple[object, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _decode(text: str) -> object:
+    """`_DECODER.decode(text)`: the same value or the same JSONDecodeError, without its two
+    Python-level calls and whitespace scans around a text that has none (a wire line)."""
+    pos = 0 if text[:1] not in _WS_CHARS else _WS.match(text).end()  # type: ignore[union-attr]
+    try:
+        value, end = _scan_once(text, pos)
+    except StopIteration as e:
+        raise json.JSONDecodeError("Expecting value", text, e.value) from None
+    if end != len(text):
+        end = _WS.match(text, end).end()  # type: ignore[union-attr]
+        if end != len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
+    return value
 
 
 def depth_ok(obj: object, limit: int) -> bool:
@@ -81,7 +103,7 @@ def loads(data: bytes | str, *, max_depth: int | None = None) -> object:
     else:
         text = data
     try:
-        value: object = _DECODER.decode(text)
+        value: object = _decode(text)
     except json.JSONDecodeError as e:
         raise JsonError(e.msg[:1].lower() + e.msg[1:]) from None
     except RecursionError:
@@ -96,7 +118,6 @@ def loads(data: bytes | str, *, max_depth: int | None = None) -> object:
     return value
 
 
-_WS = re.compile(r"[ \t\n\r]*")
 _INT = re.compile(r"-?(?:0|[1-9][0-9]{0,19})(?![0-9.eE])")
 _scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 

@@ -312,12 +312,12 @@ class Platform:
     def _model_event(self, ev: Event) -> None:
         rec = self.record(ev.pe) if ev.pe is not None else None
         self.timeline.record(Source.MODEL, ev.kind.value, pe=rec.name if rec else None,
-                             data={k: v for k, v in ev.data.items()}
-                             | ({"function": ev.function} if ev.function else {}), t=ev.time)
+                             data={**ev.data, "function": ev.function} if ev.function
+                             else ev.data, t=ev.time)  # (copied by the timeline)
 
     def _notice(self, n: Notice) -> None:  # on the model's loop thread
         self.timeline.record(Source.POLICY, n.kind, pe=n.pe,
-                             data=dict(n.data) | ({"to": list(n.owners)} if n.event else {}))
+                             data={**n.data, "to": list(n.owners)} if n.event else n.data)
         self.server.push(n)
         self._notice_listeners.call(n)
         if not len(self._listeners):

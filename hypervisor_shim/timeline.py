@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -60,6 +60,17 @@ _esc = json.encoder.encode_basestring_ascii  # a str as _encode_line writes it
 _PLAIN_NUMBER = (int, float)
 
 
+def _time_text(t: float) -> str:
+    """`repr(round(t, 6))` at half the cost for a float of the timeline's usual range (both
+    round correctly to 6 decimals; repr writes the shortest text of that double, which
+    in [1e-4, 1e8) is the 6 decimals without their trailing zeros: checked by
+    tests/unit/shim/test_timeline_lines.py)."""
+    if type(t) is float and 1e-4 <= t < 1e8:
+        text = f"{t:.6f}".rstrip("0")
+        return text + "0" if text[-1] == "." else text
+    return repr(round(t, 6))
+
+
 def _entry_line(e: Entry) -> str:
     """`_encode_line(e.to_json())`, built from its members (no dict, no scan of the
     entry's own keys; `data` alone goes through the encoder): the same text (a str
@@ -72,7 +83,7 @@ def _entry_line(e: Entry) -> str:
             and (owner is None or isinstance(owner, str))
             and (gt is None or (type(gt) in _PLAIN_NUMBER and -1e300 < gt < 1e300))):
         return _encode_line(e.to_json())  # NaN, a number's subclass, a path...
-    parts = ['{"t": ', repr(round(t, 6)), ', "source": ', _esc(e.source), ', "kind": ',
+    parts = ['{"t": ', _time_text(t), ', "source": ', _esc(e.source), ', "kind": ',
              _esc(e.kind)]
     if pe is not None:
         parts += (', "pe": ', _esc(pe))
@@ -239,8 +250,9 @@ class Timeline:
         self.listeners.remove(listener)
 
     def record(self, source: str, kind: str, *, pe: str | None = None,
-               owner: str | None = None, data: dict[str, Any] | None = None,
+               owner: str | None = None, data: Mapping[str, Any] | None = None,
                guest_time: float | None = None, t: float | None = None) -> Entry:
+        """Record an entry (its `data` copied: the caller may pass its own mapping)."""
         entry = _new_entry(self._clock() if t is None else t, source, kind, pe, owner,
                            dict(data) if data else {}, guest_time)
         line = _entry_line(entry) + "\n"

@@ -62,8 +62,12 @@ def _short(text: str, limit: int = MAX_ERROR) -> str:
 def _recorded(args: Mapping[str, Any]) -> dict[str, Any]:
     """A call's arguments as the timeline keeps them (bounded: a caller's flood of big
     arguments must not grow the run's record without limit)."""
-    if len(args) <= 8 and all(type(v) in (int, bool) or v is None for v in args.values()):
-        return dict(args)  # (the common case) well under the bound: no need to measure
+    if len(args) <= 8:
+        for v in args.values():
+            if v is not None and type(v) is not int and type(v) is not bool:
+                break
+        else:
+            return dict(args)  # (the common case) well under the bound: no need to measure
     try:
         size = len(json.dumps(args, default=str))
     except (TypeError, ValueError, RecursionError):
@@ -137,9 +141,8 @@ class PlatformCalls:
             result = CallResult(Status.HW_ERROR, why=f"internal error: {type(e).__name__}")
         if req.call == Call.REPORT:
             self.close_windows()
-        ret = dict(result.ret)
-        if result.status == Status.BUSY:
-            ret["retry_ms"] = result.retry_ms
+        ret = {**result.ret, "retry_ms": result.retry_ms} if result.status == Status.BUSY \
+            else result.ret
         why = _short(result.why) if result.why else None
         if req.call != Call.REPORT:
             self.timeline.record(Source.CALL, _short(req.call, 64), owner=owner,
@@ -289,7 +292,8 @@ class PlatformCalls:
 
     def _read_slot_reset_state2(self, owner: str, args: Args, rec: PeRecord | None
                                 ) -> CallResult:
-        st = self.policy_of(_named(rec)).state(_named(rec))
+        rec = _named(rec)
+        st = self.policy_of(rec).state(rec)
         return CallResult(Status.SUCCESS, ret={"state": int(st.state), "capabilities": 1,
                                                "retry_ms": st.retry_ms,
                                                "flags": st.flags.names()})

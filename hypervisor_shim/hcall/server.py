@@ -215,7 +215,8 @@ class HcallServer:
                 conn.answering = True
                 for n, item in enumerate(lines.feed(data), 1):
                     reply = self._answer_safely(owner, conn, item)
-                    self.flush_events()  # the events of the call go before its reply
+                    if self._batches:
+                        self.flush_events()  # the events of the call go before its reply
                     if reply is not None and not conn.send(_encode_reply(reply)):
                         break
                     if n % LINES_PER_TURN == 0:
@@ -267,7 +268,8 @@ class HcallServer:
         if not isinstance(msg, Request):
             conn.bad_lines += 1
             return Reply(None, int(Status.PARAM_ERROR), error="only requests are accepted")
-        self.close_windows()
+        if self.records.refusing:  # (most calls: no window of refusals open)
+            self.close_windows()
         retry_ms = self.records.admit(owner, msg.call)
         if retry_ms is not None:
             self._window_later()
@@ -302,7 +304,7 @@ class HcallServer:
             return
         data = dict(notice.data)
         batchable = BATCHED_PES not in data
-        t = asyncio.get_running_loop().time() if _in_loop() else 0.0
+        t = _loop_time()
         for owner in notice.owners:
             batch = self._batches.get(owner)
             if batch is not None and batchable and batch.joins(notice.event, notice.address,
@@ -345,8 +347,7 @@ class HcallServer:
 
     def push_to(self, owner: str, name: str, pe: int | None, data: dict[str, object]) -> None:
         self._flush_owner(owner)  # after what was pushed to it before
-        loop_t = asyncio.get_running_loop().time() if _in_loop() else 0.0
-        raw = encode(Event(name, pe, data, loop_t))
+        raw = encode(Event(name, pe, data, _loop_time()))
         for conn in list(self.connections.get(owner, ())):
             conn.send(raw)
             if not conn.answering:
@@ -374,9 +375,9 @@ def _encode_reply(reply: Reply) -> bytes:
                             error=f"reply too long: {str(e)[:100]}"))
 
 
-def _in_loop() -> bool:
+def _loop_time() -> float:
+    """The running loop's time; 0.0 outside a loop."""
     try:
-        asyncio.get_running_loop()
+        return asyncio.get_running_loop().time()
     except RuntimeError:
-        return False
-    return True
+        return 0.0

@@ -112,7 +112,7 @@ class PolicyConfig:
 
 
 def _code(pe: Pe) -> PeState:
-    return PeState(int(pe.status().code))
+    return pe.status().code  # the model's PeStateCode is eeh_abi.papr.PeState
 
 
 class PeFlag(enum.Flag):
@@ -123,8 +123,23 @@ class PeFlag(enum.Flag):
     PERMANENT = enum.auto()
 
     def names(self) -> list[str]:
-        return [f.name.lower().replace("_", "-") for f in PeFlag
-                if f and f in self and f.name is not None]
+        names = _FLAG_NAMES.get(self._value_)
+        if names is None:  # once per combination of flags
+            names = _FLAG_NAMES[self._value_] = tuple(
+                f.name.lower().replace("_", "-") for f in PeFlag
+                if f and f in self and f.name is not None)
+        return list(names)
+
+
+_FLAG_NAMES: dict[int, tuple[str, ...]] = {}  # PeFlag value -> PeFlag.names()
+# the flags' bits, for the checks of every call on a PE (an int test, not Flag.__contains__)
+_PERMANENT = PeFlag.PERMANENT.value
+_LOCKED_OUT = PeFlag.LOCKED_OUT.value
+_ISOLATED = PeFlag.ISOLATED.value
+# ibm,set-slot-reset's function -> the function, and the notice of a reset it asserts or
+# releases ("reset-hot", "reset-deactivate"...)
+_SLOT_RESETS: dict[int, SlotReset] = {int(f): f for f in SlotReset}
+_RESET_NOTICE = {f: "reset-" + f.name.lower() for f in SlotReset}
 
 
 @dataclass
@@ -209,12 +224,14 @@ class PePolicy:
         for pe in adapter.pes:
             fn = adapter.function_of(pe).name
             self.records[pe.address] = PeRecord(pe, owners.get(fn), adapter=name)
+        # the records are made here once, for the model's PEs, which never change
+        self._adapter_record = self.records[adapter.pes.adapter.address]
         adapter.events.add_listener(self._on_model_event)
 
     # ------------------------------------------------------------------ lookup
     @property
     def adapter_record(self) -> PeRecord:
-        return self.records[self.adapter.pes.adapter.address]
+        return self._adapter_record
 
     def record(self, address: int) -> PeRecord | None:
         return self.records.get(address)
@@ -317,27 +334,33 @@ class PePolicy:
 
     def _refresh_isolated(self, top: PeRecord) -> None:
         """`top` or a PE below it may have come back to state 0: no longer isolated."""
-        for rec in [top] + [self.records[d.address] for d in top.pe.descendants()]:
-            if PeFlag.ISOLATED in rec.flags and not rec.flags & (
-                    PeFlag.PERMANENT | PeFlag.LOCKED_OUT) \
+        recs = [top]
+        if top.pe.children:
+            recs += [self.records[d.address] for d in top.pe.descendants()]
+        for rec in recs:
+            if rec.flags._value_ & (_ISOLATED | _PERMANENT | _LOCKED_OUT) == _ISOLATED \
                     and _code(rec.pe) is PeState.NORMAL:
                 rec.flags &= ~PeFlag.ISOLATED
                 self._emit(Kind.PE_THAWED, rec, {})
 
     # ------------------------------------------------------------------ state
     def state(self, rec: PeRecord) -> StateReply:
-        if PeFlag.PERMANENT in rec.flags:
-            return StateReply(PeState.UNAVAILABLE, 0, rec.flags)
-        if PeFlag.LOCKED_OUT in rec.flags:
-            return StateReply(PeState.UNAVAILABLE, self.config.retry_hint_ms, rec.flags)
+        flags = rec.flags
+        if flags._value_ & _PERMANENT:
+            return StateReply(PeState.UNAVAILABLE, 0, flags)
+        if flags._value_ & _LOCKED_OUT:
+            return StateReply(PeState.UNAVAILABLE, self.config.retry_hint_ms, flags)
         status = rec.pe.status()
-        return StateReply(PeState(int(status.code)), status.unavailable_ms, rec.flags)
+        return StateReply(status.code, status.unavailable_ms, flags)
 
     def _gate(self, rec: PeRecord) -> CallResult | None:
         """The answer for a PE that may not be acted on now, or None."""
-        if PeFlag.PERMANENT in rec.flags:
+        bits = rec.flags._value_
+        if not bits & (_PERMANENT | _LOCKED_OUT):
+            return None
+        if bits & _PERMANENT:
             return CallResult(Status.HW_ERROR, why="the PE is permanently failed")
-        if PeFlag.LOCKED_OUT in rec.flags:
+        if bits & _LOCKED_OUT:
             self._emit(Kind.UNFREEZE_REFUSED, rec, {"retry_ms": self.config.retry_hint_ms})
             return CallResult(Status.BUSY, self.config.retry_hint_ms,
                               "locked out until the adapter has recovered")
@@ -365,9 +388,8 @@ class PePolicy:
         return CallResult(Status.SUCCESS)
 
     def set_slot_reset(self, rec: PeRecord, function: int) -> CallResult:
-        try:
-            fn = SlotReset(function)
-        except ValueError:
+        fn = _SLOT_RESETS.get(function)
+        if fn is None:
             return CallResult(Status.PARAM_ERROR, why=f"unknown reset function {function}")
         gated = self._gate(rec)
         if gated is not None:
@@ -379,7 +401,7 @@ class PePolicy:
             result = int(pe.activate_reset(int(fn)))
         if result != 0:
             return CallResult(Status(result), why=f"PE in state {int(pe.status().code)}")
-        self._emit("reset-" + fn.name.lower(), rec, {})
+        self._emit(_RESET_NOTICE[fn], rec, {})
         return CallResult(Status.SUCCESS)
 
     def configure_pe(self, rec: PeRecord) -> CallResult:

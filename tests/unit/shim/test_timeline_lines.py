@@ -54,3 +54,20 @@ def test_an_entry_made_without_init_is_an_entry() -> None:
     assert vars(made) == vars(built)
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.kind = "x"  # type: ignore[misc]
+
+
+def test_an_entry_time_is_written_as_rounded_to_six_decimals() -> None:
+    """`_time_text` (the fast way for the timeline's usual times) writes what
+    repr(round(t, 6)) writes: at the edges of its range, halfway cases, and a sweep."""
+    import random
+
+    from hypervisor_shim.timeline import _time_text
+    rng = random.Random(22)
+    times: list[float] = [0.0, -0.0, 1e-4, 0.0001, 0.00015, 9.99e-5, 1e8, 1e8 - 1e-7,
+                          99999999.9999995, 0.5, 2.5e-6, -3.25, 1.0000005, 52011.1234565]
+    times += [(rng.randint(0, 10**13) + 0.5) / 1e6 for _ in range(2000)]  # halfway
+    times += [rng.uniform(0, 1e8) for _ in range(2000)]
+    times += [rng.uniform(1e-4, 1e-2) for _ in range(2000)]
+    for t in times:
+        assert _time_text(t) == repr(round(t, 6)), t
+    assert _time_text(3) == "3"  # an int stays an int, as round() keeps it
