@@ -47,7 +47,9 @@ guest, one virtio kick) instead of one a line. The poster flushes before it bloc
 held report is never held across a wait. A thread's held quiet reports on one PE go
 out as one `report` line with `steps` (`eeh_abi.report_runs`) once the platform said it
 takes them (`report_steps` in the reply to `query-functions`, which the channel reads);
-else as one line each.
+else as one line each. Such a run is the thread's until it closes (its next request, its
+`flush()`): other threads' writes leave it, so it goes out whole with the thread's next
+call; and a waited `report` (`call`) on its PE is its last step, in the same line.
 
 Retries on a lift (`on_lift`, `eeh_abi.lift_retries`): a call refused because its PE is
 locked out may be registered with the channel, keyed by its PE; when the platform pushes
@@ -90,7 +92,7 @@ from eeh_abi.hcall_codec import (
     unbatch,
 )
 from eeh_abi.lift_retries import LiftRetries, LiftRetry
-from eeh_abi.report_runs import HeldRuns, ReportRun, step_json
+from eeh_abi.report_runs import HOLD_MAX_S, HeldRuns, ReportRun, step_json
 from eeh_abi.schema import MAX_REPORT_STEPS, REPORT_STEPS, Call
 from eeh_abi.vocabulary import Kind
 
@@ -169,7 +171,7 @@ class Channel:
         self._lock = threading.Lock()
         # lines (and runs of held reports) queued, in id order, not yet written (`_lock`)
         self._out: list[bytes | ReportRun] = []
-        self._runs = HeldRuns()  # the queued runs that take more reports (`_lock`)
+        self._runs = HeldRuns()  # the open runs of held reports, not queued (`_lock`)
         self._lift_retries = LiftRetries()  # calls to write on a PE's lift (`_lock`)
         self.lift_retries_written = 0  # registered calls the reader wrote on a lift
         # steps one `report` line may carry (the platform's `report_steps`; 0: one a line)
@@ -227,8 +229,13 @@ class Channel:
         slot = _Slot()
         msg_id = 0
         try:
-            msg_id = self._request(call, args, slot=slot)
-            return self._await(call, slot, timeout)
+            run = self._close_run_with(args, slot) if call == Call.REPORT and self._runs \
+                else None
+            msg_id = run.id if run is not None else self._request(call, args, slot=slot)
+            reply = self._await(call, slot, timeout)
+            if run is not None and not reply.ok:  # the run's held reports were refused too
+                run.on_reply(reply)
+            return reply
         except OSError as e:
             self._closed.set()
             raise ChannelClosed(f"channel write failed: {e}") from None
@@ -301,11 +308,11 @@ class Channel:
             if not retries:
                 return
             for retry in retries:
+                if self._runs:
+                    self._queue_runs(self._runs.close(retry.thread, retry.pe))
                 retry.id = self._next_id
                 self._next_id += 1
                 self._waiting[retry.id] = retry.slot = _Slot()
-                if self._runs:
-                    self._runs.close(retry.thread, retry.pe)
                 self._out.append(request_line(retry.id, retry.tail))
             self._quiet_run = 0
             self.lift_retries_written += len(retries)
@@ -332,6 +339,8 @@ class Channel:
         posts (`_settle_quiet`). Nothing is filed if it cannot be encoded."""
         tail = request_tail(call, args)  # (the costly part, outside the lock)
         with self._lock:
+            if self._runs:  # (this line must not overtake a run of reports: queued first)
+                self._queue_runs(self._runs.close(threading.get_ident(), args.get("pe")))
             msg_id = self._next_id
             quiet = quiet and slot is None and self._quiet_run < MAX_QUIET_RUN
             line = request_line(msg_id, tail, quiet)
@@ -345,8 +354,6 @@ class Channel:
                 self._quiet_run += 1
             else:
                 self._quiet_run = 0
-            if self._runs:  # (this line must not be overtaken by a run of reports)
-                self._runs.close(threading.get_ident(), args.get("pe"))
             self._out.append(line)
             writer = not hold and self._wlock.acquire(blocking=False)
         if writer:
@@ -355,28 +362,63 @@ class Channel:
 
     def _hold_report(self, args: Mapping[str, Any],
                      on_reply: Callable[[Reply], None] | None) -> None:
-        """A held quiet report on a PE: it joins its thread's run on that PE, or opens
-        one, queued as one request (`eeh_abi.report_runs`)."""
-        try:
-            step = step_json(args, jsonable)
-        except strict_json.JsonError as e:
-            raise HcallError(f"message cannot be sent: {e.reason}") from None
+        """A held quiet report on a PE: it joins its thread's open run on that PE, or
+        opens one (`eeh_abi.report_runs`); not queued while open."""
+        step = self._step(args)
         pe, thread = args["pe"], threading.get_ident()
         with self._lock:
             run = self._runs.joinable(thread, pe, len(step), self.report_steps)
             if run is None:
-                quiet = self._quiet_run < MAX_QUIET_RUN  # else it asks for its reply
-                run = ReportRun(self._next_id, pe, thread, quiet)
-                self._next_id += 1
-                self._posted[run.id] = run.on_reply
-                if quiet:
-                    self._quiet.append(run.id)
-                    self._quiet_run += 1
-                else:
-                    self._quiet_run = 0
-                self._out.append(run)
-                self._runs.open(run)
+                run = ReportRun(pe, thread, time.monotonic())
+                self._queue_runs(self._runs.open(run))
             run.add(step, on_reply)
+
+    @staticmethod
+    def _step(args: Mapping[str, Any]) -> bytes:
+        try:
+            return step_json(args, jsonable)
+        except strict_json.JsonError as e:
+            raise HcallError(f"message cannot be sent: {e.reason}") from None
+
+    def _close_run_with(self, args: Mapping[str, Any], slot: _Slot) -> ReportRun | None:
+        """A waited report on the PE of its thread's open run, as the run's last step:
+        the run is queued as a request that asks for its reply (into `slot`) and written.
+        None (nothing done) if the report cannot join the run."""
+        pe = args.get("pe")
+        if type(pe) is not int or "steps" in args:
+            return None
+        step = self._step(args)
+        thread = threading.get_ident()
+        with self._lock:
+            run = self._runs.joinable(thread, pe, len(step), self.report_steps)
+            if run is None:
+                return None
+            run.add(step, None)  # (the caller gets the reply)
+            self._runs.close(thread, pe)  # (only this run: a PE has one open run)
+            self._queue_runs([run], slot)
+            writer = self._wlock.acquire(blocking=False)
+        if writer:
+            self._drain()
+        return run
+
+    def _queue_runs(self, runs: list[ReportRun], slot: _Slot | None = None) -> None:
+        """Queue closed runs, each with the next id, filed as a post (or as a call whose
+        reply goes to `slot`). Under `_lock`."""
+        for run in runs:
+            run.id = self._next_id
+            self._next_id += 1
+            if slot is not None:
+                self._waiting[run.id] = slot
+                run.quiet = False
+            else:
+                run.quiet = self._quiet_run < MAX_QUIET_RUN  # else it asks for its reply
+                self._posted[run.id] = run.on_reply
+            if run.quiet:
+                self._quiet.append(run.id)
+                self._quiet_run += 1
+            else:
+                self._quiet_run = 0
+            self._out.append(run)
 
     def _drain(self) -> None:
         """The writer (it holds `_wlock`): write the queued lines, in runs, until the
@@ -391,9 +433,7 @@ class Channel:
                     if not out:
                         self._wlock.release()
                         return
-                    self._out = []
-                    if self._runs:
-                        self._runs.seal()  # (the runs' lines are built below)
+                    self._out = []  # (its runs are closed: their lines are built below)
                 self._write_locked(b"".join(
                     x if isinstance(x, bytes) else request_line(x.id, x.tail(), x.quiet)
                     for x in out))
@@ -424,10 +464,14 @@ class Channel:
                                     f"{self.timeout:g} s: channel closed")
             select.select([], [self._fd], [], 0.1)
 
-    def flush(self) -> None:
-        """Write the held posts' lines now (module docstring); ChannelClosed if they
-        cannot be written (the channel is then closed)."""
+    def flush(self, *, every: bool = False) -> None:
+        """Write the held posts' lines now: the queue and this thread's open run of
+        reports (`every`: every thread's); module docstring. ChannelClosed if they cannot
+        be written (the channel is then closed)."""
         with self._lock:
+            if self._runs:
+                self._queue_runs(self._runs.close_all() if every
+                                 else self._runs.close(threading.get_ident(), None))
             # a writer at work writes them (it empties the queue before it stops)
             writer = bool(self._out) and self._wlock.acquire(blocking=False)
         if writer:
@@ -475,13 +519,13 @@ class Channel:
         try:
             while not self._closed.is_set():
                 r, _, _ = select.select([self._fd], [], [], 0.5)
-                if not r:
-                    if self._out:  # a poster that did not flush: held 0.5 s at most
-                        try:
-                            self.flush()
-                        except HcallError:  # closed: the loop ends
-                            pass
-                    continue
+                if not r or (self._runs and self._stale()):
+                    try:  # a poster that did not flush: held HOLD_MAX_S (0.5 s) at most
+                        self.flush(every=True)
+                    except HcallError:  # closed: the loop ends
+                        pass
+                    if not r:
+                        continue
                 try:
                     data = os.read(self._fd, 65536)
                 except BlockingIOError:
@@ -506,6 +550,11 @@ class Channel:
                 self._quiet.clear()
                 for retry in self._lift_retries.clear():  # none will be written
                     retry.id = -1
+
+    def _stale(self) -> bool:
+        """A run has been open HOLD_MAX_S or more."""
+        with self._lock:
+            return bool(self._runs) and time.monotonic() - self._runs.oldest() >= HOLD_MAX_S
 
     def _dispatch(self, line: bytes) -> None:
         try:
@@ -561,7 +610,7 @@ class Channel:
             return
         if not self._closed.is_set():
             try:
-                self.flush()  # what is held goes out before the end
+                self.flush(every=True)  # what is held goes out before the end
             except HcallError:
                 pass
         self._closed.set()

@@ -14,11 +14,18 @@ report of it makes. A run of one step goes out as the single report it is.
 
 Which reports join a run (`HeldRuns`, every method under the channel's lock): a held quiet
 report on PE p joins the run its thread has open on p; any other request of that thread,
-or any request naming p, closes the run (later reports start a new one), and so does
-writing it (the writer takes the whole queue). So the lines keep each thread's order and
-each PE's order, as when every report was a line of its own. A run also closes at the
-platform's limit of steps and before its line could exceed the line limit. Standard
-library only (runs in guests).
+or any request naming p, closes the run (later reports start a new one). An open run is
+the thread's own: it is not in the channel's queue, so another thread's write does not
+take it along (at 64 VFs one VF's reports were cut into several lines by the other VFs'
+calls); it is queued, with the next request id, when it closes, so the queue stays in id
+order, and goes out in the same write as the request that closed it. A thread's
+`flush()` closes its run; the channel's reader closes every run open for HOLD_MAX_S or
+more (a thread that stopped without flushing: a run is never stuck). A waited `report`
+of the thread on the run's PE is its last step (`Channel.call`): the run's line then asks
+for its reply, which is the call's. So the lines keep each thread's order and each PE's
+order, as when every report was a line of its own. A run also closes at the platform's
+limit of steps and before its line could exceed the line limit. Standard library only
+(runs in guests).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from eeh_abi import strict_json
 
 # A run's steps' JSON, at most (the rest of its line is ~100 bytes; a line is 64 KiB)
 RUN_BYTES = 60 * 1024
+# A run open this long (its thread neither called nor flushed) is queued by the reader
+HOLD_MAX_S = 0.5
 
 OnReply = Callable[[Any], None]
 
@@ -42,15 +51,18 @@ def step_json(args: Mapping[str, Any], default: Callable[[Any], Any]) -> bytes:
 
 
 class ReportRun:
-    """One thread's held reports on one PE, one request (`id`), in the channel's queue."""
+    """One thread's held reports on one PE: one request, its `id` given when it closes
+    (0 while open) and it is queued."""
 
-    __slots__ = ("id", "on_replies", "pe", "quiet", "size", "steps", "thread")
+    __slots__ = ("id", "on_replies", "opened", "pe", "quiet", "size", "steps", "thread")
 
-    def __init__(self, msg_id: int, pe: int, thread: int, quiet: bool) -> None:
-        self.id = msg_id
+    def __init__(self, pe: int, thread: int, opened: float) -> None:
+        self.id = 0
         self.pe = pe
         self.thread = thread
-        self.quiet = quiet  # False: its line asks for the reply (the channel's MAX_QUIET_RUN)
+        self.opened = opened  # (time.monotonic(): the reader's HOLD_MAX_S)
+        # False: its line asks for the reply (the channel's MAX_QUIET_RUN, a waited step)
+        self.quiet = True
         self.steps: list[bytes] = []  # each step's JSON (`step_json`)
         self.size = 0
         self.on_replies: list[OnReply | None] = []
@@ -77,11 +89,13 @@ class ReportRun:
 
 
 class HeldRuns:
-    """The runs open to more reports, by thread and by PE (the channel's lock held)."""
+    """The open runs, by thread and by PE (the channel's lock held); a closed run is
+    taken out (and returned: the channel queues it)."""
 
     __slots__ = ("by_pe", "by_thread")
 
     def __init__(self) -> None:
+        # (insertion order is opening order: the first is the oldest)
         self.by_thread: dict[int, ReportRun] = {}
         self.by_pe: dict[int, ReportRun] = {}
 
@@ -93,26 +107,40 @@ class HeldRuns:
             return None
         return run
 
-    def open(self, run: ReportRun) -> None:
-        self.close(run.thread, run.pe)
+    def open(self, run: ReportRun) -> list[ReportRun]:
+        """Open `run`; the runs it closes (its thread's, its PE's)."""
+        closed = self.close(run.thread, run.pe)
         self.by_thread[run.thread] = run
         self.by_pe[run.pe] = run
+        return closed
 
-    def close(self, thread: int, pe: object) -> None:
+    def close(self, thread: int, pe: object) -> list[ReportRun]:
         """A request of `thread` naming `pe` (any value, or None) other than a report
-        joining its run: the runs it must not overtake are closed."""
+        joining its run: the runs it must not overtake, closed (its thread's first)."""
+        closed = []
         run = self.by_thread.pop(thread, None)
-        if run is not None and self.by_pe.get(run.pe) is run:
-            del self.by_pe[run.pe]
+        if run is not None:
+            closed.append(run)
+            if self.by_pe.get(run.pe) is run:
+                del self.by_pe[run.pe]
         if type(pe) is int:
             other = self.by_pe.pop(pe, None)
-            if other is not None and self.by_thread.get(other.thread) is other:
-                del self.by_thread[other.thread]
+            if other is not None and other is not run:
+                closed.append(other)
+                if self.by_thread.get(other.thread) is other:
+                    del self.by_thread[other.thread]
+        return closed
 
-    def seal(self) -> None:
-        """Every queued run is being written: none takes more reports."""
+    def close_all(self) -> list[ReportRun]:
+        """Every open run, closed, oldest first."""
+        closed = list(self.by_thread.values())
         self.by_thread.clear()
         self.by_pe.clear()
+        return closed
+
+    def oldest(self) -> float:
+        """When the oldest open run opened (there is one)."""
+        return next(iter(self.by_thread.values())).opened
 
     def __bool__(self) -> bool:
         return bool(self.by_thread)
