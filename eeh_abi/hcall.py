@@ -72,7 +72,6 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from eeh_abi import strict_json
 from eeh_abi.hcall_codec import (
     MAX_DEPTH,
     MAX_LINE,
@@ -364,7 +363,7 @@ class Channel:
                      on_reply: Callable[[Reply], None] | None) -> None:
         """A held quiet report on a PE: it joins its thread's open run on that PE, or
         opens one (`eeh_abi.report_runs`); not queued while open."""
-        step = self._step(args)
+        step = step_json(args)
         pe, thread = args["pe"], threading.get_ident()
         with self._lock:
             run = self._runs.joinable(thread, pe, len(step), self.report_steps)
@@ -373,13 +372,6 @@ class Channel:
                 self._queue_runs(self._runs.open(run))
             run.add(step, on_reply)
 
-    @staticmethod
-    def _step(args: Mapping[str, Any]) -> bytes:
-        try:
-            return step_json(args, jsonable)
-        except strict_json.JsonError as e:
-            raise HcallError(f"message cannot be sent: {e.reason}") from None
-
     def _close_run_with(self, args: Mapping[str, Any], slot: _Slot) -> ReportRun | None:
         """A waited report on the PE of its thread's open run, as the run's last step:
         the run is queued as a request that asks for its reply (into `slot`) and written.
@@ -387,7 +379,7 @@ class Channel:
         pe = args.get("pe")
         if type(pe) is not int or "steps" in args:
             return None
-        step = self._step(args)
+        step = step_json(args)
         thread = threading.get_ident()
         with self._lock:
             run = self._runs.joinable(thread, pe, len(step), self.report_steps)

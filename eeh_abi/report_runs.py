@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from eeh_abi import strict_json
+from eeh_abi.hcall_codec import HcallError, jsonable
 
 # A run's steps' JSON, at most (the rest of its line is ~100 bytes; a line is 64 KiB)
 RUN_BYTES = 60 * 1024
@@ -43,11 +44,14 @@ HOLD_MAX_S = 0.5
 OnReply = Callable[[Any], None]
 
 
-def step_json(args: Mapping[str, Any], default: Callable[[Any], Any]) -> bytes:
-    """A report's `args` but its `pe`, as one element of `steps` (JsonError if they are
-    not JSON)."""
-    return strict_json.dumps({k: v for k, v in args.items() if k != "pe"},
-                             default=default).encode()
+def step_json(args: Mapping[str, Any]) -> bytes:
+    """A report's `args` but its `pe`, as one element of `steps` (HcallError if they are
+    not JSON, as for any request that cannot be encoded)."""
+    try:
+        return strict_json.dumps({k: v for k, v in args.items() if k != "pe"},
+                                 default=jsonable).encode()
+    except strict_json.JsonError as e:
+        raise HcallError(f"message cannot be sent: {e.reason}") from None
 
 
 class ReportRun:
