@@ -131,7 +131,7 @@ def run(rounds: int, n_vfs: int, profile: str | None = None) -> dict[str, Any]:
             host.close()
             svc.close()
     if prof is not None:
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(60)
     return {"rounds": rounds, "vfs": n_vfs, "us": {
         k: {"median": round(sorted(v)[len(v) // 2] * 1e6, 2), "min": round(min(v) * 1e6, 2)}
         for k, v in per.items()}}

@@ -311,7 +311,7 @@ class Platform:
 
     def _model_event(self, ev: Event) -> None:
         rec = self.record(ev.pe) if ev.pe is not None else None
-        self.timeline.record(Source.MODEL, ev.kind.value, pe=rec.name if rec else None,
+        self.timeline.record(Source.MODEL, ev.kind._value_, pe=rec.name if rec else None,
                              data={**ev.data, "function": ev.function} if ev.function
                              else ev.data, t=ev.time)  # (copied by the timeline)
 
@@ -328,6 +328,8 @@ class Platform:
             self._listeners.call(ev)
 
     def _on_entry(self, e: Entry) -> None:
+        if e.source == Source.MODEL or e.source == Source.POLICY:
+            return  # (most entries) no adapter driver's step nor channel, no report
         for t in self.trees.values():
             t.watch.on_entry(e)
         if e.source == Source.DRIVER and len(self._listeners):  # (none: no step to build)

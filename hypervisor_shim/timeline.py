@@ -72,28 +72,33 @@ def _time_text(t: float) -> str:
 
 
 def _entry_line(e: Entry) -> str:
-    """`_encode_line(e.to_json())`, built from its members (no dict, no scan of the
-    entry's own keys; `data` alone goes through the encoder): the same text (a str
-    subclass, e.g. a `Kind`, written as its value like the encoder does), checked by
-    tests/unit/shim/test_timeline_lines.py. Members of another type than the usual go the
-    general way."""
-    t, pe, owner, gt = e.t, e.pe, e.owner, e.guest_time
-    if not (type(t) in _PLAIN_NUMBER and -1e15 < t < 1e15 and isinstance(e.source, str)
-            and isinstance(e.kind, str) and (pe is None or isinstance(pe, str))
+    """`_encode_line(e.to_json())`, built from its members (`_line`, without its newline)."""
+    return _line(e.t, e.source, e.kind, e.pe, e.owner, e.data, e.guest_time)[:-1]
+
+
+def _line(t: float, source: str, kind: str, pe: str | None, owner: str | None,
+          data: dict[str, Any], gt: float | None) -> str:
+    """An entry's line (with its newline): `_encode_line(entry.to_json())`'s text built
+    from the members (no dict, no scan of the entry's own keys; `data` alone goes
+    through the encoder): the same text (a str subclass, e.g. a `Kind`, written as its
+    value like the encoder does), checked by tests/unit/shim/test_timeline_lines.py.
+    Members of another type than the usual go the general way."""
+    if not (type(t) in _PLAIN_NUMBER and -1e15 < t < 1e15 and isinstance(source, str)
+            and isinstance(kind, str) and (pe is None or isinstance(pe, str))
             and (owner is None or isinstance(owner, str))
             and (gt is None or (type(gt) in _PLAIN_NUMBER and -1e300 < gt < 1e300))):
-        return _encode_line(e.to_json())  # NaN, a number's subclass, a path...
-    parts = ['{"t": ', _time_text(t), ', "source": ', _esc(e.source), ', "kind": ',
-             _esc(e.kind)]
+        return _encode_line(Entry(t, source, kind, pe, owner, data, gt).to_json()) + "\n"
+    parts = ['{"t": ', _time_text(t), ', "source": ', _esc(source), ', "kind": ',
+             _esc(kind)]
     if pe is not None:
         parts += (', "pe": ', _esc(pe))
     if owner is not None:
         parts += (', "owner": ', _esc(owner))
-    if e.data:
-        parts += (', "data": ', _encode_line(e.data))
+    if data:
+        parts += (', "data": ', _encode_line(data))
     if gt is not None:
         parts += (', "guest_time": ', repr(gt))
-    parts.append("}")
+    parts.append("}\n")
     return "".join(parts)
 
 
@@ -253,9 +258,11 @@ class Timeline:
                owner: str | None = None, data: Mapping[str, Any] | None = None,
                guest_time: float | None = None, t: float | None = None) -> Entry:
         """Record an entry (its `data` copied: the caller may pass its own mapping)."""
-        entry = _new_entry(self._clock() if t is None else t, source, kind, pe, owner,
-                           dict(data) if data else {}, guest_time)
-        line = _entry_line(entry) + "\n"
+        if t is None:
+            t = self._clock()
+        copy = dict(data) if data else {}
+        entry = _new_entry(t, source, kind, pe, owner, copy, guest_time)
+        line = _line(t, source, kind, pe, owner, copy, guest_time)
         with self._lock:
             self.bytes_written += len(line)
             if self._keep:

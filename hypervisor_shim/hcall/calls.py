@@ -40,6 +40,7 @@ from eeh_abi.schema import (
 from eeh_abi.vocabulary import RECOVERED_STEPS, Source
 from hypervisor_shim.hcall.budget import REPORT_BUDGET, Bucket, ReportBudget
 from hypervisor_shim.pe import CallResult, PePolicy, PeRecord, authorize
+from hypervisor_shim.pe.policy import SUCCESS
 from hypervisor_shim.timeline import Timeline, json_text
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,9 @@ class PlatformCalls:
         self.policies: tuple[PePolicy, ...] = tuple(self.trees) or (self.policy,)
         self._policy_at: dict[int, PePolicy] = {
             a: p for p in self.policies for a in p.records}
+        # every adapter's records (made once by each policy, never replaced)
+        self._records: dict[int, PeRecord] = {
+            a: r for p in self.policies for a, r in p.records.items()}
 
     @property
     def pf_owner(self) -> str | None:
@@ -116,8 +120,7 @@ class PlatformCalls:
 
     def record(self, addr: int) -> PeRecord | None:
         """The PE at `addr`, of whichever adapter."""
-        p = self._policy_at.get(addr)
-        return None if p is None else p.record(addr)
+        return self._records.get(addr)
 
     def policy_of(self, rec: PeRecord) -> PePolicy:
         """The policy of `rec`'s adapter."""
@@ -145,11 +148,12 @@ class PlatformCalls:
             else result.ret
         why = _short(result.why) if result.why else None
         if req.call != Call.REPORT:
+            data = {"args": _recorded(req.args), "status": int(result.status)}
+            if why:
+                data["why"] = why
             self.timeline.record(Source.CALL, _short(req.call, 64), owner=owner,
                                  pe=rec.name if named and rec is not None
-                                 else self._pe_name(req.args),
-                                 data={"args": _recorded(req.args), "status": int(result.status),
-                                       **({"why": why} if why else {})})
+                                 else self._pe_name(req.args), data=data)
         return Reply(req.id, int(result.status), ret, why)
 
     def _target(self, owner: str, spec: CallSpec, args: Mapping[str, Any]) -> PeRecord | None:
@@ -205,7 +209,7 @@ class PlatformCalls:
         rec = _named(rec)
         reg = Registration(owner, rec.address, args["driver"], args.get("handlers", True))
         self.registrations[rec.address] = reg
-        return CallResult(Status.SUCCESS)
+        return SUCCESS
 
     # ------------------------------------------------------------------ budgets
     def _over_budget(self, owner: str, pe: str | None, n: int = 1) -> CallResult | None:
@@ -269,7 +273,7 @@ class PlatformCalls:
                                  guest_time=one.get("guest_time"))
             if self.on_report is not None:
                 self.on_report(owner, one)
-        return CallResult(Status.SUCCESS)
+        return SUCCESS
 
     def _check_detail(self, detail: Any, where: str) -> None:
         """BadArgs if a report's detail is over its budget (as JSON)."""

@@ -322,15 +322,20 @@ class HcallServer:
         if not self._batches or self._flush_armed:
             return
         try:
-            asyncio.get_running_loop().call_soon(self.flush_events)
+            asyncio.get_running_loop().call_soon(self._flush_at_end_of_turn)
         except RuntimeError:  # no loop (a caller outside it): now
             self.flush_events()
             return
         self._flush_armed = True
 
+    def _flush_at_end_of_turn(self) -> None:
+        # armed until it runs: the events pushed meanwhile and flushed before a reply
+        # (`_serve_conn`) do not schedule another (one callback a turn, not one a line)
+        self._flush_armed = False
+        self.flush_events()
+
     def flush_events(self) -> None:
         """Write every owner's waiting events now."""
-        self._flush_armed = False
         for owner in list(self._batches):
             self._flush_owner(owner)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from device_model import Adapter, Event, EventKind, Pe, PeKind
@@ -207,6 +208,10 @@ class CallResult:
     ret: Mapping[str, Any] = field(default_factory=dict)
 
 
+# a success that returns nothing (most calls' result: one shared, its `ret` read-only)
+SUCCESS = CallResult(Status.SUCCESS, ret=MappingProxyType({}))
+
+
 class PePolicy:
     def __init__(self, adapter: Adapter, owners: Mapping[str, str], *,
                  config: PolicyConfig | None = None, clock: Callable[[], float],
@@ -224,8 +229,11 @@ class PePolicy:
         for pe in adapter.pes:
             fn = adapter.function_of(pe).name
             self.records[pe.address] = PeRecord(pe, owners.get(fn), adapter=name)
-        # the records are made here once, for the model's PEs, which never change
+        # the records are made here once, for the model's PEs, which never change (nor
+        # does the function of each: a VF's index, None for the PF's PE, for `present`)
         self._adapter_record = self.records[adapter.pes.adapter.address]
+        self._vf_index: dict[int, int | None] = {
+            pe.address: getattr(adapter.function_of(pe), "index", None) for pe in adapter.pes}
         adapter.events.add_listener(self._on_model_event)
 
     # ------------------------------------------------------------------ lookup
@@ -246,7 +254,7 @@ class PePolicy:
         """The adapter PE, and a VF's PE if the VF is enabled or has an owner: the PEs
         query-pes lists. Notices (pushed events, timeline, console events) name no
         other PE; the platform refuses injections on them."""
-        index = getattr(self.adapter.function_of(rec.pe), "index", None)
+        index = self._vf_index[rec.pe.address]
         return index is None or index < self.enabled_vfs or rec.owner is not None
 
     def vf_records(self) -> list[PeRecord]:
@@ -373,7 +381,7 @@ class PePolicy:
         except ValueError:
             return CallResult(Status.PARAM_ERROR, why=f"unknown option {option}")
         if opt in (EehOption.DISABLE, EehOption.ENABLE):
-            return CallResult(Status.SUCCESS)  # EEH is always on for this adapter
+            return SUCCESS  # EEH is always on for this adapter
         gated = self._gate(rec)
         if gated is not None:
             return gated
@@ -385,7 +393,7 @@ class PePolicy:
         self._emit(Kind.MMIO_THAWED if opt is EehOption.THAW_MMIO else Kind.DMA_THAWED, rec,
                    {"state": int(pe.status().code)})
         self._refresh_isolated(rec)
-        return CallResult(Status.SUCCESS)
+        return SUCCESS
 
     def set_slot_reset(self, rec: PeRecord, function: int) -> CallResult:
         fn = _SLOT_RESETS.get(function)
@@ -402,7 +410,7 @@ class PePolicy:
         if result != 0:
             return CallResult(Status(result), why=f"PE in state {int(pe.status().code)}")
         self._emit(_RESET_NOTICE[fn], rec, {})
-        return CallResult(Status.SUCCESS)
+        return SUCCESS
 
     def configure_pe(self, rec: PeRecord) -> CallResult:
         gated = self._gate(rec)
@@ -416,7 +424,7 @@ class PePolicy:
             if not (pf.sriov_enabled and pf.num_vfs == self.enabled_vfs):
                 pf.enable_vfs(self.enabled_vfs)
         self._emit(Kind.CONFIGURED, rec, {"vfs": self.adapter.enabled_vfs()})
-        return CallResult(Status.SUCCESS)
+        return SUCCESS
 
     def allow_unfreeze(self, adapter_rec: PeRecord, vf_addresses: Iterable[int]) -> CallResult:
         if adapter_rec.pe.kind is not PeKind.ADAPTER:
