@@ -1,7 +1,7 @@
 """The platform loop's CPU per platform-call line, per timeline entry and per PE reset.
 
     .venv/bin/python -m bench.platform_loop [--rounds 10] [--vfs 64] [--json FILE]
-        [--profile CALL]
+        [--profile STEP]
 
 Harness mode, one adapter of `--vfs` VFs (fast timing), every VF held by the host's
 owner: each round injects an adapter error, recovers the adapter PE as its driver does
@@ -17,8 +17,9 @@ thread itself, `per_entry` (Timeline.record of a call entry, the platform's list
 included) and `per_reset` (a VF PE's hot reset on the model, asserted and released at
 once, with every event, entry and notice it makes).
 
-Figures are per line / entry / reset in microseconds: the median and the minimum of the
-rounds (the machine is shared: compare runs made alternately). A benchmark, not a test.
+Figures are per line / entry / reset in microseconds, a distribution over the rounds
+(`--json`: the JSON part format of bench/registry.py; the machine is shared: compare
+runs made alternately). A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.stats import dist
 from device_model.reset import ResetKind
 from eeh_abi.hcall import Channel
 from eeh_abi.papr import SlotReset
@@ -87,9 +89,9 @@ def _steps(vfs: Sequence[int]) -> list[tuple[str, list[dict[str, Any]]]]:
     report = [{"call": "report", "quiet": True,
                "args": {"step": "reset", "pe": v, "guest_time": 1.0 + i / 1000,
                         "detail": {"driver": "vfx", "ms": 1.5}}} for i, v in enumerate(vfs)]
-    return [("set-slot-reset 1", each(Call.SET_SLOT_RESET, function=int(SlotReset.HOT))),
-            ("report (quiet)", report),
-            ("set-slot-reset 0", each(Call.SET_SLOT_RESET, function=0)),
+    return [("set-slot-reset-1", each(Call.SET_SLOT_RESET, function=int(SlotReset.HOT))),
+            ("report-quiet", report),
+            ("set-slot-reset-0", each(Call.SET_SLOT_RESET, function=0)),
             ("read-slot-reset-state2", each(Call.READ_SLOT_RESET_STATE2)),
             ("configure-pe", each(Call.CONFIGURE_PE))]
 
@@ -124,7 +126,7 @@ def run(rounds: int, n_vfs: int, profile: str | None = None) -> dict[str, Any]:
                     bad = [g for g in got if g.get("status") != 0]
                     if bad:
                         raise RuntimeError(f"{name}: refused: {bad[:2]}")
-                    per.setdefault(f"line {name}", []).append((c1 - c0) / len(reqs))
+                    per.setdefault(f"line_{name}", []).append((c1 - c0) / len(reqs))
                 per.setdefault("per_entry", []).append(plat.call(lambda: _entries(plat, 256)))
                 per.setdefault("per_reset", []).append(plat.call(lambda: _resets(plat, vfs)))
         finally:
@@ -132,9 +134,10 @@ def run(rounds: int, n_vfs: int, profile: str | None = None) -> dict[str, Any]:
             svc.close()
     if prof is not None:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(60)
-    return {"rounds": rounds, "vfs": n_vfs, "us": {
-        k: {"median": round(sorted(v)[len(v) // 2] * 1e6, 2), "min": round(min(v) * 1e6, 2)}
-        for k, v in per.items()}}
+    # a JSON part of `make bench` (bench/registry.py): each figure's rounds, in us
+    return {"figures": {k: dist([x * 1e6 for x in v], "us", 2)
+                        for k, v in per.items()},
+            "goals": {}, "config": {"rounds": rounds, "vfs": n_vfs}}
 
 
 def _recover_adapter(plat: Platform, svc: Channel, pf: int, vfs: list[int]) -> None:
@@ -181,11 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--vfs", type=int, default=64)
     ap.add_argument("--json", default=None, help="write the results here")
-    ap.add_argument("--profile", default=None, help="cProfile the lines of this step")
+    ap.add_argument("--profile", default=None,
+                    help="cProfile the lines of this step (set-slot-reset-1, report-quiet...)")
     a = ap.parse_args(argv)
     out = run(a.rounds, a.vfs, a.profile)
-    for k, v in out["us"].items():
-        print(f"{k:34} median {v['median']:7.1f} us   min {v['min']:7.1f} us")
+    for k, v in out["figures"].items():
+        print(f"{k:34} median {v['p50']:7.1f} us   min {v['min']:7.1f} us")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
