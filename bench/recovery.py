@@ -68,6 +68,7 @@ from bench.stats import dist, percentile, scalar, slope
 from device_model import ResetTiming
 from eeh_abi import traffic as T
 from eeh_abi.vocabulary import Kind, Source
+from eeh_sriov.system import settle_heap
 from guest_drivers import profiling
 from guest_drivers.agent import Agent
 from guest_drivers.platform.harness import HarnessBackend
@@ -342,6 +343,7 @@ def run_point(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
         try:
             macs = drv.start(nvfs)
             startup_s = time.monotonic() - t_start
+            settle_heap()  # (as the CLI does once the drivers are ready)
             traffic = PointTraffic(plat, names, [macs[n] for n in names], rate_hz)
             traffic.start()
             rss_before = _rss_kib()
@@ -355,11 +357,14 @@ def run_point(timing: str, nvfs: int, mode: str, repeats: int, rate_hz: float,
                     idle_rate = (time.process_time() - c0 + drv.cpu_s() - d0) / quiet_s
                     plat.timeline.clear()
                     t0 = time.monotonic()
-                    traffic.arm(t0)
+                    traffic.arm(float("inf"))  # (disarmed while the error goes in)
                     cpu0, dcpu0 = time.process_time(), drv.cpu_s()
                     by_thread0 = thread_cpu()
                     msgs0 = _messages(plat)
                     plat.inject_adapter_error(f"bench {k + 1}")
+                    # armed once the freeze holds: a probe sent between t0 and the freeze
+                    # could be echoed and read as "back" before the error (seen under load)
+                    traffic.arm(time.monotonic())
                     if not traffic.all_back.wait(timeout):
                         missing = [n for n, b in zip(names, traffic.back, strict=True)
                                    if b is None]

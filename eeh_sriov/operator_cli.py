@@ -40,7 +40,7 @@ from eeh_sriov.report import (
     write_summary,
     write_timeline_md,
 )
-from eeh_sriov.system import System, asset_config
+from eeh_sriov.system import System, asset_config, settle_heap
 from eeh_sriov.topology import DEFAULT_TOPOLOGY, Topology, load_topology
 from eeh_sriov.traffic import (
     Target,
@@ -282,6 +282,7 @@ class Session:
             return
         plat.timeline.record(Source.SHIM, Kind.DRIVERS_READY,
                              data={"s": round(time.monotonic() - self.t0, 3)})
+        settle_heap()
         print(f"up: drivers ready after {time.monotonic() - self.t0:.1f} s", flush=True)
         if not self.args.traffic:
             return

@@ -40,7 +40,7 @@ from qemu.qmp import QMPClient
 
 from eeh_abi.vocabulary import Kind, Source
 from eeh_sriov.report import versions, write_summary, write_timeline_md
-from eeh_sriov.system import System
+from eeh_sriov.system import System, settle_heap
 from eeh_sriov.topology import Topology
 from eeh_sriov.traffic import (
     Target,
@@ -216,6 +216,7 @@ class Story:
             raise StoryError(str(e)) from None
         system.platform.timeline.record(Source.SHIM, Kind.DRIVERS_READY,
                                         data={"s": round(time.monotonic() - t0, 3)})
+        settle_heap()
         self.say(f"drivers ready after {time.monotonic() - t0:.1f} s "
                  f"({system.how_booted()}): {' '.join(sorted(wanted))}")
 
