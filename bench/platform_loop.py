@@ -42,6 +42,7 @@ from eeh_abi.hcall import Channel
 from eeh_abi.papr import SlotReset
 from eeh_abi.schema import Call
 from eeh_abi.vocabulary import Source
+from eeh_sriov.system import settle_heap
 from hypervisor_shim.pe import HOST, PolicyConfig
 from hypervisor_shim.platform import Platform, PlatformConfig
 
@@ -107,6 +108,7 @@ def run(rounds: int, n_vfs: int, profile: str | None = None) -> dict[str, Any]:
         vfs = [pe.address for pe in plat.adapter.pes.vfs]
         svc = Channel.unix(str(plat.hcall_path(SVC)), timeout=10)
         host = RawChannel(plat.hcall_path(HOST))
+        settle_heap()  # (as bench.recovery and the CLI do once the drivers are ready)
         try:
             for _ in range(rounds):
                 _recover_adapter(plat, svc, pf, vfs)
@@ -182,11 +184,19 @@ def _resets(plat: Platform, vfs: list[int]) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="3 rounds (make bench-quick)")
     ap.add_argument("--vfs", type=int, default=64)
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--profile", default=None,
                     help="cProfile the lines of this step (set-slot-reset-1, report-quiet...)")
     a = ap.parse_args(argv)
+    if a.quick:
+        a.rounds = 3
+    if a.profile is not None:
+        a.profile = a.profile.removeprefix("line_")
+        if a.profile not in {name for name, _ in _steps([])}:
+            ap.error(f"--profile: no step {a.profile!r} "
+                     f"(one of {', '.join(name for name, _ in _steps([]))})")
     out = run(a.rounds, a.vfs, a.profile)
     for k, v in out["figures"].items():
         print(f"{k:34} median {v['p50']:7.1f} us   min {v['min']:7.1f} us")

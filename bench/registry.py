@@ -87,6 +87,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "kernel and userspace; root fs build time (recorded)", part="boot",
         args=("--runs", "3"), quick=("--quick",), headline=("cold_ready_s",)),
     Benchmark(
+        "bench.platform_loop",
+        "the platform loop's CPU (thread time) per platform-call line of each call of a VF's "
+        "recovery (64 lines of one kind in one write after a real lift; 64 VFs, harness mode), "
+        "per timeline entry and per VF PE reset, in situ: distributions over the rounds",
+        part="platform_loop", args=("--rounds", "10"), quick=("--quick",)),
+    Benchmark(
         "bench.device_model",
         "the device model alone: freeze propagation for 1, 8, 64 VFs against a plain loop; "
         "frames per second through one VF (TX, RX) against the same work inline",

@@ -27,7 +27,7 @@ def test_the_run_takes_its_parts_from_the_registry() -> None:
     assert list(PARTS) == [b.part for b in registry.BENCHMARKS]
     # every benchmark's figures are a part of results.json: none is text only (issue 22)
     assert {b.module for b in registry.json_parts()} == {
-        "bench.hcall", "bench.adapters", "bench.boot", "bench.device_model",
+        "bench.hcall", "bench.adapters", "bench.boot", "bench.platform_loop", "bench.device_model",
         "bench.vfio_user", "bench.guest_mmio"}
     for b in registry.json_parts():  # what the main table shows of it exists
         assert b.quick is not None, b.module  # bench-quick runs every part, smaller
