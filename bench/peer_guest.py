@@ -56,14 +56,19 @@ def iface_of(pci: Path) -> str | None:
     return names[0] if names else None
 
 
-def find_pf(mac: str) -> tuple[str, Path]:
-    for dev in sorted(Path("/sys/class/net").iterdir()):
+NET = Path("/sys/class/net")
+
+
+def find_pf(mac: str, net: Path = NET) -> tuple[str, Path] | None:
+    """The interface with this MAC and its PCI device, or None. An interface may vanish
+    while it is looked at (udev renames eth0 to enp1s0 while igb comes up): skipped."""
+    for dev in sorted(net.iterdir()):
         try:
             if (dev / "address").read_text().strip() == mac:
                 return dev.name, (dev / "device").resolve()
         except OSError:
             continue
-    raise RuntimeError(f"no interface with MAC {mac}")
+    return None
 
 
 def setup(pf_mac: str, vf_macs: list[str]) -> dict[str, Any]:
@@ -71,11 +76,13 @@ def setup(pf_mac: str, vf_macs: list[str]) -> dict[str, Any]:
     t = time.monotonic()
     sh("modprobe", "igb")
     sh("modprobe", "igbvf")
-    wait_for(lambda: any((d / "address").read_text().strip() == pf_mac
-                         for d in Path("/sys/class/net").iterdir()), 30, "the igb interface")
+    wait_for(lambda: find_pf(pf_mac) is not None, 30, "the igb interface")
     sh("udevadm", "settle", "--timeout=30")  # udev renames new interfaces (enp...)
     steps["modprobe_s"] = time.monotonic() - t
-    pf_if, pf_pci = find_pf(pf_mac)
+    found = find_pf(pf_mac)
+    if found is None:
+        raise RuntimeError(f"no interface with MAC {pf_mac}")
+    pf_if, pf_pci = found
     sh("ip", "link", "set", pf_if, "up")
     t = time.monotonic()
     (pf_pci / "sriov_drivers_autoprobe").write_text("0")
