@@ -82,17 +82,22 @@ LOCKOUT_64 = Goal(
     "the platform accepted that VF driver's first unfreeze (reset or thaw)", 5.0, "ms", "p99",
     why="Every VF's first unfreeze after the lift is one platform call answered on the "
         "platform's one loop thread, one after another: the last VF's waits for the 63 "
-        "before it. Measured from the timeline: the first ~3.3 ms after the lift, then one "
-        "every 0.22-0.38 ms (an FLR of the function in the model, ~4 timeline entries and "
-        "the VF's report), 14-24 ms for 64 (docs/reliability.md, the lockout at scale).")
+        "before it. The drivers' channel writes every locked-out VF's call again in one write "
+        "as the lift arrives (eeh_abi/lift_retries.py); then the push's round trip (~0.4-1.3 "
+        "ms) and ~60-65 us of loop CPU a call (the model's FLR and its entries, the call's "
+        "checks, entry and reply: bench.platform_loop), ~4 ms for 64; in one interpreter "
+        "the drivers' threads share the GIL with the loop (docs/reliability.md, the lockout "
+        "at scale, 2026-12-08).")
 RESUME_64_PROCESS = Goal(
     "resume_p99_64_vfs_drivers_process", "bench.recovery",
     "harness, fast timing, 64 VFs, drivers in a process of their own: lockout release -> "
     "VF resumed (1 ms a VF)", 64.0, "ms", "p99",
-    why="After the release each VF's restore is ~6 vfio-user round trips, ~9 posted writes "
-        "and ~15 platform-call lines with ~30 timeline entries, all answered on the "
-        "platform's one loop thread; the last VF resumes after the platform has done that "
-        "for every VF (the run's CPU by thread: platform loop and drivers' process).")
+    why="After the release each VF's restore is 3 vfio-user round trips (4 messages) and 6 "
+        "platform-call lines (set-slot-reset 1 and 0, configure-pe, the reports between "
+        "them, the run from configure to recovered) with ~24 timeline entries, all "
+        "answered on the platform's one loop thread, interleaved with the other VFs': the "
+        "last VF resumes after the loop has done that for nearly every VF (~1.1 ms of loop "
+        "CPU a VF; the run's CPU by thread: platform loop and drivers' process).")
 
 # ---- real guests (bench.guests): the default topology in three TCG guests
 DRIVERS_READY = Goal(
