@@ -10,12 +10,7 @@ runs the real drivers against the real platform, every VF meeting the lockout.""
 
 from __future__ import annotations
 
-import json
-import select
-import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,51 +23,12 @@ from guest_drivers.agent import Agent
 from guest_drivers.poll import PollConfig
 from hypervisor_shim.pe import HOST
 from hypervisor_shim.platform import Platform, PlatformConfig
+from tests.support.channel_peer import channel
 from tests.support.channels import TapChannel
 from tests.support.platform_rig import holding_backend
 from tests.support.waiting import wait_for
 
 PE_A, PE_B, PE_C = 0x18000, 0x18100, 0x18200
-
-
-class RawPeer:
-    """The platform's end: reads lines, answers requests, pushes events."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._buf = b""
-
-    def readable(self, timeout: float = 0.0) -> bool:
-        return bool(select.select([self.sock], [], [], timeout)[0])
-
-    def read_lines(self) -> list[dict[str, Any]]:
-        """What one recv brings (at least one whole line)."""
-        while True:
-            self._buf += self.sock.recv(1 << 16)
-            *lines, self._buf = self._buf.split(b"\n")
-            if lines:
-                return [json.loads(x) for x in lines]
-
-    def answer(self, msgs: list[dict[str, Any]]) -> None:
-        self.sock.sendall(b"".join(b'{"v":1,"id":%d,"status":0}\n' % int(m["id"])
-                                   for m in msgs if not m.get("quiet")))
-
-    def lift(self, *pes: int) -> None:
-        """One batched `lockout-lifted` line for `pes` (as the platform pushes it)."""
-        line = {"v": 1, "event": Kind.LOCKOUT_LIFTED.value, "pe": pes[0],
-                "data": {"pes": list(pes)}, "t": 1.0}
-        self.sock.sendall(json.dumps(line).encode() + b"\n")
-
-
-@contextmanager
-def channel() -> Iterator[tuple[Channel, RawPeer]]:
-    a, b = socket.socketpair()
-    ch = Channel(a.fileno(), close=a.close, timeout=10)
-    try:
-        yield ch, RawPeer(b)
-    finally:
-        ch.close()
-        b.close()
 
 
 def reply_in_thread(ch: Channel, retry: LiftRetry) -> tuple[threading.Thread, list[object]]:

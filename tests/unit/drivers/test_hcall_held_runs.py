@@ -13,8 +13,8 @@ from typing import Any
 from eeh_abi.hcall import Channel, Reply
 from eeh_abi.report_runs import HOLD_MAX_S
 from eeh_abi.schema import Call
+from tests.support.channel_peer import RawPeer, channel
 from tests.support.waiting import wait_for
-from tests.unit.drivers.test_hcall_held_writes import RawPeer, channel
 
 VF0, VF1 = 0x18000, 0x18100
 

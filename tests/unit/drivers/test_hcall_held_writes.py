@@ -8,56 +8,17 @@ so "nothing readable" after a post means it was not written."""
 
 from __future__ import annotations
 
-import json
 import select
-import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from eeh_abi.hcall import Channel
 from eeh_abi.schema import Call
 from eeh_abi.vocabulary import Kind
 from guest_drivers.services import Services
+from tests.support.channel_peer import channel
 from tests.support.waiting import wait_for
 
 PE = 0x18000
-
-
-class RawPeer:
-    """The platform's end: reads lines, answers each request that is not quiet."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._buf = b""
-
-    def readable(self) -> bool:
-        return bool(select.select([self.sock], [], [], 0)[0])
-
-    def read_lines(self) -> list[dict[str, object]]:
-        """What one recv brings (at least one whole line)."""
-        while True:
-            self._buf += self.sock.recv(1 << 16)
-            *lines, self._buf = self._buf.split(b"\n")
-            if lines:
-                return [json.loads(x) for x in lines]
-
-    def answer(self, msgs: list[dict[str, object]]) -> None:
-        out = b"".join(b'{"v":1,"id":%d,"status":0}\n' % int(str(m["id"])) for m in msgs
-                       if not m.get("quiet"))
-        if out:
-            self.sock.sendall(out)
-
-
-@contextmanager
-def channel() -> Iterator[tuple[Channel, RawPeer]]:
-    a, b = socket.socketpair()
-    ch = Channel(a.fileno(), close=a.close, timeout=10)
-    try:
-        yield ch, RawPeer(b)
-    finally:
-        ch.close()
-        b.close()
 
 
 def call_in_thread(ch: Channel) -> tuple[threading.Thread, list[object]]:
