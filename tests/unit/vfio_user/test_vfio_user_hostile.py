@@ -376,7 +376,8 @@ def test_unframeable_stream_closes_the_connection_only(rig: Rig, raw: bytes) -> 
     with rig.client() as again:  # the server lives on and accepts the next client
         assert again.device_info().num_regions == 9
     rig.wait_listening()
-    assert open_fds() == before
+    # none left open (fewer is another test's socket collected meanwhile: seen in CI)
+    assert open_fds() <= before
     assert [e.kind for e in rig.endpoint.history][-4:] == \
         ["connected", "disconnected", "connected", "disconnected"]
 
